@@ -1,0 +1,22 @@
+"""``python -m data SUBCOMMAND``: tools around routing logs (synthetic data, ...)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to a subcommand; returns its exit status."""
+    from data import synth
+
+    parser = argparse.ArgumentParser(prog="python -m data", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("synth", help="write a synthetic log with known ground truth")
+    synth.add_arguments(p)
+    p.set_defaults(run=synth.main)
+    args = parser.parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

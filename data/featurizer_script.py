@@ -1,0 +1,94 @@
+"""The TorchScript twin of :class:`data.featurizer.TextFeaturizer`, run inside the artifact.
+
+It computes the sparse tf-idf and the dense structure features (length, log length, bias);
+the LSA projection is folded into the agent's linear map by the exporter, so it is not here.
+
+TorchScript strings are UTF-8 byte strings: ``lower()`` lowercases ASCII letters only and
+``replace`` / ``split`` with an explicit separator work on bytes, which is exactly the
+tokenization of :mod:`data.tokenizer`. (``str.split()`` without a separator is not used: in
+TorchScript it also splits on some non-ASCII bytes.)
+"""
+
+
+import torch
+
+from data.featurizer import TextFeaturizer
+from data.tokenizer import DELIMITERS
+
+
+class ScriptedFeaturizer(torch.nn.Module):
+    """Sparse tf-idf (row, column, value triplets, float64, L2 rows) and the dense extras."""
+
+    delimiters: list[str]
+    vocabulary: dict[str, int]
+    n_terms: int
+    length_scale: float
+
+    def __init__(self, vocabulary: list[str], idf: torch.Tensor, length_scale: float) -> None:
+        super().__init__()
+        self.delimiters = [chr(byte) for byte in DELIMITERS]
+        self.vocabulary = {term: index for index, term in enumerate(vocabulary)}
+        self.register_buffer("idf", idf.to(torch.float64))
+        self.n_terms = len(vocabulary)
+        self.length_scale = length_scale
+
+    @classmethod
+    def from_featurizer(cls, featurizer: TextFeaturizer) -> "ScriptedFeaturizer":
+        """The twin of a fitted Python featurizer."""
+        return cls(featurizer.terms_as_text(), torch.from_numpy(featurizer.idf), featurizer.length_scale)
+
+    def tokens(self, text: str) -> list[str]:
+        """Byte tokens of one text (see :mod:`data.tokenizer`)."""
+        lowered = text.lower()
+        for delimiter in self.delimiters:
+            if delimiter in lowered:
+                lowered = lowered.replace(delimiter, " ")
+        tokens: list[str] = []
+        for token in lowered.split(" "):
+            if token != "":
+                tokens.append(token)
+        return tokens
+
+    def forward(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rows, cols, values) of the (N, V) tf-idf matrix, and the (N, 3) dense extras.
+
+        Extras: [n / length_scale, ln(1 + n), 1] for a text of n tokens. Empty texts give no
+        tf-idf entries.
+        """
+        rows: list[int] = []
+        cols: list[int] = []
+        lengths: list[float] = []
+        for row, text in enumerate(texts):
+            previous = ""
+            tokens = self.tokens(text)
+            lengths.append(float(len(tokens)))
+            for token in tokens:
+                index = self.vocabulary.get(token, -1)
+                if index >= 0:
+                    rows.append(row)
+                    cols.append(index)
+                if previous != "":
+                    index = self.vocabulary.get(previous + " " + token, -1)
+                    if index >= 0:
+                        rows.append(row)
+                        cols.append(index)
+                previous = token
+        width = max(self.n_terms, 1)
+        keys = torch.tensor(rows, dtype=torch.int64) * width + torch.tensor(cols, dtype=torch.int64)
+        unique, counts = torch.unique(keys, return_counts=True)
+        row_of = torch.div(unique, width, rounding_mode="floor")
+        col_of = unique - row_of * width
+        values = (1.0 + torch.log(counts.to(torch.float64))) * self.idf[col_of]
+        squares = torch.zeros(len(texts), dtype=torch.float64).index_add_(0, row_of, values * values)
+        values = values / torch.sqrt(squares)[row_of]
+        n_tokens = torch.tensor(lengths, dtype=torch.float64)
+        extras = torch.stack([n_tokens / self.length_scale, torch.log1p(n_tokens), torch.ones_like(n_tokens)], dim=1)
+        return row_of, col_of, values, extras
+
+    @torch.jit.export
+    def dense(self, texts: list[str]) -> torch.Tensor:
+        """The (N, V) tf-idf matrix, dense (for parity checks and small batches)."""
+        rows, cols, values, _ = self.forward(texts)
+        matrix = torch.zeros(len(texts), self.n_terms, dtype=torch.float64)
+        matrix[rows, cols] = values
+        return matrix

@@ -1,0 +1,76 @@
+"""Quarantine: every rejected outcome row is kept, counted by reason and written to ``rejected.jsonl``.
+
+The invariant the readers keep is ``rows_read == rows_accepted + rows_rejected`` (CONTRACTS.md §1).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data.schema import RejectReason, StrictModeError
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One rejected outcome row: where it was, why, and what it said."""
+
+    file: str
+    position: int  # 1-based line (JSONL) or data row (CSV, Parquet; header excluded)
+    locator: str  # "line" or "row"
+    reason: RejectReason
+    detail: str
+    content: Any  # the raw line (str) when it could not be parsed, else the parsed row (dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``rejected.jsonl`` record: file, line or row, reason, detail and content."""
+        return {
+            "file": self.file,
+            self.locator: self.position,
+            "reason": self.reason.value,
+            "detail": self.detail,
+            "content": self.content,
+        }
+
+
+@dataclass
+class Quarantine:
+    """Collects rejections; under ``strict`` the first one raises :class:`StrictModeError`."""
+
+    strict: bool = False
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def reject(
+        self,
+        file: str,
+        position: int,
+        locator: str,
+        reason: RejectReason,
+        detail: str,
+        content: Any,
+    ) -> None:
+        """Record one rejected outcome row."""
+        rejection = Rejection(file, position, locator, reason, detail, content)
+        if self.strict:
+            raise StrictModeError(
+                f"{file}: {locator} {position}: {reason.value}: {detail} (--strict stops at the first bad row)"
+            )
+        self.rejections.append(rejection)
+
+    @property
+    def count(self) -> int:
+        """How many outcome rows were rejected."""
+        return len(self.rejections)
+
+    def by_reason(self) -> dict[str, int]:
+        """Rejected counts keyed by reason, most frequent first."""
+        return dict(Counter(r.reason.value for r in self.rejections).most_common())
+
+    def write(self, path: Path) -> None:
+        """Write every rejection as one JSON line (an empty file when nothing was rejected)."""
+        with open(path, "w", encoding="utf-8") as out:
+            for rejection in self.rejections:
+                out.write(json.dumps(rejection.to_json(), ensure_ascii=False, default=str) + "\n")

@@ -1,0 +1,298 @@
+"""File readers: turn JSONL, CSV, Parquet and RouterBench wide files into outcome rows.
+
+Each reader streams its file and yields, per outcome (one query × model), either a
+:class:`ParsedRow` (a dict of fields, not yet validated) or a :class:`RowError` for a line that
+could not be parsed at all (invalid UTF-8, malformed JSON, a truncated last line). Validation of
+values happens in :mod:`data.validation`; cross-row rules in :mod:`data.log_builder`.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import pickle
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from data.schema import (
+    REQUIRED_COLUMNS,
+    ROUTERBENCH_COST_SUFFIX,
+    ROUTERBENCH_RESPONSE_SUFFIX,
+    DataError,
+    RejectReason,
+)
+
+SUPPORTED_SUFFIXES = (".jsonl", ".csv", ".parquet", ".pkl")
+
+
+@dataclass(frozen=True)
+class ParsedRow:
+    """One outcome as read, before validation."""
+
+    file: str
+    position: int
+    locator: str  # "line" or "row"
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A line that could not be parsed into fields; rejected with ``reason``."""
+
+    file: str
+    position: int
+    locator: str
+    reason: RejectReason
+    detail: str
+    raw: str
+
+
+Item = ParsedRow | RowError
+
+
+def list_files(path: Path) -> list[Path]:
+    """The log files at ``path``: the file itself, or every supported file in a directory (sorted)."""
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+        if not files:
+            raise DataError(f"{path}: directory holds no log files ({', '.join(SUPPORTED_SUFFIXES)})")
+        return files
+    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        raise DataError(
+            f"{path}: unknown log format {path.suffix!r}; expected one of {', '.join(SUPPORTED_SUFFIXES)}"
+        )
+    return [path]
+
+
+def read_file(path: Path, allow_pickle: bool = False) -> Iterator[Item]:
+    """Stream the outcome rows of one file, dispatching on its suffix and (for CSV) header."""
+    suffix = path.suffix.lower()
+    try:
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: file is empty")
+    except OSError as error:
+        raise DataError(f"{path}: cannot read: {error.strerror}") from None
+    if suffix == ".jsonl":
+        yield from _read_jsonl(path)
+    elif suffix == ".csv":
+        yield from _read_csv(path)
+    elif suffix == ".parquet":
+        yield from _read_parquet(path)
+    elif suffix == ".pkl":
+        if not allow_pickle:
+            raise DataError(
+                f"{path}: pandas pickles can run arbitrary code when loaded; "
+                "pass --allow-pickle only for files you trust"
+            )
+        yield from _read_pickle(path)
+
+
+def _read_jsonl(path: Path) -> Iterator[Item]:
+    """Canonical long format, one JSON object per line. Blank lines are skipped."""
+    name = str(path)
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            raw = line.decode("utf-8", errors="replace").rstrip("\r\n")
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                yield RowError(name, number, "line", RejectReason.INVALID_UTF8, str(error), raw)
+                continue
+            try:
+                fields = json.loads(text)
+            except json.JSONDecodeError as error:
+                truncated = not line.endswith(b"\n") and _is_last(handle)
+                reason = RejectReason.TRUNCATED_LINE if truncated else RejectReason.MALFORMED_LINE
+                yield RowError(name, number, "line", reason, f"invalid JSON: {error.msg}", raw)
+                continue
+            if not isinstance(fields, dict):
+                yield RowError(
+                    name, number, "line", RejectReason.MALFORMED_LINE, "a line must be a JSON object", raw
+                )
+                continue
+            yield ParsedRow(name, number, "line", fields)
+
+
+def _is_last(handle: Any) -> bool:
+    """Whether the binary handle is at end of file (used only after a line without newline)."""
+    return handle.peek(1) == b"" if hasattr(handle, "peek") else True
+
+
+def _read_csv(path: Path) -> Iterator[Item]:
+    """CSV: the RouterBench wide format when a ``X|total_cost`` column exists, else long format."""
+    csv.field_size_limit(sys.maxsize)
+    name = str(path)
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise DataError(f"{path}: file is empty") from None
+        except csv.Error as error:
+            raise DataError(f"{path}: not a CSV file: {error}") from None
+        wide_models = [c for c in header if c + ROUTERBENCH_COST_SUFFIX in header]
+        if wide_models:
+            rows = _wide_rows(name, header, wide_models, _csv_records(name, reader))
+        else:
+            _require_columns(path, header)
+            rows = _long_rows(name, header, _csv_records(name, reader))
+        yield from rows
+
+
+def _csv_records(name: str, reader: Any) -> Iterator[tuple[int, list[str] | RowError]]:
+    """Data records of a CSV with their 1-based row number; undecodable rows become errors."""
+    row = 0
+    while True:
+        row += 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            yield row, RowError(name, row, "row", RejectReason.MALFORMED_LINE, f"bad CSV: {error}", "")
+            continue
+        if not record:
+            row -= 1
+            continue
+        if any(_has_surrogates(value) for value in record):
+            raw = ",".join(v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for v in record)
+            yield row, RowError(name, row, "row", RejectReason.INVALID_UTF8, "field is not valid UTF-8", raw)
+            continue
+        yield row, record
+
+
+def _has_surrogates(value: str) -> bool:
+    """True when ``surrogateescape`` decoding met bytes that are not UTF-8."""
+    return any("\udc80" <= ch <= "\udcff" for ch in value) if not value.isascii() else False
+
+
+def _require_columns(path: Path, header: list[str]) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise DataError(f"{path}: missing required column(s) {', '.join(missing)} in the header")
+
+
+def _long_rows(
+    name: str, header: list[str], records: Iterator[tuple[int, list[str] | RowError]]
+) -> Iterator[Item]:
+    """Canonical long-format CSV rows; empty cells are absent values."""
+    width = len(header)
+    for row, record in records:
+        if isinstance(record, RowError):
+            yield record
+            continue
+        if len(record) != width:
+            raw = ",".join(record)
+            detail = f"{len(record)} fields, header has {width}"
+            yield RowError(name, row, "row", RejectReason.MALFORMED_LINE, detail, raw)
+            continue
+        yield ParsedRow(name, row, "row", {k: (v if v != "" else None) for k, v in zip(header, record)})
+
+
+def _wide_rows(
+    name: str,
+    header: list[str],
+    models: list[str],
+    records: Iterator[tuple[int, list[str] | RowError]],
+) -> Iterator[Item]:
+    """RouterBench wide rows → one outcome per model (CONTRACTS.md §1, RouterBench wide format).
+
+    ``sample_id`` is the query id, ``prompt`` the text (a Python-list string is parsed with
+    :func:`ast.literal_eval`, which evaluates literals only, and its elements joined by newlines).
+    Every column that is not a model, its cost or its response is metadata and is dropped here.
+    """
+    column = {c: i for i, c in enumerate(header)}
+    for required in ("sample_id", "prompt"):
+        if required not in column:
+            raise DataError(f"{name}: RouterBench wide file lacks the {required!r} column")
+    for row, record in records:
+        if isinstance(record, RowError):
+            for _ in models:
+                yield record
+            continue
+        if len(record) != len(header):
+            for _ in models:
+                detail = f"{len(record)} fields, header has {len(header)}"
+                yield RowError(name, row, "row", RejectReason.MALFORMED_LINE, detail, ",".join(record))
+            continue
+        query = parse_prompt(record[column["prompt"]])
+        query_id = record[column["sample_id"]]
+        for model in models:
+            score = record[column[model]]
+            cost = record[column[model + ROUTERBENCH_COST_SUFFIX]]
+            fields: dict[str, Any] = {
+                "query_id": query_id or None,
+                "query": query,
+                "model": model,
+                "quality": score if score != "" else None,
+                "cost": cost if cost != "" else None,
+            }
+            if model + ROUTERBENCH_RESPONSE_SUFFIX in column:
+                fields["response"] = record[column[model + ROUTERBENCH_RESPONSE_SUFFIX]]
+            yield ParsedRow(name, row, "row", fields)
+
+
+def parse_prompt(prompt: str) -> str:
+    """RouterBench prompts may be a Python-list string ``"['...']"``: join its strings by newlines."""
+    stripped = prompt.strip()
+    if stripped.startswith("[") and stripped.endswith("]"):
+        try:
+            value = ast.literal_eval(stripped)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return prompt
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return "\n".join(value)
+    return prompt
+
+
+def _read_parquet(path: Path) -> Iterator[Item]:
+    """Canonical long format in Parquet, streamed by record batch (pyarrow)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from None
+    name = str(path)
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as error:  # pyarrow raises several types for a corrupt file
+        raise DataError(f"{path}: not a Parquet file: {error}") from None
+    _require_columns(path, parquet.schema_arrow.names)
+    row = 0
+    for batch in parquet.iter_batches(batch_size=65536):
+        for fields in batch.to_pylist():
+            row += 1
+            yield ParsedRow(name, row, "row", fields)
+
+
+def _read_pickle(path: Path) -> Iterator[Item]:
+    """A RouterBench pandas pickle (a DataFrame in wide format). Only behind ``--allow-pickle``."""
+    try:
+        with open(path, "rb") as handle:
+            frame = pickle.load(handle)  # noqa: S301 - explicitly allowed by the user
+    except Exception as error:
+        raise DataError(f"{path}: cannot unpickle: {error}") from None
+    if not hasattr(frame, "columns") or not hasattr(frame, "itertuples"):
+        raise DataError(f"{path}: the pickle does not hold a pandas DataFrame")
+    header = [str(c) for c in frame.columns]
+    records = (
+        (i, ["" if _is_blank(v) else str(v) for v in values])
+        for i, values in enumerate(frame.itertuples(index=False, name=None), start=1)
+    )
+    models = [c for c in header if c + ROUTERBENCH_COST_SUFFIX in header]
+    if models:
+        yield from _wide_rows(str(path), header, models, records)
+    else:
+        _require_columns(path, header)
+        yield from _long_rows(str(path), header, records)
+
+
+def _is_blank(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)

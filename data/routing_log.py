@@ -1,0 +1,92 @@
+"""The in-memory routing log: one row per query, one column per model (arm)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+
+Feedback = Literal["full", "bandit"]
+
+
+@dataclass(frozen=True)
+class ReadStats:
+    """What reading a log did: rows read = accepted + rejected, rejected counted by reason."""
+
+    files: tuple[str, ...]
+    rows_read: int
+    rows_accepted: int
+    rows_rejected: int
+    rejected_by_reason: dict[str, int]
+    pending: int = 0  # decisions of a decision log still waiting for feedback (not rejected)
+
+    def __post_init__(self) -> None:
+        if self.rows_read != self.rows_accepted + self.rows_rejected:
+            raise AssertionError(
+                f"rows read {self.rows_read} != accepted {self.rows_accepted} + rejected {self.rows_rejected}"
+            )
+
+
+@dataclass(frozen=True)
+class RoutingLog:
+    """Accepted outcomes of a log, arranged query × model.
+
+    A query's text is kept once (not once per outcome). For a full-information log every cell of
+    ``quality`` and ``cost`` is known. For a bandit-feedback log only the logged action's cell is
+    known (``quality[i, action[i]]``); the others are NaN, and ``propensity[i]`` is the probability
+    with which the logging policy chose ``action[i]``.
+    """
+
+    models: tuple[str, ...]
+    query_ids: np.ndarray  # (N,) str (object)
+    queries: list[str]  # (N,)
+    quality: np.ndarray  # (N, K) float64, in [0, 1]
+    cost: np.ndarray  # (N, K) float64, USD per query
+    feedback: Feedback = "full"
+    action: np.ndarray | None = None  # (N,) int64, bandit only
+    propensity: np.ndarray | None = None  # (N,) float64 in (0, 1], bandit only
+    latency_ms: np.ndarray | None = None  # (N, K) float64
+    expected_quality: np.ndarray | None = None  # (N, K) ground truth of synthetic logs; never a feature
+    embeddings: np.ndarray | None = None  # (N, D) float32: the user's own query embeddings
+    timestamps: np.ndarray | None = None  # (N,) datetime64[ms]
+    stats: ReadStats = field(default_factory=lambda: ReadStats((), 0, 0, 0, {}))
+    fingerprint: str = ""
+
+    @property
+    def n_queries(self) -> int:
+        """Number of queries (rows of the matrices)."""
+        return len(self.query_ids)
+
+    @property
+    def n_models(self) -> int:
+        """Number of models (arms)."""
+        return len(self.models)
+
+    def subset(self, index: np.ndarray) -> RoutingLog:
+        """The log restricted to the queries at ``index`` (same models, same fingerprint)."""
+        index = np.asarray(index)
+
+        def take(array: np.ndarray | None) -> np.ndarray | None:
+            return None if array is None else array[index]
+
+        return replace(
+            self,
+            query_ids=self.query_ids[index],
+            queries=[self.queries[i] for i in index.tolist()],
+            quality=self.quality[index],
+            cost=self.cost[index],
+            action=take(self.action),
+            propensity=take(self.propensity),
+            latency_ms=take(self.latency_ms),
+            expected_quality=take(self.expected_quality),
+            embeddings=take(self.embeddings),
+            timestamps=take(self.timestamps),
+        )
+
+    def reward(self, cost_weight: float | np.ndarray) -> np.ndarray:
+        """Linear reward of every cell: quality − cost_weight × cost (USD per query)."""
+        weight = np.asarray(cost_weight, dtype=np.float64)
+        if weight.ndim == 1:
+            weight = weight[:, None]
+        return self.quality - weight * self.cost

@@ -1,0 +1,124 @@
+"""Export an agent's decision rule as one self-contained TorchScript file, and read it back.
+
+The file is ``torch.jit.save``'d with a ``metadata.json`` extra file holding at least the keys of
+CONTRACTS.md §2. It loads with ``torch.jit.load`` in a process that never imported routerl, and
+from C++ (``torch::jit::load``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from data.featurizer import N_DENSE_EXTRAS, TextFeaturizer
+from data.featurizer_script import ScriptedFeaturizer
+from policies.text_policy import TextRoutingPolicy
+
+ROUTERL_VERSION = "0.1.0"
+METADATA_FILE = "metadata.json"
+REQUIRED_METADATA = (
+    "models", "default_cost_weight", "cost_weight_range", "score_kind", "input_kind", "agent",
+    "featurizer", "data_fingerprint", "metrics", "created_at", "routerl_version", "torch_version",
+)
+
+
+class PolicyError(Exception):
+    """The file is not a loadable routerl policy (missing, corrupt, or metadata incomplete)."""
+
+
+@dataclass(frozen=True)
+class PolicyMetadata:
+    """What a service and a reader of the artifact need to know about it (CONTRACTS.md §2)."""
+
+    models: list[str]
+    default_cost_weight: float
+    cost_weight_range: list[float]
+    score_kind: str
+    agent: str
+    featurizer: dict[str, Any]
+    data_fingerprint: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    input_kind: str = "text"
+    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    routerl_version: str = ROUTERL_VERSION
+    torch_version: str = torch.__version__
+
+
+def script(module: torch.nn.Module) -> torch.jit.ScriptModule:
+    """``torch.jit.script``, with only its deprecation warning silenced (TorchScript is the contract)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=DeprecationWarning)
+        return torch.jit.script(module)
+
+
+def build_text_policy(featurizer: TextFeaturizer, linear_map: np.ndarray, head: torch.nn.Module,
+                      metadata: PolicyMetadata, clamp_cost_weight: bool = False) -> torch.jit.ScriptModule:
+    """Fold the featurizer's projection into the agent's (d, m) linear map and script the policy.
+
+    The first rows of ``linear_map`` multiply the featurizer's projected components, so
+    text_map = projection @ linear_map[:components] (V, m); the last rows multiply its dense
+    extras (length, log length, bias) and are kept as they are.
+    """
+    if linear_map.shape[0] != featurizer.dimension:
+        raise ValueError(f"linear map has {linear_map.shape[0]} rows, featurizer gives {featurizer.dimension}")
+    components = linear_map.shape[0] - N_DENSE_EXTRAS
+    text_map = featurizer.projection @ linear_map[:components]
+    policy = TextRoutingPolicy(
+        featurizer=ScriptedFeaturizer.from_featurizer(featurizer),
+        text_map=torch.from_numpy(np.ascontiguousarray(text_map, dtype=np.float64)),
+        dense_map=torch.from_numpy(np.ascontiguousarray(linear_map[components:], dtype=np.float64)),
+        head=head,
+        models=metadata.models,
+        default_cost_weight=metadata.default_cost_weight,
+        cost_weight_range=metadata.cost_weight_range,
+        clamp_cost_weight=clamp_cost_weight,
+    )
+    return script(policy)
+
+
+def save_policy(module: torch.jit.ScriptModule, metadata: PolicyMetadata, path: str | Path) -> Path:
+    """Write the policy atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    extra = {METADATA_FILE: json.dumps(asdict(metadata), sort_keys=True)}
+    handle, temporary = tempfile.mkstemp(prefix=".policy-", suffix=".pt", dir=path.parent)
+    os.close(handle)
+    try:
+        torch.jit.save(module, temporary, _extra_files=extra)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; a policy is meant to be shared
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return path
+
+
+def load_policy(path: str | Path) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
+    """Load a policy and its metadata; :class:`PolicyError` names what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise PolicyError(f"{path}: no such policy file")
+    extra = {METADATA_FILE: ""}
+    try:
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except Exception as error:  # torch raises RuntimeError and others for corrupt archives
+        raise PolicyError(f"{path}: not a TorchScript policy: {str(error).splitlines()[0]}") from None
+    try:
+        metadata = json.loads(extra[METADATA_FILE])
+    except json.JSONDecodeError:
+        raise PolicyError(f"{path}: metadata.json is missing or not JSON") from None
+    missing = [key for key in REQUIRED_METADATA if key not in metadata]
+    if missing:
+        raise PolicyError(f"{path}: metadata lacks {', '.join(missing)}")
+    return module, metadata

@@ -1,0 +1,97 @@
+"""The exported routing policy: text in, model out, in one TorchScript module (CONTRACTS.md §2).
+
+scores(queries, w) = head(tfidf(queries) @ text_map + extras(queries) @ dense_map, w)
+
+``featurizer`` is the TorchScript twin of the training featurizer (sparse tf-idf and the dense
+extras: length, log length, bias); ``text_map`` (V, m) is the agent's first linear map with the
+featurizer's projection folded in, ``dense_map`` (3, m) its rows for the extras; ``head`` turns
+the m outputs and the cost weight into K scores. Everything is computed in float64; ``scores`` returns float32 and
+``route`` takes the argmax of the float64 scores (ties to the lower index).
+"""
+
+import math
+from typing import List
+
+import torch
+
+from data.featurizer_script import ScriptedFeaturizer
+
+
+class TextRoutingPolicy(torch.nn.Module):
+    """Featurizer + linear map + head, with the model names and trade-off defaults."""
+
+    model_names: List[str]
+    default_weight: float
+    weight_low: float
+    weight_high: float
+    clamp_weight: bool
+
+    def __init__(
+        self,
+        featurizer: ScriptedFeaturizer,
+        text_map: torch.Tensor,
+        dense_map: torch.Tensor,
+        head: torch.nn.Module,
+        models: List[str],
+        default_cost_weight: float,
+        cost_weight_range: List[float],
+        clamp_cost_weight: bool,
+    ) -> None:
+        super().__init__()
+        self.featurizer = featurizer
+        self.register_buffer("text_map", text_map.to(torch.float64))
+        self.register_buffer("dense_map", dense_map.to(torch.float64))
+        self.head = head
+        self.model_names = list(models)
+        self.default_weight = float(default_cost_weight)
+        self.weight_low = float(cost_weight_range[0])
+        self.weight_high = float(cost_weight_range[1])
+        self.clamp_weight = clamp_cost_weight
+
+    @torch.jit.export
+    def models(self) -> List[str]:
+        """The arms, in index order."""
+        return self.model_names
+
+    @torch.jit.export
+    def default_cost_weight(self) -> float:
+        """The trade-off the policy was trained or calibrated for."""
+        return self.default_weight
+
+    def _weight(self, cost_weight: float) -> float:
+        if math.isnan(cost_weight) or math.isinf(cost_weight) or cost_weight < 0.0:
+            raise ValueError("cost_weight must be finite and >= 0 (quality given up per USD per query)")
+        if self.clamp_weight:
+            return min(max(cost_weight, self.weight_low), self.weight_high)
+        return cost_weight
+
+    def _scores64(self, queries: List[str], cost_weight: float) -> torch.Tensor:
+        weight = self._weight(cost_weight)
+        rows, cols, values, extras = self.featurizer(queries)
+        hidden = extras @ self.dense_map
+        hidden.index_add_(0, rows, values.unsqueeze(1) * self.text_map[cols])
+        return self.head(hidden, weight)
+
+    @torch.jit.export
+    def scores(self, queries: List[str], cost_weight: float) -> torch.Tensor:
+        """(N, K) float32, higher is better; their meaning is the metadata's ``score_kind``."""
+        return self._scores64(queries, cost_weight).to(torch.float32)
+
+    @torch.jit.export
+    def route(self, queries: List[str], cost_weight: float) -> List[str]:
+        """The chosen model's name per query."""
+        if len(queries) == 0:
+            return []
+        chosen: List[int] = torch.argmax(self._scores64(queries, cost_weight), dim=1).tolist()
+        return [self.model_names[index] for index in chosen]
+
+    def forward(self, queries: List[str]) -> torch.Tensor:
+        """(N,) int64 model indices at the default cost weight."""
+        if len(queries) == 0:
+            return torch.zeros(0, dtype=torch.int64)
+        return torch.argmax(self._scores64(queries, self.default_weight), dim=1)
+
+    @torch.jit.export
+    def text_features(self, queries: List[str]) -> torch.Tensor:
+        """The (N, V) tf-idf the policy sees (for parity checks against the training twin)."""
+        return self.featurizer.dense(queries)

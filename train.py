@@ -1,0 +1,65 @@
+"""Train a routing policy from logged (query, model, quality, cost) outcomes.
+
+    python train.py                                  # configs/default.yaml: demo data, LinUCB
+    python train.py --config configs/routerbench.yaml --out runs/rb
+    python train.py --data ../shared/data/routerbench --set reward.cost_weight=30
+
+Writes the run directory of CONTRACTS.md §3: policy.pt, report.json, report.md, config.yaml,
+rejected.jsonl and tb/ (TensorBoard). Exit status: 0 success, 2 bad input or configuration
+(one line, no traceback), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line of CONTRACTS.md §3."""
+    parser = argparse.ArgumentParser(
+        prog="train.py", description="Train an LLM routing policy from logs and export it as TorchScript.")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                        help="YAML run configuration (default: configs/default.yaml)")
+    parser.add_argument("--data", help="log file or directory; overrides data.path")
+    parser.add_argument("--out", type=Path, help="run directory (default: runs/<config name>)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set agent.linucb.alpha=0.5 (repeatable)")
+    parser.add_argument("--seed", type=int, help="overrides the config's seed")
+    parser.add_argument("--strict", action="store_true", help="stop at the first rejected row")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (for logs and CI)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run training; user errors are one line on stderr and exit status 2."""
+    args = parse_args(argv)
+    from data.schema import DataError
+    from training.config import load_config
+    from training.run import prepare_directory, train
+
+    try:
+        config = load_config(args.config, args.overrides, cli_data=args.data, seed=args.seed)
+        out = args.out or ROOT / "runs" / config.name
+        prepare_directory(out, args.overwrite)
+        result = train(config, out, strict=args.strict, quiet=args.quiet)
+    except DataError as error:
+        print(f"train.py: error: {error}", file=sys.stderr)
+        return 2
+    test, frontier = result.report["test"], result.report["frontier"]
+    print((out / "report.md").read_text(encoding="utf-8"))
+    print(f"held-out: quality {test['mean_quality']:.4f}, cost {test['mean_cost']:.6f} USD/query, "
+          f"reward {test['mean_reward']:.4f}, AIQ {frontier['aiq']:.4f}")
+    print(f"run directory: {out}")
+    print(f"serve it:  python serve.py --policy {out / 'policy.pt'}")
+    print(f"watch it:  tensorboard --logdir {out / 'tb'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""Run configuration: typed dataclasses loaded from YAML, with ``--set a.b=c`` overrides.
+
+Relative paths in a config file are resolved against the folder of that file; paths given on
+the command line (``--data``, ``--set data.path=...``) against the current directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import ConfigDict, ValidationError
+from pydantic.dataclasses import dataclass
+
+from agents.linucb import LinUCBConfig
+from data.featurizer import FeaturizerConfig
+from data.schema import DataError
+from data.splits import SplitFractions
+
+STRICT = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True, config=STRICT)
+class DataConfig:
+    """Where the log is and how to read and split it."""
+
+    path: str = "data/demo/demo.jsonl"  # a log file or a directory of log files
+    prices: str | None = None  # price table (YAML) for rows that give tokens instead of cost
+    allow_pickle: bool = False  # read RouterBench pandas pickles (they can run code: trusted files only)
+    split: Literal["hash", "time"] = "hash"  # by hash of query_id and seed, or by timestamp
+    fractions: SplitFractions = field(default_factory=SplitFractions)
+
+
+@dataclass(frozen=True, config=STRICT)
+class RewardConfig:
+    """reward = quality − cost_weight × cost (USD per query)."""
+
+    cost_weight: float = 30.0  # quality given up to save one USD per query
+
+
+@dataclass(frozen=True, config=STRICT)
+class AgentConfig:
+    """Which learner, how it learns, and its hyperparameters."""
+
+    kind: Literal["linucb"] = "linucb"
+    learning: Literal["fit", "online"] = "fit"  # one pass over the log, or interaction with the env
+    online_steps: int = 20000  # episodes of env interaction when learning online
+    linucb: LinUCBConfig = field(default_factory=LinUCBConfig)
+
+
+@dataclass(frozen=True, config=STRICT)
+class EvaluationConfig:
+    """Held-out evaluation."""
+
+    frontier_points: int = 41  # cost weights swept for the frontier (0 and log-spaced)
+
+
+@dataclass(frozen=True, config=STRICT)
+class RunConfig:
+    """Everything one training run needs; written resolved as ``config.yaml`` in the run dir."""
+
+    name: str = "default"  # run name; the run directory defaults to runs/<name>
+    seed: int = 0  # seeds the split, the featurizer, the environment and the agent
+    data: DataConfig = field(default_factory=DataConfig)
+    featurizer: FeaturizerConfig = field(default_factory=FeaturizerConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (for YAML and reports)."""
+        return asdict(self)
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise DataError(f"--set {dotted}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def load_config(path: Path | None, overrides: list[str], cli_data: str | None = None,
+                seed: int | None = None) -> RunConfig:
+    """Read YAML (or defaults), apply ``--set key=value`` (values parsed as YAML), validate."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as error:
+            raise DataError(f"{path}: cannot read config: {error.strerror}") from None
+        except yaml.YAMLError as error:
+            raise DataError(f"{path}: not valid YAML: {error}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise DataError(f"{path}: a config must be a mapping of sections")
+        tree = loaded or {}
+        tree.setdefault("name", path.stem)
+        data = tree.get("data")
+        if isinstance(data, dict):
+            for key in ("path", "prices"):
+                if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+                    data[key] = str((path.parent / data[key]).resolve())
+    for override in overrides:
+        key, separator, raw = override.partition("=")
+        if not separator or not key:
+            raise DataError(f"--set {override!r}: expected key=value, e.g. agent.linucb.alpha=0.5")
+        _set(tree, key.strip(), yaml.safe_load(raw))
+    if cli_data is not None:
+        _set(tree, "data.path", cli_data)
+    if seed is not None:
+        tree["seed"] = seed
+    try:
+        return RunConfig(**tree)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise DataError(f"invalid configuration{f' {path}' if path else ''}: {problems}") from None
+    except TypeError as error:
+        raise DataError(f"invalid configuration{f' {path}' if path else ''}: {error}") from None
+
+
+def dump_config(config: RunConfig, path: Path) -> None:
+    """Write the resolved configuration as YAML."""
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,38 @@
+"""TensorBoard logging with namespaced tags (``charts/reward``, ``charts/quality``, ...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.tensorboard import SummaryWriter
+
+
+class TensorBoardLogger:
+    """Writes the run's scalars under ``tb/``; ``on_step`` averages online steps in windows."""
+
+    def __init__(self, directory: Path, window: int = 500) -> None:
+        self.writer = SummaryWriter(log_dir=str(directory))
+        self.window = window
+        self._buffer: dict[str, list[float]] = {"reward": [], "quality": [], "cost": [], "regret": []}
+
+    def on_step(self, step: int, reward: float, info: dict[str, Any]) -> None:
+        """Callback for online learning: one episode's outcome; flushed every ``window`` steps."""
+        self._buffer["reward"].append(reward)
+        for key in ("quality", "cost", "regret"):
+            self._buffer[key].append(float(info[key]))
+        if len(self._buffer["reward"]) >= self.window:
+            for key, values in self._buffer.items():
+                self.writer.add_scalar(f"charts/train_{key}", float(np.mean(values)), step)
+                values.clear()
+
+    def log_metrics(self, metrics: dict[str, Any], step: int, prefix: str = "charts") -> None:
+        """Held-out metrics as ``charts/reward``, ``charts/quality``, ``charts/cost``, ``charts/regret``."""
+        for key, tag in (("mean_reward", "reward"), ("mean_quality", "quality"),
+                         ("mean_cost", "cost"), ("regret", "regret")):
+            self.writer.add_scalar(f"{prefix}/{tag}", float(metrics[key]), step)
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        self.writer.close()
