@@ -29,6 +29,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<config name>)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set agent.linucb.alpha=0.5 (repeatable)")
+    parser.add_argument("--prices", help="price table (YAML, USD per 1M tokens) for rows with tokens "
+                        "instead of cost; overrides data.prices (default configs/prices.yaml)")
+    parser.add_argument("--split", choices=["hash", "time"],
+                        help="split by hash of query_id (default) or by timestamp; overrides data.split")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="read RouterBench pandas pickles (.pkl). RISK: unpickling runs arbitrary code "
+                        "from the file; use it only for files you trust")
     parser.add_argument("--seed", type=int, help="overrides the config's seed")
     parser.add_argument("--strict", action="store_true", help="stop at the first rejected row")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (for logs and CI)")
@@ -44,7 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     from training.run import prepare_directory, train
 
     try:
-        config = load_config(args.config, args.overrides, cli_data=args.data, seed=args.seed)
+        overrides = list(args.overrides)
+        if args.prices:
+            overrides.append(f"data.prices={Path(args.prices).resolve()}")
+        if args.split:
+            overrides.append(f"data.split={args.split}")
+        if args.allow_pickle:
+            overrides.append("data.allow_pickle=true")
+        config = load_config(args.config, overrides, cli_data=args.data, seed=args.seed)
         out = args.out or ROOT / "runs" / config.name
         prepare_directory(out, args.overwrite)
         result = train(config, out, strict=args.strict, quiet=args.quiet)

@@ -28,6 +28,9 @@ from training.report import write_markdown
 from training.tensorboard import TensorBoardLogger
 
 
+DEFAULT_PRICES = Path(__file__).resolve().parent.parent / "configs" / "prices.yaml"
+
+
 @dataclass(frozen=True)
 class RunResult:
     """Where the run wrote its outputs, and its report."""
@@ -48,7 +51,7 @@ def prepare_directory(out: Path, overwrite: bool) -> None:
 def train(config: RunConfig, out: Path, strict: bool = False, quiet: bool = False) -> RunResult:
     """Run ``config`` and write the run directory of CONTRACTS.md §3 into ``out``."""
     progress = not quiet
-    prices = PriceTable.load(config.data.prices) if config.data.prices else None
+    prices = PriceTable.load(config.data.prices or DEFAULT_PRICES)
     loaded = load_log(config.data.path, prices=prices, strict=strict,
                       allow_pickle=config.data.allow_pickle, progress=progress)
     loaded.quarantine.write(out / "rejected.jsonl")
