@@ -16,8 +16,9 @@ Pipeline (fitted on the training split only):
    cost (tokens) and often difficulty, and normalised tf-idf alone cannot see it.
 6. A constant **bias** feature 1.
 
-Dimension: ``components + 3`` dense float32 features per query (see :attr:`dimension`). Memory of the fitted state:
-``max_features × (components + 1) × 4`` bytes for the projection (e.g. 20,000 × 129 × 4 ≈ 10 MB),
+Dimension: ``components + 3`` dense float32 features per query (see :attr:`dimension`).
+Memory of the fitted state: ``max_features × components × 8`` bytes for the projection
+(e.g. 20,000 × 32 × 8 ≈ 5 MB),
 plus the vocabulary. The exported policy does not store the projection: it folds it into each
 agent's first linear map (see :mod:`policies`), so the artifact holds ``max_features × m`` floats
 for an agent whose first map has ``m`` outputs.
@@ -32,9 +33,9 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.sparse as sp
 from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass as pydantic_dataclass
-import scipy.sparse as sp
 
 from data.tokenizer import tokenize, with_bigrams
 

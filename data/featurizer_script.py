@@ -82,7 +82,9 @@ class ScriptedFeaturizer(torch.nn.Module):
         squares = torch.zeros(len(texts), dtype=torch.float64).index_add_(0, row_of, values * values)
         values = values / torch.sqrt(squares)[row_of]
         n_tokens = torch.tensor(lengths, dtype=torch.float64)
-        extras = torch.stack([n_tokens / self.length_scale, torch.log1p(n_tokens), torch.ones_like(n_tokens)], dim=1)
+        extras = torch.stack(
+            [n_tokens / self.length_scale, torch.log1p(n_tokens), torch.ones_like(n_tokens)], dim=1
+        )
         return row_of, col_of, values, extras
 
     @torch.jit.export

@@ -17,9 +17,10 @@ Documented rules (CONTRACTS.md §1), the same for every format:
 
 from __future__ import annotations
 
+import math
 from array import array
 from dataclasses import dataclass, field, replace
-from datetime import timezone
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -28,6 +29,11 @@ from data.quarantine import Quarantine
 from data.routing_log import Feedback, ReadStats, RoutingLog
 from data.schema import DataError, RejectReason
 from data.validation import Invalid, Outcome
+
+#: Optional per-row float columns of :class:`Outcome`; each is stored only once a row has it.
+_OPTIONAL_COLUMNS = ("propensity", "latency_ms", "expected_quality")
+#: "No timestamp yet" in the per-query timestamp column (milliseconds since the epoch).
+_NO_TIME = int(np.iinfo(np.int64).min)
 
 
 @dataclass
@@ -39,58 +45,53 @@ class _Where:
 
 @dataclass
 class LogBuilder:
-    """Accumulates valid outcomes (text kept once per query) and applies the cross-row rules."""
+    """Accumulates valid outcomes compactly and applies the cross-row rules.
+
+    Memory is what lets 1M queries × 11 models load in well under 2 GB: a query's text and id
+    are kept once; each accepted row costs a few machine words in :mod:`array` columns (no
+    Python object per row); the outcomes a query already has are one integer bitmask per query
+    (bit k = model k), not a set of (query, model) pairs.
+    """
 
     quarantine: Quarantine
     rows_read: int = 0
     feedback: Feedback | None = None
     _kind_source: _Where | None = None
+    # Per query (index = order of first acceptance).
     _query_index: dict[str, int] = field(default_factory=dict)
     _texts: list[str] = field(default_factory=list)
+    _models_seen: list[int] = field(default_factory=list)  # bitmask over model indices
+    _query_time: array = field(default_factory=lambda: array("q"))  # ms since epoch, or _NO_TIME
+    _embeddings: dict[int, np.ndarray] = field(default_factory=dict)
     _model_index: dict[str, int] = field(default_factory=dict)
-    _seen: set[tuple[int, int]] = field(default_factory=set)
     _files: list[str] = field(default_factory=list)
+    _locators: list[str] = field(default_factory=list)  # "line" or "row", per file
     _file_index: dict[str, int] = field(default_factory=dict)
-    # Per accepted row, column-wise and compact (array module, not Python objects).
-    _row_query: array = field(default_factory=lambda: array("q"))
+    # Per accepted row, column-wise.
+    _row_query: array = field(default_factory=lambda: array("i"))
     _row_model: array = field(default_factory=lambda: array("i"))
     _row_quality: array = field(default_factory=lambda: array("d"))
     _row_cost: array = field(default_factory=lambda: array("d"))
-    _row_propensity: array = field(default_factory=lambda: array("d"))
-    _row_latency: array = field(default_factory=lambda: array("d"))
-    _row_expected: array = field(default_factory=lambda: array("d"))
     _row_file: array = field(default_factory=lambda: array("i"))
     _row_position: array = field(default_factory=lambda: array("q"))
-    _row_locator: list[str] = field(default_factory=list)
-    _embeddings: dict[int, list[float]] = field(default_factory=dict)
-    _timestamps: dict[int, np.datetime64] = field(default_factory=dict)
-    _has_latency: bool = False
-    _has_expected: bool = False
+    _row_optional: dict[str, array] = field(default_factory=dict)  # see _OPTIONAL_COLUMNS
 
     def add(self, outcome: Outcome, file: str, position: int, locator: str, content: object) -> None:
         """Accept one valid outcome, or reject it by a cross-row rule."""
         self.rows_read += 1
         kind: Feedback = "bandit" if outcome.propensity is not None else "full"
-        if self.feedback is None:
-            self.feedback = kind
-            self._kind_source = _Where(file, position, locator)
-        elif kind != self.feedback:
-            first = self._kind_source
-            assert first is not None
-            raise DataError(
-                f"{file}: {locator} {position}: the log mixes full-information rows (no propensity) and "
-                f"bandit-feedback rows (with propensity); {first.file} {first.locator} {first.position} "
-                f"was {self.feedback}. Split them into separate logs."
-            )
+        if kind != self.feedback:
+            self._set_kind(kind, file, position, locator)
         query_index = self._query_index.get(outcome.query_id)
         if query_index is not None and self._texts[query_index] != outcome.query:
             self._reject(file, position, locator, RejectReason.CONFLICTING_TEXT,
                          f"query_id {outcome.query_id!r} was first seen with different text", content)
             return
         model_index = self._model_index.setdefault(outcome.model, len(self._model_index))
+        bit = 1 << model_index
         if query_index is not None:
-            key = (query_index, model_index if kind == "full" else -1)
-            if key in self._seen:
+            # Bandit feedback: a query has one logged action, so any accepted row claims it.
+            if kind == "bandit" or self._models_seen[query_index] & bit:
                 detail = (f"({outcome.query_id!r}, {outcome.model!r}) already has an outcome"
                           if kind == "full" else f"query_id {outcome.query_id!r} already has a logged action")
                 self._reject(file, position, locator, RejectReason.DUPLICATE_OUTCOME, detail, content)
@@ -105,28 +106,37 @@ class LogBuilder:
             query_index = len(self._texts)
             self._query_index[outcome.query_id] = query_index
             self._texts.append(outcome.query)
-        self._seen.add((query_index, model_index if kind == "full" else -1))
+            self._models_seen.append(bit)
+            self._query_time.append(_NO_TIME)
+        else:
+            self._models_seen[query_index] |= bit
         if outcome.embedding is not None:
-            self._embeddings.setdefault(query_index, outcome.embedding)
-        if outcome.timestamp is not None:
-            stamp = outcome.timestamp
-            if stamp.tzinfo is not None:
-                stamp = stamp.astimezone(timezone.utc).replace(tzinfo=None)
-            self._timestamps.setdefault(query_index, np.datetime64(stamp, "ms"))
+            self._embeddings.setdefault(query_index, np.asarray(outcome.embedding, dtype=np.float32))
+        if outcome.timestamp is not None and self._query_time[query_index] == _NO_TIME:
+            self._query_time[query_index] = _milliseconds(outcome.timestamp)
+        rows = len(self._row_quality)
+        for name in _OPTIONAL_COLUMNS:
+            _append_optional(self._row_optional, name, getattr(outcome, name), rows)
         self._row_query.append(query_index)
         self._row_model.append(model_index)
         self._row_quality.append(outcome.quality)
         self._row_cost.append(outcome.cost)
-        self._row_propensity.append(outcome.propensity if outcome.propensity is not None else np.nan)
-        self._has_latency |= outcome.latency_ms is not None
-        self._row_latency.append(outcome.latency_ms if outcome.latency_ms is not None else np.nan)
-        self._has_expected |= outcome.expected_quality is not None
-        self._row_expected.append(
-            outcome.expected_quality if outcome.expected_quality is not None else np.nan
-        )
-        self._row_file.append(self._file_number(file))
+        self._row_file.append(self._file_number(file, locator))
         self._row_position.append(position)
-        self._row_locator.append(locator)
+
+    def _set_kind(self, kind: Feedback, file: str, position: int, locator: str) -> None:
+        """Record the log kind at its first row; a row of the other kind is a :class:`DataError`."""
+        if self.feedback is None:
+            self.feedback = kind
+            self._kind_source = _Where(file, position, locator)
+            return
+        first = self._kind_source
+        assert first is not None
+        raise DataError(
+            f"{file}: {locator} {position}: the log mixes full-information rows (no propensity) and "
+            f"bandit-feedback rows (with propensity); {first.file} {first.locator} {first.position} "
+            f"was {self.feedback}. Split them into separate logs."
+        )
 
     def reject(self, file: str, position: int, locator: str, reason: RejectReason, detail: str,
                content: object) -> None:
@@ -138,11 +148,12 @@ class LogBuilder:
                 content: object) -> None:
         self.quarantine.reject(file, position, locator, reason, detail, content)
 
-    def _file_number(self, file: str) -> int:
+    def _file_number(self, file: str, locator: str) -> int:
         number = self._file_index.get(file)
         if number is None:
             number = self._file_index[file] = len(self._files)
             self._files.append(file)
+            self._locators.append(locator)
         return number
 
     def _check_embedding(self, embedding: list[float]) -> None:
@@ -157,10 +168,10 @@ class LogBuilder:
         if self.feedback is None:
             return _empty_log(self._stats(files, accepted=0))
         order = sorted(self._model_index, key=str)
-        remap = np.empty(len(order), dtype=np.int64)
+        remap = np.empty(len(order), dtype=np.int32)
         for new, name in enumerate(order):
             remap[self._model_index[name]] = new
-        query = np.frombuffer(self._row_query, dtype=np.int64)
+        query = np.frombuffer(self._row_query, dtype=np.int32)
         model = remap[np.frombuffer(self._row_model, dtype=np.int32)]
         n_queries, n_models = len(self._texts), len(order)
         keep_query = np.ones(n_queries, dtype=bool)
@@ -168,35 +179,44 @@ class LogBuilder:
             per_query = np.bincount(query, minlength=n_queries)
             keep_query = per_query == n_models
             self._reject_incomplete(query, model, order, keep_query, per_query)
-        keep_row = keep_query[query]
-        new_index = np.cumsum(keep_query) - 1
-        rows_query = new_index[query[keep_row]]
-        rows_model = model[keep_row]
         kept = int(keep_query.sum())
+        if kept == n_queries:  # the usual case: no copies of the row columns
+            keep_row: np.ndarray | slice = slice(None)
+            rows_query, rows_model = query, model
+        else:
+            keep_row = keep_query[query]
+            rows_query = (np.cumsum(keep_query) - 1)[query[keep_row]]
+            rows_model = model[keep_row]
+        cell = rows_query.astype(np.int64) * n_models + rows_model
+        del query, model, rows_query, rows_model
 
         def matrix(values: array) -> np.ndarray:
-            grid = np.full((kept, n_models), np.nan)
-            grid[rows_query, rows_model] = np.frombuffer(values, dtype=np.float64)[keep_row]
-            return grid
+            grid = np.full(kept * n_models, np.nan)
+            grid[cell] = np.frombuffer(values, dtype=np.float64)[keep_row]
+            return grid.reshape(kept, n_models)
+
+        def optional(name: str) -> np.ndarray | None:
+            return matrix(self._row_optional[name]) if name in self._row_optional else None
 
         ids = np.array(list(self._query_index), dtype=object)[keep_query]
         texts = [t for t, k in zip(self._texts, keep_query.tolist()) if k]
         action = propensity = None
-        if self.feedback == "bandit":
+        if self.feedback == "bandit":  # one row per query: a row's cell gives its query and action
+            query_row, logged = np.divmod(cell, n_models)
             action = np.empty(kept, dtype=np.int64)
-            action[rows_query] = rows_model
+            action[query_row] = logged
             propensity = np.empty(kept)
-            propensity[rows_query] = np.frombuffer(self._row_propensity, dtype=np.float64)[keep_row]
+            propensity[query_row] = np.frombuffer(self._row_optional["propensity"], dtype=np.float64)[keep_row]
         kept_old = np.flatnonzero(keep_query)
         embeddings = None
         if self._embeddings:
             if len(self._embeddings) < n_queries:
                 raise DataError("some queries carry an embedding and others do not; give every row one")
-            embeddings = np.array([self._embeddings[i] for i in kept_old.tolist()], dtype=np.float32)
+            embeddings = np.stack([self._embeddings[i] for i in kept_old.tolist()])
+        times = np.frombuffer(self._query_time, dtype=np.int64)
         timestamps = None
-        if self._timestamps and len(self._timestamps) == n_queries:
-            timestamps = np.array([self._timestamps[i] for i in kept_old.tolist()], dtype="datetime64[ms]")
-        stats = self._stats(files, int(keep_row.sum()))
+        if n_queries and (times != _NO_TIME).all():
+            timestamps = times[kept_old].astype("datetime64[ms]")
         log = RoutingLog(
             models=tuple(order),
             query_ids=ids,
@@ -206,11 +226,11 @@ class LogBuilder:
             feedback=self.feedback,
             action=action,
             propensity=propensity,
-            latency_ms=matrix(self._row_latency) if self._has_latency else None,
-            expected_quality=matrix(self._row_expected) if self._has_expected else None,
+            latency_ms=optional("latency_ms"),
+            expected_quality=optional("expected_quality"),
             embeddings=embeddings,
             timestamps=timestamps,
-            stats=stats,
+            stats=self._stats(files, len(cell)),
         )
         return replace(log, fingerprint=fingerprint(log))
 
@@ -225,8 +245,9 @@ class LogBuilder:
             content = {"query_id": ids[q], "query": self._texts[q], "model": order[int(model[row])],
                        "quality": float(quality[row]), "cost": float(cost[row])}
             detail = f"query {ids[q]!r} has {int(per_query[q])} of {len(order)} models' outcomes"
-            self._reject(self._files[self._row_file[row]], int(self._row_position[row]),
-                         self._row_locator[row], RejectReason.INCOMPLETE_QUERY, detail, content)
+            file = self._row_file[row]
+            self._reject(self._files[file], int(self._row_position[row]), self._locators[file],
+                         RejectReason.INCOMPLETE_QUERY, detail, content)
 
     def _stats(self, files: list[str], accepted: int) -> ReadStats:
         return ReadStats(
@@ -241,3 +262,20 @@ class LogBuilder:
 def _empty_log(stats: ReadStats) -> RoutingLog:
     return RoutingLog(models=(), query_ids=np.array([], dtype=object), queries=[],
                       quality=np.zeros((0, 0)), cost=np.zeros((0, 0)), stats=stats)
+
+
+def _append_optional(columns: dict[str, array], name: str, value: float | None, rows: int) -> None:
+    """Append ``value`` (NaN for None) to an optional column, creating it NaN-filled at first use."""
+    column = columns.get(name)
+    if column is None:
+        if value is None:
+            return
+        column = columns[name] = array("d", [math.nan]) * rows
+    column.append(math.nan if value is None else value)
+
+
+def _milliseconds(stamp: datetime) -> int:
+    """Milliseconds since the Unix epoch; an aware time is taken in UTC, a naive one as UTC."""
+    if stamp.tzinfo is not None:
+        stamp = stamp.astimezone(timezone.utc).replace(tzinfo=None)
+    return int(np.datetime64(stamp, "ms").astype(np.int64))

@@ -56,7 +56,8 @@ class Quarantine:
         rejection = Rejection(file, position, locator, reason, detail, content)
         if self.strict:
             raise StrictModeError(
-                f"{file}: {locator} {position}: {reason.value}: {detail} (--strict stops at the first bad row)"
+                f"{file}: {locator} {position}: {reason.value}: {detail} "
+                "(--strict stops at the first bad row)"
             )
         self.rejections.append(rejection)
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from data.schema import (
     REQUIRED_COLUMNS,
@@ -29,9 +29,8 @@ from data.schema import (
 SUPPORTED_SUFFIXES = (".jsonl", ".csv", ".parquet", ".pkl")
 
 
-@dataclass(frozen=True)
-class ParsedRow:
-    """One outcome as read, before validation."""
+class ParsedRow(NamedTuple):
+    """One outcome as read, before validation (a NamedTuple: one is built per row)."""
 
     file: str
     position: int
@@ -94,31 +93,37 @@ def read_file(path: Path, allow_pickle: bool = False) -> Iterator[Item]:
 
 
 def _read_jsonl(path: Path) -> Iterator[Item]:
-    """Canonical long format, one JSON object per line. Blank lines are skipped."""
+    """Canonical long format, one JSON object per line. Blank lines are skipped.
+
+    Each line is decoded once; the lossy copy kept as a rejected row's content is made only for
+    a line that is rejected.
+    """
     name = str(path)
+    decode = json.JSONDecoder().decode
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
-            if not line.strip():
+            if line.isspace():
                 continue
-            raw = line.decode("utf-8", errors="replace").rstrip("\r\n")
             try:
-                text = line.decode("utf-8")
+                fields = decode(line.decode("utf-8"))
             except UnicodeDecodeError as error:
-                yield RowError(name, number, "line", RejectReason.INVALID_UTF8, str(error), raw)
+                yield RowError(name, number, "line", RejectReason.INVALID_UTF8, str(error), _lossy(line))
                 continue
-            try:
-                fields = json.loads(text)
             except json.JSONDecodeError as error:
                 truncated = not line.endswith(b"\n") and _is_last(handle)
                 reason = RejectReason.TRUNCATED_LINE if truncated else RejectReason.MALFORMED_LINE
-                yield RowError(name, number, "line", reason, f"invalid JSON: {error.msg}", raw)
+                yield RowError(name, number, "line", reason, f"invalid JSON: {error.msg}", _lossy(line))
                 continue
-            if not isinstance(fields, dict):
-                yield RowError(
-                    name, number, "line", RejectReason.MALFORMED_LINE, "a line must be a JSON object", raw
-                )
+            if type(fields) is not dict:
+                yield RowError(name, number, "line", RejectReason.MALFORMED_LINE,
+                               "a line must be a JSON object", _lossy(line))
                 continue
             yield ParsedRow(name, number, "line", fields)
+
+
+def _lossy(line: bytes) -> str:
+    """A rejected line as text for ``rejected.jsonl``: undecodable bytes become U+FFFD."""
+    return line.decode("utf-8", errors="replace").rstrip("\r\n")
 
 
 def _is_last(handle: Any) -> bool:
@@ -276,7 +281,7 @@ def _read_pickle(path: Path) -> Iterator[Item]:
     """A RouterBench pandas pickle (a DataFrame in wide format). Only behind ``--allow-pickle``."""
     try:
         with open(path, "rb") as handle:
-            frame = pickle.load(handle)  # noqa: S301 - explicitly allowed by the user
+            frame = pickle.load(handle)
     except Exception as error:
         raise DataError(f"{path}: cannot unpickle: {error}") from None
     if not hasattr(frame, "columns") or not hasattr(frame, "itertuples"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import string
+from itertools import pairwise
 
 #: The delimiter bytes, in the order the TorchScript twin replaces them.
 DELIMITERS: bytes = b" \t\n\r\x0b\x0c" + string.punctuation.encode("ascii")
@@ -24,4 +25,4 @@ def tokenize(text: str) -> list[bytes]:
 
 def with_bigrams(tokens: list[bytes]) -> list[bytes]:
     """The terms of a token list: unigrams then bigrams (``b"left right"``)."""
-    return tokens + [left + b" " + right for left, right in zip(tokens, tokens[1:])]
+    return tokens + [left + b" " + right for left, right in pairwise(tokens)]

@@ -52,7 +52,7 @@ class RoutingEnv(gym.Env[np.ndarray, np.int64]):
         """Draw the next query uniformly at random."""
         super().reset(seed=seed)
         self._query = int(self.np_random.integers(self.log.n_queries))
-        return self.features[self._query], {"query_index": self._query}
+        return self.features[self._query].copy(), {"query_index": self._query}
 
     def step(self, action: np.int64 | int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Route the current query to ``action``; the episode ends with its exact reward."""
@@ -70,4 +70,4 @@ class RoutingEnv(gym.Env[np.ndarray, np.int64]):
             "oracle_action": oracle,
             "regret": float(rewards[oracle] - rewards[arm]),
         }
-        return self.features[row], float(rewards[arm]), True, False, info
+        return self.features[row].copy(), float(rewards[arm]), True, False, info

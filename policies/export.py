@@ -11,6 +11,8 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,10 +55,22 @@ class PolicyMetadata:
     torch_version: str = torch.__version__
 
 
-def script(module: torch.nn.Module) -> torch.jit.ScriptModule:
-    """``torch.jit.script``, with only its deprecation warning silenced (TorchScript is the contract)."""
+@contextmanager
+def quiet_jit() -> Iterator[None]:
+    """Silence torch's "`torch.jit.*` is deprecated" warning, and nothing else.
+
+    TorchScript is the artifact contract (CONTRACTS.md §2); the warning says nothing a user can act on.
+    """
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning
+        )
+        yield
+
+
+def script(module: torch.nn.Module) -> torch.jit.ScriptModule:
+    """``torch.jit.script`` without its deprecation warning."""
+    with quiet_jit():
         return torch.jit.script(module)
 
 
@@ -69,7 +83,9 @@ def build_text_policy(featurizer: TextFeaturizer, linear_map: np.ndarray, head: 
     extras (length, log length, bias) and are kept as they are.
     """
     if linear_map.shape[0] != featurizer.dimension:
-        raise ValueError(f"linear map has {linear_map.shape[0]} rows, featurizer gives {featurizer.dimension}")
+        raise ValueError(
+            f"linear map has {linear_map.shape[0]} rows, featurizer gives {featurizer.dimension}"
+        )
     components = linear_map.shape[0] - N_DENSE_EXTRAS
     text_map = featurizer.projection @ linear_map[:components]
     policy = TextRoutingPolicy(
@@ -93,7 +109,8 @@ def save_policy(module: torch.jit.ScriptModule, metadata: PolicyMetadata, path: 
     handle, temporary = tempfile.mkstemp(prefix=".policy-", suffix=".pt", dir=path.parent)
     os.close(handle)
     try:
-        torch.jit.save(module, temporary, _extra_files=extra)
+        with quiet_jit():
+            torch.jit.save(module, temporary, _extra_files=extra)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; a policy is meant to be shared
@@ -111,7 +128,8 @@ def load_policy(path: str | Path) -> tuple[torch.jit.ScriptModule, dict[str, Any
         raise PolicyError(f"{path}: no such policy file")
     extra = {METADATA_FILE: ""}
     try:
-        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        with quiet_jit():
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except Exception as error:  # torch raises RuntimeError and others for corrupt archives
         raise PolicyError(f"{path}: not a TorchScript policy: {str(error).splitlines()[0]}") from None
     try:

@@ -5,12 +5,11 @@ scores(queries, w) = head(tfidf(queries) @ text_map + extras(queries) @ dense_ma
 ``featurizer`` is the TorchScript twin of the training featurizer (sparse tf-idf and the dense
 extras: length, log length, bias); ``text_map`` (V, m) is the agent's first linear map with the
 featurizer's projection folded in, ``dense_map`` (3, m) its rows for the extras; ``head`` turns
-the m outputs and the cost weight into K scores. Everything is computed in float64; ``scores`` returns float32 and
-``route`` takes the argmax of the float64 scores (ties to the lower index).
+the m outputs and the cost weight into K scores. Everything is computed in float64; ``scores``
+returns float32 and ``route`` takes the argmax of the float64 scores (ties to the lower index).
 """
 
 import math
-from typing import List
 
 import torch
 
@@ -20,7 +19,7 @@ from data.featurizer_script import ScriptedFeaturizer
 class TextRoutingPolicy(torch.nn.Module):
     """Featurizer + linear map + head, with the model names and trade-off defaults."""
 
-    model_names: List[str]
+    model_names: list[str]
     default_weight: float
     weight_low: float
     weight_high: float
@@ -32,9 +31,9 @@ class TextRoutingPolicy(torch.nn.Module):
         text_map: torch.Tensor,
         dense_map: torch.Tensor,
         head: torch.nn.Module,
-        models: List[str],
+        models: list[str],
         default_cost_weight: float,
-        cost_weight_range: List[float],
+        cost_weight_range: list[float],
         clamp_cost_weight: bool,
     ) -> None:
         super().__init__()
@@ -49,7 +48,7 @@ class TextRoutingPolicy(torch.nn.Module):
         self.clamp_weight = clamp_cost_weight
 
     @torch.jit.export
-    def models(self) -> List[str]:
+    def models(self) -> list[str]:
         """The arms, in index order."""
         return self.model_names
 
@@ -65,7 +64,7 @@ class TextRoutingPolicy(torch.nn.Module):
             return min(max(cost_weight, self.weight_low), self.weight_high)
         return cost_weight
 
-    def _scores64(self, queries: List[str], cost_weight: float) -> torch.Tensor:
+    def _scores64(self, queries: list[str], cost_weight: float) -> torch.Tensor:
         weight = self._weight(cost_weight)
         rows, cols, values, extras = self.featurizer(queries)
         hidden = extras @ self.dense_map
@@ -73,25 +72,25 @@ class TextRoutingPolicy(torch.nn.Module):
         return self.head(hidden, weight)
 
     @torch.jit.export
-    def scores(self, queries: List[str], cost_weight: float) -> torch.Tensor:
+    def scores(self, queries: list[str], cost_weight: float) -> torch.Tensor:
         """(N, K) float32, higher is better; their meaning is the metadata's ``score_kind``."""
         return self._scores64(queries, cost_weight).to(torch.float32)
 
     @torch.jit.export
-    def route(self, queries: List[str], cost_weight: float) -> List[str]:
+    def route(self, queries: list[str], cost_weight: float) -> list[str]:
         """The chosen model's name per query."""
         if len(queries) == 0:
             return []
-        chosen: List[int] = torch.argmax(self._scores64(queries, cost_weight), dim=1).tolist()
+        chosen: list[int] = torch.argmax(self._scores64(queries, cost_weight), dim=1).tolist()
         return [self.model_names[index] for index in chosen]
 
-    def forward(self, queries: List[str]) -> torch.Tensor:
+    def forward(self, queries: list[str]) -> torch.Tensor:
         """(N,) int64 model indices at the default cost weight."""
         if len(queries) == 0:
             return torch.zeros(0, dtype=torch.int64)
         return torch.argmax(self._scores64(queries, self.default_weight), dim=1)
 
     @torch.jit.export
-    def text_features(self, queries: List[str]) -> torch.Tensor:
+    def text_features(self, queries: list[str]) -> torch.Tensor:
         """The (N, V) tf-idf the policy sees (for parity checks against the training twin)."""
         return self.featurizer.dense(queries)

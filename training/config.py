@@ -27,7 +27,7 @@ class DataConfig:
     """Where the log is and how to read and split it."""
 
     path: str = "data/demo/demo.jsonl"  # a log file or a directory of log files
-    prices: str | None = None  # price table (YAML) for rows with tokens but no cost; None: configs/prices.yaml
+    prices: str | None = None  # price table for rows with tokens but no cost (None: configs/prices.yaml)
     allow_pickle: bool = False  # read RouterBench pandas pickles (they can run code: trusted files only)
     split: Literal["hash", "time"] = "hash"  # by hash of query_id and seed, or by timestamp
     fractions: SplitFractions = field(default_factory=SplitFractions)

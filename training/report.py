@@ -18,7 +18,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"# routerl report: {policy['agent']} at cost weight {policy['cost_weight']:g}",
         "",
         f"Data: `{data['path']}` ({data['feedback']} information), fingerprint `{data['fingerprint'][:16]}`.",
-        f"Rows read {data['rows_read']} = accepted {data['rows_accepted']} + rejected {data['rows_rejected']}.",
+        f"Rows read {data['rows_read']} = accepted {data['rows_accepted']} "
+        f"+ rejected {data['rows_rejected']}.",
     ]
     if data["rejected_by_reason"]:
         lines += ["", "| rejected because | rows |", "|---|---|"]

@@ -27,7 +27,6 @@ from training.config import RunConfig, dump_config
 from training.report import write_markdown
 from training.tensorboard import TensorBoardLogger
 
-
 DEFAULT_PRICES = Path(__file__).resolve().parent.parent / "configs" / "prices.yaml"
 
 

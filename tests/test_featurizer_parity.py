@@ -1,0 +1,96 @@
+"""The TorchScript featurizer inside the artifact and the Python twin give the same vectors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from data.featurizer import FeaturizerConfig, TextFeaturizer
+from data.featurizer_script import ScriptedFeaturizer
+from data.loading import load_log
+from data.tokenizer import tokenize
+from policies.export import script
+
+TRAIN = [
+    "What is the capital of France?",
+    "Write a Python function that reverses a list.",
+    "Explain the café's crème brûlée — in 日本語, please!",
+    "what is the CAPITAL of spain?",
+    "Write a function in Python to sort a list.",
+    "Explain gravity to a child.",
+    "Résumé: naïve Ünïcödé tokens, ÀÉÎ and emoji 🙂🙂.",
+    "tabs\tand\nnewlines\x0bvertical\x0cfeed\rreturn",
+]
+PROBES = [
+    "",
+    "   \t\n",
+    "!!!???",
+    "CAPITAL of France?!",
+    "Ünïcödé ÀÉÎ lowercases only ASCII: ÀB → Àb",
+    "emoji 🙂🙂 and 日本語 and crème brûlée",
+    "\x1c\x1d\x1e separators are not whitespace here\u00a0nbsp\u2003emspace",
+    "python " * 20000,  # very long
+    "a_b-c.d/e:f@g[h]i`j{k}l~m",
+]
+
+
+def _fit(texts: list[str]) -> TextFeaturizer:
+    return TextFeaturizer(FeaturizerConfig(min_df=1, components=4)).fit(texts)
+
+
+def _compare(featurizer: TextFeaturizer, texts: list[str]) -> None:
+    scripted = script(ScriptedFeaturizer.from_featurizer(featurizer))
+    python_tfidf, python_lengths = featurizer.analyze(texts)
+    torch_tfidf = scripted.dense(texts).numpy()
+    np.testing.assert_allclose(torch_tfidf, python_tfidf.toarray(), rtol=1e-12, atol=1e-12)
+    _, _, _, extras = scripted(texts)
+    np.testing.assert_allclose(extras[:, 1].numpy(), np.log1p(python_lengths), rtol=1e-14)
+    dense = featurizer.transform(texts)
+    np.testing.assert_allclose(dense[:, -3:], extras.numpy().astype(np.float32), rtol=1e-6)
+
+
+def test_tokenizer_is_byte_level_and_ascii_lowercase() -> None:
+    assert tokenize("Hello, WORLD!") == [b"hello", b"world"]
+    assert tokenize("ÀB") == ["Àb".encode()]  # non-ASCII bytes kept, ASCII lowercased
+    assert tokenize("a\u00a0b") == ["a\u00a0b".encode()]  # NBSP is not ASCII whitespace
+    assert tokenize("") == []
+    assert tokenize("x_y") == [b"x", b"y"]  # underscore is ASCII punctuation
+
+
+def test_parity_on_edge_cases() -> None:
+    featurizer = _fit(TRAIN + PROBES[3:7])
+    assert featurizer.n_terms > 20
+    _compare(featurizer, PROBES + TRAIN)
+
+
+def test_empty_text_gives_zero_tfidf_and_empty_batch_works() -> None:
+    featurizer = _fit(TRAIN)
+    scripted = script(ScriptedFeaturizer.from_featurizer(featurizer))
+    assert scripted.dense([""]).abs().sum().item() == 0.0
+    assert featurizer.tfidf([""]).nnz == 0
+    assert scripted.dense([]).shape == (0, featurizer.n_terms)
+
+
+def test_rows_are_unit_norm_and_sublinear() -> None:
+    featurizer = _fit(TRAIN)
+    matrix = featurizer.tfidf(["python python python list", "list"]).toarray()
+    np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0)
+    python, unit = featurizer.vocabulary[b"python"], featurizer.vocabulary[b"list"]
+    ratio = matrix[0, python] / matrix[0, unit]
+    expected = (1 + np.log(3)) * featurizer.idf[python] / featurizer.idf[unit]
+    assert ratio == pytest.approx(expected)
+
+
+def test_parity_on_routerbench_prompts(routerbench) -> None:
+    log = load_log(routerbench).log
+    rng = np.random.default_rng(0)
+    sample = [log.queries[i] for i in rng.choice(log.n_queries, size=120, replace=False)]
+    featurizer = TextFeaturizer(FeaturizerConfig(components=8)).fit(sample[:100])
+    _compare(featurizer, sample)
+
+
+def test_projection_is_deterministic() -> None:
+    first, second = _fit(TRAIN), _fit(TRAIN)
+    np.testing.assert_array_equal(first.projection, second.projection)
+    assert torch.equal(torch.from_numpy(first.transform(PROBES)), torch.from_numpy(second.transform(PROBES)))

@@ -1,0 +1,108 @@
+"""LinUCB: exact ridge fit, online learning through the env, the fit/partial_fit/predict face."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents.baselines import RandomRouter, SingleModelRouter
+from agents.linucb import LinUCB, LinUCBConfig
+from data.routing_log import RoutingLog
+from envs.routing_env import RoutingEnv
+
+
+def _world(n: int = 600, d: int = 5, k: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear quality and cost per arm, plus a little noise."""
+    rng = np.random.default_rng(seed)
+    x = np.hstack([rng.standard_normal((n, d - 1)), np.ones((n, 1))])
+    quality = np.clip(x @ rng.standard_normal((d, k)) * 0.2 + 0.5 + rng.normal(0, 0.05, (n, k)), 0, 1)
+    cost = np.abs(x @ rng.standard_normal((d, k))) * 1e-4 + np.array([1e-4, 5e-4, 1e-3])[:k]
+    return x, quality, cost
+
+
+def test_fit_is_ridge_regression_per_arm() -> None:
+    x, quality, cost = _world()
+    agent = LinUCB(3, x.shape[1], LinUCBConfig(ridge=2.0)).fit(x, quality, cost)
+    gram = x.T @ x + 2.0 * np.eye(x.shape[1])
+    np.testing.assert_allclose(agent.theta_quality.T, np.linalg.solve(gram, x.T @ quality), atol=1e-10)
+    np.testing.assert_allclose(agent.theta_cost.T, np.linalg.solve(gram, x.T @ cost), atol=1e-12)
+
+
+def test_partial_fit_in_chunks_equals_fit() -> None:
+    x, quality, cost = _world()
+    whole = LinUCB(3, x.shape[1]).fit(x, quality, cost)
+    chunked = LinUCB(3, x.shape[1]).partial_fit(x[:200], quality[:200], cost[:200])
+    chunked.partial_fit(x[200:], quality[200:], cost[200:])
+    np.testing.assert_allclose(whole.linear_map(), chunked.linear_map(), atol=1e-10)
+
+
+def test_bandit_partial_fit_uses_only_the_logged_arm() -> None:
+    x, quality, cost = _world()
+    actions = np.arange(len(x)) % 3
+    rows = np.arange(len(x))
+    agent = LinUCB(3, x.shape[1]).partial_fit(x, quality[rows, actions], cost[rows, actions], actions=actions)
+    arm0 = actions == 0
+    expected = np.linalg.solve(x[arm0].T @ x[arm0] + np.eye(x.shape[1]), x[arm0].T @ quality[arm0, 0])
+    np.testing.assert_allclose(agent.theta_quality[0], expected, atol=1e-10)
+    assert agent.observations.tolist() == [200, 200, 200]
+
+
+def test_one_fit_serves_every_cost_weight() -> None:
+    x, quality, cost = _world()
+    agent = LinUCB(3, x.shape[1]).fit(x, quality, cost)
+    free, expensive = agent.predict(x, 0.0), agent.predict(x, 1e6)
+    np.testing.assert_array_equal(expensive, np.argmin(x @ agent.theta_cost.T, axis=1))
+    assert not np.array_equal(free, expensive)
+    scores = agent.scores(x, 300.0)
+    np.testing.assert_allclose(scores, x @ agent.theta_quality.T - 300.0 * x @ agent.theta_cost.T)
+
+
+def _log(x: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> RoutingLog:
+    n, k = quality.shape
+    return RoutingLog(models=tuple(f"m{i}" for i in range(k)),
+                      query_ids=np.array([str(i) for i in range(n)], dtype=object),
+                      queries=[str(i) for i in range(n)], quality=quality, cost=cost)
+
+
+def test_learn_online_observes_one_arm_and_beats_random() -> None:
+    x, quality, cost = _world(n=800)
+    weight = 200.0
+    env = RoutingEnv(_log(x, quality, cost), x.astype(np.float32), weight)
+    agent = LinUCB(3, x.shape[1], LinUCBConfig(alpha=0.5)).learn(env, 1500, seed=0)
+    assert agent.observations.sum() == 1500 and (agent.observations > 0).all()
+    rewards = quality - weight * cost
+    rows = np.arange(len(x))
+    learned = rewards[rows, agent.predict(x, weight)].mean()
+    random = rewards[rows, RandomRouter(3).predict(x)].mean()
+    fitted = rewards[rows, LinUCB(3, x.shape[1]).fit(x, quality, cost).predict(x, weight)].mean()
+    assert learned > random + 0.05
+    assert learned > fitted - 0.02  # online learning from one arm at a time nearly matches full information
+
+
+def test_learn_is_deterministic_under_seed() -> None:
+    x, quality, cost = _world()
+    env_a = RoutingEnv(_log(x, quality, cost), x.astype(np.float32), 100.0)
+    env_b = RoutingEnv(_log(x, quality, cost), x.astype(np.float32), 100.0)
+    a = LinUCB(3, x.shape[1]).learn(env_a, 300, seed=5)
+    b = LinUCB(3, x.shape[1]).learn(env_b, 300, seed=5)
+    np.testing.assert_array_equal(a.linear_map(), b.linear_map())
+
+
+def test_baselines() -> None:
+    x, quality, cost = _world()
+    log = _log(x, quality, cost)
+    assert SingleModelRouter.cheapest(log).choice(0.0) == int(np.argmin(cost.mean(axis=0)))
+    best = SingleModelRouter.best(log)
+    assert best.choice(0.0) == int(np.argmax(quality.mean(axis=0)))
+    assert best.choice(1e9) == int(np.argmin(cost.mean(axis=0)))
+    draws = RandomRouter(3, seed=1).predict(x)
+    assert set(draws.tolist()) == {0, 1, 2}
+    np.testing.assert_array_equal(draws, RandomRouter(3, seed=1).predict(x))
+
+
+def test_rejects_wrong_shapes() -> None:
+    x, quality, cost = _world()
+    with pytest.raises(ValueError, match="features"):
+        LinUCB(3, 7).fit(x, quality, cost)
+    with pytest.raises(ValueError, match="ridge"):
+        LinUCB(3, 5, LinUCBConfig(ridge=0.0))
