@@ -23,6 +23,7 @@ class ScriptedFeaturizer(torch.nn.Module):
     vocabulary: dict[str, int]
     n_terms: int
     length_scale: float
+    idf: torch.Tensor
 
     def __init__(self, vocabulary: list[str], idf: torch.Tensor, length_scale: float) -> None:
         super().__init__()

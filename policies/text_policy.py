@@ -24,6 +24,8 @@ class TextRoutingPolicy(torch.nn.Module):
     weight_low: float
     weight_high: float
     clamp_weight: bool
+    text_map: torch.Tensor
+    dense_map: torch.Tensor
 
     def __init__(
         self,
