@@ -22,21 +22,55 @@ DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line of CONTRACTS.md §3."""
     parser = argparse.ArgumentParser(
-        prog="train.py", description="Train an LLM routing policy from logs and export it as TorchScript.")
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                        help="YAML run configuration (default: configs/default.yaml)")
+        prog="train.py", description="Train an LLM routing policy from logs and export it as TorchScript."
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help="YAML run configuration (default: configs/default.yaml)",
+    )
     parser.add_argument("--data", help="log file or directory; overrides data.path")
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<config name>)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set agent.linucb.alpha=0.5 (repeatable)")
-    parser.add_argument("--prices", help="price table (YAML, USD per 1M tokens) for rows with tokens "
-                        "instead of cost; overrides data.prices (default configs/prices.yaml)")
-    parser.add_argument("--split", choices=["hash", "time"],
-                        help="split by hash of query_id (default) or by timestamp; overrides data.split")
-    parser.add_argument("--allow-pickle", action="store_true",
-                        help="read RouterBench pandas pickles (.pkl). RISK: unpickling runs arbitrary code "
-                        "from the file; use it only for files you trust")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set agent.linucb.alpha=0.5 (repeatable)",
+    )
+    parser.add_argument(
+        "--prices",
+        help="price table (YAML, USD per 1M tokens) for rows with tokens "
+        "instead of cost; overrides data.prices (default configs/prices.yaml)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=["hash", "time"],
+        help="split by hash of query_id (default) or by timestamp; overrides data.split",
+    )
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="read RouterBench pandas pickles (.pkl). RISK: unpickling runs arbitrary code "
+        "from the file; use it only for files you trust",
+    )
     parser.add_argument("--seed", type=int, help="overrides the config's seed")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--target-cost",
+        type=float,
+        metavar="USD",
+        help="pick the cost weight whose validation mean cost per query is at most USD "
+        "(best quality among those) and export it as the default",
+    )
+    budget.add_argument(
+        "--target-quality",
+        type=float,
+        metavar="Q",
+        help="pick the cheapest cost weight whose validation mean quality is at least Q",
+    )
     parser.add_argument("--strict", action="store_true", help="stop at the first rejected row")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (for logs and CI)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
@@ -47,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run training; user errors are one line on stderr and exit status 2."""
     args = parse_args(argv)
     from data.schema import DataError
+    from evaluation.budget import BudgetTarget
     from training.config import load_config
     from training.run import prepare_directory, train
 
@@ -61,17 +96,24 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, overrides, cli_data=args.data, seed=args.seed)
         out = args.out or ROOT / "runs" / config.name
         prepare_directory(out, args.overwrite)
-        result = train(config, out, strict=args.strict, quiet=args.quiet)
+        target = None
+        if args.target_cost is not None:
+            target = BudgetTarget("cost", args.target_cost)
+        elif args.target_quality is not None:
+            target = BudgetTarget("quality", args.target_quality)
+        result = train(config, out, strict=args.strict, quiet=args.quiet, target=target)
     except DataError as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 2
     test, frontier = result.report["test"], result.report["frontier"]
     print((out / "report.md").read_text(encoding="utf-8"))
-    print(f"held-out: quality {test['mean_quality']:.4f}, cost {test['mean_cost']:.6f} USD/query, "
-          f"reward {test['mean_reward']:.4f}, AIQ {frontier['aiq']:.4f}")
+    print(
+        f"held-out: quality {test['mean_quality']:.4f}, cost {test['mean_cost']:.6f} USD/query, "
+        f"reward {test['mean_reward']:.4f}, AIQ {frontier['aiq']:.4f}"
+    )
     print(f"run directory: {out}")
     print(f"serve it:  python serve.py --policy {out / 'policy.pt'}")
-    print(f"watch it:  tensorboard --logdir {out / 'tb'}")
+    print(f"watch it:  tensorboard --logdir {out / 'tb'}   (frontier figure: {out / 'frontier.png'})")
     return 0
 
 

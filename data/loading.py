@@ -58,5 +58,9 @@ def load_log(
     log = builder.build([str(f) for f in files])
     if log.n_queries == 0:
         reasons = ", ".join(f"{n} {r}" for r, n in log.stats.rejected_by_reason.items()) or "no rows"
-        raise DataError(f"{path}: no usable query ({log.stats.rows_read} rows read; rejected: {reasons})")
+        unpriced = quarantine.unpriced_models()
+        hint = f"; no price for model(s) {', '.join(unpriced)} (see --prices)" if unpriced else ""
+        raise DataError(
+            f"{path}: no usable query ({log.stats.rows_read} rows read; rejected: {reasons}){hint}"
+        )
     return LoadedLog(log, quarantine)

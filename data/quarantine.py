@@ -6,6 +6,7 @@ The invariant the readers keep is ``rows_read == rows_accepted + rows_rejected``
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,8 +71,35 @@ class Quarantine:
         """Rejected counts keyed by reason, most frequent first."""
         return dict(Counter(r.reason.value for r in self.rejections).most_common())
 
+    def unpriced_models(self) -> list[str]:
+        """The models of rows rejected as ``no price for model``, sorted: what --prices must add."""
+        return sorted({
+            str(r.content.get("model")) for r in self.rejections
+            if r.reason is RejectReason.NO_PRICE and isinstance(r.content, dict)
+        })
+
     def write(self, path: Path) -> None:
-        """Write every rejection as one JSON line (an empty file when nothing was rejected)."""
+        """Write every rejection as one JSON line (an empty file when nothing was rejected).
+
+        The file is strict JSON: a NaN or infinite number in a rejected row is written as the
+        string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``.
+        """
         with open(path, "w", encoding="utf-8") as out:
             for rejection in self.rejections:
-                out.write(json.dumps(rejection.to_json(), ensure_ascii=False, default=str) + "\n")
+                record = rejection.to_json()
+                try:
+                    line = json.dumps(record, ensure_ascii=False, default=str, allow_nan=False)
+                except ValueError:
+                    line = json.dumps(_finite(record), ensure_ascii=False, default=str, allow_nan=False)
+                out.write(line + "\n")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by its JSON spelling as a string."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value

@@ -53,7 +53,9 @@ def _number(value: Any, field: str, reason: RejectReason) -> float:
 
 def _optional_number(fields: dict[str, Any], field: str, reason: RejectReason) -> float | None:
     value = fields.get(field)
-    return None if value is None else _number(value, field, reason)
+    if value is None or type(value) is float:  # the common cases without a further call
+        return value
+    return _number(value, field, reason)
 
 
 def _non_negative(value: float, field: str, reason: RejectReason) -> float:

@@ -83,3 +83,53 @@ def cost_weight_grid(mean_quality: np.ndarray, mean_cost: np.ndarray, points: in
         weights = [1.0 / max(float(np.max(mean_cost)), 1e-12)]
     low, high = np.log10(min(weights) / 10.0), np.log10(max(weights) * 10.0)
     return np.concatenate([[0.0], np.logspace(low, high, points - 1)])
+
+
+def cost_to_reach(frontier: Frontier, target_quality: float) -> float | None:
+    """Least cost at which the hull reaches ``target_quality`` (None if it never does).
+
+    The hull is non-decreasing and piecewise linear, so the answer interpolates between the
+    two vertices around the target (mixing those operating points at random).
+    """
+    if target_quality > frontier.qualities[-1] + 1e-12:
+        return None
+    if target_quality <= frontier.qualities[0]:
+        return float(frontier.costs[0])
+    upper = int(np.searchsorted(frontier.qualities, target_quality, side="left"))
+    q0, q1 = frontier.qualities[upper - 1], frontier.qualities[upper]
+    c0, c1 = frontier.costs[upper - 1], frontier.costs[upper]
+    return float(c0 + (target_quality - q0) / (q1 - q0) * (c1 - c0))
+
+
+@dataclass(frozen=True)
+class TwoModelGap:
+    """RouteLLM's measures for a pool of two models (Ong et al., 2024, arXiv:2406.18665).
+
+    With a weak and a strong model, PGR(s) = (q(s) − q_weak) / (q_strong − q_weak) is the share
+    of the quality gap recovered when a share s of the queries goes to the strong model. On the
+    non-decreasing upper hull of (s, PGR) points: APGR = ∫₀¹ PGR(s) ds, and CPT(x) = the least
+    share of strong-model calls reaching PGR ≥ x.
+    """
+
+    apgr: float
+    cpt: dict[str, float | None]
+
+    @classmethod
+    def from_points(
+        cls,
+        strong_share: np.ndarray,
+        quality: np.ndarray,
+        weak_quality: float,
+        strong_quality: float,
+        thresholds: tuple[float, ...] = (0.2, 0.5, 0.8),
+    ) -> TwoModelGap:
+        """From operating points (share of strong calls, mean quality) and the two models' quality."""
+        gap = strong_quality - weak_quality
+        if gap <= 0:
+            raise ValueError("the strong model must have higher quality than the weak one")
+        shares = np.concatenate([[0.0, 1.0], np.asarray(strong_share, dtype=float)])
+        recovered = np.concatenate([[0.0, 1.0], (np.asarray(quality, dtype=float) - weak_quality) / gap])
+        hull = Frontier.from_points(shares, recovered)
+        return cls(
+            apgr=hull.aiq((0.0, 1.0)), cpt={f"{round(x * 100)}%": cost_to_reach(hull, x) for x in thresholds}
+        )

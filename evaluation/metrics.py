@@ -26,8 +26,16 @@ def oracle_actions(log: RoutingLog, cost_weight: float, expected: bool = False) 
     return np.argmax(quality_matrix(log, expected) - cost_weight * log.cost, axis=1)
 
 
-def route_metrics(log: RoutingLog, actions: np.ndarray, cost_weight: float,
-                  expected: bool = False) -> dict[str, float | dict[str, float]]:
+def best_quality_actions(log: RoutingLog, expected: bool = False) -> np.ndarray:
+    """Per-query oracle for quality alone: the best model, ties to the cheapest (RouterBench's)."""
+    quality = quality_matrix(log, expected)
+    best = quality >= quality.max(axis=1, keepdims=True)
+    return np.argmin(np.where(best, log.cost, np.inf), axis=1)
+
+
+def route_metrics(
+    log: RoutingLog, actions: np.ndarray, cost_weight: float, expected: bool = False
+) -> dict[str, float | dict[str, float]]:
     """Mean quality, cost, reward and regret of ``actions`` on ``log``, and the share per model."""
     rows = np.arange(log.n_queries)
     quality = quality_matrix(log, expected)

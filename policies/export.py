@@ -1,8 +1,9 @@
-"""Export an agent's decision rule as one self-contained TorchScript file, and read it back.
+"""Export an agent's decision rule as one self-contained TorchScript file.
 
 The file is ``torch.jit.save``'d with a ``metadata.json`` extra file holding at least the keys of
 CONTRACTS.md §2. It loads with ``torch.jit.load`` in a process that never imported routerl, and
-from C++ (``torch::jit::load``).
+from C++ (``torch::jit::load``). Reading it back and checking it is :mod:`policies.artifact`'s
+job (torch only), so that the service never imports this module's training-side dependencies.
 """
 
 from __future__ import annotations
@@ -10,9 +11,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,18 +21,10 @@ import torch
 
 from data.featurizer import N_DENSE_EXTRAS, TextFeaturizer
 from data.featurizer_script import ScriptedFeaturizer
+from policies.artifact import METADATA_FILE, quiet_jit
 from policies.text_policy import TextRoutingPolicy
 
 ROUTERL_VERSION = "0.1.0"
-METADATA_FILE = "metadata.json"
-REQUIRED_METADATA = (
-    "models", "default_cost_weight", "cost_weight_range", "score_kind", "input_kind", "agent",
-    "featurizer", "data_fingerprint", "metrics", "created_at", "routerl_version", "torch_version",
-)
-
-
-class PolicyError(Exception):
-    """The file is not a loadable routerl policy (missing, corrupt, or metadata incomplete)."""
 
 
 @dataclass(frozen=True)
@@ -55,27 +45,19 @@ class PolicyMetadata:
     torch_version: str = torch.__version__
 
 
-@contextmanager
-def quiet_jit() -> Iterator[None]:
-    """Silence torch's "`torch.jit.*` is deprecated" warning, and nothing else.
-
-    TorchScript is the artifact contract (CONTRACTS.md §2); the warning says nothing a user can act on.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning
-        )
-        yield
-
-
 def script(module: torch.nn.Module) -> torch.jit.ScriptModule:
     """``torch.jit.script`` without its deprecation warning."""
     with quiet_jit():
         return torch.jit.script(module)
 
 
-def build_text_policy(featurizer: TextFeaturizer, linear_map: np.ndarray, head: torch.nn.Module,
-                      metadata: PolicyMetadata, clamp_cost_weight: bool = False) -> torch.jit.ScriptModule:
+def build_text_policy(
+    featurizer: TextFeaturizer,
+    linear_map: np.ndarray,
+    head: torch.nn.Module,
+    metadata: PolicyMetadata,
+    clamp_cost_weight: bool = False,
+) -> torch.jit.ScriptModule:
     """Fold the featurizer's projection into the agent's (d, m) linear map and script the policy.
 
     The first rows of ``linear_map`` multiply the featurizer's projected components, so
@@ -119,24 +101,3 @@ def save_policy(module: torch.jit.ScriptModule, metadata: PolicyMetadata, path: 
         if os.path.exists(temporary):
             os.unlink(temporary)
     return path
-
-
-def load_policy(path: str | Path) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
-    """Load a policy and its metadata; :class:`PolicyError` names what is wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise PolicyError(f"{path}: no such policy file")
-    extra = {METADATA_FILE: ""}
-    try:
-        with quiet_jit():
-            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    except Exception as error:  # torch raises RuntimeError and others for corrupt archives
-        raise PolicyError(f"{path}: not a TorchScript policy: {str(error).splitlines()[0]}") from None
-    try:
-        metadata = json.loads(extra[METADATA_FILE])
-    except json.JSONDecodeError:
-        raise PolicyError(f"{path}: metadata.json is missing or not JSON") from None
-    missing = [key for key in REQUIRED_METADATA if key not in metadata]
-    if missing:
-        raise PolicyError(f"{path}: metadata lacks {', '.join(missing)}")
-    return module, metadata

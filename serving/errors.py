@@ -5,13 +5,20 @@ Every error response has the body ``{"error": {"type": str, "message": str}}`` (
 
 =====  ==========================  ===================================================
 400    ``invalid_json``            body is not valid JSON (or is empty)
+401    ``unauthorized``            bearer token missing (``WWW-Authenticate: Bearer``)
+403    ``forbidden``               bearer token wrong, or admin routes without an admin token
 404    ``not_found``               unknown route
 405    ``method_not_allowed``      known route, wrong method (``Allow`` header is kept)
+409    ``no_decision_log``         ``POST /feedback`` on a service without ``--decision-log``
 413    ``payload_too_large``       body over ``--max-body-bytes``
 413    ``query_too_long``          query over ``--max-query-chars``
+413    ``batch_too_large``         more queries than ``--max-batch``
 415    ``unsupported_media_type``  content type is not ``application/json``
 422    ``invalid_request``         a field is missing, of the wrong type, or out of range
+422    ``invalid_policy``          ``/admin/reload`` refused the file; the old policy serves on
 500    ``internal_error``          a bug on our side (never a client's mistake)
+502    ``bad_gateway``             every backend the proxy tried failed
+504    ``gateway_timeout``         every backend the proxy tried timed out
 =====  ==========================  ===================================================
 """
 
@@ -32,12 +39,17 @@ logger = logging.getLogger("routerl.serving")
 #: ``error.type`` for a status code, when no more specific type is given.
 TYPE_BY_STATUS: dict[int, str] = {
     400: "invalid_json",
+    401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
+    409: "conflict",
     500: "internal_error",
+    502: "bad_gateway",
+    504: "gateway_timeout",
 }
 
 #: At most this many field problems are spelled out in one 422 message.

@@ -1,13 +1,26 @@
-"""The service's settings: one frozen dataclass mirroring ``serve.py``'s flags."""
+"""The service's settings: one frozen dataclass mirroring ``serve.py``'s flags and tokens."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_MAX_QUERY_CHARS = 100_000
+DEFAULT_MAX_BATCH = 256
+
+#: How much of a query the decision log keeps: the text, its sha256 hex, or nothing.
+LogQueries = Literal["full", "hash", "none"]
+#: Which text of a chat request the proxy routes on.
+RouteOn = Literal["last-user", "conversation"]
+
+API_TOKEN_ENV = "ROUTERL_API_TOKEN"
+ADMIN_TOKEN_ENV = "ROUTERL_ADMIN_TOKEN"
 
 
 @dataclass(frozen=True)
@@ -15,18 +28,39 @@ class Settings:
     """Runtime settings of the router service.
 
     Attributes:
-        host: interface to bind (``serve.py --host``); loopback by default.
+        host: interface to bind (``--host``); loopback by default.
         port: TCP port (``--port``); 0 picks a free one.
-        max_body_bytes: largest accepted request body in bytes (``--max-body-bytes``);
-            a larger body is answered 413.
-        max_query_chars: largest accepted query, in Unicode code points
-            (``--max-query-chars``); a longer query is answered 413.
+        max_body_bytes: largest accepted request body in bytes (``--max-body-bytes``); 413 above.
+        max_query_chars: largest accepted query, in Unicode code points (``--max-query-chars``);
+            413 above.
+        max_batch: most queries in one ``POST /route/batch`` (``--max-batch``); 413 above.
+        backends: YAML file of the proxy's backends (``--backends``); no proxy without it.
+        decision_log: JSONL file that decisions and feedback are appended to
+            (``--decision-log``); none without it.
+        log_queries: what the decision log keeps of a query (``--log-queries``).
+        fallback_model: model to route to when scoring fails (``--fallback-model``).
+        explore_epsilon: probability of routing to a uniformly random allowed model
+            (``--explore-epsilon``).
+        route_on: the proxy routes on the last user message or the whole conversation
+            (``--route-on``).
+        api_token: bearer token for every route but ``/healthz`` (``ROUTERL_API_TOKEN``).
+        admin_token: bearer token for ``/admin/*`` (``ROUTERL_ADMIN_TOKEN``); admin routes are
+            refused when it is unset.
     """
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
+    max_batch: int = DEFAULT_MAX_BATCH
+    backends: Path | None = None
+    decision_log: Path | None = None
+    log_queries: LogQueries = "full"
+    fallback_model: str | None = None
+    explore_epsilon: float = 0.0
+    route_on: RouteOn = "last-user"
+    api_token: str | None = field(default=None, repr=False)
+    admin_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         """Reject settings that cannot work, with a message naming the flag."""
@@ -34,7 +68,22 @@ class Settings:
             raise ValueError("--host must not be empty")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"--port must be in 0..65535, got {self.port}")
-        if self.max_body_bytes < 1:
-            raise ValueError(f"--max-body-bytes must be >= 1, got {self.max_body_bytes}")
-        if self.max_query_chars < 1:
-            raise ValueError(f"--max-query-chars must be >= 1, got {self.max_query_chars}")
+        for flag, value in (
+            ("--max-body-bytes", self.max_body_bytes),
+            ("--max-query-chars", self.max_query_chars),
+            ("--max-batch", self.max_batch),
+        ):
+            if value < 1:
+                raise ValueError(f"{flag} must be >= 1, got {value}")
+        if not (math.isfinite(self.explore_epsilon) and 0.0 <= self.explore_epsilon <= 1.0):
+            raise ValueError(f"--explore-epsilon must be in [0, 1], got {self.explore_epsilon}")
+        if self.fallback_model == "":
+            raise ValueError("--fallback-model must not be empty")
+
+    @staticmethod
+    def tokens_from_env() -> dict[str, str | None]:
+        """``api_token`` and ``admin_token`` from the environment (unset or empty = None)."""
+        return {
+            "api_token": os.environ.get(API_TOKEN_ENV) or None,
+            "admin_token": os.environ.get(ADMIN_TOKEN_ENV) or None,
+        }

@@ -15,7 +15,7 @@ from agents.linucb import LinUCB
 from data.featurizer import TextFeaturizer
 from data.loading import load_log
 from data.splits import split
-from policies.export import REQUIRED_METADATA, PolicyError, load_policy
+from policies.artifact import REQUIRED_METADATA, PolicyError, load_policy
 from training.config import load_config
 from training.run import RunResult
 
@@ -84,7 +84,8 @@ def test_fresh_process_makes_the_agents_decisions(demo_run: RunResult, tmp_path:
 
 
 def test_scores_match_the_agent_and_weights_are_checked(demo_policy: Path) -> None:
-    policy, metadata = load_policy(demo_policy)
+    loaded = load_policy(demo_policy)
+    policy, metadata = loaded.module, loaded.metadata
     queries = ["", "a question about nothing", "Koushotram shoushen poufoga"]
     scores = policy.scores(queries, 300.0)
     assert torch.equal(torch.argmax(scores, dim=1), torch.tensor(
@@ -95,7 +96,8 @@ def test_scores_match_the_agent_and_weights_are_checked(demo_policy: Path) -> No
 
 
 def test_artifact_is_small_and_holds_no_gram_matrices(demo_policy: Path) -> None:
-    policy, metadata = load_policy(demo_policy)
+    loaded = load_policy(demo_policy)
+    policy, metadata = loaded.module, loaded.metadata
     buffers = dict(policy.named_buffers())
     k = len(metadata["models"])
     assert buffers["text_map"].shape[1] == 2 * k  # per-arm [quality | cost] weights only
@@ -112,7 +114,7 @@ def test_load_policy_errors(tmp_path: Path) -> None:
 
 
 def test_same_decisions_on_routerbench_queries(demo_policy: Path, routerbench: Path) -> None:
-    policy, _ = load_policy(demo_policy)
+    policy = load_policy(demo_policy).module
     queries = load_log(routerbench).log.queries[:50]
     routes = policy.route(queries, 300.0)
     assert len(routes) == 50 and set(routes) <= set(policy.models())

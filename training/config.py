@@ -18,6 +18,7 @@ from agents.linucb import LinUCBConfig
 from data.featurizer import FeaturizerConfig
 from data.schema import DataError
 from data.splits import SplitFractions
+from evaluation.evaluate import EvaluationConfig
 
 STRICT = ConfigDict(extra="forbid")
 
@@ -51,13 +52,6 @@ class AgentConfig:
 
 
 @dataclass(frozen=True, config=STRICT)
-class EvaluationConfig:
-    """Held-out evaluation."""
-
-    frontier_points: int = 41  # cost weights swept for the frontier (0 and log-spaced)
-
-
-@dataclass(frozen=True, config=STRICT)
 class RunConfig:
     """Everything one training run needs; written resolved as ``config.yaml`` in the run dir."""
 
@@ -85,8 +79,9 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def load_config(path: Path | None, overrides: list[str], cli_data: str | None = None,
-                seed: int | None = None) -> RunConfig:
+def load_config(
+    path: Path | None, overrides: list[str], cli_data: str | None = None, seed: int | None = None
+) -> RunConfig:
     """Read YAML (or defaults), apply ``--set key=value`` (values parsed as YAML), validate."""
     tree: dict[str, Any] = {}
     if path is not None:
@@ -117,9 +112,7 @@ def load_config(path: Path | None, overrides: list[str], cli_data: str | None = 
     try:
         return RunConfig(**tree)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
         raise DataError(f"invalid configuration{f' {path}' if path else ''}: {problems}") from None
     except TypeError as error:
         raise DataError(f"invalid configuration{f' {path}' if path else ''}: {error}") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +19,19 @@ from data.routing_log import RoutingLog
 from data.schema import DataError
 from data.splits import split
 from envs.routing_env import RoutingEnv
-from evaluation.frontier import Frontier, cost_weight_grid
+from evaluation.bootstrap import Bootstrap
+from evaluation.budget import BudgetTarget, budget_report, calibrate
+from evaluation.evaluate import Sweep, frontier_report, metrics_with_intervals, sweep_weights
+from evaluation.figures import save_frontier
 from evaluation.metrics import oracle_actions, route_metrics
+from evaluation.report import write_markdown
 from policies.export import PolicyMetadata, build_text_policy, save_policy
 from policies.heads import UtilityHead
 from training.config import RunConfig, dump_config
-from training.report import write_markdown
 from training.tensorboard import TensorBoardLogger
 
 DEFAULT_PRICES = Path(__file__).resolve().parent.parent / "configs" / "prices.yaml"
+BUDGET_GRID_POINTS = 201  # finer cost-weight grid searched for --target-cost / --target-quality
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,14 @@ class RunResult:
 
     directory: Path
     report: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Split:
+    """One split's log and its features."""
+
+    log: RoutingLog
+    features: np.ndarray
 
 
 def prepare_directory(out: Path, overwrite: bool) -> None:
@@ -47,51 +59,69 @@ def prepare_directory(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def train(config: RunConfig, out: Path, strict: bool = False, quiet: bool = False) -> RunResult:
+def train(
+    config: RunConfig,
+    out: Path,
+    strict: bool = False,
+    quiet: bool = False,
+    target: BudgetTarget | None = None,
+) -> RunResult:
     """Run ``config`` and write the run directory of CONTRACTS.md §3 into ``out``."""
     progress = not quiet
-    prices = PriceTable.load(config.data.prices or DEFAULT_PRICES)
-    loaded = load_log(config.data.path, prices=prices, strict=strict,
-                      allow_pickle=config.data.allow_pickle, progress=progress)
+    loaded = load_log(
+        config.data.path,
+        prices=PriceTable.load(config.data.prices or DEFAULT_PRICES),
+        strict=strict,
+        allow_pickle=config.data.allow_pickle,
+        progress=progress,
+    )
     loaded.quarantine.write(out / "rejected.jsonl")
     log = loaded.log
     if log.feedback != "full":
-        raise DataError(f"{config.data.path}: training on bandit-feedback logs is not supported yet; "
-                        "give a full-information log (every model's outcome per query)")
+        raise DataError(
+            f"{config.data.path}: training on bandit-feedback logs is not supported yet; "
+            "give a full-information log (every model's outcome per query)"
+        )
     splits = split(log, config.data.fractions, config.seed, config.data.split)
-    train_log, test_log = log.subset(splits.train), log.subset(splits.test)
-    if train_log.n_queries == 0 or test_log.n_queries == 0:
+    if len(splits.train) == 0 or len(splits.test) == 0:
         raise DataError(f"{config.data.path}: too few queries ({log.n_queries}) to split into train and test")
+    featurizer = TextFeaturizer(config.featurizer).fit(log.subset(splits.train).queries)
+    train_set, validation_set, test_set = (
+        _Split(part, featurizer.transform(part.queries))
+        for part in (log.subset(splits.train), log.subset(splits.validation), log.subset(splits.test))
+    )
 
-    featurizer = TextFeaturizer(config.featurizer).fit(train_log.queries)
-    train_x, test_x = featurizer.transform(train_log.queries), featurizer.transform(test_log.queries)
-    weight = config.reward.cost_weight
-    agent = LinUCB(log.n_models, featurizer.dimension, config.agent.linucb, cost_weight=weight)
     tensorboard = TensorBoardLogger(out / "tb")
-    if config.agent.learning == "fit":
-        agent.fit(train_x, train_log.quality, train_log.cost)
-        steps = train_log.n_queries
-    else:
-        env = RoutingEnv(train_log, train_x, weight)
-        agent.learn(env, config.agent.online_steps, seed=config.seed, progress=progress,
-                    callback=tensorboard.on_step)
-        steps = config.agent.online_steps
+    agent, steps = _learn(config, train_set, tensorboard, progress)
+    weights = sweep_weights(train_set.log, config.evaluation)
+    weight = config.reward.cost_weight
+    report_budget = None
+    if target is not None:
+        weight, report_budget = _calibrate(agent, train_set, validation_set, test_set, target, config)
 
-    expected = test_log.expected_quality is not None
-    test_metrics = route_metrics(test_log, agent.predict(test_x), weight)
+    test = test_set.log
+    bootstrap = (
+        Bootstrap(test.n_queries, config.evaluation.bootstrap, config.seed)
+        if config.evaluation.bootstrap > 0
+        else None
+    )
+    test_metrics = metrics_with_intervals(test, agent.predict(test_set.features, weight), weight, bootstrap)
     baselines = {
-        "random": RandomRouter(log.n_models, seed=config.seed).predict(test_x, weight),
-        "cheapest": SingleModelRouter.cheapest(train_log).predict(test_x, weight),
-        "best single": SingleModelRouter.best(train_log).predict(test_x, weight),
-        "oracle": oracle_actions(test_log, weight),
+        "random": RandomRouter(log.n_models, seed=config.seed).predict(test_set.features, weight),
+        "cheapest": SingleModelRouter.cheapest(train_set.log).predict(test_set.features, weight),
+        "best single": SingleModelRouter.best(train_set.log).predict(test_set.features, weight),
+        "oracle": oracle_actions(test, weight),
     }
-    baseline_metrics = {name: route_metrics(test_log, actions, weight) for name, actions in baselines.items()}
+    baseline_metrics = {
+        name: metrics_with_intervals(test, actions, weight, bootstrap) for name, actions in baselines.items()
+    }
+    expected = test.expected_quality is not None
     if expected:
         baseline_metrics["expected oracle"] = route_metrics(
-            test_log, oracle_actions(test_log, weight, expected=True), weight, expected=True)
-    frontier = _frontier_report(agent, train_log, test_log, test_x, test_metrics, config)
-    tensorboard.log_metrics(test_metrics, steps)
-    tensorboard.close()
+            test, oracle_actions(test, weight, expected=True), weight, expected=True
+        )
+    sweep = Sweep.run(test, lambda w: agent.predict(test_set.features, w), weights)
+    frontier = frontier_report(test, sweep, test_metrics, config.evaluation, bootstrap)
 
     report: dict[str, Any] = {
         "data": {
@@ -105,68 +135,108 @@ def train(config: RunConfig, out: Path, strict: bool = False, quiet: bool = Fals
             "rows_rejected": log.stats.rows_rejected,
             "rejected_by_reason": log.stats.rejected_by_reason,
         },
-        "split": {"kind": config.data.split, "seed": config.seed,
-                  "fractions": {"train": config.data.fractions.train,
-                                "validation": config.data.fractions.validation,
-                                "test": config.data.fractions.test},
-                  "queries": splits.counts()},
+        "split": {
+            "kind": config.data.split,
+            "seed": config.seed,
+            "fractions": asdict(config.data.fractions),
+            "queries": splits.counts(),
+        },
         "featurizer": {"terms": featurizer.n_terms, "dimension": featurizer.dimension},
-        "policy": {"agent": agent.name, "cost_weight": weight, "learning": config.agent.learning,
-                   "steps": steps, "score_kind": agent.score_kind},
+        "policy": {
+            "agent": agent.name,
+            "cost_weight": weight,
+            "learning": config.agent.learning,
+            "steps": steps,
+            "score_kind": agent.score_kind,
+        },
         "test": test_metrics,
         "baselines": baseline_metrics,
         "frontier": frontier,
     }
     if expected:
-        report["test_expected"] = route_metrics(test_log, agent.predict(test_x), weight, expected=True)
+        report["test_expected"] = route_metrics(
+            test, agent.predict(test_set.features, weight), weight, expected=True
+        )
+    if report_budget is not None:
+        report["budget"] = report_budget
 
+    figure = save_frontier(
+        frontier, f"{agent.name} on {Path(config.data.path).name} (test split)", out / "frontier.png"
+    )
+    tensorboard.log_metrics(test_metrics, steps)
+    tensorboard.log_figure("charts/frontier", figure, steps)
+    tensorboard.close()
+    _export(config, featurizer, agent, log, weight, frontier, test_metrics, out)
+    dump_config(config, out / "config.yaml")
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_markdown(report, out / "report.md")
+    return RunResult(out, report)
+
+
+def _learn(
+    config: RunConfig, train_set: _Split, tensorboard: TensorBoardLogger, progress: bool
+) -> tuple[LinUCB, int]:
+    """Fit the configured agent on the training split; return it and its training steps."""
+    log = train_set.log
+    agent = LinUCB(
+        log.n_models, train_set.features.shape[1], config.agent.linucb, cost_weight=config.reward.cost_weight
+    )
+    if config.agent.learning == "fit":
+        agent.fit(train_set.features, log.quality, log.cost)
+        return agent, log.n_queries
+    env = RoutingEnv(log, train_set.features, config.reward.cost_weight)
+    agent.learn(
+        env, config.agent.online_steps, seed=config.seed, progress=progress, callback=tensorboard.on_step
+    )
+    return agent, config.agent.online_steps
+
+
+def _calibrate(
+    agent: LinUCB,
+    train_set: _Split,
+    validation_set: _Split,
+    test_set: _Split,
+    target: BudgetTarget,
+    config: RunConfig,
+) -> tuple[float, dict[str, Any]]:
+    """Choose the cost weight meeting ``target`` on validation (CONTRACTS.md §3 --target-*)."""
+    if validation_set.log.n_queries == 0:
+        raise DataError(
+            "--target-cost / --target-quality need a validation split (data.fractions.validation > 0)"
+        )
+    grid = sweep_weights(train_set.log, replace(config.evaluation, frontier_points=BUDGET_GRID_POINTS))
+    validation = Sweep.run(validation_set.log, lambda w: agent.predict(validation_set.features, w), grid)
+    test = Sweep.run(test_set.log, lambda w: agent.predict(test_set.features, w), grid)
+    chosen = calibrate(validation, target)
+    return float(grid[chosen]), budget_report(validation, test, target, chosen)
+
+
+def _export(
+    config: RunConfig,
+    featurizer: TextFeaturizer,
+    agent: LinUCB,
+    log: RoutingLog,
+    weight: float,
+    frontier: dict[str, Any],
+    test_metrics: dict[str, Any],
+    out: Path,
+) -> None:
+    """Write ``policy.pt`` with the metadata of CONTRACTS.md §2."""
     metadata = PolicyMetadata(
         models=list(log.models),
         default_cost_weight=weight,
         cost_weight_range=[0.0, float(frontier["cost_weights"][-1])],
         score_kind=agent.score_kind,
         agent=agent.name,
-        featurizer={"kind": "tfidf-lsa", "terms": featurizer.n_terms, "dimension": featurizer.dimension,
-                    **config.featurizer.__dict__},
+        featurizer={
+            "kind": "tfidf-lsa",
+            "terms": featurizer.n_terms,
+            "dimension": featurizer.dimension,
+            **asdict(config.featurizer),
+        },
         data_fingerprint=log.fingerprint,
-        metrics={key: value for key, value in test_metrics.items() if key != "share_per_model"},
+        metrics={key: value for key, value in test_metrics.items() if isinstance(value, float)}
+        | {"aiq": frontier["aiq"]},
     )
     module = build_text_policy(featurizer, agent.linear_map(), UtilityHead(log.n_models), metadata)
     save_policy(module, metadata, out / "policy.pt")
-    dump_config(config, out / "config.yaml")
-    (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    write_markdown(report, out / "report.md")
-    return RunResult(out, report)
-
-
-def _frontier_report(agent: LinUCB, train_log: RoutingLog, test_log: RoutingLog, test_x: np.ndarray,
-                     operating: dict[str, Any], config: RunConfig) -> dict[str, Any]:
-    """Sweep the cost weight on the test split; hulls of the policy and of the single models."""
-    weights = cost_weight_grid(np.nanmean(train_log.quality, axis=0), np.nanmean(train_log.cost, axis=0),
-                               config.evaluation.frontier_points)
-    rows = np.arange(test_log.n_queries)
-    points = []
-    for weight in weights:
-        actions = agent.predict(test_x, float(weight))
-        points.append({"cost_weight": float(weight),
-                       "cost": float(test_log.cost[rows, actions].mean()),
-                       "quality": float(test_log.quality[rows, actions].mean())})
-    single_cost, single_quality = test_log.cost.mean(axis=0), test_log.quality.mean(axis=0)
-    zero_router = Frontier.from_points(single_cost, single_quality)
-    policy_hull = Frontier.from_points(np.array([p["cost"] for p in points]),
-                                       np.array([p["quality"] for p in points]))
-    cost_range = (float(single_cost.min()), float(single_cost.max()))
-    margin = operating["mean_quality"] - float(zero_router.quality_at(operating["mean_cost"]))
-    return {
-        "aiq": policy_hull.aiq(cost_range),
-        "zero_router_aiq": zero_router.aiq(cost_range),
-        "cost_range": list(cost_range),
-        "cost_weights": [p["cost_weight"] for p in points],
-        "points": points,
-        "hull": policy_hull.to_json(),
-        "single_models": {m: {"cost": float(c), "quality": float(q)}
-                          for m, c, q in zip(test_log.models, single_cost, single_quality)},
-        "operating_point": {"cost": operating["mean_cost"], "quality": operating["mean_quality"]},
-        "margin_over_zero_router": margin,
-        "note": "hulls allow mixing two operating points at random (non-decreasing upper convex hull)",
-    }

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
 
@@ -29,9 +30,17 @@ class TensorBoardLogger:
 
     def log_metrics(self, metrics: dict[str, Any], step: int, prefix: str = "charts") -> None:
         """Held-out metrics as ``charts/reward``, ``charts/quality``, ``charts/cost``, ``charts/regret``."""
-        for key, tag in (("mean_reward", "reward"), ("mean_quality", "quality"),
-                         ("mean_cost", "cost"), ("regret", "regret")):
+        for key, tag in (
+            ("mean_reward", "reward"),
+            ("mean_quality", "quality"),
+            ("mean_cost", "cost"),
+            ("regret", "regret"),
+        ):
             self.writer.add_scalar(f"{prefix}/{tag}", float(metrics[key]), step)
+
+    def log_figure(self, tag: str, figure: Figure, step: int) -> None:
+        """A matplotlib figure as an image (the frontier at each evaluation)."""
+        self.writer.add_figure(tag, figure, step, close=True)
 
     def close(self) -> None:
         """Flush and close the event file."""

@@ -1,0 +1,134 @@
+"""Reward shapes of the routing environments.
+
+    reward = quality − w × cost − latency_weight × latency_ms / 1000
+
+with cost in USD per query (CONTRACTS.md §2) and latency in seconds. Where w comes from:
+
+* **fixed**: ``RewardConfig.cost_weight``.
+* **budget** (:class:`BudgetConfig`): w is a Lagrange multiplier λ of the constraint
+  E[cost] <= B, learned online by projected dual ascent (:class:`CostMultiplier`), so that the
+  policy's mean cost ends at the budget. The env exposes the current λ as ``cost_weight``; the
+  averaged λ̄ becomes the exported policy's default cost weight.
+* **preference** (:class:`PreferenceConfig`): w is drawn per episode and given to the policy as
+  one extra observation feature, so that one policy serves every trade-off.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import ConfigDict
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
+STRICT = ConfigDict(extra="forbid")
+
+
+@pydantic_dataclass(frozen=True, config=STRICT)
+class BudgetConfig:
+    """Mean-cost constraint E[cost] <= budget, enforced by a multiplier λ learned online.
+
+    Projected stochastic dual ascent on the Lagrangian E[quality − λ (cost − B)], one update
+    per batch of n steps with costs c_i (n = 1 for RoutingEnv, the batch for the VecEnv):
+
+        λ ← max(0, λ + η_t Σ_i (c_i − B) / B²),      η_t = step / (1 + t / decay_steps)^decay
+
+    t = steps seen so far. Dividing by B² makes ``step`` dimensionless: λ is measured in units
+    of 1/B (quality per USD at the budget scale) and (c − B)/B is the relative overspend, so a
+    step that is 10 % over budget raises λ·B by 0.1·η. The decaying step (Robbins–Monro) lets
+    λ settle; the reported λ̄ is the polynomial-decay average of the iterates (Shamir & Zhang,
+    2013, "Stochastic gradient descent for non-smooth optimization", ICML, with η = 1:
+    λ̄_t = λ̄_{t−1} + 2/(t+1) (λ_t − λ̄_{t−1}), weights ∝ t), which forgets the early transient
+    and averages out the noise of the last iterates.
+    """
+
+    budget: float  # B: target mean cost, USD per query (> 0)
+    step: float = 0.05  # η: dimensionless step size (per step, on the relative overspend)
+    decay: float = 0.5  # exponent of the step decay (0 = constant step, 1 = 1/t)
+    decay_steps: float = 1000.0  # τ: steps before the step size starts to decay
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.budget) and self.budget > 0):
+            raise ValueError(f"budget must be finite and > 0 USD per query, got {self.budget}")
+        if not self.step > 0:
+            raise ValueError(f"step must be > 0, got {self.step}")
+        if not 0 <= self.decay <= 1:
+            raise ValueError(f"decay must be in [0, 1], got {self.decay}")
+        if not self.decay_steps > 0:
+            raise ValueError(f"decay_steps must be > 0, got {self.decay_steps}")
+
+
+@pydantic_dataclass(frozen=True, config=STRICT)
+class PreferenceConfig:
+    """Cost weight drawn per episode and shown to the policy (preference conditioning).
+
+    With probability ``zero_share`` w = 0 (quality only), else log-uniform on [low, high]:
+    w = exp(U(ln low, ln high)). The policy sees w as one feature appended to the observation,
+
+        f(w) = log1p(w / low) / log1p(high / low)   ∈ [0, 1],  f(0) = 0, f(high) = 1,
+
+    which is monotone, finite at w = 0 and roughly uniform in log w over [low, high].
+    """
+
+    low: float = 1.0  # smallest positive cost weight drawn (quality per USD)
+    high: float = 10000.0  # largest cost weight drawn
+    zero_share: float = 0.1  # share of episodes with w = 0
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.high) and 0 < self.low < self.high):
+            raise ValueError(f"need 0 < low < high < inf, got low={self.low}, high={self.high}")
+        if not 0 <= self.zero_share <= 1:
+            raise ValueError(f"zero_share must be in [0, 1], got {self.zero_share}")
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """n cost weights: 0 with probability ``zero_share``, else log-uniform on [low, high]."""
+        weights = np.exp(rng.uniform(np.log(self.low), np.log(self.high), size=n))
+        return np.where(rng.random(n) < self.zero_share, 0.0, weights)
+
+    def encode(self, weights: np.ndarray | float) -> np.ndarray:
+        """The observation feature f(w) = log1p(w / low) / log1p(high / low), float32."""
+        w = np.asarray(weights, dtype=np.float64)
+        return (np.log1p(w / self.low) / np.log1p(self.high / self.low)).astype(np.float32)
+
+
+@pydantic_dataclass(frozen=True, config=STRICT)
+class RewardConfig:
+    """reward = quality − w × cost − latency_weight × latency_ms / 1000 (see the module docstring).
+
+    ``cost_weight`` is w for the fixed shape, the initial λ with ``budget``; it must be left at 0
+    with ``preference`` (w is drawn). ``budget`` and ``preference`` exclude each other.
+    """
+
+    cost_weight: float = 0.0  # w: quality given up to save one USD per query
+    latency_weight: float = 0.0  # quality given up per second of latency (needs latency_ms in the log)
+    budget: BudgetConfig | None = None  # learn w as the multiplier of a mean-cost budget
+    preference: PreferenceConfig | None = None  # draw w per episode and append it to the observation
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.cost_weight) and self.cost_weight >= 0):
+            raise ValueError(f"cost_weight must be finite and >= 0, got {self.cost_weight}")
+        if not (np.isfinite(self.latency_weight) and self.latency_weight >= 0):
+            raise ValueError(f"latency_weight must be finite and >= 0, got {self.latency_weight}")
+        if self.budget is not None and self.preference is not None:
+            raise ValueError("budget and preference exclude each other (one learns w, the other draws it)")
+        if self.preference is not None and self.cost_weight != 0:
+            raise ValueError("with preference the cost weight is drawn per episode; leave cost_weight at 0")
+
+
+class CostMultiplier:
+    """The online Lagrange multiplier λ of a :class:`BudgetConfig` (projected dual ascent)."""
+
+    def __init__(self, config: BudgetConfig, initial: float = 0.0) -> None:
+        self.config = config
+        self.value = float(initial)  # λ_t: the current multiplier, used as the cost weight
+        self.average = float(initial)  # λ̄_t: polynomial-decay average, the final cost weight
+        self.steps = 0  # t: costs seen so far
+        self.updates = 0  # number of updates (batches)
+
+    def update(self, costs: np.ndarray) -> None:
+        """One dual step on a batch of per-step costs (USD)."""
+        config = self.config
+        eta = config.step / (1.0 + self.steps / config.decay_steps) ** config.decay
+        overspend = float(np.sum(costs) - config.budget * np.size(costs))
+        self.value = max(0.0, self.value + eta * overspend / config.budget**2)
+        self.steps += int(np.size(costs))
+        self.updates += 1
+        self.average += 2.0 / (self.updates + 1.0) * (self.value - self.average)

@@ -1,0 +1,106 @@
+"""``report.md``: the held-out report as tables a person can read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _ci(metrics: dict[str, Any], key: str, digits: int) -> str:
+    value = f"{metrics[key]:.{digits}f}"
+    bounds = metrics.get(f"{key}_ci95")
+    return f"{value} [{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]" if bounds else value
+
+
+def _row(name: str, metrics: dict[str, Any]) -> str:
+    return (
+        f"| {name} | {_ci(metrics, 'mean_quality', 4)} | {_ci(metrics, 'mean_cost', 6)} | "
+        f"{_ci(metrics, 'mean_reward', 4)} | {_ci(metrics, 'regret', 4)} |"
+    )
+
+
+def _usd(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.6f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Data, split, the policy against baselines, the frontier, budget and off-policy sections."""
+    data, policy, frontier = report["data"], report["policy"], report["frontier"]
+    lines = [f"# routerl report: {policy['agent']} at cost weight {policy['cost_weight']:g}", ""]
+    lines += [
+        f"Data: `{data['path']}` ({data['feedback']} information), fingerprint `{data['fingerprint'][:16]}`.",
+        f"Rows read {data['rows_read']} = accepted {data['rows_accepted']} "
+        f"+ rejected {data['rows_rejected']}.",
+    ]
+    if data["rejected_by_reason"]:
+        lines += ["", "| rejected because | rows |", "|---|---|"]
+        lines += [f"| {reason} | {count} |" for reason, count in data["rejected_by_reason"].items()]
+    if "split" in report:
+        counts = report["split"]["queries"]
+        lines += [
+            "",
+            f"Split ({report['split']['kind']}, seed {report['split']['seed']}): {counts['train']} train, "
+            f"{counts['validation']} validation, {counts['test']} test queries.",
+        ]
+    lines += [
+        "",
+        f"## {report.get('evaluated_on', 'Test split')} (USD per query; 95% bootstrap intervals)",
+        "",
+        "| router | mean quality | mean cost | mean reward | regret |",
+        "|---|---|---|---|---|",
+        _row(f"**{policy['agent']}**", report["test"]),
+    ]
+    lines += [_row(name, metrics) for name, metrics in report.get("baselines", {}).items()]
+    aiq = f"**{frontier['aiq']:.4f}**"
+    if frontier.get("aiq_ci95"):
+        aiq += f" [{frontier['aiq_ci95'][0]:.4f}, {frontier['aiq_ci95'][1]:.4f}]"
+    low, high = frontier["cost_range"]
+    lines += [
+        "",
+        "## Frontier",
+        "",
+        f"AIQ over the single models' cost range [{low:.6f}, {high:.6f}] USD: {aiq} "
+        f"(zero router: {frontier['zero_router_aiq']:.4f}; oracle: quality {frontier['oracle']['quality']:.4f} "
+        f"at {frontier['oracle']['cost']:.6f} USD).",
+        f"Operating point: quality {frontier['operating_point']['quality']:.4f} at "
+        f"{frontier['operating_point']['cost']:.6f} USD, {frontier['margin_over_zero_router']:+.4f} above the "
+        "single models' hull.",
+        f"Hulls allow mixing two operating points at random; {len(frontier['points'])} cost weights swept.",
+        "",
+        f"| share of {frontier['reference_model']}'s quality | policy cost | share of its cost "
+        "| zero router cost |",
+        "|---|---|---|---|",
+    ]
+    for key, reach in frontier["cost_to_reach"].items():
+        share = reach["policy_cost_share_of_reference"]
+        lines.append(
+            f"| {key} ({reach['target_quality']:.4f}) | {_usd(reach['policy_cost'])} | "
+            f"{'-' if share is None else f'{share:.1%}'} | {_usd(reach['zero_router_cost'])} |"
+        )
+    if "two_model" in frontier:
+        pair = frontier["two_model"]
+        cpt = ", ".join(f"CPT({k}) {'-' if v is None else f'{v:.1%}'}" for k, v in pair["cpt"].items())
+        lines += ["", f"Two models ({pair['weak']} / {pair['strong']}): APGR {pair['apgr']:.4f}; {cpt}."]
+    if "budget" in report:
+        budget = report["budget"]
+        target = budget["target"]
+        lines += [
+            "",
+            "## Budget",
+            "",
+            f"Target mean {target['kind']} {target['value']:g}: cost weight {budget['cost_weight']:g} "
+            f"(chosen on validation, target {'met' if budget['met_on_validation'] else 'NOT met'}).",
+            "",
+            "| split | mean cost | mean quality |",
+            "|---|---|---|",
+            f"| validation | {budget['validation']['mean_cost']:.6f} | {budget['validation']['mean_quality']:.4f} |",
+            f"| test | {budget['test']['mean_cost']:.6f} | {budget['test']['mean_quality']:.4f} |",
+        ]
+    lines += ["", "## Share of queries per model (policy)", "", "| model | share |", "|---|---|"]
+    lines += [f"| {m} | {s:.3f} |" for m, s in report["test"]["share_per_model"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(report: dict[str, Any], path: Path) -> None:
+    """Write :func:`markdown` to ``path``."""
+    path.write_text(markdown(report), encoding="utf-8")

@@ -1,0 +1,250 @@
+"""Load and validate an exported routerl policy file (CONTRACTS.md §2): the one loader.
+
+Both the service (``serving``) and the training side (``policies.export``, tests) load the
+artifact through :func:`load_policy`. It needs only torch: nothing of ``data`` (the featurizer),
+scipy or the training packages is imported, so a policy can be loaded, checked and served from a
+process that has only torch installed. ``torch.jit.load`` reads TorchScript archives with its
+own restricted loader; nothing here unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: Name of the extra file inside the TorchScript archive that holds the metadata JSON.
+METADATA_FILE = "metadata.json"
+
+#: Metadata keys every policy file must have (CONTRACTS.md §2).
+REQUIRED_METADATA: tuple[str, ...] = (
+    "models",
+    "default_cost_weight",
+    "cost_weight_range",
+    "score_kind",
+    "input_kind",
+    "agent",
+    "featurizer",
+    "data_fingerprint",
+    "metrics",
+    "created_at",
+    "routerl_version",
+    "torch_version",
+)
+
+#: Metadata keys whose value must be a non-empty string.
+_STRING_METADATA: tuple[str, ...] = ("score_kind", "input_kind", "data_fingerprint")
+
+#: Characters of the file's sha256 that make the policy "version".
+VERSION_CHARS = 12
+
+#: Text queries every text policy is asked to score once when it is loaded.
+_PROBE_QUERIES = ["", "routerl smoke test"]
+
+
+class PolicyError(Exception):
+    """The file is missing, unreadable or not a valid routerl policy (a user error)."""
+
+
+@contextmanager
+def quiet_jit() -> Iterator[None]:
+    """Silence torch's "`torch.jit.*` is deprecated" warning, and nothing else.
+
+    TorchScript is the artifact contract (CONTRACTS.md §2); the warning says nothing a user can
+    act on.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning
+        )
+        yield
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    """A validated policy artifact and what a reader needs to know about it.
+
+    Attributes:
+        path: the file it was loaded from.
+        module: the TorchScript module (only its contract methods are called).
+        models: the arms, in index order (``module.models()``).
+        default_cost_weight: ``module.default_cost_weight()``, finite and >= 0.
+        score_kind: metadata ``score_kind`` (``"utility"`` or ``"logit"``).
+        input_kind: metadata ``input_kind`` (``"text"`` or ``"embedding"``).
+        version: first 12 hex characters of the sha256 of the file's bytes.
+        fingerprint: metadata ``data_fingerprint`` (the training data's fingerprint).
+        cost_weight_range: metadata ``cost_weight_range`` as ``(low, high)``.
+        metadata: the whole metadata JSON object.
+    """
+
+    path: Path
+    module: torch.jit.ScriptModule = field(repr=False)
+    models: tuple[str, ...]
+    default_cost_weight: float
+    score_kind: str
+    input_kind: str
+    version: str
+    fingerprint: str
+    cost_weight_range: tuple[float, float]
+    metadata: dict[str, Any] = field(repr=False)
+
+    @property
+    def info(self) -> dict[str, str]:
+        """The ``policy`` object of the HTTP responses: ``{"version", "fingerprint"}``."""
+        return {"version": self.version, "fingerprint": self.fingerprint}
+
+    def scores(self, queries: list[str], cost_weight: float) -> torch.Tensor:
+        """Per-model scores ``[N, K]`` (float32, higher is better) for text ``queries``.
+
+        Runs under ``torch.inference_mode()``; a TorchScript module may be called from several
+        threads at once for inference, so no lock is taken.
+        """
+        with torch.inference_mode():
+            return self.module.scores(queries, float(cost_weight))
+
+
+def _one_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message, shortened to ``limit`` characters."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _load_module(data: bytes) -> tuple[torch.jit.ScriptModule, str]:
+    """``torch.jit.load`` the bytes; return the module and the raw metadata text."""
+    extra_files: dict[str, Any] = {METADATA_FILE: ""}
+    try:
+        with quiet_jit():
+            module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra_files)
+    except Exception as exc:  # torch raises RuntimeError and others for corrupt archives
+        raise PolicyError(f"not a TorchScript policy ({_one_line(exc)})") from None
+    raw = extra_files[METADATA_FILE]
+    return module, raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+
+
+def _parse_metadata(raw: str) -> dict[str, Any]:
+    """Parse the metadata JSON and check the required keys and their types."""
+    if not raw:
+        raise PolicyError(f"it has no {METADATA_FILE}")
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:
+        raise PolicyError(f"its {METADATA_FILE} is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise PolicyError(f"its {METADATA_FILE} is not a JSON object")
+    missing = [key for key in REQUIRED_METADATA if key not in meta]
+    if missing:
+        raise PolicyError(f"metadata lacks {', '.join(missing)}")
+    for key in _STRING_METADATA:
+        if not isinstance(meta[key], str) or not meta[key]:
+            raise PolicyError(f"metadata {key!r} must be a non-empty string")
+    return meta
+
+
+def _cost_weight_range(meta: dict[str, Any]) -> tuple[float, float]:
+    """Metadata ``cost_weight_range`` as a pair of floats ``low <= high``."""
+    value = meta["cost_weight_range"]
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        or not value[0] <= value[1]
+    ):
+        raise PolicyError(f"metadata cost_weight_range must be [low, high], got {value!r}")
+    return float(value[0]), float(value[1])
+
+
+def _check_module(module: torch.jit.ScriptModule, meta: dict[str, Any]) -> tuple[list[str], float]:
+    """Call the contract methods once; return ``(models, default_cost_weight)``.
+
+    A text policy also scores two probe queries, so that a policy that cannot score text is
+    refused when it is loaded rather than on the first request.
+    """
+    for name in ("models", "default_cost_weight", "scores", "route"):
+        if not hasattr(module, name):
+            raise PolicyError(f"the module has no {name}() method")
+    try:
+        models = module.models()
+        default_cost_weight = module.default_cost_weight()
+    except Exception as exc:  # a TorchScript error is a plain RuntimeError subclass
+        raise PolicyError(f"models()/default_cost_weight() failed: {_one_line(exc)}") from None
+    if (
+        not isinstance(models, list)
+        or not models
+        or not all(isinstance(m, str) and m for m in models)
+        or len(set(models)) != len(models)
+    ):
+        raise PolicyError(f"models() must be a non-empty list of distinct names, got {models!r}")
+    if meta["models"] != models:
+        raise PolicyError("metadata models differ from models()")
+    if (
+        not isinstance(default_cost_weight, float | int)
+        or not math.isfinite(default_cost_weight)
+        or default_cost_weight < 0
+    ):
+        raise PolicyError(f"default_cost_weight() must be finite and >= 0, got {default_cost_weight!r}")
+    if meta["input_kind"] == "text":
+        try:
+            with torch.inference_mode():
+                out = module.scores(_PROBE_QUERIES, float(default_cost_weight))
+        except Exception as exc:
+            raise PolicyError(f"scores() failed on a text query: {_one_line(exc)}") from None
+        if (
+            not isinstance(out, torch.Tensor)
+            or out.dtype != torch.float32
+            or tuple(out.shape) != (len(_PROBE_QUERIES), len(models))
+        ):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise PolicyError(
+                f"scores() must return a float32 tensor of shape [N, {len(models)}], got {shape}"
+            )
+    return models, float(default_cost_weight)
+
+
+def load_policy(path: str | Path) -> LoadedPolicy:
+    """Load ``path`` as a routerl policy and check it against CONTRACTS.md §2.
+
+    The file is read once; the version hash and the loaded module come from the same bytes, so
+    a file replaced while it is loaded cannot give a module and a version that disagree.
+
+    Raises:
+        PolicyError: the file is missing, unreadable, or not a valid routerl policy. The
+            message names the file and says what is wrong, in one line.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise PolicyError(f"{path}: no such policy file") from None
+    except IsADirectoryError:
+        raise PolicyError(f"{path}: is a directory, not a policy file") from None
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read the policy file ({exc.strerror or exc})") from None
+    try:
+        module, raw = _load_module(data)
+        meta = _parse_metadata(raw)
+        models, default_cost_weight = _check_module(module, meta)
+        cost_weight_range = _cost_weight_range(meta)
+    except PolicyError as exc:
+        raise PolicyError(f"{path}: {exc}") from None
+    return LoadedPolicy(
+        path=path,
+        module=module,
+        models=tuple(models),
+        default_cost_weight=default_cost_weight,
+        score_kind=meta["score_kind"],
+        input_kind=meta["input_kind"],
+        version=hashlib.sha256(data).hexdigest()[:VERSION_CHARS],
+        fingerprint=meta["data_fingerprint"],
+        cost_weight_range=cost_weight_range,
+        metadata=meta,
+    )

@@ -1,0 +1,70 @@
+"""Bearer-token guard of the service (ASGI middleware).
+
+- ``/healthz`` is always open (liveness probes carry no secrets).
+- ``/admin/...`` needs ``ROUTERL_ADMIN_TOKEN``; without one configured, admin routes are
+  refused (403) so that nobody can reload policies on an unprotected service. ``SIGHUP`` still
+  reloads.
+- Every other path (unknown ones too, so that probing reveals nothing) needs
+  ``ROUTERL_API_TOKEN`` when it is set.
+
+A missing ``Authorization: Bearer ...`` header is answered 401, a wrong token 403. Tokens are
+compared in constant time and never logged.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from serving.errors import error_response
+
+OPEN_PATHS = frozenset({"/healthz"})
+ADMIN_PREFIX = "/admin/"
+
+
+def _bearer(headers: Headers) -> str | None:
+    """The token of an ``Authorization: Bearer TOKEN`` header, or None."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+class AuthMiddleware:
+    """Answer 401/403 unless the request carries the token its path needs."""
+
+    def __init__(self, app: ASGIApp, api_token: str | None, admin_token: str | None) -> None:
+        """Guard ``app`` with the given tokens (None = that guard is off; admin: refused)."""
+        self.app = app
+        self.api_token = api_token
+        self.admin_token = admin_token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the token, then hand the request on."""
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        admin = scope["path"].startswith(ADMIN_PREFIX)
+        expected = self.admin_token if admin else self.api_token
+        if expected is None and not admin:
+            await self.app(scope, receive, send)
+            return
+        if expected is None:
+            response = error_response(403, "admin routes are disabled: set ROUTERL_ADMIN_TOKEN")
+        else:
+            token = _bearer(Headers(scope=scope))
+            kind = "admin" if admin else "API"
+            if token is None:
+                response = error_response(
+                    401,
+                    f"missing bearer token: send 'Authorization: Bearer <{kind} token>'",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            elif not secrets.compare_digest(token.encode(), expected.encode()):
+                response = error_response(403, f"wrong {kind} token")
+            else:
+                await self.app(scope, receive, send)
+                return
+        await response(scope, receive, send)

@@ -1,0 +1,82 @@
+"""Prometheus metrics of the service (``GET /metrics``), with ``prometheus_client``.
+
+Each app has its own registry, so that several apps in one process never share counters:
+
+- ``routerl_requests_total{route, status}``: every HTTP request, by route template and status
+  (a path that matches no route is counted as ``route="unmatched"``, so that scanners cannot
+  grow the label set).
+- ``routerl_request_duration_seconds{route}``: latency histogram.
+- ``routerl_decisions_total{model}``: models chosen (``/route``, ``/route/batch``, proxy).
+- ``routerl_fallbacks_total{reason}``: ``scoring`` (the policy failed, ``--fallback-model``
+  answered) and ``backend`` (a proxied backend failed and the next-best model was tried).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+#: Latency buckets in seconds: the interesting range of a router is 0.5 ms to a few seconds.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+
+class Metrics:
+    """The service's counters and histogram in their own registry."""
+
+    def __init__(self) -> None:
+        """Create the metrics in a fresh registry."""
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "routerl_requests", "HTTP requests by route and status.", ["route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "routerl_request_duration_seconds", "HTTP request latency by route.", ["route"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.decisions = Counter(
+            "routerl_decisions", "Routing decisions by chosen model.", ["model"],
+            registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "routerl_fallbacks", "Fallbacks by reason (scoring, backend).", ["reason"],
+            registry=self.registry,
+        )
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class MetricsMiddleware:
+    """ASGI middleware: count every request and time it, by route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Iterable[str]) -> None:
+        """Wrap ``app``; ``routes`` are the paths that get their own label."""
+        self.app = app
+        self.metrics = metrics
+        self.routes = frozenset(routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the request and record its status and duration."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = scope["path"] if scope["path"] in self.routes else "unmatched"
+        status = 500
+        start = time.perf_counter()
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - start)

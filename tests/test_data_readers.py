@@ -1,0 +1,223 @@
+"""Readers (CONTRACTS.md §1): JSONL, CSV long, Parquet, RouterBench wide CSV and pickle, a directory
+of mixed files, file-level errors (one DataError naming the file; exit 2 from train.py) and the
+real RouterBench logs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from data.loading import load_log
+from data.reading import ParsedRow, read_file
+from data.schema import DataError
+
+ROOT = Path(__file__).resolve().parent.parent
+ROUTERBENCH = ROOT.parent / "shared" / "data" / "routerbench"
+CANONICAL_FIELDS = {"query_id", "query", "model", "quality", "cost", "response"}
+
+
+def rows_for(queries: range) -> list[dict[str, Any]]:
+    """Full-information rows for queries ``q<i>`` × models a, b, with non-ASCII text."""
+    return [{"query_id": f"q{i}", "query": f"Frage {i}: grüße, “quotes” \\ ok?", "model": m,
+             "quality": round(0.1 * i + 0.3 * k, 3), "cost": 1e-4 * (i + 1) * (k + 1)}
+            for i in queries for k, m in enumerate(("a", "b"))]
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_parquet(path: Path, rows: list[dict[str, Any]]) -> Path:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+WRITERS = {"jsonl": write_jsonl, "csv": write_csv, "parquet": write_parquet}
+
+
+def outcomes(path: Path, **options: Any) -> dict[tuple[str, str], tuple[str, float, float]]:
+    """The accepted outcomes of the log at ``path``: (query_id, model) → (query, quality, cost)."""
+    log = load_log(path, **options).log
+    return {(str(log.query_ids[i]), m): (log.queries[i], float(log.quality[i, k]), float(log.cost[i, k]))
+            for i in range(log.n_queries) for k, m in enumerate(log.models)}
+
+
+def expected(rows: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[str, float, float]]:
+    return {(r["query_id"], r["model"]): (r["query"], r["quality"], r["cost"]) for r in rows}
+
+
+@pytest.mark.parametrize("fmt", list(WRITERS))
+def test_each_long_format_reads_every_row_exactly(fmt: str, tmp_path: Path) -> None:
+    rows = rows_for(range(4))
+    path = WRITERS[fmt](tmp_path / f"log.{fmt}", rows)
+    assert outcomes(path) == expected(rows)
+    stats = load_log(path).log.stats
+    assert (stats.rows_read, stats.rows_accepted, stats.rows_rejected) == (8, 8, 0)
+    assert stats.files == (str(path),)
+
+
+def test_a_directory_reads_every_log_file_in_it(tmp_path: Path) -> None:
+    rows = rows_for(range(6))
+    write_jsonl(tmp_path / "part1.jsonl", rows[:4])
+    write_csv(tmp_path / "part2.csv", rows[4:8])
+    write_parquet(tmp_path / "part3.parquet", rows[8:])
+    (tmp_path / "README.txt").write_text("not a log", encoding="utf-8")
+    assert outcomes(tmp_path) == expected(rows)
+    stats = load_log(tmp_path).log.stats
+    assert [Path(f).name for f in stats.files] == ["part1.jsonl", "part2.csv", "part3.parquet"]
+
+
+WIDE_HEADER = ["", "sample_id", "prompt", "eval_name", "m1", "m2", "m1|total_cost", "m2|total_cost",
+               "m1|model_response", "m2|model_response", "oracle_model_to_route_to"]
+WIDE_ROWS = [
+    ["0", "s1", "['What is 2+2?', 'Answer:']", "math", "1.0", "0.0", "0.001", "0.01", "4", "5", "m1"],
+    ["1", "s2", "Name a colour.", "words", "0.5", "1", "0.002", "0.02", "red", "blue", "m2"],
+    ["2", "s3", "[not a list", "words", "", "1", "0.002", "0.02", "", "x", "m2"],
+]
+
+
+def write_wide(path: Path) -> Path:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(WIDE_HEADER)
+        writer.writerows(WIDE_ROWS)
+    return path
+
+
+def test_routerbench_wide_csv_gives_one_outcome_per_model(tmp_path: Path) -> None:
+    path = write_wide(tmp_path / "bench.csv")
+    items = list(read_file(path))
+    assert all(isinstance(item, ParsedRow) for item in items) and len(items) == 6
+    assert all(set(item.fields) <= CANONICAL_FIELDS for item in items)  # metadata never a field
+    loaded = load_log(path)
+    log = loaded.log
+    assert log.models == ("m1", "m2")
+    assert log.query_ids.tolist() == ["s1", "s2"]
+    assert log.queries == ["What is 2+2?\nAnswer:", "Name a colour."]  # a Python-list prompt joined
+    assert log.quality.tolist() == [[1.0, 0.0], [0.5, 1.0]]
+    assert log.cost.tolist() == [[0.001, 0.01], [0.002, 0.02]]
+    # s3's m1 score is blank, so its m2 outcome is rejected too (the incomplete-query rule)
+    assert log.stats.rejected_by_reason == {"blank score": 1, "incomplete query": 1}
+    assert log.stats.rows_read == 6 == log.stats.rows_accepted + log.stats.rows_rejected
+    assert {r.position for r in loaded.quarantine.rejections} == {3}
+
+
+def test_a_pickle_is_refused_unless_allowed(tmp_path: Path) -> None:
+    pandas = pytest.importorskip("pandas")
+    path = tmp_path / "bench.pkl"
+    frame = pandas.DataFrame(WIDE_ROWS, columns=WIDE_HEADER).replace("", None)
+    for column in ("m1", "m2", "m1|total_cost", "m2|total_cost"):
+        frame[column] = frame[column].astype(float)
+    frame.to_pickle(path)
+    with pytest.raises(DataError, match=r"bench\.pkl: .*--allow-pickle"):
+        load_log(path)
+    log = load_log(path, allow_pickle=True).log
+    assert log.models == ("m1", "m2") and log.query_ids.tolist() == ["s1", "s2"]
+    assert log.queries[0] == "What is 2+2?\nAnswer:"
+    assert log.stats.rejected_by_reason == {"blank score": 1, "incomplete query": 1}
+
+
+def write_empty(path: Path) -> Path:
+    path.write_bytes(b"")
+    return path
+
+
+def write_unknown(path: Path) -> Path:
+    path.write_text("query_id\tquery\n", encoding="utf-8")
+    return path
+
+
+def write_headless_csv(path: Path) -> Path:
+    path.write_text("query_id,query,model,cost\nq1,hi,a,0.1\n", encoding="utf-8")
+    return path
+
+
+def write_corrupt_parquet(path: Path) -> Path:
+    path.write_bytes(b"PAR1 this is not parquet")
+    return path
+
+
+FILE_PROBLEMS = {
+    "missing path": ("absent.jsonl", lambda p: p, "no such file"),
+    "empty file": ("empty.jsonl", write_empty, "file is empty"),
+    "unknown suffix": ("log.tsv", write_unknown, "unknown log format '.tsv'"),
+    "CSV header lacks a column": ("log.csv", write_headless_csv, "missing required column.*quality"),
+    "corrupt Parquet": ("log.parquet", write_corrupt_parquet, "not a Parquet file"),
+}
+
+
+@pytest.mark.parametrize("problem", list(FILE_PROBLEMS))
+def test_a_file_level_problem_is_one_error_naming_the_file(problem: str, tmp_path: Path) -> None:
+    name, make, message = FILE_PROBLEMS[problem]
+    path = make(tmp_path / name)
+    with pytest.raises(DataError, match=rf"{name.replace('.', r'[.]')}: {message}") as error:
+        load_log(path)
+    assert "\n" not in str(error.value)
+
+
+def test_a_directory_without_logs_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("nothing here", encoding="utf-8")
+    with pytest.raises(DataError, match="holds no log files"):
+        load_log(tmp_path)
+
+
+def test_a_log_without_a_usable_query_is_an_error(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "log.jsonl", [{"query_id": "q", "query": "", "model": "a", "quality": 1,
+                                                 "cost": 0}])
+    with pytest.raises(DataError, match=r"no usable query \(1 rows read; rejected: 1 empty query\)"):
+        load_log(path)
+
+
+@pytest.mark.parametrize("problem", ["missing path", "empty file", "CSV header lacks a column"])
+def test_train_exits_2_with_one_line_for_bad_data(problem: str, tmp_path: Path) -> None:
+    name, make, message = FILE_PROBLEMS[problem]
+    path = make(tmp_path / name)
+    done = subprocess.run([sys.executable, "train.py", "--data", str(path), "--out", str(tmp_path / "run"),
+                           "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and name in lines[0], done.stderr
+
+
+def routerbench() -> Path:
+    if not ROUTERBENCH.is_dir():
+        pytest.skip(f"{ROUTERBENCH} is absent (a fresh clone has no ../shared/data)")
+    return ROUTERBENCH
+
+
+def test_real_routerbench_logs_load_with_every_rejection_counted() -> None:
+    loaded = load_log(routerbench())
+    log, stats = loaded.log, loaded.log.stats
+    assert log.n_models == 11 and log.feedback == "full"
+    assert 2000 < log.n_queries < 2300
+    assert stats.rows_read == stats.rows_accepted + stats.rows_rejected
+    assert stats.rows_accepted == log.n_queries * log.n_models
+    assert set(stats.rejected_by_reason) == {"blank score", "conflicting text", "incomplete query"}
+    assert all(count > 0 for count in stats.rejected_by_reason.values())
+    assert "oracle_model_to_route_to" not in log.models and "eval_name" not in log.models
+    assert not any(q.startswith("['") for q in log.queries)  # Python-list prompts are unwrapped
+
+
+def test_real_routerbench_metadata_never_becomes_a_field() -> None:
+    for path in sorted(routerbench().glob("*.csv")):
+        for item in read_file(path):
+            if isinstance(item, ParsedRow):
+                assert set(item.fields) <= CANONICAL_FIELDS

@@ -1,0 +1,275 @@
+"""Every rejection reason of CONTRACTS.md §1 is detected, counted and quarantined; nothing is lost.
+
+Each case is a small log of good rows plus one bad line. For each we check that rows read =
+accepted + rejected, that the reason is counted, that every good outcome survives with its
+value, and the ``rejected.jsonl`` record (file, line or row, reason, content).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from data.loading import LoadedLog, load_log
+from data.prices import Price, PriceTable
+from data.schema import DataError, RejectReason, StrictModeError
+
+MODELS = ("a", "b")
+PRICES = PriceTable({"a": Price(1.0, 2.0), "b": Price(3.0, 4.0)})
+
+
+def good_rows() -> list[dict[str, Any]]:
+    """A full-information log: 3 queries × models a, b, every value distinct."""
+    return [
+        {"query_id": f"q{i}", "query": f"question {i}?", "model": m, "quality": round(0.1 * i + 0.05 * k, 2),
+         "cost": 0.001 * (k + 1), "latency_ms": 10.0, "timestamp": f"2024-01-0{i + 1}T00:00:00Z"}
+        for i in range(3) for k, m in enumerate(MODELS)
+    ]
+
+
+def bad(**changes: Any) -> dict[str, Any]:
+    """A row for a query of its own ("x", model a) with ``changes`` applied (None deletes a key)."""
+    row = {"query_id": "x", "query": "another question", "model": "a", "quality": 1.0, "cost": 0.5}
+    row.update(changes)
+    return {k: v for k, v in row.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad line (a dict written as JSON, or raw bytes) and the reason it must get."""
+
+    reason: RejectReason
+    line: dict[str, Any] | bytes
+    last: bool = False  # written as the file's last line, without a trailing newline
+
+
+CASES: dict[str, Case] = {
+    "missing model": Case(RejectReason.MISSING_COLUMN, bad(model=None)),
+    "missing quality": Case(RejectReason.MISSING_COLUMN, bad(quality=None) | {"x": 1}),
+    "empty query id": Case(RejectReason.MISSING_COLUMN, bad(query_id=" ")),
+    "no cost and no tokens": Case(RejectReason.MISSING_COLUMN, bad(cost=None)),
+    "empty query": Case(RejectReason.EMPTY_QUERY, bad(query="  \t")),
+    "bad query": Case(RejectReason.BAD_QUERY, bad(query=["not", "text"])),
+    "cost NaN": Case(RejectReason.BAD_COST, b'{"query_id": "x", "query": "t", "model": "a", "quality": 1, "cost": NaN}'),
+    "cost inf": Case(RejectReason.BAD_COST, b'{"query_id": "x", "query": "t", "model": "a", "quality": 1, "cost": Infinity}'),
+    "cost negative": Case(RejectReason.BAD_COST, bad(cost=-0.01)),
+    "cost text": Case(RejectReason.BAD_COST, bad(cost="cheap")),
+    "quality above 1": Case(RejectReason.BAD_QUALITY, bad(quality=1.5)),
+    "quality below 0": Case(RejectReason.BAD_QUALITY, bad(quality=-0.1)),
+    "quality NaN": Case(RejectReason.BAD_QUALITY, b'{"query_id": "x", "query": "t", "model": "a", "quality": NaN, "cost": 0}'),
+    "blank score": Case(RejectReason.BLANK_SCORE, b'{"query_id": "x", "query": "t", "model": "a", "quality": null, "cost": 0}'),
+    "tokens negative": Case(RejectReason.BAD_TOKENS, bad(prompt_tokens=-3, completion_tokens=2)),
+    "tokens fractional": Case(RejectReason.BAD_TOKENS, bad(prompt_tokens=1.5)),
+    "latency negative": Case(RejectReason.BAD_LATENCY, bad(latency_ms=-1.0)),
+    "embedding not numbers": Case(RejectReason.BAD_EMBEDDING, bad(embedding=["a", "b"])),
+    "embedding empty": Case(RejectReason.BAD_EMBEDDING, bad(embedding=[])),
+    "timestamp": Case(RejectReason.BAD_TIMESTAMP, bad(timestamp="yesterday")),
+    "propensity 0": Case(RejectReason.BAD_PROPENSITY, bad(propensity=0.0)),
+    "propensity above 1": Case(RejectReason.BAD_PROPENSITY, bad(propensity=1.2)),
+    "duplicate outcome": Case(RejectReason.DUPLICATE_OUTCOME, good_rows()[2] | {"quality": 0.99}),
+    "conflicting text": Case(RejectReason.CONFLICTING_TEXT, good_rows()[2] | {"query": "changed"}),
+    "no price": Case(RejectReason.NO_PRICE, bad(model="c", cost=None, prompt_tokens=5, completion_tokens=7)),
+    "invalid UTF-8": Case(RejectReason.INVALID_UTF8, b'{"query_id": "x", "query": "caf\xe9", "model": "a", "quality": 1, "cost": 0}'),
+    "malformed": Case(RejectReason.MALFORMED_LINE, b'{"query_id": "x", this is not JSON}'),
+    "not an object": Case(RejectReason.MALFORMED_LINE, b"[1, 2, 3]"),
+    "truncated last line": Case(RejectReason.TRUNCATED_LINE, b'{"query_id": "x", "query": "t", "mo', last=True),
+    "incomplete query": Case(RejectReason.INCOMPLETE_QUERY, bad()),
+}
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Write ``rows`` as JSON lines to ``path``."""
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def write_log(path: Path, case: Case) -> int:
+    """Write the good rows with the bad line in the middle (or last); return the bad line's number."""
+    lines = [json.dumps(row).encode() for row in good_rows()]
+    encoded = case.line if isinstance(case.line, bytes) else json.dumps(case.line).encode()
+    number = len(lines) + 1 if case.last else 4
+    lines.insert(number - 1, encoded)
+    path.write_bytes(b"\n".join(lines) + (b"" if case.last else b"\n"))
+    return number
+
+
+def assert_good_rows_survive(loaded: LoadedLog) -> None:
+    """Every good (query, model) outcome is in the log with its quality and cost."""
+    log = loaded.log
+    assert log.models == MODELS
+    assert sorted(log.query_ids.tolist()) == ["q0", "q1", "q2"]
+    for row in good_rows():
+        i = log.query_ids.tolist().index(row["query_id"])
+        k = log.models.index(row["model"])
+        assert log.quality[i, k] == row["quality"]
+        assert log.cost[i, k] == row["cost"]
+        assert log.queries[i] == row["query"]
+
+
+def raw_content(line: bytes) -> Any:
+    """What ``rejected.jsonl`` holds for a line: the parsed row (non-finite numbers as strings,
+    strict JSON), or the raw text (undecodable bytes as U+FFFD) when it could not be parsed."""
+    try:
+        parsed = json.loads(line, parse_constant=str)
+    except ValueError:
+        parsed = None
+    return parsed if isinstance(parsed, dict) else line.decode("utf-8", errors="replace")
+
+
+def read_rejected(loaded: LoadedLog, tmp_path: Path) -> list[dict[str, Any]]:
+    """The quarantine as ``rejected.jsonl`` records (written and read back)."""
+    out = tmp_path / "rejected.jsonl"
+    loaded.quarantine.write(out)
+    return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_every_reason_is_detected_and_quarantined(name: str, tmp_path: Path) -> None:
+    case = CASES[name]
+    path = tmp_path / "log.jsonl"
+    number = write_log(path, case)
+    loaded = load_log(path, prices=PRICES)
+    stats = loaded.log.stats
+
+    assert stats.rows_read == len(good_rows()) + 1
+    assert stats.rows_read == stats.rows_accepted + stats.rows_rejected
+    assert stats.rows_rejected == 1
+    assert stats.rejected_by_reason == {case.reason.value: 1}
+    assert_good_rows_survive(loaded)
+    [record] = read_rejected(loaded, tmp_path)
+    assert record["file"] == str(path)
+    assert record["line"] == number
+    assert record["reason"] == case.reason.value
+    assert record["detail"]
+    if isinstance(case.line, bytes):
+        assert record["content"] == raw_content(case.line)
+    elif case.reason is RejectReason.INCOMPLETE_QUERY:  # rebuilt from the accepted values
+        assert {k: record["content"][k] for k in ("query_id", "model", "quality")} == {
+            "query_id": "x", "model": "a", "quality": 1.0}
+    else:
+        assert record["content"] == case.line
+
+
+def test_every_reason_has_a_case() -> None:
+    assert {case.reason for case in CASES.values()} == set(RejectReason)
+
+
+def test_first_accepted_row_wins_over_a_later_duplicate(tmp_path: Path) -> None:
+    """A rejected (blank) copy never claims the outcome; of two scored copies the first wins."""
+    rows = good_rows()
+    rows.insert(0, rows[0] | {"quality": None})  # blank first: the scored copy is kept
+    rows.append(rows[1] | {"quality": 0.77})  # a later scored copy is the duplicate
+    path = write_jsonl(tmp_path / "log.jsonl", rows)
+    loaded = load_log(path)
+    assert loaded.log.stats.rejected_by_reason == {"blank score": 1, "duplicate outcome": 1}
+    assert_good_rows_survive(loaded)
+
+
+def test_duplicates_are_found_with_many_models(tmp_path: Path) -> None:
+    """The per-query record of seen outcomes is not limited to 64 models."""
+    models = [f"m{k:02d}" for k in range(70)]
+    rows = [{"query_id": q, "query": q, "model": m, "quality": 0.5, "cost": 0.0}
+            for q in ("q1", "q2") for m in models]
+    rows.append(rows[69] | {"quality": 1.0})
+    path = write_jsonl(tmp_path / "log.jsonl", rows)
+    log = load_log(path).log
+    assert log.stats.rejected_by_reason == {"duplicate outcome": 1}
+    assert log.quality.shape == (2, 70) and (log.quality == 0.5).all()
+
+
+def test_embedding_of_another_length_is_rejected(tmp_path: Path) -> None:
+    rows = [r | {"embedding": [0.1, 0.2, 0.3]} for r in good_rows()]
+    rows.append(bad(embedding=[0.1, 0.2]))
+    path = write_jsonl(tmp_path / "log.jsonl", rows)
+    loaded = load_log(path)
+    assert loaded.log.stats.rejected_by_reason == {"bad embedding": 1}
+    assert loaded.log.embeddings is not None and loaded.log.embeddings.shape == (3, 3)
+
+
+def test_price_table_gives_cost_from_tokens(tmp_path: Path) -> None:
+    rows = [r | {"cost": None, "prompt_tokens": 1000, "completion_tokens": 500} for r in good_rows()]
+    path = write_jsonl(tmp_path / "log.jsonl", [{k: v for k, v in r.items() if v is not None} for r in rows])
+    log = load_log(path, prices=PRICES).log
+    # (1000 × input + 500 × output) / 1e6 USD: a = (1000 + 1000) / 1e6, b = (3000 + 2000) / 1e6
+    np.testing.assert_allclose(log.cost, [[0.002, 0.005]] * 3)
+
+
+def test_price_table_file_is_read_and_checked(tmp_path: Path) -> None:
+    table = tmp_path / "prices.yaml"
+    table.write_text("models:\n  a: {input: 1.0, output: 2.0}\n", encoding="utf-8")
+    assert PriceTable.load(table).get("a") == Price(1.0, 2.0)
+    table.write_text("models:\n  a: {input: cheap}\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"prices\.yaml.*'a'"):
+        PriceTable.load(table)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [({"quality": ""}, RejectReason.BLANK_SCORE), ({"cost": "nan"}, RejectReason.BAD_COST),
+     ({"query": "PLACEHOLDER"}, RejectReason.INVALID_UTF8)],
+)
+def test_csv_rows_are_rejected_with_their_row_number(change: dict[str, str], reason: RejectReason,
+                                                     tmp_path: Path) -> None:
+    """CSV: an empty score cell, a 'nan' cost, a field that is not UTF-8; rows exclude the header."""
+    rows = good_rows()
+    rows.insert(3, bad() | change)
+    path = tmp_path / "log.csv"
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(good_rows()[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    path.write_bytes(path.read_bytes().replace(b"PLACEHOLDER", b"caf\xe9"))
+    loaded = load_log(path)
+    stats = loaded.log.stats
+    assert stats.rows_read == stats.rows_accepted + stats.rows_rejected == len(good_rows()) + 1
+    assert stats.rejected_by_reason == {reason.value: 1}
+    assert_good_rows_survive(loaded)
+    [record] = read_rejected(loaded, tmp_path)
+    assert (record["file"], record["row"], record["reason"]) == (str(path), 4, reason.value)
+
+
+def test_strict_raises_at_the_first_bad_row(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    number = write_log(path, CASES["quality above 1"])
+    with pytest.raises(StrictModeError, match=rf"log\.jsonl: line {number}: bad quality"):
+        load_log(path, strict=True)
+    assert load_log(path).log.stats.rows_rejected == 1  # without strict the row is quarantined
+
+
+def test_bandit_feedback_is_detected(tmp_path: Path) -> None:
+    rows = good_rows()
+    rows = [rows[0] | {"propensity": 0.5}, rows[3] | {"propensity": 0.25}, rows[4] | {"propensity": 1}]
+    path = write_jsonl(tmp_path / "log.jsonl", rows)
+    log = load_log(path).log
+    assert log.feedback == "bandit"
+    assert log.action is not None and log.propensity is not None
+    assert log.action.tolist() == [0, 1, 0] and log.propensity.tolist() == [0.5, 0.25, 1.0]
+    logged = log.quality[np.arange(3), log.action]
+    assert logged.tolist() == [rows[0]["quality"], rows[1]["quality"], rows[2]["quality"]]
+    assert np.isnan(log.quality).sum() == 3  # only the logged action's outcome is known
+
+
+def test_full_information_is_detected(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "log.jsonl", good_rows())
+    log = load_log(path).log
+    assert log.feedback == "full" and log.action is None and log.propensity is None
+
+
+def test_a_log_mixing_full_and_bandit_rows_is_one_error(tmp_path: Path) -> None:
+    rows = good_rows() + [bad(propensity=0.5)]
+    path = write_jsonl(tmp_path / "log.jsonl", rows)
+    with pytest.raises(DataError, match=r"log\.jsonl: line 7: the log mixes full-information"):
+        load_log(path)
+
+
+def test_a_repeated_bandit_query_is_a_duplicate(tmp_path: Path) -> None:
+    rows = [r | {"propensity": 0.5} for r in good_rows()[::2]]
+    rows.append(rows[0] | {"model": "b"})
+    path = write_jsonl(tmp_path / "log.jsonl", rows)
+    assert load_log(path).log.stats.rejected_by_reason == {"duplicate outcome": 1}
