@@ -1,6 +1,11 @@
 """Serve an exported routerl policy over HTTP (CONTRACTS.md §3-§4).
 
     python serve.py --policy runs/demo/policy.pt [--host 127.0.0.1] [--port 8000]
+        [--backends configs/backends.yaml] [--decision-log decisions.jsonl]
+        [--explore-epsilon 0.05] [--fallback-model small-7b] [--log-queries full|hash|none]
+
+Tokens come from the environment: ``ROUTERL_API_TOKEN`` (every route but ``/healthz``) and
+``ROUTERL_ADMIN_TOKEN`` (``/admin/reload``). ``SIGHUP`` reloads the policy file.
 
 Once it accepts connections it prints one line on stdout, ``routerl serving on
 http://HOST:PORT`` (with the real port when ``--port 0`` picked a free one). A missing or
@@ -15,10 +20,12 @@ import copy
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from serving.settings import (
     DEFAULT_HOST,
+    DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_QUERY_CHARS,
     DEFAULT_PORT,
@@ -40,9 +47,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="serve.py", description="Serve an exported routerl policy over HTTP."
     )
     parser.add_argument("--policy", required=True, help="path to an exported policy.pt")
-    parser.add_argument(
-        "--host", default=DEFAULT_HOST, help="interface to bind (default: %(default)s)"
-    )
+    parser.add_argument("--host", default=DEFAULT_HOST, help="interface to bind (default: %(default)s)")
     parser.add_argument(
         "--port",
         type=int,
@@ -60,6 +65,43 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=DEFAULT_MAX_QUERY_CHARS,
         help="longest query in characters; longer is answered 413 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=DEFAULT_MAX_BATCH,
+        help="most queries in one /route/batch; more is answered 413 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--backends", type=Path, help="YAML file of OpenAI-compatible backends per model (proxy)"
+    )
+    parser.add_argument(
+        "--decision-log", type=Path, help="JSONL file that decisions and feedback are appended to"
+    )
+    parser.add_argument(
+        "--log-queries",
+        choices=("full", "hash", "none"),
+        default="full",
+        help="what the decision log keeps of a query: text, sha256, nothing (default: %(default)s)",
+    )
+    parser.add_argument("--fallback-model", help="model to route to when the policy fails to score")
+    parser.add_argument(
+        "--explore-epsilon",
+        type=float,
+        default=0.0,
+        help="probability of a uniformly random allowed model (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--route-on",
+        choices=("last-user", "conversation"),
+        default="last-user",
+        help="text the proxy routes on (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log every request on stderr (default: on; off saves CPU at high request rates)",
     )
     return parser.parse_args(argv)
 
@@ -106,6 +148,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=args.port,
             max_body_bytes=args.max_body_bytes,
             max_query_chars=args.max_query_chars,
+            max_batch=args.max_batch,
+            backends=args.backends,
+            decision_log=args.decision_log,
+            log_queries=args.log_queries,
+            fallback_model=args.fallback_model,
+            explore_epsilon=args.explore_epsilon,
+            route_on=args.route_on,
+            **Settings.tokens_from_env(),
         )
     except ValueError as exc:
         _fail(str(exc))
@@ -119,14 +169,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
-    from serving.policy import PolicyError, load_policy
+    from serving.policy import PolicyError
 
     torch.set_num_threads(1)  # one request = one small forward pass; threads only add latency
     try:
-        policy = load_policy(args.policy)
-    except PolicyError as exc:
+        app = create_app(args.policy, settings, handle_sighup=True)
+    except (PolicyError, ValueError) as exc:
         _fail(str(exc))
-    app = create_app(policy, settings)
+    except OSError as exc:  # the decision log cannot be opened
+        _fail(f"cannot open --decision-log {args.decision_log}: {exc.strerror or exc}")
     sock = _bind(settings.host, settings.port)
 
     class _Server(uvicorn.Server):
@@ -139,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"routerl serving on {_url(sock)}", flush=True)
 
     config: Any = uvicorn.Config(
-        app, log_config=_log_config(), log_level="info", access_log=True, lifespan="off"
+        app, log_config=_log_config(), log_level="info", access_log=args.access_log, lifespan="on"
     )
     server = _Server(config)
     try:

@@ -29,11 +29,13 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from tqdm import trange
 
 from envs.routing_env import RoutingEnv
+from policies.heads import UtilityHead
 
 StepCallback = Callable[[int, float, dict[str, Any]], None]
 
@@ -133,13 +135,19 @@ class LinUCB:
               callback: StepCallback | None = None) -> LinUCB:
         """Interact with ``env`` for ``total_steps`` episodes, observing only the chosen arm.
 
-        Each step picks the UCB argmax at the env's cost weight, then updates that arm's A⁻¹ by
-        Sherman–Morrison: (A + xxᵀ)⁻¹ = A⁻¹ − A⁻¹x xᵀA⁻¹ / (1 + xᵀA⁻¹x). ``callback(step,
+        Each step picks the UCB argmax at the env's current ``cost_weight`` (the budget's current
+        multiplier λ, or the weight drawn for the episode), from the first ``dimension`` entries of
+        the observation (a preference-conditioned one appends the weight feature), then updates
+        that arm's A⁻¹ by Sherman–Morrison: (A + xxᵀ)⁻¹ = A⁻¹ − A⁻¹x xᵀA⁻¹ / (1 + xᵀA⁻¹x). The
+        regression targets are ``info["quality"]`` and ``info["cost"]`` of the chosen arm (exact
+        with full feedback, the env's dm / ips / dr estimates otherwise). ``callback(step,
         reward, info)`` sees every episode's outcome (TensorBoard logging uses it).
         """
         observation, _ = env.reset(seed=seed)
+        if observation.shape[0] < self.dimension:
+            raise ValueError(f"observation has {observation.shape[0]} entries, LinUCB needs {self.dimension}")
         for step in trange(total_steps, desc="linucb learn", disable=not progress):
-            x = observation.astype(np.float64)
+            x = observation[: self.dimension].astype(np.float64)
             arm = int(np.argmax(self.upper_confidence(x[None], env.cost_weight)[0]))
             _, reward, _, _, info = env.step(arm)
             inverse_x = self.gram_inverse[arm] @ x
@@ -158,3 +166,7 @@ class LinUCB:
     def linear_map(self) -> np.ndarray:
         """The (d, 2K) matrix [θ^q | θ^c] that the exported utility head needs."""
         return np.hstack([self.theta_quality.T, self.theta_cost.T])
+
+    def head(self) -> torch.nn.Module:
+        """Estimated quality − w × estimated cost."""
+        return UtilityHead(self.n_models)

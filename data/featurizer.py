@@ -49,7 +49,7 @@ class FeaturizerConfig:
 
     min_df: int = 2  # a term must occur in at least this many training documents
     max_features: int = 20000  # vocabulary size cap (most frequent terms by document frequency)
-    components: int = 32  # dense dimensions of the LSA projection
+    components: int = 16  # dense dimensions of the LSA projection (16 led on RouterBench CV; BENCHMARKS.md)
     fit_sample: int = 100_000  # at most this many training documents fit vocabulary and projection
     seed: int = 0  # seeds the sample and the SVD's start vector
 

@@ -33,7 +33,7 @@ def fingerprint(log: RoutingLog) -> str:
         block = rows[start:start + _CHUNK]
         quality = log.quality[block][:, model_order].tolist()
         cost = log.cost[block][:, model_order].tolist()
-        lines = []
+        lines: list[str] = []
         for row, qualities, costs in zip(block, quality, cost):
             prefix = f"[{encode(str(ids[row]))},{encode(log.queries[row])},"
             lines.extend(

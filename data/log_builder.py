@@ -10,6 +10,8 @@ Documented rules (CONTRACTS.md §1), the same for every format:
   query_id is rejected as ``conflicting text``.
 * **Log kind.** Rows with ``propensity`` make a bandit-feedback log, rows without a
   full-information log; a file or directory that mixes both is one :class:`DataError`.
+* **Models.** The arms are the models of accepted rows; a model named only by rejected rows
+  is not one (it would otherwise make every full-information query incomplete).
 * **Incomplete query.** In a full-information log every query must have every model. A query
   that lost a model's outcome (rejected or never logged) is dropped whole: its other rows are
   rejected as ``incomplete query``, so every reward the environment sees is exact.
@@ -87,21 +89,23 @@ class LogBuilder:
             self._reject(file, position, locator, RejectReason.CONFLICTING_TEXT,
                          f"query_id {outcome.query_id!r} was first seen with different text", content)
             return
-        model_index = self._model_index.setdefault(outcome.model, len(self._model_index))
+        # A new model takes the next index, registered only once one of its rows is accepted:
+        # a rejected row must not add an arm (which would make every query incomplete).
+        model_index = self._model_index.get(outcome.model, len(self._model_index))
         bit = 1 << model_index
-        if query_index is not None:
-            # Bandit feedback: a query has one logged action, so any accepted row claims it.
-            if kind == "bandit" or self._models_seen[query_index] & bit:
-                detail = (f"({outcome.query_id!r}, {outcome.model!r}) already has an outcome"
-                          if kind == "full" else f"query_id {outcome.query_id!r} already has a logged action")
-                self._reject(file, position, locator, RejectReason.DUPLICATE_OUTCOME, detail, content)
-                return
+        # Bandit feedback: a query has one logged action, so any accepted row claims it.
+        if query_index is not None and (kind == "bandit" or self._models_seen[query_index] & bit):
+            detail = (f"({outcome.query_id!r}, {outcome.model!r}) already has an outcome"
+                      if kind == "full" else f"query_id {outcome.query_id!r} already has a logged action")
+            self._reject(file, position, locator, RejectReason.DUPLICATE_OUTCOME, detail, content)
+            return
         if outcome.embedding is not None:
             try:
                 self._check_embedding(outcome.embedding)
             except Invalid as invalid:
                 self._reject(file, position, locator, invalid.reason, invalid.detail, content)
                 return
+        self._model_index.setdefault(outcome.model, model_index)
         if query_index is None:
             query_index = len(self._texts)
             self._query_index[outcome.query_id] = query_index
@@ -206,7 +210,8 @@ class LogBuilder:
             action = np.empty(kept, dtype=np.int64)
             action[query_row] = logged
             propensity = np.empty(kept)
-            propensity[query_row] = np.frombuffer(self._row_optional["propensity"], dtype=np.float64)[keep_row]
+            logged_propensity = np.frombuffer(self._row_optional["propensity"], dtype=np.float64)
+            propensity[query_row] = logged_propensity[keep_row]
         kept_old = np.flatnonzero(keep_query)
         embeddings = None
         if self._embeddings:

@@ -41,7 +41,7 @@ def _number(value: Any, field: str, reason: RejectReason) -> float:
     kind = type(value)
     if kind is float:  # the common case first: this runs several times per row
         return value
-    if kind is int or isinstance(value, (bool, int, float)):
+    if kind is int or isinstance(value, (int, float)):  # bool is an int
         return float(value)
     if isinstance(value, str):
         try:

@@ -180,8 +180,8 @@ class LoggedRounds:
 def check_rounds(actions: np.ndarray, rewards: np.ndarray, propensities: np.ndarray,
                  target: np.ndarray, predictions: np.ndarray | None = None) -> LoggedRounds:
     """Validate estimator inputs; ``target`` is (N,) target actions or (N, K) probabilities."""
-    r = _check_vector(rewards, len(np.asarray(rewards)), "rewards")
-    n = len(r)
+    n = len(np.asarray(actions))
+    r = _check_vector(rewards, n, "rewards")
     p = _check_vector(propensities, n, "propensities")
     if n and (p.min() <= 0 or p.max() > 1):
         raise ValueError("propensities must be in (0, 1]")
@@ -191,24 +191,22 @@ def check_rounds(actions: np.ndarray, rewards: np.ndarray, propensities: np.ndar
         if m.ndim != 2 or len(m) != n or not np.isfinite(m).all():
             raise ValueError(f"predictions must be finite (N={n}, K), got shape {m.shape}")
     n_models = None if m is None else m.shape[1]
-    pi = np.asarray(target)
-    if pi.ndim == 2:
-        pi = pi.astype(np.float64)
-        if len(pi) != n or (n_models is not None and pi.shape[1] != n_models):
-            raise ValueError(f"target probabilities must be ({n}, {n_models or 'K'}), got shape {pi.shape}")
-        if not np.isfinite(pi).all() or pi.min() < 0 or not np.allclose(pi.sum(axis=1), 1.0, atol=1e-6):
+    given = np.asarray(target)
+    if given.ndim == 2:
+        probabilities = given.astype(np.float64)
+        if len(probabilities) != n or (n_models is not None and probabilities.shape[1] != n_models):
+            raise ValueError(f"target probabilities must be ({n}, {n_models or 'K'}), got {given.shape}")
+        if (not np.isfinite(probabilities).all() or probabilities.min() < 0
+                or not np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)):
             raise ValueError("target probabilities must be >= 0 and sum to 1 per row")
-        n_models = pi.shape[1]
+        a = _check_actions(actions, n, probabilities.shape[1])
+        return LoggedRounds(a, r, p, probabilities[np.arange(n), a], probabilities, m)
+    if given.ndim != 1:
+        raise ValueError(f"target must be (N,) actions or (N, K) probabilities, got shape {given.shape}")
     a = _check_actions(actions, n, n_models)
-    if pi.ndim == 1:
-        chosen = _check_actions(pi, n, n_models, "target actions")
-        target_logged = (chosen == a).astype(np.float64)
-        pi = None if n_models is None else np.eye(n_models)[chosen]
-    elif pi.ndim == 2:
-        target_logged = pi[np.arange(n), a]
-    else:
-        raise ValueError(f"target must be (N,) actions or (N, K) probabilities, got shape {pi.shape}")
-    return LoggedRounds(a, r, p, target_logged, pi, m)
+    chosen = _check_actions(given, n, n_models, "target actions")
+    one_hot = None if n_models is None else np.eye(n_models)[chosen]
+    return LoggedRounds(a, r, p, (chosen == a).astype(np.float64), one_hot, m)
 
 
 # --------------------------------------------------------------------------- importance weights
@@ -330,7 +328,7 @@ class SelfNormalizedIPW(OffPolicyEstimator):
 class DoublyRobust(OffPolicyEstimator):
     """DR: V̂ = (1/n) Σ_i [Σ_a π(a | x_i) m̂(x_i, a) + w_i (y_i − m̂(x_i, A_i))].
 
-    Dudík, Langford & Li (2011), eq. (2). Unbiased when the propensities are exact, whatever m̂
+    Dudík, Langford & Li (2011). Unbiased when the propensities are exact, whatever m̂
     (the correction term removes the DM's bias); its variance is that of IPS applied to the
     residual y − m̂, so a good m̂ makes it much smaller than IPS's. Optional clipping of w at M
     (bias as for IPS, scaled by the residual).
@@ -350,7 +348,7 @@ class DoublyRobust(OffPolicyEstimator):
 
 @pydantic_dataclass(frozen=True, config=STRICT)
 class Replay(OffPolicyEstimator):
-    """Replay with rejection sampling (Li, Chu, Langford & Wang, 2011, WSDM, Algorithm 3).
+    """Replay (Li, Chu, Langford & Wang, 2011, WSDM), with rejection sampling for non-uniform logging.
 
     Round i is *accepted* with probability r_i = c · π(A_i | x_i) / p_i, where
     c = min_i p_i / π(A_i | x_i) over the rounds with π(A_i | x_i) > 0 (so every r_i <= 1), using

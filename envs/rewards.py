@@ -33,17 +33,25 @@ class BudgetConfig:
 
     t = steps seen so far. Dividing by B² makes ``step`` dimensionless: λ is measured in units
     of 1/B (quality per USD at the budget scale) and (c − B)/B is the relative overspend, so a
-    step that is 10 % over budget raises λ·B by 0.1·η. The decaying step (Robbins–Monro) lets
-    λ settle; the reported λ̄ is the polynomial-decay average of the iterates (Shamir & Zhang,
-    2013, "Stochastic gradient descent for non-smooth optimization", ICML, with η = 1:
-    λ̄_t = λ̄_{t−1} + 2/(t+1) (λ_t − λ̄_{t−1}), weights ∝ t), which forgets the early transient
-    and averages out the noise of the last iterates.
+    step that is 10 % over budget raises λ·B by 0.1·η_t. The decaying step (Robbins–Monro,
+    η_t ∝ 1/t for ``decay`` = 1) lets λ settle. The last iterate still jitters with the
+    per-query costs, and the greedy policy's mean cost is a steep function of λ, so the final
+    cost weight is the polynomial-decay average of the iterates (Shamir & Zhang, 2013,
+    "Stochastic gradient descent for non-smooth optimization", ICML), over updates u = 1, 2, …:
+
+        λ̄_u = λ̄_{u−1} + (ξ + 1) / (u + ξ) · (λ_u − λ̄_{u−1}),      ξ = ``averaging``
+
+    ξ = 0 is the plain running mean; ξ > 0 weights iterate u roughly ∝ u^ξ, forgetting the
+    transient from the initial λ while still averaging the jitter of the late iterates.
+    Note that λ balances the cost of the actions *played* while learning (exploration
+    included); a learner that explores less at the end leaves its greedy policy nearer B.
     """
 
     budget: float  # B: target mean cost, USD per query (> 0)
-    step: float = 0.05  # η: dimensionless step size (per step, on the relative overspend)
-    decay: float = 0.5  # exponent of the step decay (0 = constant step, 1 = 1/t)
+    step: float = 0.02  # η: dimensionless step size (per step, on the relative overspend)
+    decay: float = 1.0  # exponent of the step decay (0 = constant step, 1 = 1/t)
     decay_steps: float = 1000.0  # τ: steps before the step size starts to decay
+    averaging: float = 3.0  # ξ of the polynomial-decay average λ̄ (0 = plain mean of all iterates)
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.budget) and self.budget > 0):
@@ -54,6 +62,8 @@ class BudgetConfig:
             raise ValueError(f"decay must be in [0, 1], got {self.decay}")
         if not self.decay_steps > 0:
             raise ValueError(f"decay_steps must be > 0, got {self.decay_steps}")
+        if not self.averaging >= 0:
+            raise ValueError(f"averaging must be >= 0, got {self.averaging}")
 
 
 @pydantic_dataclass(frozen=True, config=STRICT)
@@ -131,4 +141,5 @@ class CostMultiplier:
         self.value = max(0.0, self.value + eta * overspend / config.budget**2)
         self.steps += int(np.size(costs))
         self.updates += 1
-        self.average += 2.0 / (self.updates + 1.0) * (self.value - self.average)
+        xi = config.averaging
+        self.average += (xi + 1.0) / (self.updates + xi) * (self.value - self.average)

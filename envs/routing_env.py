@@ -73,8 +73,14 @@ class RoutingEnv(gym.Env[np.ndarray, np.int64]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Draw the next query uniformly at random, and its cost weight."""
+        """Draw the next query uniformly at random, and its cost weight.
+
+        A ``seed`` restarts the env: its generator, and a budget's multiplier (so that a seeded
+        run repeats exactly); ``reset()`` without a seed just draws the next episode.
+        """
         super().reset(seed=seed)
+        if seed is not None:
+            self.task.restart()
         self._rows, self._weights = self.task.draw(self.np_random, 1)
         return self.task.observe(self._rows, self._weights)[0], {"query_index": self.query_index}
 

@@ -22,7 +22,8 @@ when the reward needs it, latency: every step is then a row lookup. What the tab
 
 The bandit tables are :func:`~envs.estimators.counterfactual_table`: the same estimators that
 evaluation uses. Rewards are linear in the outcomes, so the shaped reward of an estimated
-outcome is the same estimator applied to the reward.
+outcome is the same estimator applied to the reward; a budget's multiplier likewise steps on
+the estimated cost of the chosen arm (unbiased for ips and dr).
 
 **Masks.** None are needed: the data layer rejects every row of a full-information query that
 lacks a model (reason ``incomplete query``), so every arm of every query has an outcome.
@@ -108,7 +109,8 @@ class RoutingTask:
         self.features = np.ascontiguousarray(features, dtype=np.float32)
         self.n_queries, self.n_models = log.n_queries, log.n_models
         self.quality, self.cost, self.latency_ms, self.n_clipped = self._tables()
-        self.multiplier = None if reward.budget is None else CostMultiplier(reward.budget, reward.cost_weight)
+        self.multiplier: CostMultiplier | None = None
+        self.restart()
         dimension = features.shape[1] + (reward.preference is not None)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(dimension,), dtype=np.float32)
         self.action_space = gym.spaces.Discrete(log.n_models)
@@ -118,28 +120,36 @@ class RoutingTask:
         log, latency_used = self.log, self.reward.latency_weight > 0
         if self.config.feedback == "full":
             latency = log.latency_ms if latency_used else None
-            for name, table in (("quality", log.quality), ("cost", log.cost), ("latency_ms", latency)):
-                if table is not None and not np.isfinite(table).all():
+            for name, column in (("quality", log.quality), ("cost", log.cost), ("latency_ms", latency)):
+                if column is not None and not np.isfinite(column).all():
                     raise ValueError(f"full-information log has missing {name} values")
             return log.quality, log.cost, latency, 0
-        assert log.action is not None and log.propensity is not None  # a bandit log has both
+        action, propensity = log.action, log.propensity
+        assert action is not None and propensity is not None  # a bandit log has both
         rows = np.arange(log.n_queries)
         predicted = RewardModel(log.n_models, self.config.reward_model).fit_log(log, self.features).predict(
             self.features)
-        estimator = {"dm": DirectMethod(), "ips": InverseProbabilityWeighting(max_weight=self.config.max_weight),
-                     "dr": DoublyRobust(max_weight=self.config.max_weight)}[self.config.feedback]
+        max_weight = self.config.max_weight
+        estimators: dict[str, DirectMethod | InverseProbabilityWeighting | DoublyRobust] = {
+            "dm": DirectMethod(), "ips": InverseProbabilityWeighting(max_weight=max_weight),
+            "dr": DoublyRobust(max_weight=max_weight)}
+        estimator = estimators[self.config.feedback]
 
         def table(logged: np.ndarray, predictions: np.ndarray) -> np.ndarray:
-            return counterfactual_table(estimator, log.action, logged[rows, log.action], log.propensity,
-                                        predictions)
+            return counterfactual_table(estimator, action, logged[rows, action], propensity, predictions)
 
         latency = None
         if latency_used:
             assert log.latency_ms is not None and predicted.latency_ms is not None  # checked in __init__
             latency = table(log.latency_ms, predicted.latency_ms)
         clipped = 0 if self.config.feedback == "dm" else InverseProbabilityWeighting(
-            max_weight=self.config.max_weight).weights(log.action, log.propensity, log.action).n_clipped
+            max_weight=max_weight).weights(action, propensity, action).n_clipped
         return table(log.quality, predicted.quality), table(log.cost, predicted.cost), latency, clipped
+
+    def restart(self) -> None:
+        """Forget what the budget's multiplier learned (a seeded reset starts a fresh run)."""
+        if self.reward.budget is not None:
+            self.multiplier = CostMultiplier(self.reward.budget, self.reward.cost_weight)
 
     @property
     def cost_weight(self) -> float:
@@ -162,7 +172,7 @@ class RoutingTask:
 
     def observe(self, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """(n, D) float32 observations: features, plus f(w) with preference conditioning."""
-        features = self.features[rows]
+        features = np.take(self.features, rows, axis=0)  # np.take: faster than fancy indexing
         if self.reward.preference is None:
             return features
         return np.concatenate([features, self.reward.preference.encode(weights)[:, None]], axis=1)
@@ -173,15 +183,16 @@ class RoutingTask:
             raise ValueError(f"expected {len(rows)} actions, got shape {actions.shape}")
         if len(actions) and (actions.min() < 0 or actions.max() >= self.n_models):
             raise ValueError(f"actions must be model indices in [0, {self.n_models})")
-        quality, cost = self.quality[rows], self.cost[rows]
+        quality, cost = np.take(self.quality, rows, axis=0), np.take(self.cost, rows, axis=0)
         table = quality - weights[:, None] * cost
         if self.latency_ms is not None:
-            table -= self.reward.latency_weight * self.latency_ms[rows] / 1000.0
+            table -= self.reward.latency_weight * np.take(self.latency_ms, rows, axis=0) / 1000.0
         index = np.arange(len(rows))
         oracle = table.argmax(axis=1)
         reward = table[index, actions]
         chosen_cost = cost[index, actions]
         if self.multiplier is not None:
             self.multiplier.update(chosen_cost)
-        return StepOutcome(reward, quality[index, actions], chosen_cost, oracle, table[index, oracle] - reward)
+        regret = table[index, oracle] - reward
+        return StepOutcome(reward, quality[index, actions], chosen_cost, oracle, regret)
 

@@ -70,9 +70,14 @@ class RoutingVecEnv(VecEnv):
         return self.task.default_cost_weight
 
     def reset(self) -> VecEnvObs:
-        """Draw a new batch of queries; a seed given by :meth:`seed` restarts the generator."""
+        """Draw a new batch of queries.
+
+        A seed given by :meth:`seed` restarts the env (generator, and a budget's multiplier), as
+        a seeded reset of RoutingEnv does; otherwise the generator's stream continues.
+        """
         if self._seeds[0] is not None:
             self._rng = np.random.default_rng(self._seeds[0])
+            self.task.restart()
         self._reset_seeds()
         self._reset_options()
         self._rows, self._weights = self.task.draw(self._rng, self.num_envs)
@@ -99,7 +104,7 @@ class RoutingVecEnv(VecEnv):
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         """The shared environment's attribute, once per index."""
-        return [getattr(self, attr_name)] * len(self._get_indices(indices))
+        return [getattr(self, attr_name)] * len(list(self._get_indices(indices)))
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
         """Set the attribute on the shared environment (it applies to every index)."""
@@ -109,11 +114,11 @@ class RoutingVecEnv(VecEnv):
                    **method_kwargs: Any) -> list[Any]:
         """Call the shared environment's method once; its result, once per index."""
         result = getattr(self, method_name)(*method_args, **method_kwargs)
-        return [result] * len(self._get_indices(indices))
+        return [result] * len(list(self._get_indices(indices)))
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
         """No gym wrappers: False for every index."""
-        return [False] * len(self._get_indices(indices))
+        return [False] * len(list(self._get_indices(indices)))
 
     def get_images(self) -> Sequence[np.ndarray | None]:
         """Routing has nothing to render."""

@@ -45,8 +45,14 @@ class Sweep:
     @classmethod
     def run(cls, log: RoutingLog, decide: Decide, weights: np.ndarray, expected: bool = False) -> Sweep:
         """Ask ``decide`` at every weight and look up the outcomes of its choices."""
-        rows = np.arange(log.n_queries)
         actions = np.stack([np.asarray(decide(float(w)), dtype=np.int64) for w in weights])
+        return cls.from_actions(log, weights, actions, expected)
+
+    @classmethod
+    def from_actions(cls, log: RoutingLog, weights: np.ndarray, actions: np.ndarray,
+                     expected: bool = False) -> Sweep:
+        """The outcomes of (W, N) chosen model indices on ``log``."""
+        rows = np.arange(log.n_queries)
         quality = quality_matrix(log, expected)
         return cls(np.asarray(weights, dtype=float), actions, quality[rows, actions], log.cost[rows, actions])
 

@@ -1,40 +1,59 @@
-"""The FastAPI application of the router service (CONTRACTS.md §4, first version).
+"""The FastAPI application of the router service (CONTRACTS.md §4).
 
-Routes: ``POST /route`` and ``GET /healthz``. Every error has the body
-``{"error": {"type", "message"}}`` (see :mod:`serving.errors` for the status mapping).
+Routes: ``POST /route``, ``POST /route/batch``, ``POST /feedback``, ``POST /v1/chat/completions``
+(with ``--backends``), ``POST /admin/reload``, ``GET /healthz``, ``GET /metrics``. Every error
+has the body ``{"error": {"type", "message"}}`` (see :mod:`serving.errors` for the statuses).
 
 Decisions worth knowing:
-- A query longer than ``--max-query-chars`` (counted in Unicode code points) is answered
-  **413** with ``type`` ``query_too_long``, like a body over ``--max-body-bytes`` (413,
-  ``payload_too_large``): both are size limits set by the operator, and the remedy for the
-  client is the same (send less), unlike a 422, which means the request is wrong.
+- A query longer than ``--max-query-chars`` (Unicode code points) is answered **413**
+  ``query_too_long``, like a body over ``--max-body-bytes`` (``payload_too_large``) and a batch
+  over ``--max-batch`` (``batch_too_large``): size limits set by the operator, whose remedy is
+  to send less, unlike a 422, which means the request is wrong.
 - An empty query ``""`` is valid for the policy (CONTRACTS.md §2) but the service answers it
   422: routing nothing is always a client bug.
 - ``cost_weight`` absent or ``null`` means the policy's ``default_cost_weight()``; otherwise it
   must be a JSON number (not a string or a boolean), finite and >= 0.
-- ``allowed_models`` restricts the argmax to those models (duplicates are harmless); the
-  response still carries the scores of every model. Ties go to the lower model index.
-- Scoring runs in FastAPI's thread pool under ``torch.inference_mode()`` without a lock; the
-  policy is read once per request from ``app.state.policy`` so that a later reload can swap it
-  atomically.
+- ``allowed_models`` restricts the choice to those models (duplicates are harmless); ``/route``
+  still reports the scores of every model. Ties go to the lower model index.
+- Scoring runs inline on the event loop: one query takes a fraction of a millisecond, less than
+  a hop to a worker thread. The policy is read once per request from the :class:`PolicySlot`,
+  so a reload swaps it atomically without touching requests in flight.
+- When scoring raises, the request is routed to ``--fallback-model`` (or, if that model is not
+  allowed, the first allowed one), with propensity 1, empty ``scores``, and a ``scoring``
+  fallback counted; without ``--fallback-model`` it is a 500.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.message
+import logging
 import math
+import random
+import signal
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.auth import AuthMiddleware
+from serving.backends import load_backends
+from serving.decisions import DecisionLog, choose, ranking
 from serving.errors import ApiError, SafeJSONResponse, error_response, install_error_handlers
-from serving.policy import LoadedPolicy, load_policy
+from serving.metrics import Metrics, MetricsMiddleware
+from serving.policy import LoadedPolicy, PolicyError, PolicySlot, check_serving_policy, load_policy
+from serving.proxy import ChatProxy, ChatRequest, Usage, cost_weight_of, routing_text
 from serving.settings import Settings
+
+logger = logging.getLogger("routerl.serving")
 
 #: A body larger than this is not even drained before the 413 (the connection is closed).
 _DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
@@ -49,12 +68,18 @@ def _check_utf8(text: str, what: str) -> str:
     return text
 
 
-class RouteRequest(BaseModel):
-    """Body of ``POST /route``. Strict: no coercion (``"5"`` is not a number), no extra keys."""
+def _check_query(value: str) -> str:
+    """Reject the empty query and text that is not valid Unicode."""
+    if value == "":
+        raise ValueError("query is empty; send the text to route")
+    return _check_utf8(value, "query")
+
+
+class RoutingOptions(BaseModel):
+    """Fields shared by ``/route`` and ``/route/batch``. Strict: no coercion, no extra keys."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    query: str = Field(description="The text to route; must not be empty.")
     cost_weight: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
         default=None,
         description="Quality given up to save one USD per query; default: the policy's own.",
@@ -65,14 +90,6 @@ class RouteRequest(BaseModel):
         description="Choose only among these models (names from the policy's models()).",
     )
 
-    @field_validator("query")
-    @classmethod
-    def _query_not_empty(cls, value: str) -> str:
-        """Reject the empty query and text that is not valid Unicode."""
-        if value == "":
-            raise ValueError("query is empty; send the text to route")
-        return _check_utf8(value, "query")
-
     @field_validator("allowed_models")
     @classmethod
     def _names_are_text(cls, value: list[str] | None) -> list[str] | None:
@@ -80,6 +97,46 @@ class RouteRequest(BaseModel):
         for name in value or []:
             _check_utf8(name, "a model name in allowed_models")
         return value
+
+
+class RouteRequest(RoutingOptions):
+    """Body of ``POST /route``."""
+
+    query: str = Field(description="The text to route; must not be empty.")
+
+    _query = field_validator("query")(_check_query)
+
+
+class BatchRequest(RoutingOptions):
+    """Body of ``POST /route/batch``."""
+
+    queries: list[str] = Field(min_length=1, description="Texts to route; none may be empty.")
+
+    @field_validator("queries")
+    @classmethod
+    def _queries_are_valid(cls, value: list[str]) -> list[str]:
+        """Check every query like ``/route`` checks its one."""
+        for query in value:
+            _check_query(query)
+        return value
+
+
+class FeedbackRequest(BaseModel):
+    """Body of ``POST /feedback``: the outcome of an earlier decision."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    query_id: str = Field(min_length=1, max_length=200)
+    quality: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+    cost: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+
+
+class ReloadRequest(BaseModel):
+    """Optional body of ``POST /admin/reload``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    policy: str | None = Field(default=None, min_length=1, description="Path of the new policy.")
 
 
 class PolicyInfo(BaseModel):
@@ -99,11 +156,27 @@ class RouteResponse(BaseModel):
     policy: PolicyInfo
 
 
+class BatchResponse(BaseModel):
+    """Body of a successful ``POST /route/batch``."""
+
+    query_ids: list[str]
+    models: list[str]
+    policy: PolicyInfo
+
+
 class HealthResponse(BaseModel):
     """Body of ``GET /healthz``."""
 
     status: str
     policy: PolicyInfo
+
+
+class ReloadResponse(BaseModel):
+    """Body of a successful ``POST /admin/reload``."""
+
+    status: str
+    policy: PolicyInfo
+    previous: PolicyInfo
 
 
 def _is_json_content_type(value: str | None) -> bool:
@@ -118,15 +191,23 @@ def _is_json_content_type(value: str | None) -> bool:
     return subtype == "json" or subtype.endswith("+json")
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:
     """Dependency: answer 415 unless the request declares a JSON body.
 
-    FastAPI runs it before validating the body, so a non-JSON body gets 415, not 422.
+    FastAPI runs it before validating the body, so a non-JSON body gets 415, not 422. It is
+    ``async`` because FastAPI runs a plain function dependency in a worker thread, a hop that
+    would cost more than the whole routing decision.
     """
     content_type = request.headers.get("content-type")
     if not _is_json_content_type(content_type):
         got = f"got {content_type!r}" if content_type else "none was given"
         raise ApiError(415, f"Content-Type must be application/json; {got}")
+
+
+async def require_json_if_body(request: Request) -> None:
+    """Dependency: like :func:`require_json`, for routes whose body is optional."""
+    if await request.body():
+        await require_json(request)
 
 
 class BodyLimitMiddleware:
@@ -167,9 +248,7 @@ class BodyLimitMiddleware:
                 continue
             chunks.append(body)
         if too_large:
-            response = error_response(
-                413, f"request body exceeds the limit of {self.max_body_bytes} bytes"
-            )
+            response = error_response(413, f"request body exceeds the limit of {self.max_body_bytes} bytes")
             await response(scope, receive, send)
             return
         buffered = b"".join(chunks)
@@ -186,85 +265,282 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
-def _choose(scores: list[float], allowed: list[int]) -> int:
-    """Index of the highest score among ``allowed`` (sorted); ties go to the lower index."""
-    best = allowed[0]
-    for index in allowed[1:]:
-        if scores[index] > scores[best]:
-            best = index
-    return best
+@dataclass(frozen=True)
+class Decision:
+    """One routed query: its id, chosen model index, propensity and scores (None: fallback)."""
+
+    query_id: str
+    index: int
+    propensity: float
+    scores: list[float] | None
 
 
-def create_app(policy: str | Path | LoadedPolicy, settings: Settings | None = None) -> FastAPI:
-    """Build the router service for ``policy`` (a path, or an already loaded policy).
+class Router:
+    """The routing logic shared by ``/route``, ``/route/batch`` and the proxy."""
 
-    Raises:
-        PolicyError: ``policy`` is a path that is missing or not a valid routerl policy.
-    """
-    settings = settings or Settings()
-    loaded = policy if isinstance(policy, LoadedPolicy) else load_policy(policy)
+    def __init__(
+        self, slot: PolicySlot, settings: Settings, metrics: Metrics, log: DecisionLog | None
+    ) -> None:
+        """Route with ``slot``'s policy; record decisions in ``metrics`` and ``log``."""
+        self.slot = slot
+        self.settings = settings
+        self.metrics = metrics
+        self.log = log
+        self.rng = random.Random()
 
-    app = FastAPI(
-        title="routerl router",
-        summary="Routes each query to an LLM with an exported routerl policy.",
-        docs_url=None,
-        redoc_url=None,
-        default_response_class=SafeJSONResponse,
-    )
-    app.state.policy = loaded
-    app.state.settings = settings
-    install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-
-    @app.api_route("/healthz", methods=["GET", "HEAD"], response_model=HealthResponse)
-    def healthz(request: Request) -> HealthResponse:
-        """Liveness and the identity of the loaded policy."""
-        current: LoadedPolicy = request.app.state.policy
-        return HealthResponse(status="ok", policy=PolicyInfo(**current.info))
-
-    @app.post("/route", response_model=RouteResponse, dependencies=[Depends(require_json)])
-    def route(body: RouteRequest, request: Request) -> RouteResponse:
-        """Score one query with the policy and return the chosen model."""
-        current: LoadedPolicy = request.app.state.policy
-        limit = settings.max_query_chars
-        if len(body.query) > limit:
-            raise ApiError(
-                413,
-                f"query has {len(body.query)} characters; the limit is {limit}",
-                "query_too_long",
-            )
-        cost_weight = current.default_cost_weight if body.cost_weight is None else body.cost_weight
-
-        if body.allowed_models is None:
-            allowed = list(range(len(current.models)))
-        else:
-            index_of = {name: i for i, name in enumerate(current.models)}
-            unknown = [name for name in body.allowed_models if name not in index_of]
-            if unknown:
-                shown = ", ".join(repr(name[:100]) for name in unknown[:5])
+    def check_length(self, queries: list[str]) -> None:
+        """Answer 413 when a query is over ``--max-query-chars``."""
+        limit = self.settings.max_query_chars
+        for query in queries:
+            if len(query) > limit:
                 raise ApiError(
-                    422,
-                    f"invalid request: allowed_models: unknown model(s) {shown}; "
-                    f"the policy's models are {list(current.models)}",
+                    413, f"query has {len(query)} characters; the limit is {limit}", "query_too_long"
                 )
-            allowed = sorted({index_of[name] for name in body.allowed_models})
 
-        row = current.scores([body.query], cost_weight)[0].tolist()
-        if not all(math.isfinite(value) for value in row):
-            if cost_weight > current.default_cost_weight:
+    @staticmethod
+    def allowed(policy: LoadedPolicy, names: list[str] | None) -> list[int]:
+        """Sorted indices of ``names`` (all models when None); 422 for an unknown name."""
+        if names is None:
+            return list(range(len(policy.models)))
+        index_of = {name: i for i, name in enumerate(policy.models)}
+        unknown = [name for name in names if name not in index_of]
+        if unknown:
+            shown = ", ".join(repr(name[:100]) for name in unknown[:5])
+            raise ApiError(
+                422,
+                f"invalid request: allowed_models: unknown model(s) {shown}; "
+                f"the policy's models are {list(policy.models)}",
+            )
+        return sorted({index_of[name] for name in names})
+
+    def score(self, policy: LoadedPolicy, queries: list[str], cost_weight: float) -> list[list[float]] | None:
+        """Scores per query; None when scoring failed and ``--fallback-model`` answers instead.
+
+        Non-finite scores at a weight above the default are the client's doing (422).
+        """
+        try:
+            rows: list[list[float]] = policy.scores(queries, cost_weight).tolist()
+            if all(math.isfinite(value) for row in rows for value in row):
+                return rows
+            if cost_weight > policy.default_cost_weight:
                 raise ApiError(
                     422,
                     f"invalid request: cost_weight: {cost_weight!r} is too large; "
                     "the policy's scores overflow at this weight",
                 )
             raise RuntimeError(f"policy returned non-finite scores at cost_weight={cost_weight}")
-        chosen = _choose(row, allowed)
-        return RouteResponse(
-            query_id=uuid.uuid4().hex,
-            model=current.models[chosen],
-            scores=dict(zip(current.models, row, strict=True)),
-            score_kind=current.score_kind,
-            policy=PolicyInfo(**current.info),
+        except ApiError:
+            raise
+        except Exception:
+            if self.settings.fallback_model is None:
+                raise
+            logger.exception("scoring failed; routing to --fallback-model")
+            self.metrics.fallbacks.labels("scoring").inc(len(queries))
+            return None
+
+    def decide(
+        self, policy: LoadedPolicy, queries: list[str], cost_weight: float, allowed: list[int]
+    ) -> list[Decision]:
+        """Choose a model per query (ε-greedy with ``--explore-epsilon``) and count it."""
+        rows = self.score(policy, queries, cost_weight)
+        decisions = []
+        for i in range(len(queries)):
+            if rows is None:
+                fallback = policy.models.index(self.settings.fallback_model or "")
+                index = fallback if fallback in allowed else allowed[0]
+                decision = Decision(uuid.uuid4().hex, index, 1.0, None)
+            else:
+                index, propensity = choose(rows[i], allowed, self.settings.explore_epsilon, self.rng)
+                decision = Decision(uuid.uuid4().hex, index, propensity, rows[i])
+            self.metrics.decisions.labels(policy.models[decision.index]).inc()
+            decisions.append(decision)
+        return decisions
+
+    def record(
+        self,
+        policy: LoadedPolicy,
+        query: str,
+        decision: Decision,
+        cost_weight: float,
+        model: str | None = None,
+        usage: Usage | None = None,
+    ) -> None:
+        """Append the decision to the log (if any); ``model``: the one served, if different."""
+        if self.log is None:
+            return
+        chosen = policy.models[decision.index]
+        extra: dict[str, object] = {}
+        if usage is not None:
+            extra.update(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
+        if model is not None and model != chosen:
+            extra["fallback_from"] = chosen
+        self.log.decision(
+            query_id=decision.query_id,
+            query=query,
+            model=model or chosen,
+            propensity=decision.propensity,
+            cost_weight=cost_weight,
+            policy_version=policy.version,
+            **extra,
         )
 
+
+def create_app(
+    policy: str | Path | LoadedPolicy, settings: Settings | None = None, handle_sighup: bool = False
+) -> FastAPI:
+    """Build the router service for ``policy`` (a path, or an already loaded policy).
+
+    ``handle_sighup`` makes ``SIGHUP`` reload the policy file (main thread of ``serve.py`` only).
+
+    Raises:
+        PolicyError: the policy is missing, invalid, or lacks a model the settings name.
+        ValueError: the ``--backends`` file is invalid.
+    """
+    settings = settings or Settings()
+    backends = load_backends(settings.backends) if settings.backends else {}
+    required = [*backends, *([settings.fallback_model] if settings.fallback_model else [])]
+    loaded = policy if isinstance(policy, LoadedPolicy) else load_policy(policy)
+    slot = PolicySlot(check_serving_policy(loaded, required), required)
+    metrics = Metrics()
+    log = DecisionLog(settings.decision_log, settings.log_queries) if settings.decision_log else None
+    router = Router(slot, settings, metrics, log)
+    proxy = ChatProxy(backends, metrics) if backends else None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        """Reload on SIGHUP while serving; close the proxy's connections and the log after."""
+        if handle_sighup:
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGHUP, lambda: asyncio.ensure_future(_reload_on_signal(slot))
+            )
+        yield
+        if proxy is not None:
+            await proxy.aclose()
+        if log is not None:
+            log.close()
+
+    app = FastAPI(
+        title="routerl router",
+        summary="Routes each query to an LLM with an exported routerl policy.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        default_response_class=SafeJSONResponse,
+        lifespan=lifespan,
+    )
+    app.state.slot = slot
+    app.state.metrics = metrics
+    install_error_handlers(app)
+
+    @app.api_route("/healthz", methods=["GET", "HEAD"], response_model=HealthResponse)
+    async def healthz() -> SafeJSONResponse:
+        """Liveness and the identity of the loaded policy."""
+        return SafeJSONResponse({"status": "ok", "policy": slot.current.info})
+
+    @app.get("/metrics")
+    async def metrics_route() -> Response:
+        """Prometheus text exposition of the service's metrics."""
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    @app.post("/route", response_model=RouteResponse, dependencies=[Depends(require_json)])
+    async def route(body: RouteRequest) -> SafeJSONResponse:
+        """Score one query with the policy and return the chosen model."""
+        current = slot.current
+        router.check_length([body.query])
+        cost_weight = current.default_cost_weight if body.cost_weight is None else body.cost_weight
+        allowed = router.allowed(current, body.allowed_models)
+        (decision,) = router.decide(current, [body.query], cost_weight, allowed)
+        router.record(current, body.query, decision, cost_weight)
+        return SafeJSONResponse(
+            {
+                "query_id": decision.query_id,
+                "model": current.models[decision.index],
+                "scores": dict(zip(current.models, decision.scores or [], strict=False)),
+                "score_kind": current.score_kind,
+                "policy": current.info,
+            }
+        )
+
+    @app.post("/route/batch", response_model=BatchResponse, dependencies=[Depends(require_json)])
+    async def route_batch(body: BatchRequest) -> SafeJSONResponse:
+        """Route many queries with one forward pass."""
+        current = slot.current
+        if len(body.queries) > settings.max_batch:
+            raise ApiError(
+                413,
+                f"batch has {len(body.queries)} queries; the limit is {settings.max_batch}",
+                "batch_too_large",
+            )
+        router.check_length(body.queries)
+        cost_weight = current.default_cost_weight if body.cost_weight is None else body.cost_weight
+        allowed = router.allowed(current, body.allowed_models)
+        decisions = router.decide(current, body.queries, cost_weight, allowed)
+        for query, decision in zip(body.queries, decisions, strict=True):
+            router.record(current, query, decision, cost_weight)
+        return SafeJSONResponse(
+            {
+                "query_ids": [d.query_id for d in decisions],
+                "models": [current.models[d.index] for d in decisions],
+                "policy": current.info,
+            }
+        )
+
+    @app.post("/feedback", dependencies=[Depends(require_json)])
+    async def feedback(body: FeedbackRequest) -> SafeJSONResponse:
+        """Append the observed quality (and cost) of an earlier decision to the log."""
+        if log is None:
+            raise ApiError(
+                409, "feedback needs a decision log: start serve.py with --decision-log", "no_decision_log"
+            )
+        log.feedback(body.query_id, body.quality, body.cost)
+        return SafeJSONResponse({"ok": True})
+
+    @app.post("/admin/reload", response_model=ReloadResponse, dependencies=[Depends(require_json_if_body)])
+    async def reload(body: ReloadRequest | None = None) -> SafeJSONResponse:
+        """Swap in a new policy file (default: the current file again); 422 keeps the old one."""
+        previous = slot.current
+        try:
+            loaded = await slot.reload(body.policy if body else None)
+        except PolicyError as exc:
+            raise ApiError(
+                422, f"policy refused, the old one keeps serving: {exc}", "invalid_policy"
+            ) from None
+        logger.info("reloaded policy %s (version %s)", loaded.path, loaded.version)
+        return SafeJSONResponse({"status": "reloaded", "policy": loaded.info, "previous": previous.info})
+
+    if proxy is not None:
+
+        @app.post("/v1/chat/completions", dependencies=[Depends(require_json)])
+        async def chat_completions(body: ChatRequest) -> Response:
+            """Route a chat request and forward it to the chosen model's backend."""
+            current = slot.current
+            cost_weight = cost_weight_of(body.model, current.default_cost_weight)
+            text = routing_text(body, settings.route_on)
+            router.check_length([text])
+            allowed = router.allowed(current, [name for name in current.models if name in backends])
+            (decision,) = router.decide(current, [text], cost_weight, allowed)
+            others = ranking(decision.scores, allowed) if decision.scores else allowed
+            order = [current.models[decision.index]]
+            order += [current.models[i] for i in others if i != decision.index]
+
+            def on_served(model: str, usage: Usage | None) -> None:
+                router.record(current, text, decision, cost_weight, model, usage)
+
+            return await proxy.forward(order, body, {"x-routerl-query-id": decision.query_id}, on_served)
+
+    routes = {route.path for route in app.routes if hasattr(route, "path")}
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthMiddleware, api_token=settings.api_token, admin_token=settings.admin_token)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
     return app
+
+
+async def _reload_on_signal(slot: PolicySlot) -> None:
+    """Reload the current policy file after ``SIGHUP``; log the outcome either way."""
+    try:
+        loaded = await slot.reload()
+    except PolicyError as exc:
+        logger.error("SIGHUP reload refused, the old policy keeps serving: %s", exc)
+        return
+    logger.info("SIGHUP: reloaded policy %s (version %s)", loaded.path, loaded.version)

@@ -40,9 +40,7 @@ def ranking(scores: list[float], allowed: list[int]) -> list[int]:
     return sorted(allowed, key=lambda index: (-scores[index], index))
 
 
-def choose(
-    scores: list[float], allowed: list[int], epsilon: float, rng: random.Random
-) -> tuple[int, float]:
+def choose(scores: list[float], allowed: list[int], epsilon: float, rng: random.Random) -> tuple[int, float]:
     """ε-greedy choice among ``allowed`` (sorted indices): ``(index, propensity)``.
 
     With probability ``epsilon`` a uniformly random allowed model, else the greedy one; the

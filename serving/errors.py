@@ -65,9 +65,7 @@ class SafeJSONResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         """Serialize ``content`` as compact, ASCII-only, strict JSON."""
-        return json.dumps(
-            content, ensure_ascii=True, allow_nan=False, separators=(",", ":")
-        ).encode("ascii")
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 class ApiError(Exception):
@@ -101,9 +99,7 @@ def error_response(
 ) -> SafeJSONResponse:
     """A response with the standard error body."""
     kind = error_type or TYPE_BY_STATUS.get(status_code, "http_error")
-    return SafeJSONResponse(
-        error_body(kind, message), status_code=status_code, headers=dict(headers or {})
-    )
+    return SafeJSONResponse(error_body(kind, message), status_code=status_code, headers=dict(headers or {}))
 
 
 def _field_name(loc: Sequence[Any]) -> str:

@@ -30,19 +30,28 @@ class Metrics:
         """Create the metrics in a fresh registry."""
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "routerl_requests", "HTTP requests by route and status.", ["route", "status"],
+            "routerl_requests",
+            "HTTP requests by route and status.",
+            ["route", "status"],
             registry=self.registry,
         )
         self.latency = Histogram(
-            "routerl_request_duration_seconds", "HTTP request latency by route.", ["route"],
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "routerl_request_duration_seconds",
+            "HTTP request latency by route.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.decisions = Counter(
-            "routerl_decisions", "Routing decisions by chosen model.", ["model"],
+            "routerl_decisions",
+            "Routing decisions by chosen model.",
+            ["model"],
             registry=self.registry,
         )
         self.fallbacks = Counter(
-            "routerl_fallbacks", "Fallbacks by reason (scoring, backend).", ["reason"],
+            "routerl_fallbacks",
+            "Fallbacks by reason (scoring, backend).",
+            ["reason"],
             registry=self.registry,
         )
 

@@ -16,29 +16,40 @@ import anyio.to_thread
 
 from policies.artifact import LoadedPolicy, PolicyError, load_policy
 
-__all__ = ["LoadedPolicy", "PolicyError", "PolicySlot", "load_serving_policy"]
+__all__ = [
+    "LoadedPolicy",
+    "PolicyError",
+    "PolicySlot",
+    "check_serving_policy",
+    "load_policy",
+    "load_serving_policy",
+]
 
 
-def load_serving_policy(path: str | Path, required_models: Iterable[str] = ()) -> LoadedPolicy:
-    """Load ``path`` and check that this service can route with it.
+def check_serving_policy(loaded: LoadedPolicy, required_models: Iterable[str] = ()) -> LoadedPolicy:
+    """Return ``loaded`` if this service can route with it.
 
     Raises:
-        PolicyError: the file is not a valid policy, does not route text, or lacks one of
-            ``required_models``; one line that names the file.
+        PolicyError: it does not route text, or lacks one of ``required_models``; one line
+            that names the file.
     """
-    loaded = load_policy(path)
     if loaded.input_kind != "text":
         raise PolicyError(
-            f"{path}: its input_kind is {loaded.input_kind!r}; this service routes text queries "
-            "and needs a policy with input_kind 'text'"
+            f"{loaded.path}: its input_kind is {loaded.input_kind!r}; this service routes text "
+            "queries and needs a policy with input_kind 'text'"
         )
     missing = [name for name in required_models if name not in loaded.models]
     if missing:
         raise PolicyError(
-            f"{path}: it lacks model(s) {missing} that --backends or --fallback-model name; "
-            f"its models are {list(loaded.models)}"
+            f"{loaded.path}: it lacks model(s) {missing} that --backends or --fallback-model "
+            f"name; its models are {list(loaded.models)}"
         )
     return loaded
+
+
+def load_serving_policy(path: str | Path, required_models: Iterable[str] = ()) -> LoadedPolicy:
+    """Load ``path`` (:func:`policies.artifact.load_policy`) and :func:`check_serving_policy` it."""
+    return check_serving_policy(load_policy(path), required_models)
 
 
 class PolicySlot:
@@ -64,8 +75,6 @@ class PolicySlot:
         """
         async with self._lock:
             target = Path(path) if path is not None else self.current.path
-            loaded = await anyio.to_thread.run_sync(
-                load_serving_policy, target, self.required_models
-            )
+            loaded = await anyio.to_thread.run_sync(load_serving_policy, target, self.required_models)
             self.current = loaded
             return loaded

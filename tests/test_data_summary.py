@@ -64,9 +64,8 @@ def test_summary_of_a_bandit_log(tmp_path: Path) -> None:
 
 
 def test_summary_of_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    for path in (tmp_path / "absent.jsonl", write_jsonl(tmp_path / "mixed.jsonl",
-                                                        full_rows() + [full_rows()[0] | {"query_id": "z",
-                                                                                         "propensity": 1}])):
+    mixed = [*full_rows(), full_rows()[0] | {"query_id": "z", "propensity": 1}]
+    for path in (tmp_path / "absent.jsonl", write_jsonl(tmp_path / "mixed.jsonl", mixed)):
         done = summary(str(path))
         assert done.returncode == 2
         assert done.stdout == "" and "Traceback" not in done.stderr

@@ -40,6 +40,12 @@ def bad(**changes: Any) -> dict[str, Any]:
     return {k: v for k, v in row.items() if v is not None}
 
 
+def raw(quality: str = "1", cost: str = "0", query: bytes = b'"t"') -> bytes:
+    """A JSON line for query "x", model a, with literal JSON ``quality`` and ``cost`` (NaN, null…)."""
+    fields = f'"quality": {quality}, "cost": {cost}'.encode()
+    return b'{"query_id": "x", "query": ' + query + b', "model": "a", ' + fields + b"}"
+
+
 @dataclass(frozen=True)
 class Case:
     """One bad line (a dict written as JSON, or raw bytes) and the reason it must get."""
@@ -56,14 +62,14 @@ CASES: dict[str, Case] = {
     "no cost and no tokens": Case(RejectReason.MISSING_COLUMN, bad(cost=None)),
     "empty query": Case(RejectReason.EMPTY_QUERY, bad(query="  \t")),
     "bad query": Case(RejectReason.BAD_QUERY, bad(query=["not", "text"])),
-    "cost NaN": Case(RejectReason.BAD_COST, b'{"query_id": "x", "query": "t", "model": "a", "quality": 1, "cost": NaN}'),
-    "cost inf": Case(RejectReason.BAD_COST, b'{"query_id": "x", "query": "t", "model": "a", "quality": 1, "cost": Infinity}'),
+    "cost NaN": Case(RejectReason.BAD_COST, raw(cost="NaN")),
+    "cost inf": Case(RejectReason.BAD_COST, raw(cost="Infinity")),
     "cost negative": Case(RejectReason.BAD_COST, bad(cost=-0.01)),
     "cost text": Case(RejectReason.BAD_COST, bad(cost="cheap")),
     "quality above 1": Case(RejectReason.BAD_QUALITY, bad(quality=1.5)),
     "quality below 0": Case(RejectReason.BAD_QUALITY, bad(quality=-0.1)),
-    "quality NaN": Case(RejectReason.BAD_QUALITY, b'{"query_id": "x", "query": "t", "model": "a", "quality": NaN, "cost": 0}'),
-    "blank score": Case(RejectReason.BLANK_SCORE, b'{"query_id": "x", "query": "t", "model": "a", "quality": null, "cost": 0}'),
+    "quality NaN": Case(RejectReason.BAD_QUALITY, raw(quality="NaN")),
+    "blank score": Case(RejectReason.BLANK_SCORE, raw(quality="null")),
     "tokens negative": Case(RejectReason.BAD_TOKENS, bad(prompt_tokens=-3, completion_tokens=2)),
     "tokens fractional": Case(RejectReason.BAD_TOKENS, bad(prompt_tokens=1.5)),
     "latency negative": Case(RejectReason.BAD_LATENCY, bad(latency_ms=-1.0)),
@@ -75,10 +81,10 @@ CASES: dict[str, Case] = {
     "duplicate outcome": Case(RejectReason.DUPLICATE_OUTCOME, good_rows()[2] | {"quality": 0.99}),
     "conflicting text": Case(RejectReason.CONFLICTING_TEXT, good_rows()[2] | {"query": "changed"}),
     "no price": Case(RejectReason.NO_PRICE, bad(model="c", cost=None, prompt_tokens=5, completion_tokens=7)),
-    "invalid UTF-8": Case(RejectReason.INVALID_UTF8, b'{"query_id": "x", "query": "caf\xe9", "model": "a", "quality": 1, "cost": 0}'),
+    "invalid UTF-8": Case(RejectReason.INVALID_UTF8, raw(query=b'"caf\xe9"')),
     "malformed": Case(RejectReason.MALFORMED_LINE, b'{"query_id": "x", this is not JSON}'),
     "not an object": Case(RejectReason.MALFORMED_LINE, b"[1, 2, 3]"),
-    "truncated last line": Case(RejectReason.TRUNCATED_LINE, b'{"query_id": "x", "query": "t", "mo', last=True),
+    "truncated last line": Case(RejectReason.TRUNCATED_LINE, raw()[:30], last=True),
     "incomplete query": Case(RejectReason.INCOMPLETE_QUERY, bad()),
 }
 
@@ -184,8 +190,9 @@ def test_duplicates_are_found_with_many_models(tmp_path: Path) -> None:
 
 
 def test_embedding_of_another_length_is_rejected(tmp_path: Path) -> None:
+    """Rejected, and its model (seen nowhere else) does not become an arm that no query has."""
     rows = [r | {"embedding": [0.1, 0.2, 0.3]} for r in good_rows()]
-    rows.append(bad(embedding=[0.1, 0.2]))
+    rows.append(bad(embedding=[0.1, 0.2], model="c"))
     path = write_jsonl(tmp_path / "log.jsonl", rows)
     loaded = load_log(path)
     assert loaded.log.stats.rejected_by_reason == {"bad embedding": 1}
@@ -262,7 +269,7 @@ def test_full_information_is_detected(tmp_path: Path) -> None:
 
 
 def test_a_log_mixing_full_and_bandit_rows_is_one_error(tmp_path: Path) -> None:
-    rows = good_rows() + [bad(propensity=0.5)]
+    rows = [*good_rows(), bad(propensity=0.5)]
     path = write_jsonl(tmp_path / "log.jsonl", rows)
     with pytest.raises(DataError, match=r"log\.jsonl: line 7: the log mixes full-information"):
         load_log(path)
@@ -270,6 +277,8 @@ def test_a_log_mixing_full_and_bandit_rows_is_one_error(tmp_path: Path) -> None:
 
 def test_a_repeated_bandit_query_is_a_duplicate(tmp_path: Path) -> None:
     rows = [r | {"propensity": 0.5} for r in good_rows()[::2]]
-    rows.append(rows[0] | {"model": "b"})
+    rows.append(rows[0] | {"model": "c"})
     path = write_jsonl(tmp_path / "log.jsonl", rows)
-    assert load_log(path).log.stats.rejected_by_reason == {"duplicate outcome": 1}
+    log = load_log(path).log
+    assert log.stats.rejected_by_reason == {"duplicate outcome": 1}
+    assert log.models == ("a",)  # the rejected row's model is no arm

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import queue
 import re
 import signal
@@ -56,8 +57,13 @@ class RunningServer:
     stderr_path: Path
 
 
-def _start_server(policy: Path, log_dir: Path, *extra_args: str) -> RunningServer:
-    """Start ``serve.py --port 0`` and wait for its ``routerl serving on ...`` line."""
+def _start_server(
+    policy: Path, log_dir: Path, *extra_args: str, env: dict[str, str] | None = None
+) -> RunningServer:
+    """Start ``serve.py --port 0`` and wait for its ``routerl serving on ...`` line.
+
+    ``env`` is added to this process's environment (tokens, backend keys).
+    """
     stderr_path = log_dir / "serve.stderr.log"
     stderr_file = stderr_path.open("w")  # a file, not a pipe: access logs must never block it
     process = subprocess.Popen(
@@ -66,6 +72,7 @@ def _start_server(policy: Path, log_dir: Path, *extra_args: str) -> RunningServe
         stdout=subprocess.PIPE,
         stderr=stderr_file,
         text=True,
+        env={**os.environ, **(env or {})},
     )
     stderr_file.close()
     lines: queue.Queue[str | None] = queue.Queue()
@@ -257,11 +264,12 @@ def test_allowed_models_restrict_the_choice(client: httpx.Client, local_policy) 
 
 
 def test_ties_go_to_the_lower_index() -> None:
-    from serving.app import _choose
+    from serving.decisions import best, ranking
 
-    assert _choose([1.0, 2.0, 2.0, 0.5], [0, 1, 2, 3]) == 1
-    assert _choose([1.0, 2.0, 2.0, 0.5], [2, 3]) == 2
-    assert _choose([3.0, 3.0], [0, 1]) == 0
+    assert best([1.0, 2.0, 2.0, 0.5], [0, 1, 2, 3]) == 1
+    assert best([1.0, 2.0, 2.0, 0.5], [2, 3]) == 2
+    assert best([3.0, 3.0], [0, 1]) == 0
+    assert ranking([1.0, 2.0, 2.0, 0.5], [0, 1, 2, 3]) == [1, 2, 0, 3]
 
 
 def test_concurrent_requests_agree(client: httpx.Client, server: str, local_policy) -> None:

@@ -128,7 +128,8 @@ def test_online_learning_through_the_env(tmp_path: Path) -> None:
 
 def test_routerbench_beats_the_single_model_hull(routerbench: Path, tmp_path: Path) -> None:
     done = _train("--config", str(ROOT / "configs" / "routerbench.yaml"), "--data", str(routerbench),
-                  "--out", str(tmp_path / "rb"))
+                  "--out", str(tmp_path / "rb"), "--set", "data.fractions.train=0.6",
+                  "--set", "data.fractions.validation=0.1")  # the default split
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "rb" / "report.json").read_text())
     data = report["data"]

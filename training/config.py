@@ -15,6 +15,7 @@ from pydantic import ConfigDict, ValidationError
 from pydantic.dataclasses import dataclass
 
 from agents.linucb import LinUCBConfig
+from agents.peers import PeerConfig
 from data.featurizer import FeaturizerConfig
 from data.schema import DataError
 from data.splits import SplitFractions
@@ -45,10 +46,11 @@ class RewardConfig:
 class AgentConfig:
     """Which learner, how it learns, and its hyperparameters."""
 
-    kind: Literal["linucb"] = "linucb"
+    kind: Literal["linucb", "knn", "logistic"] = "linucb"  # LinUCB, or a supervised peer baseline
     learning: Literal["fit", "online"] = "fit"  # one pass over the log, or interaction with the env
     online_steps: int = 20000  # episodes of env interaction when learning online
     linucb: LinUCBConfig = field(default_factory=LinUCBConfig)
+    peers: PeerConfig = field(default_factory=PeerConfig)  # grids searched for knn and logistic
 
 
 @dataclass(frozen=True, config=STRICT)

@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 
 from agents.baselines import RandomRouter, SingleModelRouter
+from agents.base import Agent
 from agents.linucb import LinUCB
+from agents.peers import LogisticRouter, NearestNeighbourRouter
 from data.featurizer import TextFeaturizer
 from data.loading import load_log
 from data.prices import PriceTable
@@ -26,7 +28,6 @@ from evaluation.figures import save_frontier
 from evaluation.metrics import oracle_actions, route_metrics
 from evaluation.report import write_markdown
 from policies.export import PolicyMetadata, build_text_policy, save_policy
-from policies.heads import UtilityHead
 from training.config import RunConfig, dump_config
 from training.tensorboard import TensorBoardLogger
 
@@ -175,12 +176,15 @@ def train(
 
 def _learn(
     config: RunConfig, train_set: _Split, tensorboard: TensorBoardLogger, progress: bool
-) -> tuple[LinUCB, int]:
+) -> tuple[Agent, int]:
     """Fit the configured agent on the training split; return it and its training steps."""
     log = train_set.log
-    agent = LinUCB(
-        log.n_models, train_set.features.shape[1], config.agent.linucb, cost_weight=config.reward.cost_weight
-    )
+    weight = config.reward.cost_weight
+    if config.agent.kind != "linucb":
+        peer_class = NearestNeighbourRouter if config.agent.kind == "knn" else LogisticRouter
+        peer = peer_class(config.agent.peers, weight).fit(train_set.features, log.quality, log.cost)
+        return peer, log.n_queries
+    agent = LinUCB(log.n_models, train_set.features.shape[1], config.agent.linucb, cost_weight=weight)
     if config.agent.learning == "fit":
         agent.fit(train_set.features, log.quality, log.cost)
         return agent, log.n_queries
@@ -192,7 +196,7 @@ def _learn(
 
 
 def _calibrate(
-    agent: LinUCB,
+    agent: Agent,
     train_set: _Split,
     validation_set: _Split,
     test_set: _Split,
@@ -214,7 +218,7 @@ def _calibrate(
 def _export(
     config: RunConfig,
     featurizer: TextFeaturizer,
-    agent: LinUCB,
+    agent: Agent,
     log: RoutingLog,
     weight: float,
     frontier: dict[str, Any],
@@ -238,5 +242,5 @@ def _export(
         metrics={key: value for key, value in test_metrics.items() if isinstance(value, float)}
         | {"aiq": frontier["aiq"]},
     )
-    module = build_text_policy(featurizer, agent.linear_map(), UtilityHead(log.n_models), metadata)
+    module = build_text_policy(featurizer, agent.linear_map(), agent.head(), metadata)
     save_policy(module, metadata, out / "policy.pt")

@@ -1,0 +1,150 @@
+"""Supervised routers the literature compares against, tuned by cross-validation on the training split.
+
+* :class:`NearestNeighbourRouter`: RouterBench's k-nearest-neighbours baseline (Hu et al., 2024,
+  arXiv:2403.12031): a query's per-model quality and cost are the means over its k most similar
+  training queries (cosine similarity of the features); k by 5-fold cross-validated squared error.
+* :class:`LogisticRouter`: one logistic regression per model for P(quality = 1 | query) (quality
+  binarised at 0.5 when it is graded), with C by 5-fold cross-validated log loss
+  (scikit-learn's ``LogisticRegressionCV``), and one ridge regression per model for the cost.
+
+Both score utility = estimated quality − w · estimated cost, so one fit serves every cost weight,
+and both export through the same "features → linear map → head" path as LinUCB. scikit-learn is
+an optional dependency (the ``dev`` extra), imported only here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pydantic import ConfigDict
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
+from policies.heads import LogisticUtilityHead, NearestNeighbourHead
+
+
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class PeerConfig:
+    """Hyperparameter grids searched by cross-validation on the training split."""
+
+    neighbours: tuple[int, ...] = (5, 10, 20, 40, 80)  # k candidates for the kNN router
+    inverse_regularisation: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # C candidates
+    folds: int = 5  # cross-validation folds
+    seed: int = 0  # fold assignment
+
+
+def _unit(features: np.ndarray) -> np.ndarray:
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
+class NearestNeighbourRouter:
+    """kNN over the query features; ``fit`` / ``predict`` like the other agents."""
+
+    name = "knn"
+    score_kind = "utility"
+
+    def __init__(self, config: PeerConfig | None = None, cost_weight: float = 0.0) -> None:
+        self.config = config or PeerConfig()
+        self.cost_weight = cost_weight
+        self.k = self.config.neighbours[0]
+
+    def fit(self, features: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> NearestNeighbourRouter:
+        """Store the training set and choose k by cross-validated squared error of quality."""
+        self.train_features = np.asarray(features, dtype=np.float64)
+        self.quality, self.cost = np.asarray(quality, dtype=np.float64), np.asarray(cost, dtype=np.float64)
+        folds = np.random.default_rng(self.config.seed).integers(self.config.folds, size=len(features))
+        unit = _unit(self.train_features)
+        candidates = [k for k in self.config.neighbours if k < len(features)] or [1]
+        errors = np.zeros(len(candidates))
+        for fold in range(self.config.folds):
+            held, kept = folds == fold, folds != fold
+            if not held.any() or kept.sum() <= max(candidates):
+                continue
+            order = np.argsort(-(unit[held] @ unit[kept].T), axis=1, kind="stable")
+            for i, k in enumerate(candidates):
+                estimate = self.quality[kept][order[:, :k]].mean(axis=1)
+                errors[i] += ((estimate - self.quality[held]) ** 2).sum()
+        self.k = candidates[int(np.argmin(errors))]
+        return self
+
+    def _estimates(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        similarity = _unit(np.asarray(features, dtype=np.float64)) @ _unit(self.train_features).T
+        neighbours = np.argsort(-similarity, axis=1, kind="stable")[:, : self.k]
+        return self.quality[neighbours].mean(axis=1), self.cost[neighbours].mean(axis=1)
+
+    def scores(self, features: np.ndarray, cost_weight: float) -> np.ndarray:
+        """Utility per model: neighbours' mean quality − w × their mean cost."""
+        quality, cost = self._estimates(features)
+        return quality - cost_weight * cost
+
+    def predict(self, features: np.ndarray, cost_weight: float | None = None) -> np.ndarray:
+        """Best model per query at ``cost_weight`` (or the default)."""
+        weight = self.cost_weight if cost_weight is None else cost_weight
+        return np.argmax(self.scores(features, weight), axis=1)
+
+    def linear_map(self) -> np.ndarray:
+        """Identity: the head needs the features themselves."""
+        return np.eye(self.train_features.shape[1])
+
+    def head(self) -> torch.nn.Module:
+        """The exported head: cosine kNN over the stored training features."""
+        return NearestNeighbourHead(torch.from_numpy(self.train_features), torch.from_numpy(self.quality),
+                                    torch.from_numpy(self.cost), self.k)
+
+
+class LogisticRouter:
+    """Per-model logistic regression for quality and ridge regression for cost."""
+
+    name = "logistic"
+    score_kind = "utility"
+
+    def __init__(self, config: PeerConfig | None = None, cost_weight: float = 0.0) -> None:
+        self.config = config or PeerConfig()
+        self.cost_weight = cost_weight
+
+    def fit(self, features: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> LogisticRouter:
+        """Fit one cross-validated logistic regression and one ridge regression per model."""
+        from sklearn.linear_model import LogisticRegressionCV, RidgeCV
+        from sklearn.model_selection import KFold
+
+        x = np.asarray(features, dtype=np.float64)
+        folds = KFold(self.config.folds, shuffle=True, random_state=self.config.seed)
+        n_models = quality.shape[1]
+        self.quality_weights = np.zeros((x.shape[1], n_models))
+        self.quality_bias = np.zeros(n_models)
+        self.chosen_c: list[float] = []
+        for arm in range(n_models):
+            labels = (quality[:, arm] >= 0.5).astype(int)
+            if labels.min() == labels.max():  # one class only: a constant logit
+                self.quality_bias[arm] = 8.0 if labels[0] else -8.0
+                self.chosen_c.append(float("nan"))
+                continue
+            model = LogisticRegressionCV(Cs=list(self.config.inverse_regularisation), cv=folds,
+                                         scoring="neg_log_loss", max_iter=2000).fit(x, labels)
+            self.quality_weights[:, arm] = model.coef_[0]
+            self.quality_bias[arm] = model.intercept_[0]
+            self.chosen_c.append(float(model.C_[0]))
+        ridge = RidgeCV(alphas=(0.01, 0.1, 1.0, 10.0)).fit(x, cost)
+        self.cost_weights = np.asarray(ridge.coef_, dtype=np.float64).T.reshape(x.shape[1], n_models)
+        self.cost_bias = np.asarray(ridge.intercept_, dtype=np.float64).reshape(n_models)
+        return self
+
+    def scores(self, features: np.ndarray, cost_weight: float) -> np.ndarray:
+        """Utility per model: P(good answer) − w × estimated cost."""
+        x = np.asarray(features, dtype=np.float64)
+        probability = 1.0 / (1.0 + np.exp(-(x @ self.quality_weights + self.quality_bias)))
+        return probability - cost_weight * (x @ self.cost_weights + self.cost_bias)
+
+    def predict(self, features: np.ndarray, cost_weight: float | None = None) -> np.ndarray:
+        """Best model per query at ``cost_weight`` (or the default)."""
+        weight = self.cost_weight if cost_weight is None else cost_weight
+        return np.argmax(self.scores(features, weight), axis=1)
+
+    def linear_map(self) -> np.ndarray:
+        """[logit weights | cost weights]; the intercepts ride on the features' bias column."""
+        stacked = np.hstack([self.quality_weights, self.cost_weights])
+        stacked[-1] += np.concatenate([self.quality_bias, self.cost_bias])
+        return stacked
+
+    def head(self) -> torch.nn.Module:
+        """sigmoid(logit) − w · cost."""
+        return LogisticUtilityHead(self.quality_weights.shape[1])

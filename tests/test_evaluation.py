@@ -1,0 +1,136 @@
+"""Evaluation: frontier measures against hand-computed values, intervals, budgets, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evaluation.bootstrap import Bootstrap, interval
+from evaluation.budget import BudgetTarget, calibrate
+from evaluation.evaluate import Sweep, paired_aiq_difference
+from evaluation.frontier import Frontier, TwoModelGap, cost_to_reach
+from training.run import RunResult
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_hull_drops_dominated_and_concave_points() -> None:
+    hull = Frontier.from_points(np.array([1, 2, 3, 4, 2.5]), np.array([0.5, 0.6, 0.9, 0.8, 0.55]))
+    assert hull.costs.tolist() == [1, 3] and hull.qualities.tolist() == [0.5, 0.9]
+
+
+def test_aiq_by_hand() -> None:
+    hull = Frontier.from_points(np.array([1, 2, 3, 4, 2.5]), np.array([0.5, 0.6, 0.9, 0.8, 0.55]))
+    assert hull.aiq((1, 3)) == pytest.approx((0.5 + 0.9) / 2)
+    assert hull.aiq((1, 4)) == pytest.approx((1.4 + 0.9) / 3)  # flat after the last vertex
+    assert hull.aiq((0, 1)) == pytest.approx(0.5)  # flat before the first vertex
+
+
+def test_cost_to_reach_by_hand() -> None:
+    hull = Frontier.from_points(np.array([1.0, 3.0]), np.array([0.5, 0.9]))
+    assert cost_to_reach(hull, 0.7) == pytest.approx(2.0)
+    assert cost_to_reach(hull, 0.4) == pytest.approx(1.0)
+    assert cost_to_reach(hull, 0.9) == pytest.approx(3.0)
+    assert cost_to_reach(hull, 0.95) is None
+
+
+def test_apgr_and_cpt_by_hand() -> None:
+    gap = TwoModelGap.from_points(np.array([0.5]), np.array([0.8]), weak_quality=0.5, strong_quality=0.9)
+    assert gap.apgr == pytest.approx(0.1875 + 0.4375)
+    assert gap.cpt["20%"] == pytest.approx(0.2 / 0.75 * 0.5)
+    assert gap.cpt["50%"] == pytest.approx(0.5 / 0.75 * 0.5)
+    assert gap.cpt["80%"] == pytest.approx(0.5 + 0.05 / 0.25 * 0.5)
+    random_mix = TwoModelGap.from_points(np.array([0.5]), np.array([0.7]), 0.5, 0.9)
+    assert random_mix.apgr == pytest.approx(0.5)  # a router no better than mixing at random
+
+
+def _sweep(costs: list[list[float]], qualities: list[list[float]]) -> Sweep:
+    cost, quality = np.array(costs), np.array(qualities)
+    return Sweep(np.arange(len(cost), dtype=float), np.zeros(cost.shape, dtype=np.int64), quality, cost)
+
+
+def test_budget_searches_the_whole_grid() -> None:
+    # Mean cost is not monotone in the weight: 0.5, 0.2, 0.4, 0.1; qualities 0.9, 0.6, 0.8, 0.3.
+    validation = _sweep([[0.5], [0.2], [0.4], [0.1]], [[0.9], [0.6], [0.8], [0.3]])
+    assert calibrate(validation, BudgetTarget("cost", 0.45)) == 2  # spends most of the budget
+    assert calibrate(validation, BudgetTarget("cost", 0.3)) == 1
+    assert calibrate(validation, BudgetTarget("cost", 0.05)) == 3  # unreachable: the cheapest
+    assert calibrate(validation, BudgetTarget("quality", 0.7)) == 2  # cheapest reaching 0.7
+    with pytest.raises(Exception, match="finite"):
+        BudgetTarget("cost", float("nan"))
+
+
+def test_bootstrap_intervals_and_pairing() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.random(400)
+    boot = Bootstrap(400, 500, seed=1)
+    low, high = interval(boot.means(values))
+    assert low < values.mean() < high and high - low < 0.1
+    np.testing.assert_array_equal(boot.means(values), Bootstrap(400, 500, seed=1).means(values))
+    sweep = _sweep([rng.random(400) * 1e-3 for _ in range(3)], [rng.random(400) for _ in range(3)])
+    same = paired_aiq_difference(sweep, sweep, Bootstrap(400, 100), (1e-4, 1e-3))
+    assert same["value"] == 0 and same["ci95"] == [0.0, 0.0]
+
+
+def test_training_report_has_intervals_figure_and_reference_costs(demo_run: RunResult) -> None:
+    report, out = demo_run.report, demo_run.directory
+    assert report["test"]["mean_quality_ci95"][0] <= report["test"]["mean_quality"] <= report["test"]["mean_quality_ci95"][1]
+    frontier = report["frontier"]
+    assert frontier["aiq_ci95"][0] <= frontier["aiq"] <= frontier["aiq_ci95"][1]
+    assert frontier["aiq"] >= frontier["zero_router_aiq"]
+    assert set(frontier["cost_to_reach"]) == {"95%", "100%"}
+    assert (out / "frontier.png").stat().st_size > 10_000
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    assert "charts/frontier" in events.Tags()["images"]
+
+
+def test_evaluation_cli_on_an_exported_policy(demo_run: RunResult, tmp_path: Path) -> None:
+    policy = demo_run.directory / "policy.pt"
+    out = tmp_path / "eval"
+    done = subprocess.run([sys.executable, "-m", "evaluation", str(policy), "--data",
+                           str(ROOT / "data" / "demo" / "demo.jsonl"), "--out", str(out), "--bootstrap", "50"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    for name in ("report.json", "report.md", "frontier.png"):
+        assert (out / name).is_file()
+    report = json.loads((out / "report.json").read_text())
+    assert report["policy"]["cost_weight"] == demo_run.report["policy"]["cost_weight"]
+    assert report["frontier"]["aiq"] > report["frontier"]["zero_router_aiq"]
+    missing = subprocess.run([sys.executable, "-m", "evaluation", str(tmp_path / "none.pt"), "--data",
+                              str(ROOT / "data" / "demo" / "demo.jsonl")], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+
+
+def _budget_run(routerbench: Path, tmp_path: Path, target: float) -> dict:
+    out = tmp_path / f"budget-{target}"
+    done = subprocess.run([sys.executable, str(ROOT / "train.py"), "--quiet", "--config",
+                           str(ROOT / "configs" / "routerbench.yaml"), "--data", str(routerbench), "--out", str(out),
+                           "--target-cost", str(target), "--set", "evaluation.bootstrap=0"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    return json.loads((out / "report.json").read_text())
+
+
+@pytest.mark.slow
+def test_budget_calibration_on_routerbench(routerbench: Path, tmp_path: Path) -> None:
+    """At or under the target on test, and within 10% of it where an operating point is within 10%."""
+    for target in (0.0005, 0.001):
+        report = _budget_run(routerbench, tmp_path, target)
+        budget = report["budget"]
+        assert budget["target"] == {"kind": "cost", "value": target}
+        assert report["policy"]["cost_weight"] == budget["cost_weight"]
+        test_cost = budget["test"]["mean_cost"]
+        assert test_cost == pytest.approx(report["test"]["mean_cost"])
+        points = [p["cost"] for p in report["frontier"]["points"]]
+        assert test_cost <= target, f"test cost {test_cost:.6f} over the target {target}"
+        if any(0.9 * target <= c <= target for c in points):
+            assert test_cost >= 0.9 * target, f"test cost {test_cost:.6f} not within 10% of {target}"

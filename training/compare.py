@@ -1,0 +1,175 @@
+"""Compare agents by K-fold cross-validation by query, with paired bootstrap intervals.
+
+    python -m training.compare --config configs/routerbench.yaml --folds 5 --out runs/rb-compare
+
+Every query is held out exactly once: for each fold the featurizer and each agent are fitted on
+the other folds, and the held-out queries are routed at every swept cost weight. The pooled
+out-of-fold decisions give each agent's frontier and AIQ on the whole log; differences of AIQ
+against the first agent get paired bootstrap intervals (the same resampled queries for both).
+The zero router (single models' hull) and the oracle are reported beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.base import Agent
+from agents.linucb import LinUCB
+from agents.peers import LogisticRouter, NearestNeighbourRouter
+from data.featurizer import TextFeaturizer
+from data.loading import load_log
+from data.prices import PriceTable
+from data.routing_log import RoutingLog
+from data.schema import DataError
+from data.splits import hash_unit
+from evaluation.bootstrap import Bootstrap, interval
+from evaluation.evaluate import Sweep, paired_aiq_difference, single_model_range, sweep_weights, zero_router
+from evaluation.frontier import cost_to_reach
+from evaluation.metrics import best_quality_actions
+from training.config import RunConfig, load_config
+from training.run import DEFAULT_PRICES
+
+AGENTS = ("linucb", "knn", "logistic")
+
+
+def make_agent(kind: str, config: RunConfig, n_models: int, dimension: int) -> Agent:
+    """A fresh agent of ``kind`` configured by ``config``."""
+    weight = config.reward.cost_weight
+    if kind == "linucb":
+        return LinUCB(n_models, dimension, config.agent.linucb, cost_weight=weight)
+    if kind == "knn":
+        return NearestNeighbourRouter(config.agent.peers, weight)
+    if kind == "logistic":
+        return LogisticRouter(config.agent.peers, weight)
+    raise DataError(f"unknown agent {kind!r}; choose from {', '.join(AGENTS)}")
+
+
+def cross_validated_sweeps(log: RoutingLog, config: RunConfig, kinds: list[str], folds: int,
+                           weights: np.ndarray) -> dict[str, Sweep]:
+    """Out-of-fold actions of each agent at every weight, pooled over the folds."""
+    fold_of = np.floor(hash_unit(log.query_ids, config.seed) * folds).astype(int)
+    actions = {kind: np.zeros((len(weights), log.n_queries), dtype=np.int64) for kind in kinds}
+    for fold in range(folds):
+        held, kept = np.flatnonzero(fold_of == fold), np.flatnonzero(fold_of != fold)
+        train, test = log.subset(kept), log.subset(held)
+        featurizer = TextFeaturizer(config.featurizer).fit(train.queries)
+        train_x, test_x = featurizer.transform(train.queries), featurizer.transform(test.queries)
+        for kind in kinds:
+            agent = make_agent(kind, config, log.n_models, featurizer.dimension)
+            agent.fit(train_x, train.quality, train.cost)
+            actions[kind][:, held] = np.stack([agent.predict(test_x, float(w)) for w in weights])
+    return {kind: Sweep.from_actions(log, weights, actions[kind]) for kind in kinds}
+
+
+def compare(log: RoutingLog, config: RunConfig, kinds: list[str], folds: int) -> dict[str, Any]:
+    """The comparison report: per agent AIQ (with interval), costs to reach the reference, differences."""
+    weights = sweep_weights(log, config.evaluation)
+    sweeps = cross_validated_sweeps(log, config, kinds, folds, weights)
+    bootstrap = Bootstrap(log.n_queries, max(config.evaluation.bootstrap, 1), config.seed)
+    cost_range = single_model_range(log)
+    mean_cost, mean_quality = log.cost.mean(axis=0), log.quality.mean(axis=0)
+    reference = config.evaluation.reference_model or log.models[int(np.argmax(mean_cost))]
+    ref = log.models.index(reference)
+    rows = np.arange(log.n_queries)
+    oracle = best_quality_actions(log)
+    zero = zero_router(log)
+    report: dict[str, Any] = {
+        "data": {"path": config.data.path, "fingerprint": log.fingerprint, "queries": log.n_queries,
+                 "models": list(log.models), "rows_read": log.stats.rows_read,
+                 "rows_rejected": log.stats.rows_rejected, "rejected_by_reason": log.stats.rejected_by_reason},
+        "folds": folds, "cost_range": list(cost_range), "reference_model": reference,
+        "reference": {"cost": float(mean_cost[ref]), "quality": float(mean_quality[ref])},
+        "zero_router": {"aiq": zero.aiq(cost_range)},
+        "oracle": {"quality": float(log.quality[rows, oracle].mean()), "cost": float(log.cost[rows, oracle].mean())},
+        "agents": {},
+        "aiq_difference_vs_first": {},
+    }
+    for share in config.evaluation.quality_targets:
+        report["zero_router"][f"cost_to_{round(share * 100)}%"] = cost_to_reach(zero, share * mean_quality[ref])
+    for kind, sweep in sweeps.items():
+        hull = sweep.frontier()
+        entry: dict[str, Any] = {"aiq": hull.aiq(cost_range),
+                                 "aiq_ci95": interval(sweep.bootstrap_aiq(bootstrap, cost_range))}
+        for share in config.evaluation.quality_targets:
+            cost = cost_to_reach(hull, share * mean_quality[ref])
+            entry[f"cost_to_{round(share * 100)}%"] = cost
+            entry[f"cost_to_{round(share * 100)}%_share_of_reference"] = None if cost is None else cost / mean_cost[ref]
+        report["agents"][kind] = entry
+    first = kinds[0]
+    for kind in kinds[1:]:
+        report["aiq_difference_vs_first"][f"{first} - {kind}"] = paired_aiq_difference(
+            sweeps[first], sweeps[kind], bootstrap, cost_range)
+    return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The comparison as tables."""
+    reference = report["reference_model"]
+    lines = [f"# Cross-validated comparison ({report['folds']} folds by query)", "",
+             f"Data: `{report['data']['path']}`, {report['data']['queries']} queries, "
+             f"{len(report['data']['models'])} models; rejected rows by reason: {report['data']['rejected_by_reason']}.",
+             f"AIQ over the single models' cost range [{report['cost_range'][0]:.6f}, {report['cost_range'][1]:.6f}] "
+             "USD per query; hulls allow mixing two operating points at random. 95% bootstrap intervals.", "",
+             f"| router | AIQ | cost to 95% of {reference} | cost to 100% |", "|---|---|---|---|"]
+
+    def usd(value: float | None, share: float | None = None) -> str:
+        if value is None:
+            return "not reached"
+        return f"{value:.6f}" + (f" ({share:.1%})" if share is not None else "")
+
+    for kind, entry in report["agents"].items():
+        low, high = entry["aiq_ci95"]
+        lines.append(f"| {kind} | {entry['aiq']:.4f} [{low:.4f}, {high:.4f}] | "
+                     f"{usd(entry['cost_to_95%'], entry['cost_to_95%_share_of_reference'])} | "
+                     f"{usd(entry['cost_to_100%'], entry['cost_to_100%_share_of_reference'])} |")
+    zero = report["zero_router"]
+    lines.append(f"| zero router | {zero['aiq']:.4f} | {usd(zero['cost_to_95%'])} | {usd(zero['cost_to_100%'])} |")
+    lines.append(f"| oracle | quality {report['oracle']['quality']:.4f} at {report['oracle']['cost']:.6f} USD | | |")
+    lines += ["", f"Reference {reference}: quality {report['reference']['quality']:.4f} at "
+                  f"{report['reference']['cost']:.6f} USD per query.", "",
+              "| AIQ difference | value | 95% interval (paired bootstrap) |", "|---|---|---|"]
+    for name, diff in report["aiq_difference_vs_first"].items():
+        lines.append(f"| {name} | {diff['value']:+.4f} | [{diff['ci95'][0]:+.4f}, {diff['ci95'][1]:+.4f}] |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: cross-validate agents on a log and write compare.json and compare.md."""
+    parser = argparse.ArgumentParser(prog="python -m training.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True, help="run configuration (featurizer, agents, seed)")
+    parser.add_argument("--data", help="log file or directory; overrides data.path")
+    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds by query (default 5)")
+    parser.add_argument("--agents", default=",".join(AGENTS), help=f"comma-separated, first is the reference "
+                        f"of the differences (default {','.join(AGENTS)})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", type=Path, required=True, help="folder for compare.json and compare.md")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides, cli_data=args.data)
+        if args.folds < 2:
+            raise DataError("--folds must be at least 2")
+        kinds = [k.strip() for k in args.agents.split(",") if k.strip()]
+        for kind in kinds:
+            if kind not in AGENTS:
+                raise DataError(f"unknown agent {kind!r}; choose from {', '.join(AGENTS)}")
+        log = load_log(config.data.path, prices=PriceTable.load(config.data.prices or DEFAULT_PRICES)).log
+        report = compare(log, config, kinds, args.folds)
+    except DataError as error:
+        print(f"compare: error: {error}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "compare.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    text = markdown(report)
+    (args.out / "compare.md").write_text(text, encoding="utf-8")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
