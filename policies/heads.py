@@ -4,6 +4,8 @@ Every agent reduces to "features → one linear map → a small head" (ARCHITECT
 rule), which lets the exporter fold the featurizer's projection into the linear map.
 """
 
+import math
+
 import torch
 
 
@@ -60,3 +62,53 @@ class NearestNeighbourHead(torch.nn.Module):
         unit = z / torch.linalg.vector_norm(z, dim=1, keepdim=True).clamp_min(1e-12)
         neighbours = torch.topk(unit @ self.train_unit.T, self.k, dim=1).indices
         return self.quality[neighbours].mean(dim=1) - cost_weight * self.cost[neighbours].mean(dim=1)
+
+
+class MlpLogitHead(torch.nn.Module):
+    """A preference-conditioned actor's logits from its first layer's text part (``score_kind`` "logit").
+
+    The actor is an MLP on the observation [x, f(w)] (features, then the cost-weight feature of
+    :class:`envs.rewards.PreferenceConfig`). Its first layer W₁[x, f(w)] + b₁ splits into the
+    text part z = x W₁[:, :d]ᵀ, which the exporter folds into the linear map, and the weight
+    column u = W₁[:, d], kept here:
+
+        w' = clamp(w, 0, high),     f(w') = log1p(w' / low) / log1p(high / low)
+        h₁ = act(z + f(w') u + b₁),     h_{l+1} = act(W_l h_l + b_l),     logits = W_L h_L + b_L
+
+    ``layers`` are the actor's linear layers after the first, the last one giving the K logits.
+    Weights above ``high`` were never trained on, so they are clamped (CONTRACTS.md §2).
+    """
+
+    low: float
+    high: float
+    activation: str
+
+    def __init__(self, weight_column: torch.Tensor, first_bias: torch.Tensor, layers: list[torch.nn.Linear],
+                 activation: str, low: float, high: float) -> None:
+        super().__init__()
+        if activation not in ("tanh", "relu"):
+            raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
+        self.register_buffer("weight_column", weight_column.detach().to(torch.float64).clone())
+        self.register_buffer("first_bias", first_bias.detach().to(torch.float64).clone())
+        self.layers = torch.nn.ModuleList()
+        for layer in layers:
+            copy = torch.nn.Linear(layer.in_features, layer.out_features, dtype=torch.float64)
+            copy.load_state_dict({"weight": layer.weight.detach().to(torch.float64),
+                                  "bias": layer.bias.detach().to(torch.float64)})
+            copy.requires_grad_(False)
+            self.layers.append(copy)
+        self.activation = activation
+        self.low = float(low)
+        self.high = float(high)
+
+    def _act(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(hidden) if self.activation == "tanh" else torch.relu(hidden)
+
+    def forward(self, z: torch.Tensor, cost_weight: float) -> torch.Tensor:
+        """(N, K) actor logits at the clamped ``cost_weight``."""
+        weight = min(max(cost_weight, 0.0), self.high)
+        feature = math.log1p(weight / self.low) / math.log1p(self.high / self.low)
+        hidden = z + feature * self.weight_column + self.first_bias
+        for layer in self.layers:
+            hidden = layer(self._act(hidden))
+        return hidden

@@ -50,8 +50,9 @@ def make_agent(kind: str, config: RunConfig, n_models: int, dimension: int) -> A
     raise DataError(f"unknown agent {kind!r}; choose from {', '.join(AGENTS)}")
 
 
-def cross_validated_sweeps(log: RoutingLog, config: RunConfig, kinds: list[str], folds: int,
-                           weights: np.ndarray) -> dict[str, Sweep]:
+def cross_validated_sweeps(
+    log: RoutingLog, config: RunConfig, kinds: list[str], folds: int, weights: np.ndarray
+) -> dict[str, Sweep]:
     """Out-of-fold actions of each agent at every weight, pooled over the folds."""
     fold_of = np.floor(hash_unit(log.query_ids, config.seed) * folds).astype(int)
     actions = {kind: np.zeros((len(weights), log.n_queries), dtype=np.int64) for kind in kinds}
@@ -80,43 +81,66 @@ def compare(log: RoutingLog, config: RunConfig, kinds: list[str], folds: int) ->
     oracle = best_quality_actions(log)
     zero = zero_router(log)
     report: dict[str, Any] = {
-        "data": {"path": config.data.path, "fingerprint": log.fingerprint, "queries": log.n_queries,
-                 "models": list(log.models), "rows_read": log.stats.rows_read,
-                 "rows_rejected": log.stats.rows_rejected, "rejected_by_reason": log.stats.rejected_by_reason},
-        "folds": folds, "cost_range": list(cost_range), "reference_model": reference,
+        "data": {
+            "path": config.data.path,
+            "fingerprint": log.fingerprint,
+            "queries": log.n_queries,
+            "models": list(log.models),
+            "rows_read": log.stats.rows_read,
+            "rows_rejected": log.stats.rows_rejected,
+            "rejected_by_reason": log.stats.rejected_by_reason,
+        },
+        "folds": folds,
+        "cost_range": list(cost_range),
+        "reference_model": reference,
         "reference": {"cost": float(mean_cost[ref]), "quality": float(mean_quality[ref])},
         "zero_router": {"aiq": zero.aiq(cost_range)},
-        "oracle": {"quality": float(log.quality[rows, oracle].mean()), "cost": float(log.cost[rows, oracle].mean())},
+        "oracle": {
+            "quality": float(log.quality[rows, oracle].mean()),
+            "cost": float(log.cost[rows, oracle].mean()),
+        },
         "agents": {},
         "aiq_difference_vs_first": {},
     }
     for share in config.evaluation.quality_targets:
-        report["zero_router"][f"cost_to_{round(share * 100)}%"] = cost_to_reach(zero, share * mean_quality[ref])
+        report["zero_router"][f"cost_to_{round(share * 100)}%"] = cost_to_reach(
+            zero, share * mean_quality[ref]
+        )
     for kind, sweep in sweeps.items():
         hull = sweep.frontier()
-        entry: dict[str, Any] = {"aiq": hull.aiq(cost_range),
-                                 "aiq_ci95": interval(sweep.bootstrap_aiq(bootstrap, cost_range))}
+        entry: dict[str, Any] = {
+            "aiq": hull.aiq(cost_range),
+            "aiq_ci95": interval(sweep.bootstrap_aiq(bootstrap, cost_range)),
+        }
         for share in config.evaluation.quality_targets:
             cost = cost_to_reach(hull, share * mean_quality[ref])
             entry[f"cost_to_{round(share * 100)}%"] = cost
-            entry[f"cost_to_{round(share * 100)}%_share_of_reference"] = None if cost is None else cost / mean_cost[ref]
+            entry[f"cost_to_{round(share * 100)}%_share_of_reference"] = (
+                None if cost is None else cost / mean_cost[ref]
+            )
         report["agents"][kind] = entry
     first = kinds[0]
     for kind in kinds[1:]:
         report["aiq_difference_vs_first"][f"{first} - {kind}"] = paired_aiq_difference(
-            sweeps[first], sweeps[kind], bootstrap, cost_range)
+            sweeps[first], sweeps[kind], bootstrap, cost_range
+        )
     return report
 
 
 def markdown(report: dict[str, Any]) -> str:
     """The comparison as tables."""
     reference = report["reference_model"]
-    lines = [f"# Cross-validated comparison ({report['folds']} folds by query)", "",
-             f"Data: `{report['data']['path']}`, {report['data']['queries']} queries, "
-             f"{len(report['data']['models'])} models; rejected rows by reason: {report['data']['rejected_by_reason']}.",
-             f"AIQ over the single models' cost range [{report['cost_range'][0]:.6f}, {report['cost_range'][1]:.6f}] "
-             "USD per query; hulls allow mixing two operating points at random. 95% bootstrap intervals.", "",
-             f"| router | AIQ | cost to 95% of {reference} | cost to 100% |", "|---|---|---|---|"]
+    lines = [
+        f"# Cross-validated comparison ({report['folds']} folds by query)",
+        "",
+        f"Data: `{report['data']['path']}`, {report['data']['queries']} queries, "
+        f"{len(report['data']['models'])} models; rejected rows by reason: {report['data']['rejected_by_reason']}.",
+        f"AIQ over the single models' cost range [{report['cost_range'][0]:.6f}, {report['cost_range'][1]:.6f}] "
+        "USD per query; hulls allow mixing two operating points at random. 95% bootstrap intervals.",
+        "",
+        f"| router | AIQ | cost to 95% of {reference} | cost to 100% |",
+        "|---|---|---|---|",
+    ]
 
     def usd(value: float | None, share: float | None = None) -> str:
         if value is None:
@@ -125,15 +149,26 @@ def markdown(report: dict[str, Any]) -> str:
 
     for kind, entry in report["agents"].items():
         low, high = entry["aiq_ci95"]
-        lines.append(f"| {kind} | {entry['aiq']:.4f} [{low:.4f}, {high:.4f}] | "
-                     f"{usd(entry['cost_to_95%'], entry['cost_to_95%_share_of_reference'])} | "
-                     f"{usd(entry['cost_to_100%'], entry['cost_to_100%_share_of_reference'])} |")
+        lines.append(
+            f"| {kind} | {entry['aiq']:.4f} [{low:.4f}, {high:.4f}] | "
+            f"{usd(entry['cost_to_95%'], entry['cost_to_95%_share_of_reference'])} | "
+            f"{usd(entry['cost_to_100%'], entry['cost_to_100%_share_of_reference'])} |"
+        )
     zero = report["zero_router"]
-    lines.append(f"| zero router | {zero['aiq']:.4f} | {usd(zero['cost_to_95%'])} | {usd(zero['cost_to_100%'])} |")
-    lines.append(f"| oracle | quality {report['oracle']['quality']:.4f} at {report['oracle']['cost']:.6f} USD | | |")
-    lines += ["", f"Reference {reference}: quality {report['reference']['quality']:.4f} at "
-                  f"{report['reference']['cost']:.6f} USD per query.", "",
-              "| AIQ difference | value | 95% interval (paired bootstrap) |", "|---|---|---|"]
+    lines.append(
+        f"| zero router | {zero['aiq']:.4f} | {usd(zero['cost_to_95%'])} | {usd(zero['cost_to_100%'])} |"
+    )
+    lines.append(
+        f"| oracle | quality {report['oracle']['quality']:.4f} at {report['oracle']['cost']:.6f} USD | | |"
+    )
+    lines += [
+        "",
+        f"Reference {reference}: quality {report['reference']['quality']:.4f} at "
+        f"{report['reference']['cost']:.6f} USD per query.",
+        "",
+        "| AIQ difference | value | 95% interval (paired bootstrap) |",
+        "|---|---|---|",
+    ]
     for name, diff in report["aiq_difference_vs_first"].items():
         lines.append(f"| {name} | {diff['value']:+.4f} | [{diff['ci95'][0]:+.4f}, {diff['ci95'][1]:+.4f}] |")
     return "\n".join(lines) + "\n"
@@ -142,11 +177,16 @@ def markdown(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """CLI: cross-validate agents on a log and write compare.json and compare.md."""
     parser = argparse.ArgumentParser(prog="python -m training.compare", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, required=True, help="run configuration (featurizer, agents, seed)")
+    parser.add_argument(
+        "--config", type=Path, required=True, help="run configuration (featurizer, agents, seed)"
+    )
     parser.add_argument("--data", help="log file or directory; overrides data.path")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds by query (default 5)")
-    parser.add_argument("--agents", default=",".join(AGENTS), help=f"comma-separated, first is the reference "
-                        f"of the differences (default {','.join(AGENTS)})")
+    parser.add_argument(
+        "--agents",
+        default=",".join(AGENTS),
+        help=f"comma-separated, first is the reference of the differences (default {','.join(AGENTS)})",
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, required=True, help="folder for compare.json and compare.md")
     args = parser.parse_args(argv)

@@ -19,6 +19,8 @@ from agents.peers import PeerConfig
 from data.featurizer import FeaturizerConfig
 from data.schema import DataError
 from data.splits import SplitFractions
+from envs.rewards import RewardConfig
+from envs.task import EnvConfig
 from evaluation.evaluate import EvaluationConfig
 
 STRICT = ConfigDict(extra="forbid")
@@ -33,13 +35,6 @@ class DataConfig:
     allow_pickle: bool = False  # read RouterBench pandas pickles (they can run code: trusted files only)
     split: Literal["hash", "time"] = "hash"  # by hash of query_id and seed, or by timestamp
     fractions: SplitFractions = field(default_factory=SplitFractions)
-
-
-@dataclass(frozen=True, config=STRICT)
-class RewardConfig:
-    """reward = quality − cost_weight × cost (USD per query)."""
-
-    cost_weight: float = 30.0  # quality given up to save one USD per query
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -61,7 +56,10 @@ class RunConfig:
     seed: int = 0  # seeds the split, the featurizer, the environment and the agent
     data: DataConfig = field(default_factory=DataConfig)
     featurizer: FeaturizerConfig = field(default_factory=FeaturizerConfig)
-    reward: RewardConfig = field(default_factory=RewardConfig)
+    reward: RewardConfig = field(default_factory=lambda: RewardConfig(cost_weight=30.0))  # envs.rewards
+    # On a bandit-feedback log, env.feedback (dm | ips | dr) is what training learns from ("full": dm);
+    # evaluation always uses DR and reports every off-policy estimator.
+    env: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 

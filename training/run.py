@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from agents.baselines import RandomRouter, SingleModelRouter
 from agents.base import Agent
+from agents.baselines import RandomRouter, SingleModelRouter
 from agents.linucb import LinUCB
 from agents.peers import LogisticRouter, NearestNeighbourRouter
 from data.featurizer import TextFeaturizer
@@ -20,12 +20,21 @@ from data.prices import PriceTable
 from data.routing_log import RoutingLog
 from data.schema import DataError
 from data.splits import split
+from envs.estimators import (
+    DirectMethod,
+    DoublyRobust,
+    InverseProbabilityWeighting,
+    PredictedOutcomes,
+    RewardModel,
+    counterfactual_table,
+)
 from envs.routing_env import RoutingEnv
 from evaluation.bootstrap import Bootstrap
 from evaluation.budget import BudgetTarget, budget_report, calibrate
 from evaluation.evaluate import Sweep, frontier_report, metrics_with_intervals, sweep_weights
 from evaluation.figures import save_frontier
 from evaluation.metrics import oracle_actions, route_metrics
+from evaluation.ope import logged_outcomes, off_policy_estimates
 from evaluation.report import write_markdown
 from policies.export import PolicyMetadata, build_text_policy, save_policy
 from training.config import RunConfig, dump_config
@@ -78,11 +87,6 @@ def train(
     )
     loaded.quarantine.write(out / "rejected.jsonl")
     log = loaded.log
-    if log.feedback != "full":
-        raise DataError(
-            f"{config.data.path}: training on bandit-feedback logs is not supported yet; "
-            "give a full-information log (every model's outcome per query)"
-        )
     splits = split(log, config.data.fractions, config.seed, config.data.split)
     if len(splits.train) == 0 or len(splits.test) == 0:
         raise DataError(f"{config.data.path}: too few queries ({log.n_queries}) to split into train and test")
@@ -91,11 +95,16 @@ def train(
         _Split(part, featurizer.transform(part.queries))
         for part in (log.subset(splits.train), log.subset(splits.validation), log.subset(splits.test))
     )
+    off_policy = None
+    if log.feedback == "bandit":
+        train_set, validation_set, test_set, off_policy = _counterfactual_splits(
+            config, train_set, validation_set, test_set
+        )
 
     tensorboard = TensorBoardLogger(out / "tb")
-    agent, steps = _learn(config, train_set, tensorboard, progress)
+    agent, steps, learned_weight = _learn(config, train_set, tensorboard, progress)
     weights = sweep_weights(train_set.log, config.evaluation)
-    weight = config.reward.cost_weight
+    weight = config.reward.cost_weight if learned_weight is None else learned_weight
     report_budget = None
     if target is not None:
         weight, report_budget = _calibrate(agent, train_set, validation_set, test_set, target, config)
@@ -111,8 +120,9 @@ def train(
         "random": RandomRouter(log.n_models, seed=config.seed).predict(test_set.features, weight),
         "cheapest": SingleModelRouter.cheapest(train_set.log).predict(test_set.features, weight),
         "best single": SingleModelRouter.best(train_set.log).predict(test_set.features, weight),
-        "oracle": oracle_actions(test, weight),
     }
+    if off_policy is None:  # the per-query oracle needs every model's outcome
+        baselines["oracle"] = oracle_actions(test, weight)
     baseline_metrics = {
         name: metrics_with_intervals(test, actions, weight, bootstrap) for name, actions in baselines.items()
     }
@@ -160,6 +170,11 @@ def train(
         )
     if report_budget is not None:
         report["budget"] = report_budget
+    if off_policy is not None:
+        report["evaluated_on"] = "Test split, estimated by DR from bandit feedback"
+        report["off_policy"] = off_policy.estimates(
+            agent.predict(test_set.features, weight), weight, bootstrap
+        )
 
     figure = save_frontier(
         frontier, f"{agent.name} on {Path(config.data.path).name} (test split)", out / "frontier.png"
@@ -176,23 +191,90 @@ def train(
 
 def _learn(
     config: RunConfig, train_set: _Split, tensorboard: TensorBoardLogger, progress: bool
-) -> tuple[Agent, int]:
-    """Fit the configured agent on the training split; return it and its training steps."""
+) -> tuple[Agent, int, float | None]:
+    """Fit the configured agent on the training split.
+
+    Returns the agent, its training steps, and the cost weight it learned (the averaged budget
+    multiplier λ̄ when the reward has a budget and learning is online; None otherwise).
+    """
     log = train_set.log
     weight = config.reward.cost_weight
     if config.agent.kind != "linucb":
         peer_class = NearestNeighbourRouter if config.agent.kind == "knn" else LogisticRouter
         peer = peer_class(config.agent.peers, weight).fit(train_set.features, log.quality, log.cost)
-        return peer, log.n_queries
+        return peer, log.n_queries, None
     agent = LinUCB(log.n_models, train_set.features.shape[1], config.agent.linucb, cost_weight=weight)
     if config.agent.learning == "fit":
+        if config.reward.budget is not None:
+            raise DataError("a budget reward needs agent.learning=online (the multiplier is learned online)")
         agent.fit(train_set.features, log.quality, log.cost)
-        return agent, log.n_queries
-    env = RoutingEnv(log, train_set.features, config.reward.cost_weight)
+        return agent, log.n_queries, None
+    env = RoutingEnv(log, train_set.features, config.reward)
     agent.learn(
         env, config.agent.online_steps, seed=config.seed, progress=progress, callback=tensorboard.on_step
     )
-    return agent, config.agent.online_steps
+    return agent, config.agent.online_steps, env.default_cost_weight
+
+
+@dataclass(frozen=True)
+class _OffPolicy:
+    """A bandit-feedback test split: the logged rounds and the reward model's predictions."""
+
+    log: RoutingLog
+    predictions: PredictedOutcomes
+    seed: int
+    max_weight: float | None
+
+    def estimates(self, actions: np.ndarray, weight: float, bootstrap: Bootstrap | None) -> dict[str, Any]:
+        """DM, IPS, SNIPS, DR and replay estimates of the policy's choices."""
+        return off_policy_estimates(
+            self.log, actions, self.predictions, weight, bootstrap, self.seed, self.max_weight
+        )
+
+
+def _counterfactual_splits(
+    config: RunConfig, train_set: _Split, validation_set: _Split, test_set: _Split
+) -> tuple[_Split, _Split, _Split, _OffPolicy]:
+    """Turn the splits of a bandit-feedback log into counterfactual full-information tables.
+
+    A reward model (per-arm ridge on the training split's logged rounds) gives m̂. Cell (i, a)
+    of a table estimates arm a's outcome on query i: DM m̂; IPS w·y on the logged arm and 0
+    elsewhere; DR m̂ plus the importance-weighted residual (Dudík, Langford & Li, 2011). The
+    training split uses ``env.feedback`` (DM when it is left at "full": lowest variance for
+    learning); validation and test always use DR, whose mean over a deterministic policy's cells
+    is that policy's DR estimate, so that metrics and frontiers run unchanged and stay unbiased
+    when the propensities are right. The test split is also estimated by every OPE estimator.
+    """
+    train = train_set.log
+    assert train.action is not None
+    model = RewardModel(train.n_models, config.env.reward_model)
+    rows = np.arange(train.n_queries)
+    model.fit(
+        train_set.features, train.action, train.quality[rows, train.action], train.cost[rows, train.action]
+    )
+    estimators = {
+        "dm": DirectMethod(),
+        "ips": InverseProbabilityWeighting(config.env.max_weight),
+        "dr": DoublyRobust(config.env.max_weight),
+    }
+    learning = "dm" if config.env.feedback == "full" else config.env.feedback
+
+    def table(part: _Split, feedback: str) -> _Split:
+        if part.log.n_queries == 0:
+            return part
+        actions, propensities, quality, cost = logged_outcomes(part.log)
+        predicted, estimator = model.predict(part.features), estimators[feedback]
+        estimated = replace(
+            part.log,
+            quality=counterfactual_table(estimator, actions, quality, propensities, predicted.quality),
+            cost=counterfactual_table(estimator, actions, cost, propensities, predicted.cost),
+        )
+        return _Split(estimated, part.features)
+
+    off_policy = _OffPolicy(
+        test_set.log, model.predict(test_set.features), config.seed, config.env.max_weight
+    )
+    return table(train_set, learning), table(validation_set, "dr"), table(test_set, "dr"), off_policy
 
 
 def _calibrate(
