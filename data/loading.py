@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from data.decision_log import Pending, join_decisions
 from data.log_builder import LogBuilder
 from data.prices import PriceTable
 from data.quarantine import Quarantine
@@ -42,8 +43,11 @@ def load_log(
     builder = LogBuilder(quarantine)
     with tqdm(desc=f"reading {Path(path).name}", unit=" rows", disable=not progress) as bar:
         for file in files:
-            for item in read_file(file, allow_pickle=allow_pickle):
+            for item in join_decisions(read_file(file, allow_pickle=allow_pickle)):
                 bar.update()
+                if isinstance(item, Pending):
+                    builder.pending += 1
+                    continue
                 if not isinstance(item, ParsedRow):
                     builder.reject(item.file, item.position, item.locator, item.reason, item.detail,
                                    item.raw)

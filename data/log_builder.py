@@ -57,6 +57,7 @@ class LogBuilder:
 
     quarantine: Quarantine
     rows_read: int = 0
+    pending: int = 0  # decision-log decisions still waiting for feedback (neither accepted nor rejected)
     feedback: Feedback | None = None
     _kind_source: _Where | None = None
     # Per query (index = order of first acceptance).
@@ -261,6 +262,7 @@ class LogBuilder:
             rows_accepted=accepted,
             rows_rejected=self.quarantine.count,
             rejected_by_reason=self.quarantine.by_reason(),
+            pending=self.pending,
         )
 
 

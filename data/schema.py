@@ -50,6 +50,8 @@ class RejectReason(str, Enum):
     MALFORMED_LINE = "malformed line"  # not a JSON object
     TRUNCATED_LINE = "truncated line"  # the last line of the file is cut short (no newline, no JSON)
     INCOMPLETE_QUERY = "incomplete query"  # full-information query that lost a model's outcome
+    ORPHAN_FEEDBACK = "feedback without decision"  # decision log: feedback for an unknown query_id
+    NOT_POLICY_CHOICE = "not the policy's choice"  # decision log: served by a fallback, propensity unknown
 
 
 class DataError(Exception):

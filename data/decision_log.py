@@ -1,0 +1,88 @@
+"""Join a service's decision log (CONTRACTS.md §4) into bandit-feedback rows.
+
+``serve.py --decision-log FILE`` appends one JSON line per routed request,
+``{query_id, query, model, propensity, cost_weight, policy_version, timestamp}`` (plus token
+counts when proxied), and ``POST /feedback`` appends ``{query_id, quality, cost}`` to the same
+file. A file whose first record carries ``policy_version`` is read as such a log:
+
+* a decision with feedback becomes one canonical bandit-feedback row: its query, model and
+  propensity, the feedback's quality, and the feedback's cost (else the decision's token counts,
+  priced by the price table);
+* a decision still waiting for feedback is **pending**: counted, neither accepted nor rejected;
+* feedback for a query_id with no decision is rejected as ``feedback without decision``; a second
+  feedback for one decision as ``duplicate outcome``; a decision the service served by falling
+  back (``fallback_from``: the policy did not choose that model, so the propensity is not its
+  probability) as ``not the policy's choice``.
+
+The decision's line number locates the joined row in ``rejected.jsonl``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from data.reading import Item, ParsedRow, RowError
+from data.schema import RejectReason
+
+DECISION_FIELDS = ("query_id", "query", "model", "propensity", "timestamp", "prompt_tokens", "completion_tokens")
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A decision still waiting for feedback (counted in ``ReadStats.pending``)."""
+
+    file: str
+    position: int
+
+
+def is_decision(fields: dict) -> bool:
+    """A decision record of the service's log."""
+    return "policy_version" in fields
+
+
+def join_decisions(items: Iterator[Item]) -> Iterator[Item | Pending]:
+    """Pass a canonical log through unchanged; join a decision log into bandit-feedback rows."""
+    first = next(items, None)
+    if first is None:
+        return
+    if not (isinstance(first, ParsedRow) and is_decision(first.fields)):
+        yield first
+        yield from items
+        return
+    decisions: dict[str, ParsedRow] = {}
+    feedback: dict[str, ParsedRow] = {}
+    for item in (first, *items):
+        if not isinstance(item, ParsedRow):
+            yield item
+            continue
+        query_id = str(item.fields.get("query_id"))
+        if is_decision(item.fields):
+            if query_id in decisions:
+                yield _error(item, RejectReason.DUPLICATE_OUTCOME, f"query_id {query_id!r} was already decided")
+            elif item.fields.get("fallback_from") is not None:
+                yield _error(item, RejectReason.NOT_POLICY_CHOICE,
+                             f"served by {item.fields.get('model')!r} after {item.fields['fallback_from']!r} failed")
+            else:
+                decisions[query_id] = item
+        elif query_id in feedback:
+            yield _error(item, RejectReason.DUPLICATE_OUTCOME, f"query_id {query_id!r} already has feedback")
+        else:
+            feedback[query_id] = item
+    for query_id, answer in feedback.items():
+        if query_id not in decisions:
+            yield _error(answer, RejectReason.ORPHAN_FEEDBACK, f"no decision for query_id {query_id!r}")
+    for query_id, decision in decisions.items():
+        answer = feedback.get(query_id)
+        if answer is None:
+            yield Pending(decision.file, decision.position)
+            continue
+        fields = {key: decision.fields.get(key) for key in DECISION_FIELDS}
+        fields["quality"] = answer.fields.get("quality")
+        if answer.fields.get("cost") is not None:
+            fields["cost"] = answer.fields["cost"]
+        yield ParsedRow(decision.file, decision.position, decision.locator, fields)
+
+
+def _error(item: ParsedRow, reason: RejectReason, detail: str) -> RowError:
+    return RowError(item.file, item.position, item.locator, reason, detail, str(item.fields))
