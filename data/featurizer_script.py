@@ -25,6 +25,7 @@ class ScriptedFeaturizer(torch.nn.Module):
     delimiters: list[str]
     common_delimiters: list[str]
     vocabulary: dict[str, int]
+    bigrams: dict[str, dict[str, int]]
     n_terms: int
     length_scale: float
     idf: torch.Tensor
@@ -34,6 +35,12 @@ class ScriptedFeaturizer(torch.nn.Module):
         self.delimiters = [chr(byte) for byte in DELIMITERS]
         self.common_delimiters = [d for d in COMMON_DELIMITERS if d in self.delimiters]
         self.vocabulary = {term: index for index, term in enumerate(vocabulary)}
+        # bigrams[left][right] = index of the term "left right": looked up without building strings
+        self.bigrams: dict[str, dict[str, int]] = {}
+        for term, index in self.vocabulary.items():
+            parts = term.split(" ")
+            if len(parts) == 2 and parts[0] != "" and parts[1] != "":
+                self.bigrams.setdefault(parts[0], {})[parts[1]] = index
         self.register_buffer("idf", idf.to(torch.float64))
         self.n_terms = len(vocabulary)
         self.length_scale = length_scale
@@ -75,35 +82,44 @@ class ScriptedFeaturizer(torch.nn.Module):
         tf-idf entries.
         """
         vocabulary = self.vocabulary
+        follows = self.bigrams
+        nothing: dict[str, int] = {}
         width = max(self.n_terms, 1)
         keys: list[int] = []  # row * width + column of every known term occurrence
         lengths: list[float] = []
         for row, text in enumerate(texts):
             base = row * width
             count = 0
-            previous = ""
+            following = nothing  # bigrams that start with the previous token
             for token in self._clean(text.lower()).split(" "):
                 if token != "":
                     count += 1
                     index = vocabulary.get(token, -1)
                     if index >= 0:
                         keys.append(base + index)
-                    if count > 1:
-                        index = vocabulary.get(previous + " " + token, -1)
-                        if index >= 0:
-                            keys.append(base + index)
-                    previous = token
+                    index = following.get(token, -1)
+                    if index >= 0:
+                        keys.append(base + index)
+                    following = follows.get(token, nothing)
             lengths.append(float(count))
-        unique, counts = torch.unique(torch.tensor(keys, dtype=torch.int64), return_counts=True)
+        if len(keys) <= 2048:  # sorting a short list, then a linear pass, beats torch.unique's set-up
+            keys.sort()
+            unique, counts = torch.unique_consecutive(torch.tensor(keys, dtype=torch.int64), return_counts=True)
+        else:
+            unique, counts = torch.unique(torch.tensor(keys, dtype=torch.int64), return_counts=True)
+        values = (1.0 + torch.log(counts.to(torch.float64)))
         if len(texts) == 1:
             row_of = torch.zeros_like(unique)
             col_of = unique
+            values = values * self.idf.index_select(0, col_of)
+            squares = torch.zeros(1, dtype=torch.float64).index_add_(0, row_of, values * values)
+            values = values / torch.sqrt(squares)
         else:
             row_of = torch.div(unique, width, rounding_mode="floor")
             col_of = unique - row_of * width
-        values = (1.0 + torch.log(counts.to(torch.float64))) * self.idf[col_of]
-        squares = torch.zeros(len(texts), dtype=torch.float64).index_add_(0, row_of, values * values)
-        values = values / torch.sqrt(squares)[row_of]
+            values = values * self.idf.index_select(0, col_of)
+            squares = torch.zeros(len(texts), dtype=torch.float64).index_add_(0, row_of, values * values)
+            values = values / torch.sqrt(squares).index_select(0, row_of)
         n_tokens = torch.tensor(lengths, dtype=torch.float64)
         extras = torch.stack(
             [n_tokens / self.length_scale, torch.log1p(n_tokens), torch.ones_like(n_tokens)], dim=1

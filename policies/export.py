@@ -22,6 +22,7 @@ import torch
 from data.featurizer import N_DENSE_EXTRAS, TextFeaturizer
 from data.featurizer_script import ScriptedFeaturizer
 from policies.artifact import METADATA_FILE, quiet_jit
+from policies.embedding_policy import EmbeddingRoutingPolicy
 from policies.text_policy import TextRoutingPolicy
 
 ROUTERL_VERSION = "0.1.0"
@@ -74,6 +75,21 @@ def build_text_policy(
         featurizer=ScriptedFeaturizer.from_featurizer(featurizer),
         text_map=torch.from_numpy(np.ascontiguousarray(text_map, dtype=np.float64)),
         dense_map=torch.from_numpy(np.ascontiguousarray(linear_map[components:], dtype=np.float64)),
+        head=head,
+        models=metadata.models,
+        default_cost_weight=metadata.default_cost_weight,
+        cost_weight_range=metadata.cost_weight_range,
+        clamp_cost_weight=clamp_cost_weight,
+    )
+    return script(policy)
+
+
+def build_embedding_policy(
+    linear_map: np.ndarray, head: torch.nn.Module, metadata: PolicyMetadata, clamp_cost_weight: bool = False
+) -> torch.jit.ScriptModule:
+    """Script an ``input_kind`` "embedding" policy: features are the embedding and a bias column."""
+    policy = EmbeddingRoutingPolicy(
+        feature_map=torch.from_numpy(np.ascontiguousarray(linear_map, dtype=np.float64)),
         head=head,
         models=metadata.models,
         default_cost_weight=metadata.default_cost_weight,

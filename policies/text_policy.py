@@ -70,7 +70,7 @@ class TextRoutingPolicy(torch.nn.Module):
         weight = self._weight(cost_weight)
         rows, cols, values, extras = self.featurizer(queries)
         hidden = extras @ self.dense_map
-        hidden.index_add_(0, rows, values.unsqueeze(1) * self.text_map[cols])
+        hidden.index_add_(0, rows, values.unsqueeze(1) * self.text_map.index_select(0, cols))
         return self.head(hidden, weight)
 
     @torch.jit.export

@@ -54,6 +54,9 @@ class RunConfig:
 
     name: str = "default"  # run name; the run directory defaults to runs/<name>
     seed: int = 0  # seeds the split, the featurizer, the environment and the agent
+    # text: features from the query text (the policy takes text); embedding: the log's own
+    # `embedding` column and a bias (the policy takes embeddings; the service must compute them)
+    input: Literal["text", "embedding"] = "text"
     data: DataConfig = field(default_factory=DataConfig)
     featurizer: FeaturizerConfig = field(default_factory=FeaturizerConfig)
     reward: RewardConfig = field(default_factory=lambda: RewardConfig(cost_weight=30.0))  # envs.rewards

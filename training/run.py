@@ -36,7 +36,7 @@ from evaluation.figures import save_frontier
 from evaluation.metrics import oracle_actions, route_metrics
 from evaluation.ope import logged_outcomes, off_policy_estimates
 from evaluation.report import write_markdown
-from policies.export import PolicyMetadata, build_text_policy, save_policy
+from policies.export import PolicyMetadata, build_embedding_policy, build_text_policy, save_policy
 from training.config import RunConfig, dump_config
 from training.tensorboard import TensorBoardLogger
 
@@ -90,9 +90,13 @@ def train(
     splits = split(log, config.data.fractions, config.seed, config.data.split)
     if len(splits.train) == 0 or len(splits.test) == 0:
         raise DataError(f"{config.data.path}: too few queries ({log.n_queries}) to split into train and test")
-    featurizer = TextFeaturizer(config.featurizer).fit(log.subset(splits.train).queries)
+    featurizer = (
+        TextFeaturizer(config.featurizer).fit(log.subset(splits.train).queries)
+        if config.input == "text"
+        else None
+    )
     train_set, validation_set, test_set = (
-        _Split(part, featurizer.transform(part.queries))
+        _Split(part, _features(part, featurizer))
         for part in (log.subset(splits.train), log.subset(splits.validation), log.subset(splits.test))
     )
     off_policy = None
@@ -152,7 +156,7 @@ def train(
             "fractions": asdict(config.data.fractions),
             "queries": splits.counts(),
         },
-        "featurizer": {"terms": featurizer.n_terms, "dimension": featurizer.dimension},
+        "featurizer": _featurizer_summary(config, featurizer, train_set.features.shape[1]),
         "policy": {
             "agent": agent.name,
             "cost_weight": weight,
@@ -297,9 +301,32 @@ def _calibrate(
     return float(grid[chosen]), budget_report(validation, test, target, chosen)
 
 
+def _features(part: RoutingLog, featurizer: TextFeaturizer | None) -> np.ndarray:
+    """Text features, or the log's own embeddings and a bias column (``input: embedding``)."""
+    if featurizer is not None:
+        return featurizer.transform(part.queries)
+    if part.embeddings is None:
+        raise DataError("input: embedding needs an 'embedding' column on every row of the log")
+    return np.hstack([part.embeddings, np.ones((part.n_queries, 1), dtype=np.float32)])
+
+
+def _featurizer_summary(
+    config: RunConfig, featurizer: TextFeaturizer | None, dimension: int
+) -> dict[str, Any]:
+    """What the policy's inputs are, for the report and the artifact's metadata."""
+    if featurizer is None:
+        return {"kind": "embedding", "dimension": dimension - 1, "bias": True}
+    return {
+        "kind": "tfidf-lsa",
+        "terms": featurizer.n_terms,
+        "dimension": featurizer.dimension,
+        **asdict(config.featurizer),
+    }
+
+
 def _export(
     config: RunConfig,
-    featurizer: TextFeaturizer,
+    featurizer: TextFeaturizer | None,
     agent: Agent,
     log: RoutingLog,
     weight: float,
@@ -308,21 +335,21 @@ def _export(
     out: Path,
 ) -> None:
     """Write ``policy.pt`` with the metadata of CONTRACTS.md §2."""
+    linear_map = agent.linear_map()
     metadata = PolicyMetadata(
         models=list(log.models),
         default_cost_weight=weight,
         cost_weight_range=[0.0, float(frontier["cost_weights"][-1])],
         score_kind=agent.score_kind,
         agent=agent.name,
-        featurizer={
-            "kind": "tfidf-lsa",
-            "terms": featurizer.n_terms,
-            "dimension": featurizer.dimension,
-            **asdict(config.featurizer),
-        },
+        input_kind=config.input,
+        featurizer=_featurizer_summary(config, featurizer, linear_map.shape[0]),
         data_fingerprint=log.fingerprint,
         metrics={key: value for key, value in test_metrics.items() if isinstance(value, float)}
         | {"aiq": frontier["aiq"]},
     )
-    module = build_text_policy(featurizer, agent.linear_map(), agent.head(), metadata)
+    if featurizer is None:
+        module = build_embedding_policy(linear_map, agent.head(), metadata)
+    else:
+        module = build_text_policy(featurizer, linear_map, agent.head(), metadata)
     save_policy(module, metadata, out / "policy.pt")
