@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: run test setup lint clean
+.PHONY: run test setup lint clean bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,14 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) runs
+
+# Quick versions of every benchmark (under 10 minutes on 2 cores); see bench/README.md.
+bench: setup
+	-$(PY) -m pip install --quiet -e ".[bench]"  # peers; a failed install only skips them
+	$(PY) bench/bench_linucb_fit.py --sizes 10000,100000 --repeats 3 --vw-rows 5000
+	$(PY) train.py --quiet --out runs/bench-demo --overwrite > /dev/null
+	$(PY) bench/bench_inference.py --calls 2000 --loads 3 --no-cpp
+	$(PY) bench/bench_e2e.py --queries 20000
+	$(PY) bench/bench_quality.py --folds 2
+	$(PY) bench/bench_env.py --repeats 3 --ppo-steps 0
+	$(PY) bench/bench_load.py --queries 10000

@@ -64,24 +64,32 @@ class LinUCB:
         self.cost_weight = cost_weight
         self._reset()
 
-    def _reset(self) -> None:
+    def _reset(self, solve: bool = True) -> None:
         d, k = self.dimension, self.n_models
         self.gram = np.repeat(np.eye(d)[None] * self.config.ridge, k, axis=0)  # A_k, (K, d, d)
         self.target_quality = np.zeros((k, d))  # b_k^q
         self.target_cost = np.zeros((k, d))  # b_k^c
         self.observations = np.zeros(k, dtype=np.int64)
-        self._solve()
+        if solve:
+            self._solve()
 
     def _solve(self) -> None:
         """θ = A⁻¹ b for every arm (one factorisation per distinct Gram matrix)."""
-        self.gram_inverse = np.linalg.inv(self.gram)
+        if len(self.gram) > 1 and (self.gram == self.gram[0]).all():  # full information: one shared A
+            self.gram_inverse = np.repeat(np.linalg.inv(self.gram[0])[None], self.n_models, axis=0)
+        else:
+            self.gram_inverse = np.linalg.inv(self.gram)
         self.theta_quality = np.einsum("kij,kj->ki", self.gram_inverse, self.target_quality)
         self.theta_cost = np.einsum("kij,kj->ki", self.gram_inverse, self.target_cost)
 
     def fit(self, features: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> LinUCB:
         """Learn from scratch from a full-information log: (N, d) features, (N, K) outcomes."""
-        self._reset()
-        return self.partial_fit(features, quality, cost)
+        self._reset(solve=False)  # partial_fit solves (once, for the shared Gram matrix)
+        try:
+            return self.partial_fit(features, quality, cost)
+        except ValueError:
+            self._solve()  # bad input: leave the freshly reset state consistent, as before
+            raise
 
     def partial_fit(self, features: np.ndarray, quality: np.ndarray, cost: np.ndarray,
                     actions: np.ndarray | None = None) -> LinUCB:

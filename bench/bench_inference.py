@@ -21,6 +21,7 @@ a before/after comparison; ``route`` results of policies with the same models ar
 Targets: p50 <= 50 µs in process; >= 50,000 queries/s batched; <= 10 MB; load <= 100 ms.
 """
 
+# ruff: noqa: E501
 from __future__ import annotations
 
 import argparse
@@ -41,10 +42,24 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_POLICIES = {
-    ROOT / "runs" / "bench-demo" / "policy.pt": ["train.py", "--quiet", "--out", "runs/bench-demo", "--overwrite"],
-    ROOT / "runs" / "bench-rb" / "policy.pt": ["train.py", "--config", "configs/routerbench.yaml", "--quiet",
-                                               "--out", "runs/bench-rb", "--overwrite",
-                                               "--set", "evaluation.bootstrap=0"],
+    ROOT / "runs" / "bench-demo" / "policy.pt": [
+        "train.py",
+        "--quiet",
+        "--out",
+        "runs/bench-demo",
+        "--overwrite",
+    ],
+    ROOT / "runs" / "bench-rb" / "policy.pt": [
+        "train.py",
+        "--config",
+        "configs/routerbench.yaml",
+        "--quiet",
+        "--out",
+        "runs/bench-rb",
+        "--overwrite",
+        "--set",
+        "evaluation.bootstrap=0",
+    ],
 }
 
 LOAD = """
@@ -66,7 +81,9 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def latency(policies: dict[str, torch.jit.ScriptModule], texts: list[str], calls: int) -> dict[str, list[float]]:
+def latency(
+    policies: dict[str, torch.jit.ScriptModule], texts: list[str], calls: int
+) -> dict[str, list[float]]:
     """Seconds per ``route([q], w)`` call, policies interleaved call by call."""
     samples: dict[str, list[float]] = {name: [] for name in policies}
     weights = {name: p.default_cost_weight() for name, p in policies.items()}
@@ -83,12 +100,13 @@ def latency(policies: dict[str, torch.jit.ScriptModule], texts: list[str], calls
     return samples
 
 
-def throughput(policies: dict[str, torch.jit.ScriptModule], texts: list[str], batch: int,
-               repeats: int) -> dict[str, list[float]]:
+def throughput(
+    policies: dict[str, torch.jit.ScriptModule], texts: list[str], batch: int, repeats: int
+) -> dict[str, list[float]]:
     """Queries/s of ``route`` on batches of ``batch`` queries, one value per repeat."""
-    batches = [texts[i:i + batch] for i in range(0, len(texts) - batch + 1, batch)] or [texts[:batch]]
+    batches = [texts[i : i + batch] for i in range(0, len(texts) - batch + 1, batch)] or [texts[:batch]]
     rates: dict[str, list[float]] = {name: [] for name in policies}
-    for name, policy in policies.items():
+    for policy in policies.values():
         policy.route(batches[0], policy.default_cost_weight())
     for r in range(repeats):
         for name, policy in policies.items():
@@ -104,8 +122,13 @@ def load_times(paths: dict[str, Path], loads: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(loads):
         for name, path in paths.items():
-            out = subprocess.run([sys.executable, "-c", LOAD, str(path)], capture_output=True, text=True,
-                                 check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            out = subprocess.run(
+                [sys.executable, "-c", LOAD, str(path)],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
             times[name].append(float(out.stdout.strip().splitlines()[-1]))
     return times
 
@@ -120,21 +143,40 @@ def build_cpp(build: Path) -> Path | None:
         print("C++: skipped (needs cmake and a C++ compiler)")
         return None
     print(f"building cpp/ into {build} (minutes on two cores)...", flush=True)
-    subprocess.run([cmake, "-S", str(ROOT / "cpp"), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                    f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            cmake,
+            "-S",
+            str(ROOT / "cpp"),
+            "-B",
+            str(build),
+            "-DCMAKE_BUILD_TYPE=Release",
+            f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+        ],
+        check=True,
+        capture_output=True,
+    )
     subprocess.run([cmake, "--build", str(build), "-j2"], check=True, capture_output=True)
     return binary
 
 
-def cpp_times(binary: Path, paths: dict[str, Path], texts: list[str], repeats: int) -> dict[str, dict[str, float]]:
+def cpp_times(
+    binary: Path, paths: dict[str, Path], texts: list[str], repeats: int
+) -> dict[str, dict[str, float]]:
     """Per policy: process time for 1 query, for all ``texts``, and the per-query difference."""
     lines = [t.replace("\n", " ") for t in texts]
     result: dict[str, dict[str, list[float]]] = {name: {"one": [], "all": []} for name in paths}
 
     def run(path: Path, batch: list[str]) -> float:
         start = time.perf_counter()
-        subprocess.run([str(binary), str(path)], input="\n".join(batch) + "\n", capture_output=True, text=True,
-                       check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        subprocess.run(
+            [str(binary), str(path)],
+            input="\n".join(batch) + "\n",
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         return time.perf_counter() - start
 
     for _ in range(repeats):
@@ -144,9 +186,12 @@ def cpp_times(binary: Path, paths: dict[str, Path], texts: list[str], repeats: i
     summary = {}
     for name, r in result.items():
         one, full = statistics.median(r["one"]), statistics.median(r["all"])
-        summary[name] = {"process_1_query_s": one, "process_all_s": full,
-                         "per_query_us": (full - one) / (len(lines) - 1) * 1e6,
-                         "queries_per_s": (len(lines) - 1) / max(full - one, 1e-9)}
+        summary[name] = {
+            "process_1_query_s": one,
+            "process_all_s": full,
+            "per_query_us": (full - one) / (len(lines) - 1) * 1e6,
+            "queries_per_s": (len(lines) - 1) / max(full - one, 1e-9),
+        }
     return summary
 
 
@@ -167,9 +212,16 @@ def check_same(policies: dict[str, torch.jit.ScriptModule], texts: list[str]) ->
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--policy", action="append", type=Path, default=None,
-                        help="policy file (repeatable; default: runs/bench-demo and runs/bench-rb)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--policy",
+        action="append",
+        type=Path,
+        default=None,
+        help="policy file (repeatable; default: runs/bench-demo and runs/bench-rb)",
+    )
     parser.add_argument("--calls", type=int, default=5000, help="single-query calls per policy (>= 2000)")
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--batch-repeats", type=int, default=9)
@@ -177,8 +229,12 @@ def main() -> int:
     parser.add_argument("--loads", type=int, default=10, help="fresh-process torch.jit.load runs")
     parser.add_argument("--cpp-queries", type=int, default=20000, help="queries in the C++ stdin batch")
     parser.add_argument("--cpp-repeats", type=int, default=3)
-    parser.add_argument("--cpp-build", type=Path, default=Path(tempfile.gettempdir()) / "routerl-bench" / "cpp",
-                        help="build folder for cpp/ (default: %(default)s)")
+    parser.add_argument(
+        "--cpp-build",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "routerl-bench" / "cpp",
+        help="build folder for cpp/ (default: %(default)s)",
+    )
     parser.add_argument("--no-cpp", action="store_true", help="skip the C++ example")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
@@ -189,12 +245,16 @@ def main() -> int:
             if not path.exists():
                 subprocess.run([sys.executable, *command], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         args.policy = list(DEFAULT_POLICIES)
-    paths = {str(p.relative_to(ROOT) if p.resolve().is_relative_to(ROOT) else p): p.resolve() for p in args.policy}
+    paths = {
+        str(p.relative_to(ROOT) if p.resolve().is_relative_to(ROOT) else p): p.resolve() for p in args.policy
+    }
     policies = {name: torch.jit.load(str(path)) for name, path in paths.items()}
     texts = queries(max(args.calls, args.batch * 4, args.cpp_queries), args.words, seed=1)
     words = statistics.mean(len(t.split()) for t in texts)
-    print(f"{len(texts)} synthetic queries, {words:.1f} words and {statistics.mean(map(len, texts)):.0f} "
-          f"characters on average; torch {torch.__version__}, {torch.get_num_threads()} thread")
+    print(
+        f"{len(texts)} synthetic queries, {words:.1f} words and {statistics.mean(map(len, texts)):.0f} "
+        f"characters on average; torch {torch.__version__}, {torch.get_num_threads()} thread"
+    )
     check_same(policies, texts[:2000])
 
     results: dict[str, dict[str, float]] = {name: {} for name in policies}
@@ -202,28 +262,37 @@ def main() -> int:
     batched = throughput(policies, texts, args.batch, args.batch_repeats)
     loads = load_times(paths, args.loads)
     for name in policies:
-        results[name].update({
-            "p50_us": percentile(single[name], 50) * 1e6, "p99_us": percentile(single[name], 99) * 1e6,
-            "batch_qps": statistics.median(batched[name]), "size_mb": paths[name].stat().st_size / 1e6,
-            "load_ms": statistics.median(loads[name]) * 1e3,
-            "vocabulary": len(policies[name].featurizer.vocabulary),
-        })
+        results[name].update(
+            {
+                "p50_us": percentile(single[name], 50) * 1e6,
+                "p99_us": percentile(single[name], 99) * 1e6,
+                "batch_qps": statistics.median(batched[name]),
+                "size_mb": paths[name].stat().st_size / 1e6,
+                "load_ms": statistics.median(loads[name]) * 1e3,
+                "vocabulary": len(policies[name].featurizer.vocabulary),
+            }
+        )
     if not args.no_cpp:
         binary = build_cpp(args.cpp_build)
         if binary is not None:
             for name, r in cpp_times(binary, paths, texts[: args.cpp_queries], args.cpp_repeats).items():
                 results[name].update({f"cpp_{k}": v for k, v in r.items()})
 
-    header = ("| policy | vocab | p50 route([q]) | p99 | batch 1024 q/s | size | jit.load (median) |"
-              + (" C++ per query (stdin batch) | C++ q/s | C++ process, 1 query |" if not args.no_cpp else ""))
+    header = "| policy | vocab | p50 route([q]) | p99 | batch 1024 q/s | size | jit.load (median) |" + (
+        " C++ per query (stdin batch) | C++ q/s | C++ process, 1 query |" if not args.no_cpp else ""
+    )
     print("\n" + header)
     print("|" + "---|" * (header.count("|") - 1))
     for name, r in results.items():
-        line = (f"| `{name}` | {r['vocabulary']} | {r['p50_us']:.1f} µs | {r['p99_us']:.1f} µs | "
-                f"{r['batch_qps']:,.0f} | {r['size_mb']:.2f} MB | {r['load_ms']:.1f} ms |")
+        line = (
+            f"| `{name}` | {r['vocabulary']} | {r['p50_us']:.1f} µs | {r['p99_us']:.1f} µs | "
+            f"{r['batch_qps']:,.0f} | {r['size_mb']:.2f} MB | {r['load_ms']:.1f} ms |"
+        )
         if "cpp_per_query_us" in r:
-            line += (f" {r['cpp_per_query_us']:.1f} µs | {r['cpp_queries_per_s']:,.0f} | "
-                     f"{r['cpp_process_1_query_s'] * 1e3:.0f} ms |")
+            line += (
+                f" {r['cpp_per_query_us']:.1f} µs | {r['cpp_queries_per_s']:,.0f} | "
+                f"{r['cpp_process_1_query_s'] * 1e3:.0f} ms |"
+            )
         print(line)
     names = list(results)
     if len(names) > 1:
@@ -231,9 +300,14 @@ def main() -> int:
         print(f"\nratios vs `{base}` (measured side by side):")
         for name in names[1:]:
             a, b = results[base], results[name]
-            print(f"- `{name}`: p50 {a['p50_us'] / b['p50_us']:.2f}x faster, batch {b['batch_qps'] / a['batch_qps']:.2f}x"
-                  + (f", C++ per query {a['cpp_per_query_us'] / b['cpp_per_query_us']:.2f}x faster"
-                     if "cpp_per_query_us" in a and "cpp_per_query_us" in b else ""))
+            print(
+                f"- `{name}`: p50 {a['p50_us'] / b['p50_us']:.2f}x faster, batch {b['batch_qps'] / a['batch_qps']:.2f}x"
+                + (
+                    f", C++ per query {a['cpp_per_query_us'] / b['cpp_per_query_us']:.2f}x faster"
+                    if "cpp_per_query_us" in a and "cpp_per_query_us" in b
+                    else ""
+                )
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -43,21 +44,31 @@ def usd(value: float | None, share: float | None = None) -> str:
 def table(report: dict) -> str:
     reference = report["reference_model"]
     ref_cost, ref_quality = report["reference"]["cost"], report["reference"]["quality"]
-    lines = [f"| router | AIQ [95% interval] | cost to 95% of {reference} (share of its cost) | cost to 100% |",
-             "|---|---|---|---|"]
+    lines = [
+        f"| router | AIQ [95% interval] | cost to 95% of {reference} (share of its cost) | cost to 100% |",
+        "|---|---|---|---|",
+    ]
     for kind, entry in report["agents"].items():
         low, high = entry["aiq_ci95"]
-        lines.append(f"| {kind} | {entry['aiq']:.4f} [{low:.4f}, {high:.4f}] | "
-                     f"{usd(entry['cost_to_95%'], entry['cost_to_95%_share_of_reference'])} | "
-                     f"{usd(entry['cost_to_100%'], entry['cost_to_100%_share_of_reference'])} |")
+        lines.append(
+            f"| {kind} | {entry['aiq']:.4f} [{low:.4f}, {high:.4f}] | "
+            f"{usd(entry['cost_to_95%'], entry['cost_to_95%_share_of_reference'])} | "
+            f"{usd(entry['cost_to_100%'], entry['cost_to_100%_share_of_reference'])} |"
+        )
     zero = report["zero_router"]
-    share = {k: (None if zero[f"cost_to_{k}%"] is None else zero[f"cost_to_{k}%"] / ref_cost) for k in (95, 100)}
-    lines.append(f"| zero router | {zero['aiq']:.4f} | {usd(zero['cost_to_95%'], share[95])} | "
-                 f"{usd(zero['cost_to_100%'], share[100])} |")
+    share = {
+        k: (None if zero[f"cost_to_{k}%"] is None else zero[f"cost_to_{k}%"] / ref_cost) for k in (95, 100)
+    }
+    lines.append(
+        f"| zero router | {zero['aiq']:.4f} | {usd(zero['cost_to_95%'], share[95])} | "
+        f"{usd(zero['cost_to_100%'], share[100])} |"
+    )
     oracle = report["oracle"]
     reach = oracle["quality"] / ref_quality
-    lines.append(f"| oracle (best quality per query, cheapest on ties) | - | quality {oracle['quality']:.4f} "
-                 f"({reach:.0%} of the reference) at {usd(oracle['cost'], oracle['cost'] / ref_cost)} | |")
+    lines.append(
+        f"| oracle (best quality per query, cheapest on ties) | - | quality {oracle['quality']:.4f} "
+        f"({reach:.0%} of the reference) at {usd(oracle['cost'], oracle['cost'] / ref_cost)} | |"
+    )
     lines.append(f"| {reference} (reference) | - | quality {ref_quality:.4f} at {ref_cost:.6f} | |")
     lines += ["", "| AIQ difference | value | 95% interval (paired bootstrap) |", "|---|---|---|"]
     for name, diff in report["aiq_difference_vs_first"].items():
@@ -73,18 +84,24 @@ def verdict(report: dict) -> str:
         if peers:
             best = max(peers, key=peers.get)
             ok = agents["linucb"]["aiq"] >= peers[best]
-            notes.append(f"LinUCB AIQ {agents['linucb']['aiq']:.4f} vs best peer {best} {peers[best]:.4f}: "
-                         f"{'met' if ok else 'NOT met'}")
+            notes.append(
+                f"LinUCB AIQ {agents['linucb']['aiq']:.4f} vs best peer {best} {peers[best]:.4f}: "
+                f"{'met' if ok else 'NOT met'}"
+            )
         share = agents["linucb"]["cost_to_95%_share_of_reference"]
         ok = share is not None and share <= 0.25
-        notes.append(f"LinUCB cost to 95% of the reference: "
-                     f"{'not reached' if share is None else f'{share:.1%}'} of its cost (target <= 25%): "
-                     f"{'met' if ok else 'NOT met'}")
+        notes.append(
+            f"LinUCB cost to 95% of the reference: "
+            f"{'not reached' if share is None else f'{share:.1%}'} of its cost (target <= 25%): "
+            f"{'met' if ok else 'NOT met'}"
+        )
     return "\n".join(f"- {note}" for note in notes)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default="configs/routerbench.yaml")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (quick: 2)")
     parser.add_argument("--agents", default=None, help="comma-separated (default: linucb,knn,logistic[,ppo])")
@@ -93,16 +110,30 @@ def main() -> int:
     args = parser.parse_args()
     agents = args.agents or ",".join(available_agents())
     out = args.out or Path(tempfile.mkdtemp(prefix="routerl-quality-"))
-    command = [sys.executable, "-m", "training.compare", "--config", args.config, "--folds", str(args.folds),
-               "--agents", agents, "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "training.compare",
+        "--config",
+        args.config,
+        "--folds",
+        str(args.folds),
+        "--agents",
+        agents,
+        "--out",
+        str(out),
+    ]
     print("$", " ".join(["python", *command[1:]]), flush=True)
     start = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning"}  # scikit-learn's deprecation chatter
+    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, env=env)
     seconds = time.perf_counter() - start
     report = json.loads((out / "compare.json").read_text(encoding="utf-8"))
     data = report["data"]
-    print(f"\n{args.folds} folds, agents {agents}; {data['queries']} queries x {len(data['models'])} models, "
-          f"{data['rows_rejected']} rows rejected; cost range {report['cost_range']}; wall {seconds:.1f} s\n")
+    print(
+        f"\n{args.folds} folds, agents {agents}; {data['queries']} queries x {len(data['models'])} models, "
+        f"{data['rows_rejected']} rows rejected; cost range {report['cost_range']}; wall {seconds:.1f} s\n"
+    )
     print(table(report))
     print()
     print(verdict(report))

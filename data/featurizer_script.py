@@ -104,7 +104,8 @@ class ScriptedFeaturizer(torch.nn.Module):
             lengths.append(float(count))
         if len(keys) <= 2048:  # sorting a short list, then a linear pass, beats torch.unique's set-up
             keys.sort()
-            unique, counts = torch.unique_consecutive(torch.tensor(keys, dtype=torch.int64), return_counts=True)
+            sorted_keys = torch.tensor(keys, dtype=torch.int64)
+            unique, counts = torch.unique_consecutive(sorted_keys, return_counts=True)
         else:
             unique, counts = torch.unique(torch.tensor(keys, dtype=torch.int64), return_counts=True)
         values = (1.0 + torch.log(counts.to(torch.float64)))

@@ -15,13 +15,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from data.featurizer import TextFeaturizer
 from data.loading import load_log
 from data.prices import PriceTable
 from data.routing_log import RoutingLog
 from data.schema import DataError
+from envs.estimators import PredictedOutcomes, RewardModel
 from evaluation.bootstrap import Bootstrap
-from evaluation.evaluate import EvaluationConfig, Sweep, frontier_report, metrics_with_intervals, sweep_weights
+from evaluation.evaluate import (
+    EvaluationConfig,
+    Sweep,
+    frontier_report,
+    metrics_with_intervals,
+    sweep_weights,
+)
 from evaluation.figures import save_frontier
+from evaluation.ope import counterfactual_log, logged_outcomes, off_policy_estimates
 from evaluation.report import write_markdown
 from evaluation.routers import PolicyRouter
 from policies.artifact import PolicyError, load_policy
@@ -31,7 +42,9 @@ DEFAULT_PRICES = Path(__file__).resolve().parent.parent / "configs" / "prices.ya
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
-    parser = argparse.ArgumentParser(prog="python -m evaluation", description="Evaluate a policy.pt on a log.")
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation", description="Evaluate a policy.pt on a log."
+    )
     parser.add_argument("policy", type=Path, help="an exported policy.pt")
     parser.add_argument("--data", required=True, help="log file or directory (full-information or bandit)")
     parser.add_argument("--out", type=Path, help="report folder (default: <policy dir>/eval-<log name>/)")
@@ -39,20 +52,60 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     parser.add_argument("--reference-model", help="reference for cost-to-reach (default: the dearest model)")
     parser.add_argument("--prices", help="price table for rows with tokens instead of cost")
-    parser.add_argument("--allow-pickle", action="store_true",
-                        help="read pandas pickles (RISK: unpickling runs code from the file)")
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="read pandas pickles (RISK: unpickling runs code from the file)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     return parser.parse_args(argv)
 
 
-def full_information_report(log: RoutingLog, module: Any, metadata: dict[str, Any], weight: float,
-                            config: EvaluationConfig, seed: int) -> dict[str, Any]:
+def full_information_report(
+    log: RoutingLog, module: Any, weight: float, config: EvaluationConfig, seed: int
+) -> dict[str, Any]:
     """Metrics at the operating point and the frontier of the policy on ``log``."""
     decide = PolicyRouter(module).decider(log)
     bootstrap = Bootstrap(log.n_queries, config.bootstrap, seed) if config.bootstrap > 0 else None
     metrics = metrics_with_intervals(log, decide(weight), weight, bootstrap)
     sweep = Sweep.run(log, decide, sweep_weights(log, config))
     return {"test": metrics, "frontier": frontier_report(log, sweep, metrics, config, bootstrap)}
+
+
+def cross_fitted_predictions(log: RoutingLog, seed: int, folds: int = 2) -> PredictedOutcomes:
+    """m̂ for a bandit-feedback log, cross-fitted: each fold is predicted by a model of the others.
+
+    The reward model (per-arm ridge of :mod:`envs.estimators`) sees text features fitted on the
+    other folds only, so DM and DR do not reuse a round's own outcome (Chernozhukov et al., 2018).
+    """
+    fold_of = np.random.default_rng(seed).integers(folds, size=log.n_queries)
+    quality, cost = np.zeros((log.n_queries, log.n_models)), np.zeros((log.n_queries, log.n_models))
+    actions, _, logged_quality, logged_cost = logged_outcomes(log)
+    for fold in range(folds):
+        held, kept = fold_of == fold, fold_of != fold
+        if not held.any():
+            continue
+        kept_queries = [q for q, k in zip(log.queries, kept) if k]
+        featurizer = TextFeaturizer().fit(kept_queries)
+        model = RewardModel(log.n_models).fit(
+            featurizer.transform(kept_queries), actions[kept], logged_quality[kept], logged_cost[kept]
+        )
+        predicted = model.predict(featurizer.transform([q for q, h in zip(log.queries, held) if h]))
+        quality[held], cost[held] = predicted.quality, predicted.cost
+    return PredictedOutcomes(quality=quality, cost=cost, latency_ms=None)
+
+
+def bandit_feedback_report(
+    log: RoutingLog, module: Any, weight: float, config: EvaluationConfig, seed: int
+) -> dict[str, Any]:
+    """Every OPE estimate at the operating point, and the DR-estimated frontier."""
+    predictions = cross_fitted_predictions(log, seed)
+    table = counterfactual_log(log, predictions, "dr")
+    report = full_information_report(table, module, weight, config, seed)
+    bootstrap = Bootstrap(log.n_queries, config.bootstrap, seed) if config.bootstrap > 0 else None
+    actions = PolicyRouter(module).decider(log)(weight)
+    report["off_policy"] = off_policy_estimates(log, actions, predictions, weight, bootstrap, seed)
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,26 +120,40 @@ def main(argv: list[str] | None = None) -> int:
         weight = metadata["default_cost_weight"] if args.cost_weight is None else args.cost_weight
         if not weight >= 0 or weight == float("inf"):
             raise DataError(f"--cost-weight must be finite and >= 0, got {weight}")
-        if log.feedback != "full":
-            raise DataError(f"{args.data}: off-policy evaluation of bandit-feedback logs is not available yet")
         config = EvaluationConfig(bootstrap=args.bootstrap, reference_model=args.reference_model)
         out = args.out or args.policy.parent / f"eval-{Path(args.data).stem}"
         if out.resolve() == args.policy.parent.resolve():
             raise DataError("--out must not be the training run directory (its report would be overwritten)")
         out.mkdir(parents=True, exist_ok=True)
         loaded.quarantine.write(out / "rejected.jsonl")
-        sections = full_information_report(log, module, metadata, weight, config, args.seed)
+        if log.feedback == "full":
+            sections = full_information_report(log, module, weight, config, args.seed)
+        else:
+            sections = bandit_feedback_report(log, module, weight, config, args.seed)
+            sections["evaluated_on"] = f"{Path(args.data).name}, estimated by DR from bandit feedback"
     except (DataError, PolicyError, ValueError) as error:
         print(f"evaluation: error: {error}", file=sys.stderr)
         return 2
     report: dict[str, Any] = {
-        "evaluated_on": f"{Path(args.data).name}",
-        "data": {"path": str(args.data), "fingerprint": log.fingerprint, "feedback": log.feedback,
-                 "queries": log.n_queries, "models": list(log.models), "rows_read": log.stats.rows_read,
-                 "rows_accepted": log.stats.rows_accepted, "rows_rejected": log.stats.rows_rejected,
-                 "rejected_by_reason": log.stats.rejected_by_reason},
-        "policy": {"path": str(args.policy), "agent": metadata["agent"], "cost_weight": weight,
-                   "score_kind": metadata["score_kind"], "trained_on": metadata["data_fingerprint"]},
+        "evaluated_on": Path(args.data).name,
+        "data": {
+            "path": str(args.data),
+            "fingerprint": log.fingerprint,
+            "feedback": log.feedback,
+            "queries": log.n_queries,
+            "models": list(log.models),
+            "rows_read": log.stats.rows_read,
+            "rows_accepted": log.stats.rows_accepted,
+            "rows_rejected": log.stats.rows_rejected,
+            "rejected_by_reason": log.stats.rejected_by_reason,
+        },
+        "policy": {
+            "path": str(args.policy),
+            "agent": metadata["agent"],
+            "cost_weight": weight,
+            "score_kind": metadata["score_kind"],
+            "trained_on": metadata["data_fingerprint"],
+        },
         **sections,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

@@ -49,8 +49,9 @@ class Sweep:
         return cls.from_actions(log, weights, actions, expected)
 
     @classmethod
-    def from_actions(cls, log: RoutingLog, weights: np.ndarray, actions: np.ndarray,
-                     expected: bool = False) -> Sweep:
+    def from_actions(
+        cls, log: RoutingLog, weights: np.ndarray, actions: np.ndarray, expected: bool = False
+    ) -> Sweep:
         """The outcomes of (W, N) chosen model indices on ``log``."""
         rows = np.arange(log.n_queries)
         quality = quality_matrix(log, expected)
@@ -166,7 +167,10 @@ def frontier_report(
         "single_models": {
             m: {"cost": float(c), "quality": float(q)} for m, c, q in zip(log.models, mean_cost, mean_quality)
         },
-        "oracle": {
+        # The per-query oracle needs real outcomes: none on a table estimated from bandit feedback.
+        "oracle": None
+        if log.feedback == "bandit"
+        else {
             "cost": float(log.cost[np.arange(log.n_queries), best_quality_actions(log)].mean()),
             "quality": float(log.quality.max(axis=1).mean()),
         },

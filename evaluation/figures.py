@@ -63,9 +63,10 @@ def frontier_figure(frontier: dict[str, Any], title: str) -> Figure:
         label="operating point",
     )
     oracle = frontier["oracle"]
-    axes.scatter(
-        [oracle["cost"]], [oracle["quality"]], marker="D", color="tab:green", zorder=4, label="oracle"
-    )
+    if oracle is not None:
+        axes.scatter(
+            [oracle["cost"]], [oracle["quality"]], marker="D", color="tab:green", zorder=4, label="oracle"
+        )
     low, high = frontier["cost_range"]
     axes.axvspan(low, high, color="tab:blue", alpha=0.05, label="AIQ cost range")
     axes.set_xscale("log")

@@ -18,7 +18,8 @@ percentile bootstrap of the per-round values (their mean is the estimate).
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
+from typing import Any, Literal
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from envs.estimators import (
     PredictedOutcomes,
     Replay,
     SelfNormalizedIPW,
+    counterfactual_table,
 )
 from evaluation.bootstrap import Bootstrap, interval
 
@@ -54,9 +56,15 @@ def logged_outcomes(log: RoutingLog) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return log.action, log.propensity, log.quality[rows, log.action], log.cost[rows, log.action]
 
 
-def off_policy_estimates(log: RoutingLog, target_actions: np.ndarray, predictions: PredictedOutcomes,
-                         cost_weight: float, bootstrap: Bootstrap | None, seed: int = 0,
-                         max_weight: float | None = None) -> dict[str, Any]:
+def off_policy_estimates(
+    log: RoutingLog,
+    target_actions: np.ndarray,
+    predictions: PredictedOutcomes,
+    cost_weight: float,
+    bootstrap: Bootstrap | None,
+    seed: int = 0,
+    max_weight: float | None = None,
+) -> dict[str, Any]:
     """Estimated mean quality, cost and reward of ``target_actions`` on ``log``, per estimator."""
     actions, propensities, quality, cost = logged_outcomes(log)
     measures = {
@@ -68,7 +76,9 @@ def off_policy_estimates(log: RoutingLog, target_actions: np.ndarray, prediction
     for name, estimator in estimators(seed, max_weight).items():
         entry: dict[str, Any] = {}
         for measure, (logged, predicted) in measures.items():
-            rounds = estimator.estimate_round_rewards(actions, logged, propensities, target_actions, predicted)
+            rounds = estimator.estimate_round_rewards(
+                actions, logged, propensities, target_actions, predicted
+            )
             entry[measure] = float(rounds.mean())
             if bootstrap is not None:
                 entry[f"{measure}_ci95"] = interval(bootstrap.means(rounds))
@@ -76,3 +86,31 @@ def off_policy_estimates(log: RoutingLog, target_actions: np.ndarray, prediction
     report["rounds"] = int(log.n_queries)
     report["matched_rounds"] = int((actions == target_actions).sum())
     return report
+
+
+def counterfactual_log(
+    log: RoutingLog,
+    predictions: PredictedOutcomes,
+    kind: Literal["dm", "ips", "dr"],
+    max_weight: float | None = None,
+) -> RoutingLog:
+    """A bandit-feedback log as a full-information table of estimated outcomes.
+
+    Cell (i, a) estimates arm a's outcome on query i: DM m̂(x_i, a); IPS w·y on the logged arm
+    and 0 elsewhere; DR m̂ plus the importance-weighted residual (Dudík, Langford & Li, 2011).
+    A deterministic policy's mean over its cells is exactly that estimator's value, so metrics,
+    frontiers and learning run unchanged on the table.
+    """
+    if log.n_queries == 0:
+        return log
+    actions, propensities, quality, cost = logged_outcomes(log)
+    estimator = {
+        "dm": DirectMethod(),
+        "ips": InverseProbabilityWeighting(max_weight),
+        "dr": DoublyRobust(max_weight),
+    }[kind]
+    return replace(
+        log,
+        quality=counterfactual_table(estimator, actions, quality, propensities, predictions.quality),
+        cost=counterfactual_table(estimator, actions, cost, propensities, predictions.cost),
+    )

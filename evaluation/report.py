@@ -19,6 +19,12 @@ def _row(name: str, metrics: dict[str, Any]) -> str:
     )
 
 
+def _oracle(oracle: dict[str, float] | None) -> str:
+    if oracle is None:
+        return "; no per-query oracle from bandit feedback"
+    return f"; oracle: quality {oracle['quality']:.4f} at {oracle['cost']:.6f} USD"
+
+
 def _usd(value: float | None) -> str:
     return "not reached" if value is None else f"{value:.6f}"
 
@@ -60,8 +66,7 @@ def markdown(report: dict[str, Any]) -> str:
         "## Frontier",
         "",
         f"AIQ over the single models' cost range [{low:.6f}, {high:.6f}] USD: {aiq} "
-        f"(zero router: {frontier['zero_router_aiq']:.4f}; oracle: quality {frontier['oracle']['quality']:.4f} "
-        f"at {frontier['oracle']['cost']:.6f} USD).",
+        f"(zero router: {frontier['zero_router_aiq']:.4f}{_oracle(frontier['oracle'])}).",
         f"Operating point: quality {frontier['operating_point']['quality']:.4f} at "
         f"{frontier['operating_point']['cost']:.6f} USD, {frontier['margin_over_zero_router']:+.4f} above the "
         "single models' hull.",

@@ -6,7 +6,7 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -20,21 +20,14 @@ from data.prices import PriceTable
 from data.routing_log import RoutingLog
 from data.schema import DataError
 from data.splits import split
-from envs.estimators import (
-    DirectMethod,
-    DoublyRobust,
-    InverseProbabilityWeighting,
-    PredictedOutcomes,
-    RewardModel,
-    counterfactual_table,
-)
+from envs.estimators import PredictedOutcomes, RewardModel
 from envs.routing_env import RoutingEnv
 from evaluation.bootstrap import Bootstrap
 from evaluation.budget import BudgetTarget, budget_report, calibrate
 from evaluation.evaluate import Sweep, frontier_report, metrics_with_intervals, sweep_weights
 from evaluation.figures import save_frontier
 from evaluation.metrics import oracle_actions, route_metrics
-from evaluation.ope import logged_outcomes, off_policy_estimates
+from evaluation.ope import counterfactual_log, off_policy_estimates
 from evaluation.report import write_markdown
 from policies.export import PolicyMetadata, build_embedding_policy, build_text_policy, save_policy
 from training.config import RunConfig, dump_config
@@ -241,13 +234,12 @@ def _counterfactual_splits(
 ) -> tuple[_Split, _Split, _Split, _OffPolicy]:
     """Turn the splits of a bandit-feedback log into counterfactual full-information tables.
 
-    A reward model (per-arm ridge on the training split's logged rounds) gives m̂. Cell (i, a)
-    of a table estimates arm a's outcome on query i: DM m̂; IPS w·y on the logged arm and 0
-    elsewhere; DR m̂ plus the importance-weighted residual (Dudík, Langford & Li, 2011). The
+    A reward model (per-arm ridge on the training split's logged rounds) gives m̂, and each
+    split becomes a table of estimated outcomes (:func:`evaluation.ope.counterfactual_log`). The
     training split uses ``env.feedback`` (DM when it is left at "full": lowest variance for
     learning); validation and test always use DR, whose mean over a deterministic policy's cells
-    is that policy's DR estimate, so that metrics and frontiers run unchanged and stay unbiased
-    when the propensities are right. The test split is also estimated by every OPE estimator.
+    is that policy's DR estimate, unbiased when the propensities are right. The test split is
+    also estimated by every OPE estimator.
     """
     train = train_set.log
     assert train.action is not None
@@ -256,23 +248,12 @@ def _counterfactual_splits(
     model.fit(
         train_set.features, train.action, train.quality[rows, train.action], train.cost[rows, train.action]
     )
-    estimators = {
-        "dm": DirectMethod(),
-        "ips": InverseProbabilityWeighting(config.env.max_weight),
-        "dr": DoublyRobust(config.env.max_weight),
-    }
     learning = "dm" if config.env.feedback == "full" else config.env.feedback
 
-    def table(part: _Split, feedback: str) -> _Split:
+    def table(part: _Split, kind: Literal["dm", "ips", "dr"]) -> _Split:
         if part.log.n_queries == 0:
             return part
-        actions, propensities, quality, cost = logged_outcomes(part.log)
-        predicted, estimator = model.predict(part.features), estimators[feedback]
-        estimated = replace(
-            part.log,
-            quality=counterfactual_table(estimator, actions, quality, propensities, predicted.quality),
-            cost=counterfactual_table(estimator, actions, cost, propensities, predicted.cost),
-        )
+        estimated = counterfactual_log(part.log, model.predict(part.features), kind, config.env.max_weight)
         return _Split(estimated, part.features)
 
     off_policy = _OffPolicy(

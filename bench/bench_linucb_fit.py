@@ -1,0 +1,329 @@
+"""LinUCB ``fit`` on a full-information log: routerl vs the numpy limit and peer libraries.
+
+Synthetic data: N queries × K models, random Gaussian features (float32, d columns), quality and
+cost from random linear models plus noise; reward = quality − w · cost at one cost weight w.
+Side by side in this one process, the median over ``--repeats`` runs of:
+
+* **routerl** ``LinUCB(K, d, LinUCBConfig(alpha, ridge)).fit(X, quality, cost)``;
+* **limit**: the least numpy can do for the same model: one float64 Gram λI + XᵀX, one
+  ``np.linalg.solve`` with the 2K right-hand sides Xᵀ[quality | cost] (every arm observes every
+  query, so all arms share the Gram matrix);
+* **per-arm numpy**: the textbook per-arm Gram-and-solve (K Grams), for reference;
+* **MABWiser** ``MAB(arms, LearningPolicy.LinUCB(alpha, l2_lambda))`` batch ``fit`` on the reward
+  (one ``fit`` + ``partial_fit`` per further arm, each on the N × d matrix, so that the N·K × d
+  stacked copy is not needed);
+* **contextualbandits** ``online.LinUCB(nchoices=K, alpha, lambda_, fit_intercept=False, method="chol",
+  use_float=False)``, one ``partial_fit`` per arm on the N × d matrix;
+* **Vowpal Wabbit** ``--cb_explore_adf --squarecb`` (a few settings, the best reported), trained
+  online with simulated bandit feedback on at most ``--vw-rows`` rows: its speed, and the mean
+  reward of its greedy choices on held-out rows against routerl's (not agreement).
+
+Wall time, peak memory (``tracemalloc``: numpy reports its buffers to it), and the agreement of the
+greedy decisions with routerl's on ``--holdout`` held-out rows (LinUCB at the same λ should agree
+~100%).
+
+    python bench/bench_linucb_fit.py                                  # full: 10k, 100k, 1M; d = 64, 256
+    python bench/bench_linucb_fit.py --sizes 10000,100000 --repeats 3 # quick
+"""
+
+# ruff: noqa: B023, E501
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from agents.linucb import LinUCB, LinUCBConfig  # noqa: E402
+
+
+def make_data(n: int, d: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, d) float32 features, (N, K) quality and cost from random linear models + noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d), dtype=np.float32)
+    x[:, -1] = 1.0  # a bias column, as the featurizer has
+    wq = rng.standard_normal((d, k)) / np.sqrt(d)
+    wc = np.abs(rng.standard_normal((d, k))) / np.sqrt(d) * np.linspace(0.1, 1.0, k)
+    quality = x @ wq + 0.5 * rng.standard_normal((n, k))
+    cost = x @ wc + 0.1 * rng.standard_normal((n, k))
+    return x, quality, cost
+
+
+def measure(fn: Callable[[], Any], repeats: int) -> tuple[float, float, Any]:
+    """Median wall seconds and the peak traced MiB (first run) of ``fn()``, and its last result."""
+    times, peak, result = [], 0.0, None
+    for i in range(repeats):
+        result = None
+        gc.collect()
+        if i == 0:
+            tracemalloc.start()
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+        if i == 0:
+            peak = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
+    return statistics.median(times), peak, result
+
+
+def limit_fit(x: np.ndarray, quality: np.ndarray, cost: np.ndarray, ridge: float) -> np.ndarray:
+    """θ (d, 2K) = (λI + XᵀX)⁻¹ Xᵀ[quality | cost]: one Gram, one solve."""
+    x64 = np.asarray(x, dtype=np.float64)
+    gram = x64.T @ x64
+    gram[np.diag_indices_from(gram)] += ridge
+    return np.linalg.solve(gram, x64.T @ np.hstack([quality, cost]))
+
+
+def per_arm_fit(x: np.ndarray, reward: np.ndarray, ridge: float) -> np.ndarray:
+    """Textbook disjoint LinUCB fit: one Gram and one solve per arm, (K, d)."""
+    x64 = np.asarray(x, dtype=np.float64)
+    thetas = []
+    for arm in range(reward.shape[1]):
+        gram = x64.T @ x64 + ridge * np.eye(x.shape[1])
+        thetas.append(np.linalg.solve(gram, x64.T @ reward[:, arm]))
+    return np.array(thetas)
+
+
+def mabwiser_fit(x: np.ndarray, reward: np.ndarray, alpha: float, ridge: float) -> Any:
+    from mabwiser.mab import MAB, LearningPolicy
+
+    k = reward.shape[1]
+    mab = MAB(
+        arms=list(range(k)), learning_policy=LearningPolicy.LinUCB(alpha=alpha, l2_lambda=ridge), n_jobs=1
+    )
+    mab.fit(decisions=np.zeros(len(x), dtype=int), rewards=reward[:, 0], contexts=x)
+    for arm in range(1, k):
+        mab.partial_fit(decisions=np.full(len(x), arm), rewards=reward[:, arm], contexts=x)
+    return mab
+
+
+def mabwiser_greedy(mab: Any, x: np.ndarray) -> np.ndarray:
+    """argmax of xᵀβ per arm (MABWiser's ``predict`` adds the UCB bonus)."""
+    models = mab._imp.arm_to_model
+    return np.argmax(np.stack([x @ models[arm].beta for arm in sorted(models)], axis=1), axis=1)
+
+
+def cb_fit(x: np.ndarray, reward: np.ndarray, alpha: float, ridge: float) -> Any:
+    from contextualbandits.online import LinUCB as CBLinUCB
+
+    k = reward.shape[1]
+    model = CBLinUCB(
+        nchoices=k,
+        method="chol",
+        alpha=alpha,
+        lambda_=ridge,
+        use_float=False,
+        fit_intercept=False,
+        random_state=1,
+    )
+    for arm in range(k):
+        model.partial_fit(x, np.full(len(x), arm), reward[:, arm])
+    return model
+
+
+def vw_run(x: np.ndarray, reward: np.ndarray, test_x: np.ndarray, options: str, seed: int) -> np.ndarray:
+    """Train VW online with simulated bandit feedback (cost = −reward of the sampled action);
+    return its greedy actions on ``test_x``."""
+    import vowpalwabbit
+
+    k = reward.shape[1]
+    model = vowpalwabbit.Workspace(f"--cb_explore_adf --squarecb {options} --quiet --random_seed {seed}")
+    rng = np.random.default_rng(seed)
+    actions = [f"|a a{arm}" for arm in range(k)]
+
+    def shared(row: np.ndarray) -> str:
+        return "shared |s " + " ".join(f"{j}:{v:.5g}" for j, v in enumerate(row))
+
+    for i in range(len(x)):
+        lines = [shared(x[i]), *actions]
+        pmf = np.asarray(model.predict(lines), dtype=np.float64)
+        pmf /= pmf.sum()
+        arm = int(rng.choice(k, p=pmf))
+        lines[1 + arm] = f"0:{-reward[i, arm]:.6g}:{pmf[arm]:.6g} |a a{arm}"
+        model.learn(lines)
+    chosen = np.empty(len(test_x), dtype=np.int64)
+    for i in range(len(test_x)):
+        pmf = np.asarray(model.predict([shared(test_x[i]), *actions]))
+        chosen[i] = int(np.argmax(pmf))
+    model.finish()
+    return chosen
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="queries N (quick: 10000,100000)")
+    parser.add_argument("--dims", default="64,256", help="feature dimensions d")
+    parser.add_argument("--models", type=int, default=11)
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per method (median)")
+    parser.add_argument("--alpha", type=float, default=1.0)
+    parser.add_argument("--ridge", type=float, default=1.0)
+    parser.add_argument("--cost-weight", type=float, default=1.0, help="w in reward = quality − w · cost")
+    parser.add_argument("--holdout", type=int, default=5000, help="held-out rows for agreement and reward")
+    parser.add_argument("--peers", default="mabwiser,contextualbandits,vw", help="comma-separated, or 'none'")
+    parser.add_argument("--peer-repeats", type=int, default=1, help="timed runs per peer (they are slower)")
+    parser.add_argument(
+        "--peer-max-cells",
+        type=float,
+        default=1e8,
+        help="skip MABWiser / contextualbandits where N·d exceeds this (time on 2 cores)",
+    )
+    parser.add_argument("--vw-rows", type=int, default=20000, help="at most this many training rows for VW")
+    parser.add_argument(
+        "--vw-settings",
+        default="--gamma_scale 10 -q sa;--gamma_scale 100 -q sa;--gamma_scale 1000 -q sa -l 0.1",
+        help="';'-separated VW options tried (best kept)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    dims = [int(s) for s in args.dims.split(",")]
+    peers = [] if args.peers == "none" else args.peers.split(",")
+    k, w = args.models, args.cost_weight
+    for peer, module in (
+        ("mabwiser", "mabwiser"),
+        ("contextualbandits", "contextualbandits"),
+        ("vw", "vowpalwabbit"),
+    ):
+        if peer in peers:
+            try:
+                __import__(module)
+            except Exception as error:  # report and go on without it
+                print(f"{peer}: not available ({type(error).__name__}: {error}); skipped")
+                peers.remove(peer)
+
+    print(
+        f"K = {k}, alpha = {args.alpha}, ridge = {args.ridge}, w = {w}; median of {args.repeats} runs "
+        f"(peers: {args.peer_repeats}); peak = tracemalloc peak of the first run; numpy {np.__version__}"
+    )
+    rows = []
+    for d in dims:
+        for n in sizes:
+            x_all, q_all, c_all = make_data(n + args.holdout, d, k, args.seed)
+            x, quality, cost = x_all[:n], q_all[:n], c_all[:n]
+            test_x, test_reward = x_all[n:], q_all[n:] - w * c_all[n:]
+            reward = quality - w * cost
+            config = LinUCBConfig(alpha=args.alpha, ridge=args.ridge)
+            t_ours, m_ours, agent = measure(
+                lambda: LinUCB(k, d, config, cost_weight=w).fit(x, quality, cost), args.repeats
+            )
+            t_lim, m_lim, theta = measure(lambda: limit_fit(x, quality, cost, args.ridge), args.repeats)
+            ours = agent.predict(test_x, w)
+            limit_choice = np.argmax(test_x @ (theta[:, :k] - w * theta[:, k:]), axis=1)
+            result: dict[str, Any] = {
+                "d": d,
+                "n": n,
+                "routerl_s": t_ours,
+                "routerl_mib": m_ours,
+                "limit_s": t_lim,
+                "limit_mib": m_lim,
+                "agree_limit": float(np.mean(ours == limit_choice)),
+                "reward_routerl": float(test_reward[np.arange(len(ours)), ours].mean()),
+            }
+            if n <= 100_000:
+                t_arm, m_arm, _ = measure(
+                    lambda: per_arm_fit(x, reward, args.ridge), max(1, args.repeats // 2)
+                )
+                result.update(per_arm_s=t_arm, per_arm_mib=m_arm)
+            slow_peers = n * d > args.peer_max_cells
+            if slow_peers:
+                print(f"  N={n}, d={d}: MABWiser and contextualbandits skipped (N·d > --peer-max-cells)")
+            if "mabwiser" in peers and not slow_peers:
+                t, m, mab = measure(
+                    lambda: mabwiser_fit(x, reward, args.alpha, args.ridge), args.peer_repeats
+                )
+                result.update(
+                    mabwiser_s=t,
+                    mabwiser_mib=m,
+                    agree_mabwiser=float(np.mean(mabwiser_greedy(mab, test_x) == ours)),
+                )
+                del mab
+            if "contextualbandits" in peers and not slow_peers:
+                t, m, model = measure(lambda: cb_fit(x, reward, args.alpha, args.ridge), args.peer_repeats)
+                result.update(
+                    cb_s=t, cb_mib=m, agree_cb=float(np.mean(model.predict(test_x, exploit=True) == ours))
+                )
+                del model
+            if "vw" in peers and n == min(sizes):
+                vw_n = min(n, args.vw_rows)
+                best = None
+                for options in args.vw_settings.split(";"):
+                    start = time.perf_counter()
+                    chosen = vw_run(x[:vw_n], reward[:vw_n], test_x, options, args.seed)
+                    seconds = time.perf_counter() - start
+                    value = float(test_reward[np.arange(len(chosen)), chosen].mean())
+                    print(
+                        f"  vw {options!r} on {vw_n} rows, d={d}: {seconds:.1f} s, held-out reward {value:.4f}"
+                    )
+                    if best is None or value > best[1]:
+                        best = (options, value, seconds, vw_n)
+                assert best is not None
+                sub = (
+                    LinUCB(k, d, config, cost_weight=w)
+                    .fit(x[:vw_n], quality[:vw_n], cost[:vw_n])
+                    .predict(test_x, w)
+                )
+                result.update(
+                    vw_options=best[0],
+                    vw_reward=best[1],
+                    vw_s=best[2],
+                    vw_rows=best[3],
+                    reward_routerl_same_rows=float(test_reward[np.arange(len(sub)), sub].mean()),
+                )
+            rows.append(result)
+            print(
+                " ".join(
+                    f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                    for key, value in result.items()
+                ),
+                flush=True,
+            )
+
+    def cell(r: dict, key: str, mem: str | None = None) -> str:
+        if key not in r:
+            return "-"
+        text = f"{r[key]:.3f} s"
+        return text + (f" / {r[mem]:.0f} MiB" if mem and mem in r else "")
+
+    print(
+        "\n| d | N | routerl fit | limit (1 Gram + solve) | routerl / limit | per-arm numpy | MABWiser | "
+        "contextualbandits | agreement (limit, MABWiser, cb) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        agree = ", ".join(
+            f"{r[key]:.2%}" if key in r else "-" for key in ("agree_limit", "agree_mabwiser", "agree_cb")
+        )
+        print(
+            f"| {r['d']} | {r['n']:,} | {cell(r, 'routerl_s', 'routerl_mib')} | {cell(r, 'limit_s', 'limit_mib')} | "
+            f"{r['routerl_s'] / r['limit_s']:.2f}x | {cell(r, 'per_arm_s', 'per_arm_mib')} | "
+            f"{cell(r, 'mabwiser_s', 'mabwiser_mib')} | {cell(r, 'cb_s', 'cb_mib')} | {agree} |"
+        )
+    vw_rows = [r for r in rows if "vw_reward" in r]
+    if vw_rows:
+        print(
+            "\n| d | training rows | VW options (best of the settings tried) | VW time | VW held-out reward | "
+            "routerl LinUCB reward (same rows) | routerl fit time |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        for r in vw_rows:
+            print(
+                f"| {r['d']} | {r['vw_rows']:,} | `{r['vw_options']}` | {r['vw_s']:.1f} s | {r['vw_reward']:.4f} | "
+                f"{r['reward_routerl_same_rows']:.4f} | {r['routerl_s']:.3f} s ({r['n']:,} rows) |"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
