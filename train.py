@@ -74,6 +74,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--strict", action="store_true", help="stop at the first rejected row")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (for logs and CI)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its newest checkpoint (its config.yaml is used)",
+    )
     return parser.parse_args(argv)
 
 
@@ -93,9 +99,15 @@ def main(argv: list[str] | None = None) -> int:
             overrides.append(f"data.split={args.split}")
         if args.allow_pickle:
             overrides.append("data.allow_pickle=true")
-        config = load_config(args.config, overrides, cli_data=args.data, seed=args.seed)
-        out = args.out or ROOT / "runs" / config.name
-        prepare_directory(out, args.overwrite)
+        if args.resume is not None:
+            if not (args.resume / "config.yaml").is_file():
+                raise DataError(f"{args.resume}: not a run directory (no config.yaml) to resume")
+            config = load_config(args.resume / "config.yaml", overrides, cli_data=args.data, seed=args.seed)
+            out = args.resume
+        else:
+            config = load_config(args.config, overrides, cli_data=args.data, seed=args.seed)
+            out = args.out or ROOT / "runs" / config.name
+            prepare_directory(out, args.overwrite)
         target = None
         if args.target_cost is not None:
             target = BudgetTarget("cost", args.target_cost)

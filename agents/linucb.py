@@ -139,8 +139,8 @@ class LinUCB:
         weight = self.cost_weight if cost_weight is None else cost_weight
         return np.argmax(self.scores(features, weight), axis=1)
 
-    def learn(self, env: RoutingEnv, total_steps: int, seed: int = 0, progress: bool = False,
-              callback: StepCallback | None = None) -> LinUCB:
+    def learn(self, env: RoutingEnv, total_steps: int, seed: int | None = 0, progress: bool = False,
+              callback: StepCallback | None = None, start_step: int = 0) -> LinUCB:
         """Interact with ``env`` for ``total_steps`` episodes, observing only the chosen arm.
 
         Each step picks the UCB argmax at the env's current ``cost_weight`` (the budget's current
@@ -149,12 +149,14 @@ class LinUCB:
         that arm's A⁻¹ by Sherman–Morrison: (A + xxᵀ)⁻¹ = A⁻¹ − A⁻¹x xᵀA⁻¹ / (1 + xᵀA⁻¹x). The
         regression targets are ``info["quality"]`` and ``info["cost"]`` of the chosen arm (exact
         with full feedback, the env's dm / ips / dr estimates otherwise). ``callback(step,
-        reward, info)`` sees every episode's outcome (TensorBoard logging uses it).
+        reward, info)`` sees every episode's outcome (TensorBoard logging and checkpoints use it),
+        after the update and before the next query is drawn. Resuming: restore the state and the
+        env's generator, then call with ``seed=None`` and ``start_step`` = the steps already done.
         """
         observation, _ = env.reset(seed=seed)
         if observation.shape[0] < self.dimension:
             raise ValueError(f"observation has {observation.shape[0]} entries, LinUCB needs {self.dimension}")
-        for step in trange(total_steps, desc="linucb learn", disable=not progress):
+        for step in trange(start_step, start_step + total_steps, desc="linucb learn", disable=not progress):
             x = observation[: self.dimension].astype(np.float64)
             arm = int(np.argmax(self.upper_confidence(x[None], env.cost_weight)[0]))
             _, reward, _, _, info = env.step(arm)
@@ -169,6 +171,24 @@ class LinUCB:
             if callback is not None:
                 callback(step + 1, reward, info)
             observation, _ = env.reset()
+        return self
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The learned statistics (for checkpoints); θ is re-derived on load."""
+        return {"gram": self.gram, "gram_inverse": self.gram_inverse, "target_quality": self.target_quality,
+                "target_cost": self.target_cost, "observations": self.observations}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> LinUCB:
+        """Restore :meth:`state_dict` (shapes must match this agent's)."""
+        if state["gram"].shape != self.gram.shape:
+            raise ValueError(f"checkpoint has Gram matrices {state['gram'].shape}, agent {self.gram.shape}")
+        self.gram = np.array(state["gram"], dtype=np.float64)
+        self.target_quality = np.array(state["target_quality"], dtype=np.float64)
+        self.target_cost = np.array(state["target_cost"], dtype=np.float64)
+        self.observations = np.array(state["observations"], dtype=np.int64)
+        self.gram_inverse = np.array(state["gram_inverse"], dtype=np.float64)
+        self.theta_quality = np.einsum("kij,kj->ki", self.gram_inverse, self.target_quality)
+        self.theta_cost = np.einsum("kij,kj->ki", self.gram_inverse, self.target_cost)
         return self
 
     def linear_map(self) -> np.ndarray:

@@ -44,6 +44,7 @@ class AgentConfig:
     kind: Literal["linucb", "knn", "logistic"] = "linucb"  # LinUCB, or a supervised peer baseline
     learning: Literal["fit", "online"] = "fit"  # one pass over the log, or interaction with the env
     online_steps: int = 20000  # episodes of env interaction when learning online
+    checkpoint_every: int = 5000  # online learning: steps between checkpoints (atomic; --resume continues)
     linucb: LinUCBConfig = field(default_factory=LinUCBConfig)
     peers: PeerConfig = field(default_factory=PeerConfig)  # grids searched for knn and logistic
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import yaml
 
 from agents.base import Agent
 from agents.baselines import RandomRouter, SingleModelRouter
@@ -30,6 +31,7 @@ from evaluation.metrics import oracle_actions, route_metrics
 from evaluation.ope import counterfactual_log, off_policy_estimates
 from evaluation.report import write_markdown
 from policies.export import PolicyMetadata, build_embedding_policy, build_text_policy, save_policy
+from training.checkpoints import Checkpoint, Checkpointer
 from training.config import RunConfig, dump_config
 from training.tensorboard import TensorBoardLogger
 
@@ -71,6 +73,7 @@ def train(
 ) -> RunResult:
     """Run ``config`` and write the run directory of CONTRACTS.md §3 into ``out``."""
     progress = not quiet
+    dump_config(config, out / "config.yaml")  # first, so that --resume can read it
     loaded = load_log(
         config.data.path,
         prices=PriceTable.load(config.data.prices or DEFAULT_PRICES),
@@ -99,7 +102,8 @@ def train(
         )
 
     tensorboard = TensorBoardLogger(out / "tb")
-    agent, steps, learned_weight = _learn(config, train_set, tensorboard, progress)
+    agent, training, learned_weight = _learn(config, train_set, validation_set, tensorboard, out, progress)
+    steps = training["steps"]
     weights = sweep_weights(train_set.log, config.evaluation)
     weight = config.reward.cost_weight if learned_weight is None else learned_weight
     report_budget = None
@@ -155,6 +159,8 @@ def train(
             "cost_weight": weight,
             "learning": config.agent.learning,
             "steps": steps,
+            "best_step": training["best_step"],
+            "resumed_from": training.get("resumed_from"),
             "score_kind": agent.score_kind,
         },
         "test": test_metrics,
@@ -177,40 +183,116 @@ def train(
         frontier, f"{agent.name} on {Path(config.data.path).name} (test split)", out / "frontier.png"
     )
     tensorboard.log_metrics(test_metrics, steps)
+    tensorboard.log_choices(agent.predict(test_set.features, weight), log.n_models, steps)
+    tensorboard.log_config(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    tensorboard.log_hparams(
+        _flatten(config.to_dict()),
+        {
+            "test_reward": test_metrics["mean_reward"],
+            "test_quality": test_metrics["mean_quality"],
+            "test_cost": test_metrics["mean_cost"],
+            "aiq": frontier["aiq"],
+        },
+    )
     tensorboard.log_figure("charts/frontier", figure, steps)
     tensorboard.close()
     _export(config, featurizer, agent, log, weight, frontier, test_metrics, out)
-    dump_config(config, out / "config.yaml")
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     write_markdown(report, out / "report.md")
     return RunResult(out, report)
 
 
 def _learn(
-    config: RunConfig, train_set: _Split, tensorboard: TensorBoardLogger, progress: bool
-) -> tuple[Agent, int, float | None]:
+    config: RunConfig,
+    train_set: _Split,
+    validation_set: _Split,
+    tensorboard: TensorBoardLogger,
+    out: Path,
+    progress: bool,
+) -> tuple[Agent, dict[str, Any], float | None]:
     """Fit the configured agent on the training split.
 
-    Returns the agent, its training steps, and the cost weight it learned (the averaged budget
-    multiplier λ̄ when the reward has a budget and learning is online; None otherwise).
+    Returns the agent, what its training did (``steps``, and ``best_step``: the step whose state
+    is exported), and the cost weight it learned (the averaged budget multiplier λ̄ when the
+    reward has a budget and learning is online; None otherwise).
     """
     log = train_set.log
     weight = config.reward.cost_weight
     if config.agent.kind != "linucb":
         peer_class = NearestNeighbourRouter if config.agent.kind == "knn" else LogisticRouter
         peer = peer_class(config.agent.peers, weight).fit(train_set.features, log.quality, log.cost)
-        return peer, log.n_queries, None
+        return peer, {"steps": log.n_queries, "best_step": log.n_queries}, None
     agent = LinUCB(log.n_models, train_set.features.shape[1], config.agent.linucb, cost_weight=weight)
     if config.agent.learning == "fit":
         if config.reward.budget is not None:
             raise DataError("a budget reward needs agent.learning=online (the multiplier is learned online)")
         agent.fit(train_set.features, log.quality, log.cost)
-        return agent, log.n_queries, None
+        return agent, {"steps": log.n_queries, "best_step": log.n_queries}, None
     env = RoutingEnv(log, train_set.features, config.reward)
-    agent.learn(
-        env, config.agent.online_steps, seed=config.seed, progress=progress, callback=tensorboard.on_step
+    return (
+        agent,
+        _learn_online(config, agent, env, validation_set, tensorboard, out, progress),
+        env.default_cost_weight,
     )
-    return agent, config.agent.online_steps, env.default_cost_weight
+
+
+def _learn_online(
+    config: RunConfig,
+    agent: LinUCB,
+    env: RoutingEnv,
+    validation_set: _Split,
+    tensorboard: TensorBoardLogger,
+    out: Path,
+    progress: bool,
+) -> dict[str, Any]:
+    """LinUCB learning by interaction, checkpointed every ``agent.checkpoint_every`` steps.
+
+    If the run directory holds checkpoints (``--resume``), learning continues from the newest
+    with the remaining steps only. At each checkpoint the greedy policy's validation reward is
+    measured; the best state is the one exported (``best_step`` in the report).
+    """
+    total = config.agent.online_steps
+    checkpoints = Checkpointer(out / "checkpoints", config.agent.checkpoint_every)
+    latest = checkpoints.latest()
+    start, seed = 0, config.seed
+    if latest is not None:
+        agent.load_state_dict(latest.arrays)
+        env.reset(seed=config.seed)  # builds the task; then the saved generator and multiplier replace it
+        generator = np.random.default_rng()
+        generator.bit_generator.state = latest.meta["env_generator"]
+        env.np_random = generator
+        if latest.meta.get("multiplier") is not None and env.task.multiplier is not None:
+            vars(env.task.multiplier).update(latest.meta["multiplier"])
+        start, seed = latest.step, None
+
+    def validation_reward() -> float:
+        if validation_set.log.n_queries == 0:
+            return float(start)  # no validation split: the newest state counts as the best
+        weight = env.default_cost_weight if env.default_cost_weight is not None else config.reward.cost_weight
+        actions = agent.predict(validation_set.features, weight)
+        rows = np.arange(validation_set.log.n_queries)
+        return float(validation_set.log.reward(weight)[rows, actions].mean())
+
+    def on_step(step: int, reward: float, info: dict[str, Any]) -> None:
+        tensorboard.on_step(step, reward, info)
+        if checkpoints.due(step) or step == total:
+            multiplier = env.task.multiplier
+            meta = {
+                "step": step,
+                "score": validation_reward() if validation_set.log.n_queries else step,
+                "env_generator": env.np_random.bit_generator.state,
+                "multiplier": None
+                if multiplier is None
+                else {key: getattr(multiplier, key) for key in ("value", "average", "steps", "updates")},
+            }
+            checkpoints.save(Checkpoint({k: v.copy() for k, v in agent.state_dict().items()}, meta))
+
+    if total > start:
+        agent.learn(env, total - start, seed=seed, progress=progress, callback=on_step, start_step=start)
+    best = checkpoints.best()
+    if best is not None:
+        agent.load_state_dict(best.arrays)
+    return {"steps": total, "best_step": total if best is None else best.step, "resumed_from": start or None}
 
 
 @dataclass(frozen=True)
@@ -280,6 +362,17 @@ def _calibrate(
     test = Sweep.run(test_set.log, lambda w: agent.predict(test_set.features, w), grid)
     chosen = calibrate(validation, target)
     return float(grid[chosen]), budget_report(validation, test, target, chosen)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config → {"agent.linucb.alpha": 1.0, ...} for the HParams plugin."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _features(part: RoutingLog, featurizer: TextFeaturizer | None) -> np.ndarray:
