@@ -33,7 +33,7 @@ from evaluation.evaluate import (
 )
 from evaluation.figures import save_frontier
 from evaluation.ope import counterfactual_log, logged_outcomes, off_policy_estimates
-from evaluation.report import write_markdown
+from evaluation.report import data_section, write_markdown
 from evaluation.routers import PolicyRouter
 from policies.artifact import PolicyError, load_policy
 
@@ -136,17 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     report: dict[str, Any] = {
         "evaluated_on": Path(args.data).name,
-        "data": {
-            "path": str(args.data),
-            "fingerprint": log.fingerprint,
-            "feedback": log.feedback,
-            "queries": log.n_queries,
-            "models": list(log.models),
-            "rows_read": log.stats.rows_read,
-            "rows_accepted": log.stats.rows_accepted,
-            "rows_rejected": log.stats.rows_rejected,
-            "rejected_by_reason": log.stats.rejected_by_reason,
-        },
+        "data": data_section(log, args.data),
         "policy": {
             "path": str(args.policy),
             "agent": metadata["agent"],

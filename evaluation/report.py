@@ -5,6 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from data.routing_log import RoutingLog
+
+
+def data_section(log: RoutingLog, path: str | Path) -> dict[str, Any]:
+    """The ``data`` section of a report (CONTRACTS.md §3): fingerprint and rows by fate."""
+    return {
+        "path": str(path),
+        "fingerprint": log.fingerprint,
+        "feedback": log.feedback,
+        "queries": log.n_queries,
+        "models": list(log.models),
+        "rows_read": log.stats.rows_read,
+        "rows_accepted": log.stats.rows_accepted,
+        "rows_rejected": log.stats.rows_rejected,
+        "rejected_by_reason": log.stats.rejected_by_reason,
+        "pending": log.stats.pending,
+    }
+
 
 def _ci(metrics: dict[str, Any], key: str, digits: int) -> str:
     value = f"{metrics[key]:.{digits}f}"
@@ -36,7 +54,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         f"Data: `{data['path']}` ({data['feedback']} information), fingerprint `{data['fingerprint'][:16]}`.",
         f"Rows read {data['rows_read']} = accepted {data['rows_accepted']} "
-        f"+ rejected {data['rows_rejected']}.",
+        f"+ rejected {data['rows_rejected']}."
+        + (f" {data['pending']} decisions still wait for feedback (pending)." if data.get("pending") else ""),
     ]
     if data["rejected_by_reason"]:
         lines += ["", "| rejected because | rows |", "|---|---|"]

@@ -29,7 +29,7 @@ from evaluation.evaluate import Sweep, frontier_report, metrics_with_intervals, 
 from evaluation.figures import save_frontier
 from evaluation.metrics import oracle_actions, route_metrics
 from evaluation.ope import counterfactual_log, off_policy_estimates
-from evaluation.report import write_markdown
+from evaluation.report import data_section, write_markdown
 from policies.export import PolicyMetadata, build_embedding_policy, build_text_policy, save_policy
 from training.checkpoints import Checkpoint, Checkpointer
 from training.config import RunConfig, dump_config
@@ -136,17 +136,7 @@ def train(
     frontier = frontier_report(test, sweep, test_metrics, config.evaluation, bootstrap)
 
     report: dict[str, Any] = {
-        "data": {
-            "path": str(config.data.path),
-            "fingerprint": log.fingerprint,
-            "feedback": log.feedback,
-            "queries": log.n_queries,
-            "models": list(log.models),
-            "rows_read": log.stats.rows_read,
-            "rows_accepted": log.stats.rows_accepted,
-            "rows_rejected": log.stats.rows_rejected,
-            "rejected_by_reason": log.stats.rejected_by_reason,
-        },
+        "data": data_section(log, config.data.path),
         "split": {
             "kind": config.data.split,
             "seed": config.seed,
