@@ -31,7 +31,7 @@ from envs.routing_env import RoutingEnv
 class LinTSConfig:
     """Hyperparameters of linear Thompson sampling."""
 
-    scale: float = 0.25  # v: posterior scale; Agrawal & Goyal's v = R sqrt(24 d ln(1/δ) / ε) is a bound, tune it
+    scale: float = 0.25  # v: posterior scale (Agrawal & Goyal's R sqrt(24 d ln(1/δ) / ε) is a bound; tune it)
     ridge: float = 1.0  # λ: ridge regularisation, A = λI + XᵀX
 
 
@@ -52,7 +52,8 @@ class LinTS(LinUCB):
         """The score :meth:`LinUCB.learn` maximises: here a posterior sample ũ_k per query and arm."""
         x = np.asarray(features, dtype=np.float64)
         width = np.sqrt(np.maximum(np.einsum("nd,kde,ne->nk", x, self.gram_inverse, x), 0.0))
-        return self.scores(x, cost_weight) + self.sampling.scale * width * self._rng.standard_normal(width.shape)
+        draws = self._rng.standard_normal(width.shape)
+        return self.scores(x, cost_weight) + self.sampling.scale * width * draws
 
     def learn(self, env: RoutingEnv, total_steps: int, seed: int = 0, progress: bool = False,
               callback: StepCallback | None = None) -> LinTS:

@@ -39,6 +39,12 @@ model. Four practitioners' measures, each a switch of :class:`PPOConfig`:
     A caller may pass its own ``validation_score(weights, actions)`` (e.g. the frontier's AIQ).
 (d) **A small, regularised network** (``hidden``, ``weight_decay``): one hidden layer, AdamW's
     decoupled weight decay (Loshchilov & Hutter, 2019) through SB3's ``optimizer_kwargs``.
+(e) **Standardised observations** (``standardise_observations``): the network sees
+    (o − m) / s, m and s the training features' mean and standard deviation and those of f(w)
+    under the preference distribution (a seeded sample), fixed for the run. f(w) ∈ [0, 1] is
+    otherwise small beside features of magnitude ~5 (ln length), and Adam's steps move its
+    column too slowly: without (e) the policy hardly reacts to w. The affine map is folded into
+    the exported first layer: W' = W / s, b' = b − W (m / s).
 
 **Export.** The actor's logits are ``head(features @ linear_map(), w)``: ``linear_map`` is the
 first layer's text part (d, hidden), :class:`~policies.heads.MlpLogitHead` adds the weight
@@ -70,7 +76,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -87,7 +93,7 @@ from envs.vec_env import RoutingVecEnv
 from policies.heads import MlpLogitHead
 
 RolloutCallback = Callable[[int, dict[str, float]], None]
-ValidationScore = Callable[[np.ndarray, np.ndarray], float]  # (weights (W,), actions (W, N)) -> higher is better
+ValidationScore = Callable[[np.ndarray, np.ndarray], float]  # (weights (W,), actions (W, N)) -> higher = better
 
 PROGRESS_ENTRY = "routerl.json"
 BEST_ENTRY = "routerl_best.pt"
@@ -108,13 +114,14 @@ class PPOConfig:
     ent_coef: float = 0.003  # entropy bonus coefficient (exploration)
     vf_coef: float = 0.5  # value-loss coefficient
     max_grad_norm: float = 0.5  # gradient clipping
-    hidden: tuple[int, ...] = (64,)  # hidden layer sizes of the actor (and, separately, of the critic)
-    activation: Literal["tanh", "relu"] = "tanh"  # hidden activation
+    hidden: tuple[int, ...] = (256,)  # hidden layer sizes of the actor (and, separately, of the critic)
+    activation: Literal["tanh", "relu"] = "relu"  # hidden activation (relu beat tanh on RouterBench)
     weight_decay: float = 1e-3  # AdamW decoupled weight decay (d)
     per_query_baseline: bool = True  # (a) train on r − mean over arms of the query's rewards at w
     normalise_rewards: bool = True  # (b) divide rewards by s(w), the arm-reward spread at w
+    standardise_observations: bool = True  # (e) feed the network (o − mean) / std (folded into the export)
     eval_every: int = 10_000  # (c) steps between validation evaluations (needs validation data)
-    patience: int = 10  # (c) evaluations without improvement before stopping (0 = never stop early)
+    patience: int = 20  # (c) evaluations without improvement before stopping (0 = never stop early)
     eval_weights: int = 12  # (c) validation sweep: w = 0 and this many log-spaced weights in [low, high]
     preference: PreferenceConfig = field(
         default_factory=lambda: PreferenceConfig(low=1.0, high=100_000.0, zero_share=0.1))  # w per episode
@@ -122,8 +129,8 @@ class PPOConfig:
     threads: int = 1  # torch CPU threads while fitting (such small networks run fastest on one)
 
     def __post_init__(self) -> None:
-        for name in ("total_steps", "n_envs", "n_steps", "batch_size", "n_epochs", "eval_every", "eval_weights",
-                     "threads"):
+        for name in ("total_steps", "n_envs", "n_steps", "batch_size", "n_epochs", "eval_every",
+                     "eval_weights", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.patience < 0:
@@ -201,7 +208,8 @@ class ValidationStopping(BaseCallback):
 class RolloutReport(BaseCallback):
     """Per rollout: SB3's losses as ``losses/...`` and the raw outcomes as ``charts/train_...``."""
 
-    def __init__(self, env: RoutingVecEnv, report: RolloutCallback, stopping: ValidationStopping | None) -> None:
+    def __init__(self, env: RoutingVecEnv, report: RolloutCallback,
+                 stopping: ValidationStopping | None) -> None:
         super().__init__()
         self.env = env
         self.report = report
@@ -226,6 +234,24 @@ class RolloutReport(BaseCallback):
         self._count = 0
 
 
+class StandardisedObservation(VecEnvWrapper):
+    """(e): observations (o − mean) / scale with fixed statistics."""
+
+    def __init__(self, venv: CounterfactualReward, mean: np.ndarray, scale: np.ndarray) -> None:
+        super().__init__(venv)
+        self.routing = venv.routing
+        self.mean, self.scale = mean.astype(np.float32), scale.astype(np.float32)
+
+    def reset(self) -> VecEnvObs:
+        """The wrapped env's first observations, standardised."""
+        return (self.venv.reset() - self.mean) / self.scale
+
+    def step_wait(self) -> VecEnvStepReturn:
+        """The wrapped env's step, its observations standardised."""
+        observations, reward, dones, infos = self.venv.step_wait()
+        return (observations - self.mean) / self.scale, reward, dones, infos
+
+
 def oracle_gap_closed(quality: np.ndarray, cost: np.ndarray) -> ValidationScore:
     """The default criterion of (c): mean over the sweep of (U_π − U_random) / (U_oracle − U_random)."""
     rows = np.arange(len(quality))
@@ -248,7 +274,8 @@ class PPORouter:
     name = "ppo"
     score_kind = "logit"
 
-    def __init__(self, config: PPOConfig | None, n_models: int, dimension: int, cost_weight: float = 0.0) -> None:
+    def __init__(self, config: PPOConfig | None, n_models: int, dimension: int,
+                 cost_weight: float = 0.0) -> None:
         self.config = config or PPOConfig()
         self.n_models = n_models
         self.dimension = dimension
@@ -259,6 +286,8 @@ class PPORouter:
         self.best_score = -np.inf  # their validation score (-inf: no validation yet)
         self.stopped_early = False
         self._best_state: dict[str, torch.Tensor] | None = None
+        self._mean = np.zeros(dimension + 1)  # (e) observation statistics, identity until fitted
+        self._scale = np.ones(dimension + 1)
         self._exported: tuple[np.ndarray, MlpLogitHead] | None = None
 
     @property
@@ -272,17 +301,33 @@ class PPORouter:
         spaced = np.geomspace(preference.low, preference.high, self.config.eval_weights)
         return np.concatenate([[0.0], spaced])
 
-    def _environment(self, quality: np.ndarray, cost: np.ndarray, features: np.ndarray) -> CounterfactualReward:
+    def _standardisation(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(e): mean and standard deviation of the features and of f(w) (a seeded sample of w)."""
+        preference = self.config.preference
+        encoded = preference.encode(preference.sample(np.random.default_rng(self.config.seed), 100_000))
+        observations = np.concatenate([features.mean(axis=0), [encoded.mean()]])
+        spread = np.concatenate([features.std(axis=0), [encoded.std()]])
+        constant = spread < 1e-6  # e.g. the bias feature: left as it is
+        return np.where(constant, 0.0, observations), np.where(constant, 1.0, spread)
+
+    def _environment(self, quality: np.ndarray, cost: np.ndarray,
+                     features: np.ndarray) -> CounterfactualReward | StandardisedObservation:
         n = len(features)
         log = RoutingLog(models=tuple(str(k) for k in range(self.n_models)),
                          query_ids=np.array([str(i) for i in range(n)], dtype=object),
                          queries=[""] * n, quality=np.asarray(quality, dtype=np.float64),
                          cost=np.asarray(cost, dtype=np.float64))
         reward = RewardConfig(preference=self.config.preference)
-        env = RoutingVecEnv(log, features, self.config.n_envs, reward, seed=self.config.seed + self.steps_done)
-        return CounterfactualReward(env, self.config.per_query_baseline, self.config.normalise_rewards)
+        seed = self.config.seed + self.steps_done
+        env = RoutingVecEnv(log, features, self.config.n_envs, reward, seed=seed)
+        shaped = CounterfactualReward(env, self.config.per_query_baseline, self.config.normalise_rewards)
+        if not self.config.standardise_observations:
+            return shaped
+        if self.model is None:
+            self._mean, self._scale = self._standardisation(features)
+        return StandardisedObservation(shaped, self._mean, self._scale)
 
-    def _new_model(self, env: CounterfactualReward) -> PPO:
+    def _new_model(self, env: CounterfactualReward | StandardisedObservation) -> PPO:
         config = self.config
         policy_kwargs = {
             "net_arch": {"pi": list(config.hidden), "vf": list(config.hidden)},
@@ -367,10 +412,13 @@ class PPORouter:
 
     def _export_state(self, state: dict[str, torch.Tensor]) -> tuple[np.ndarray, MlpLogitHead]:
         """(linear map, head) of an actor's parameters: SB3's policy_net layers, then action_net."""
-        layers = [(state[f"mlp_extractor.policy_net.{2 * i}.weight"], state[f"mlp_extractor.policy_net.{2 * i}.bias"])
-                  for i in range(len(self.config.hidden))]
+        hidden = [f"mlp_extractor.policy_net.{2 * i}" for i in range(len(self.config.hidden))]
+        layers = [(state[f"{name}.weight"], state[f"{name}.bias"]) for name in hidden]
         layers.append((state["action_net.weight"], state["action_net.bias"]))
-        first_weight, first_bias = layers[0]
+        weight, bias = layers[0]
+        scale = torch.from_numpy(self._scale).to(torch.float64)
+        first_weight = weight.to(torch.float64) / scale  # (e) folded: W' = W / s, b' = b − W (m / s)
+        first_bias = bias.to(torch.float64) - first_weight @ torch.from_numpy(self._mean).to(torch.float64)
         rest = []
         for weight, bias in layers[1:]:
             linear = torch.nn.Linear(weight.shape[1], weight.shape[0], dtype=torch.float64)
@@ -379,11 +427,12 @@ class PPORouter:
         preference = self.config.preference
         head = MlpLogitHead(first_weight[:, self.dimension], first_bias, rest, self.config.activation,
                             preference.low, preference.high)
-        linear_map = first_weight[:, : self.dimension].T.to(torch.float64).numpy().copy()
+        linear_map = first_weight[:, : self.dimension].T.numpy().copy()
         return linear_map, head
 
     @staticmethod
-    def _logits(features: np.ndarray, linear_map: np.ndarray, head: MlpLogitHead, cost_weight: float) -> np.ndarray:
+    def _logits(features: np.ndarray, linear_map: np.ndarray, head: MlpLogitHead,
+                cost_weight: float) -> np.ndarray:
         z = torch.from_numpy(np.asarray(features, dtype=np.float64) @ linear_map)
         with torch.no_grad():
             return head(z, float(cost_weight)).numpy()
@@ -415,7 +464,10 @@ class PPORouter:
         return self._fitted()[1]
 
     def save(self, path: str | Path) -> Path:
-        """Write a checkpoint atomically: SB3's zip plus the progress and the best parameters."""
+        """Write a checkpoint atomically: SB3's zip plus the progress and the best parameters.
+
+        Before the first validation evaluation the "best" parameters are the current ones.
+        """
         if self.model is None:
             raise RuntimeError("nothing to save: the agent has not been fitted")
         path = Path(path)
@@ -426,9 +478,10 @@ class PPORouter:
             self.model.save(temporary)
             progress = {"steps_done": self.model.num_timesteps, "best_step": self.best_step,
                         "best_score": self.best_score, "stopped_early": self.stopped_early,
+                        "observation_mean": self._mean.tolist(), "observation_scale": self._scale.tolist(),
                         "config": asdict(self.config)}
             best = io.BytesIO()
-            torch.save(self._best_state, best)
+            torch.save(self.model.policy.state_dict() if self._best_state is None else self._best_state, best)
             with zipfile.ZipFile(temporary, "a") as archive:
                 archive.writestr(PROGRESS_ENTRY, json.dumps(progress, allow_nan=True))
                 archive.writestr(BEST_ENTRY, best.getvalue())
@@ -448,6 +501,8 @@ class PPORouter:
         self.model = PPO.load(path, device="cpu")
         self.steps_done, self.best_step = progress["steps_done"], progress["best_step"]
         self.best_score, self.stopped_early = progress["best_score"], progress["stopped_early"]
+        self._mean = np.asarray(progress["observation_mean"], dtype=np.float64)
+        self._scale = np.asarray(progress["observation_scale"], dtype=np.float64)
         self._best_state = best_state
         self._exported = self._export_state(best_state)
         return self

@@ -179,6 +179,8 @@ def main() -> int:
         default=1e8,
         help="skip MABWiser / contextualbandits where N·d exceeds this (time on 2 cores)",
     )
+    parser.add_argument("--per-arm-max", type=int, default=100_000,
+                        help="run the per-arm numpy reference up to this N (it does K Grams)")
     parser.add_argument("--vw-rows", type=int, default=20000, help="at most this many training rows for VW")
     parser.add_argument(
         "--vw-settings",
@@ -231,7 +233,7 @@ def main() -> int:
                 "agree_limit": float(np.mean(ours == limit_choice)),
                 "reward_routerl": float(test_reward[np.arange(len(ours)), ours].mean()),
             }
-            if n <= 100_000:
+            if n <= args.per_arm_max:
                 t_arm, m_arm, _ = measure(
                     lambda: per_arm_fit(x, reward, args.ridge), max(1, args.repeats // 2)
                 )

@@ -12,7 +12,7 @@ file. A file whose first record carries ``policy_version`` is read as such a log
 * feedback for a query_id with no decision is rejected as ``feedback without decision``; a second
   feedback for one decision as ``duplicate outcome``; a decision the service served by falling
   back (``fallback_from``: the policy did not choose that model, so the propensity is not its
-  probability) as ``not the policy's choice``.
+  probability) as ``not the policy's choice``, and its feedback with it.
 
 The decision's line number locates the joined row in ``rejected.jsonl``.
 """
@@ -51,6 +51,7 @@ def join_decisions(items: Iterator[Item]) -> Iterator[Item | Pending]:
         yield from items
         return
     decisions: dict[str, ParsedRow] = {}
+    fallbacks: set[str] = set()
     feedback: dict[str, ParsedRow] = {}
     for item in (first, *items):
         if not isinstance(item, ParsedRow):
@@ -61,6 +62,7 @@ def join_decisions(items: Iterator[Item]) -> Iterator[Item | Pending]:
             if query_id in decisions:
                 yield _error(item, RejectReason.DUPLICATE_OUTCOME, f"query_id {query_id!r} was already decided")
             elif item.fields.get("fallback_from") is not None:
+                fallbacks.add(query_id)
                 yield _error(item, RejectReason.NOT_POLICY_CHOICE,
                              f"served by {item.fields.get('model')!r} after {item.fields['fallback_from']!r} failed")
             else:
@@ -70,7 +72,9 @@ def join_decisions(items: Iterator[Item]) -> Iterator[Item | Pending]:
         else:
             feedback[query_id] = item
     for query_id, answer in feedback.items():
-        if query_id not in decisions:
+        if query_id in fallbacks:
+            yield _error(answer, RejectReason.NOT_POLICY_CHOICE, f"feedback on the fallback-served {query_id!r}")
+        elif query_id not in decisions:
             yield _error(answer, RejectReason.ORPHAN_FEEDBACK, f"no decision for query_id {query_id!r}")
     for query_id, decision in decisions.items():
         answer = feedback.get(query_id)

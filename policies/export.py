@@ -22,6 +22,7 @@ import torch
 from data.featurizer import N_DENSE_EXTRAS, TextFeaturizer
 from data.featurizer_script import ScriptedFeaturizer
 from policies.artifact import METADATA_FILE, quiet_jit
+from policies.arms import Arms
 from policies.embedding_policy import EmbeddingRoutingPolicy
 from policies.text_policy import TextRoutingPolicy
 
@@ -76,10 +77,7 @@ def build_text_policy(
         text_map=torch.from_numpy(np.ascontiguousarray(text_map, dtype=np.float64)),
         dense_map=torch.from_numpy(np.ascontiguousarray(linear_map[components:], dtype=np.float64)),
         head=head,
-        models=metadata.models,
-        default_cost_weight=metadata.default_cost_weight,
-        cost_weight_range=metadata.cost_weight_range,
-        clamp_cost_weight=clamp_cost_weight,
+        arms=Arms(metadata.models, metadata.default_cost_weight, metadata.cost_weight_range, clamp_cost_weight),
     )
     return script(policy)
 
@@ -91,10 +89,7 @@ def build_embedding_policy(
     policy = EmbeddingRoutingPolicy(
         feature_map=torch.from_numpy(np.ascontiguousarray(linear_map, dtype=np.float64)),
         head=head,
-        models=metadata.models,
-        default_cost_weight=metadata.default_cost_weight,
-        cost_weight_range=metadata.cost_weight_range,
-        clamp_cost_weight=clamp_cost_weight,
+        arms=Arms(metadata.models, metadata.default_cost_weight, metadata.cost_weight_range, clamp_cost_weight),
     )
     return script(policy)
 

@@ -9,21 +9,15 @@ the m outputs and the cost weight into K scores. Everything is computed in float
 returns float32 and ``route`` takes the argmax of the float64 scores (ties to the lower index).
 """
 
-import math
-
 import torch
 
 from data.featurizer_script import ScriptedFeaturizer
+from policies.arms import Arms
 
 
 class TextRoutingPolicy(torch.nn.Module):
-    """Featurizer + linear map + head, with the model names and trade-off defaults."""
+    """Featurizer + linear map + head, with the arms and trade-off defaults."""
 
-    model_names: list[str]
-    default_weight: float
-    weight_low: float
-    weight_high: float
-    clamp_weight: bool
     text_map: torch.Tensor
     dense_map: torch.Tensor
 
@@ -33,41 +27,27 @@ class TextRoutingPolicy(torch.nn.Module):
         text_map: torch.Tensor,
         dense_map: torch.Tensor,
         head: torch.nn.Module,
-        models: list[str],
-        default_cost_weight: float,
-        cost_weight_range: list[float],
-        clamp_cost_weight: bool,
+        arms: Arms,
     ) -> None:
         super().__init__()
         self.featurizer = featurizer
         self.register_buffer("text_map", text_map.to(torch.float64))
         self.register_buffer("dense_map", dense_map.to(torch.float64))
         self.head = head
-        self.model_names = list(models)
-        self.default_weight = float(default_cost_weight)
-        self.weight_low = float(cost_weight_range[0])
-        self.weight_high = float(cost_weight_range[1])
-        self.clamp_weight = clamp_cost_weight
+        self.arms = arms
 
     @torch.jit.export
     def models(self) -> list[str]:
         """The arms, in index order."""
-        return self.model_names
+        return self.arms.model_names
 
     @torch.jit.export
     def default_cost_weight(self) -> float:
         """The trade-off the policy was trained or calibrated for."""
-        return self.default_weight
-
-    def _weight(self, cost_weight: float) -> float:
-        if math.isnan(cost_weight) or math.isinf(cost_weight) or cost_weight < 0.0:
-            raise ValueError("cost_weight must be finite and >= 0 (quality given up per USD per query)")
-        if self.clamp_weight:
-            return min(max(cost_weight, self.weight_low), self.weight_high)
-        return cost_weight
+        return self.arms.default_weight
 
     def _scores64(self, queries: list[str], cost_weight: float) -> torch.Tensor:
-        weight = self._weight(cost_weight)
+        weight = self.arms.weight(cost_weight)
         rows, cols, values, extras = self.featurizer(queries)
         hidden = extras @ self.dense_map
         hidden.index_add_(0, rows, values.unsqueeze(1) * self.text_map.index_select(0, cols))
@@ -83,14 +63,13 @@ class TextRoutingPolicy(torch.nn.Module):
         """The chosen model's name per query."""
         if len(queries) == 0:
             return []
-        chosen: list[int] = torch.argmax(self._scores64(queries, cost_weight), dim=1).tolist()
-        return [self.model_names[index] for index in chosen]
+        return self.arms.choose(self._scores64(queries, cost_weight))
 
     def forward(self, queries: list[str]) -> torch.Tensor:
         """(N,) int64 model indices at the default cost weight."""
         if len(queries) == 0:
             return torch.zeros(0, dtype=torch.int64)
-        return torch.argmax(self._scores64(queries, self.default_weight), dim=1)
+        return torch.argmax(self._scores64(queries, self.arms.default_weight), dim=1)
 
     @torch.jit.export
     def text_features(self, queries: list[str]) -> torch.Tensor:

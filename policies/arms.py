@@ -1,0 +1,44 @@
+"""What every exported policy says about its arms and trade-off (CONTRACTS.md §2), in TorchScript.
+
+Both policy kinds (text, embedding) hold one :class:`Arms`: the model names, the default cost
+weight, the weight check (finite and >= 0; clamped into ``cost_weight_range`` for a policy
+conditioned on the weight) and the decision (argmax, ties to the lower index).
+"""
+
+import math
+
+import torch
+
+
+class Arms(torch.nn.Module):
+    """Model names, the default weight and its range, and the argmax decision."""
+
+    model_names: list[str]
+    default_weight: float
+    weight_low: float
+    weight_high: float
+    clamp_weight: bool
+
+    def __init__(self, models: list[str], default_cost_weight: float, cost_weight_range: list[float],
+                 clamp_cost_weight: bool) -> None:
+        super().__init__()
+        self.model_names = list(models)
+        self.default_weight = float(default_cost_weight)
+        self.weight_low = float(cost_weight_range[0])
+        self.weight_high = float(cost_weight_range[1])
+        self.clamp_weight = clamp_cost_weight
+
+    def weight(self, cost_weight: float) -> float:
+        """Refuse a weight that is not finite and >= 0; clamp it into the range when asked."""
+        if math.isnan(cost_weight) or math.isinf(cost_weight) or cost_weight < 0.0:
+            raise ValueError("cost_weight must be finite and >= 0 (quality given up per USD per query)")
+        if self.clamp_weight:
+            return min(max(cost_weight, self.weight_low), self.weight_high)
+        return cost_weight
+
+    def choose(self, scores: torch.Tensor) -> list[str]:
+        """The name of the best-scoring model per row (ties to the lower index)."""
+        if scores.shape[0] == 0:
+            return []
+        chosen: list[int] = torch.argmax(scores, dim=1).tolist()
+        return [self.model_names[index] for index in chosen]
