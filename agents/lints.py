@@ -55,9 +55,13 @@ class LinTS(LinUCB):
         draws = self._rng.standard_normal(width.shape)
         return self.scores(x, cost_weight) + self.sampling.scale * width * draws
 
-    def learn(self, env: RoutingEnv, total_steps: int, seed: int = 0, progress: bool = False,
-              callback: StepCallback | None = None) -> LinTS:
-        """:meth:`LinUCB.learn` with Thompson draws; ``seed`` seeds both the env and the draws."""
-        self._rng = np.random.default_rng(seed)
-        super().learn(env, total_steps, seed=seed, progress=progress, callback=callback)
+    def learn(self, env: RoutingEnv, total_steps: int, seed: int | None = 0, progress: bool = False,
+              callback: StepCallback | None = None, start_step: int = 0) -> LinTS:
+        """:meth:`LinUCB.learn` with Thompson draws; ``seed`` seeds both the env and the draws.
+
+        ``seed=None`` (resuming) continues this object's generator of draws.
+        """
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        super().learn(env, total_steps, seed=seed, progress=progress, callback=callback, start_step=start_step)
         return self

@@ -93,7 +93,7 @@ from envs.vec_env import RoutingVecEnv
 from policies.heads import MlpLogitHead
 
 RolloutCallback = Callable[[int, dict[str, float]], None]
-ValidationScore = Callable[[np.ndarray, np.ndarray], float]  # (weights (W,), actions (W, N)) -> higher = better
+ValidationScore = Callable[[np.ndarray, np.ndarray], float]  # (weights (W,), actions (W, N)) -> score
 
 PROGRESS_ENTRY = "routerl.json"
 BEST_ENTRY = "routerl_best.pt"
@@ -244,11 +244,14 @@ class StandardisedObservation(VecEnvWrapper):
 
     def reset(self) -> VecEnvObs:
         """The wrapped env's first observations, standardised."""
-        return (self.venv.reset() - self.mean) / self.scale
+        observations = self.venv.reset()
+        assert isinstance(observations, np.ndarray)  # a Box observation space
+        return (observations - self.mean) / self.scale
 
     def step_wait(self) -> VecEnvStepReturn:
         """The wrapped env's step, its observations standardised."""
         observations, reward, dones, infos = self.venv.step_wait()
+        assert isinstance(observations, np.ndarray)
         return (observations - self.mean) / self.scale, reward, dones, infos
 
 
@@ -389,6 +392,7 @@ class PPORouter:
             final = stopping.evaluate()  # the parameters trained since the last evaluation
             if final > self.best_score:
                 self.remember_best(final, self.steps_done)
+        assert self._best_state is not None
         self.model.policy.load_state_dict(self._best_state)
         return self
 

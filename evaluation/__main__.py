@@ -68,7 +68,7 @@ def full_information_report(
     decide = PolicyRouter(module).decider(log)
     bootstrap = Bootstrap(log.n_queries, config.bootstrap, seed) if config.bootstrap > 0 else None
     metrics = metrics_with_intervals(log, decide(weight), weight, bootstrap)
-    sweep = Sweep.run(log, decide, sweep_weights(log, config))
+    sweep = Sweep.run(log, decide, sweep_weights(log, config), progress=True)
     return {"test": metrics, "frontier": frontier_report(log, sweep, metrics, config, bootstrap)}
 
 

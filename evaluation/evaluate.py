@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import ConfigDict
+from tqdm import tqdm
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from data.routing_log import RoutingLog
@@ -43,9 +44,12 @@ class Sweep:
     cost: np.ndarray  # (W, N) cost of the chosen model
 
     @classmethod
-    def run(cls, log: RoutingLog, decide: Decide, weights: np.ndarray, expected: bool = False) -> Sweep:
+    def run(cls, log: RoutingLog, decide: Decide, weights: np.ndarray, expected: bool = False,
+            progress: bool = False) -> Sweep:
         """Ask ``decide`` at every weight and look up the outcomes of its choices."""
-        actions = np.stack([np.asarray(decide(float(w)), dtype=np.int64) for w in weights])
+        chosen = (np.asarray(decide(float(w)), dtype=np.int64)
+                  for w in tqdm(weights, desc="evaluating cost weights", disable=not progress, leave=False))
+        actions = np.stack(list(chosen))
         return cls.from_actions(log, weights, actions, expected)
 
     @classmethod

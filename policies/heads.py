@@ -82,6 +82,8 @@ class MlpLogitHead(torch.nn.Module):
     low: float
     high: float
     activation: str
+    weight_column: torch.Tensor
+    first_bias: torch.Tensor
 
     def __init__(self, weight_column: torch.Tensor, first_bias: torch.Tensor, layers: list[torch.nn.Linear],
                  activation: str, low: float, high: float) -> None:

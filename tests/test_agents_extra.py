@@ -25,7 +25,8 @@ def _world(n: int = 800, d: int = 5, k: int = 3, seed: int = 0) -> tuple[np.ndar
 def _env(x: np.ndarray, quality: np.ndarray, cost: np.ndarray, weight: float) -> RoutingEnv:
     n, k = quality.shape
     log = RoutingLog(models=tuple(f"m{i}" for i in range(k)),
-                     query_ids=np.array([str(i) for i in range(n)], dtype=object), queries=[str(i) for i in range(n)], quality=quality, cost=cost)
+                     query_ids=np.array([str(i) for i in range(n)], dtype=object),
+                     queries=[str(i) for i in range(n)], quality=quality, cost=cost)
     return RoutingEnv(log, x.astype(np.float32), weight)
 
 
@@ -70,7 +71,8 @@ def test_direct_method_is_per_arm_ridge() -> None:
     for arm in range(3):
         expected_quality = np.linalg.solve(gram, x.T @ quality[:, arm])
         np.testing.assert_allclose(agent.theta_quality[arm], expected_quality, atol=1e-10)
-        np.testing.assert_allclose(agent.theta_cost[arm], np.linalg.solve(gram, x.T @ cost[:, arm]), atol=1e-12)
+        expected_cost = np.linalg.solve(gram, x.T @ cost[:, arm])
+        np.testing.assert_allclose(agent.theta_cost[arm], expected_cost, atol=1e-12)
     expected = np.argmax(x @ agent.theta_quality.T - 200.0 * x @ agent.theta_cost.T, axis=1)
     np.testing.assert_array_equal(agent.predict(x, 200.0), expected)
     assert agent.name == "direct" and agent.config.alpha == 0.0

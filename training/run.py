@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
+from tqdm import tqdm
 
 from agents.base import Agent
 from agents.baselines import RandomRouter, SingleModelRouter
@@ -132,7 +133,7 @@ def train(
         baseline_metrics["expected oracle"] = route_metrics(
             test, oracle_actions(test, weight, expected=True), weight, expected=True
         )
-    sweep = Sweep.run(test, lambda w: agent.predict(test_set.features, w), weights)
+    sweep = Sweep.run(test, lambda w: agent.predict(test_set.features, w), weights, progress=progress)
     frontier = frontier_report(test, sweep, test_metrics, config.evaluation, bootstrap)
 
     report: dict[str, Any] = {
@@ -186,7 +187,9 @@ def train(
     )
     tensorboard.log_figure("charts/frontier", figure, steps)
     tensorboard.close()
-    _export(config, featurizer, agent, log, weight, frontier, test_metrics, out)
+    with tqdm(total=1, desc="exporting policy.pt", disable=not progress, leave=False) as bar:
+        _export(config, featurizer, agent, log, weight, frontier, test_metrics, out)
+        bar.update()
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     write_markdown(report, out / "report.md")
     return RunResult(out, report)
