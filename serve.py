@@ -43,9 +43,7 @@ def _fail(message: str) -> NoReturn:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line (``--policy`` is required)."""
-    parser = argparse.ArgumentParser(
-        prog="serve.py", description="Serve an exported routerl policy over HTTP."
-    )
+    parser = argparse.ArgumentParser(prog="serve.py", description="Serve an exported routerl policy over HTTP.")
     parser.add_argument("--policy", required=True, help="path to an exported policy.pt")
     parser.add_argument("--host", default=DEFAULT_HOST, help="interface to bind (default: %(default)s)")
     parser.add_argument(
@@ -72,12 +70,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_MAX_BATCH,
         help="most queries in one /route/batch; more is answered 413 (default: %(default)s)",
     )
-    parser.add_argument(
-        "--backends", type=Path, help="YAML file of OpenAI-compatible backends per model (proxy)"
-    )
-    parser.add_argument(
-        "--decision-log", type=Path, help="JSONL file that decisions and feedback are appended to"
-    )
+    parser.add_argument("--backends", type=Path, help="YAML file of OpenAI-compatible backends per model (proxy)")
+    parser.add_argument("--decision-log", type=Path, help="JSONL file that decisions and feedback are appended to")
     parser.add_argument(
         "--log-queries",
         choices=("full", "hash", "none"),

@@ -63,5 +63,6 @@ class LinTS(LinUCB):
         """
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-        super().learn(env, total_steps, seed=seed, progress=progress, callback=callback, start_step=start_step)
+        super().learn(env, total_steps, seed=seed, progress=progress, callback=callback,
+                      start_step=start_step)
         return self

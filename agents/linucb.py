@@ -54,8 +54,9 @@ class LinUCB:
     name = "linucb"
     score_kind = "utility"
 
-    def __init__(self, n_models: int, dimension: int, config: LinUCBConfig | None = None,
-                 cost_weight: float = 0.0) -> None:
+    def __init__(
+        self, n_models: int, dimension: int, config: LinUCBConfig | None = None, cost_weight: float = 0.0
+    ) -> None:
         self.config = config or LinUCBConfig()
         if self.config.ridge <= 0:
             raise ValueError(f"ridge must be > 0, got {self.config.ridge}")
@@ -91,8 +92,9 @@ class LinUCB:
             self._solve()  # bad input: leave the freshly reset state consistent, as before
             raise
 
-    def partial_fit(self, features: np.ndarray, quality: np.ndarray, cost: np.ndarray,
-                    actions: np.ndarray | None = None) -> LinUCB:
+    def partial_fit(
+        self, features: np.ndarray, quality: np.ndarray, cost: np.ndarray, actions: np.ndarray | None = None
+    ) -> LinUCB:
         """Add outcomes to the sufficient statistics and re-solve.
 
         Full information: ``quality`` and ``cost`` are (N, K) with every cell known. Bandit
@@ -139,8 +141,15 @@ class LinUCB:
         weight = self.cost_weight if cost_weight is None else cost_weight
         return np.argmax(self.scores(features, weight), axis=1)
 
-    def learn(self, env: RoutingEnv, total_steps: int, seed: int | None = 0, progress: bool = False,
-              callback: StepCallback | None = None, start_step: int = 0) -> LinUCB:
+    def learn(
+        self,
+        env: RoutingEnv,
+        total_steps: int,
+        seed: int | None = 0,
+        progress: bool = False,
+        callback: StepCallback | None = None,
+        start_step: int = 0,
+    ) -> LinUCB:
         """Interact with ``env`` for ``total_steps`` episodes, observing only the chosen arm.
 
         Each step picks the UCB argmax at the env's current ``cost_weight`` (the budget's current
@@ -175,8 +184,13 @@ class LinUCB:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The learned statistics (for checkpoints); θ is re-derived on load."""
-        return {"gram": self.gram, "gram_inverse": self.gram_inverse, "target_quality": self.target_quality,
-                "target_cost": self.target_cost, "observations": self.observations}
+        return {
+            "gram": self.gram,
+            "gram_inverse": self.gram_inverse,
+            "target_quality": self.target_quality,
+            "target_cost": self.target_cost,
+            "observations": self.observations,
+        }
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> LinUCB:
         """Restore :meth:`state_dict` (shapes must match this agent's)."""

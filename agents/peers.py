@@ -87,8 +87,12 @@ class NearestNeighbourRouter:
 
     def head(self) -> torch.nn.Module:
         """The exported head: cosine kNN over the stored training features."""
-        return NearestNeighbourHead(torch.from_numpy(self.train_features), torch.from_numpy(self.quality),
-                                    torch.from_numpy(self.cost), self.k)
+        return NearestNeighbourHead(
+            torch.from_numpy(self.train_features),
+            torch.from_numpy(self.quality),
+            torch.from_numpy(self.cost),
+            self.k,
+        )
 
 
 class LogisticRouter:
@@ -118,8 +122,9 @@ class LogisticRouter:
                 self.quality_bias[arm] = 8.0 if labels[0] else -8.0
                 self.chosen_c.append(float("nan"))
                 continue
-            model = LogisticRegressionCV(Cs=list(self.config.inverse_regularisation), cv=folds,
-                                         scoring="neg_log_loss", max_iter=2000).fit(x, labels)
+            model = LogisticRegressionCV(
+                Cs=list(self.config.inverse_regularisation), cv=folds, scoring="neg_log_loss", max_iter=2000
+            ).fit(x, labels)
             self.quality_weights[:, arm] = model.coef_[0]
             self.quality_bias[arm] = model.intercept_[0]
             self.chosen_c.append(float(model.C_[0]))

@@ -13,7 +13,6 @@ repeated under cProfile and its time split into stages.
 Target for N = 1,000,000: <= 60 s and <= 2 GB.
 """
 
-# ruff: noqa: E501
 from __future__ import annotations
 
 import argparse
@@ -63,9 +62,7 @@ def stage_breakdown(profile: Path) -> list[tuple[str, float]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=100_000)
     parser.add_argument("--models", type=int, default=11)
     parser.add_argument("--words", type=int, default=30)

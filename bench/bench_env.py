@@ -34,9 +34,13 @@ from envs.vec_env import RoutingVecEnv
 def random_task(queries: int, models: int, dim: int, seed: int) -> tuple[RoutingLog, np.ndarray]:
     """A full-information log of uniform random outcomes and standard normal features."""
     rng = np.random.default_rng(seed)
-    log = RoutingLog(models=tuple(f"m{k}" for k in range(models)),
-                     query_ids=np.arange(queries).astype(str).astype(object), queries=[""] * queries,
-                     quality=rng.random((queries, models)), cost=rng.random((queries, models)) * 1e-3)
+    log = RoutingLog(
+        models=tuple(f"m{k}" for k in range(models)),
+        query_ids=np.arange(queries).astype(str).astype(object),
+        queries=[""] * queries,
+        quality=rng.random((queries, models)),
+        cost=rng.random((queries, models)) * 1e-3,
+    )
     return log, rng.standard_normal((queries, dim)).astype(np.float32)
 
 
@@ -59,8 +63,12 @@ def machine() -> dict[str, str | int]:
                 break
     except OSError:
         pass
-    return {"nproc": os.cpu_count() or 0, "cpu": model, "python": platform.python_version(),
-            "numpy": np.__version__}
+    return {
+        "nproc": os.cpu_count() or 0,
+        "cpu": model,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
 
 
 def main() -> None:
@@ -89,7 +97,9 @@ def main() -> None:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "machine": machine(),
         "command": "python " + " ".join(sys.argv),
-        "envs": args.envs, "dim": args.dim, "models": args.models,
+        "envs": args.envs,
+        "dim": args.dim,
+        "models": args.models,
         "dummy_vec_env_steps_per_s": statistics.median(dummy_rates),
         "routing_vec_env_steps_per_s": statistics.median(batched_rates),
     }
@@ -101,15 +111,25 @@ def main() -> None:
     if args.ppo_steps:
         from stable_baselines3 import PPO
 
-        model = PPO("MlpPolicy", RoutingVecEnv(log, features, args.envs, 200.0, seed=0), n_steps=32,
-                    batch_size=2048, n_epochs=2, seed=0, device="cpu", policy_kwargs={"net_arch": [64]})
+        model = PPO(
+            "MlpPolicy",
+            RoutingVecEnv(log, features, args.envs, 200.0, seed=0),
+            n_steps=32,
+            batch_size=2048,
+            n_epochs=2,
+            seed=0,
+            device="cpu",
+            policy_kwargs={"net_arch": [64]},
+        )
         start = time.perf_counter()
         model.learn(args.ppo_steps)
         result["ppo_steps"] = model.num_timesteps
         result["ppo_samples_per_s"] = model.num_timesteps / (time.perf_counter() - start)
         result["ppo"] = "MlpPolicy net_arch=[64], n_steps=32, batch_size=2048, n_epochs=2, torch CPU"
-        print(f"PPO on RoutingVecEnv: {result['ppo_samples_per_s']:,.0f} samples/s "
-              f"({model.num_timesteps} steps)", flush=True)
+        print(
+            f"PPO on RoutingVecEnv: {result['ppo_samples_per_s']:,.0f} samples/s ({model.num_timesteps} steps)",
+            flush=True,
+        )
     print(json.dumps(result))
 
 

@@ -21,7 +21,6 @@ a before/after comparison; ``route`` results of policies with the same models ar
 Targets: p50 <= 50 µs in process; >= 50,000 queries/s batched; <= 10 MB; load <= 100 ms.
 """
 
-# ruff: noqa: E501
 from __future__ import annotations
 
 import argparse
@@ -81,9 +80,7 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def latency(
-    policies: dict[str, torch.jit.ScriptModule], texts: list[str], calls: int
-) -> dict[str, list[float]]:
+def latency(policies: dict[str, torch.jit.ScriptModule], texts: list[str], calls: int) -> dict[str, list[float]]:
     """Seconds per ``route([q], w)`` call, policies interleaved call by call."""
     samples: dict[str, list[float]] = {name: [] for name in policies}
     weights = {name: p.default_cost_weight() for name, p in policies.items()}
@@ -160,9 +157,7 @@ def build_cpp(build: Path) -> Path | None:
     return binary
 
 
-def cpp_times(
-    binary: Path, paths: dict[str, Path], texts: list[str], repeats: int
-) -> dict[str, dict[str, float]]:
+def cpp_times(binary: Path, paths: dict[str, Path], texts: list[str], repeats: int) -> dict[str, dict[str, float]]:
     """Per policy: process time for 1 query, for all ``texts``, and the per-query difference."""
     lines = [t.replace("\n", " ") for t in texts]
     result: dict[str, dict[str, list[float]]] = {name: {"one": [], "all": []} for name in paths}
@@ -212,9 +207,7 @@ def check_same(policies: dict[str, torch.jit.ScriptModule], texts: list[str]) ->
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--policy",
         action="append",
@@ -245,9 +238,7 @@ def main() -> int:
             if not path.exists():
                 subprocess.run([sys.executable, *command], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         args.policy = list(DEFAULT_POLICIES)
-    paths = {
-        str(p.relative_to(ROOT) if p.resolve().is_relative_to(ROOT) else p): p.resolve() for p in args.policy
-    }
+    paths = {str(p.relative_to(ROOT) if p.resolve().is_relative_to(ROOT) else p): p.resolve() for p in args.policy}
     policies = {name: torch.jit.load(str(path)) for name, path in paths.items()}
     texts = queries(max(args.calls, args.batch * 4, args.cpp_queries), args.words, seed=1)
     words = statistics.mean(len(t.split()) for t in texts)

@@ -26,7 +26,7 @@ greedy decisions with routerl's on ``--holdout`` held-out rows (LinUCB at the sa
     python bench/bench_linucb_fit.py --sizes 10000,100000 --repeats 3 # quick
 """
 
-# ruff: noqa: B023, E501
+# ruff: noqa: B023
 from __future__ import annotations
 
 import argparse
@@ -98,9 +98,7 @@ def mabwiser_fit(x: np.ndarray, reward: np.ndarray, alpha: float, ridge: float) 
     from mabwiser.mab import MAB, LearningPolicy
 
     k = reward.shape[1]
-    mab = MAB(
-        arms=list(range(k)), learning_policy=LearningPolicy.LinUCB(alpha=alpha, l2_lambda=ridge), n_jobs=1
-    )
+    mab = MAB(arms=list(range(k)), learning_policy=LearningPolicy.LinUCB(alpha=alpha, l2_lambda=ridge), n_jobs=1)
     mab.fit(decisions=np.zeros(len(x), dtype=int), rewards=reward[:, 0], contexts=x)
     for arm in range(1, k):
         mab.partial_fit(decisions=np.full(len(x), arm), rewards=reward[:, arm], contexts=x)
@@ -160,9 +158,7 @@ def vw_run(x: np.ndarray, reward: np.ndarray, test_x: np.ndarray, options: str, 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000,1000000", help="queries N (quick: 10000,100000)")
     parser.add_argument("--dims", default="64,256", help="feature dimensions d")
     parser.add_argument("--models", type=int, default=11)
@@ -179,8 +175,12 @@ def main() -> int:
         default=1e8,
         help="skip MABWiser / contextualbandits where N·d exceeds this (time on 2 cores)",
     )
-    parser.add_argument("--per-arm-max", type=int, default=100_000,
-                        help="run the per-arm numpy reference up to this N (it does K Grams)")
+    parser.add_argument(
+        "--per-arm-max",
+        type=int,
+        default=100_000,
+        help="run the per-arm numpy reference up to this N (it does K Grams)",
+    )
     parser.add_argument("--vw-rows", type=int, default=20000, help="at most this many training rows for VW")
     parser.add_argument(
         "--vw-settings",
@@ -234,17 +234,13 @@ def main() -> int:
                 "reward_routerl": float(test_reward[np.arange(len(ours)), ours].mean()),
             }
             if n <= args.per_arm_max:
-                t_arm, m_arm, _ = measure(
-                    lambda: per_arm_fit(x, reward, args.ridge), max(1, args.repeats // 2)
-                )
+                t_arm, m_arm, _ = measure(lambda: per_arm_fit(x, reward, args.ridge), max(1, args.repeats // 2))
                 result.update(per_arm_s=t_arm, per_arm_mib=m_arm)
             slow_peers = n * d > args.peer_max_cells
             if slow_peers:
                 print(f"  N={n}, d={d}: MABWiser and contextualbandits skipped (N·d > --peer-max-cells)")
             if "mabwiser" in peers and not slow_peers:
-                t, m, mab = measure(
-                    lambda: mabwiser_fit(x, reward, args.alpha, args.ridge), args.peer_repeats
-                )
+                t, m, mab = measure(lambda: mabwiser_fit(x, reward, args.alpha, args.ridge), args.peer_repeats)
                 result.update(
                     mabwiser_s=t,
                     mabwiser_mib=m,
@@ -253,9 +249,7 @@ def main() -> int:
                 del mab
             if "contextualbandits" in peers and not slow_peers:
                 t, m, model = measure(lambda: cb_fit(x, reward, args.alpha, args.ridge), args.peer_repeats)
-                result.update(
-                    cb_s=t, cb_mib=m, agree_cb=float(np.mean(model.predict(test_x, exploit=True) == ours))
-                )
+                result.update(cb_s=t, cb_mib=m, agree_cb=float(np.mean(model.predict(test_x, exploit=True) == ours)))
                 del model
             if "vw" in peers and n == min(sizes):
                 vw_n = min(n, args.vw_rows)
@@ -265,17 +259,11 @@ def main() -> int:
                     chosen = vw_run(x[:vw_n], reward[:vw_n], test_x, options, args.seed)
                     seconds = time.perf_counter() - start
                     value = float(test_reward[np.arange(len(chosen)), chosen].mean())
-                    print(
-                        f"  vw {options!r} on {vw_n} rows, d={d}: {seconds:.1f} s, held-out reward {value:.4f}"
-                    )
+                    print(f"  vw {options!r} on {vw_n} rows, d={d}: {seconds:.1f} s, held-out reward {value:.4f}")
                     if best is None or value > best[1]:
                         best = (options, value, seconds, vw_n)
                 assert best is not None
-                sub = (
-                    LinUCB(k, d, config, cost_weight=w)
-                    .fit(x[:vw_n], quality[:vw_n], cost[:vw_n])
-                    .predict(test_x, w)
-                )
+                sub = LinUCB(k, d, config, cost_weight=w).fit(x[:vw_n], quality[:vw_n], cost[:vw_n]).predict(test_x, w)
                 result.update(
                     vw_options=best[0],
                     vw_reward=best[1],
@@ -304,9 +292,7 @@ def main() -> int:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        agree = ", ".join(
-            f"{r[key]:.2%}" if key in r else "-" for key in ("agree_limit", "agree_mabwiser", "agree_cb")
-        )
+        agree = ", ".join(f"{r[key]:.2%}" if key in r else "-" for key in ("agree_limit", "agree_mabwiser", "agree_cb"))
         print(
             f"| {r['d']} | {r['n']:,} | {cell(r, 'routerl_s', 'routerl_mib')} | {cell(r, 'limit_s', 'limit_mib')} | "
             f"{r['routerl_s'] / r['limit_s']:.2f}x | {cell(r, 'per_arm_s', 'per_arm_mib')} | "

@@ -50,14 +50,16 @@ print(f"generated {path} ({rows} rows) in {time.perf_counter() - start:.1f} s", 
 
 def generate(path: Path, queries: int, models: int, words: int) -> None:
     """Write the synthetic log to ``path`` (full information, default seed) in a child process."""
-    subprocess.run([sys.executable, "-c", GENERATE, str(path), str(queries), str(models), str(words)],
-                   cwd=ROOT, check=True)
+    subprocess.run(
+        [sys.executable, "-c", GENERATE, str(path), str(queries), str(models), str(words)],
+        cwd=ROOT,
+        check=True,
+    )
 
 
 def measure(path: Path) -> dict[str, float]:
     """Load ``path`` in a child process; its wall time (load only) and its own peak RSS in MiB."""
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], cwd=ROOT,
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
     output = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)  # this child's rusage (ru_maxrss in KiB on Linux)
@@ -75,8 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=int, default=11)
     parser.add_argument("--words", type=int, default=30, help="mean words per query")
     parser.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl")
-    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "routerl-bench",
-                        help="where the generated log lives (default: %(default)s)")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "routerl-bench",
+        help="where the generated log lives (default: %(default)s)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the generated file afterwards")
     args = parser.parse_args(argv)
 
@@ -88,10 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             path.unlink(missing_ok=True)
-    print(f"load_log {path.name}: {result['rows_read']} rows, {result['queries']} queries x "
-          f"{result['models']} models, {result['rows_rejected']} rejected; "
-          f"{result['seconds']:.1f} s, peak RSS {result['peak_rss_mib']:.0f} MiB "
-          f"({platform.python_version()}, {platform.machine()})")
+    print(
+        f"load_log {path.name}: {result['rows_read']} rows, {result['queries']} queries x "
+        f"{result['models']} models, {result['rows_rejected']} rejected; "
+        f"{result['seconds']:.1f} s, peak RSS {result['peak_rss_mib']:.0f} MiB "
+        f"({platform.python_version()}, {platform.machine()})"
+    )
     return 0
 
 

@@ -56,9 +56,7 @@ def table(report: dict) -> str:
             f"{usd(entry['cost_to_100%'], entry['cost_to_100%_share_of_reference'])} |"
         )
     zero = report["zero_router"]
-    share = {
-        k: (None if zero[f"cost_to_{k}%"] is None else zero[f"cost_to_{k}%"] / ref_cost) for k in (95, 100)
-    }
+    share = {k: (None if zero[f"cost_to_{k}%"] is None else zero[f"cost_to_{k}%"] / ref_cost) for k in (95, 100)}
     lines.append(
         f"| zero router | {zero['aiq']:.4f} | {usd(zero['cost_to_95%'], share[95])} | "
         f"{usd(zero['cost_to_100%'], share[100])} |"
@@ -99,9 +97,7 @@ def verdict(report: dict) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/routerbench.yaml")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (quick: 2)")
     parser.add_argument("--agents", default=None, help="comma-separated (default: linucb,knn,logistic[,ppo])")

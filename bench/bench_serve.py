@@ -232,9 +232,7 @@ def main() -> None:
     server, url = _start_server(args.policy)
     try:
         cpu_before = _cpu_seconds(server.pid)
-        jobs = [
-            (url, args.target, i, args.concurrency, args.warmup, args.seconds) for i in range(args.clients)
-        ]
+        jobs = [(url, args.target, i, args.concurrency, args.warmup, args.seconds) for i in range(args.clients)]
         with multiprocessing.get_context("spawn").Pool(args.clients) as pool:
             results = pool.map(_client, jobs)
         server_cpu = _cpu_seconds(server.pid) - cpu_before

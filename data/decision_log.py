@@ -25,7 +25,15 @@ from dataclasses import dataclass
 from data.reading import Item, ParsedRow, RowError
 from data.schema import RejectReason
 
-DECISION_FIELDS = ("query_id", "query", "model", "propensity", "timestamp", "prompt_tokens", "completion_tokens")
+DECISION_FIELDS = (
+    "query_id",
+    "query",
+    "model",
+    "propensity",
+    "timestamp",
+    "prompt_tokens",
+    "completion_tokens",
+)
 
 
 @dataclass(frozen=True)
@@ -63,8 +71,11 @@ def join_decisions(items: Iterator[Item]) -> Iterator[Item | Pending]:
                 yield _error(item, RejectReason.DUPLICATE_OUTCOME, f"query_id {query_id!r} was already decided")
             elif item.fields.get("fallback_from") is not None:
                 fallbacks.add(query_id)
-                yield _error(item, RejectReason.NOT_POLICY_CHOICE,
-                             f"served by {item.fields.get('model')!r} after {item.fields['fallback_from']!r} failed")
+                yield _error(
+                    item,
+                    RejectReason.NOT_POLICY_CHOICE,
+                    f"served by {item.fields.get('model')!r} after {item.fields['fallback_from']!r} failed",
+                )
             else:
                 decisions[query_id] = item
         elif query_id in feedback:
@@ -77,14 +88,14 @@ def join_decisions(items: Iterator[Item]) -> Iterator[Item | Pending]:
         elif query_id not in decisions:
             yield _error(answer, RejectReason.ORPHAN_FEEDBACK, f"no decision for query_id {query_id!r}")
     for query_id, decision in decisions.items():
-        answer = feedback.get(query_id)
-        if answer is None:
+        reply = feedback.get(query_id)
+        if reply is None:
             yield Pending(decision.file, decision.position)
             continue
         fields = {key: decision.fields.get(key) for key in DECISION_FIELDS}
-        fields["quality"] = answer.fields.get("quality")
-        if answer.fields.get("cost") is not None:
-            fields["cost"] = answer.fields["cost"]
+        fields["quality"] = reply.fields.get("quality")
+        if reply.fields.get("cost") is not None:
+            fields["cost"] = reply.fields["cost"]
         yield ParsedRow(decision.file, decision.position, decision.locator, fields)
 
 

@@ -138,8 +138,9 @@ class TextFeaturizer:
             rows.extend([row] * len(ids))
             cols.extend(ids)
         n, v = len(texts), max(self.n_terms, 1)
-        keys, counts = np.unique(np.asarray(rows, dtype=np.int64) * v + np.asarray(cols, dtype=np.int64),
-                                 return_counts=True)
+        keys, counts = np.unique(
+            np.asarray(rows, dtype=np.int64) * v + np.asarray(cols, dtype=np.int64), return_counts=True
+        )
         row_of, col_of = keys // v, keys % v
         values = (1.0 + np.log(counts)) * self.idf[col_of]
         norms = np.sqrt(np.bincount(row_of, weights=values**2, minlength=n))

@@ -9,7 +9,6 @@ tokenization of :mod:`data.tokenizer`. (``str.split()`` without a separator is n
 TorchScript it also splits on some non-ASCII bytes.)
 """
 
-
 import torch
 
 from data.featurizer import TextFeaturizer
@@ -108,7 +107,7 @@ class ScriptedFeaturizer(torch.nn.Module):
             unique, counts = torch.unique_consecutive(sorted_keys, return_counts=True)
         else:
             unique, counts = torch.unique(torch.tensor(keys, dtype=torch.int64), return_counts=True)
-        values = (1.0 + torch.log(counts.to(torch.float64)))
+        values = 1.0 + torch.log(counts.to(torch.float64))
         if len(texts) == 1:
             row_of = torch.zeros_like(unique)
             col_of = unique
@@ -122,9 +121,7 @@ class ScriptedFeaturizer(torch.nn.Module):
             squares = torch.zeros(len(texts), dtype=torch.float64).index_add_(0, row_of, values * values)
             values = values / torch.sqrt(squares).index_select(0, row_of)
         n_tokens = torch.tensor(lengths, dtype=torch.float64)
-        extras = torch.stack(
-            [n_tokens / self.length_scale, torch.log1p(n_tokens), torch.ones_like(n_tokens)], dim=1
-        )
+        extras = torch.stack([n_tokens / self.length_scale, torch.log1p(n_tokens), torch.ones_like(n_tokens)], dim=1)
         return row_of, col_of, values, extras
 
     @torch.jit.export

@@ -30,7 +30,7 @@ def fingerprint(log: RoutingLog) -> str:
     ids = log.query_ids
     rows = sorted(range(log.n_queries), key=lambda i: str(ids[i]))
     for start in range(0, len(rows), _CHUNK):
-        block = rows[start:start + _CHUNK]
+        block = rows[start : start + _CHUNK]
         quality = log.quality[block][:, model_order].tolist()
         cost = log.cost[block][:, model_order].tolist()
         lines: list[str] = []

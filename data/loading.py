@@ -49,14 +49,12 @@ def load_log(
                     builder.pending += 1
                     continue
                 if not isinstance(item, ParsedRow):
-                    builder.reject(item.file, item.position, item.locator, item.reason, item.detail,
-                                   item.raw)
+                    builder.reject(item.file, item.position, item.locator, item.reason, item.detail, item.raw)
                     continue
                 try:
                     outcome = validate(item.fields, prices)
                 except Invalid as invalid:
-                    builder.reject(item.file, item.position, item.locator, invalid.reason,
-                                   invalid.detail, item.fields)
+                    builder.reject(item.file, item.position, item.locator, invalid.reason, invalid.detail, item.fields)
                     continue
                 builder.add(outcome, item.file, item.position, item.locator, item.fields)
     log = builder.build([str(f) for f in files])
@@ -64,7 +62,5 @@ def load_log(
         reasons = ", ".join(f"{n} {r}" for r, n in log.stats.rejected_by_reason.items()) or "no rows"
         unpriced = quarantine.unpriced_models()
         hint = f"; no price for model(s) {', '.join(unpriced)} (see --prices)" if unpriced else ""
-        raise DataError(
-            f"{path}: no usable query ({log.stats.rows_read} rows read; rejected: {reasons}){hint}"
-        )
+        raise DataError(f"{path}: no usable query ({log.stats.rows_read} rows read; rejected: {reasons}){hint}")
     return LoadedLog(log, quarantine)

@@ -87,8 +87,14 @@ class LogBuilder:
             self._set_kind(kind, file, position, locator)
         query_index = self._query_index.get(outcome.query_id)
         if query_index is not None and self._texts[query_index] != outcome.query:
-            self._reject(file, position, locator, RejectReason.CONFLICTING_TEXT,
-                         f"query_id {outcome.query_id!r} was first seen with different text", content)
+            self._reject(
+                file,
+                position,
+                locator,
+                RejectReason.CONFLICTING_TEXT,
+                f"query_id {outcome.query_id!r} was first seen with different text",
+                content,
+            )
             return
         # A new model takes the next index, registered only once one of its rows is accepted:
         # a rejected row must not add an arm (which would make every query incomplete).
@@ -96,8 +102,11 @@ class LogBuilder:
         bit = 1 << model_index
         # Bandit feedback: a query has one logged action, so any accepted row claims it.
         if query_index is not None and (kind == "bandit" or self._models_seen[query_index] & bit):
-            detail = (f"({outcome.query_id!r}, {outcome.model!r}) already has an outcome"
-                      if kind == "full" else f"query_id {outcome.query_id!r} already has a logged action")
+            detail = (
+                f"({outcome.query_id!r}, {outcome.model!r}) already has an outcome"
+                if kind == "full"
+                else f"query_id {outcome.query_id!r} already has a logged action"
+            )
             self._reject(file, position, locator, RejectReason.DUPLICATE_OUTCOME, detail, content)
             return
         if outcome.embedding is not None:
@@ -143,14 +152,16 @@ class LogBuilder:
             f"was {self.feedback}. Split them into separate logs."
         )
 
-    def reject(self, file: str, position: int, locator: str, reason: RejectReason, detail: str,
-               content: object) -> None:
+    def reject(
+        self, file: str, position: int, locator: str, reason: RejectReason, detail: str, content: object
+    ) -> None:
         """Count and quarantine a row that failed parsing or validation."""
         self.rows_read += 1
         self._reject(file, position, locator, reason, detail, content)
 
-    def _reject(self, file: str, position: int, locator: str, reason: RejectReason, detail: str,
-                content: object) -> None:
+    def _reject(
+        self, file: str, position: int, locator: str, reason: RejectReason, detail: str, content: object
+    ) -> None:
         self.quarantine.reject(file, position, locator, reason, detail, content)
 
     def _file_number(self, file: str, locator: str) -> int:
@@ -165,8 +176,10 @@ class LogBuilder:
         if self._embeddings:
             expected = len(next(iter(self._embeddings.values())))
             if len(embedding) != expected:
-                raise Invalid(RejectReason.BAD_EMBEDDING,
-                              f"embedding has {len(embedding)} values, earlier rows have {expected}")
+                raise Invalid(
+                    RejectReason.BAD_EMBEDDING,
+                    f"embedding has {len(embedding)} values, earlier rows have {expected}",
+                )
 
     def build(self, files: list[str]) -> RoutingLog:
         """Apply the incomplete-query rule and arrange accepted outcomes query × model."""
@@ -240,20 +253,37 @@ class LogBuilder:
         )
         return replace(log, fingerprint=fingerprint(log))
 
-    def _reject_incomplete(self, query: np.ndarray, model: np.ndarray, order: list[str],
-                           keep_query: np.ndarray, per_query: np.ndarray) -> None:
+    def _reject_incomplete(
+        self,
+        query: np.ndarray,
+        model: np.ndarray,
+        order: list[str],
+        keep_query: np.ndarray,
+        per_query: np.ndarray,
+    ) -> None:
         """Quarantine the remaining rows of every full-information query that lacks a model."""
         ids = list(self._query_index)
         quality = np.frombuffer(self._row_quality, dtype=np.float64)
         cost = np.frombuffer(self._row_cost, dtype=np.float64)
         for row in np.flatnonzero(~keep_query[query]).tolist():
             q = int(query[row])
-            content = {"query_id": ids[q], "query": self._texts[q], "model": order[int(model[row])],
-                       "quality": float(quality[row]), "cost": float(cost[row])}
+            content = {
+                "query_id": ids[q],
+                "query": self._texts[q],
+                "model": order[int(model[row])],
+                "quality": float(quality[row]),
+                "cost": float(cost[row]),
+            }
             detail = f"query {ids[q]!r} has {int(per_query[q])} of {len(order)} models' outcomes"
             file = self._row_file[row]
-            self._reject(self._files[file], int(self._row_position[row]), self._locators[file],
-                         RejectReason.INCOMPLETE_QUERY, detail, content)
+            self._reject(
+                self._files[file],
+                int(self._row_position[row]),
+                self._locators[file],
+                RejectReason.INCOMPLETE_QUERY,
+                detail,
+                content,
+            )
 
     def _stats(self, files: list[str], accepted: int) -> ReadStats:
         return ReadStats(
@@ -267,8 +297,14 @@ class LogBuilder:
 
 
 def _empty_log(stats: ReadStats) -> RoutingLog:
-    return RoutingLog(models=(), query_ids=np.array([], dtype=object), queries=[],
-                      quality=np.zeros((0, 0)), cost=np.zeros((0, 0)), stats=stats)
+    return RoutingLog(
+        models=(),
+        query_ids=np.array([], dtype=object),
+        queries=[],
+        quality=np.zeros((0, 0)),
+        cost=np.zeros((0, 0)),
+        stats=stats,
+    )
 
 
 def _append_optional(columns: dict[str, array], name: str, value: float | None, rows: int) -> None:

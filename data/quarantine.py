@@ -57,8 +57,7 @@ class Quarantine:
         rejection = Rejection(file, position, locator, reason, detail, content)
         if self.strict:
             raise StrictModeError(
-                f"{file}: {locator} {position}: {reason.value}: {detail} "
-                "(--strict stops at the first bad row)"
+                f"{file}: {locator} {position}: {reason.value}: {detail} (--strict stops at the first bad row)"
             )
         self.rejections.append(rejection)
 
@@ -73,10 +72,13 @@ class Quarantine:
 
     def unpriced_models(self) -> list[str]:
         """The models of rows rejected as ``no price for model``, sorted: what --prices must add."""
-        return sorted({
-            str(r.content.get("model")) for r in self.rejections
-            if r.reason is RejectReason.NO_PRICE and isinstance(r.content, dict)
-        })
+        return sorted(
+            {
+                str(r.content.get("model"))
+                for r in self.rejections
+                if r.reason is RejectReason.NO_PRICE and isinstance(r.content, dict)
+            }
+        )
 
     def write(self, path: Path) -> None:
         """Write every rejection as one JSON line (an empty file when nothing was rejected).

@@ -63,9 +63,7 @@ def list_files(path: Path) -> list[Path]:
             raise DataError(f"{path}: directory holds no log files ({', '.join(SUPPORTED_SUFFIXES)})")
         return files
     if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-        raise DataError(
-            f"{path}: unknown log format {path.suffix!r}; expected one of {', '.join(SUPPORTED_SUFFIXES)}"
-        )
+        raise DataError(f"{path}: unknown log format {path.suffix!r}; expected one of {', '.join(SUPPORTED_SUFFIXES)}")
     return [path]
 
 
@@ -115,8 +113,14 @@ def _read_jsonl(path: Path) -> Iterator[Item]:
                 yield RowError(name, number, "line", reason, f"invalid JSON: {error.msg}", _lossy(line))
                 continue
             if type(fields) is not dict:
-                yield RowError(name, number, "line", RejectReason.MALFORMED_LINE,
-                               "a line must be a JSON object", _lossy(line))
+                yield RowError(
+                    name,
+                    number,
+                    "line",
+                    RejectReason.MALFORMED_LINE,
+                    "a line must be a JSON object",
+                    _lossy(line),
+                )
                 continue
             yield ParsedRow(name, number, "line", fields)
 
@@ -185,9 +189,7 @@ def _require_columns(path: Path, header: list[str]) -> None:
         raise DataError(f"{path}: missing required column(s) {', '.join(missing)} in the header")
 
 
-def _long_rows(
-    name: str, header: list[str], records: Iterator[tuple[int, list[str] | RowError]]
-) -> Iterator[Item]:
+def _long_rows(name: str, header: list[str], records: Iterator[tuple[int, list[str] | RowError]]) -> Iterator[Item]:
     """Canonical long-format CSV rows; empty cells are absent values."""
     width = len(header)
     for row, record in records:

@@ -20,10 +20,12 @@ from data.schema import DataError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``python -m data summary`` arguments to ``parser``."""
     parser.add_argument("path", help="log file or directory (.jsonl, .csv, .parquet, .pkl)")
-    parser.add_argument("--prices", help="price table (YAML, USD per 1M tokens) for rows with tokens "
-                        "instead of cost")
-    parser.add_argument("--allow-pickle", action="store_true",
-                        help="read pandas pickles (they can run code: only for files you trust)")
+    parser.add_argument("--prices", help="price table (YAML, USD per 1M tokens) for rows with tokens instead of cost")
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="read pandas pickles (they can run code: only for files you trust)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -42,16 +44,18 @@ def summarize(loaded: LoadedLog, name: str) -> str:
     """The summary of a loaded log as text: counts, per-model table, oracle, rejections."""
     log, stats = loaded.log, loaded.log.stats
     full = log.feedback == "full"
-    kind = ("full information (every query has every model's outcome)" if full
-            else "bandit feedback (one logged model per query, with propensity)")
+    kind = (
+        "full information (every query has every model's outcome)"
+        if full
+        else "bandit feedback (one logged model per query, with propensity)"
+    )
     rejected = ", ".join(f"{count} {reason}" for reason, count in stats.rejected_by_reason.items())
     lines = [
         f"log        {name} ({len(stats.files)} file{'s' if len(stats.files) != 1 else ''})",
         f"queries    {log.n_queries}",
         f"models     {log.n_models}",
         f"feedback   {kind}",
-        f"rows       {stats.rows_read} read, {stats.rows_accepted} accepted, "
-        f"{stats.rows_rejected} rejected",
+        f"rows       {stats.rows_read} read, {stats.rows_accepted} accepted, {stats.rows_rejected} rejected",
         f"rejected   {rejected or 'none'}",
     ]
     unpriced = loaded.quarantine.unpriced_models()
@@ -78,11 +82,15 @@ def _model_table(loaded: LoadedLog) -> list[str]:
     if log.feedback == "full":
         pick = oracle_choice(log.quality, log.cost)
         chosen = np.arange(log.n_queries), pick
-        rows.append(f"{'oracle (per query)':<{width}}  {log.quality[chosen].mean():>12.4f}  "
-                    f"{log.cost[chosen].mean():>14.6g}  {log.n_queries:>9d}")
+        rows.append(
+            f"{'oracle (per query)':<{width}}  {log.quality[chosen].mean():>12.4f}  "
+            f"{log.cost[chosen].mean():>14.6g}  {log.n_queries:>9d}"
+        )
     else:
-        rows.append("bandit feedback: means over the rows where the model was logged (not "
-                    "importance-weighted); the per-query oracle is unknown")
+        rows.append(
+            "bandit feedback: means over the rows where the model was logged (not "
+            "importance-weighted); the per-query oracle is unknown"
+        )
     return rows
 
 

@@ -114,11 +114,34 @@ _MODEL_CATALOG: tuple[tuple[str, float], ...] = (
 
 #: Shared words that exercise text handling: non-ASCII, quotes, backslash, apostrophe.
 _SPECIAL_WORDS: tuple[str, ...] = (
-    "café", "naïve", '"quoted"', "it's", "C++", "back\\slash", "日本",
+    "café",
+    "naïve",
+    '"quoted"',
+    "it's",
+    "C++",
+    "back\\slash",
+    "日本",
 )
 
 _ONSETS = (
-    "b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "st", "tr", "sh",
+    "b",
+    "d",
+    "f",
+    "g",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "t",
+    "v",
+    "z",
+    "br",
+    "st",
+    "tr",
+    "sh",
 )
 _VOWELS = ("a", "e", "i", "o", "u", "a", "o", "ou")
 _CODAS = ("", "", "", "n", "r", "s", "l", "m")
@@ -181,33 +204,41 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         """Reject impossible settings early, with a message naming the field."""
+
         def need(ok: bool, message: str) -> None:
             if not ok:
                 raise ValueError(f"SynthConfig: {message}")
 
         need(self.queries >= 1, f"queries must be >= 1, got {self.queries}")
-        need(2 <= self.models <= len(_MODEL_CATALOG),
-             f"models must be in 2..{len(_MODEL_CATALOG)}, got {self.models}")
+        need(
+            2 <= self.models <= len(_MODEL_CATALOG),
+            f"models must be in 2..{len(_MODEL_CATALOG)}, got {self.models}",
+        )
         need(self.topics >= 1, f"topics must be >= 1, got {self.topics}")
         need(self.words_per_query >= 2, f"words_per_query must be >= 2, got {self.words_per_query}")
         need(self.vocabulary_per_topic >= 1, "vocabulary_per_topic must be >= 1")
         need(self.shared_vocabulary >= 1, "shared_vocabulary must be >= 1")
         need(self.difficulty_markers >= 1, "difficulty_markers must be >= 1")
         need(0.0 <= self.topic_word_share <= 1.0, "topic_word_share must be in [0, 1]")
-        need(0.0 <= self.other_topic_share <= 1.0 - self.topic_word_share,
-             "other_topic_share must be in [0, 1 - topic_word_share]")
+        need(
+            0.0 <= self.other_topic_share <= 1.0 - self.topic_word_share,
+            "other_topic_share must be in [0, 1 - topic_word_share]",
+        )
         need(0.0 <= self.hard_share <= 1.0, "hard_share must be in [0, 1]")
         need(self.query_noise >= 0.0, "query_noise must be >= 0")
         need(self.query_offset >= 0.0, "query_offset must be >= 0")
         need(0.0 <= self.label_noise <= 1.0, "label_noise must be in [0, 1]")
         need(self.drift_strength >= 0.0, "drift_strength must be >= 0")
-        need(self.logging_policy in LOGGING_POLICIES,
-             f"logging_policy must be one of {', '.join(LOGGING_POLICIES)}, "
-             f"got {self.logging_policy!r}")
+        need(
+            self.logging_policy in LOGGING_POLICIES,
+            f"logging_policy must be one of {', '.join(LOGGING_POLICIES)}, got {self.logging_policy!r}",
+        )
         need(0.0 <= self.epsilon <= 1.0, "epsilon must be in [0, 1]")
         need(self.temperature > 0.0, "temperature must be > 0")
-        need(bool(np.isfinite(self.cost_weight)) and self.cost_weight >= 0.0,
-             "cost_weight must be finite and >= 0")
+        need(
+            bool(np.isfinite(self.cost_weight)) and self.cost_weight >= 0.0,
+            "cost_weight must be finite and >= 0",
+        )
         need(self.mean_gap_seconds >= 1.0, "mean_gap_seconds must be >= 1")
 
 
@@ -328,7 +359,10 @@ def _round_sig(x: np.ndarray, digits: int = 2) -> np.ndarray:
 
 
 def _texts(
-    cfg: SynthConfig, rng: np.random.Generator, topic: np.ndarray, difficulty: np.ndarray,
+    cfg: SynthConfig,
+    rng: np.random.Generator,
+    topic: np.ndarray,
+    difficulty: np.ndarray,
     vocab: list[str],
 ) -> tuple[list[str], np.ndarray]:
     """Query texts and word counts; vectorized over all words of all queries.
@@ -358,7 +392,8 @@ def _texts(
     marker_word = rng.integers(0, cfg.difficulty_markers, size=total)
     share, other = cfg.topic_word_share, cfg.other_topic_share
     word = np.where(
-        u < share, topic[seg] * vt + own_word,
+        u < share,
+        topic[seg] * vt + own_word,
         np.where(u < share + other, other_topic * vt + own_word, shared0 + shared_word),
     )
     word = np.where(is_marker, marker0 + marker_word, word)
@@ -401,24 +436,24 @@ def generate(config: SynthConfig) -> SynthLog:
     made = _make_words(world_rng, n_made - min(n_special, cfg.shared_vocabulary))
     n_topic_words = t * cfg.vocabulary_per_topic
     shared_made = cfg.shared_vocabulary - min(n_special, cfg.shared_vocabulary)
-    shared = made[n_topic_words:n_topic_words + shared_made]
+    shared = made[n_topic_words : n_topic_words + shared_made]
     if n_special:
         # Specials take the rarest shared slots so that they stay occasional.
         shared = shared + list(_SPECIAL_WORDS[: cfg.shared_vocabulary - shared_made])
-    vocab = made[:n_topic_words] + shared + made[n_topic_words + shared_made:]
+    vocab = made[:n_topic_words] + shared + made[n_topic_words + shared_made :]
 
     names, pos = _models(k)
     input_price = _round_sig(0.10 * 50.0**pos)
     output_price = _round_sig(0.30 * 50.0**pos)
     verbosity = world_rng.uniform(0.6, 1.6, size=k)
 
-    base = -0.2 + 2.0 * pos                                     # dearer = better on average
-    deviation = world_rng.normal(0.0, 0.6, size=(k, t))           # topic-specific skill
+    base = -0.2 + 2.0 * pos  # dearer = better on average
+    deviation = world_rng.normal(0.0, 0.6, size=(k, t))  # topic-specific skill
     specialist = world_rng.permutation(np.arange(t) % k) if t >= k else world_rng.permutation(k)[:t]
     bonus = np.zeros((k, t))
     bonus[specialist, np.arange(t)] = 0.5 + 1.8 * (1.0 - pos[specialist])  # cheap gain most
-    skill = base[:, None] + deviation + bonus                      # (K, T) logits
-    hardness = 1.3 - 0.9 * pos                                     # logit loss per marker
+    skill = base[:, None] + deviation + bonus  # (K, T) logits
+    hardness = 1.3 - 0.9 * pos  # logit loss per marker
     drift_slope = np.zeros(k)
     if cfg.drift:
         movers = drift_rng.permutation(k)[: max(1, k // 2)]
@@ -426,30 +461,29 @@ def generate(config: SynthConfig) -> SynthLog:
 
     # ---- queries
     topic = query_rng.integers(0, t, size=n)
-    n_markers = np.where(query_rng.random(n) < cfg.hard_share,
-                         query_rng.integers(1, 3, size=n), 0).astype(np.int64)
+    n_markers = np.where(query_rng.random(n) < cfg.hard_share, query_rng.integers(1, 3, size=n), 0).astype(np.int64)
     texts, n_words = _texts(cfg, query_rng, topic, n_markers, vocab)
     prompt_tokens = np.maximum(1, np.rint(1.3 * n_words * query_rng.uniform(0.9, 1.1, size=n)))
     prompt_tokens = prompt_tokens.astype(np.int64)
     base_completion = np.exp(query_rng.normal(np.log(60.0), 0.5, size=n)) * (1.0 + 0.5 * n_markers)
-    completion = base_completion[:, None] * verbosity[None, :] * np.exp(
-        query_rng.normal(0.0, 0.25, size=(n, k)))
+    completion = base_completion[:, None] * verbosity[None, :] * np.exp(query_rng.normal(0.0, 0.25, size=(n, k)))
     completion_tokens = np.maximum(1, np.rint(completion)).astype(np.int64)
-    cost = (prompt_tokens[:, None] * input_price[None, :]
-            + completion_tokens * output_price[None, :]) / 1e6
+    cost = (prompt_tokens[:, None] * input_price[None, :] + completion_tokens * output_price[None, :]) / 1e6
     cost = np.round(cost, 12)
 
     gaps = np.rint(query_rng.exponential(cfg.mean_gap_seconds, size=n))
     gaps = np.maximum(1, gaps).astype(np.int64)
     timestamps = _START + np.cumsum(gaps).astype("timedelta64[s]")
-    when = np.arange(n) / max(1, n - 1)                            # time position in [0, 1]
+    when = np.arange(n) / max(1, n - 1)  # time position in [0, 1]
 
     # ---- ground truth and outcomes
-    logit = (skill.T[topic]                                        # (N, K)
-             - n_markers[:, None] * hardness[None, :]
-             + drift_slope[None, :] * (when[:, None] - 0.5)
-             + outcome_rng.normal(0.0, cfg.query_offset, size=(n, 1))  # query-level, all models
-             + outcome_rng.normal(0.0, cfg.query_noise, size=(n, k)))
+    logit = (
+        skill.T[topic]  # (N, K)
+        - n_markers[:, None] * hardness[None, :]
+        + drift_slope[None, :] * (when[:, None] - 0.5)
+        + outcome_rng.normal(0.0, cfg.query_offset, size=(n, 1))  # query-level, all models
+        + outcome_rng.normal(0.0, cfg.query_noise, size=(n, k))
+    )
     p = (1.0 - cfg.label_noise) * _sigmoid(logit) + 0.5 * cfg.label_noise
     expected_quality = np.round(np.clip(p, 0.02, 0.98), 4)
     quality = (outcome_rng.random((n, k)) < expected_quality).astype(np.float64)
@@ -477,11 +511,23 @@ def generate(config: SynthConfig) -> SynthLog:
     width = max(6, len(str(n)))
     query_ids = list(map(f"q{{:0{width}d}}".format, range(1, n + 1)))
     return SynthLog(
-        model_names=names, query_ids=query_ids, queries=texts, topic=topic.astype(np.int64),
-        expected_quality=expected_quality, quality=quality, cost=cost,
-        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, timestamps=timestamps,
-        action=action, propensity=propensity, input_price=input_price, output_price=output_price,
-        difficulty=n_markers, logging_probabilities=probs, config=cfg,
+        model_names=names,
+        query_ids=query_ids,
+        queries=texts,
+        topic=topic.astype(np.int64),
+        expected_quality=expected_quality,
+        quality=quality,
+        cost=cost,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        timestamps=timestamps,
+        action=action,
+        propensity=propensity,
+        input_price=input_price,
+        output_price=output_price,
+        difficulty=n_markers,
+        logging_probabilities=probs,
+        config=cfg,
     )
 
 
@@ -544,8 +590,9 @@ def _write_jsonl(log: SynthLog, path: Path) -> int:
     prop = ',"propensity":{!r}'
     # "model":"<name>","quality":<q>,"cost":   indexed by 2 * model + quality
     model_quality = np.array(
-        [f'"model":{json.dumps(m)},"quality":{q!r},"cost":' for m in log.model_names
-         for q in (0.0, 1.0)], dtype=object)
+        [f'"model":{json.dumps(m)},"quality":{q!r},"cost":' for m in log.model_names for q in (0.0, 1.0)],
+        dtype=object,
+    )
     eq_table = np.array([f',"expected_quality":{i / 1e4!r}' for i in range(10001)], dtype=object)
     int_table = np.array(list(map(str, range(int(log.completion_tokens.max()) + 1))), dtype=object)
     block = 20000
@@ -556,11 +603,17 @@ def _write_jsonl(log: SynthLog, path: Path) -> int:
             reps = 1 if log.action is not None else k
             qidx = np.repeat(np.arange(a, b), reps)
             midx = log.action[a:b] if log.action is not None else np.tile(np.arange(k), b - a)
-            head = np.array([f'{{"query_id":"{i}","query":{json.dumps(q)},'
-                             for i, q in zip(log.query_ids[a:b], log.queries[a:b], strict=True)],
-                            dtype=object)[qidx - a].tolist()
-            tokens = np.array([f',"prompt_tokens":{p},"completion_tokens":'
-                               for p in log.prompt_tokens[a:b].tolist()], dtype=object)
+            head = np.array(
+                [
+                    f'{{"query_id":"{i}","query":{json.dumps(q)},'
+                    for i, q in zip(log.query_ids[a:b], log.queries[a:b], strict=True)
+                ],
+                dtype=object,
+            )[qidx - a].tolist()
+            tokens = np.array(
+                [f',"prompt_tokens":{p},"completion_tokens":' for p in log.prompt_tokens[a:b].tolist()],
+                dtype=object,
+            )
             tokens = tokens[qidx - a].tolist()
             tail = np.array([f',"timestamp":"{s}"}}\n' for s in stamps[a:b]], dtype=object)
             tail = tail[qidx - a].tolist()
@@ -568,14 +621,16 @@ def _write_jsonl(log: SynthLog, path: Path) -> int:
             cost = _reprs(log.cost[qidx, midx])
             ctok = int_table[log.completion_tokens[qidx, midx]].tolist()
             if log.propensity is not None:
-                ctok = [c + prop.format(r)
-                        for c, r in zip(ctok, log.propensity[a:b].tolist(), strict=True)]
+                ctok = [c + prop.format(r) for c, r in zip(ctok, log.propensity[a:b].tolist(), strict=True)]
             eq = eq_table[np.rint(log.expected_quality[qidx, midx] * 1e4).astype(np.int64)].tolist()
-            f.write("".join([
-                f"{h}{m}{c}{t}{ct}{e}{tl}"
-                for h, m, c, t, ct, e, tl
-                in zip(head, mq, cost, tokens, ctok, eq, tail, strict=True)
-            ]))
+            f.write(
+                "".join(
+                    [
+                        f"{h}{m}{c}{t}{ct}{e}{tl}"
+                        for h, m, c, t, ct, e, tl in zip(head, mq, cost, tokens, ctok, eq, tail, strict=True)
+                    ]
+                )
+            )
             rows += len(head)
     return rows
 
@@ -642,26 +697,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queries", type=int, default=d.queries, help="number of queries")
     parser.add_argument("--models", type=int, default=d.models, help="number of models (2..26)")
     parser.add_argument("--topics", type=int, default=d.topics, help="number of topics")
-    parser.add_argument("--words-per-query", type=int, default=d.words_per_query,
-                        help="mean words per query")
-    parser.add_argument("--topic-word-share", type=float, default=d.topic_word_share,
-                        help="share of words from the query's topic vocabulary")
-    parser.add_argument("--query-noise", type=float, default=d.query_noise,
-                        help="std of the per-(query, model) logit noise the text cannot explain")
-    parser.add_argument("--query-offset", type=float, default=d.query_offset,
-                        help="std of the per-query logit offset (all models) the text cannot explain")
-    parser.add_argument("--label-noise", type=float, default=d.label_noise,
-                        help="probability that a verdict is a coin flip")
+    parser.add_argument("--words-per-query", type=int, default=d.words_per_query, help="mean words per query")
+    parser.add_argument(
+        "--topic-word-share",
+        type=float,
+        default=d.topic_word_share,
+        help="share of words from the query's topic vocabulary",
+    )
+    parser.add_argument(
+        "--query-noise",
+        type=float,
+        default=d.query_noise,
+        help="std of the per-(query, model) logit noise the text cannot explain",
+    )
+    parser.add_argument(
+        "--query-offset",
+        type=float,
+        default=d.query_offset,
+        help="std of the per-query logit offset (all models) the text cannot explain",
+    )
+    parser.add_argument(
+        "--label-noise", type=float, default=d.label_noise, help="probability that a verdict is a coin flip"
+    )
     parser.add_argument("--drift", action="store_true", help="model skills drift over time")
-    parser.add_argument("--bandit", action="store_true",
-                        help="bandit-feedback log: one logged model per query, with propensity")
-    parser.add_argument("--logging-policy", choices=LOGGING_POLICIES, default=d.logging_policy,
-                        help="logging policy of a bandit log")
+    parser.add_argument(
+        "--bandit",
+        action="store_true",
+        help="bandit-feedback log: one logged model per query, with propensity",
+    )
+    parser.add_argument(
+        "--logging-policy",
+        choices=LOGGING_POLICIES,
+        default=d.logging_policy,
+        help="logging policy of a bandit log",
+    )
     parser.add_argument("--epsilon", type=float, default=d.epsilon, help="eps of eps-greedy")
-    parser.add_argument("--temperature", type=float, default=d.temperature,
-                        help="temperature of the softmax logging policy")
-    parser.add_argument("--cost-weight", type=float, default=d.cost_weight,
-                        help="utility = quality - cost_weight * cost (USD), for the logging policy")
+    parser.add_argument(
+        "--temperature", type=float, default=d.temperature, help="temperature of the softmax logging policy"
+    )
+    parser.add_argument(
+        "--cost-weight",
+        type=float,
+        default=d.cost_weight,
+        help="utility = quality - cost_weight * cost (USD), for the logging policy",
+    )
     parser.add_argument("--seed", type=int, default=d.seed, help="random seed")
 
 
@@ -681,8 +760,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     kind = f"bandit ({config.logging_policy})" if config.bandit else "full-information"
-    print(f"wrote {rows} rows ({config.queries} queries x {config.models} models, {kind}) "
-          f"to {args.out}")
+    print(f"wrote {rows} rows ({config.queries} queries x {config.models} models, {kind}) to {args.out}")
     return 0
 
 

@@ -153,9 +153,7 @@ def validate(fields: dict[str, Any], prices: PriceTable | None) -> Outcome:
     completion_tokens = _tokens(fields, "completion_tokens")
     if cost is None:
         if prompt_tokens is None or completion_tokens is None:
-            raise Invalid(
-                RejectReason.MISSING_COLUMN, "no cost, and no prompt_tokens and completion_tokens to price"
-            )
+            raise Invalid(RejectReason.MISSING_COLUMN, "no cost, and no prompt_tokens and completion_tokens to price")
         price = prices.get(model) if prices is not None else None
         if price is None:
             raise Invalid(RejectReason.NO_PRICE, f"no price for model {model!r} (see --prices)")

@@ -94,8 +94,14 @@ class RewardModel:
         self.theta: np.ndarray | None = None  # (K, d, M): arm × feature × outcome column
         self.columns: tuple[str, ...] = ()
 
-    def fit(self, features: np.ndarray, actions: np.ndarray, quality: np.ndarray, cost: np.ndarray,
-            latency_ms: np.ndarray | None = None) -> RewardModel:
+    def fit(
+        self,
+        features: np.ndarray,
+        actions: np.ndarray,
+        quality: np.ndarray,
+        cost: np.ndarray,
+        latency_ms: np.ndarray | None = None,
+    ) -> RewardModel:
         """Fit on logged rounds: features (N, d), actions (N,), logged outcomes (N,) each."""
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2:
@@ -123,8 +129,7 @@ class RewardModel:
             raise ValueError(f"log has {log.n_models} models, the reward model {self.n_models}")
         rows = np.arange(log.n_queries)
         latency = None if log.latency_ms is None else log.latency_ms[rows, log.action]
-        return self.fit(features, log.action, log.quality[rows, log.action], log.cost[rows, log.action],
-                        latency)
+        return self.fit(features, log.action, log.quality[rows, log.action], log.cost[rows, log.action], latency)
 
     def predict(self, features: np.ndarray) -> PredictedOutcomes:
         """m̂(x, a) for every row and arm, clipped to the outcomes' ranges."""
@@ -177,8 +182,13 @@ class LoggedRounds:
     predictions: np.ndarray | None  # (N, K) float64, m̂(x_i, a)
 
 
-def check_rounds(actions: np.ndarray, rewards: np.ndarray, propensities: np.ndarray,
-                 target: np.ndarray, predictions: np.ndarray | None = None) -> LoggedRounds:
+def check_rounds(
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    propensities: np.ndarray,
+    target: np.ndarray,
+    predictions: np.ndarray | None = None,
+) -> LoggedRounds:
     """Validate estimator inputs; ``target`` is (N,) target actions or (N, K) probabilities."""
     n = len(np.asarray(actions))
     r = _check_vector(rewards, n, "rewards")
@@ -196,8 +206,11 @@ def check_rounds(actions: np.ndarray, rewards: np.ndarray, propensities: np.ndar
         probabilities = given.astype(np.float64)
         if len(probabilities) != n or (n_models is not None and probabilities.shape[1] != n_models):
             raise ValueError(f"target probabilities must be ({n}, {n_models or 'K'}), got {given.shape}")
-        if (not np.isfinite(probabilities).all() or probabilities.min() < 0
-                or not np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)):
+        if (
+            not np.isfinite(probabilities).all()
+            or probabilities.min() < 0
+            or not np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
+        ):
             raise ValueError("target probabilities must be >= 0 and sum to 1 per row")
         a = _check_actions(actions, n, probabilities.shape[1])
         return LoggedRounds(a, r, p, probabilities[np.arange(n), a], probabilities, m)
@@ -260,13 +273,25 @@ def _self_normalized(weights: np.ndarray, rewards: np.ndarray) -> np.ndarray:
 class OffPolicyEstimator:
     """Value of a target policy π from logged rounds: ``estimate`` is the mean of the round rewards."""
 
-    def estimate_round_rewards(self, actions: np.ndarray, rewards: np.ndarray, propensities: np.ndarray,
-                               target: np.ndarray, predictions: np.ndarray | None = None) -> np.ndarray:
+    def estimate_round_rewards(
+        self,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        propensities: np.ndarray,
+        target: np.ndarray,
+        predictions: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Per-round values (N,) whose mean is the estimate (bootstrap or normal CIs use them)."""
         return self._round_rewards(check_rounds(actions, rewards, propensities, target, predictions))
 
-    def estimate(self, actions: np.ndarray, rewards: np.ndarray, propensities: np.ndarray,
-                 target: np.ndarray, predictions: np.ndarray | None = None) -> float:
+    def estimate(
+        self,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        propensities: np.ndarray,
+        target: np.ndarray,
+        predictions: np.ndarray | None = None,
+    ) -> float:
         """Estimated value of π: the mean of :meth:`estimate_round_rewards`."""
         return float(self.estimate_round_rewards(actions, rewards, propensities, target, predictions).mean())
 
@@ -377,9 +402,13 @@ class Replay(OffPolicyEstimator):
         return _self_normalized(accepted.astype(np.float64), rounds.rewards)
 
 
-def counterfactual_table(estimator: DirectMethod | InverseProbabilityWeighting | DoublyRobust,
-                         actions: np.ndarray, outcomes: np.ndarray, propensities: np.ndarray,
-                         predictions: np.ndarray) -> np.ndarray:
+def counterfactual_table(
+    estimator: DirectMethod | InverseProbabilityWeighting | DoublyRobust,
+    actions: np.ndarray,
+    outcomes: np.ndarray,
+    propensities: np.ndarray,
+    predictions: np.ndarray,
+) -> np.ndarray:
     """Per-round estimate of every arm's outcome, (N, K): column a = round rewards of "always a".
 
     dm: m̂(x_i, a);  ips: w_i y_i 1{a = A_i} with w_i = min(1/p_i, M);
@@ -387,5 +416,10 @@ def counterfactual_table(estimator: DirectMethod | InverseProbabilityWeighting |
     Each cell is an unbiased estimate of E[y | x_i, a] for ips and dr (unclipped, exact p).
     """
     n, k = np.asarray(predictions).shape
-    return np.stack([estimator.estimate_round_rewards(actions, outcomes, propensities, np.full(n, arm),
-                                                      predictions) for arm in range(k)], axis=1)
+    return np.stack(
+        [
+            estimator.estimate_round_rewards(actions, outcomes, propensities, np.full(n, arm), predictions)
+            for arm in range(k)
+        ],
+        axis=1,
+    )

@@ -44,8 +44,13 @@ class RoutingEnv(gym.Env[np.ndarray, np.int64]):
 
     metadata: dict[str, Any] = {"render_modes": []}
 
-    def __init__(self, log: RoutingLog, features: np.ndarray, reward: RewardConfig | float = 0.0,
-                 config: EnvConfig | None = None) -> None:
+    def __init__(
+        self,
+        log: RoutingLog,
+        features: np.ndarray,
+        reward: RewardConfig | float = 0.0,
+        config: EnvConfig | None = None,
+    ) -> None:
         super().__init__()
         self.task = RoutingTask(log, features, reward_config(reward), config or EnvConfig())
         self.log = log

@@ -85,22 +85,27 @@ class StepOutcome:
 class RoutingTask:
     """Queries, per-arm outcome tables, the cost-weight source and the reward shape."""
 
-    def __init__(self, log: RoutingLog, features: np.ndarray, reward: RewardConfig,
-                 config: EnvConfig) -> None:
+    def __init__(self, log: RoutingLog, features: np.ndarray, reward: RewardConfig, config: EnvConfig) -> None:
         features = np.asarray(features)
         if features.ndim != 2 or len(features) != log.n_queries:
-            raise ValueError(f"{len(features)} feature rows for {log.n_queries} queries "
-                             f"(features must be (N, d), got shape {features.shape})")
+            raise ValueError(
+                f"{len(features)} feature rows for {log.n_queries} queries "
+                f"(features must be (N, d), got shape {features.shape})"
+            )
         if log.n_queries == 0:
             raise ValueError("the log has no queries")
         if not np.isfinite(features).all():
             raise ValueError("features must be finite")
         if config.feedback == "full" and log.feedback != "full":
-            raise ValueError("feedback 'full' needs a full-information log (every model's outcome known); "
-                             "use feedback dm, ips or dr with a bandit-feedback log")
+            raise ValueError(
+                "feedback 'full' needs a full-information log (every model's outcome known); "
+                "use feedback dm, ips or dr with a bandit-feedback log"
+            )
         if config.feedback != "full" and log.feedback != "bandit":
-            raise ValueError(f"feedback {config.feedback!r} needs a bandit-feedback log (logged action and "
-                             "propensity per query); use feedback 'full' with a full-information log")
+            raise ValueError(
+                f"feedback {config.feedback!r} needs a bandit-feedback log (logged action and "
+                "propensity per query); use feedback 'full' with a full-information log"
+            )
         if reward.latency_weight > 0 and log.latency_ms is None:
             raise ValueError("latency_weight > 0 but the log has no latency_ms")
         self.log = log
@@ -127,12 +132,15 @@ class RoutingTask:
         action, propensity = log.action, log.propensity
         assert action is not None and propensity is not None  # a bandit log has both
         rows = np.arange(log.n_queries)
-        predicted = RewardModel(log.n_models, self.config.reward_model).fit_log(log, self.features).predict(
-            self.features)
+        predicted = (
+            RewardModel(log.n_models, self.config.reward_model).fit_log(log, self.features).predict(self.features)
+        )
         max_weight = self.config.max_weight
         estimators: dict[str, DirectMethod | InverseProbabilityWeighting | DoublyRobust] = {
-            "dm": DirectMethod(), "ips": InverseProbabilityWeighting(max_weight=max_weight),
-            "dr": DoublyRobust(max_weight=max_weight)}
+            "dm": DirectMethod(),
+            "ips": InverseProbabilityWeighting(max_weight=max_weight),
+            "dr": DoublyRobust(max_weight=max_weight),
+        }
         estimator = estimators[self.config.feedback]
 
         def table(logged: np.ndarray, predictions: np.ndarray) -> np.ndarray:
@@ -142,8 +150,11 @@ class RoutingTask:
         if latency_used:
             assert log.latency_ms is not None and predicted.latency_ms is not None  # checked in __init__
             latency = table(log.latency_ms, predicted.latency_ms)
-        clipped = 0 if self.config.feedback == "dm" else InverseProbabilityWeighting(
-            max_weight=max_weight).weights(action, propensity, action).n_clipped
+        clipped = (
+            0
+            if self.config.feedback == "dm"
+            else InverseProbabilityWeighting(max_weight=max_weight).weights(action, propensity, action).n_clipped
+        )
         return table(log.quality, predicted.quality), table(log.cost, predicted.cost), latency, clipped
 
     def restart(self) -> None:
@@ -195,4 +206,3 @@ class RoutingTask:
             self.multiplier.update(chosen_cost)
         regret = table[index, oracle] - reward
         return StepOutcome(reward, quality[index, actions], chosen_cost, oracle, regret)
-

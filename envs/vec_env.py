@@ -39,9 +39,15 @@ from envs.task import EnvConfig, RoutingTask
 class RoutingVecEnv(VecEnv):
     """``num_envs`` one-step routing episodes per step, drawn from one seeded generator."""
 
-    def __init__(self, log: RoutingLog, features: np.ndarray, num_envs: int,
-                 reward: RewardConfig | float = 0.0, config: EnvConfig | None = None,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self,
+        log: RoutingLog,
+        features: np.ndarray,
+        num_envs: int,
+        reward: RewardConfig | float = 0.0,
+        config: EnvConfig | None = None,
+        seed: int | None = None,
+    ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.task = RoutingTask(log, features, reward_config(reward), config or EnvConfig())
@@ -110,8 +116,9 @@ class RoutingVecEnv(VecEnv):
         """Set the attribute on the shared environment (it applies to every index)."""
         setattr(self, attr_name, value)
 
-    def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
-                   **method_kwargs: Any) -> list[Any]:
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
+    ) -> list[Any]:
         """Call the shared environment's method once; its result, once per index."""
         result = getattr(self, method_name)(*method_args, **method_kwargs)
         return [result] * len(list(self._get_indices(indices)))

@@ -42,9 +42,7 @@ DEFAULT_PRICES = Path(__file__).resolve().parent.parent / "configs" / "prices.ya
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m evaluation", description="Evaluate a policy.pt on a log."
-    )
+    parser = argparse.ArgumentParser(prog="python -m evaluation", description="Evaluate a policy.pt on a log.")
     parser.add_argument("policy", type=Path, help="an exported policy.pt")
     parser.add_argument("--data", required=True, help="log file or directory (full-information or bandit)")
     parser.add_argument("--out", type=Path, help="report folder (default: <policy dir>/eval-<log name>/)")

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 from pydantic import ConfigDict
-from tqdm import tqdm
 from pydantic.dataclasses import dataclass as pydantic_dataclass
+from tqdm import tqdm
 
 from data.routing_log import RoutingLog
 from evaluation.bootstrap import Bootstrap, interval
@@ -44,18 +44,24 @@ class Sweep:
     cost: np.ndarray  # (W, N) cost of the chosen model
 
     @classmethod
-    def run(cls, log: RoutingLog, decide: Decide, weights: np.ndarray, expected: bool = False,
-            progress: bool = False) -> Sweep:
+    def run(
+        cls,
+        log: RoutingLog,
+        decide: Decide,
+        weights: np.ndarray,
+        expected: bool = False,
+        progress: bool = False,
+    ) -> Sweep:
         """Ask ``decide`` at every weight and look up the outcomes of its choices."""
-        chosen = (np.asarray(decide(float(w)), dtype=np.int64)
-                  for w in tqdm(weights, desc="evaluating cost weights", disable=not progress, leave=False))
+        chosen = (
+            np.asarray(decide(float(w)), dtype=np.int64)
+            for w in tqdm(weights, desc="evaluating cost weights", disable=not progress, leave=False)
+        )
         actions = np.stack(list(chosen))
         return cls.from_actions(log, weights, actions, expected)
 
     @classmethod
-    def from_actions(
-        cls, log: RoutingLog, weights: np.ndarray, actions: np.ndarray, expected: bool = False
-    ) -> Sweep:
+    def from_actions(cls, log: RoutingLog, weights: np.ndarray, actions: np.ndarray, expected: bool = False) -> Sweep:
         """The outcomes of (W, N) chosen model indices on ``log``."""
         rows = np.arange(log.n_queries)
         quality = quality_matrix(log, expected)
@@ -76,10 +82,7 @@ class Sweep:
         """AIQ of the hull on each bootstrap resample of the queries (B,)."""
         costs, qualities = bootstrap.means(self.cost), bootstrap.means(self.quality)  # (W, B)
         return np.array(
-            [
-                Frontier.from_points(costs[:, b], qualities[:, b]).aiq(cost_range)
-                for b in range(costs.shape[1])
-            ]
+            [Frontier.from_points(costs[:, b], qualities[:, b]).aiq(cost_range) for b in range(costs.shape[1])]
         )
 
 
@@ -96,9 +99,7 @@ def zero_router(log: RoutingLog, expected: bool = False) -> Frontier:
 
 def sweep_weights(train: RoutingLog, config: EvaluationConfig) -> np.ndarray:
     """The cost weights to sweep, from the training split's single-model break-even weights."""
-    return cost_weight_grid(
-        np.nanmean(train.quality, axis=0), np.nanmean(train.cost, axis=0), config.frontier_points
-    )
+    return cost_weight_grid(np.nanmean(train.quality, axis=0), np.nanmean(train.cost, axis=0), config.frontier_points)
 
 
 def _with_interval(value: float, samples: np.ndarray | None) -> dict[str, Any]:

@@ -64,9 +64,7 @@ def frontier_figure(frontier: dict[str, Any], title: str) -> Figure:
     )
     oracle = frontier["oracle"]
     if oracle is not None:
-        axes.scatter(
-            [oracle["cost"]], [oracle["quality"]], marker="D", color="tab:green", zorder=4, label="oracle"
-        )
+        axes.scatter([oracle["cost"]], [oracle["quality"]], marker="D", color="tab:green", zorder=4, label="oracle")
     low, high = frontier["cost_range"]
     axes.axvspan(low, high, color="tab:blue", alpha=0.05, label="AIQ cost range")
     axes.set_xscale("log")

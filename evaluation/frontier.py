@@ -130,6 +130,4 @@ class TwoModelGap:
         shares = np.concatenate([[0.0, 1.0], np.asarray(strong_share, dtype=float)])
         recovered = np.concatenate([[0.0, 1.0], (np.asarray(quality, dtype=float) - weak_quality) / gap])
         hull = Frontier.from_points(shares, recovered)
-        return cls(
-            apgr=hull.aiq((0.0, 1.0)), cpt={f"{round(x * 100)}%": cost_to_reach(hull, x) for x in thresholds}
-        )
+        return cls(apgr=hull.aiq((0.0, 1.0)), cpt={f"{round(x * 100)}%": cost_to_reach(hull, x) for x in thresholds})

@@ -76,9 +76,7 @@ def off_policy_estimates(
     for name, estimator in estimators(seed, max_weight).items():
         entry: dict[str, Any] = {}
         for measure, (logged, predicted) in measures.items():
-            rounds = estimator.estimate_round_rewards(
-                actions, logged, propensities, target_actions, predicted
-            )
+            rounds = estimator.estimate_round_rewards(actions, logged, propensities, target_actions, predicted)
             entry[measure] = float(rounds.mean())
             if bootstrap is not None:
                 entry[f"{measure}_ci95"] = interval(bootstrap.means(rounds))
@@ -104,7 +102,7 @@ def counterfactual_log(
     if log.n_queries == 0:
         return log
     actions, propensities, quality, cost = logged_outcomes(log)
-    estimator = {
+    estimator: DirectMethod | InverseProbabilityWeighting | DoublyRobust = {
         "dm": DirectMethod(),
         "ips": InverseProbabilityWeighting(max_weight),
         "dr": DoublyRobust(max_weight),

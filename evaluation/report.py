@@ -91,8 +91,7 @@ def markdown(report: dict[str, Any]) -> str:
         "single models' hull.",
         f"Hulls allow mixing two operating points at random; {len(frontier['points'])} cost weights swept.",
         "",
-        f"| share of {frontier['reference_model']}'s quality | policy cost | share of its cost "
-        "| zero router cost |",
+        f"| share of {frontier['reference_model']}'s quality | policy cost | share of its cost | zero router cost |",
         "|---|---|---|---|",
     ]
     for key, reach in frontier["cost_to_reach"].items():

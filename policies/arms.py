@@ -19,8 +19,13 @@ class Arms(torch.nn.Module):
     weight_high: float
     clamp_weight: bool
 
-    def __init__(self, models: list[str], default_cost_weight: float, cost_weight_range: list[float],
-                 clamp_cost_weight: bool) -> None:
+    def __init__(
+        self,
+        models: list[str],
+        default_cost_weight: float,
+        cost_weight_range: list[float],
+        clamp_cost_weight: bool,
+    ) -> None:
         super().__init__()
         self.model_names = list(models)
         self.default_weight = float(default_cost_weight)

@@ -63,9 +63,7 @@ def quiet_jit() -> Iterator[None]:
     act on.
     """
     with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning
-        )
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
         yield
 
 
@@ -204,9 +202,7 @@ def _check_module(module: torch.jit.ScriptModule, meta: dict[str, Any]) -> tuple
             or tuple(out.shape) != (len(_PROBE_QUERIES), len(models))
         ):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise PolicyError(
-                f"scores() must return a float32 tensor of shape [N, {len(models)}], got {shape}"
-            )
+            raise PolicyError(f"scores() must return a float32 tensor of shape [N, {len(models)}], got {shape}")
     return models, float(default_cost_weight)
 
 

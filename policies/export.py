@@ -21,8 +21,8 @@ import torch
 
 from data.featurizer import N_DENSE_EXTRAS, TextFeaturizer
 from data.featurizer_script import ScriptedFeaturizer
-from policies.artifact import METADATA_FILE, quiet_jit
 from policies.arms import Arms
+from policies.artifact import METADATA_FILE, quiet_jit
 from policies.embedding_policy import EmbeddingRoutingPolicy
 from policies.text_policy import TextRoutingPolicy
 
@@ -67,9 +67,7 @@ def build_text_policy(
     extras (length, log length, bias) and are kept as they are.
     """
     if linear_map.shape[0] != featurizer.dimension:
-        raise ValueError(
-            f"linear map has {linear_map.shape[0]} rows, featurizer gives {featurizer.dimension}"
-        )
+        raise ValueError(f"linear map has {linear_map.shape[0]} rows, featurizer gives {featurizer.dimension}")
     components = linear_map.shape[0] - N_DENSE_EXTRAS
     text_map = featurizer.projection @ linear_map[:components]
     policy = TextRoutingPolicy(

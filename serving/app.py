@@ -278,9 +278,7 @@ class Decision:
 class Router:
     """The routing logic shared by ``/route``, ``/route/batch`` and the proxy."""
 
-    def __init__(
-        self, slot: PolicySlot, settings: Settings, metrics: Metrics, log: DecisionLog | None
-    ) -> None:
+    def __init__(self, slot: PolicySlot, settings: Settings, metrics: Metrics, log: DecisionLog | None) -> None:
         """Route with ``slot``'s policy; record decisions in ``metrics`` and ``log``."""
         self.slot = slot
         self.settings = settings
@@ -293,9 +291,7 @@ class Router:
         limit = self.settings.max_query_chars
         for query in queries:
             if len(query) > limit:
-                raise ApiError(
-                    413, f"query has {len(query)} characters; the limit is {limit}", "query_too_long"
-                )
+                raise ApiError(413, f"query has {len(query)} characters; the limit is {limit}", "query_too_long")
 
     @staticmethod
     def allowed(policy: LoadedPolicy, names: list[str] | None) -> list[int]:
@@ -490,9 +486,7 @@ def create_app(
     async def feedback(body: FeedbackRequest) -> SafeJSONResponse:
         """Append the observed quality (and cost) of an earlier decision to the log."""
         if log is None:
-            raise ApiError(
-                409, "feedback needs a decision log: start serve.py with --decision-log", "no_decision_log"
-            )
+            raise ApiError(409, "feedback needs a decision log: start serve.py with --decision-log", "no_decision_log")
         log.feedback(body.query_id, body.quality, body.cost)
         return SafeJSONResponse({"ok": True})
 
@@ -503,9 +497,7 @@ def create_app(
         try:
             loaded = await slot.reload(body.policy if body else None)
         except PolicyError as exc:
-            raise ApiError(
-                422, f"policy refused, the old one keeps serving: {exc}", "invalid_policy"
-            ) from None
+            raise ApiError(422, f"policy refused, the old one keeps serving: {exc}", "invalid_policy") from None
         logger.info("reloaded policy %s (version %s)", loaded.path, loaded.version)
         return SafeJSONResponse({"status": "reloaded", "policy": loaded.info, "previous": previous.info})
 

@@ -147,10 +147,7 @@ async def _http_exception_handler(request: Request, exc: Exception) -> SafeJSONR
     if exc.status_code == 404:
         message = f"no route {request.method} {request.url.path}"
     elif exc.status_code == 400:  # FastAPI's answer to a body that json.loads cannot take
-        message = (
-            "malformed JSON body: it could not be parsed "
-            "(invalid UTF-8, nesting too deep or a number too long?)"
-        )
+        message = "malformed JSON body: it could not be parsed (invalid UTF-8, nesting too deep or a number too long?)"
     elif exc.status_code == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"
     else:

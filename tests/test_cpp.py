@@ -48,9 +48,7 @@ def test_cpp_route_matches_python(demo_policy: Path, tmp_path: Path) -> None:
         text=True,
         timeout=600,
     )
-    subprocess.run(
-        [cmake, "--build", str(build), "-j2"], check=True, capture_output=True, text=True, timeout=1800
-    )
+    subprocess.run([cmake, "--build", str(build), "-j2"], check=True, capture_output=True, text=True, timeout=1800)
     policy = torch.jit.load(str(demo_policy))
     for weight in (0.0, 300.0, 3000.0):
         done = subprocess.run(

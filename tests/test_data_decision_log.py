@@ -12,8 +12,16 @@ from data.schema import DataError
 
 
 def _decision(query_id: str, model: str = "m1", propensity: float = 0.9, **extra: object) -> dict:
-    return {"query_id": query_id, "query": f"text of {query_id}", "model": model, "propensity": propensity,
-            "cost_weight": 100.0, "policy_version": "abc123", "timestamp": "2026-01-01T00:00:00Z", **extra}
+    return {
+        "query_id": query_id,
+        "query": f"text of {query_id}",
+        "model": model,
+        "propensity": propensity,
+        "cost_weight": 100.0,
+        "policy_version": "abc123",
+        "timestamp": "2026-01-01T00:00:00Z",
+        **extra,
+    }
 
 
 def _write(path: Path, records: list[dict]) -> Path:
@@ -22,22 +30,30 @@ def _write(path: Path, records: list[dict]) -> Path:
 
 
 def test_join_counts_pending_and_rejects_orphans_fallbacks_and_duplicates(tmp_path: Path) -> None:
-    path = _write(tmp_path / "decisions.jsonl", [
-        _decision("a"), _decision("b", "m2", 0.05), _decision("c"),  # c waits for feedback
-        _decision("d", "m2", 1.0, fallback_from="m1"),  # served by a fallback: not the policy's choice
-        _decision("a"),  # a second decision for a
-        {"query_id": "a", "quality": 1.0, "cost": 0.002},
-        {"query_id": "b", "quality": 0.0, "cost": 0.001},
-        {"query_id": "b", "quality": 1.0, "cost": 0.001},  # second feedback
-        {"query_id": "zz", "quality": 1.0},  # no decision
-        {"query_id": "d", "quality": 1.0, "cost": 0.003},
-    ])
+    path = _write(
+        tmp_path / "decisions.jsonl",
+        [
+            _decision("a"),
+            _decision("b", "m2", 0.05),
+            _decision("c"),  # c waits for feedback
+            _decision("d", "m2", 1.0, fallback_from="m1"),  # served by a fallback: not the policy's choice
+            _decision("a"),  # a second decision for a
+            {"query_id": "a", "quality": 1.0, "cost": 0.002},
+            {"query_id": "b", "quality": 0.0, "cost": 0.001},
+            {"query_id": "b", "quality": 1.0, "cost": 0.001},  # second feedback
+            {"query_id": "zz", "quality": 1.0},  # no decision
+            {"query_id": "d", "quality": 1.0, "cost": 0.003},
+        ],
+    )
     loaded = load_log(path)
     log, stats = loaded.log, loaded.log.stats
     assert log.feedback == "bandit" and sorted(log.query_ids.tolist()) == ["a", "b"]
     assert stats.pending == 1
-    assert stats.rejected_by_reason == {"duplicate outcome": 2, "not the policy's choice": 2,
-                                        "feedback without decision": 1}
+    assert stats.rejected_by_reason == {
+        "duplicate outcome": 2,
+        "not the policy's choice": 2,
+        "feedback without decision": 1,
+    }
     assert stats.rows_read == stats.rows_accepted + stats.rows_rejected == 7
     row = log.query_ids.tolist().index("b")
     assert log.models[int(log.action[row])] == "m2" and log.propensity[row] == 0.05
@@ -49,8 +65,13 @@ def test_join_counts_pending_and_rejects_orphans_fallbacks_and_duplicates(tmp_pa
 def test_cost_from_tokens_when_feedback_gives_none(tmp_path: Path) -> None:
     from data.prices import Price, PriceTable
 
-    path = _write(tmp_path / "decisions.jsonl", [
-        _decision("a", prompt_tokens=1000, completion_tokens=2000), {"query_id": "a", "quality": 1.0, "cost": None}])
+    path = _write(
+        tmp_path / "decisions.jsonl",
+        [
+            _decision("a", prompt_tokens=1000, completion_tokens=2000),
+            {"query_id": "a", "quality": 1.0, "cost": None},
+        ],
+    )
     log = load_log(path, prices=PriceTable({"m1": Price(1.0, 2.0)})).log
     assert log.cost[0, 0] == pytest.approx((1000 * 1.0 + 2000 * 2.0) / 1e6)
 

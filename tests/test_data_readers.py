@@ -24,9 +24,17 @@ CANONICAL_FIELDS = {"query_id", "query", "model", "quality", "cost", "response"}
 
 def rows_for(queries: range) -> list[dict[str, Any]]:
     """Full-information rows for queries ``q<i>`` × models a, b, with non-ASCII text."""
-    return [{"query_id": f"q{i}", "query": f"Frage {i}: grüße, “quotes” \\ ok?", "model": m,
-             "quality": round(0.1 * i + 0.3 * k, 3), "cost": 1e-4 * (i + 1) * (k + 1)}
-            for i in queries for k, m in enumerate(("a", "b"))]
+    return [
+        {
+            "query_id": f"q{i}",
+            "query": f"Frage {i}: grüße, “quotes” \\ ok?",
+            "model": m,
+            "quality": round(0.1 * i + 0.3 * k, 3),
+            "cost": 1e-4 * (i + 1) * (k + 1),
+        }
+        for i in queries
+        for k, m in enumerate(("a", "b"))
+    ]
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -55,8 +63,11 @@ WRITERS = {"jsonl": write_jsonl, "csv": write_csv, "parquet": write_parquet}
 def outcomes(path: Path, **options: Any) -> dict[tuple[str, str], tuple[str, float, float]]:
     """The accepted outcomes of the log at ``path``: (query_id, model) → (query, quality, cost)."""
     log = load_log(path, **options).log
-    return {(str(log.query_ids[i]), m): (log.queries[i], float(log.quality[i, k]), float(log.cost[i, k]))
-            for i in range(log.n_queries) for k, m in enumerate(log.models)}
+    return {
+        (str(log.query_ids[i]), m): (log.queries[i], float(log.quality[i, k]), float(log.cost[i, k]))
+        for i in range(log.n_queries)
+        for k, m in enumerate(log.models)
+    }
 
 
 def expected(rows: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[str, float, float]]:
@@ -84,8 +95,19 @@ def test_a_directory_reads_every_log_file_in_it(tmp_path: Path) -> None:
     assert [Path(f).name for f in stats.files] == ["part1.jsonl", "part2.csv", "part3.parquet"]
 
 
-WIDE_HEADER = ["", "sample_id", "prompt", "eval_name", "m1", "m2", "m1|total_cost", "m2|total_cost",
-               "m1|model_response", "m2|model_response", "oracle_model_to_route_to"]
+WIDE_HEADER = [
+    "",
+    "sample_id",
+    "prompt",
+    "eval_name",
+    "m1",
+    "m2",
+    "m1|total_cost",
+    "m2|total_cost",
+    "m1|model_response",
+    "m2|model_response",
+    "oracle_model_to_route_to",
+]
 WIDE_ROWS = [
     ["0", "s1", "['What is 2+2?', 'Answer:']", "math", "1.0", "0.0", "0.001", "0.01", "4", "5", "m1"],
     ["1", "s2", "Name a colour.", "words", "0.5", "1", "0.002", "0.02", "red", "blue", "m2"],
@@ -179,8 +201,7 @@ def test_a_directory_without_logs_is_an_error(tmp_path: Path) -> None:
 
 
 def test_a_log_without_a_usable_query_is_an_error(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "log.jsonl", [{"query_id": "q", "query": "", "model": "a", "quality": 1,
-                                                 "cost": 0}])
+    path = write_jsonl(tmp_path / "log.jsonl", [{"query_id": "q", "query": "", "model": "a", "quality": 1, "cost": 0}])
     with pytest.raises(DataError, match=r"no usable query \(1 rows read; rejected: 1 empty query\)"):
         load_log(path)
 
@@ -189,8 +210,13 @@ def test_train_exits_2_with_one_line_for_bad_data(tmp_path: Path) -> None:
     """One case (found while reading, the deepest); each run starts torch, which takes seconds."""
     name, make, _message = FILE_PROBLEMS["CSV header lacks a column"]
     path = make(tmp_path / name)
-    done = subprocess.run([sys.executable, "train.py", "--data", str(path), "--out", str(tmp_path / "run"),
-                           "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "train.py", "--data", str(path), "--out", str(tmp_path / "run"), "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()

@@ -21,17 +21,24 @@ from data.splits import SplitFractions, split
 
 def make_log(n: int, timestamps: np.ndarray | None = None) -> RoutingLog:
     """A one-model log of ``n`` queries ``id-0 .. id-<n-1>``."""
-    return RoutingLog(models=("a",), query_ids=np.array([f"id-{i}" for i in range(n)], dtype=object),
-                      queries=[f"text {i}" for i in range(n)], quality=np.zeros((n, 1)),
-                      cost=np.zeros((n, 1)), timestamps=timestamps)
+    return RoutingLog(
+        models=("a",),
+        query_ids=np.array([f"id-{i}" for i in range(n)], dtype=object),
+        queries=[f"text {i}" for i in range(n)],
+        quality=np.zeros((n, 1)),
+        cost=np.zeros((n, 1)),
+        timestamps=timestamps,
+    )
 
 
 def assignment(log: RoutingLog, seed: int, fractions: SplitFractions | None = None) -> dict[str, str]:
     """query_id → split name."""
     splits = split(log, fractions or SplitFractions(), seed)
-    return {str(log.query_ids[i]): name
-            for name, index in (("train", splits.train), ("validation", splits.validation),
-                                ("test", splits.test)) for i in index.tolist()}
+    return {
+        str(log.query_ids[i]): name
+        for name, index in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))
+        for i in index.tolist()
+    }
 
 
 def test_split_fractions_are_approximately_right() -> None:
@@ -63,7 +70,7 @@ def test_different_seeds_give_different_splits() -> None:
 
 def test_time_split_puts_later_queries_in_test() -> None:
     rng = np.random.default_rng(0)
-    stamps = (np.datetime64("2024-01-01T00:00:00", "ms") + rng.permutation(1000) * np.timedelta64(1, "m"))
+    stamps = np.datetime64("2024-01-01T00:00:00", "ms") + rng.permutation(1000) * np.timedelta64(1, "m")
     log = make_log(1000, timestamps=stamps)
     splits = split(log, SplitFractions(), seed=0, kind="time")
     assert splits.counts() == {"train": 600, "validation": 100, "test": 300}
@@ -87,9 +94,18 @@ def test_bad_fractions_are_an_error(shares: tuple[float, float, float]) -> None:
 
 def rows() -> list[dict[str, Any]]:
     """A small full-information log with awkward floats and non-ASCII text."""
-    return [{"query_id": f"q{i}", "query": f"¿Qué {i}? “x”", "model": m, "quality": (i * 7 % 10) / 10,
-             "cost": 1 / (3 + i + k), "response": f"answer {i}{m}"}
-            for i in range(12) for k, m in enumerate(("beta", "alpha", "gamma"))]
+    return [
+        {
+            "query_id": f"q{i}",
+            "query": f"¿Qué {i}? “x”",
+            "model": m,
+            "quality": (i * 7 % 10) / 10,
+            "cost": 1 / (3 + i + k),
+            "response": f"answer {i}{m}",
+        }
+        for i in range(12)
+        for k, m in enumerate(("beta", "alpha", "gamma"))
+    ]
 
 
 def write(path: Path, data: list[dict[str, Any]]) -> Path:
@@ -131,8 +147,13 @@ def test_fingerprint_is_the_documented_canonical_form(tmp_path: Path) -> None:
     """sha256 of sorted (query_id, model) lines ``[query_id, query, model, quality, cost]``."""
     data = rows()
     canonical = "".join(
-        json.dumps([r["query_id"], r["query"], r["model"], float(r["quality"]), float(r["cost"])],
-                   ensure_ascii=False, separators=(",", ":")) + "\n"
-        for r in sorted(data, key=lambda r: (r["query_id"], r["model"])))
+        json.dumps(
+            [r["query_id"], r["query"], r["model"], float(r["quality"]), float(r["cost"])],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        + "\n"
+        for r in sorted(data, key=lambda r: (r["query_id"], r["model"]))
+    )
     log = load_log(write(tmp_path / "log.jsonl", data)).log
     assert log.fingerprint == hashlib.sha256(canonical.encode("utf-8")).hexdigest() == fingerprint(log)

@@ -16,8 +16,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def summary(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "data", "summary", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "data", "summary", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -26,20 +31,34 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 # quality / cost per query for models a, b: the oracle takes a, b (tie at 1.0: cheaper b), a
-TABLE = {"q1": ((1.0, 0.002), (0.0, 0.001)), "q2": ((1.0, 0.004), (1.0, 0.001)),
-         "q3": ((0.5, 0.002), (0.25, 0.001))}
+TABLE = {
+    "q1": ((1.0, 0.002), (0.0, 0.001)),
+    "q2": ((1.0, 0.004), (1.0, 0.001)),
+    "q3": ((0.5, 0.002), (0.25, 0.001)),
+}
 
 
 def full_rows() -> list[dict[str, Any]]:
-    return [{"query_id": q, "query": f"text of {q}", "model": m, "quality": quality, "cost": cost}
-            for q, outcomes in TABLE.items() for m, (quality, cost) in zip("ab", outcomes)]
+    return [
+        {"query_id": q, "query": f"text of {q}", "model": m, "quality": quality, "cost": cost}
+        for q, outcomes in TABLE.items()
+        for m, (quality, cost) in zip("ab", outcomes)
+    ]
 
 
 def test_summary_of_a_full_information_log(tmp_path: Path) -> None:
     rows = full_rows()
     rows.append({"query_id": "q4", "query": "t", "model": "a", "quality": 2.0, "cost": 0})
-    rows.append({"query_id": "q5", "query": "t", "model": "mystery-9b", "quality": 1.0,
-                 "prompt_tokens": 10, "completion_tokens": 5})
+    rows.append(
+        {
+            "query_id": "q5",
+            "query": "t",
+            "model": "mystery-9b",
+            "quality": 1.0,
+            "prompt_tokens": 10,
+            "completion_tokens": 5,
+        }
+    )
     prices = tmp_path / "prices.yaml"
     prices.write_text("models:\n  a: {input: 1, output: 2}\n", encoding="utf-8")
     done = summary(str(write_jsonl(tmp_path / "log.jsonl", rows)), "--prices", str(prices))

@@ -27,9 +27,17 @@ PRICES = PriceTable({"a": Price(1.0, 2.0), "b": Price(3.0, 4.0)})
 def good_rows() -> list[dict[str, Any]]:
     """A full-information log: 3 queries × models a, b, every value distinct."""
     return [
-        {"query_id": f"q{i}", "query": f"question {i}?", "model": m, "quality": round(0.1 * i + 0.05 * k, 2),
-         "cost": 0.001 * (k + 1), "latency_ms": 10.0, "timestamp": f"2024-01-0{i + 1}T00:00:00Z"}
-        for i in range(3) for k, m in enumerate(MODELS)
+        {
+            "query_id": f"q{i}",
+            "query": f"question {i}?",
+            "model": m,
+            "quality": round(0.1 * i + 0.05 * k, 2),
+            "cost": 0.001 * (k + 1),
+            "latency_ms": 10.0,
+            "timestamp": f"2024-01-0{i + 1}T00:00:00Z",
+        }
+        for i in range(3)
+        for k, m in enumerate(MODELS)
     ]
 
 
@@ -157,7 +165,10 @@ def test_every_reason_is_detected_and_quarantined(name: str, tmp_path: Path) -> 
         assert record["content"] == raw_content(case.line)
     elif case.reason is RejectReason.INCOMPLETE_QUERY:  # rebuilt from the accepted values
         assert {k: record["content"][k] for k in ("query_id", "model", "quality")} == {
-            "query_id": "x", "model": "a", "quality": 1.0}
+            "query_id": "x",
+            "model": "a",
+            "quality": 1.0,
+        }
     else:
         assert record["content"] == case.line
 
@@ -182,8 +193,7 @@ def test_first_accepted_row_wins_over_a_later_duplicate(tmp_path: Path) -> None:
 def test_duplicates_are_found_with_many_models(tmp_path: Path) -> None:
     """The per-query record of seen outcomes is not limited to 64 models."""
     models = [f"m{k:02d}" for k in range(70)]
-    rows = [{"query_id": q, "query": q, "model": m, "quality": 0.5, "cost": 0.0}
-            for q in ("q1", "q2") for m in models]
+    rows = [{"query_id": q, "query": q, "model": m, "quality": 0.5, "cost": 0.0} for q in ("q1", "q2") for m in models]
     rows.append(rows[69] | {"quality": 1.0})
     path = write_jsonl(tmp_path / "log.jsonl", rows)
     log = load_log(path).log
@@ -220,11 +230,15 @@ def test_price_table_file_is_read_and_checked(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("change", "reason"),
-    [({"quality": ""}, RejectReason.BLANK_SCORE), ({"cost": "nan"}, RejectReason.BAD_COST),
-     ({"query": "PLACEHOLDER"}, RejectReason.INVALID_UTF8)],
+    [
+        ({"quality": ""}, RejectReason.BLANK_SCORE),
+        ({"cost": "nan"}, RejectReason.BAD_COST),
+        ({"query": "PLACEHOLDER"}, RejectReason.INVALID_UTF8),
+    ],
 )
-def test_csv_rows_are_rejected_with_their_row_number(change: dict[str, str], reason: RejectReason,
-                                                     tmp_path: Path) -> None:
+def test_csv_rows_are_rejected_with_their_row_number(
+    change: dict[str, str], reason: RejectReason, tmp_path: Path
+) -> None:
     """CSV: an empty score cell, a 'nan' cost, a field that is not UTF-8; rows exclude the header."""
     rows = good_rows()
     rows.insert(3, bad() | change)

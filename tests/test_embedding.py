@@ -42,9 +42,19 @@ def _write_log(path: Path, queries: int = 900) -> np.ndarray:
     with open(path, "w", encoding="utf-8") as out:
         for i in range(queries):
             for k, model in enumerate(world.model_names):
-                out.write(json.dumps({"query_id": world.query_ids[i], "query": world.queries[i], "model": model,
-                                      "quality": world.quality[i, k], "cost": world.cost[i, k],
-                                      "embedding": embeddings[i].round(6).tolist()}) + "\n")
+                out.write(
+                    json.dumps(
+                        {
+                            "query_id": world.query_ids[i],
+                            "query": world.queries[i],
+                            "model": model,
+                            "quality": world.quality[i, k],
+                            "cost": world.cost[i, k],
+                            "embedding": embeddings[i].round(6).tolist(),
+                        }
+                    )
+                    + "\n"
+                )
     return embeddings
 
 
@@ -52,17 +62,40 @@ def test_embedding_policy_routes_embeddings_and_refuses_text(tmp_path: Path) -> 
     log = tmp_path / "embedded.jsonl"
     embeddings = _write_log(log)
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, str(ROOT / "train.py"), "--quiet", "--data", str(log), "--out", str(out),
-                           "--set", "input=embedding", "--set", "reward.cost_weight=300",
-                           "--set", "evaluation.bootstrap=0"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--quiet",
+            "--data",
+            str(log),
+            "--out",
+            str(out),
+            "--set",
+            "input=embedding",
+            "--set",
+            "reward.cost_weight=300",
+            "--set",
+            "evaluation.bootstrap=0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["featurizer"] == {"kind": "embedding", "dimension": 8, "bias": True}
     assert report["test"]["mean_reward"] > report["baselines"]["random"]["mean_reward"]
     request = tmp_path / "x.json"
     request.write_text(json.dumps(embeddings[:100].round(6).tolist()))
-    fresh = subprocess.run([sys.executable, "-I", "-c", FRESH_PROCESS, str(out / "policy.pt"), str(request)],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    fresh = subprocess.run(
+        [sys.executable, "-I", "-c", FRESH_PROCESS, str(out / "policy.pt"), str(request)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert fresh.returncode == 0, fresh.stderr
     answer = json.loads(fresh.stdout)
     assert answer["metadata"]["input_kind"] == "embedding" and answer["dimension"] == 8
@@ -72,8 +105,21 @@ def test_embedding_policy_routes_embeddings_and_refuses_text(tmp_path: Path) -> 
 
 
 def test_embedding_input_needs_embeddings(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, str(ROOT / "train.py"), "--quiet", "--out", str(tmp_path / "r"),
-                           "--set", "input=embedding"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--quiet",
+            "--out",
+            str(tmp_path / "r"),
+            "--set",
+            "input=embedding",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2 and "needs an 'embedding' column" in done.stderr
 
 
@@ -82,8 +128,10 @@ def test_bad_embeddings_are_rejected(tmp_path: Path, bad: list) -> None:
     from data.loading import load_log
 
     path = tmp_path / "log.jsonl"
-    rows = [{"query_id": "a", "query": "q", "model": "m", "quality": 1, "cost": 0.1, "embedding": [0.1, 0.2]},
-            {"query_id": "b", "query": "r", "model": "m", "quality": 1, "cost": 0.1, "embedding": bad}]
+    rows = [
+        {"query_id": "a", "query": "q", "model": "m", "quality": 1, "cost": 0.1, "embedding": [0.1, 0.2]},
+        {"query_id": "b", "query": "r", "model": "m", "quality": 1, "cost": 0.1, "embedding": bad},
+    ]
     path.write_text("\n".join(json.dumps(r, allow_nan=True) for r in rows) + "\n")
     stats = load_log(path).log.stats
     assert stats.rows_accepted == 1 and stats.rejected_by_reason == {"bad embedding": 1}

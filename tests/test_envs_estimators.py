@@ -67,8 +67,13 @@ def _replicates(logging: str, replicates: int, n: int, seed: int) -> dict[str, n
     mean = np.take_along_axis(_expected(x), actions[..., None], axis=-1)[..., 0]
     rewards = (rng.random((replicates, n)) < mean).astype(np.float64)
     propensities = np.take_along_axis(probs, actions[..., None], axis=-1)[..., 0]
-    return {"x": x, "actions": actions, "rewards": rewards, "propensities": propensities,
-            "target": np.argmax(x @ PHI, axis=-1)}
+    return {
+        "x": x,
+        "actions": actions,
+        "rewards": rewards,
+        "propensities": propensities,
+        "target": np.argmax(x @ PHI, axis=-1),
+    }
 
 
 @pytest.mark.parametrize("logging", ["uniform", "eps-greedy"])
@@ -76,8 +81,13 @@ def test_intervals_cover_the_true_value(logging: str) -> None:
     replicates, n = 200, 2000
     truth = _true_value()
     data = _replicates(logging, replicates, n, seed={"uniform": 1, "eps-greedy": 2}[logging])
-    estimators = {"DM": DirectMethod(), "IPS": InverseProbabilityWeighting(), "SNIPS": SelfNormalizedIPW(),
-                  "DR": DoublyRobust(), "Replay": Replay(seed=0)}
+    estimators = {
+        "DM": DirectMethod(),
+        "IPS": InverseProbabilityWeighting(),
+        "SNIPS": SelfNormalizedIPW(),
+        "DR": DoublyRobust(),
+        "Replay": Replay(seed=0),
+    }
     estimates = {name: np.zeros(replicates) for name in estimators}
     covered = {name: np.zeros(replicates, dtype=bool) for name in estimators}
     widths = {name: np.zeros(replicates) for name in estimators}
@@ -86,18 +96,21 @@ def test_intervals_cover_the_true_value(logging: str) -> None:
         model = RewardModel(K).fit(data["x"][r], actions, rewards, np.zeros(n))
         predictions = model.predict(data["x"][r]).quality
         for name, estimator in estimators.items():
-            rounds = estimator.estimate_round_rewards(actions, rewards, propensities, data["target"][r],
-                                                      predictions)
+            rounds = estimator.estimate_round_rewards(actions, rewards, propensities, data["target"][r], predictions)
             half = 1.96 * rounds.std(ddof=1) / np.sqrt(n)
             estimates[name][r] = rounds.mean()
             covered[name][r] = abs(rounds.mean() - truth) <= half
             widths[name][r] = 2 * half
-    report = {name: (float(estimates[name].mean() - truth), float(covered[name].mean()),
-                     float(widths[name].mean())) for name in estimators}
+    report = {
+        name: (float(estimates[name].mean() - truth), float(covered[name].mean()), float(widths[name].mean()))
+        for name in estimators
+    }
     print(f"\n{logging}: true value {truth:.4f}; (bias, coverage, mean width) {report}")
     assert np.isfinite(report["DM"][0])  # DM: bias reported, not held to coverage
-    width_bound = {"uniform": {"IPS": 0.16, "SNIPS": 0.09, "DR": 0.08, "Replay": 0.09},
-                   "eps-greedy": {"IPS": 0.27, "SNIPS": 0.14, "DR": 0.12, "Replay": 0.16}}[logging]
+    width_bound = {
+        "uniform": {"IPS": 0.16, "SNIPS": 0.09, "DR": 0.08, "Replay": 0.09},
+        "eps-greedy": {"IPS": 0.27, "SNIPS": 0.14, "DR": 0.12, "Replay": 0.16},
+    }[logging]
     for name, bound in width_bound.items():
         bias, coverage, width = report[name]
         assert coverage >= 0.85, f"{name} covers the true value in only {coverage:.0%} of replicates"
@@ -124,8 +137,9 @@ def test_formulas_and_deterministic_equals_one_hot() -> None:
         DirectMethod(): predictions[np.arange(n), target].mean(),
         InverseProbabilityWeighting(): (match / propensities * rewards).mean(),
         SelfNormalizedIPW(): (match / propensities * rewards).sum() / (match / propensities).sum(),
-        DoublyRobust(): (predictions[np.arange(n), target]
-                         + match / propensities * (rewards - predictions[np.arange(n), actions])).mean(),
+        DoublyRobust(): (
+            predictions[np.arange(n), target] + match / propensities * (rewards - predictions[np.arange(n), actions])
+        ).mean(),
     }
     for estimator, value in expected.items():
         for policy in (target, one_hot):
@@ -140,7 +154,8 @@ def test_clipping_is_counted_and_applied() -> None:
     assert weights.n_clipped == int((1 / propensities > 4.0).sum()) > 0
     assert weights.weights.max() == 4.0
     assert ips.estimate(actions, rewards, propensities, actions) == pytest.approx(
-        (np.minimum(1 / propensities, 4.0) * rewards).mean())
+        (np.minimum(1 / propensities, 4.0) * rewards).mean()
+    )
     with pytest.raises(ValueError, match="max_weight"):
         InverseProbabilityWeighting(max_weight=0.0)
 
@@ -157,12 +172,14 @@ def test_stochastic_target_ips_and_snips() -> None:
     target = np.random.default_rng(5).dirichlet(np.ones(K), size=len(actions))
     weights = target[np.arange(len(actions)), actions] / propensities
     assert InverseProbabilityWeighting().estimate(actions, rewards, propensities, target) == pytest.approx(
-        (weights * rewards).mean())
+        (weights * rewards).mean()
+    )
     rounds = SelfNormalizedIPW().estimate_round_rewards(actions, rewards, propensities, target)
     assert rounds.shape == (len(actions),)
     assert rounds.mean() == pytest.approx((weights * rewards).sum() / weights.sum())
     assert DirectMethod().estimate(actions, rewards, propensities, target, predictions) == pytest.approx(
-        (target * predictions).sum(axis=1).mean())
+        (target * predictions).sum(axis=1).mean()
+    )
 
 
 def test_inputs_are_checked() -> None:
@@ -194,9 +211,16 @@ def test_reward_model_is_ridge_per_arm_and_fits_logs() -> None:
     full_quality[np.arange(n), actions] = quality
     full_cost = np.full((n, K), np.nan)
     full_cost[np.arange(n), actions] = cost
-    log = RoutingLog(models=tuple("abcd"), query_ids=np.arange(n).astype(str).astype(object),
-                     queries=[""] * n, quality=full_quality, cost=full_cost, feedback="bandit",
-                     action=actions, propensity=np.full(n, 0.25))
+    log = RoutingLog(
+        models=tuple("abcd"),
+        query_ids=np.arange(n).astype(str).astype(object),
+        queries=[""] * n,
+        quality=full_quality,
+        cost=full_cost,
+        feedback="bandit",
+        action=actions,
+        propensity=np.full(n, 0.25),
+    )
     from_log = RewardModel(K, RewardModelConfig(ridge=2.0)).fit_log(log, x)
     np.testing.assert_allclose(from_log.predict(x).cost, model.predict(x).cost)
     with pytest.raises(ValueError, match="ridge"):
@@ -209,9 +233,10 @@ def test_counterfactual_table_is_the_estimators_per_arm() -> None:
     logged = np.eye(K)[actions]
     weight = (1 / propensities)[:, None]
     residual = (rewards - predictions[np.arange(n), actions])[:, None]
-    expected = {DirectMethod(): predictions,
-                InverseProbabilityWeighting(): logged * weight * rewards[:, None],
-                DoublyRobust(): predictions + logged * weight * residual}
+    expected = {
+        DirectMethod(): predictions,
+        InverseProbabilityWeighting(): logged * weight * rewards[:, None],
+        DoublyRobust(): predictions + logged * weight * residual,
+    }
     for estimator, table in expected.items():
-        np.testing.assert_allclose(
-            counterfactual_table(estimator, actions, rewards, propensities, predictions), table)
+        np.testing.assert_allclose(counterfactual_table(estimator, actions, rewards, propensities, predictions), table)

@@ -34,18 +34,30 @@ def _log(bandit: bool, seed: int = 0) -> RoutingLog:
     rng = np.random.default_rng(seed)
     quality, cost = rng.random((N, K)), rng.random((N, K)) * 1e-3
     latency = rng.uniform(100, 3000, size=(N, K))
-    log = RoutingLog(models=tuple(f"m{i}" for i in range(K)),
-                     query_ids=np.arange(N).astype(str).astype(object), queries=[f"q{i}" for i in range(N)],
-                     quality=quality, cost=cost, latency_ms=latency)
+    log = RoutingLog(
+        models=tuple(f"m{i}" for i in range(K)),
+        query_ids=np.arange(N).astype(str).astype(object),
+        queries=[f"q{i}" for i in range(N)],
+        quality=quality,
+        cost=cost,
+        latency_ms=latency,
+    )
     if not bandit:
         return log
     probs = rng.dirichlet(np.ones(K) * 2, size=N)
     action = (probs.cumsum(axis=1) < rng.random((N, 1))).sum(axis=1).clip(0, K - 1)
     mask = np.eye(K, dtype=bool)[action]
-    return RoutingLog(models=log.models, query_ids=log.query_ids, queries=log.queries,
-                      quality=np.where(mask, quality, np.nan), cost=np.where(mask, cost, np.nan),
-                      latency_ms=np.where(mask, latency, np.nan), feedback="bandit", action=action,
-                      propensity=probs[np.arange(N), action])
+    return RoutingLog(
+        models=log.models,
+        query_ids=log.query_ids,
+        queries=log.queries,
+        quality=np.where(mask, quality, np.nan),
+        cost=np.where(mask, cost, np.nan),
+        latency_ms=np.where(mask, latency, np.nan),
+        feedback="bandit",
+        action=action,
+        propensity=probs[np.arange(N), action],
+    )
 
 
 def _features(seed: int = 1) -> np.ndarray:
@@ -55,8 +67,7 @@ def _features(seed: int = 1) -> np.ndarray:
 
 
 def _env(feedback: EnvFeedback = "full", shape: str = "fixed", **config: float) -> RoutingEnv:
-    return RoutingEnv(_log(feedback != "full"), _features(), SHAPES[shape],
-                      EnvConfig(feedback=feedback, **config))
+    return RoutingEnv(_log(feedback != "full"), _features(), SHAPES[shape], EnvConfig(feedback=feedback, **config))
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
@@ -150,8 +161,13 @@ def test_bad_configurations_are_rejected() -> None:
         RoutingEnv(bandit, x, 1.0)
     with pytest.raises(ValueError, match="bandit-feedback"):
         RoutingEnv(full, x, 1.0, EnvConfig(feedback="dr"))
-    no_latency = RoutingLog(models=full.models, query_ids=full.query_ids, queries=full.queries,
-                            quality=full.quality, cost=full.cost)
+    no_latency = RoutingLog(
+        models=full.models,
+        query_ids=full.query_ids,
+        queries=full.queries,
+        quality=full.quality,
+        cost=full.cost,
+    )
     with pytest.raises(ValueError, match="latency_ms"):
         RoutingEnv(no_latency, x, RewardConfig(latency_weight=0.1))
     with pytest.raises(ValueError, match="exclude"):
@@ -206,8 +222,13 @@ def test_linucb_with_budget_ends_at_the_budget_on_held_out_queries() -> None:
     from data.synth import SynthConfig, generate
 
     synth = generate(SynthConfig(queries=40_000, models=5, seed=1))
-    log = RoutingLog(models=tuple(synth.model_names), query_ids=np.array(synth.query_ids, dtype=object),
-                     queries=synth.queries, quality=synth.expected_quality, cost=synth.cost)
+    log = RoutingLog(
+        models=tuple(synth.model_names),
+        query_ids=np.array(synth.query_ids, dtype=object),
+        queries=synth.queries,
+        quality=synth.expected_quality,
+        cost=synth.cost,
+    )
     train, test = log.subset(np.arange(20_000)), log.subset(np.arange(20_000, 40_000))
     featurizer = TextFeaturizer(FeaturizerConfig(components=16, fit_sample=3000)).fit(train.queries)
     train_x, test_x = featurizer.transform(train.queries), featurizer.transform(test.queries)
@@ -216,7 +237,8 @@ def test_linucb_with_budget_ends_at_the_budget_on_held_out_queries() -> None:
     env = RoutingEnv(train, train_x, RewardConfig(budget=BudgetConfig(budget=budget)))
     weights: list[float] = []
     agent = LinUCB(5, featurizer.dimension, LinUCBConfig(alpha=0.05)).learn(
-        env, 20_000, seed=0, callback=lambda step, reward, info: weights.append(info["cost_weight"]))
+        env, 20_000, seed=0, callback=lambda step, reward, info: weights.append(info["cost_weight"])
+    )
     assert len(set(weights)) > 1000  # the agent acted at the current λ, which moved every step
     final = env.default_cost_weight
     assert final is not None and final > 0
@@ -233,10 +255,17 @@ def test_linucb_reads_only_its_dimension_from_preference_observations() -> None:
 # --------------------------------------------------------------------------- VecEnv
 
 
-def _vec(feedback: EnvFeedback = "full", shape: str = "fixed", num_envs: int = 16,
-         seed: int | None = 3) -> RoutingVecEnv:
-    return RoutingVecEnv(_log(feedback != "full"), _features(), num_envs, SHAPES[shape],
-                         EnvConfig(feedback=feedback), seed=seed)
+def _vec(
+    feedback: EnvFeedback = "full", shape: str = "fixed", num_envs: int = 16, seed: int | None = 3
+) -> RoutingVecEnv:
+    return RoutingVecEnv(
+        _log(feedback != "full"),
+        _features(),
+        num_envs,
+        SHAPES[shape],
+        EnvConfig(feedback=feedback),
+        seed=seed,
+    )
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
@@ -266,8 +295,9 @@ def test_vec_env_matches_the_single_env() -> None:
     actions = np.arange(16) % K
     _, rewards, _, _ = env.step(actions)
     log = env.task.log
-    expected = (log.quality[rows, actions] - weights * log.cost[rows, actions]
-                - 0.05 * log.latency_ms[rows, actions] / 1000.0)
+    expected = (
+        log.quality[rows, actions] - weights * log.cost[rows, actions] - 0.05 * log.latency_ms[rows, actions] / 1000.0
+    )
     np.testing.assert_allclose(rewards, expected.astype(np.float32))
     np.testing.assert_array_equal(env.last_rows, rows)
     np.testing.assert_array_equal(env.last_quality, log.quality[rows, actions])
@@ -293,8 +323,16 @@ def test_ppo_learns_on_the_vec_env() -> None:
     from stable_baselines3.common.vec_env import VecMonitor
 
     env = VecMonitor(_vec("dr", "preference", num_envs=32))
-    model = PPO("MlpPolicy", env, n_steps=8, batch_size=64, n_epochs=1, seed=0,
-                policy_kwargs={"net_arch": [16]}, device="cpu")
+    model = PPO(
+        "MlpPolicy",
+        env,
+        n_steps=8,
+        batch_size=64,
+        n_epochs=1,
+        seed=0,
+        policy_kwargs={"net_arch": [16]},
+        device="cpu",
+    )
     model.learn(512)
     assert model.num_timesteps >= 512
     actions, _ = model.predict(env.reset(), deterministic=True)

@@ -79,7 +79,11 @@ def test_bootstrap_intervals_and_pairing() -> None:
 
 def test_training_report_has_intervals_figure_and_reference_costs(demo_run: RunResult) -> None:
     report, out = demo_run.report, demo_run.directory
-    assert report["test"]["mean_quality_ci95"][0] <= report["test"]["mean_quality"] <= report["test"]["mean_quality_ci95"][1]
+    assert (
+        report["test"]["mean_quality_ci95"][0]
+        <= report["test"]["mean_quality"]
+        <= report["test"]["mean_quality_ci95"][1]
+    )
     frontier = report["frontier"]
     assert frontier["aiq_ci95"][0] <= frontier["aiq"] <= frontier["aiq_ci95"][1]
     assert frontier["aiq"] >= frontier["zero_router_aiq"]
@@ -95,27 +99,70 @@ def test_training_report_has_intervals_figure_and_reference_costs(demo_run: RunR
 def test_evaluation_cli_on_an_exported_policy(demo_run: RunResult, tmp_path: Path) -> None:
     policy = demo_run.directory / "policy.pt"
     out = tmp_path / "eval"
-    done = subprocess.run([sys.executable, "-m", "evaluation", str(policy), "--data",
-                           str(ROOT / "data" / "demo" / "demo.jsonl"), "--out", str(out), "--bootstrap", "50"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "evaluation",
+            str(policy),
+            "--data",
+            str(ROOT / "data" / "demo" / "demo.jsonl"),
+            "--out",
+            str(out),
+            "--bootstrap",
+            "50",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     for name in ("report.json", "report.md", "frontier.png"):
         assert (out / name).is_file()
     report = json.loads((out / "report.json").read_text())
     assert report["policy"]["cost_weight"] == demo_run.report["policy"]["cost_weight"]
     assert report["frontier"]["aiq"] > report["frontier"]["zero_router_aiq"]
-    missing = subprocess.run([sys.executable, "-m", "evaluation", str(tmp_path / "none.pt"), "--data",
-                              str(ROOT / "data" / "demo" / "demo.jsonl")], cwd=ROOT, capture_output=True,
-                             text=True, timeout=120)
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "evaluation",
+            str(tmp_path / "none.pt"),
+            "--data",
+            str(ROOT / "data" / "demo" / "demo.jsonl"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
 
 
 def _budget_run(routerbench: Path, tmp_path: Path, target: float) -> dict:
     out = tmp_path / f"budget-{target}"
-    done = subprocess.run([sys.executable, str(ROOT / "train.py"), "--quiet", "--config",
-                           str(ROOT / "configs" / "routerbench.yaml"), "--data", str(routerbench), "--out", str(out),
-                           "--target-cost", str(target), "--set", "evaluation.bootstrap=0"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--quiet",
+            "--config",
+            str(ROOT / "configs" / "routerbench.yaml"),
+            "--data",
+            str(routerbench),
+            "--out",
+            str(out),
+            "--target-cost",
+            str(target),
+            "--set",
+            "evaluation.bootstrap=0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads((out / "report.json").read_text())
 

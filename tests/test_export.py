@@ -63,8 +63,13 @@ def test_fresh_process_makes_the_agents_decisions(demo_run: RunResult, tmp_path:
     weights = [0.0, 300.0, 3000.0]
     request = tmp_path / "queries.json"
     request.write_text(json.dumps({"queries": queries, "weights": weights}), encoding="utf-8")
-    done = subprocess.run([sys.executable, "-I", "-c", FRESH_PROCESS, str(demo_run.directory / "policy.pt"),
-                           str(request)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", FRESH_PROCESS, str(demo_run.directory / "policy.pt"), str(request)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     assert answer["project_modules"] == []
@@ -88,8 +93,10 @@ def test_scores_match_the_agent_and_weights_are_checked(demo_policy: Path) -> No
     policy, metadata = loaded.module, loaded.metadata
     queries = ["", "a question about nothing", "Koushotram shoushen poufoga"]
     scores = policy.scores(queries, 300.0)
-    assert torch.equal(torch.argmax(scores, dim=1), torch.tensor(
-        [metadata["models"].index(m) for m in policy.route(queries, 300.0)]))
+    assert torch.equal(
+        torch.argmax(scores, dim=1),
+        torch.tensor([metadata["models"].index(m) for m in policy.route(queries, 300.0)]),
+    )
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(Exception, match="cost_weight must be finite"):
             policy.scores(queries, bad)

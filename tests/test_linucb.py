@@ -59,9 +59,13 @@ def test_one_fit_serves_every_cost_weight() -> None:
 
 def _log(x: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> RoutingLog:
     n, k = quality.shape
-    return RoutingLog(models=tuple(f"m{i}" for i in range(k)),
-                      query_ids=np.array([str(i) for i in range(n)], dtype=object),
-                      queries=[str(i) for i in range(n)], quality=quality, cost=cost)
+    return RoutingLog(
+        models=tuple(f"m{i}" for i in range(k)),
+        query_ids=np.array([str(i) for i in range(n)], dtype=object),
+        queries=[str(i) for i in range(n)],
+        quality=quality,
+        cost=cost,
+    )
 
 
 def test_learn_online_observes_one_arm_and_beats_random() -> None:

@@ -27,14 +27,31 @@ WEIGHT = 300.0
 
 
 def _train(data: Path, out: Path) -> None:
-    done = subprocess.run([sys.executable, str(ROOT / "train.py"), "--quiet", "--data", str(data), "--out", str(out),
-                           "--set", f"reward.cost_weight={WEIGHT}", "--set", "evaluation.bootstrap=0"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--quiet",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--set",
+            f"reward.cost_weight={WEIGHT}",
+            "--set",
+            "evaluation.bootstrap=0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
 
 
-def _expected_reward(policy_path: Path, queries: list[str], truth: np.ndarray, cost: np.ndarray,
-                     models: list[str]) -> float:
+def _expected_reward(
+    policy_path: Path, queries: list[str], truth: np.ndarray, cost: np.ndarray, models: list[str]
+) -> float:
     policy = load_policy(policy_path)
     chosen = np.array([models.index(m) for m in policy.module.route(queries, WEIGHT)])
     rows = np.arange(len(queries))
@@ -51,8 +68,14 @@ def test_retraining_on_served_traffic_improves_the_policy(tmp_path: Path) -> Non
     _train(first_log, tmp_path / "first")
 
     decisions = tmp_path / "decisions.jsonl"
-    server = _start_server(tmp_path / "first" / "policy.pt", tmp_path, "--decision-log", str(decisions),
-                           "--explore-epsilon", "0.3")
+    server = _start_server(
+        tmp_path / "first" / "policy.pt",
+        tmp_path,
+        "--decision-log",
+        str(decisions),
+        "--explore-epsilon",
+        "0.3",
+    )
     rng = np.random.default_rng(0)
     try:
         with httpx.Client(base_url=server.base_url, timeout=30) as client:
@@ -61,8 +84,14 @@ def test_retraining_on_served_traffic_improves_the_policy(tmp_path: Path) -> Non
                 assert answer.status_code == 200, answer.text
                 arm = models.index(answer.json()["model"])
                 quality = float(rng.random() < world.expected_quality[i, arm])
-                feedback = client.post("/feedback", json={"query_id": answer.json()["query_id"],
-                                                          "quality": quality, "cost": float(world.cost[i, arm])})
+                feedback = client.post(
+                    "/feedback",
+                    json={
+                        "query_id": answer.json()["query_id"],
+                        "quality": quality,
+                        "cost": float(world.cost[i, arm]),
+                    },
+                )
                 assert feedback.status_code == 200, feedback.text
     finally:
         _stop(server.process)
@@ -91,8 +120,14 @@ def _rows(world: SynthLog, rows: slice) -> SynthLog:
     """The generator's log restricted to ``rows`` (full information)."""
     return replace(
         world,
-        query_ids=world.query_ids[rows], queries=world.queries[rows], topic=world.topic[rows],
-        expected_quality=world.expected_quality[rows], quality=world.quality[rows], cost=world.cost[rows],
-        prompt_tokens=world.prompt_tokens[rows], completion_tokens=world.completion_tokens[rows],
-        timestamps=world.timestamps[rows], difficulty=world.difficulty[rows],
+        query_ids=world.query_ids[rows],
+        queries=world.queries[rows],
+        topic=world.topic[rows],
+        expected_quality=world.expected_quality[rows],
+        quality=world.quality[rows],
+        cost=world.cost[rows],
+        prompt_tokens=world.prompt_tokens[rows],
+        completion_tokens=world.completion_tokens[rows],
+        timestamps=world.timestamps[rows],
+        difficulty=world.difficulty[rows],
     )

@@ -17,15 +17,22 @@ from evaluation.bootstrap import Bootstrap
 from evaluation.ope import off_policy_estimates
 
 
-def _bandit_log(actions: np.ndarray, propensities: np.ndarray, quality: np.ndarray, cost: np.ndarray,
-                k: int) -> RoutingLog:
+def _bandit_log(
+    actions: np.ndarray, propensities: np.ndarray, quality: np.ndarray, cost: np.ndarray, k: int
+) -> RoutingLog:
     n = len(actions)
     grid_q, grid_c = np.full((n, k), np.nan), np.full((n, k), np.nan)
     grid_q[np.arange(n), actions], grid_c[np.arange(n), actions] = quality, cost
-    return RoutingLog(models=tuple(f"m{i}" for i in range(k)),
-                      query_ids=np.array([str(i) for i in range(n)], dtype=object),
-                      queries=[str(i) for i in range(n)], quality=grid_q, cost=grid_c,
-                      feedback="bandit", action=actions, propensity=propensities)
+    return RoutingLog(
+        models=tuple(f"m{i}" for i in range(k)),
+        query_ids=np.array([str(i) for i in range(n)], dtype=object),
+        queries=[str(i) for i in range(n)],
+        quality=grid_q,
+        cost=grid_c,
+        feedback="bandit",
+        action=actions,
+        propensity=propensities,
+    )
 
 
 def test_hand_computed_small_case() -> None:
@@ -34,10 +41,10 @@ def test_hand_computed_small_case() -> None:
     quality = np.array([1.0, 0.0, 1.0, 1.0])
     cost = np.array([0.1, 0.2, 0.2, 0.1])
     target = np.array([0, 0, 1, 1])
-    m_hat = PredictedOutcomes(quality=np.array([[0.5, 0.5]] * 4), cost=np.array([[0.1, 0.2]] * 4),
-                              latency_ms=None)
-    result = off_policy_estimates(_bandit_log(actions, propensities, quality, cost, 2), target, m_hat,
-                                  cost_weight=1.0, bootstrap=None)
+    m_hat = PredictedOutcomes(quality=np.array([[0.5, 0.5]] * 4), cost=np.array([[0.1, 0.2]] * 4), latency_ms=None)
+    result = off_policy_estimates(
+        _bandit_log(actions, propensities, quality, cost, 2), target, m_hat, cost_weight=1.0, bootstrap=None
+    )
     # IPS: (1/n) Σ 1{A=π} y / p = (1/0.5 + 0 + 1/0.25 + 0) / 4 = 1.5
     assert result["ips"]["mean_quality"] == pytest.approx(1.5)
     # SNIPS: Σ w y / Σ w with w = 1{A=π}/p: (2 + 4) / (2 + 4) = 1.0
@@ -115,9 +122,24 @@ def test_evaluation_cli_on_a_bandit_log(demo_policy: Path, tmp_path: Path) -> No
     log = tmp_path / "bandit.jsonl"
     write(generate(SynthConfig(queries=600, bandit=True, logging_policy="uniform", seed=2)), log)
     root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, "-m", "evaluation", str(demo_policy), "--data", str(log), "--out",
-                           str(tmp_path / "eval"), "--bootstrap", "50"], cwd=root, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "evaluation",
+            str(demo_policy),
+            "--data",
+            str(log),
+            "--out",
+            str(tmp_path / "eval"),
+            "--bootstrap",
+            "50",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert set(report["off_policy"]) >= {"dm", "ips", "snips", "dr", "replay"}

@@ -20,15 +20,30 @@ STEPS, EVERY = 60000, 3000
 @pytest.mark.slow
 def test_sigkill_then_resume_ends_with_exactly_the_configured_steps(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    args = ["--set", "agent.learning=online", "--set", f"agent.online_steps={STEPS}",
-            "--set", f"agent.checkpoint_every={EVERY}", "--set", "evaluation.bootstrap=0"]
-    first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--quiet", "--out", str(out), *args],
-                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    args = [
+        "--set",
+        "agent.learning=online",
+        "--set",
+        f"agent.online_steps={STEPS}",
+        "--set",
+        f"agent.checkpoint_every={EVERY}",
+        "--set",
+        "evaluation.bootstrap=0",
+    ]
+    first = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "--quiet", "--out", str(out), *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     checkpoints = out / "checkpoints"
     deadline = time.monotonic() + 300
     killed_after: list[int] = []
     while time.monotonic() < deadline and first.poll() is None:
-        steps = sorted(int(p.stem.split("-")[1]) for p in checkpoints.glob("step-*.npz")) if checkpoints.exists() else []
+        steps = (
+            sorted(int(p.stem.split("-")[1]) for p in checkpoints.glob("step-*.npz")) if checkpoints.exists() else []
+        )
         if steps and steps[-1] < STEPS:
             first.send_signal(signal.SIGKILL)
             killed_after = steps
@@ -40,8 +55,13 @@ def test_sigkill_then_resume_ends_with_exactly_the_configured_steps(tmp_path: Pa
     assert not (out / "report.json").exists()
     assert not list(checkpoints.glob(".checkpoint-*"))  # atomic writes leave no partial file
 
-    resumed = subprocess.run([sys.executable, str(ROOT / "train.py"), "--quiet", "--resume", str(out)], cwd=ROOT,
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--quiet", "--resume", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["policy"]["steps"] == STEPS
@@ -52,6 +72,11 @@ def test_sigkill_then_resume_ends_with_exactly_the_configured_steps(tmp_path: Pa
 
 
 def test_resume_needs_a_run_directory(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, str(ROOT / "train.py"), "--quiet", "--resume", str(tmp_path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--quiet", "--resume", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "no config.yaml" in done.stderr

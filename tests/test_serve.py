@@ -57,9 +57,7 @@ class RunningServer:
     stderr_path: Path
 
 
-def _start_server(
-    policy: Path, log_dir: Path, *extra_args: str, env: dict[str, str] | None = None
-) -> RunningServer:
+def _start_server(policy: Path, log_dir: Path, *extra_args: str, env: dict[str, str] | None = None) -> RunningServer:
     """Start ``serve.py --port 0`` and wait for its ``routerl serving on ...`` line.
 
     ``env`` is added to this process's environment (tokens, backend keys).
@@ -89,8 +87,7 @@ def _start_server(
             line = lines.get(timeout=STARTUP_TIMEOUT_S)
             if line is None:
                 raise AssertionError(
-                    f"serve.py exited with {process.wait()} before announcing its address:\n"
-                    + stderr_path.read_text()
+                    f"serve.py exited with {process.wait()} before announcing its address:\n" + stderr_path.read_text()
                 )
             match = ANNOUNCE.match(line)
             if match:
@@ -185,9 +182,7 @@ def test_healthz_reports_the_policy(client: httpx.Client, demo_policy: Path, loc
 
 
 @pytest.mark.parametrize("weight_kind", ["zero", "default", "large"])
-def test_route_is_the_argmax_of_the_policy_scores(
-    client: httpx.Client, local_policy, weight_kind: str
-) -> None:
+def test_route_is_the_argmax_of_the_policy_scores(client: httpx.Client, local_policy, weight_kind: str) -> None:
     module, meta = local_policy
     models: list[str] = module.models()
     default = float(module.default_cost_weight())
@@ -335,13 +330,9 @@ BAD_REQUESTS: list[Bad] = [
         {"json": {"query": "q", "cost_weight": "1"}},
     ),
     Bad("cost-weight-bool", 422, "invalid_request", {"json": {"query": "q", "cost_weight": True}}),
-    Bad(
-        "cost-weight-negative", 422, "invalid_request", {"json": {"query": "q", "cost_weight": -1}}
-    ),
+    Bad("cost-weight-negative", 422, "invalid_request", {"json": {"query": "q", "cost_weight": -1}}),
     Bad("cost-weight-nan", 422, "invalid_request", _raw(b'{"query": "q", "cost_weight": NaN}')),
-    Bad(
-        "cost-weight-inf", 422, "invalid_request", _raw(b'{"query": "q", "cost_weight": Infinity}')
-    ),
+    Bad("cost-weight-inf", 422, "invalid_request", _raw(b'{"query": "q", "cost_weight": Infinity}')),
     Bad(
         "cost-weight-overflow",
         422,
@@ -354,9 +345,7 @@ BAD_REQUESTS: list[Bad] = [
         "invalid_request",
         {"json": {"query": "q", "allowed_models": ["zz-no"]}},
     ),
-    Bad(
-        "no-allowed-models", 422, "invalid_request", {"json": {"query": "q", "allowed_models": []}}
-    ),
+    Bad("no-allowed-models", 422, "invalid_request", {"json": {"query": "q", "allowed_models": []}}),
     Bad(
         "allowed-not-a-list",
         422,
@@ -402,12 +391,8 @@ def test_client_errors_have_the_error_format(client: httpx.Client, bad: Bad) -> 
 def test_error_messages_say_what_is_wrong(client: httpx.Client) -> None:
     assert "empty" in _assert_error(client.post("/route", json={"query": ""}), 422)
     assert "query" in _assert_error(client.post("/route", json={"cost_weight": 1.0}), 422)
-    assert "cost_weight" in _assert_error(
-        client.post("/route", json={"query": "hi", "cost_weight": -1}), 422
-    )
-    assert "zz-no" in _assert_error(
-        client.post("/route", json={"query": "hi", "allowed_models": ["zz-no"]}), 422
-    )
+    assert "cost_weight" in _assert_error(client.post("/route", json={"query": "hi", "cost_weight": -1}), 422)
+    assert "zz-no" in _assert_error(client.post("/route", json={"query": "hi", "allowed_models": ["zz-no"]}), 422)
     assert "Allow" in client.get("/route").headers or "allow" in client.get("/route").headers
 
 
@@ -440,9 +425,7 @@ def test_server_survives_every_bad_request(client: httpx.Client) -> None:
 
 
 def test_flags_change_the_limits(demo_policy: Path, tmp_path: Path) -> None:
-    running = _start_server(
-        demo_policy, tmp_path, "--max-body-bytes", "200", "--max-query-chars", "10"
-    )
+    running = _start_server(demo_policy, tmp_path, "--max-body-bytes", "200", "--max-query-chars", "10")
     try:
         with httpx.Client(base_url=running.base_url, timeout=60.0) as http:
             assert http.post("/route", json={"query": "0123456789"}).status_code == 200
@@ -501,9 +484,7 @@ def test_service_never_imports_training_code() -> None:
         f"bad = sorted({{m.split('.')[0] for m in sys.modules}} & {set(TRAINING_PACKAGES)!r});"
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -72,9 +72,7 @@ def _version(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def guarded(
-    demo_policy: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[httpx.Client, Path]]:
+def guarded(demo_policy: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, Path]]:
     """Server with both tokens, a decision log and ε = 0.5; yields (client with the API token, log)."""
     tmp = tmp_path_factory.mktemp("guarded")
     log = tmp / "decisions.jsonl"
@@ -113,9 +111,7 @@ def guarded(
         ("POST", "/admin/reload", ADMIN, 200),
     ],
 )
-def test_tokens(
-    guarded: tuple[httpx.Client, Path], method: str, path: str, token: str | None, status: int
-) -> None:
+def test_tokens(guarded: tuple[httpx.Client, Path], method: str, path: str, token: str | None, status: int) -> None:
     http, _ = guarded
     body = {"query": QUERY} if path == "/route" else None
     headers = {"authorization": ""} if token is None else _auth(token)
@@ -131,9 +127,7 @@ def test_tokens(
 def test_admin_routes_are_refused_without_an_admin_token(demo_policy: Path, tmp_path: Path) -> None:
     running = _start_server(demo_policy, tmp_path)
     try:
-        _assert_error(
-            httpx.post(running.base_url + "/admin/reload", headers=_auth("guess")), 403, "forbidden"
-        )
+        _assert_error(httpx.post(running.base_url + "/admin/reload", headers=_auth("guess")), 403, "forbidden")
     finally:
         _stop(running.process)
 
@@ -438,9 +432,7 @@ def test_bad_new_flags_exit_2(demo_policy: Path, tmp_path: Path) -> None:
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("backends: [unclosed", encoding="utf-8")
     unknown = tmp_path / "unknown.yaml"
-    unknown.write_text(
-        "backends:\n  gpt-9:\n    base_url: http://127.0.0.1:1/v1\n    model: x\n", encoding="utf-8"
-    )
+    unknown.write_text("backends:\n  gpt-9:\n    base_url: http://127.0.0.1:1/v1\n    model: x\n", encoding="utf-8")
     no_key = tmp_path / "no_key.yaml"
     no_key.write_text(
         "backends:\n  tiny-1b:\n    base_url: http://127.0.0.1:1/v1\n    model: x\n"
@@ -458,9 +450,7 @@ def test_bad_new_flags_exit_2(demo_policy: Path, tmp_path: Path) -> None:
 
 
 def test_backends_example_is_valid() -> None:
-    parsed = BackendsFile.model_validate(
-        yaml.safe_load((REPO_ROOT / "configs" / "backends.yaml").read_text())
-    )
+    parsed = BackendsFile.model_validate(yaml.safe_load((REPO_ROOT / "configs" / "backends.yaml").read_text()))
     assert parsed.backends
 
 

@@ -144,9 +144,7 @@ class Proxy:
 
     def client(self, **kwargs: Any) -> openai.OpenAI:
         """An official OpenAI client pointed at the proxy."""
-        return openai.OpenAI(
-            base_url=self.running.base_url + "/v1", api_key=API_TOKEN, max_retries=0, **kwargs
-        )
+        return openai.OpenAI(base_url=self.running.base_url + "/v1", api_key=API_TOKEN, max_retries=0, **kwargs)
 
 
 def _write_backends(path: Path, urls: dict[str, tuple[str, float]]) -> Path:
@@ -231,9 +229,7 @@ def test_falls_back_to_the_next_best_model(proxy: Proxy) -> None:
     assert forwarded["authorization"] == f"Bearer {BACKEND_KEY}"
     after = _metric(proxy.running.base_url, "routerl_fallbacks_total", reason="backend")
     assert after - before == 2
-    record = next(
-        r for r in _records(proxy.decision_log) if r["query_id"] == raw.headers["x-routerl-query-id"]
-    )
+    record = next(r for r in _records(proxy.decision_log) if r["query_id"] == raw.headers["x-routerl-query-id"])
     assert record["model"] == served and record["fallback_from"] == proxy.ranked[0]
     assert record["query"] == QUERY
     assert (record["prompt_tokens"], record["completion_tokens"]) == (11, 7)
@@ -303,9 +299,9 @@ def test_bad_chat_requests_are_422(proxy: Proxy, model: str, messages: list[dict
 
 def test_chat_needs_the_api_token(proxy: Proxy) -> None:
     with pytest.raises(openai.PermissionDeniedError):
-        openai.OpenAI(
-            base_url=proxy.running.base_url + "/v1", api_key="wrong", max_retries=0
-        ).chat.completions.create(model="router", messages=[{"role": "user", "content": "hi"}])
+        openai.OpenAI(base_url=proxy.running.base_url + "/v1", api_key="wrong", max_retries=0).chat.completions.create(
+            model="router", messages=[{"role": "user", "content": "hi"}]
+        )
 
 
 def test_chat_malformed_and_wrong_content_type(proxy: Proxy) -> None:
@@ -385,9 +381,7 @@ def test_route_on_conversation(demo_policy: Path, tmp_path: Path) -> None:
     )
     try:
         messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": QUERY}]
-        response = httpx.post(
-            running.base_url + "/v1/chat/completions", json={"model": "router", "messages": messages}
-        )
+        response = httpx.post(running.base_url + "/v1/chat/completions", json={"model": "router", "messages": messages})
         assert response.status_code == 200, response.text
         expected = hashlib.sha256(f"be brief\n{QUERY}".encode()).hexdigest()
         assert _records(log)[-1]["query"] == expected

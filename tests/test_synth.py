@@ -27,9 +27,13 @@ def log() -> SynthLog:
 
 def _arrays(lg: SynthLog) -> dict[str, np.ndarray]:
     return {
-        "expected_quality": lg.expected_quality, "quality": lg.quality, "cost": lg.cost,
-        "prompt_tokens": lg.prompt_tokens, "completion_tokens": lg.completion_tokens,
-        "timestamps": lg.timestamps.astype(np.int64), "topic": lg.topic,
+        "expected_quality": lg.expected_quality,
+        "quality": lg.quality,
+        "cost": lg.cost,
+        "prompt_tokens": lg.prompt_tokens,
+        "completion_tokens": lg.completion_tokens,
+        "timestamps": lg.timestamps.astype(np.int64),
+        "topic": lg.topic,
     }
 
 
@@ -113,8 +117,7 @@ def test_costs_follow_prices_and_stated_range(log: SynthLog) -> None:
     assert 1e-6 <= median[0] <= 1e-4 and 1e-4 <= median[-1] <= 1e-2
     ratio = log.input_price.max() / log.input_price.min()
     assert 30 <= ratio <= 70, "about 50x between the cheapest and the dearest model"
-    recomputed = (log.prompt_tokens[:, None] * log.input_price
-                  + log.completion_tokens * log.output_price) / 1e6
+    recomputed = (log.prompt_tokens[:, None] * log.input_price + log.completion_tokens * log.output_price) / 1e6
     np.testing.assert_allclose(log.cost, recomputed, rtol=1e-6, atol=1e-12)
     assert set(log.price_table()) == set(log.model_names)
 
@@ -334,8 +337,22 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def test_cli_main_writes_bandit_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "sub" / "bandit.jsonl"
-    args = _parse(["--queries", "50", "--models", "3", "--out", str(out), "--bandit",
-                   "--logging-policy", "eps-greedy", "--drift", "--seed", "9"])
+    args = _parse(
+        [
+            "--queries",
+            "50",
+            "--models",
+            "3",
+            "--out",
+            str(out),
+            "--bandit",
+            "--logging-policy",
+            "eps-greedy",
+            "--drift",
+            "--seed",
+            "9",
+        ]
+    )
     assert main(args) == 0
     rows = [json.loads(line) for line in out.open(encoding="utf-8")]
     assert len(rows) == 50 and all("propensity" in r for r in rows)
@@ -352,9 +369,24 @@ def test_cli_bad_settings_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_python_m_data_synth(tmp_path: Path) -> None:
     out = tmp_path / "log.csv"
     proc = subprocess.run(
-        [sys.executable, "-m", "data", "synth", "--queries", "20", "--models", "3",
-         "--out", str(out), "--seed", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "data",
+            "synth",
+            "--queries",
+            "20",
+            "--models",
+            "3",
+            "--out",
+            str(out),
+            "--seed",
+            "1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     with out.open(encoding="utf-8", newline="") as f:

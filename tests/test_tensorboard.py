@@ -26,16 +26,22 @@ def test_tensorboard_serves_the_run(demo_run: RunResult) -> None:
     if executable is None:
         pytest.skip("the tensorboard command is not installed beside this Python")
     port = _free_port()
-    server = subprocess.Popen([executable, "--logdir", str(demo_run.directory / "tb"), "--host", "127.0.0.1",
-                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [executable, "--logdir", str(demo_run.directory / "tb"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 90
         scalars = None
         while time.monotonic() < deadline:
             try:
-                answer = httpx.get(f"{base}/data/plugin/scalars/scalars",
-                                   params={"run": ".", "tag": "charts/reward"}, timeout=5)
+                answer = httpx.get(
+                    f"{base}/data/plugin/scalars/scalars",
+                    params={"run": ".", "tag": "charts/reward"},
+                    timeout=5,
+                )
                 if answer.status_code == 200 and answer.json():
                     scalars = answer.json()
                     break

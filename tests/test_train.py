@@ -28,8 +28,13 @@ REPORT_KEYS = {
 
 
 def _train(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), "--quiet", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--quiet", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_run_directory_and_report_keys(demo_run: RunResult) -> None:
@@ -105,8 +110,7 @@ def test_user_errors_exit_2_with_one_line(tmp_path: Path) -> None:
 
 
 def test_set_overrides_reach_the_run(tmp_path: Path) -> None:
-    done = _train("--out", str(tmp_path / "run"), "--set", "reward.cost_weight=50",
-                  "--set", "agent.linucb.alpha=0.5")
+    done = _train("--out", str(tmp_path / "run"), "--set", "reward.cost_weight=50", "--set", "agent.linucb.alpha=0.5")
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["policy"]["cost_weight"] == 50
@@ -115,8 +119,14 @@ def test_set_overrides_reach_the_run(tmp_path: Path) -> None:
 
 
 def test_online_learning_through_the_env(tmp_path: Path) -> None:
-    done = _train("--out", str(tmp_path / "online"), "--set", "agent.learning=online",
-                  "--set", "agent.online_steps=3000")
+    done = _train(
+        "--out",
+        str(tmp_path / "online"),
+        "--set",
+        "agent.learning=online",
+        "--set",
+        "agent.online_steps=3000",
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "online" / "report.json").read_text())
     assert report["policy"]["steps"] == 3000
@@ -127,16 +137,29 @@ def test_online_learning_through_the_env(tmp_path: Path) -> None:
 
 
 def test_routerbench_beats_the_single_model_hull(routerbench: Path, tmp_path: Path) -> None:
-    done = _train("--config", str(ROOT / "configs" / "routerbench.yaml"), "--data", str(routerbench),
-                  "--out", str(tmp_path / "rb"), "--set", "data.fractions.train=0.6",
-                  "--set", "data.fractions.validation=0.1")  # the default split
+    done = _train(
+        "--config",
+        str(ROOT / "configs" / "routerbench.yaml"),
+        "--data",
+        str(routerbench),
+        "--out",
+        str(tmp_path / "rb"),
+        "--set",
+        "data.fractions.train=0.6",
+        "--set",
+        "data.fractions.validation=0.1",
+    )  # the default split
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "rb" / "report.json").read_text())
     data = report["data"]
     assert data["rows_read"] == data["rows_accepted"] + data["rows_rejected"]
     assert data["rejected_by_reason"]["blank score"] > 0
-    assert set(data["rejected_by_reason"]) <= {"blank score", "conflicting text", "incomplete query",
-                                               "duplicate outcome"}
+    assert set(data["rejected_by_reason"]) <= {
+        "blank score",
+        "conflicting text",
+        "incomplete query",
+        "duplicate outcome",
+    }
     rejected = (tmp_path / "rb" / "rejected.jsonl").read_text().splitlines()
     assert len(rejected) == data["rows_rejected"]
     frontier = report["frontier"]

@@ -42,7 +42,7 @@ def _write(path: Path, checkpoint: Checkpoint) -> None:
     try:
         meta = np.frombuffer(json.dumps(checkpoint.meta).encode(), dtype=np.uint8)
         with open(temporary, "wb") as out:
-            np.savez(out, **checkpoint.arrays, **{_META: meta})
+            np.savez(out, **{**checkpoint.arrays, _META: meta})  # type: ignore[arg-type]
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, path)

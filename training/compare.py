@@ -103,9 +103,7 @@ def compare(log: RoutingLog, config: RunConfig, kinds: list[str], folds: int) ->
         "aiq_difference_vs_first": {},
     }
     for share in config.evaluation.quality_targets:
-        report["zero_router"][f"cost_to_{round(share * 100)}%"] = cost_to_reach(
-            zero, share * mean_quality[ref]
-        )
+        report["zero_router"][f"cost_to_{round(share * 100)}%"] = cost_to_reach(zero, share * mean_quality[ref])
     for kind, sweep in sweeps.items():
         hull = sweep.frontier()
         entry: dict[str, Any] = {
@@ -115,9 +113,7 @@ def compare(log: RoutingLog, config: RunConfig, kinds: list[str], folds: int) ->
         for share in config.evaluation.quality_targets:
             cost = cost_to_reach(hull, share * mean_quality[ref])
             entry[f"cost_to_{round(share * 100)}%"] = cost
-            entry[f"cost_to_{round(share * 100)}%_share_of_reference"] = (
-                None if cost is None else cost / mean_cost[ref]
-            )
+            entry[f"cost_to_{round(share * 100)}%_share_of_reference"] = None if cost is None else cost / mean_cost[ref]
         report["agents"][kind] = entry
     first = kinds[0]
     for kind in kinds[1:]:
@@ -155,12 +151,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"{usd(entry['cost_to_100%'], entry['cost_to_100%_share_of_reference'])} |"
         )
     zero = report["zero_router"]
-    lines.append(
-        f"| zero router | {zero['aiq']:.4f} | {usd(zero['cost_to_95%'])} | {usd(zero['cost_to_100%'])} |"
-    )
-    lines.append(
-        f"| oracle | quality {report['oracle']['quality']:.4f} at {report['oracle']['cost']:.6f} USD | | |"
-    )
+    lines.append(f"| zero router | {zero['aiq']:.4f} | {usd(zero['cost_to_95%'])} | {usd(zero['cost_to_100%'])} |")
+    lines.append(f"| oracle | quality {report['oracle']['quality']:.4f} at {report['oracle']['cost']:.6f} USD | | |")
     lines += [
         "",
         f"Reference {reference}: quality {report['reference']['quality']:.4f} at "
@@ -177,9 +169,7 @@ def markdown(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """CLI: cross-validate agents on a log and write compare.json and compare.md."""
     parser = argparse.ArgumentParser(prog="python -m training.compare", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--config", type=Path, required=True, help="run configuration (featurizer, agents, seed)"
-    )
+    parser.add_argument("--config", type=Path, required=True, help="run configuration (featurizer, agents, seed)")
     parser.add_argument("--data", help="log file or directory; overrides data.path")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds by query (default 5)")
     parser.add_argument(

@@ -88,9 +88,7 @@ def train(
     if len(splits.train) == 0 or len(splits.test) == 0:
         raise DataError(f"{config.data.path}: too few queries ({log.n_queries}) to split into train and test")
     featurizer = (
-        TextFeaturizer(config.featurizer).fit(log.subset(splits.train).queries)
-        if config.input == "text"
-        else None
+        TextFeaturizer(config.featurizer).fit(log.subset(splits.train).queries) if config.input == "text" else None
     )
     train_set, validation_set, test_set = (
         _Split(part, _features(part, featurizer))
@@ -113,9 +111,7 @@ def train(
 
     test = test_set.log
     bootstrap = (
-        Bootstrap(test.n_queries, config.evaluation.bootstrap, config.seed)
-        if config.evaluation.bootstrap > 0
-        else None
+        Bootstrap(test.n_queries, config.evaluation.bootstrap, config.seed) if config.evaluation.bootstrap > 0 else None
     )
     test_metrics = metrics_with_intervals(test, agent.predict(test_set.features, weight), weight, bootstrap)
     baselines = {
@@ -159,16 +155,12 @@ def train(
         "frontier": frontier,
     }
     if expected:
-        report["test_expected"] = route_metrics(
-            test, agent.predict(test_set.features, weight), weight, expected=True
-        )
+        report["test_expected"] = route_metrics(test, agent.predict(test_set.features, weight), weight, expected=True)
     if report_budget is not None:
         report["budget"] = report_budget
     if off_policy is not None:
         report["evaluated_on"] = "Test split, estimated by DR from bandit feedback"
-        report["off_policy"] = off_policy.estimates(
-            agent.predict(test_set.features, weight), weight, bootstrap
-        )
+        report["off_policy"] = off_policy.estimates(agent.predict(test_set.features, weight), weight, bootstrap)
 
     figure = save_frontier(
         frontier, f"{agent.name} on {Path(config.data.path).name} (test split)", out / "frontier.png"
@@ -247,7 +239,7 @@ def _learn_online(
     total = config.agent.online_steps
     checkpoints = Checkpointer(out / "checkpoints", config.agent.checkpoint_every)
     latest = checkpoints.latest()
-    start, seed = 0, config.seed
+    start, seed_or_none = 0, config.seed
     if latest is not None:
         agent.load_state_dict(latest.arrays)
         env.reset(seed=config.seed)  # builds the task; then the saved generator and multiplier replace it
@@ -256,7 +248,7 @@ def _learn_online(
         env.np_random = generator
         if latest.meta.get("multiplier") is not None and env.task.multiplier is not None:
             vars(env.task.multiplier).update(latest.meta["multiplier"])
-        start, seed = latest.step, None
+        start, seed_or_none = latest.step, None
 
     def validation_reward() -> float:
         if validation_set.log.n_queries == 0:
@@ -281,7 +273,7 @@ def _learn_online(
             checkpoints.save(Checkpoint({k: v.copy() for k, v in agent.state_dict().items()}, meta))
 
     if total > start:
-        agent.learn(env, total - start, seed=seed, progress=progress, callback=on_step, start_step=start)
+        agent.learn(env, total - start, seed=seed_or_none, progress=progress, callback=on_step, start_step=start)
     best = checkpoints.best()
     if best is not None:
         agent.load_state_dict(best.arrays)
@@ -299,9 +291,7 @@ class _OffPolicy:
 
     def estimates(self, actions: np.ndarray, weight: float, bootstrap: Bootstrap | None) -> dict[str, Any]:
         """DM, IPS, SNIPS, DR and replay estimates of the policy's choices."""
-        return off_policy_estimates(
-            self.log, actions, self.predictions, weight, bootstrap, self.seed, self.max_weight
-        )
+        return off_policy_estimates(self.log, actions, self.predictions, weight, bootstrap, self.seed, self.max_weight)
 
 
 def _counterfactual_splits(
@@ -320,9 +310,7 @@ def _counterfactual_splits(
     assert train.action is not None
     model = RewardModel(train.n_models, config.env.reward_model)
     rows = np.arange(train.n_queries)
-    model.fit(
-        train_set.features, train.action, train.quality[rows, train.action], train.cost[rows, train.action]
-    )
+    model.fit(train_set.features, train.action, train.quality[rows, train.action], train.cost[rows, train.action])
     learning = "dm" if config.env.feedback == "full" else config.env.feedback
 
     def table(part: _Split, kind: Literal["dm", "ips", "dr"]) -> _Split:
@@ -331,9 +319,7 @@ def _counterfactual_splits(
         estimated = counterfactual_log(part.log, model.predict(part.features), kind, config.env.max_weight)
         return _Split(estimated, part.features)
 
-    off_policy = _OffPolicy(
-        test_set.log, model.predict(test_set.features), config.seed, config.env.max_weight
-    )
+    off_policy = _OffPolicy(test_set.log, model.predict(test_set.features), config.seed, config.env.max_weight)
     return table(train_set, learning), table(validation_set, "dr"), table(test_set, "dr"), off_policy
 
 
@@ -347,9 +333,7 @@ def _calibrate(
 ) -> tuple[float, dict[str, Any]]:
     """Choose the cost weight meeting ``target`` on validation (CONTRACTS.md §3 --target-*)."""
     if validation_set.log.n_queries == 0:
-        raise DataError(
-            "--target-cost / --target-quality need a validation split (data.fractions.validation > 0)"
-        )
+        raise DataError("--target-cost / --target-quality need a validation split (data.fractions.validation > 0)")
     grid = sweep_weights(train_set.log, replace(config.evaluation, frontier_points=BUDGET_GRID_POINTS))
     validation = Sweep.run(validation_set.log, lambda w: agent.predict(validation_set.features, w), grid)
     test = Sweep.run(test_set.log, lambda w: agent.predict(test_set.features, w), grid)
@@ -377,9 +361,7 @@ def _features(part: RoutingLog, featurizer: TextFeaturizer | None) -> np.ndarray
     return np.hstack([part.embeddings, np.ones((part.n_queries, 1), dtype=np.float32)])
 
 
-def _featurizer_summary(
-    config: RunConfig, featurizer: TextFeaturizer | None, dimension: int
-) -> dict[str, Any]:
+def _featurizer_summary(config: RunConfig, featurizer: TextFeaturizer | None, dimension: int) -> dict[str, Any]:
     """What the policy's inputs are, for the report and the artifact's metadata."""
     if featurizer is None:
         return {"kind": "embedding", "dimension": dimension - 1, "bias": True}

@@ -40,9 +40,7 @@ class TensorBoardLogger:
 
     def log_choices(self, actions: np.ndarray, n_models: int, step: int) -> None:
         """Histogram of the chosen model indices (``charts/chosen_model``)."""
-        self.writer.add_histogram(
-            "charts/chosen_model", np.asarray(actions), step, bins=np.arange(n_models + 1) - 0.5
-        )
+        self.writer.add_histogram("charts/chosen_model", np.asarray(actions), step, bins=np.arange(n_models + 1) - 0.5)
 
     def log_config(self, resolved_yaml: str) -> None:
         """The resolved configuration as text (``config``)."""
@@ -51,12 +49,9 @@ class TensorBoardLogger:
     def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
         """Hyperparameters with the final metrics, for TensorBoard's HParams plugin."""
         flat = {
-            key: value if isinstance(value, (int, float, str, bool)) else str(value)
-            for key, value in hparams.items()
+            key: value if isinstance(value, (int, float, str, bool)) else str(value) for key, value in hparams.items()
         }
-        self.writer.add_hparams(
-            flat, {f"hparams/{key}": value for key, value in metrics.items()}, run_name="."
-        )
+        self.writer.add_hparams(flat, {f"hparams/{key}": value for key, value in metrics.items()}, run_name=".")
 
     def log_figure(self, tag: str, figure: Figure, step: int) -> None:
         """A matplotlib figure as an image (the frontier at each evaluation)."""
