@@ -102,11 +102,12 @@ def counterfactual_log(
     if log.n_queries == 0:
         return log
     actions, propensities, quality, cost = logged_outcomes(log)
-    estimator: DirectMethod | InverseProbabilityWeighting | DoublyRobust = {
+    tables: dict[str, DirectMethod | InverseProbabilityWeighting | DoublyRobust] = {
         "dm": DirectMethod(),
         "ips": InverseProbabilityWeighting(max_weight),
         "dr": DoublyRobust(max_weight),
-    }[kind]
+    }
+    estimator = tables[kind]
     return replace(
         log,
         quality=counterfactual_table(estimator, actions, quality, propensities, predictions.quality),

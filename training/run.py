@@ -6,7 +6,7 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import yaml
@@ -239,7 +239,7 @@ def _learn_online(
     total = config.agent.online_steps
     checkpoints = Checkpointer(out / "checkpoints", config.agent.checkpoint_every)
     latest = checkpoints.latest()
-    start, seed_or_none = 0, config.seed
+    start, seed_or_none = 0, cast("int | None", config.seed)
     if latest is not None:
         agent.load_state_dict(latest.arrays)
         env.reset(seed=config.seed)  # builds the task; then the saved generator and multiplier replace it
