@@ -104,7 +104,7 @@ ACTIVATIONS: dict[str, type[torch.nn.Module]] = {"tanh": torch.nn.Tanh, "relu": 
 class PPOConfig:
     """Hyperparameters of the preference-conditioned PPO router (see the module docstring)."""
 
-    total_steps: int = 400_000  # episodes (queries routed) to train for, at most
+    total_steps: int = 409_600  # episodes (queries routed) to train for, at most; a multiple of n_envs × n_steps
     n_envs: int = 64  # episodes stepped at once by the RoutingVecEnv
     n_steps: int = 16  # steps per env per rollout: a rollout holds n_envs × n_steps episodes
     batch_size: int = 256  # minibatch size of the PPO update
@@ -133,6 +133,9 @@ class PPOConfig:
                      "eval_weights", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.total_steps % (self.n_envs * self.n_steps):
+            raise ValueError(f"total_steps ({self.total_steps}) must be a multiple of n_envs × n_steps "
+                             f"({self.n_envs * self.n_steps}): PPO trains in whole rollouts")
         if self.patience < 0:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
         if not self.hidden or min(self.hidden) < 1:

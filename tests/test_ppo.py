@@ -23,7 +23,7 @@ from envs.rewards import PreferenceConfig
 from policies.export import PolicyMetadata, build_text_policy, save_policy
 
 WEIGHTS = (100.0, 1000.0, 4000.0)  # where the synthetic models' trade-offs lie
-CONFIG = PPOConfig(total_steps=80_000, eval_every=10_000, patience=4,
+CONFIG = PPOConfig(total_steps=81_920, eval_every=10_000, patience=4,
                    preference=PreferenceConfig(low=10.0, high=10_000.0, zero_share=0.1))
 
 FRESH_PROCESS = r"""

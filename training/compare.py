@@ -19,9 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.base import Agent
-from agents.linucb import LinUCB
-from agents.peers import LogisticRouter, NearestNeighbourRouter
+from agents.ppo import PPORouter
 from data.featurizer import TextFeaturizer
 from data.loading import load_log
 from data.prices import PriceTable
@@ -33,21 +31,10 @@ from evaluation.evaluate import Sweep, paired_aiq_difference, single_model_range
 from evaluation.frontier import cost_to_reach
 from evaluation.metrics import best_quality_actions
 from training.config import RunConfig, load_config
+from training.factory import AGENTS, make_agent
+
+COMPARED = ("linucb", "ppo", "knn", "logistic")
 from training.run import DEFAULT_PRICES
-
-AGENTS = ("linucb", "knn", "logistic")
-
-
-def make_agent(kind: str, config: RunConfig, n_models: int, dimension: int) -> Agent:
-    """A fresh agent of ``kind`` configured by ``config``."""
-    weight = config.reward.cost_weight
-    if kind == "linucb":
-        return LinUCB(n_models, dimension, config.agent.linucb, cost_weight=weight)
-    if kind == "knn":
-        return NearestNeighbourRouter(config.agent.peers, weight)
-    if kind == "logistic":
-        return LogisticRouter(config.agent.peers, weight)
-    raise DataError(f"unknown agent {kind!r}; choose from {', '.join(AGENTS)}")
 
 
 def cross_validated_sweeps(
@@ -63,7 +50,18 @@ def cross_validated_sweeps(
         train_x, test_x = featurizer.transform(train.queries), featurizer.transform(test.queries)
         for kind in kinds:
             agent = make_agent(kind, config, log.n_models, featurizer.dimension)
-            agent.fit(train_x, train.quality, train.cost)
+            if isinstance(agent, PPORouter):  # early stopping on a tenth of the training folds
+                tune = hash_unit(train.query_ids, config.seed + 1) < 0.1
+                agent.fit(
+                    train_x[~tune],
+                    train.quality[~tune],
+                    train.cost[~tune],
+                    val_features=train_x[tune],
+                    val_quality=train.quality[tune],
+                    val_cost=train.cost[tune],
+                )
+            else:
+                agent.fit(train_x, train.quality, train.cost)
             actions[kind][:, held] = np.stack([agent.predict(test_x, float(w)) for w in weights])
     return {kind: Sweep.from_actions(log, weights, actions[kind]) for kind in kinds}
 
@@ -174,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds by query (default 5)")
     parser.add_argument(
         "--agents",
-        default=",".join(AGENTS),
-        help=f"comma-separated, first is the reference of the differences (default {','.join(AGENTS)})",
+        default=",".join(COMPARED),
+        help=f"comma-separated from {', '.join(AGENTS)}; the first is the reference of the differences "
+        f"(default {','.join(COMPARED)})",
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, required=True, help="folder for compare.json and compare.md")

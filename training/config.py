@@ -14,8 +14,11 @@ import yaml
 from pydantic import ConfigDict, ValidationError
 from pydantic.dataclasses import dataclass
 
+from agents.direct import DirectConfig
+from agents.lints import LinTSConfig
 from agents.linucb import LinUCBConfig
 from agents.peers import PeerConfig
+from agents.ppo import PPOConfig
 from data.featurizer import FeaturizerConfig
 from data.schema import DataError
 from data.splits import SplitFractions
@@ -41,11 +44,15 @@ class DataConfig:
 class AgentConfig:
     """Which learner, how it learns, and its hyperparameters."""
 
-    kind: Literal["linucb", "knn", "logistic"] = "linucb"  # LinUCB, or a supervised peer baseline
+    # linucb | lints (Thompson sampling) | direct (per-arm ridge) | ppo | knn, logistic (supervised peers)
+    kind: Literal["linucb", "lints", "direct", "ppo", "knn", "logistic"] = "linucb"
     learning: Literal["fit", "online"] = "fit"  # one pass over the log, or interaction with the env
     online_steps: int = 20000  # episodes of env interaction when learning online
-    checkpoint_every: int = 5000  # online learning: steps between checkpoints (atomic; --resume continues)
+    checkpoint_every: int = 5000  # online learning and PPO: steps between checkpoints (atomic; --resume continues)
     linucb: LinUCBConfig = field(default_factory=LinUCBConfig)
+    lints: LinTSConfig = field(default_factory=LinTSConfig)
+    direct: DirectConfig = field(default_factory=DirectConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)  # agents/ppo.py documents every field
     peers: PeerConfig = field(default_factory=PeerConfig)  # grids searched for knn and logistic
 
 

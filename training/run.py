@@ -15,7 +15,7 @@ from tqdm import tqdm
 from agents.base import Agent
 from agents.baselines import RandomRouter, SingleModelRouter
 from agents.linucb import LinUCB
-from agents.peers import LogisticRouter, NearestNeighbourRouter
+from agents.ppo import PPORouter
 from data.featurizer import TextFeaturizer
 from data.loading import load_log
 from data.prices import PriceTable
@@ -34,6 +34,7 @@ from evaluation.report import data_section, write_markdown
 from policies.export import PolicyMetadata, build_embedding_policy, build_text_policy, save_policy
 from training.checkpoints import Checkpoint, Checkpointer
 from training.config import RunConfig, dump_config
+from training.factory import make_agent
 from training.tensorboard import TensorBoardLogger
 
 DEFAULT_PRICES = Path(__file__).resolve().parent.parent / "configs" / "prices.yaml"
@@ -202,12 +203,13 @@ def _learn(
     reward has a budget and learning is online; None otherwise).
     """
     log = train_set.log
-    weight = config.reward.cost_weight
-    if config.agent.kind != "linucb":
-        peer_class = NearestNeighbourRouter if config.agent.kind == "knn" else LogisticRouter
-        peer = peer_class(config.agent.peers, weight).fit(train_set.features, log.quality, log.cost)
-        return peer, {"steps": log.n_queries, "best_step": log.n_queries}, None
-    agent = LinUCB(log.n_models, train_set.features.shape[1], config.agent.linucb, cost_weight=weight)
+    if config.agent.kind == "ppo":
+        ppo, training = _learn_ppo(config, train_set, validation_set, tensorboard, out)
+        return ppo, training, None
+    agent = make_agent(config.agent.kind, config, log.n_models, train_set.features.shape[1])
+    if not isinstance(agent, LinUCB):  # the supervised peers learn in one fit
+        agent.fit(train_set.features, log.quality, log.cost)
+        return agent, {"steps": log.n_queries, "best_step": log.n_queries}, None
     if config.agent.learning == "fit":
         if config.reward.budget is not None:
             raise DataError("a budget reward needs agent.learning=online (the multiplier is learned online)")
@@ -219,6 +221,50 @@ def _learn(
         _learn_online(config, agent, env, validation_set, tensorboard, out, progress),
         env.default_cost_weight,
     )
+
+
+def _learn_ppo(
+    config: RunConfig, train_set: _Split, validation_set: _Split, tensorboard: TensorBoardLogger, out: Path
+) -> tuple[PPORouter, dict[str, Any]]:
+    """Preference-conditioned PPO, checkpointed every ``agent.checkpoint_every`` steps.
+
+    A checkpoint in the run directory (``--resume``) is restored first; PPO then trains only the
+    remaining steps. Validation early stopping keeps the best parameters, which are exported.
+    """
+    log = train_set.log
+    agent = cast(PPORouter, make_agent("ppo", config, log.n_models, train_set.features.shape[1]))
+    checkpoint = out / "checkpoints" / "ppo.zip"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    resumed_from = None
+    if checkpoint.exists():
+        agent.load(checkpoint)
+        resumed_from = agent.steps_done
+    saved_at = agent.steps_done
+
+    def on_rollout(step: int, scalars: dict[str, float]) -> None:
+        nonlocal saved_at
+        tensorboard.log_scalars(scalars, step)
+        if step - saved_at >= config.agent.checkpoint_every:
+            agent.save(checkpoint)
+            saved_at = step
+
+    validation = validation_set if validation_set.log.n_queries else None
+    agent.fit(
+        train_set.features,
+        log.quality,
+        log.cost,
+        val_features=None if validation is None else validation.features,
+        val_quality=None if validation is None else validation.log.quality,
+        val_cost=None if validation is None else validation.log.cost,
+        callback=on_rollout,
+    )
+    agent.save(checkpoint)
+    return agent, {
+        "steps": agent.steps_done,
+        "best_step": agent.best_step,
+        "resumed_from": resumed_from,
+        "stopped_early": agent.stopped_early,
+    }
 
 
 def _learn_online(
@@ -385,10 +431,11 @@ def _export(
 ) -> None:
     """Write ``policy.pt`` with the metadata of CONTRACTS.md §2."""
     linear_map = agent.linear_map()
+    conditioned_range = getattr(agent, "cost_weight_range", None)  # agents conditioned on the weight (PPO)
     metadata = PolicyMetadata(
         models=list(log.models),
         default_cost_weight=weight,
-        cost_weight_range=[0.0, float(frontier["cost_weights"][-1])],
+        cost_weight_range=conditioned_range or [0.0, float(frontier["cost_weights"][-1])],
         score_kind=agent.score_kind,
         agent=agent.name,
         input_kind=config.input,
@@ -397,8 +444,9 @@ def _export(
         metrics={key: value for key, value in test_metrics.items() if isinstance(value, float)}
         | {"aiq": frontier["aiq"]},
     )
+    clamp = conditioned_range is not None
     if featurizer is None:
-        module = build_embedding_policy(linear_map, agent.head(), metadata)
+        module = build_embedding_policy(linear_map, agent.head(), metadata, clamp_cost_weight=clamp)
     else:
-        module = build_text_policy(featurizer, linear_map, agent.head(), metadata)
+        module = build_text_policy(featurizer, linear_map, agent.head(), metadata, clamp_cost_weight=clamp)
     save_policy(module, metadata, out / "policy.pt")

@@ -28,6 +28,11 @@ class TensorBoardLogger:
                 self.writer.add_scalar(f"charts/train_{key}", float(np.mean(values)), step)
                 values.clear()
 
+    def log_scalars(self, scalars: dict[str, float], step: int) -> None:
+        """Scalars already namespaced by their producer (PPO's ``losses/...``, ``charts/...``)."""
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, float(value), step)
+
     def log_metrics(self, metrics: dict[str, Any], step: int, prefix: str = "charts") -> None:
         """Held-out metrics as ``charts/reward``, ``charts/quality``, ``charts/cost``, ``charts/regret``."""
         for key, tag in (
