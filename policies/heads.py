@@ -48,6 +48,9 @@ class NearestNeighbourHead(torch.nn.Module):
     """
 
     k: int
+    train_unit: torch.Tensor
+    quality: torch.Tensor
+    cost: torch.Tensor
 
     def __init__(self, train_features: torch.Tensor, quality: torch.Tensor, cost: torch.Tensor, k: int) -> None:
         super().__init__()

@@ -32,9 +32,9 @@ from evaluation.frontier import cost_to_reach
 from evaluation.metrics import best_quality_actions
 from training.config import RunConfig, load_config
 from training.factory import AGENTS, make_agent
+from training.run import DEFAULT_PRICES
 
 COMPARED = ("linucb", "ppo", "knn", "logistic")
-from training.run import DEFAULT_PRICES
 
 
 def cross_validated_sweeps(
