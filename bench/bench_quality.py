@@ -27,51 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def available_agents() -> list[str]:
-    """linucb, knn, logistic, and ppo when ``training.compare.AGENTS`` offers it."""
+    """The agents ``python -m training.compare`` compares by default."""
     sys.path.insert(0, str(ROOT))
-    from training.compare import AGENTS
+    from training.compare import COMPARED
 
-    wanted = ["linucb", "knn", "logistic", "ppo"]
-    return [kind for kind in wanted if kind in AGENTS]
-
-
-def usd(value: float | None, share: float | None = None) -> str:
-    if value is None:
-        return "not reached"
-    return f"{value:.6f}" + (f" ({share:.1%})" if share is not None else "")
-
-
-def table(report: dict) -> str:
-    reference = report["reference_model"]
-    ref_cost, ref_quality = report["reference"]["cost"], report["reference"]["quality"]
-    lines = [
-        f"| router | AIQ [95% interval] | cost to 95% of {reference} (share of its cost) | cost to 100% |",
-        "|---|---|---|---|",
-    ]
-    for kind, entry in report["agents"].items():
-        low, high = entry["aiq_ci95"]
-        lines.append(
-            f"| {kind} | {entry['aiq']:.4f} [{low:.4f}, {high:.4f}] | "
-            f"{usd(entry['cost_to_95%'], entry['cost_to_95%_share_of_reference'])} | "
-            f"{usd(entry['cost_to_100%'], entry['cost_to_100%_share_of_reference'])} |"
-        )
-    zero = report["zero_router"]
-    share = {k: (None if zero[f"cost_to_{k}%"] is None else zero[f"cost_to_{k}%"] / ref_cost) for k in (95, 100)}
-    lines.append(
-        f"| zero router | {zero['aiq']:.4f} | {usd(zero['cost_to_95%'], share[95])} | "
-        f"{usd(zero['cost_to_100%'], share[100])} |"
-    )
-    oracle = report["oracle"]
-    reach = oracle["quality"] / ref_quality
-    lines.append(
-        f"| oracle (best quality per query, cheapest on ties) | - | quality {oracle['quality']:.4f} "
-        f"({reach:.0%} of the reference) at {usd(oracle['cost'], oracle['cost'] / ref_cost)} | |"
-    )
-    lines.append(f"| {reference} (reference) | - | quality {ref_quality:.4f} at {ref_cost:.6f} | |")
-    lines += ["", "| AIQ difference | value | 95% interval (paired bootstrap) |", "|---|---|---|"]
-    for name, diff in report["aiq_difference_vs_first"].items():
-        lines.append(f"| {name} | {diff['value']:+.4f} | [{diff['ci95'][0]:+.4f}, {diff['ci95'][1]:+.4f}] |")
-    return "\n".join(lines)
+    return list(COMPARED)
 
 
 def verdict(report: dict) -> str:
@@ -130,7 +90,7 @@ def main() -> int:
         f"\n{args.folds} folds, agents {agents}; {data['queries']} queries x {len(data['models'])} models, "
         f"{data['rows_rejected']} rows rejected; cost range {report['cost_range']}; wall {seconds:.1f} s\n"
     )
-    print(table(report))
+    print((out / "compare.md").read_text(encoding="utf-8"))
     print()
     print(verdict(report))
     if args.json:

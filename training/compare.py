@@ -148,9 +148,18 @@ def markdown(report: dict[str, Any]) -> str:
             f"{usd(entry['cost_to_95%'], entry['cost_to_95%_share_of_reference'])} | "
             f"{usd(entry['cost_to_100%'], entry['cost_to_100%_share_of_reference'])} |"
         )
-    zero = report["zero_router"]
-    lines.append(f"| zero router | {zero['aiq']:.4f} | {usd(zero['cost_to_95%'])} | {usd(zero['cost_to_100%'])} |")
-    lines.append(f"| oracle | quality {report['oracle']['quality']:.4f} at {report['oracle']['cost']:.6f} USD | | |")
+    zero, ref_cost = report["zero_router"], report["reference"]["cost"]
+    zero_share = {k: None if zero[f"cost_to_{k}%"] is None else zero[f"cost_to_{k}%"] / ref_cost for k in (95, 100)}
+    lines.append(
+        f"| zero router | {zero['aiq']:.4f} | {usd(zero['cost_to_95%'], zero_share[95])} | "
+        f"{usd(zero['cost_to_100%'], zero_share[100])} |"
+    )
+    oracle = report["oracle"]
+    lines.append(
+        f"| oracle (best quality per query, cheapest on ties) | - | quality {oracle['quality']:.4f} "
+        f"({oracle['quality'] / report['reference']['quality']:.0%} of the reference) at "
+        f"{usd(oracle['cost'], oracle['cost'] / ref_cost)} | |"
+    )
     lines += [
         "",
         f"Reference {reference}: quality {report['reference']['quality']:.4f} at "
