@@ -125,7 +125,7 @@ def train(
     baseline_metrics = {
         name: metrics_with_intervals(test, actions, weight, bootstrap) for name, actions in baselines.items()
     }
-    expected = test.expected_quality is not None
+    expected = test.expected_quality is not None and off_policy is None  # synthetic ground truth, every cell
     if expected:
         baseline_metrics["expected oracle"] = route_metrics(
             test, oracle_actions(test, weight, expected=True), weight, expected=True
