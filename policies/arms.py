@@ -47,3 +47,22 @@ class Arms(torch.nn.Module):
             return []
         chosen: list[int] = torch.argmax(scores, dim=1).tolist()
         return [self.model_names[index] for index in chosen]
+
+
+class ArmsPolicy(torch.nn.Module):
+    """Base of the exported policies: a scoring head, the arms, and the methods about them."""
+
+    def __init__(self, head: torch.nn.Module, arms: Arms) -> None:
+        super().__init__()
+        self.head = head
+        self.arms = arms
+
+    @torch.jit.export
+    def models(self) -> list[str]:
+        """The arms, in index order."""
+        return self.arms.model_names
+
+    @torch.jit.export
+    def default_cost_weight(self) -> float:
+        """The trade-off the policy was trained or calibrated for."""
+        return self.arms.default_weight

@@ -8,33 +8,21 @@ The service must compute the same embedding (same model, same normalisation) as 
 
 import torch
 
-from policies.arms import Arms
+from policies.arms import Arms, ArmsPolicy
 
 TEXT_REFUSED = "this policy routes on embeddings (input_kind 'embedding'): call scores_features / route_features"
 
 
-class EmbeddingRoutingPolicy(torch.nn.Module):
+class EmbeddingRoutingPolicy(ArmsPolicy):
     """Linear map of the embedding (plus a bias row) and a head, with the arms."""
 
     feature_map: torch.Tensor
     refusal: str
 
     def __init__(self, feature_map: torch.Tensor, head: torch.nn.Module, arms: Arms) -> None:
-        super().__init__()
+        super().__init__(head, arms)
         self.register_buffer("feature_map", feature_map.to(torch.float64))
-        self.head = head
-        self.arms = arms
         self.refusal = TEXT_REFUSED
-
-    @torch.jit.export
-    def models(self) -> list[str]:
-        """The arms, in index order."""
-        return self.arms.model_names
-
-    @torch.jit.export
-    def default_cost_weight(self) -> float:
-        """The trade-off the policy was trained or calibrated for."""
-        return self.arms.default_weight
 
     @torch.jit.export
     def dimension(self) -> int:

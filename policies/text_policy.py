@@ -12,10 +12,10 @@ returns float32 and ``route`` takes the argmax of the float64 scores (ties to th
 import torch
 
 from data.featurizer_script import ScriptedFeaturizer
-from policies.arms import Arms
+from policies.arms import Arms, ArmsPolicy
 
 
-class TextRoutingPolicy(torch.nn.Module):
+class TextRoutingPolicy(ArmsPolicy):
     """Featurizer + linear map + head, with the arms and trade-off defaults."""
 
     text_map: torch.Tensor
@@ -29,22 +29,10 @@ class TextRoutingPolicy(torch.nn.Module):
         head: torch.nn.Module,
         arms: Arms,
     ) -> None:
-        super().__init__()
+        super().__init__(head, arms)
         self.featurizer = featurizer
         self.register_buffer("text_map", text_map.to(torch.float64))
         self.register_buffer("dense_map", dense_map.to(torch.float64))
-        self.head = head
-        self.arms = arms
-
-    @torch.jit.export
-    def models(self) -> list[str]:
-        """The arms, in index order."""
-        return self.arms.model_names
-
-    @torch.jit.export
-    def default_cost_weight(self) -> float:
-        """The trade-off the policy was trained or calibrated for."""
-        return self.arms.default_weight
 
     def _scores64(self, queries: list[str], cost_weight: float) -> torch.Tensor:
         weight = self.arms.weight(cost_weight)
