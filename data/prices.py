@@ -9,6 +9,9 @@ import yaml
 
 from data.schema import DataError
 
+#: The table used when none is given (``--prices``): ``configs/prices.yaml`` of this checkout.
+DEFAULT_PRICES = Path(__file__).resolve().parent.parent / "configs" / "prices.yaml"
+
 
 @dataclass(frozen=True)
 class Price:
@@ -31,6 +34,11 @@ class PriceTable:
     def get(self, model: str) -> Price | None:
         """The model's price, or None when the table does not list it."""
         return self.prices.get(model)
+
+    @classmethod
+    def load_or_default(cls, path: str | Path | None) -> PriceTable:
+        """The table at ``path``, or the default ``configs/prices.yaml`` when no path is given."""
+        return cls.load(path or DEFAULT_PRICES)
 
     @classmethod
     def load(cls, path: str | Path) -> PriceTable:

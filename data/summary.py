@@ -20,7 +20,10 @@ from data.schema import DataError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``python -m data summary`` arguments to ``parser``."""
     parser.add_argument("path", help="log file or directory (.jsonl, .csv, .parquet, .pkl)")
-    parser.add_argument("--prices", help="price table (YAML, USD per 1M tokens) for rows with tokens instead of cost")
+    parser.add_argument(
+        "--prices",
+        help="price table (YAML, USD per 1M tokens) for rows with tokens instead of cost (default configs/prices.yaml)",
+    )
     parser.add_argument(
         "--allow-pickle",
         action="store_true",
@@ -31,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Print the summary of ``args.path``; a user error is one line on stderr and status 2."""
     try:
-        prices = PriceTable.load(args.prices) if args.prices else None
+        prices = PriceTable.load_or_default(args.prices)
         loaded = load_log(args.path, prices=prices, allow_pickle=args.allow_pickle)
     except DataError as error:
         print(f"python -m data summary: error: {error}", file=sys.stderr)

@@ -37,8 +37,6 @@ from evaluation.report import data_section, write_markdown
 from evaluation.routers import PolicyRouter
 from policies.artifact import PolicyError, load_policy
 
-DEFAULT_PRICES = Path(__file__).resolve().parent.parent / "configs" / "prices.yaml"
-
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
@@ -112,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         policy = load_policy(args.policy)
         module, metadata = policy.module, policy.metadata
-        prices = PriceTable.load(args.prices or DEFAULT_PRICES)
+        prices = PriceTable.load_or_default(args.prices)
         loaded = load_log(args.data, prices=prices, allow_pickle=args.allow_pickle)
         log = loaded.log
         weight = metadata["default_cost_weight"] if args.cost_weight is None else args.cost_weight

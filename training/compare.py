@@ -32,7 +32,6 @@ from evaluation.frontier import cost_to_reach
 from evaluation.metrics import best_quality_actions
 from training.config import RunConfig, load_config
 from training.factory import AGENTS, make_agent
-from training.run import DEFAULT_PRICES
 
 COMPARED = ("linucb", "ppo", "knn", "logistic")
 
@@ -196,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind in kinds:
             if kind not in AGENTS:
                 raise DataError(f"unknown agent {kind!r}; choose from {', '.join(AGENTS)}")
-        log = load_log(config.data.path, prices=PriceTable.load(config.data.prices or DEFAULT_PRICES)).log
+        log = load_log(config.data.path, prices=PriceTable.load_or_default(config.data.prices)).log
         report = compare(log, config, kinds, args.folds)
     except DataError as error:
         print(f"compare: error: {error}", file=sys.stderr)

@@ -37,7 +37,6 @@ from training.config import RunConfig, dump_config
 from training.factory import make_agent
 from training.tensorboard import TensorBoardLogger
 
-DEFAULT_PRICES = Path(__file__).resolve().parent.parent / "configs" / "prices.yaml"
 BUDGET_GRID_POINTS = 201  # finer cost-weight grid searched for --target-cost / --target-quality
 
 
@@ -78,7 +77,7 @@ def train(
     dump_config(config, out / "config.yaml")  # first, so that --resume can read it
     loaded = load_log(
         config.data.path,
-        prices=PriceTable.load(config.data.prices or DEFAULT_PRICES),
+        prices=PriceTable.load_or_default(config.data.prices),
         strict=strict,
         allow_pickle=config.data.allow_pickle,
         progress=progress,
