@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass as pydantic_dataclass
+from scipy.linalg import lapack
 from tqdm import trange
 
 from envs.routing_env import RoutingEnv
@@ -46,6 +47,48 @@ class LinUCBConfig:
 
     alpha: float = 1.0  # width of the confidence bonus α · sqrt(xᵀA⁻¹x) used while learning online
     ridge: float = 1.0  # λ: ridge regularisation, A = λI + XᵀX
+
+
+#: Rows of [X | targets] widened to float64 at a time by :func:`_moments` (~16 MiB per chunk):
+#: bounds the extra memory of a float32 log and keeps each chunk in cache-friendly BLAS calls.
+_CHUNK_BYTES = 16 * 2**20
+
+
+def _moments(x: np.ndarray, targets: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """XᵀX (d, d) and Xᵀ[targets] (d, T) in float64, from one symmetric product per chunk.
+
+    Each chunk of rows is copied once into a float64 buffer Z = [X | targets] (this copy is the
+    float32 → float64 widening, which a plain ``x.astype`` would do anyway, for all N rows at once)
+    and ZᵀZ is one BLAS ``syrk`` (numpy uses it for ``Z.T @ Z``): XᵀX and every Xᵀy come out of
+    one pass over the data, where separate ``X.T @ X`` and ``X.T @ Y`` would read X twice.
+    """
+    n, d = x.shape
+    width = d + sum(target.shape[1] for target in targets)
+    total = np.zeros((width, width))
+    step = max(1, _CHUNK_BYTES // (8 * width))
+    buffer = np.empty((min(step, n), width))
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        chunk = buffer[: stop - start]
+        chunk[:, :d] = x[start:stop]
+        column = d
+        for target in targets:
+            chunk[:, column : column + target.shape[1]] = target[start:stop]
+            column += target.shape[1]
+        total += chunk.T @ chunk
+    return total[:d, :d], total[:d, d:]
+
+
+def _spd_inverse(matrix: np.ndarray) -> np.ndarray:
+    """Inverse of a symmetric positive definite matrix via its Cholesky factor (LAPACK potrf/potri)."""
+    factor, info = lapack.dpotrf(matrix, lower=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"Gram matrix is not positive definite (potrf info {info})")
+    inverse, info = lapack.dpotri(factor, lower=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"Gram matrix is singular (potri info {info})")
+    lower = np.tril(inverse)
+    return lower + np.tril(inverse, -1).T
 
 
 class LinUCB:
@@ -75,13 +118,19 @@ class LinUCB:
             self._solve()
 
     def _solve(self) -> None:
-        """θ = A⁻¹ b for every arm (one factorisation per distinct Gram matrix)."""
+        """θ = A⁻¹ b for every arm (one factorisation per distinct Gram matrix).
+
+        A is symmetric positive definite (λ > 0), so A⁻¹ comes from its Cholesky factor (LAPACK
+        ``potrf`` + ``potri``: half the work of the LU inverse). On a full-information log all K
+        Gram matrices are equal and are inverted once.
+        """
         if len(self.gram) > 1 and (self.gram == self.gram[0]).all():  # full information: one shared A
-            self.gram_inverse = np.repeat(np.linalg.inv(self.gram[0])[None], self.n_models, axis=0)
+            self.gram_inverse = np.repeat(_spd_inverse(self.gram[0])[None], self.n_models, axis=0)
         else:
-            self.gram_inverse = np.linalg.inv(self.gram)
-        self.theta_quality = np.einsum("kij,kj->ki", self.gram_inverse, self.target_quality)
-        self.theta_cost = np.einsum("kij,kj->ki", self.gram_inverse, self.target_cost)
+            self.gram_inverse = np.stack([_spd_inverse(gram) for gram in self.gram])
+        theta = self.gram_inverse @ np.stack([self.target_quality, self.target_cost], axis=2)  # (K, d, 2)
+        self.theta_quality = np.ascontiguousarray(theta[:, :, 0])
+        self.theta_cost = np.ascontiguousarray(theta[:, :, 1])
 
     def fit(self, features: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> LinUCB:
         """Learn from scratch from a full-information log: (N, d) features, (N, K) outcomes."""
@@ -99,26 +148,29 @@ class LinUCB:
 
         Full information: ``quality`` and ``cost`` are (N, K) with every cell known. Bandit
         feedback: pass ``actions`` (N,) and the logged ``quality`` and ``cost`` as (N,) arrays.
+        Features may be float32 (they are widened to float64 chunk by chunk, see :func:`_moments`).
         """
-        x = np.asarray(features, dtype=np.float64)
+        x = np.asarray(features)
         if x.ndim != 2 or x.shape[1] != self.dimension:
             raise ValueError(f"features must be (N, {self.dimension}), got {x.shape}")
+        quality, cost = np.asarray(quality, dtype=np.float64), np.asarray(cost, dtype=np.float64)
         if actions is None:
             if quality.shape != (len(x), self.n_models) or cost.shape != quality.shape:
                 raise ValueError(f"full-information outcomes must be (N, {self.n_models})")
-            self.gram += (x.T @ x)[None]
-            self.target_quality += quality.T @ x
-            self.target_cost += cost.T @ x
+            gram, cross = _moments(x, (quality, cost))
+            self.gram += gram[None]
+            self.target_quality += cross[:, : self.n_models].T
+            self.target_cost += cross[:, self.n_models :].T
             self.observations += len(x)
         else:
             actions = np.asarray(actions, dtype=np.int64)
             for arm in range(self.n_models):
-                rows = actions == arm
-                chosen = x[rows]
-                self.gram[arm] += chosen.T @ chosen
-                self.target_quality[arm] += quality[rows] @ chosen
-                self.target_cost[arm] += cost[rows] @ chosen
-                self.observations[arm] += int(rows.sum())
+                rows = np.flatnonzero(actions == arm)
+                gram, cross = _moments(x[rows], (quality[rows, None], cost[rows, None]))
+                self.gram[arm] += gram
+                self.target_quality[arm] += cross[:, 0]
+                self.target_cost[arm] += cross[:, 1]
+                self.observations[arm] += len(rows)
         self._solve()
         return self
 
@@ -212,3 +264,149 @@ class LinUCB:
     def head(self) -> torch.nn.Module:
         """Estimated quality − w × estimated cost."""
         return UtilityHead(self.n_models)
+
+
+class LinUCBStatistics:
+    """LinUCB's sufficient statistics over a block of logged outcomes; blocks add up exactly.
+
+    Per arm k, in float64 and *without* the ridge λI: ``gram`` Σ x xᵀ (K, d, d), ``target_quality``
+    Σ x · quality and ``target_cost`` Σ x · cost (K, d), ``observations`` (K,), and the plain sums
+    ``sum_quality`` and ``sum_cost`` (K,) that the training means need (baselines, the frontier's
+    cost-weight grid). Statistics are sums, so those of the blocks of a distributed dataset, added
+    in any order, equal those of the whole data up to floating-point reassociation, and
+    :func:`linucb_from_statistics` then yields what :meth:`LinUCB.fit` (full information) or
+    :meth:`LinUCB.partial_fit` with ``actions`` (bandit feedback) yields on all of it.
+    """
+
+    __slots__ = ("gram", "observations", "sum_cost", "sum_quality", "target_cost", "target_quality")
+
+    def __init__(
+        self,
+        gram: np.ndarray,
+        target_quality: np.ndarray,
+        target_cost: np.ndarray,
+        observations: np.ndarray,
+        sum_quality: np.ndarray,
+        sum_cost: np.ndarray,
+    ) -> None:
+        k, d = target_quality.shape
+        shapes = {
+            "gram": (gram.shape, (k, d, d)),
+            "target_cost": (target_cost.shape, (k, d)),
+            "observations": (observations.shape, (k,)),
+            "sum_quality": (sum_quality.shape, (k,)),
+            "sum_cost": (sum_cost.shape, (k,)),
+        }
+        for name, (shape, expected) in shapes.items():
+            if shape != expected:
+                raise ValueError(f"LinUCBStatistics.{name} must be {expected}, got {shape}")
+        self.gram = np.asarray(gram, dtype=np.float64)
+        self.target_quality = np.asarray(target_quality, dtype=np.float64)
+        self.target_cost = np.asarray(target_cost, dtype=np.float64)
+        self.observations = np.asarray(observations, dtype=np.int64)
+        self.sum_quality = np.asarray(sum_quality, dtype=np.float64)
+        self.sum_cost = np.asarray(sum_cost, dtype=np.float64)
+
+    @classmethod
+    def zeros(cls, n_models: int, dimension: int) -> LinUCBStatistics:
+        """The statistics of no data (the identity of ``+``)."""
+        k, d = n_models, dimension
+        return cls(np.zeros((k, d, d)), np.zeros((k, d)), np.zeros((k, d)), np.zeros(k), np.zeros(k), np.zeros(k))
+
+    @classmethod
+    def of(
+        cls,
+        features: np.ndarray,
+        quality: np.ndarray,
+        cost: np.ndarray,
+        actions: np.ndarray | None = None,
+        n_models: int | None = None,
+    ) -> LinUCBStatistics:
+        """The statistics of one block, from outcomes as :meth:`LinUCB.partial_fit` takes them.
+
+        Full information (``actions`` None): (N, d) features, (N, K) ``quality`` and ``cost``;
+        every arm sees every row. Bandit feedback: ``actions`` (N,) with the (N,) logged ``quality``
+        and ``cost``, and ``n_models`` (a block need not hold every arm); only the logged arm sees
+        a row.
+        """
+        x = np.asarray(features, dtype=np.float64)
+        q = np.asarray(quality, dtype=np.float64)
+        c = np.asarray(cost, dtype=np.float64)
+        if x.ndim != 2:
+            raise ValueError(f"features must be (N, d), got {x.shape}")
+        if actions is None:
+            if q.ndim != 2 or q.shape[0] != len(x) or c.shape != q.shape:
+                raise ValueError(f"full-information outcomes must be (N, K) with N = {len(x)}, got {q.shape}")
+            k = q.shape[1]
+            gram = x.T @ x
+            return cls(
+                np.repeat(gram[None], k, axis=0),
+                q.T @ x,
+                c.T @ x,
+                np.full(k, len(x), dtype=np.int64),
+                q.sum(axis=0),
+                c.sum(axis=0),
+            )
+        chosen_arm = np.asarray(actions, dtype=np.int64)
+        if n_models is None:
+            raise ValueError("bandit statistics need n_models (a block may lack an arm)")
+        if chosen_arm.shape != (len(x),) or q.shape != chosen_arm.shape or c.shape != chosen_arm.shape:
+            raise ValueError(f"bandit outcomes and actions must be (N,) with N = {len(x)}")
+        statistics = cls.zeros(n_models, x.shape[1])
+        for arm in range(n_models):
+            rows = chosen_arm == arm
+            chosen = x[rows]
+            statistics.gram[arm] = chosen.T @ chosen
+            statistics.target_quality[arm] = q[rows] @ chosen
+            statistics.target_cost[arm] = c[rows] @ chosen
+            statistics.observations[arm] = int(rows.sum())
+            statistics.sum_quality[arm] = q[rows].sum()
+            statistics.sum_cost[arm] = c[rows].sum()
+        return statistics
+
+    def __add__(self, other: LinUCBStatistics) -> LinUCBStatistics:
+        """The statistics of both blocks together."""
+        if other.gram.shape != self.gram.shape:
+            raise ValueError(f"cannot add statistics of shapes {self.gram.shape} and {other.gram.shape}")
+        return LinUCBStatistics(
+            self.gram + other.gram,
+            self.target_quality + other.target_quality,
+            self.target_cost + other.target_cost,
+            self.observations + other.observations,
+            self.sum_quality + other.sum_quality,
+            self.sum_cost + other.sum_cost,
+        )
+
+    def mean_quality(self) -> np.ndarray:
+        """Mean observed quality per arm (NaN for an arm without observations)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.sum_quality / self.observations
+
+    def mean_cost(self) -> np.ndarray:
+        """Mean observed cost per arm, USD per query (NaN for an arm without observations)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.sum_cost / self.observations
+
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        """The fields as a one-row batch of arrays (what a Ray Data ``map_batches`` function returns)."""
+        return {name: getattr(self, name)[None] for name in self.__slots__}
+
+    @classmethod
+    def from_arrays(cls, batch: dict[str, np.ndarray], row: int = 0) -> LinUCBStatistics:
+        """One row of :meth:`as_arrays`-shaped batch columns."""
+        fields = {name: np.asarray(batch[name][row]) for name in cls.__slots__}
+        return cls(**fields)
+
+
+def linucb_from_statistics(
+    statistics: LinUCBStatistics, config: LinUCBConfig | None = None, cost_weight: float = 0.0
+) -> LinUCB:
+    """A LinUCB agent solved from summed statistics: A_k = λI + Σ x xᵀ, θ = A⁻¹ b (as :meth:`LinUCB.fit`)."""
+    n_models, dimension = statistics.target_quality.shape
+    agent = LinUCB(n_models, dimension, config, cost_weight)
+    agent.gram = agent.gram + statistics.gram  # λI + Σ x xᵀ
+    agent.target_quality = statistics.target_quality.copy()
+    agent.target_cost = statistics.target_cost.copy()
+    agent.observations = statistics.observations.copy()
+    agent._solve()
+    return agent

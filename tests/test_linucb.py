@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
 from agents.baselines import RandomRouter, SingleModelRouter
-from agents.linucb import LinUCB, LinUCBConfig
+from agents.linucb import LinUCB, LinUCBConfig, LinUCBStatistics, linucb_from_statistics
 from data.routing_log import RoutingLog
 from envs.routing_env import RoutingEnv
 
@@ -110,3 +112,55 @@ def test_rejects_wrong_shapes() -> None:
         LinUCB(3, 7).fit(x, quality, cost)
     with pytest.raises(ValueError, match="ridge"):
         LinUCB(3, 5, LinUCBConfig(ridge=0.0))
+
+
+def _blocks(n: int, cuts: tuple[int, ...]) -> list[slice]:
+    return [slice(a, b) for a, b in itertools.pairwise([0, *cuts, n])]
+
+
+def test_statistics_summed_over_blocks_equal_fit_on_all() -> None:
+    x, quality, cost = _world()
+    config = LinUCBConfig(ridge=2.0)
+    whole = LinUCB(3, x.shape[1], config, cost_weight=50.0).fit(x, quality, cost)
+    total = LinUCBStatistics.zeros(3, x.shape[1])
+    for block in reversed(_blocks(len(x), (1, 150, 151, 420))):  # uneven blocks, summed out of order
+        total = total + LinUCBStatistics.of(x[block], quality[block], cost[block])
+    summed = linucb_from_statistics(total, config, cost_weight=50.0)
+    np.testing.assert_allclose(summed.gram, whole.gram, rtol=1e-12)
+    np.testing.assert_allclose(summed.linear_map(), whole.linear_map(), atol=1e-10)
+    np.testing.assert_array_equal(summed.observations, whole.observations)
+    np.testing.assert_allclose(total.mean_quality(), quality.mean(axis=0))
+    np.testing.assert_allclose(total.mean_cost(), cost.mean(axis=0))
+    for weight in (0.0, 50.0, 1e4):
+        np.testing.assert_array_equal(summed.predict(x, weight), whole.predict(x, weight))
+
+
+def test_bandit_statistics_equal_partial_fit_with_actions() -> None:
+    x, quality, cost = _world()
+    actions = (np.arange(len(x)) * 7 % 5) % 3
+    rows = np.arange(len(x))
+    logged_q, logged_c = quality[rows, actions], cost[rows, actions]
+    reference = LinUCB(3, x.shape[1]).partial_fit(x, logged_q, logged_c, actions=actions)
+    total = LinUCBStatistics.of(x[:10], logged_q[:10], logged_c[:10], actions=actions[:10], n_models=3)
+    total = total + LinUCBStatistics.of(x[10:], logged_q[10:], logged_c[10:], actions=actions[10:], n_models=3)
+    agent = linucb_from_statistics(total)
+    np.testing.assert_allclose(agent.linear_map(), reference.linear_map(), atol=1e-10)
+    np.testing.assert_array_equal(agent.observations, reference.observations)
+    lonely = LinUCBStatistics.of(x[:4], logged_q[:4], logged_c[:4], actions=np.zeros(4, dtype=np.int64), n_models=3)
+    assert lonely.observations.tolist() == [4, 0, 0]
+    assert np.isnan(lonely.mean_quality()[1])
+
+
+def test_statistics_round_trip_through_arrays_and_reject_bad_shapes() -> None:
+    x, quality, cost = _world(n=50)
+    statistics = LinUCBStatistics.of(x, quality, cost)
+    batch = statistics.as_arrays()
+    assert batch["gram"].shape == (1, 3, 5, 5) and batch["gram"].dtype == np.float64
+    again = LinUCBStatistics.from_arrays(batch)
+    np.testing.assert_array_equal(again.target_cost, statistics.target_cost)
+    with pytest.raises(ValueError, match="cannot add"):
+        _ = statistics + LinUCBStatistics.zeros(3, 4)
+    with pytest.raises(ValueError, match="n_models"):
+        LinUCBStatistics.of(x, quality[:, 0], cost[:, 0], actions=np.zeros(50, dtype=np.int64))
+    with pytest.raises(ValueError, match=r"\(N, K\)"):
+        LinUCBStatistics.of(x, quality[:10], cost[:10])
