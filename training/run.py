@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -26,8 +26,9 @@ from envs.estimators import PredictedOutcomes, RewardModel
 from envs.routing_env import RoutingEnv
 from evaluation.bootstrap import Bootstrap
 from evaluation.budget import BudgetTarget, budget_report, calibrate
-from evaluation.evaluate import Sweep, frontier_report, metrics_with_intervals, sweep_weights
+from evaluation.evaluate import Sweep, frontier_report, metrics_with_intervals
 from evaluation.figures import save_frontier
+from evaluation.frontier import cost_weight_grid
 from evaluation.metrics import oracle_actions, route_metrics
 from evaluation.ope import counterfactual_log, off_policy_estimates
 from evaluation.report import data_section, write_markdown
@@ -102,12 +103,70 @@ def train(
 
     tensorboard = TensorBoardLogger(out / "tb")
     agent, training, learned_weight = _learn(config, train_set, validation_set, tensorboard, out, progress)
+    inputs = RunInputs(
+        data=data_section(log, config.data.path),
+        models=log.models,
+        fingerprint=log.fingerprint,
+        split_counts=splits.counts(),
+        featurizer=featurizer,
+        dimension=train_set.features.shape[1],
+        train_mean_quality=np.nanmean(train_set.log.quality, axis=0),
+        train_mean_cost=np.nanmean(train_set.log.cost, axis=0),
+    )
+    learned = Learned(agent, training, learned_weight)
+    return evaluate_and_export(
+        config, out, inputs, learned, validation_set, test_set, tensorboard, off_policy, target, progress
+    )
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What evaluation and export need of the data besides the validation and test splits.
+
+    The single-process run takes it from the loaded log; a distributed run
+    (:mod:`training.distributed`) from statistics summed over the blocks of the training split.
+    """
+
+    data: dict[str, Any]  # the report's data section (fingerprint, rows by fate)
+    models: tuple[str, ...]
+    fingerprint: str
+    split_counts: dict[str, int]
+    featurizer: TextFeaturizer | None
+    dimension: int  # features per query
+    train_mean_quality: np.ndarray  # (K,) on the training split: baselines and the cost-weight grid
+    train_mean_cost: np.ndarray  # (K,)
+
+
+@dataclass(frozen=True)
+class Learned:
+    """A learned agent, what its training did (``steps``, ``best_step``), and a learned cost weight."""
+
+    agent: Agent
+    training: dict[str, Any]
+    weight: float | None  # the averaged budget multiplier of online learning, else None
+
+
+def evaluate_and_export(
+    config: RunConfig,
+    out: Path,
+    inputs: RunInputs,
+    learned: Learned,
+    validation_set: _Split,
+    test_set: _Split,
+    tensorboard: TensorBoardLogger,
+    off_policy: _OffPolicy | None = None,
+    target: BudgetTarget | None = None,
+    progress: bool = False,
+) -> RunResult:
+    """Evaluate on the test split; write report.json, report.md, frontier.png, TensorBoard and policy.pt."""
+    agent, training, learned_weight = learned.agent, learned.training, learned.weight
+    featurizer = inputs.featurizer
     steps = training["steps"]
-    weights = sweep_weights(train_set.log, config.evaluation)
+    weights = cost_weight_grid(inputs.train_mean_quality, inputs.train_mean_cost, config.evaluation.frontier_points)
     weight = config.reward.cost_weight if learned_weight is None else learned_weight
     report_budget = None
     if target is not None:
-        weight, report_budget = _calibrate(agent, train_set, validation_set, test_set, target, config)
+        weight, report_budget = _calibrate(agent, inputs, validation_set, test_set, target, config)
 
     test = test_set.log
     bootstrap = (
@@ -115,9 +174,13 @@ def train(
     )
     test_metrics = metrics_with_intervals(test, agent.predict(test_set.features, weight), weight, bootstrap)
     baselines = {
-        "random": RandomRouter(log.n_models, seed=config.seed).predict(test_set.features, weight),
-        "cheapest": SingleModelRouter.cheapest(train_set.log).predict(test_set.features, weight),
-        "best single": SingleModelRouter.best(train_set.log).predict(test_set.features, weight),
+        "random": RandomRouter(len(inputs.models), seed=config.seed).predict(test_set.features, weight),
+        "cheapest": SingleModelRouter(inputs.train_mean_quality, inputs.train_mean_cost, False, "cheapest").predict(
+            test_set.features, weight
+        ),
+        "best single": SingleModelRouter(
+            inputs.train_mean_quality, inputs.train_mean_cost, True, "best single"
+        ).predict(test_set.features, weight),
     }
     if off_policy is None:  # the per-query oracle needs every model's outcome
         baselines["oracle"] = oracle_actions(test, weight)
@@ -133,14 +196,14 @@ def train(
     frontier = frontier_report(test, sweep, test_metrics, config.evaluation, bootstrap)
 
     report: dict[str, Any] = {
-        "data": data_section(log, config.data.path),
+        "data": inputs.data,
         "split": {
             "kind": config.data.split,
             "seed": config.seed,
             "fractions": asdict(config.data.fractions),
-            "queries": splits.counts(),
+            "queries": inputs.split_counts,
         },
-        "featurizer": _featurizer_summary(config, featurizer, train_set.features.shape[1]),
+        "featurizer": _featurizer_summary(config, featurizer, inputs.dimension),
         "policy": {
             "agent": agent.name,
             "cost_weight": weight,
@@ -166,7 +229,7 @@ def train(
         frontier, f"{agent.name} on {Path(config.data.path).name} (test split)", out / "frontier.png"
     )
     tensorboard.log_metrics(test_metrics, steps)
-    tensorboard.log_choices(agent.predict(test_set.features, weight), log.n_models, steps)
+    tensorboard.log_choices(agent.predict(test_set.features, weight), len(inputs.models), steps)
     tensorboard.log_config(yaml.safe_dump(config.to_dict(), sort_keys=False))
     tensorboard.log_hparams(
         _flatten(config.to_dict()),
@@ -180,7 +243,7 @@ def train(
     tensorboard.log_figure("charts/frontier", figure, steps)
     tensorboard.close()
     with tqdm(total=1, desc="exporting policy.pt", disable=not progress, leave=False) as bar:
-        _export(config, featurizer, agent, log, weight, frontier, test_metrics, out)
+        _export(config, inputs, agent, weight, frontier, test_metrics, out)
         bar.update()
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     write_markdown(report, out / "report.md")
@@ -370,7 +433,7 @@ def _counterfactual_splits(
 
 def _calibrate(
     agent: Agent,
-    train_set: _Split,
+    inputs: RunInputs,
     validation_set: _Split,
     test_set: _Split,
     target: BudgetTarget,
@@ -379,7 +442,7 @@ def _calibrate(
     """Choose the cost weight meeting ``target`` on validation (CONTRACTS.md §3 --target-*)."""
     if validation_set.log.n_queries == 0:
         raise DataError("--target-cost / --target-quality need a validation split (data.fractions.validation > 0)")
-    grid = sweep_weights(train_set.log, replace(config.evaluation, frontier_points=BUDGET_GRID_POINTS))
+    grid = cost_weight_grid(inputs.train_mean_quality, inputs.train_mean_cost, BUDGET_GRID_POINTS)
     validation = Sweep.run(validation_set.log, lambda w: agent.predict(validation_set.features, w), grid)
     test = Sweep.run(test_set.log, lambda w: agent.predict(test_set.features, w), grid)
     chosen = calibrate(validation, target)
@@ -420,9 +483,8 @@ def _featurizer_summary(config: RunConfig, featurizer: TextFeaturizer | None, di
 
 def _export(
     config: RunConfig,
-    featurizer: TextFeaturizer | None,
+    inputs: RunInputs,
     agent: Agent,
-    log: RoutingLog,
     weight: float,
     frontier: dict[str, Any],
     test_metrics: dict[str, Any],
@@ -432,18 +494,19 @@ def _export(
     linear_map = agent.linear_map()
     conditioned_range = getattr(agent, "cost_weight_range", None)  # agents conditioned on the weight (PPO)
     metadata = PolicyMetadata(
-        models=list(log.models),
+        models=list(inputs.models),
         default_cost_weight=weight,
         cost_weight_range=conditioned_range or [0.0, float(frontier["cost_weights"][-1])],
         score_kind=agent.score_kind,
         agent=agent.name,
         input_kind=config.input,
-        featurizer=_featurizer_summary(config, featurizer, linear_map.shape[0]),
-        data_fingerprint=log.fingerprint,
+        featurizer=_featurizer_summary(config, inputs.featurizer, linear_map.shape[0]),
+        data_fingerprint=inputs.fingerprint,
         metrics={key: value for key, value in test_metrics.items() if isinstance(value, float)}
         | {"aiq": frontier["aiq"]},
     )
     clamp = conditioned_range is not None
+    featurizer = inputs.featurizer
     if featurizer is None:
         module = build_embedding_policy(linear_map, agent.head(), metadata, clamp_cost_weight=clamp)
     else:
