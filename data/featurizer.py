@@ -29,18 +29,25 @@ twin that runs inside the exported policy; a parity test proves both give the sa
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from data.tokenizer import tokenize, with_bigrams
+from data.tokenizer import DELIMITERS
 
 #: Dense features after the projection: length / mean length, ln(1 + length), bias.
 N_DENSE_EXTRAS = 3
+#: Texts tokenized per step: bounds the memory of the term arrays (a few hundred MB at most).
+_BATCH = 65536
+#: Byte → byte with ASCII letters lowercased (``bytes.lower``), and byte → "part of a token".
+_LOWER = np.frombuffer(bytes(range(256)).lower(), dtype=np.uint8)
+_TOKEN_BYTE = np.ones(256, dtype=bool)
+_TOKEN_BYTE[np.frombuffer(DELIMITERS, dtype=np.uint8)] = False
 
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -63,6 +70,7 @@ class TextFeaturizer:
         self.idf = np.zeros(0)
         self.projection = np.zeros((0, 0))  # (V, components), rescaled
         self.length_scale = 1.0  # mean token count of the training documents
+        self._terms: tuple[dict[bytes, int], Any] | None = None  # (vocabulary, as a pyarrow array): a cache
 
     @property
     def n_terms(self) -> int:
@@ -81,14 +89,7 @@ class TextFeaturizer:
             rng = np.random.default_rng(config.seed)
             chosen = np.sort(rng.choice(len(texts), size=config.fit_sample, replace=False))
             texts = [texts[i] for i in chosen.tolist()]
-        document_frequency: Counter[bytes] = Counter()
-        for text in texts:
-            document_frequency.update(set(with_bigrams(tokenize(text))))
-        kept = [(df, term) for term, df in document_frequency.items() if df >= config.min_df]
-        kept.sort(key=lambda item: (-item[0], item[1]))
-        kept = kept[: config.max_features]
-        self.vocabulary = {term: index for index, (_, term) in enumerate(kept)}
-        frequencies = np.array([df for df, _ in kept], dtype=np.float64)
+        self.vocabulary, frequencies = _vocabulary(texts, config.min_df, config.max_features)
         self.idf = np.log((1.0 + len(texts)) / (1.0 + frequencies)) + 1.0
         matrix, n_tokens = self.analyze(texts)
         self.length_scale = max(float(np.mean(n_tokens)), 1.0) if len(n_tokens) else 1.0
@@ -127,37 +128,150 @@ class TextFeaturizer:
 
     def analyze(self, texts: Sequence[str]) -> tuple[sp.csr_matrix, np.ndarray]:
         """tf-idf rows and the token count of every text, in one tokenization pass."""
-        vocabulary = self.vocabulary
-        rows: list[int] = []
-        cols: list[int] = []
-        n_tokens = np.zeros(len(texts), dtype=np.float64)
-        for row, text in enumerate(texts):
-            tokens = tokenize(text)
-            n_tokens[row] = len(tokens)
-            ids = [i for i in map(vocabulary.get, with_bigrams(tokens)) if i is not None]
-            rows.extend([row] * len(ids))
-            cols.extend(ids)
-        n, v = len(texts), max(self.n_terms, 1)
-        keys, counts = np.unique(
-            np.asarray(rows, dtype=np.int64) * v + np.asarray(cols, dtype=np.int64), return_counts=True
+        parts = [self._analyze_batch(texts[start : start + _BATCH]) for start in range(0, len(texts), _BATCH)]
+        if not parts:
+            return sp.csr_matrix((0, self.n_terms)), np.zeros(0)
+        return sp.vstack([m for m, _ in parts], format="csr"), np.concatenate([n for _, n in parts])
+
+    def _analyze_batch(self, texts: Sequence[str]) -> tuple[sp.csr_matrix, np.ndarray]:
+        """:meth:`analyze` of one batch: known terms counted per text, then sublinear tf × idf, L2 rows.
+
+        The entries come out sorted by (row, column), the order in which the per-text definition
+        (``np.unique`` over row × V + column keys) summed them, so the values are bit-identical.
+        """
+        terms = _Terms.of(texts)
+        n = len(texts)
+        ids = terms.lookup(self._value_set())
+        known = ids >= 0
+        counts = sp.csr_matrix(
+            (np.ones(int(known.sum())), (terms.doc[known], ids[known])), shape=(n, max(self.n_terms, 1))
         )
-        row_of, col_of = keys // v, keys % v
-        values = (1.0 + np.log(counts)) * self.idf[col_of]
+        counts.sum_duplicates()  # also sorts each row's columns
+        row_of = np.repeat(np.arange(n), np.diff(counts.indptr))
+        values = (1.0 + np.log(counts.data)) * self.idf[counts.indices]
         norms = np.sqrt(np.bincount(row_of, weights=values**2, minlength=n))
         values = values / norms[row_of]
-        return sp.csr_matrix((values, (row_of, col_of)), shape=(n, self.n_terms)), n_tokens
+        matrix = sp.csr_matrix((values, counts.indices, counts.indptr), shape=(n, self.n_terms))
+        return matrix, terms.n_tokens.astype(np.float64)
+
+    def _value_set(self) -> Any:
+        """The vocabulary as a pyarrow binary array in index order (for vectorised look-up)."""
+        if self._terms is None or self._terms[0] is not self.vocabulary:
+            ordered: list[bytes] = [b""] * len(self.vocabulary)
+            for term, index in self.vocabulary.items():
+                ordered[index] = term
+            self._terms = (self.vocabulary, _arrow().array(ordered, type=_arrow().large_binary()))
+        return self._terms[1]
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
-        """Dense (N, dimension) float32 features: projected tf-idf, structure, bias."""
-        matrix, n_tokens = self.analyze(texts)
-        projected = np.asarray(matrix @ self.projection)
-        extras = np.stack([n_tokens / self.length_scale, np.log1p(n_tokens), np.ones(len(texts))], axis=1)
-        return np.hstack([projected, extras]).astype(np.float32)
+        """Dense (N, dimension) float32 features: projected tf-idf, structure, bias.
+
+        Batched, so that the sparse matrix of a million texts is never held whole.
+        """
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for start in range(0, len(texts), _BATCH):
+            matrix, n_tokens = self._analyze_batch(texts[start : start + _BATCH])
+            projected = np.asarray(matrix @ self.projection)
+            extras = np.stack([n_tokens / self.length_scale, np.log1p(n_tokens), np.ones(len(n_tokens))], axis=1)
+            out[start : start + len(n_tokens)] = np.hstack([projected, extras])
+        return out
 
     def terms_as_text(self) -> list[str]:
         """The vocabulary as UTF-8 strings in index order (for the TorchScript twin)."""
         ordered = sorted(self.vocabulary.items(), key=lambda item: item[1])
         return [term.decode("utf-8") for term, _ in ordered]
+
+
+def _arrow() -> Any:
+    """pyarrow, imported on first use so that ``import data.featurizer`` stays light."""
+    import pyarrow
+
+    return pyarrow
+
+
+@dataclass(frozen=True)
+class _Terms:
+    """Every term of a batch of texts (unigrams, then bigrams) as one pyarrow binary array.
+
+    The tokenization of :mod:`data.tokenizer`, vectorised over the texts' concatenated UTF-8
+    bytes: a token is a maximal run of non-delimiter bytes that does not cross a text boundary.
+    Removing the delimiter bytes leaves the tokens back to back, so their offsets are the
+    cumulative run lengths and no Python object is built per token.
+    """
+
+    terms: Any  # pyarrow large_binary array: every term occurrence, text by text
+    doc: np.ndarray  # (T,) int64: the text of each term occurrence
+    n_tokens: np.ndarray  # (N,) int64: tokens per text
+
+    @classmethod
+    def of(cls, texts: Sequence[str]) -> _Terms:
+        pa = _arrow()
+        import pyarrow.compute as pc
+
+        array = pa.array(list(texts), type=pa.large_string())
+        n = len(array)
+        offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset : array.offset + n + 1]
+        data = array.buffers()[2]
+        raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, dtype=np.uint8)
+        raw = raw[offsets[0] : offsets[-1]] if n else raw[:0]
+        offsets = offsets - offsets[0] if n else np.zeros(1, dtype=np.int64)
+        token = _TOKEN_BYTE[raw]
+        first = offsets[:-1][offsets[:-1] < offsets[1:]]  # first byte of every non-empty text
+        last = offsets[1:][offsets[:-1] < offsets[1:]] - 1
+        start, end = token.copy(), token.copy()
+        start[1:] &= ~token[:-1]
+        end[:-1] &= ~token[1:]
+        start[first] = token[first]
+        end[last] = token[last]
+        starts = np.flatnonzero(start)
+        lengths = np.flatnonzero(end) - starts + 1
+        bounds = np.zeros(len(starts) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=bounds[1:])
+        body = _LOWER[raw[token]]
+        unigrams = pa.Array.from_buffers(
+            pa.large_binary(), len(starts), [None, pa.py_buffer(bounds), pa.py_buffer(body)]
+        )
+        doc = np.searchsorted(offsets, starts, side="right") - 1
+        pair = np.flatnonzero(doc[:-1] == doc[1:])  # token i and i + 1 of the same text: a bigram
+        space = pa.scalar(b" ", type=pa.large_binary())
+        bigrams = pc.binary_join_element_wise(unigrams.take(pair), unigrams.take(pair + 1), space)
+        return cls(
+            pa.concat_arrays([unigrams, bigrams]),
+            np.concatenate([doc, doc[pair]]),
+            np.bincount(doc, minlength=n),
+        )
+
+    def lookup(self, value_set: Any) -> np.ndarray:
+        """(T,) int64: each term's index in ``value_set`` (a binary array), -1 when it is not there."""
+        import pyarrow.compute as pc
+
+        index = pc.index_in(self.terms, value_set=value_set)
+        return np.asarray(pc.fill_null(index, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _vocabulary(texts: Sequence[str], min_df: int, max_features: int) -> tuple[dict[bytes, int], np.ndarray]:
+    """Terms in at least ``min_df`` texts, the ``max_features`` most frequent by document frequency.
+
+    Ties are broken by the term's bytes (pyarrow sorts binary values bytewise, as Python sorts
+    ``bytes``). Returns the vocabulary (term → index) and the document frequencies in index order.
+    """
+    pa = _arrow()
+    import pyarrow.compute as pc
+
+    terms = _Terms.of(texts)
+    encoded = pc.dictionary_encode(terms.terms)
+    distinct = encoded.dictionary
+    term = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    pairs = np.sort(terms.doc * max(len(distinct), 1) + term)  # (text, term) keys; a sort beats np.unique's hash
+    present = pairs[np.flatnonzero(np.diff(pairs, prepend=-1))]  # each (text, term) pair once
+    frequency = np.bincount(present % max(len(distinct), 1), minlength=len(distinct))
+    kept = np.flatnonzero(frequency >= min_df)
+    table = pa.table({"negative_df": -frequency[kept], "term": distinct.take(pa.array(kept))})
+    order = pc.sort_indices(table, sort_keys=[("negative_df", "ascending"), ("term", "ascending")])
+    order = np.asarray(order.to_numpy())[:max_features]
+    chosen = kept[order]
+    words = distinct.take(pa.array(chosen)).to_pylist()
+    return {word: index for index, word in enumerate(words)}, frequency[chosen].astype(np.float64)
 
 
 def _orthonormal(columns: np.ndarray) -> np.ndarray:
