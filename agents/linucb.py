@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass as pydantic_dataclass
-from scipy.linalg import lapack
 from tqdm import trange
 
 from envs.routing_env import RoutingEnv
@@ -79,18 +78,6 @@ def _moments(x: np.ndarray, targets: tuple[np.ndarray, ...]) -> tuple[np.ndarray
     return total[:d, :d], total[:d, d:]
 
 
-def _spd_inverse(matrix: np.ndarray) -> np.ndarray:
-    """Inverse of a symmetric positive definite matrix via its Cholesky factor (LAPACK potrf/potri)."""
-    factor, info = lapack.dpotrf(matrix, lower=True)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"Gram matrix is not positive definite (potrf info {info})")
-    inverse, info = lapack.dpotri(factor, lower=True)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"Gram matrix is singular (potri info {info})")
-    lower = np.tril(inverse)
-    return lower + np.tril(inverse, -1).T
-
-
 class LinUCB:
     """Disjoint LinUCB with a ``fit`` / ``partial_fit`` / ``predict`` face."""
 
@@ -118,19 +105,39 @@ class LinUCB:
             self._solve()
 
     def _solve(self) -> None:
-        """θ = A⁻¹ b for every arm (one factorisation per distinct Gram matrix).
+        """θ = A⁻¹ b for every arm: one LU solve per distinct Gram matrix, with all targets at once.
 
-        A is symmetric positive definite (λ > 0), so A⁻¹ comes from its Cholesky factor (LAPACK
-        ``potrf`` + ``potri``: half the work of the LU inverse). On a full-information log all K
-        Gram matrices are equal and are inverted once.
+        On a full-information log all K Gram matrices are equal: one d × d solve with the 2K
+        right-hand sides [b^q | b^c] gives every θ. A⁻¹ itself is needed only for the UCB bonus
+        (learning online), so it is not formed here but on first use (:attr:`gram_inverse`): an
+        inverse costs about twice a solve, and ``fit`` should cost no more than the ridge solution.
         """
-        if len(self.gram) > 1 and (self.gram == self.gram[0]).all():  # full information: one shared A
-            self.gram_inverse = np.repeat(_spd_inverse(self.gram[0])[None], self.n_models, axis=0)
+        self._gram_inverse: np.ndarray | None = None
+        k = self.n_models
+        if self._shared_gram():
+            theta = np.linalg.solve(self.gram[0], np.concatenate([self.target_quality, self.target_cost]).T)
+            self.theta_quality, self.theta_cost = theta[:, :k].T.copy(), theta[:, k:].T.copy()
         else:
-            self.gram_inverse = np.stack([_spd_inverse(gram) for gram in self.gram])
-        theta = self.gram_inverse @ np.stack([self.target_quality, self.target_cost], axis=2)  # (K, d, 2)
-        self.theta_quality = np.ascontiguousarray(theta[:, :, 0])
-        self.theta_cost = np.ascontiguousarray(theta[:, :, 1])
+            theta = np.linalg.solve(self.gram, np.stack([self.target_quality, self.target_cost], axis=2))
+            self.theta_quality, self.theta_cost = theta[:, :, 0].copy(), theta[:, :, 1].copy()
+
+    def _shared_gram(self) -> bool:
+        """Whether all K Gram matrices are equal (every full-information fit): then one factorisation serves all."""
+        return len(self.gram) > 1 and bool((self.gram == self.gram[0]).all())
+
+    @property
+    def gram_inverse(self) -> np.ndarray:
+        """A_k⁻¹ (K, d, d) for the UCB bonus, formed from the Gram matrices on first use after a solve."""
+        if self._gram_inverse is None:
+            if self._shared_gram():
+                self._gram_inverse = np.repeat(np.linalg.inv(self.gram[0])[None], self.n_models, axis=0)
+            else:
+                self._gram_inverse = np.linalg.inv(self.gram)
+        return self._gram_inverse
+
+    @gram_inverse.setter
+    def gram_inverse(self, value: np.ndarray) -> None:
+        self._gram_inverse = value
 
     def fit(self, features: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> LinUCB:
         """Learn from scratch from a full-information log: (N, d) features, (N, K) outcomes."""

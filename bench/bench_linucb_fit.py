@@ -1,8 +1,10 @@
 """LinUCB ``fit`` on a full-information log: routerl vs the numpy limit and peer libraries.
 
-Synthetic data: N queries × K models, random Gaussian features (float32, d columns), quality and
-cost from random linear models plus noise; reward = quality − w · cost at one cost weight w.
-Side by side in this one process, the median over ``--repeats`` runs of:
+Synthetic data: N queries × K models, random Gaussian features (float32, d columns: 1M × 256 is
+1 GB, where float64 would be 2 GB), quality and cost from random linear models (computed in float32,
+so that no float64 copy of X is made) plus noise; reward = quality − w · cost at one cost weight w.
+Side by side in this one process (runs interleaved round-robin, so that a busy moment of a shared
+machine hits every method alike), the median over ``--repeats`` runs of:
 
 * **routerl** ``LinUCB(K, d, LinUCBConfig(alpha, ridge)).fit(X, quality, cost)``;
 * **limit**: the least numpy can do for the same model: one float64 Gram λI + XᵀX, one
@@ -18,9 +20,16 @@ Side by side in this one process, the median over ``--repeats`` runs of:
   online with simulated bandit feedback on at most ``--vw-rows`` rows: its speed, and the mean
   reward of its greedy choices on held-out rows against routerl's (not agreement).
 
+Bandit feedback (``--bandit``, on by default): each row is logged with one arm drawn uniformly, so
+every method computes one Gram matrix per arm over that arm's ~N/K rows (one N × d Gram's worth of
+work in all): **routerl** ``partial_fit(X, quality, cost, actions)``, **limit**: the plain numpy
+per-arm Gram-and-solve over the same rows, **MABWiser** ``fit(decisions, rewards, contexts)``,
+**contextualbandits** ``fit(X, a, r)``.
+
 Wall time, peak memory (``tracemalloc``: numpy reports its buffers to it), and the agreement of the
 greedy decisions with routerl's on ``--holdout`` held-out rows (LinUCB at the same λ should agree
-~100%).
+~100%). Peers get the same float32 matrix; MABWiser's ``np.dot(X.T, X)`` then accumulates the Gram
+in float32 (routerl and the limit in float64).
 
     python bench/bench_linucb_fit.py                                  # full: 10k, 100k, 1M; d = 64, 256
     python bench/bench_linucb_fit.py --sizes 10000,100000 --repeats 3 # quick
@@ -52,28 +61,37 @@ def make_data(n: int, d: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, d), dtype=np.float32)
     x[:, -1] = 1.0  # a bias column, as the featurizer has
-    wq = rng.standard_normal((d, k)) / np.sqrt(d)
-    wc = np.abs(rng.standard_normal((d, k))) / np.sqrt(d) * np.linspace(0.1, 1.0, k)
-    quality = x @ wq + 0.5 * rng.standard_normal((n, k))
-    cost = x @ wc + 0.1 * rng.standard_normal((n, k))
+    wq = (rng.standard_normal((d, k)) / np.sqrt(d)).astype(np.float32)
+    wc = (np.abs(rng.standard_normal((d, k))) / np.sqrt(d) * np.linspace(0.1, 1.0, k)).astype(np.float32)
+    quality = (x @ wq).astype(np.float64) + 0.5 * rng.standard_normal((n, k))
+    cost = (x @ wc).astype(np.float64) + 0.1 * rng.standard_normal((n, k))
     return x, quality, cost
 
 
-def measure(fn: Callable[[], Any], repeats: int) -> tuple[float, float, Any]:
-    """Median wall seconds and the peak traced MiB (first run) of ``fn()``, and its last result."""
-    times, peak, result = [], 0.0, None
-    for i in range(repeats):
-        result = None
-        gc.collect()
-        if i == 0:
-            tracemalloc.start()
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-        if i == 0:
-            peak = tracemalloc.get_traced_memory()[1] / 2**20
-            tracemalloc.stop()
-    return statistics.median(times), peak, result
+def measure(fns: dict[str, Callable[[], Any]], repeats: dict[str, int]) -> dict[str, tuple[float, float, Any]]:
+    """Per method: median wall seconds, peak traced MiB (first run) and the last result of ``fn()``.
+
+    Runs are interleaved round-robin (run i of every method, then run i + 1), so that the load of
+    a shared machine is spread over the methods alike; a method stops after its own ``repeats``.
+    """
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    peaks: dict[str, float] = {}
+    results: dict[str, Any] = {}
+    for i in range(max(repeats.values())):
+        for name, fn in fns.items():
+            if i >= repeats[name]:
+                continue
+            results[name] = None
+            gc.collect()
+            if i == 0:
+                tracemalloc.start()
+            start = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - start)
+            if i == 0:
+                peaks[name] = tracemalloc.get_traced_memory()[1] / 2**20
+                tracemalloc.stop()
+    return {name: (statistics.median(times[name]), peaks[name], results[name]) for name in fns}
 
 
 def limit_fit(x: np.ndarray, quality: np.ndarray, cost: np.ndarray, ridge: float) -> np.ndarray:
@@ -92,6 +110,34 @@ def per_arm_fit(x: np.ndarray, reward: np.ndarray, ridge: float) -> np.ndarray:
         gram = x64.T @ x64 + ridge * np.eye(x.shape[1])
         thetas.append(np.linalg.solve(gram, x64.T @ reward[:, arm]))
     return np.array(thetas)
+
+
+def per_arm_bandit_fit(x: np.ndarray, outcomes: np.ndarray, actions: np.ndarray, k: int, ridge: float) -> np.ndarray:
+    """The numpy limit on a bandit log: per arm, one float64 Gram and one solve over its rows, (K, d, T)."""
+    thetas = []
+    for arm in range(k):
+        rows = actions == arm
+        x64 = np.asarray(x[rows], dtype=np.float64)
+        gram = x64.T @ x64
+        gram[np.diag_indices_from(gram)] += ridge
+        thetas.append(np.linalg.solve(gram, x64.T @ outcomes[rows]))
+    return np.array(thetas)
+
+
+def mabwiser_bandit_fit(x: np.ndarray, actions: np.ndarray, reward: np.ndarray, alpha: float, ridge: float) -> Any:
+    from mabwiser.mab import MAB, LearningPolicy
+
+    arms = list(range(int(actions.max()) + 1))
+    mab = MAB(arms=arms, learning_policy=LearningPolicy.LinUCB(alpha=alpha, l2_lambda=ridge), n_jobs=1)
+    mab.fit(decisions=actions, rewards=reward, contexts=x)
+    return mab
+
+
+def cb_bandit_fit(x: np.ndarray, actions: np.ndarray, reward: np.ndarray, k: int, alpha: float, ridge: float) -> Any:
+    from contextualbandits.online import LinUCB as CBLinUCB
+
+    model = CBLinUCB(nchoices=k, method="chol", alpha=alpha, lambda_=ridge, use_float=False, fit_intercept=False)
+    return model.fit(x, actions, reward)
 
 
 def mabwiser_fit(x: np.ndarray, reward: np.ndarray, alpha: float, ridge: float) -> Any:
@@ -157,6 +203,74 @@ def vw_run(x: np.ndarray, reward: np.ndarray, test_x: np.ndarray, options: str, 
     return chosen
 
 
+def bandit_comparison(
+    x: np.ndarray, quality: np.ndarray, cost: np.ndarray, test_x: np.ndarray, args: argparse.Namespace, peers: list[str]
+) -> dict[str, float]:
+    """Bandit log (one uniformly drawn arm per row): routerl ``partial_fit`` with ``actions`` vs the
+    per-arm numpy limit and the peers' own bandit ``fit``, interleaved; times, peaks, agreement."""
+    n, d = x.shape
+    k, w = quality.shape[1], args.cost_weight
+    actions = np.asarray(np.random.default_rng(args.seed + 1).integers(k, size=n))
+    rows = np.arange(n)
+    q, c = quality[rows, actions], cost[rows, actions]
+    reward = q - w * c
+    config = LinUCBConfig(alpha=args.alpha, ridge=args.ridge)
+    fns: dict[str, Callable[[], Any]] = {
+        "routerl": lambda: LinUCB(k, d, config, cost_weight=w).partial_fit(x, q, c, actions=actions),
+        "limit": lambda: per_arm_bandit_fit(x, np.stack([q, c], axis=1), actions, k, args.ridge),
+    }
+    repeats = {"routerl": args.repeats, "limit": args.repeats}
+    if "mabwiser" in peers:
+        fns["mabwiser"] = lambda: mabwiser_bandit_fit(x, actions, reward, args.alpha, args.ridge)
+        repeats["mabwiser"] = args.peer_repeats
+    if "contextualbandits" in peers:
+        fns["cb"] = lambda: cb_bandit_fit(x, actions, reward, k, args.alpha, args.ridge)
+        repeats["cb"] = args.peer_repeats
+    measured = measure(fns, repeats)
+    ours = measured["routerl"][2].predict(test_x, w)
+    theta = measured["limit"][2]
+    result = {
+        "bandit_agree_limit": float(
+            np.mean(ours == np.argmax(test_x @ (theta[:, :, 0] - w * theta[:, :, 1]).T, axis=1))
+        )
+    }
+    for name, (seconds, mib, _) in measured.items():
+        result.update({f"bandit_{name}_s": seconds, f"bandit_{name}_mib": mib})
+    if "mabwiser" in measured:
+        result["bandit_agree_mabwiser"] = float(np.mean(mabwiser_greedy(measured["mabwiser"][2], test_x) == ours))
+    if "cb" in measured:
+        result["bandit_agree_cb"] = float(np.mean(measured["cb"][2].predict(test_x, exploit=True) == ours))
+    return result
+
+
+def print_table(rows: list[dict[str, Any]], prefix: str, limit_title: str, per_arm_title: str | None) -> None:
+    """One markdown row per (d, N): times / peaks of the methods whose keys start with ``prefix``."""
+
+    def cell(r: dict[str, Any], name: str) -> str:
+        key = f"{prefix}{name}_s"
+        return f"{r[key]:.3f} s / {r[f'{prefix}{name}_mib']:.0f} MiB" if key in r else "-"
+
+    extra = f" {per_arm_title} |" if per_arm_title else ""
+    print(
+        f"\n| d | N | routerl | {limit_title} | routerl / limit |{extra} MABWiser | contextualbandits | "
+        "agreement (limit, MABWiser, cb) |"
+    )
+    print("|---" * (8 + bool(per_arm_title)) + "|")
+    for r in rows:
+        if f"{prefix}routerl_s" not in r:
+            continue
+        agree = ", ".join(
+            f"{r[key]:.2%}" if key in r else "-"
+            for key in (f"{prefix}agree_{name}" for name in ("limit", "mabwiser", "cb"))
+        )
+        per_arm = f" {cell(r, 'per_arm')} |" if per_arm_title else ""
+        ratio = r[prefix + "routerl_s"] / r[prefix + "limit_s"]
+        print(
+            f"| {r['d']} | {r['n']:,} | {cell(r, 'routerl')} | {cell(r, 'limit')} | {ratio:.2f}x |{per_arm} "
+            f"{cell(r, 'mabwiser')} | {cell(r, 'cb')} | {agree} |"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000,1000000", help="queries N (quick: 10000,100000)")
@@ -187,6 +301,12 @@ def main() -> int:
         default="--gamma_scale 10 -q sa;--gamma_scale 100 -q sa;--gamma_scale 1000 -q sa -l 0.1",
         help="';'-separated VW options tried (best kept)",
     )
+    parser.add_argument(
+        "--bandit",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also compare fits on a bandit log (one logged arm per row)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -207,7 +327,7 @@ def main() -> int:
 
     print(
         f"K = {k}, alpha = {args.alpha}, ridge = {args.ridge}, w = {w}; median of {args.repeats} runs "
-        f"(peers: {args.peer_repeats}); peak = tracemalloc peak of the first run; numpy {np.__version__}"
+        f"(peers: {args.peer_repeats}), interleaved; peak = tracemalloc peak of the first run; numpy {np.__version__}"
     )
     rows = []
     for d in dims:
@@ -217,40 +337,44 @@ def main() -> int:
             test_x, test_reward = x_all[n:], q_all[n:] - w * c_all[n:]
             reward = quality - w * cost
             config = LinUCBConfig(alpha=args.alpha, ridge=args.ridge)
-            t_ours, m_ours, agent = measure(
-                lambda: LinUCB(k, d, config, cost_weight=w).fit(x, quality, cost), args.repeats
-            )
-            t_lim, m_lim, theta = measure(lambda: limit_fit(x, quality, cost, args.ridge), args.repeats)
+            slow_peers = n * d > args.peer_max_cells
+            if slow_peers:
+                print(
+                    f"  N={n}, d={d}: full-information MABWiser and contextualbandits skipped (N·d > --peer-max-cells)"
+                )
+            fns: dict[str, Callable[[], Any]] = {
+                "routerl": lambda: LinUCB(k, d, config, cost_weight=w).fit(x, quality, cost),
+                "limit": lambda: limit_fit(x, quality, cost, args.ridge),
+            }
+            repeats = {"routerl": args.repeats, "limit": args.repeats}
+            if n <= args.per_arm_max:
+                fns["per_arm"] = lambda: per_arm_fit(x, reward, args.ridge)
+                repeats["per_arm"] = max(1, args.repeats // 2)
+            if "mabwiser" in peers and not slow_peers:
+                fns["mabwiser"] = lambda: mabwiser_fit(x, reward, args.alpha, args.ridge)
+                repeats["mabwiser"] = args.peer_repeats
+            if "contextualbandits" in peers and not slow_peers:
+                fns["cb"] = lambda: cb_fit(x, reward, args.alpha, args.ridge)
+                repeats["cb"] = args.peer_repeats
+            measured = measure(fns, repeats)
+            agent, theta = measured["routerl"][2], measured["limit"][2]
             ours = agent.predict(test_x, w)
             limit_choice = np.argmax(test_x @ (theta[:, :k] - w * theta[:, k:]), axis=1)
             result: dict[str, Any] = {
                 "d": d,
                 "n": n,
-                "routerl_s": t_ours,
-                "routerl_mib": m_ours,
-                "limit_s": t_lim,
-                "limit_mib": m_lim,
                 "agree_limit": float(np.mean(ours == limit_choice)),
                 "reward_routerl": float(test_reward[np.arange(len(ours)), ours].mean()),
             }
-            if n <= args.per_arm_max:
-                t_arm, m_arm, _ = measure(lambda: per_arm_fit(x, reward, args.ridge), max(1, args.repeats // 2))
-                result.update(per_arm_s=t_arm, per_arm_mib=m_arm)
-            slow_peers = n * d > args.peer_max_cells
-            if slow_peers:
-                print(f"  N={n}, d={d}: MABWiser and contextualbandits skipped (N·d > --peer-max-cells)")
-            if "mabwiser" in peers and not slow_peers:
-                t, m, mab = measure(lambda: mabwiser_fit(x, reward, args.alpha, args.ridge), args.peer_repeats)
-                result.update(
-                    mabwiser_s=t,
-                    mabwiser_mib=m,
-                    agree_mabwiser=float(np.mean(mabwiser_greedy(mab, test_x) == ours)),
-                )
-                del mab
-            if "contextualbandits" in peers and not slow_peers:
-                t, m, model = measure(lambda: cb_fit(x, reward, args.alpha, args.ridge), args.peer_repeats)
-                result.update(cb_s=t, cb_mib=m, agree_cb=float(np.mean(model.predict(test_x, exploit=True) == ours)))
-                del model
+            for name, (seconds, mib, _) in measured.items():
+                result.update({f"{name}_s": seconds, f"{name}_mib": mib})
+            if "mabwiser" in measured:
+                result["agree_mabwiser"] = float(np.mean(mabwiser_greedy(measured["mabwiser"][2], test_x) == ours))
+            if "cb" in measured:
+                result["agree_cb"] = float(np.mean(measured["cb"][2].predict(test_x, exploit=True) == ours))
+            del measured, agent
+            if args.bandit:
+                result.update(bandit_comparison(x, quality, cost, test_x, args, peers))
             if "vw" in peers and n == min(sizes):
                 vw_n = min(n, args.vw_rows)
                 best = None
@@ -280,24 +404,10 @@ def main() -> int:
                 flush=True,
             )
 
-    def cell(r: dict, key: str, mem: str | None = None) -> str:
-        if key not in r:
-            return "-"
-        text = f"{r[key]:.3f} s"
-        return text + (f" / {r[mem]:.0f} MiB" if mem and mem in r else "")
-
-    print(
-        "\n| d | N | routerl fit | limit (1 Gram + solve) | routerl / limit | per-arm numpy | MABWiser | "
-        "contextualbandits | agreement (limit, MABWiser, cb) |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        agree = ", ".join(f"{r[key]:.2%}" if key in r else "-" for key in ("agree_limit", "agree_mabwiser", "agree_cb"))
-        print(
-            f"| {r['d']} | {r['n']:,} | {cell(r, 'routerl_s', 'routerl_mib')} | {cell(r, 'limit_s', 'limit_mib')} | "
-            f"{r['routerl_s'] / r['limit_s']:.2f}x | {cell(r, 'per_arm_s', 'per_arm_mib')} | "
-            f"{cell(r, 'mabwiser_s', 'mabwiser_mib')} | {cell(r, 'cb_s', 'cb_mib')} | {agree} |"
-        )
+    print_table(rows, "", "limit (1 Gram + solve)", "per-arm numpy (K Grams)")
+    if args.bandit:
+        print("\nBandit log (one uniformly drawn arm per row):")
+        print_table(rows, "bandit_", "limit (per-arm numpy Gram + solve)", None)
     vw_rows = [r for r in rows if "vw_reward" in r]
     if vw_rows:
         print(

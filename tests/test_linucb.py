@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+from agents import linucb
 from agents.baselines import RandomRouter, SingleModelRouter
 from agents.linucb import LinUCB, LinUCBConfig, LinUCBStatistics, linucb_from_statistics
 from data.routing_log import RoutingLog
@@ -112,6 +113,41 @@ def test_rejects_wrong_shapes() -> None:
         LinUCB(3, 7).fit(x, quality, cost)
     with pytest.raises(ValueError, match="ridge"):
         LinUCB(3, 5, LinUCBConfig(ridge=0.0))
+
+
+def test_fit_in_chunks_from_float32_is_the_float64_ridge_solution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Features are widened to float64 chunk by chunk: many small chunks give the one-shot ridge fit."""
+    x, quality, cost = _world(n=1000, d=6)
+    x32 = x.astype(np.float32)
+    x64 = x32.astype(np.float64)
+    monkeypatch.setattr(linucb, "_CHUNK_BYTES", 8 * 50 * 12)  # 50 rows of [X | 3 quality | 3 cost] per chunk
+    agent = LinUCB(3, 6, LinUCBConfig(ridge=0.5)).fit(x32, quality, cost)
+    gram = x64.T @ x64 + 0.5 * np.eye(6)
+    np.testing.assert_allclose(agent.gram[2], gram, rtol=1e-13)
+    np.testing.assert_allclose(agent.theta_quality.T, np.linalg.solve(gram, x64.T @ quality), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(agent.theta_cost.T, np.linalg.solve(gram, x64.T @ cost), rtol=1e-10, atol=1e-14)
+    actions = np.arange(len(x)) % 3
+    rows = np.arange(len(x))
+    bandit = LinUCB(3, 6).partial_fit(x32, quality[rows, actions], cost[rows, actions], actions=actions)
+    arm = actions == 1
+    np.testing.assert_allclose(bandit.gram[1], x64[arm].T @ x64[arm] + np.eye(6), rtol=1e-13)
+
+
+def test_gram_inverse_is_formed_on_demand_and_follows_every_solve() -> None:
+    """``fit`` solves for θ without inverting; A⁻¹ appears when the UCB bonus asks for it."""
+    x, quality, cost = _world()
+    agent = LinUCB(3, x.shape[1]).fit(x[:300], quality[:300], cost[:300])
+    first = agent.gram_inverse.copy()
+    np.testing.assert_allclose(first[1], np.linalg.inv(x[:300].T @ x[:300] + np.eye(x.shape[1])), rtol=1e-10)
+    agent.partial_fit(x[300:], quality[300:], cost[300:])
+    expected = np.linalg.inv(x.T @ x + np.eye(x.shape[1]))
+    np.testing.assert_allclose(agent.gram_inverse, np.repeat(expected[None], 3, axis=0), rtol=1e-10)
+    actions = np.arange(len(x)) % 3
+    rows = np.arange(len(x))
+    bandit = LinUCB(3, x.shape[1]).partial_fit(x, quality[rows, actions], cost[rows, actions], actions=actions)
+    np.testing.assert_allclose(bandit.gram_inverse, np.linalg.inv(bandit.gram), rtol=1e-10)
+    width = np.sqrt(np.einsum("nd,kde,ne->nk", x[:5], np.linalg.inv(bandit.gram), x[:5]))
+    np.testing.assert_allclose(bandit.upper_confidence(x[:5], 0.0) - bandit.scores(x[:5], 0.0), width, rtol=1e-10)
 
 
 def _blocks(n: int, cuts: tuple[int, ...]) -> list[slice]:
