@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from array import array
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,12 +30,15 @@ from data.fingerprint import fingerprint
 from data.quarantine import Quarantine
 from data.routing_log import Feedback, ReadStats, RoutingLog
 from data.schema import DataError, RejectReason
-from data.validation import Invalid, Outcome
+from data.validation import Invalid, Outcome, milliseconds
+
+if TYPE_CHECKING:
+    from data.columnar import Block
 
 #: Optional per-row float columns of :class:`Outcome`; each is stored only once a row has it.
-_OPTIONAL_COLUMNS = ("propensity", "latency_ms", "expected_quality")
+OPTIONAL_COLUMNS = ("propensity", "latency_ms", "expected_quality")
 #: "No timestamp yet" in the per-query timestamp column (milliseconds since the epoch).
-_NO_TIME = int(np.iinfo(np.int64).min)
+NO_TIME = int(np.iinfo(np.int64).min)
 
 
 @dataclass
@@ -64,7 +67,7 @@ class LogBuilder:
     _query_index: dict[str, int] = field(default_factory=dict)
     _texts: list[str] = field(default_factory=list)
     _models_seen: list[int] = field(default_factory=list)  # bitmask over model indices
-    _query_time: array = field(default_factory=lambda: array("q"))  # ms since epoch, or _NO_TIME
+    _query_time: array = field(default_factory=lambda: array("q"))  # ms since epoch, or NO_TIME
     _embeddings: dict[int, np.ndarray] = field(default_factory=dict)
     _model_index: dict[str, int] = field(default_factory=dict)
     _files: list[str] = field(default_factory=list)
@@ -77,7 +80,7 @@ class LogBuilder:
     _row_cost: array = field(default_factory=lambda: array("d"))
     _row_file: array = field(default_factory=lambda: array("i"))
     _row_position: array = field(default_factory=lambda: array("q"))
-    _row_optional: dict[str, array] = field(default_factory=dict)  # see _OPTIONAL_COLUMNS
+    _row_optional: dict[str, array] = field(default_factory=dict)  # see OPTIONAL_COLUMNS
 
     def add(self, outcome: Outcome, file: str, position: int, locator: str, content: object) -> None:
         """Accept one valid outcome, or reject it by a cross-row rule."""
@@ -121,15 +124,15 @@ class LogBuilder:
             self._query_index[outcome.query_id] = query_index
             self._texts.append(outcome.query)
             self._models_seen.append(bit)
-            self._query_time.append(_NO_TIME)
+            self._query_time.append(NO_TIME)
         else:
             self._models_seen[query_index] |= bit
         if outcome.embedding is not None:
             self._embeddings.setdefault(query_index, np.asarray(outcome.embedding, dtype=np.float32))
-        if outcome.timestamp is not None and self._query_time[query_index] == _NO_TIME:
-            self._query_time[query_index] = _milliseconds(outcome.timestamp)
+        if outcome.timestamp is not None and self._query_time[query_index] == NO_TIME:
+            self._query_time[query_index] = milliseconds(outcome.timestamp)
         rows = len(self._row_quality)
-        for name in _OPTIONAL_COLUMNS:
+        for name in OPTIONAL_COLUMNS:
             _append_optional(self._row_optional, name, getattr(outcome, name), rows)
         self._row_query.append(query_index)
         self._row_model.append(model_index)
@@ -137,6 +140,95 @@ class LogBuilder:
         self._row_cost.append(outcome.cost)
         self._row_file.append(self._file_number(file, locator))
         self._row_position.append(position)
+
+    def add_block(self, block: Block) -> bool:
+        """Accept every row of a valid columnar block, as :meth:`add` would one by one.
+
+        Returns False, changing nothing, when some row would break a cross-row rule (a duplicate
+        outcome, conflicting text, the other log kind, an embedding log) or the log has more than
+        62 models (the per-query bitmask is then a Python int): the caller reads those rows with
+        the per-row path, which rejects them with their reasons.
+        """
+        import pyarrow.compute as pc
+
+        kind: Feedback = "bandit" if block.bandit else "full"
+        if (self.feedback is not None and kind != self.feedback) or self._embeddings:
+            return False
+        encoded = pc.dictionary_encode(block.record_ids)  # groups = query_ids, in order of appearance
+        group_of_record = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        group_ids: list[str] = encoded.dictionary.to_pylist()
+        n_groups = len(group_ids)
+        first_record = np.empty(n_groups, dtype=np.int64)
+        first_record[group_of_record[::-1]] = np.arange(len(group_of_record) - 1, -1, -1)
+        texts = block.record_texts.take(first_record)
+        if not pc.all(pc.equal(block.record_texts, texts.take(group_of_record))).as_py():
+            return False  # a query_id with two texts in the block
+        known = np.array([self._query_index.get(query_id, -1) for query_id in group_ids], dtype=np.int64)
+        old_groups = np.flatnonzero(known >= 0)
+        if len(old_groups) and (
+            kind == "bandit"
+            or texts.take(old_groups).to_pylist() != [self._texts[q] for q in known[old_groups].tolist()]
+        ):
+            return False
+        new_models = [name for name in block.models if name not in self._model_index]
+        if len(self._model_index) + len(new_models) > 62:
+            return False
+        index = {**self._model_index, **{name: len(self._model_index) + i for i, name in enumerate(new_models)}}
+        model = np.array([index[name] for name in block.models], dtype=np.int64)[block.model_of_row]
+        group = group_of_record if block.record_of_row is None else group_of_record[block.record_of_row]
+        bits = np.left_shift(np.int64(1), model)
+        if kind == "bandit":
+            if np.bincount(group, minlength=n_groups).max(initial=0) > 1:
+                return False
+        elif len(np.unique(group * 64 + model)) != len(group):
+            return False
+        seen = np.zeros(n_groups, dtype=np.int64)
+        np.bitwise_or.at(seen, group, bits)
+        if any(self._models_seen[q] & s for q, s in zip(known[old_groups].tolist(), seen[old_groups].tolist())):
+            return False
+
+        # Every row is accepted: commit.
+        if self.feedback is None:
+            self._set_kind(kind, block.file, int(block.positions[0]), block.locator)
+        self._model_index.update((name, index[name]) for name in new_models)
+        new_groups = np.flatnonzero(known < 0)
+        known[new_groups] = np.arange(len(self._texts), len(self._texts) + len(new_groups))
+        self._query_index.update(zip([group_ids[g] for g in new_groups.tolist()], known[new_groups].tolist()))
+        self._texts.extend(texts.take(new_groups).to_pylist())
+        self._models_seen.extend(seen[new_groups].tolist())
+        for q, s in zip(known[old_groups].tolist(), seen[old_groups].tolist()):
+            self._models_seen[q] |= s
+        self._commit_times(block, group, known, new_groups, old_groups)
+        rows_before = len(self._row_quality)
+        for name in OPTIONAL_COLUMNS:
+            values = block.optional.get(name)
+            column = self._row_optional.get(name)
+            if column is None and values is not None:
+                column = self._row_optional[name] = array("d", [math.nan]) * rows_before
+            if column is not None:
+                column.frombytes((np.full(block.rows, np.nan) if values is None else values).tobytes())
+        self._row_query.frombytes(known[group].astype(np.int32).tobytes())
+        self._row_model.frombytes(model.astype(np.int32).tobytes())
+        self._row_quality.frombytes(block.quality.astype(np.float64).tobytes())
+        self._row_cost.frombytes(block.cost.astype(np.float64).tobytes())
+        self._row_file.frombytes(np.full(block.rows, self._file_number(block.file, block.locator), np.int32).tobytes())
+        self._row_position.frombytes(block.positions.astype(np.int64).tobytes())
+        self.rows_read += block.rows
+        return True
+
+    def _commit_times(
+        self, block: Block, group: np.ndarray, query: np.ndarray, new_groups: np.ndarray, old_groups: np.ndarray
+    ) -> None:
+        """Each query's time: that of its first accepted row that has one (as :meth:`add`)."""
+        first = np.full(len(query), NO_TIME, dtype=np.int64)
+        if block.timestamps is not None:
+            timed = np.flatnonzero(block.timestamps != NO_TIME)
+            groups, where = np.unique(group[timed], return_index=True)
+            first[groups] = block.timestamps[timed[where]]
+        self._query_time.frombytes(first[new_groups].tobytes())
+        for q, stamp in zip(query[old_groups].tolist(), first[old_groups].tolist()):
+            if stamp != NO_TIME and self._query_time[q] == NO_TIME:
+                self._query_time[q] = stamp
 
     def _set_kind(self, kind: Feedback, file: str, position: int, locator: str) -> None:
         """Record the log kind at its first row; a row of the other kind is a :class:`DataError`."""
@@ -234,7 +326,7 @@ class LogBuilder:
             embeddings = np.stack([self._embeddings[i] for i in kept_old.tolist()])
         times = np.frombuffer(self._query_time, dtype=np.int64)
         timestamps = None
-        if n_queries and (times != _NO_TIME).all():
+        if n_queries and (times != NO_TIME).all():
             timestamps = times[kept_old].astype("datetime64[ms]")
         log = RoutingLog(
             models=tuple(order),
@@ -315,10 +407,3 @@ def _append_optional(columns: dict[str, array], name: str, value: float | None, 
             return
         column = columns[name] = array("d", [math.nan]) * rows
     column.append(math.nan if value is None else value)
-
-
-def _milliseconds(stamp: datetime) -> int:
-    """Milliseconds since the Unix epoch; an aware time is taken in UTC, a naive one as UTC."""
-    if stamp.tzinfo is not None:
-        stamp = stamp.astimezone(timezone.utc).replace(tzinfo=None)
-    return int(np.datetime64(stamp, "ms").astype(np.int64))

@@ -70,11 +70,7 @@ def list_files(path: Path) -> list[Path]:
 def read_file(path: Path, allow_pickle: bool = False) -> Iterator[Item]:
     """Stream the outcome rows of one file, dispatching on its suffix and (for CSV) header."""
     suffix = path.suffix.lower()
-    try:
-        if path.stat().st_size == 0:
-            raise DataError(f"{path}: file is empty")
-    except OSError as error:
-        raise DataError(f"{path}: cannot read: {error.strerror}") from None
+    check_file(path)
     if suffix == ".jsonl":
         yield from _read_jsonl(path)
     elif suffix == ".csv":
@@ -88,6 +84,15 @@ def read_file(path: Path, allow_pickle: bool = False) -> Iterator[Item]:
                 "pass --allow-pickle only for files you trust"
             )
         yield from _read_pickle(path)
+
+
+def check_file(path: Path) -> None:
+    """Raise :class:`DataError` for a file that cannot be read or is empty."""
+    try:
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: file is empty")
+    except OSError as error:
+        raise DataError(f"{path}: cannot read: {error.strerror}") from None
 
 
 def _read_jsonl(path: Path) -> Iterator[Item]:
@@ -137,23 +142,47 @@ def _is_last(handle: Any) -> bool:
 
 def _read_csv(path: Path) -> Iterator[Item]:
     """CSV: the RouterBench wide format when a ``X|total_cost`` column exists, else long format."""
-    csv.field_size_limit(sys.maxsize)
     name = str(path)
     with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
         reader = csv.reader(handle)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise DataError(f"{path}: file is empty") from None
-        except csv.Error as error:
-            raise DataError(f"{path}: not a CSV file: {error}") from None
-        wide_models = [c for c in header if c + ROUTERBENCH_COST_SUFFIX in header]
+        header, wide_models = _csv_layout(path, reader)
         if wide_models:
             rows = _wide_rows(name, header, wide_models, _csv_records(name, reader))
         else:
-            _require_columns(path, header)
             rows = _long_rows(name, header, _csv_records(name, reader))
         yield from rows
+
+
+def csv_layout(path: Path) -> tuple[list[str], list[str]]:
+    """The header of a CSV log and its RouterBench models (empty for the long format).
+
+    Raises :class:`DataError` for an empty file, a header that is not CSV, or missing columns.
+    """
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        return _csv_layout(path, csv.reader(handle))
+
+
+def _csv_layout(path: Path, reader: Any) -> tuple[list[str], list[str]]:
+    csv.field_size_limit(sys.maxsize)
+    try:
+        header: list[str] = next(reader)
+    except StopIteration:
+        raise DataError(f"{path}: file is empty") from None
+    except csv.Error as error:
+        raise DataError(f"{path}: not a CSV file: {error}") from None
+    return header, _layout(path, header)
+
+
+def _layout(path: Path, header: list[str]) -> list[str]:
+    """The RouterBench models of a header (empty for the long format); its required columns checked."""
+    wide_models = [c for c in header if c + ROUTERBENCH_COST_SUFFIX in header]
+    if wide_models:
+        for required in ("sample_id", "prompt"):
+            if required not in header:
+                raise DataError(f"{path}: RouterBench wide file lacks the {required!r} column")
+    else:
+        require_columns(path, header)
+    return wide_models
 
 
 def _csv_records(name: str, reader: Any) -> Iterator[tuple[int, list[str] | RowError]]:
@@ -183,7 +212,8 @@ def _has_surrogates(value: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in value) if not value.isascii() else False
 
 
-def _require_columns(path: Path, header: list[str]) -> None:
+def require_columns(path: Path, header: list[str]) -> None:
+    """Raise :class:`DataError` when the header of a long-format file lacks a required column."""
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise DataError(f"{path}: missing required column(s) {', '.join(missing)} in the header")
@@ -217,9 +247,6 @@ def _wide_rows(
     Every column that is not a model, its cost or its response is metadata and is dropped here.
     """
     column = {c: i for i, c in enumerate(header)}
-    for required in ("sample_id", "prompt"):
-        if required not in column:
-            raise DataError(f"{name}: RouterBench wide file lacks the {required!r} column")
     for row, record in records:
         if isinstance(record, RowError):
             for _ in models:
@@ -271,7 +298,7 @@ def _read_parquet(path: Path) -> Iterator[Item]:
         parquet = pq.ParquetFile(path)
     except Exception as error:  # pyarrow raises several types for a corrupt file
         raise DataError(f"{path}: not a Parquet file: {error}") from None
-    _require_columns(path, parquet.schema_arrow.names)
+    require_columns(path, parquet.schema_arrow.names)
     row = 0
     for batch in parquet.iter_batches(batch_size=65536):
         for fields in batch.to_pylist():
@@ -293,11 +320,10 @@ def _read_pickle(path: Path) -> Iterator[Item]:
         (i, ["" if _is_blank(v) else str(v) for v in values])
         for i, values in enumerate(frame.itertuples(index=False, name=None), start=1)
     )
-    models = [c for c in header if c + ROUTERBENCH_COST_SUFFIX in header]
+    models = _layout(path, header)
     if models:
         yield from _wide_rows(str(path), header, models, records)
     else:
-        _require_columns(path, header)
         yield from _long_rows(str(path), header, records)
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime
+from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from data.prices import PriceTable
 from data.schema import RejectReason
@@ -108,16 +110,23 @@ def _timestamp(value: Any) -> datetime | None:
         return None
     if isinstance(value, datetime):
         return value
-    return _parse_timestamp(str(value))
+    return parse_timestamp(str(value))
 
 
 @lru_cache(maxsize=4096)
-def _parse_timestamp(text: str) -> datetime:
+def parse_timestamp(text: str) -> datetime:
     """ISO 8601 text to a datetime; cached because a query's rows usually share one timestamp."""
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise Invalid(RejectReason.BAD_TIMESTAMP, f"timestamp={text!r} is not ISO 8601") from None
+
+
+def milliseconds(stamp: datetime) -> int:
+    """Milliseconds since the Unix epoch; an aware time is taken in UTC, a naive one as UTC."""
+    if stamp.tzinfo is not None:
+        stamp = stamp.astimezone(timezone.utc).replace(tzinfo=None)
+    return int(np.datetime64(stamp, "ms").astype(np.int64))
 
 
 def validate(fields: dict[str, Any], prices: PriceTable | None) -> Outcome:

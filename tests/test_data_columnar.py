@@ -1,0 +1,185 @@
+"""The columnar loading path gives exactly what the per-row path gives, on every kind of log.
+
+``load_log(columnar=True)`` reads blocks with pyarrow and hands any block it cannot take whole to
+the per-row path; ``columnar=False`` is the per-row path alone. Both must give the same accepted
+log (values, order, fingerprint, stats) and the same quarantine (file, position, reason,
+detail, content), on logs with every rejection reason (the fixtures of
+``test_data_validation.py``), in every format, and on RouterBench. Small blocks make every log
+mix columnar blocks with per-row fallbacks; a spy checks that the columnar path really ran.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_data_validation import CASES, PRICES, bad, good_rows, write_jsonl, write_log
+
+from data.loading import LoadedLog, load_log
+from data.log_builder import LogBuilder
+from data.schema import DataError, StrictModeError
+from data.synth import SynthConfig, generate, write
+
+#: Small blocks (a few rows each) and one large block.
+CHUNKS = (64, 1 << 20)
+
+
+@pytest.fixture
+def columnar_rows(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Rows accepted by whole columnar blocks during the test (a spy on ``LogBuilder.add_block``)."""
+    accepted: list[int] = []
+    original = LogBuilder.add_block
+
+    def spy(self: LogBuilder, block: Any) -> bool:
+        taken = original(self, block)
+        if taken:
+            accepted.append(block.rows)
+        return taken
+
+    monkeypatch.setattr(LogBuilder, "add_block", spy)
+    yield accepted
+
+
+def assert_same(path: Path, chunk_bytes: int, **options: Any) -> LoadedLog:
+    """Load ``path`` both ways and assert every field of the result and of the quarantine is equal."""
+    rows = load_log(path, columnar=False, **options)
+    fast = load_log(path, columnar=True, chunk_bytes=chunk_bytes, **options)
+    a, b = rows.log, fast.log
+    assert a.models == b.models
+    assert a.query_ids.tolist() == b.query_ids.tolist()
+    assert a.queries == b.queries
+    for name in ("quality", "cost", "action", "propensity", "latency_ms", "expected_quality", "embeddings"):
+        left, right = getattr(a, name), getattr(b, name)
+        assert (left is None) == (right is None), name
+        if left is not None:
+            np.testing.assert_array_equal(left, right, err_msg=name)
+            assert np.array_equal(np.signbit(left), np.signbit(right)), name
+    if a.timestamps is None:
+        assert b.timestamps is None
+    else:
+        np.testing.assert_array_equal(a.timestamps, b.timestamps)
+    assert (a.feedback, a.stats, a.fingerprint) == (b.feedback, b.stats, b.fingerprint)
+    left_records = [json.dumps(r.to_json(), default=str) for r in rows.quarantine.rejections]
+    right_records = [json.dumps(r.to_json(), default=str) for r in fast.quarantine.rejections]
+    assert left_records == right_records
+    return fast
+
+
+@pytest.mark.parametrize("chunk_bytes", CHUNKS)
+@pytest.mark.parametrize("name", list(CASES))
+def test_every_rejection_reason_gives_the_same_log_and_quarantine(
+    name: str, chunk_bytes: int, tmp_path: Path, columnar_rows: list[int]
+) -> None:
+    path = tmp_path / "log.jsonl"
+    write_log(path, CASES[name])
+    fast = assert_same(path, chunk_bytes, prices=PRICES)
+    assert fast.log.stats.rows_rejected == 1
+    if chunk_bytes == CHUNKS[0] and CASES[name].reason.value not in ("conflicting text", "duplicate outcome"):
+        assert sum(columnar_rows) > 0, "the good blocks were read by the columnar path"
+
+
+def write_synth(path: Path, **config: Any) -> Path:
+    write(generate(SynthConfig(**({"queries": 300, "models": 4, "words_per_query": 12} | config))), path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_clean_logs_are_read_by_blocks_in_every_format(suffix: str, tmp_path: Path, columnar_rows: list[int]) -> None:
+    path = write_synth(tmp_path / f"log{suffix}")
+    fast = assert_same(path, 4096)
+    assert sum(columnar_rows) == fast.log.stats.rows_read == 1200
+    assert fast.log.timestamps is not None and fast.log.expected_quality is not None
+
+
+def test_bandit_logs_are_read_by_blocks(tmp_path: Path, columnar_rows: list[int]) -> None:
+    path = write_synth(tmp_path / "log.jsonl", bandit=True)
+    fast = assert_same(path, 4096)
+    assert fast.log.feedback == "bandit"
+    assert sum(columnar_rows) == 300
+
+
+def test_bad_rows_among_many_fall_back_per_block_only(tmp_path: Path, columnar_rows: list[int]) -> None:
+    """Every reason at once, spread through a long clean log: only their blocks go per row."""
+    clean = [
+        json.dumps(good_rows()[k % 2] | {"query_id": f"q{i}", "query": f"question {i}?"}).encode() + b"\n"
+        for i in range(300)
+        for k in range(2)
+    ]
+    bad_lines = [
+        case.line if isinstance(case.line, bytes) else json.dumps(case.line).encode()
+        for case in CASES.values()
+        if not case.last
+    ]
+    lines = list(clean)
+    for i, line in enumerate(bad_lines):
+        lines.insert(40 * (i + 1), line + b"\n")
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b"".join(lines) + b'{"query_id": "t", "quer')
+    fast = assert_same(path, 2048, prices=PRICES)
+    assert fast.log.stats.rows_rejected >= len(bad_lines)
+    assert 0 < sum(columnar_rows) < fast.log.stats.rows_accepted
+
+
+def test_csv_with_bad_rows_and_a_bad_record(tmp_path: Path, columnar_rows: list[int]) -> None:
+    rows = [*good_rows(), bad(quality=1.5), bad(query_id="y", cost="cheap"), *good_rows()[:2]]
+    path = tmp_path / "log.csv"
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(good_rows()[0]))
+        writer.writeheader()
+        writer.writerows({k: v for k, v in row.items() if k in good_rows()[0]} for row in rows)
+        handle.write("only,three,fields\n")
+        writer.writerow(good_rows()[0] | {"query_id": "z", "query": 'a "quoted",\nmulti-line text'})
+    for chunk_bytes in CHUNKS:
+        assert_same(path, chunk_bytes)
+    assert sum(columnar_rows) > 0
+
+
+def test_wide_csv_is_read_by_blocks(tmp_path: Path, columnar_rows: list[int]) -> None:
+    header = ["", "sample_id", "prompt", "eval_name", "m1", "m1|total_cost", "m2", "m2|total_cost"]
+    records = [
+        [str(i), f"s{i}", f"['question {i}', 'part two']" if i % 3 == 0 else f'question {i}, "quoted"', "e", *scores]
+        for i in range(60)
+        for scores in [[str((i % 5) / 4), f"{0.001 * i!r}", "1", "2e-05"]]
+    ]
+    records[7][4] = ""  # a blank score
+    records[20][1] = "s3"  # a repeated sample_id
+    path = tmp_path / "wide.csv"
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([header, *records])
+    for chunk_bytes in (256, 1 << 20):
+        assert_same(path, chunk_bytes)
+    assert sum(columnar_rows) > 0
+
+
+def test_routerbench_gives_the_same_log_and_quarantine(routerbench: Path) -> None:
+    for chunk_bytes in (1 << 16, 1 << 25):
+        fast = assert_same(routerbench, chunk_bytes)
+        assert fast.log.stats.rows_rejected > 0
+
+
+def test_strict_stops_at_the_same_row(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    write_log(path, CASES["quality above 1"])
+    messages = []
+    for columnar in (False, True):
+        with pytest.raises(StrictModeError) as error:
+            load_log(path, strict=True, columnar=columnar, chunk_bytes=64)
+        messages.append(str(error.value))
+    assert messages[0] == messages[1]
+
+
+def test_a_mixed_kind_log_is_the_same_error(tmp_path: Path) -> None:
+    rows = good_rows()
+    rows[4] = rows[4] | {"propensity": 0.5}
+    path = write_jsonl(tmp_path / "log.jsonl", rows)
+    messages = []
+    for columnar in (False, True):
+        with pytest.raises(DataError) as error:
+            load_log(path, columnar=columnar, chunk_bytes=64)
+        messages.append(str(error.value))
+    assert messages[0] == messages[1]
