@@ -46,6 +46,15 @@ model. Four practitioners' measures, each a switch of :class:`PPOConfig`:
     column too slowly: without (e) the policy hardly reacts to w. The affine map is folded into
     the exported first layer: W' = W / s, b' = b − W (m / s).
 
+**Budget** (``budget``, a :class:`~envs.rewards.BudgetConfig`). Instead of drawing w, the
+environment learns it: w = λ_t, the Lagrange multiplier of E[cost] <= B, updated by projected
+dual ascent on the costs of the actions PPO plays (the budget reward of
+:class:`~envs.rewards.RewardConfig`). The actor still sees f(λ_t) as its last feature, so the
+exported policy keeps the same head and cost-weight input, and its default cost weight is the
+averaged multiplier λ̄ (``cost_weight`` after :meth:`PPORouter.fit`). The multiplier's state is
+part of the checkpoint. Policy entropy makes the played actions spend a little more (or less)
+than the greedy policy does at the same λ; a small ``ent_coef`` keeps that gap small.
+
 **Export.** The actor's logits are ``head(features @ linear_map(), w)``: ``linear_map`` is the
 first layer's text part (d, hidden), :class:`~policies.heads.MlpLogitHead` adds the weight
 column × f(w) and the bias and applies the remaining layers; ``scores`` uses that same head,
@@ -78,6 +87,7 @@ from dataclasses import asdict, field
 from pathlib import Path
 from typing import Literal
 
+import gymnasium as gym
 import numpy as np
 import torch
 from pydantic import ConfigDict
@@ -88,7 +98,7 @@ from stable_baselines3.common.vec_env import VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from data.routing_log import RoutingLog
-from envs.rewards import PreferenceConfig, RewardConfig
+from envs.rewards import BudgetConfig, CostMultiplier, PreferenceConfig, RewardConfig
 from envs.vec_env import RoutingVecEnv
 from policies.heads import MlpLogitHead
 
@@ -237,10 +247,45 @@ class RolloutReport(BaseCallback):
         self._count = 0
 
 
+class MultiplierObservation(VecEnvWrapper):
+    """Budget mode: append f(λ) of the batch's multiplier to the features, as preference conditioning does.
+
+    Every episode of a batch is drawn at the same λ (the multiplier's value when it was drawn),
+    so the actor is conditioned on the weight its reward uses. The wrapper owns the multiplier:
+    a seeded reset of the env would start a fresh one, so every reset puts this one back (a
+    resumed run continues its λ).
+    """
+
+    def __init__(self, venv: CounterfactualReward, preference: PreferenceConfig, multiplier: CostMultiplier) -> None:
+        dimension = venv.routing.task.features.shape[1] + 1
+        space = gym.spaces.Box(-np.inf, np.inf, shape=(dimension,), dtype=np.float32)
+        super().__init__(venv, observation_space=space)
+        self.routing = venv.routing
+        self.preference = preference
+        self.multiplier = multiplier
+
+    def _with_weight(self, observations: VecEnvObs) -> np.ndarray:
+        assert isinstance(observations, np.ndarray)  # a Box observation space
+        encoded = self.preference.encode(np.full(len(observations), self.multiplier.value))
+        return np.concatenate([observations, encoded[:, None]], axis=1)
+
+    def reset(self) -> VecEnvObs:
+        """The wrapped env's first observations, with f(λ); this wrapper's multiplier stays the env's."""
+        observations = self.venv.reset()
+        self.routing.task.multiplier = self.multiplier
+        return self._with_weight(observations)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        """The wrapped env's step; the next observations carry f(λ) after this batch's dual update."""
+        observations, reward, dones, infos = self.venv.step_wait()
+        return self._with_weight(observations), reward, dones, infos
+
+
 class StandardisedObservation(VecEnvWrapper):
     """(e): observations (o − mean) / scale with fixed statistics."""
 
-    def __init__(self, venv: CounterfactualReward, mean: np.ndarray, scale: np.ndarray) -> None:
+    def __init__(self, venv: CounterfactualReward | MultiplierObservation, mean: np.ndarray,
+                 scale: np.ndarray) -> None:
         super().__init__(venv)
         self.routing = venv.routing
         self.mean, self.scale = mean.astype(np.float32), scale.astype(np.float32)
@@ -281,11 +326,13 @@ class PPORouter:
     score_kind = "logit"
 
     def __init__(self, config: PPOConfig | None, n_models: int, dimension: int,
-                 cost_weight: float = 0.0) -> None:
+                 cost_weight: float = 0.0, budget: BudgetConfig | None = None) -> None:
         self.config = config or PPOConfig()
         self.n_models = n_models
         self.dimension = dimension
-        self.cost_weight = cost_weight  # the default of predict(features) without a weight
+        self.cost_weight = cost_weight  # the default of predict(features) without a weight; λ̄ under a budget
+        self.budget = budget  # learn w as the multiplier of a mean-cost budget instead of drawing it
+        self.multiplier: CostMultiplier | None = None  # the budget's λ, once fitting has started
         self.model: PPO | None = None
         self.steps_done = 0  # episodes trained on so far
         self.best_step = 0  # the step the exported (best) parameters come from
@@ -317,23 +364,33 @@ class PPORouter:
         return np.where(constant, 0.0, observations), np.where(constant, 1.0, spread)
 
     def _environment(self, quality: np.ndarray, cost: np.ndarray,
-                     features: np.ndarray) -> CounterfactualReward | StandardisedObservation:
+                     features: np.ndarray) -> CounterfactualReward | MultiplierObservation | StandardisedObservation:
         n = len(features)
         log = RoutingLog(models=tuple(str(k) for k in range(self.n_models)),
                          query_ids=np.array([str(i) for i in range(n)], dtype=object),
                          queries=[""] * n, quality=np.asarray(quality, dtype=np.float64),
                          cost=np.asarray(cost, dtype=np.float64))
-        reward = RewardConfig(preference=self.config.preference)
+        if self.budget is None:
+            reward = RewardConfig(preference=self.config.preference)
+        else:  # the initial λ is the configured cost weight (clamped into the trained range)
+            reward = RewardConfig(cost_weight=min(self.cost_weight, self.config.preference.high), budget=self.budget)
         seed = self.config.seed + self.steps_done
         env = RoutingVecEnv(log, features, self.config.n_envs, reward, seed=seed)
-        shaped = CounterfactualReward(env, self.config.per_query_baseline, self.config.normalise_rewards)
+        counterfactual = CounterfactualReward(env, self.config.per_query_baseline, self.config.normalise_rewards)
+        shaped: CounterfactualReward | MultiplierObservation = counterfactual
+        if self.budget is not None:
+            if self.multiplier is None:
+                self.multiplier = env.task.multiplier
+            assert self.multiplier is not None  # a budget reward has one
+            env.task.multiplier = self.multiplier  # resumed: continue the restored λ
+            shaped = MultiplierObservation(counterfactual, self.config.preference, self.multiplier)
         if not self.config.standardise_observations:
             return shaped
         if self.model is None:
             self._mean, self._scale = self._standardisation(features)
         return StandardisedObservation(shaped, self._mean, self._scale)
 
-    def _new_model(self, env: CounterfactualReward | StandardisedObservation) -> PPO:
+    def _new_model(self, env: CounterfactualReward | MultiplierObservation | StandardisedObservation) -> PPO:
         config = self.config
         policy_kwargs = {
             "net_arch": {"pi": list(config.hidden), "vf": list(config.hidden)},
@@ -366,12 +423,12 @@ class PPORouter:
         env = self._environment(quality, cost, x)
         if self.model is None:
             self.model = self._new_model(env)
-        else:
-            self.model.set_env(env)
+        else:  # seed before set_env: the new env has its own seed, and a seeded reset would restart λ
             self.model.set_random_seed(self.config.seed + self.steps_done)
+            self.model.set_env(env)
         callbacks: list[BaseCallback] = []
         stopping = None
-        if val_features is not None:
+        if val_features is not None and self.budget is None:  # under a budget λ moves: keep the last parameters
             if validation_score is None:
                 if val_quality is None or val_cost is None:
                     raise ValueError("validation needs val_quality and val_cost, or a validation_score")
@@ -389,6 +446,8 @@ class PPORouter:
             finally:
                 torch.set_num_threads(threads)
         self.steps_done = self.model.num_timesteps
+        if self.multiplier is not None:
+            self.cost_weight = self.multiplier.average  # λ̄: the budget's cost weight, the policy's default
         if stopping is None:
             self.remember_best(self.best_score, self.steps_done)
         elif not self.stopped_early and (self._best_state is None or self.best_step < self.steps_done):
@@ -486,7 +545,9 @@ class PPORouter:
             progress = {"steps_done": self.model.num_timesteps, "best_step": self.best_step,
                         "best_score": self.best_score, "stopped_early": self.stopped_early,
                         "observation_mean": self._mean.tolist(), "observation_scale": self._scale.tolist(),
-                        "config": asdict(self.config)}
+                        "config": asdict(self.config),
+                        "budget": None if self.budget is None else asdict(self.budget),
+                        "multiplier": None if self.multiplier is None else self.multiplier.state_dict()}
             best = io.BytesIO()
             torch.save(self.model.policy.state_dict() if self._best_state is None else self._best_state, best)
             with zipfile.ZipFile(temporary, "a") as archive:
@@ -505,6 +566,12 @@ class PPORouter:
             best_state = torch.load(io.BytesIO(archive.read(BEST_ENTRY)), weights_only=True)
         if progress["config"] != json.loads(json.dumps(asdict(self.config))):
             raise ValueError(f"{path}: checkpoint was written with another PPOConfig")
+        if progress.get("budget") != (None if self.budget is None else json.loads(json.dumps(asdict(self.budget)))):
+            raise ValueError(f"{path}: checkpoint was written with another budget")
+        if self.budget is not None and progress.get("multiplier") is not None:
+            self.multiplier = CostMultiplier(self.budget)
+            self.multiplier.load_state_dict(progress["multiplier"])
+            self.cost_weight = self.multiplier.average
         self.model = PPO.load(path, device="cpu")
         self.steps_done, self.best_step = progress["steps_done"], progress["best_step"]
         self.best_score, self.stopped_early = progress["best_score"], progress["stopped_early"]

@@ -143,3 +143,12 @@ class CostMultiplier:
         self.updates += 1
         xi = config.averaging
         self.average += (xi + 1.0) / (self.updates + xi) * (self.value - self.average)
+
+    def state_dict(self) -> dict[str, float | int]:
+        """λ, λ̄ and the step counts: what a checkpoint keeps to continue the dual ascent."""
+        return {"value": self.value, "average": self.average, "steps": self.steps, "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, float | int]) -> None:
+        """Continue from a :meth:`state_dict`."""
+        self.value, self.average = float(state["value"]), float(state["average"])
+        self.steps, self.updates = int(state["steps"]), int(state["updates"])

@@ -19,7 +19,7 @@ from agents.ppo import PPOConfig, PPORouter
 from data.featurizer import FeaturizerConfig, TextFeaturizer
 from data.routing_log import RoutingLog
 from data.synth import SynthConfig, generate
-from envs.rewards import PreferenceConfig
+from envs.rewards import BudgetConfig, PreferenceConfig
 from policies.export import PolicyMetadata, build_text_policy, save_policy
 
 WEIGHTS = (100.0, 1000.0, 4000.0)  # where the synthetic models' trade-offs lie
@@ -149,3 +149,52 @@ def test_checkpoint_round_trip_and_resume(world: World, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="another PPOConfig"):
         PPORouter(CONFIG, train.n_models, x.shape[1]).load(tmp_path / "final.zip")
     assert not list(tmp_path.glob(".checkpoint-*"))  # no temporary files left behind
+
+
+@pytest.mark.slow
+def test_budget_ppo_spends_the_budget_on_held_out_queries() -> None:
+    """PPO under the environment's budget reward: the greedy policy at λ̄ spends B ± 5 % on test.
+
+    The setting of the LinUCB budget test (tests/test_envs_routing.py): synthetic full-information
+    data (5 models, graded quality = expected quality), 20,000 training and 20,000 test queries,
+    B = cheapest + 0.2 × (dearest − cheapest) of the models' mean training costs.
+    """
+    synth = generate(SynthConfig(queries=40_000, models=5, seed=1))
+    log = RoutingLog(models=tuple(synth.model_names), query_ids=np.array(synth.query_ids, dtype=object),
+                     queries=synth.queries, quality=synth.expected_quality, cost=synth.cost)
+    train, test = log.subset(np.arange(20_000)), log.subset(np.arange(20_000, 40_000))
+    featurizer = TextFeaturizer(FeaturizerConfig(components=16, fit_sample=3000)).fit(train.queries)
+    x, test_x = featurizer.transform(train.queries), featurizer.transform(test.queries)
+    mean_cost = train.cost.mean(axis=0)
+    budget = mean_cost.min() + 0.2 * (mean_cost.max() - mean_cost.min())
+    weights: list[float] = []
+    agent = PPORouter(CONFIG, train.n_models, x.shape[1], cost_weight=30.0, budget=BudgetConfig(budget=budget))
+    agent.fit(x, train.quality, train.cost,
+              callback=lambda step, scalars: weights.append(agent.multiplier.value))  # type: ignore[union-attr]
+    assert len(weights) == 80 and len(set(weights)) > 50  # one λ per rollout, and it moved
+    assert agent.multiplier is not None and agent.cost_weight == agent.multiplier.average > 30.0
+    rows = np.arange(test.n_queries)
+    spent = test.cost[rows, agent.predict(test_x)].mean()  # predict's default weight is λ̄
+    assert abs(spent - budget) <= 0.05 * budget, f"test cost {spent:.3e} vs budget {budget:.3e}"
+
+
+def test_budget_checkpoint_keeps_the_multiplier(world: World, tmp_path: Path) -> None:
+    (train, x), _ = world.parts["train"], world.parts["test"]
+    config = PPOConfig(total_steps=2048, n_envs=32, n_steps=16, preference=CONFIG.preference)
+    budget = BudgetConfig(budget=float(train.cost.mean()))
+    first = PPORouter(config, train.n_models, x.shape[1], cost_weight=30.0, budget=budget)
+
+    def checkpoint(step: int, scalars: dict[str, float]) -> None:
+        if step == 1024:
+            first.save(tmp_path / "mid.zip")
+
+    first.fit(x, train.quality, train.cost, callback=checkpoint)
+    assert first.multiplier is not None and first.multiplier.steps == 2048 and first.multiplier.updates == 64
+    resumed = PPORouter(config, train.n_models, x.shape[1], cost_weight=30.0, budget=budget).load(tmp_path / "mid.zip")
+    assert resumed.multiplier is not None and resumed.multiplier.steps == 1024
+    saved_value = resumed.multiplier.value
+    resumed.fit(x, train.quality, train.cost)
+    assert resumed.steps_done == 2048 and resumed.multiplier.steps == 2048  # continued, not restarted at 30
+    assert resumed.multiplier.value != saved_value and resumed.cost_weight == resumed.multiplier.average
+    with pytest.raises(ValueError, match="another budget"):
+        PPORouter(config, train.n_models, x.shape[1]).load(tmp_path / "mid.zip")

@@ -70,3 +70,15 @@ def test_ppo_sigkill_then_resume_ends_with_exactly_the_configured_steps(tmp_path
     assert report["policy"]["steps"] == 122880
     assert 0 < report["policy"]["resumed_from"] < 122880
     assert len(load_policy(out / "policy.pt").module.route(["a query"], 300.0)) == 1
+
+
+def test_ppo_with_a_budget_exports_the_learned_multiplier(tmp_path: Path) -> None:
+    budget = 2e-4  # USD per query; the demo models cost ~3e-5 to ~1e-3
+    done = _train("--out", str(tmp_path / "budget"), *PPO_SMALL, "--set", f"reward.budget.budget={budget}")
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "budget" / "report.json").read_text())
+    weight = report["policy"]["cost_weight"]
+    assert weight != 30.0 and report["policy"]["steps"] == 40960  # λ̄ moved from its start; no early stop
+    assert abs(report["test"]["mean_cost"] - budget) <= 0.2 * budget  # a small demo test split: ±20 %
+    policy = load_policy(tmp_path / "budget" / "policy.pt")
+    assert policy.metadata["default_cost_weight"] == pytest.approx(weight)

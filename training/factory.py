@@ -25,7 +25,7 @@ def make_agent(kind: str, config: RunConfig, n_models: int, dimension: int) -> A
     if kind == "direct":
         return DirectMethodRouter(n_models, dimension, agents.direct, cost_weight=weight)
     if kind == "ppo":
-        return PPORouter(agents.ppo, n_models, dimension, cost_weight=weight)
+        return PPORouter(agents.ppo, n_models, dimension, cost_weight=weight, budget=config.reward.budget)
     if kind == "knn":
         return NearestNeighbourRouter(agents.peers, weight)
     if kind == "logistic":

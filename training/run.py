@@ -262,12 +262,12 @@ def _learn(
 
     Returns the agent, what its training did (``steps``, and ``best_step``: the step whose state
     is exported), and the cost weight it learned (the averaged budget multiplier λ̄ when the
-    reward has a budget and learning is online; None otherwise).
+    reward has a budget and learning is online or by PPO; None otherwise).
     """
     log = train_set.log
     if config.agent.kind == "ppo":
         ppo, training = _learn_ppo(config, train_set, validation_set, tensorboard, out)
-        return ppo, training, None
+        return ppo, training, None if ppo.budget is None else ppo.cost_weight
     agent = make_agent(config.agent.kind, config, log.n_models, train_set.features.shape[1])
     if not isinstance(agent, LinUCB):  # the supervised peers learn in one fit
         agent.fit(train_set.features, log.quality, log.cost)
@@ -355,7 +355,7 @@ def _learn_online(
         generator.bit_generator.state = latest.meta["env_generator"]
         env.np_random = generator
         if latest.meta.get("multiplier") is not None and env.task.multiplier is not None:
-            vars(env.task.multiplier).update(latest.meta["multiplier"])
+            env.task.multiplier.load_state_dict(latest.meta["multiplier"])
         start, seed_or_none = latest.step, None
 
     def validation_reward() -> float:
@@ -374,9 +374,7 @@ def _learn_online(
                 "step": step,
                 "score": validation_reward() if validation_set.log.n_queries else step,
                 "env_generator": env.np_random.bit_generator.state,
-                "multiplier": None
-                if multiplier is None
-                else {key: getattr(multiplier, key) for key in ("value", "average", "steps", "updates")},
+                "multiplier": None if multiplier is None else multiplier.state_dict(),
             }
             checkpoints.save(Checkpoint({k: v.copy() for k, v in agent.state_dict().items()}, meta))
 
