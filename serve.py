@@ -7,6 +7,11 @@
 Tokens come from the environment: ``ROUTERL_API_TOKEN`` (every route but ``/healthz``) and
 ``ROUTERL_ADMIN_TOKEN`` (``/admin/reload``). ``SIGHUP`` reloads the policy file.
 
+``--workers N`` (N > 1) runs N server processes on the same port (:mod:`serving.workers`): each
+appends to its own decision log (``decisions.jsonl`` -> ``decisions-0.jsonl``, ...), ``/metrics``
+adds up every worker's counters (Prometheus multiprocess mode), and ``SIGHUP`` to this process or
+``POST /admin/reload`` on any worker reloads the policy in every worker.
+
 Once it accepts connections it prints one line on stdout, ``routerl serving on
 http://HOST:PORT`` (with the real port when ``--port 0`` picked a free one). A missing or
 invalid policy, a bad flag or an address that cannot be bound exits with status 2 and one
@@ -17,9 +22,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -31,6 +37,7 @@ from serving.settings import (
     DEFAULT_PORT,
     Settings,
 )
+from serving.workers import StartupError, Supervisor, WorkerContext, worker_log_path
 
 EXIT_USER_ERROR = 2
 
@@ -92,6 +99,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="text the proxy routes on (default: %(default)s)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes on the same port; each writes its own decision log, metrics add up (default: 1)",
+    )
+    parser.add_argument(
         "--access-log",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -100,15 +113,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """Bind a TCP socket to ``host:port`` (IPv4 or IPv6); exit 2 if that is impossible."""
+def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """Bind a TCP socket to ``host:port`` (IPv4 or IPv6); exit 2 if that is impossible.
+
+    ``reuse_port``: join the other workers on the same port (``SO_REUSEPORT``).
+    """
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         _fail(f"cannot resolve --host {host!r}: {exc.strerror}")
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT if reuse_port else socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
     except OSError as exc:
@@ -133,11 +149,12 @@ def _log_config() -> dict[str, Any]:
     return config
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the service until interrupted; return the exit status."""
-    args = parse_args(argv)
+def _settings(args: argparse.Namespace) -> Settings:
+    """The service settings from the command line and the environment; exit 2 if invalid."""
+    if args.workers < 1:
+        _fail(f"--workers must be >= 1, got {args.workers}")
     try:
-        settings = Settings(
+        return Settings(
             host=args.host,
             port=args.port,
             max_body_bytes=args.max_body_bytes,
@@ -154,38 +171,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         _fail(str(exc))
 
-    try:
-        import uvicorn
 
+def _build_app(args: argparse.Namespace, settings: Settings, shared_policy_file: Path | None = None) -> Any:
+    """The service's ASGI app; a start-up problem raises :class:`StartupProblem` with its message."""
+    try:
         from serving.app import create_app
     except ImportError as exc:
-        _fail(f"the service needs FastAPI and uvicorn ({exc}); pip install 'routerl[serve]'")
+        raise StartupProblem(f"the service needs FastAPI and uvicorn ({exc}); pip install 'routerl[serve]'") from None
 
     import torch
 
     from serving.policy import PolicyError
 
     torch.set_num_threads(1)  # one request = one small forward pass; threads only add latency
+    policy = args.policy
+    if shared_policy_file is not None and shared_policy_file.is_file():  # a restarted worker follows a reload
+        policy = shared_policy_file.read_text(encoding="utf-8")
     try:
-        app = create_app(args.policy, settings, handle_sighup=True)
+        return create_app(policy, settings, handle_sighup=True, shared_policy_file=shared_policy_file)
     except (PolicyError, ValueError) as exc:
-        _fail(str(exc))
+        raise StartupProblem(str(exc)) from None
     except OSError as exc:  # the decision log cannot be opened
-        _fail(f"cannot open --decision-log {args.decision_log}: {exc.strerror or exc}")
-    sock = _bind(settings.host, settings.port)
+        raise StartupProblem(f"cannot open --decision-log {settings.decision_log}: {exc.strerror or exc}") from None
+
+
+class StartupProblem(Exception):
+    """The service cannot start; the message is the one line for stderr (exit status 2)."""
+
+
+def _serve(app: Any, sock: socket.socket, access_log: bool, on_started: Callable[[], None]) -> bool:
+    """Serve ``app`` with uvicorn on the bound ``sock`` until interrupted; whether it started."""
+    import uvicorn
 
     class _Server(uvicorn.Server):
-        """uvicorn server that announces its bound address once it accepts connections."""
+        """uvicorn server that calls ``on_started`` once it accepts connections."""
 
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            """Start as usual, then print the address line on stdout."""
+            """Start as usual, then call ``on_started``."""
             await super().startup(sockets=sockets)
             if self.started:
-                print(f"routerl serving on {_url(sock)}", flush=True)
+                on_started()
 
-    config: Any = uvicorn.Config(
-        app, log_config=_log_config(), log_level="info", access_log=args.access_log, lifespan="on"
-    )
+    config: Any = uvicorn.Config(app, log_config=_log_config(), log_level="info", access_log=access_log, lifespan="on")
     server = _Server(config)
     try:
         server.run(sockets=[sock])
@@ -193,7 +220,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     finally:
         sock.close()
-    return 0 if server.started else 1
+    return bool(server.started)
+
+
+def _worker(args: argparse.Namespace, settings: Settings, worker: WorkerContext) -> None:
+    """One process of ``--workers N``: its own decision log, the shared port (``SO_REUSEPORT``)."""
+    if settings.decision_log is not None:
+        settings = dataclasses.replace(settings, decision_log=worker_log_path(settings.decision_log, worker.index))
+    try:
+        app = _build_app(args, settings, worker.policy_file)
+    except StartupProblem as exc:
+        worker.report(str(exc))
+        raise SystemExit(EXIT_USER_ERROR) from None
+    sock = _bind(settings.host, worker.port, reuse_port=True)
+    sock.listen(2048)
+    _serve(app, sock, args.access_log, lambda: worker.report(None))
+
+
+def _supervise(args: argparse.Namespace, settings: Settings) -> int:
+    """Run ``--workers`` processes on one port until interrupted (:mod:`serving.workers`)."""
+    reserved = _bind(settings.host, settings.port, reuse_port=True)  # holds the port; never listens
+    supervisor = Supervisor(_worker, (args, settings), args.workers, reserved.getsockname()[1])
+    try:
+        try:
+            supervisor.start()
+        except StartupError as exc:
+            _fail(str(exc))
+        print(f"routerl serving on {_url(reserved)}", flush=True)
+        supervisor.run()
+    finally:
+        supervisor.stop()
+        reserved.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the service until interrupted; return the exit status."""
+    args = parse_args(argv)
+    settings = _settings(args)
+    if args.workers > 1:
+        return _supervise(args, settings)
+    try:
+        app = _build_app(args, settings)
+    except StartupProblem as exc:
+        _fail(str(exc))
+    sock = _bind(settings.host, settings.port)
+    announce = _url(sock)
+    return 0 if _serve(app, sock, args.access_log, lambda: print(f"routerl serving on {announce}", flush=True)) else 1
 
 
 if __name__ == "__main__":

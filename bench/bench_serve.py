@@ -1,14 +1,18 @@
-"""Load-test ``POST /route`` of the real server on loopback: throughput and p50/p99 latency.
+"""Load-test ``POST /route`` of the real server on loopback: throughput and p50/p90/p99 latency.
 
 Why: the service should take >= 1,000 routing requests/s at p99 <= 20 ms with one server
-process. This script starts ``serve.py`` (access log off) and drives it from separate client
-processes (``--clients``, each an ``httpx`` async loop with ``--concurrency`` requests in
-flight) with distinct ~30-word queries for ``--seconds`` after a short warm-up. It also times
-the policy's scoring alone in this process, to show how much of a request is scoring and how
-much is the HTTP stack, and the server's CPU time per request (independent of other load on a
-shared machine: one free core could serve about 1e6 / that many requests per second).
+process. This script starts ``serve.py`` (access log off, ``--workers`` processes) and drives it
+from separate client processes (``--clients``) for ``--seconds`` after a short warm-up. The
+client is deliberately lean, so that on a small machine it leaves the CPU to the server: raw
+asyncio streams (uvloop when installed), ``--connections`` keep-alive HTTP/1.1 connections per
+process, each with one request in flight, and every request prebuilt as bytes with a distinct
+~30-word query. It reports the server's CPU time per request (from ``/proc/<pid>/stat``, the
+server and its worker processes; independent of other load on a shared machine: one free core
+serves about 1e6 / that many requests per second), the clients' own CPU time per request, and
+the policy's scoring alone in this process, to show how much of a request is scoring.
 
-    python bench/bench_serve.py --policy runs/default/policy.pt --seconds 60
+    python bench/bench_serve.py --seconds 60
+    python bench/bench_serve.py --seconds 60 --workers 2
 """
 
 from __future__ import annotations
@@ -28,8 +32,7 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = [
@@ -111,56 +114,93 @@ WORDS = [
 
 
 def queries(seed: int, count: int, words: int = 30) -> list[str]:
-    """``count`` distinct queries of about ``words`` words."""
+    """``count`` distinct queries of about ``words`` words (the first word is the query's number)."""
     rng = random.Random(seed)
     return [f"{i} " + " ".join(rng.choice(WORDS) for _ in range(words - 1)) for i in range(count)]
 
 
-async def _drive(
-    url: str, target: str, texts: list[str], concurrency: int, warmup: float, seconds: float
-) -> dict[str, Any]:
-    """Keep ``concurrency`` requests in flight; latencies (ms) of those after the warm-up."""
+def _request(host: str, target: str, text: str) -> bytes:
+    """One complete HTTP/1.1 keep-alive request for ``target`` (``route``: ``POST /route``)."""
+    if target == "healthz":
+        return f"GET /healthz HTTP/1.1\r\nhost: {host}\r\n\r\n".encode()
+    body = json.dumps({"query": text}).encode()
+    head = f"POST /route HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+    head += "\r\n"
+    return head.encode() + body
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    """Read one whole response (it must carry ``content-length``); return its status code."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    match = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+    if match is None:
+        raise RuntimeError(f"response without content-length: {head[:200]!r}")
+    await reader.readexactly(int(match.group(1)))
+    return status
+
+
+async def _drive(url: str, requests: list[bytes], connections: int, warmup: float, seconds: float) -> dict[str, Any]:
+    """Keep ``connections`` connections busy; latencies (ms) of the requests sent after the warm-up."""
+    parts = urlsplit(url)
     latencies: list[float] = []
     errors = sent_total = 0
     start = time.perf_counter()
     measure_from, stop_at = start + warmup, start + warmup + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
 
-        async def worker(offset: int) -> None:
-            nonlocal errors, sent_total
-            i = offset
-            while True:
-                sent = time.perf_counter()
-                if sent >= stop_at:
-                    return
-                if target == "healthz":
-                    response = await client.get("/healthz")
-                else:
-                    response = await client.post("/route", json={"query": texts[i % len(texts)]})
-                done = time.perf_counter()
-                i += concurrency
-                sent_total += 1
-                if sent >= measure_from:
-                    latencies.append((done - sent) * 1000)
-                    errors += response.status_code != 200
+    async def connection(offset: int) -> None:
+        nonlocal errors, sent_total
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        i = offset
+        while True:
+            sent = time.perf_counter()
+            if sent >= stop_at:
+                break
+            writer.write(requests[i % len(requests)])
+            status = await _read_response(reader)
+            done = time.perf_counter()
+            i += connections
+            sent_total += 1
+            if sent >= measure_from:
+                latencies.append((done - sent) * 1000)
+                errors += status != 200
+        writer.close()
+        await writer.wait_closed()
 
-        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    await asyncio.gather(*(connection(k) for k in range(connections)))
     return {"latencies_ms": latencies, "errors": errors, "sent": sent_total}
 
 
 def _client(args: tuple[str, str, int, int, float, float]) -> dict[str, Any]:
-    """One client process: its own queries (distinct across processes) and event loop."""
-    url, target, index, concurrency, warmup, seconds = args
-    texts = queries(seed=index, count=20_000)
-    texts = [f"c{index} {text}" for text in texts]
-    return asyncio.run(_drive(url, target, texts, concurrency, warmup, seconds))
+    """One client process: its own distinct queries, prebuilt requests and event loop."""
+    url, target, index, connections, warmup, seconds = args
+    host = urlsplit(url).netloc
+    requests = [_request(host, target, f"c{index} {text}") for text in queries(seed=index, count=20_000)]
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    cpu_before = time.process_time()
+    result = asyncio.run(_drive(url, requests, connections, warmup, seconds))
+    result["cpu_s"] = time.process_time() - cpu_before
+    return result
 
 
-def _start_server(policy: Path) -> tuple[subprocess.Popen[str], str]:
+def _start_server(policy: Path, workers: int) -> tuple[subprocess.Popen[str], str]:
     """Start ``serve.py --port 0`` without access log; return it and its URL."""
     process = subprocess.Popen(
-        [sys.executable, "serve.py", "--policy", str(policy), "--port", "0", "--no-access-log"],
+        [
+            sys.executable,
+            "serve.py",
+            "--policy",
+            str(policy),
+            "--port",
+            "0",
+            "--no-access-log",
+            *(["--workers", str(workers)] if workers > 1 else []),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -174,10 +214,13 @@ def _start_server(policy: Path) -> tuple[subprocess.Popen[str], str]:
     raise SystemExit(f"serve.py exited with {process.wait()} before announcing its address")
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used so far (Linux ``/proc``)."""
+def _tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by ``pid`` and its live child processes (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        total += _tree_cpu_seconds(int(child))
+    return total
 
 
 def _scoring_only(policy: Path, count: int = 2000) -> dict[str, float]:
@@ -216,8 +259,9 @@ def main() -> None:
     parser.add_argument("--policy", type=Path, default=ROOT / "runs" / "default" / "policy.pt")
     parser.add_argument("--seconds", type=float, default=60.0, help="measured duration (default: 60)")
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured warm-up seconds")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (serve.py --workers)")
     parser.add_argument("--clients", type=int, default=1, help="client processes (default: 1)")
-    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight per client")
+    parser.add_argument("--connections", type=int, default=8, help="keep-alive connections per client (default: 8)")
     parser.add_argument(
         "--target",
         choices=("route", "healthz"),
@@ -228,41 +272,42 @@ def main() -> None:
     if not args.policy.is_file():
         raise SystemExit(f"{args.policy} not found; run `python train.py` first or pass --policy")
 
+    load_before = os.getloadavg()
     scoring = _scoring_only(args.policy)
-    server, url = _start_server(args.policy)
+    server, url = _start_server(args.policy, args.workers)
     try:
-        cpu_before = _cpu_seconds(server.pid)
-        jobs = [(url, args.target, i, args.concurrency, args.warmup, args.seconds) for i in range(args.clients)]
+        cpu_before = _tree_cpu_seconds(server.pid)
+        jobs = [(url, args.target, i, args.connections, args.warmup, args.seconds) for i in range(args.clients)]
         with multiprocessing.get_context("spawn").Pool(args.clients) as pool:
             results = pool.map(_client, jobs)
-        server_cpu = _cpu_seconds(server.pid) - cpu_before
+        server_cpu = _tree_cpu_seconds(server.pid) - cpu_before
     finally:
         server.terminate()
         server.wait(timeout=30)
     latencies = sorted(x for r in results for x in r["latencies_ms"])
     quantiles = statistics.quantiles(latencies, n=100)
+    sent = sum(r["sent"] for r in results)
     print(
         json.dumps(
             {
-                "machine": {
-                    "nproc": os.cpu_count(),
-                    "cpu": _cpu_model(),
-                    "python": platform.python_version(),
-                },
-                "date": time.strftime("%Y-%m-%d"),
+                "machine": {"nproc": os.cpu_count(), "cpu": _cpu_model(), "python": platform.python_version()},
+                "date": time.strftime("%Y-%m-%d %H:%M"),
+                "load_average_before": [round(x, 2) for x in load_before],
                 "command": " ".join([Path(sys.executable).name, *sys.argv]),
                 "target": args.target,
                 "seconds": args.seconds,
+                "workers": args.workers,
                 "clients": args.clients,
-                "concurrency": args.concurrency,
+                "connections": args.connections,
                 "requests": len(latencies),
                 "errors": sum(r["errors"] for r in results),
                 "throughput_rps": round(len(latencies) / args.seconds, 1),
                 "p50_ms": round(quantiles[49], 2),
                 "p90_ms": round(quantiles[89], 2),
                 "p99_ms": round(quantiles[98], 2),
-                # CPU the server spent per request (warm-up included): what one free core could do
-                "server_cpu_us_per_request": round(server_cpu / sum(r["sent"] for r in results) * 1e6, 1),
+                # CPU per request (warm-up included): the server's is what one free core could do
+                "server_cpu_us_per_request": round(server_cpu / sent * 1e6, 1),
+                "client_cpu_us_per_request": round(sum(r["cpu_s"] for r in results) / sent * 1e6, 1),
                 "scoring_only": {k: round(v, 1) for k, v in scoring.items()},
             },
             indent=2,

@@ -16,8 +16,12 @@ Decisions worth knowing:
 - ``allowed_models`` restricts the choice to those models (duplicates are harmless); ``/route``
   still reports the scores of every model. Ties go to the lower model index.
 - Scoring runs inline on the event loop: one query takes a fraction of a millisecond, less than
-  a hop to a worker thread. The policy is read once per request from the :class:`PolicySlot`,
-  so a reload swaps it atomically without touching requests in flight.
+  a hop to a worker thread. The single queries of concurrent ``/route`` and proxy requests are
+  scored in one call (:mod:`serving.batching`). The policy is read once per request from the
+  :class:`PolicySlot`, so a reload swaps it atomically without touching requests in flight.
+- Valid ``/route`` and ``/route/batch`` requests are answered by :class:`LeanRoutes` without
+  FastAPI's request handling (same models, same :class:`Router`); every other request, and
+  every invalid one, goes through FastAPI.
 - When scoring raises, the request is routed to ``--fallback-model`` (or, if that model is not
   allowed, the first allowed one), with propensity 1, empty ``scores``, and a ``scoring``
   fallback counted; without ``--fallback-model`` it is a 500.
@@ -29,25 +33,33 @@ import asyncio
 import email.message
 import logging
 import math
+import os
 import random
 import signal
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.auth import AuthMiddleware
 from serving.backends import load_backends
+from serving.batching import ScoreBatcher
 from serving.decisions import DecisionLog, choose, ranking
-from serving.errors import ApiError, SafeJSONResponse, error_response, install_error_handlers
+from serving.errors import (
+    ApiError,
+    SafeJSONResponse,
+    error_response,
+    install_error_handlers,
+    internal_error_response,
+)
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.policy import LoadedPolicy, PolicyError, PolicySlot, check_serving_policy, load_policy
 from serving.proxy import ChatProxy, ChatRequest, Usage, cost_weight_of, routing_text
@@ -251,18 +263,83 @@ class BodyLimitMiddleware:
             response = error_response(413, f"request body exceeds the limit of {self.max_body_bytes} bytes")
             await response(scope, receive, send)
             return
-        buffered = b"".join(chunks)
-        replayed = False
+        await self.app(scope, replaying(b"".join(chunks), receive), send)
 
-        async def replay() -> Message:
-            """Hand the buffered body to the app once, then defer to the server."""
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": buffered, "more_body": False}
-            return await receive()
 
-        await self.app(scope, replay, send)
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the already read ``body`` to the app once, then defers to the server."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+#: ``Content-Type`` values that :class:`LeanRoutes` accepts as JSON without parsing the header.
+_PLAIN_JSON = frozenset({b"application/json", b"application/json; charset=utf-8", b"application/json;charset=utf-8"})
+
+
+def _declares_plain_json(scope: Scope) -> bool:
+    """True when the request's ``Content-Type`` is exactly ``application/json`` (the common case)."""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return value.lower() in _PLAIN_JSON
+    return False
+
+
+class LeanRoutes:
+    """ASGI middleware: answer valid ``POST /route`` and ``/route/batch`` without FastAPI.
+
+    Why: FastAPI's dependency solving, body parsing and response handling cost more CPU than
+    the routing decision itself. This path validates the body with the same pydantic models in
+    one step (``model_validate_json``) and calls the same :class:`Router` methods as the FastAPI
+    routes, so the decisions, the decision log and the metrics are the same. Every request it
+    does not fully accept (another content type, a body that fails validation) is handed, body
+    intact, to the FastAPI app, which gives the usual errors: the error answers exist once.
+    It sits inside the body-limit, auth and metrics middlewares, which still see every request.
+    """
+
+    def __init__(self, app: ASGIApp, router: Router) -> None:
+        """Serve ``router``'s routes in front of ``app`` (the FastAPI app)."""
+        self.app = app
+        self.routes: dict[str, tuple[type[RoutingOptions], Callable[[Any], Awaitable[dict[str, Any]]]]] = {
+            "/route": (RouteRequest, router.route),
+            "/route/batch": (BatchRequest, router.route_batch),
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer a valid routing request here; hand anything else to the app."""
+        route = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if route is None or not _declares_plain_json(scope):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        model, handler = route
+        try:
+            request = model.model_validate_json(body)
+        except ValidationError:
+            await self.app(scope, replaying(body, receive), send)
+            return
+        try:
+            response = SafeJSONResponse(await handler(request))
+        except ApiError as exc:
+            response = exc.response()
+        except Exception as exc:
+            response = internal_error_response(scope["method"], scope["path"], exc)
+        await response(scope, receive, send)
 
 
 @dataclass(frozen=True)
@@ -285,6 +362,7 @@ class Router:
         self.metrics = metrics
         self.log = log
         self.rng = random.Random()
+        self.batcher = ScoreBatcher()
 
     def check_length(self, queries: list[str]) -> None:
         """Answer 413 when a query is over ``--max-query-chars``."""
@@ -310,12 +388,32 @@ class Router:
         return sorted({index_of[name] for name in names})
 
     def score(self, policy: LoadedPolicy, queries: list[str], cost_weight: float) -> list[list[float]] | None:
-        """Scores per query; None when scoring failed and ``--fallback-model`` answers instead.
+        """Scores per query, in one call; None when scoring failed and ``--fallback-model`` answers."""
+        try:
+            rows: list[list[float]] | Exception = policy.scores(queries, cost_weight).tolist()
+        except Exception as exc:
+            rows = exc
+        return self.checked(policy, len(queries), cost_weight, rows)
 
-        Non-finite scores at a weight above the default are the client's doing (422).
+    async def score_one(self, policy: LoadedPolicy, query: str, cost_weight: float) -> list[list[float]] | None:
+        """Like :meth:`score` for one query, batched with concurrent requests (:mod:`serving.batching`)."""
+        try:
+            rows: list[list[float]] | Exception = [await self.batcher.scores(policy, query, cost_weight)]
+        except Exception as exc:
+            rows = exc
+        return self.checked(policy, 1, cost_weight, rows)
+
+    def checked(
+        self, policy: LoadedPolicy, count: int, cost_weight: float, rows: list[list[float]] | Exception
+    ) -> list[list[float]] | None:
+        """``rows`` if scoring of ``count`` queries worked; None if it failed and the fallback answers.
+
+        Non-finite scores at a weight above the default are the client's doing (422); a failure
+        without ``--fallback-model`` is re-raised (500).
         """
         try:
-            rows: list[list[float]] = policy.scores(queries, cost_weight).tolist()
+            if isinstance(rows, Exception):
+                raise rows
             if all(math.isfinite(value) for row in rows for value in row):
                 return rows
             if cost_weight > policy.default_cost_weight:
@@ -331,16 +429,16 @@ class Router:
             if self.settings.fallback_model is None:
                 raise
             logger.exception("scoring failed; routing to --fallback-model")
-            self.metrics.fallbacks.labels("scoring").inc(len(queries))
+            self.metrics.fallbacks.labels("scoring").inc(count)
             return None
 
     def decide(
-        self, policy: LoadedPolicy, queries: list[str], cost_weight: float, allowed: list[int]
+        self, policy: LoadedPolicy, rows: list[list[float]] | None, count: int, allowed: list[int]
     ) -> list[Decision]:
-        """Choose a model per query (ε-greedy with ``--explore-epsilon``) and count it."""
-        rows = self.score(policy, queries, cost_weight)
+        """Choose a model for each of ``count`` queries from their ``rows`` of scores (None: the
+        fallback model), ε-greedy with ``--explore-epsilon``, and count it."""
         decisions = []
-        for i in range(len(queries)):
+        for i in range(count):
             if rows is None:
                 fallback = policy.models.index(self.settings.fallback_model or "")
                 index = fallback if fallback in allowed else allowed[0]
@@ -380,13 +478,57 @@ class Router:
             **extra,
         )
 
+    async def route(self, body: RouteRequest) -> dict[str, Any]:
+        """Answer ``POST /route``: score one query, choose, log; the response body."""
+        current = self.slot.current
+        self.check_length([body.query])
+        cost_weight = current.default_cost_weight if body.cost_weight is None else body.cost_weight
+        allowed = self.allowed(current, body.allowed_models)
+        (decision,) = self.decide(current, await self.score_one(current, body.query, cost_weight), 1, allowed)
+        self.record(current, body.query, decision, cost_weight)
+        return {
+            "query_id": decision.query_id,
+            "model": current.models[decision.index],
+            "scores": dict(zip(current.models, decision.scores or [], strict=False)),
+            "score_kind": current.score_kind,
+            "policy": current.info,
+        }
+
+    async def route_batch(self, body: BatchRequest) -> dict[str, Any]:
+        """Answer ``POST /route/batch``: route every query with one forward pass; the response body."""
+        current = self.slot.current
+        if len(body.queries) > self.settings.max_batch:
+            raise ApiError(
+                413,
+                f"batch has {len(body.queries)} queries; the limit is {self.settings.max_batch}",
+                "batch_too_large",
+            )
+        self.check_length(body.queries)
+        cost_weight = current.default_cost_weight if body.cost_weight is None else body.cost_weight
+        allowed = self.allowed(current, body.allowed_models)
+        decisions = self.decide(current, self.score(current, body.queries, cost_weight), len(body.queries), allowed)
+        for query, decision in zip(body.queries, decisions, strict=True):
+            self.record(current, query, decision, cost_weight)
+        return {
+            "query_ids": [d.query_id for d in decisions],
+            "models": [current.models[d.index] for d in decisions],
+            "policy": current.info,
+        }
+
 
 def create_app(
-    policy: str | Path | LoadedPolicy, settings: Settings | None = None, handle_sighup: bool = False
+    policy: str | Path | LoadedPolicy,
+    settings: Settings | None = None,
+    handle_sighup: bool = False,
+    shared_policy_file: Path | None = None,
 ) -> FastAPI:
     """Build the router service for ``policy`` (a path, or an already loaded policy).
 
     ``handle_sighup`` makes ``SIGHUP`` reload the policy file (main thread of ``serve.py`` only).
+    ``shared_policy_file`` (a worker of ``serve.py --workers``, :mod:`serving.workers`): a
+    successful ``POST /admin/reload`` writes the new policy's path there and sends ``SIGHUP`` to
+    the supervisor, which forwards it to every worker; ``SIGHUP`` reloads from the path written
+    there, when there is one.
 
     Raises:
         PolicyError: the policy is missing, invalid, or lacks a model the settings name.
@@ -407,7 +549,7 @@ def create_app(
         """Reload on SIGHUP while serving; close the proxy's connections and the log after."""
         if handle_sighup:
             asyncio.get_running_loop().add_signal_handler(
-                signal.SIGHUP, lambda: asyncio.ensure_future(_reload_on_signal(slot))
+                signal.SIGHUP, lambda: asyncio.ensure_future(_reload_on_signal(slot, shared_policy_file))
             )
         yield
         if proxy is not None:
@@ -441,46 +583,13 @@ def create_app(
 
     @app.post("/route", response_model=RouteResponse, dependencies=[Depends(require_json)])
     async def route(body: RouteRequest) -> SafeJSONResponse:
-        """Score one query with the policy and return the chosen model."""
-        current = slot.current
-        router.check_length([body.query])
-        cost_weight = current.default_cost_weight if body.cost_weight is None else body.cost_weight
-        allowed = router.allowed(current, body.allowed_models)
-        (decision,) = router.decide(current, [body.query], cost_weight, allowed)
-        router.record(current, body.query, decision, cost_weight)
-        return SafeJSONResponse(
-            {
-                "query_id": decision.query_id,
-                "model": current.models[decision.index],
-                "scores": dict(zip(current.models, decision.scores or [], strict=False)),
-                "score_kind": current.score_kind,
-                "policy": current.info,
-            }
-        )
+        """Score one query with the policy and return the chosen model (see :class:`LeanRoutes`)."""
+        return SafeJSONResponse(await router.route(body))
 
     @app.post("/route/batch", response_model=BatchResponse, dependencies=[Depends(require_json)])
     async def route_batch(body: BatchRequest) -> SafeJSONResponse:
-        """Route many queries with one forward pass."""
-        current = slot.current
-        if len(body.queries) > settings.max_batch:
-            raise ApiError(
-                413,
-                f"batch has {len(body.queries)} queries; the limit is {settings.max_batch}",
-                "batch_too_large",
-            )
-        router.check_length(body.queries)
-        cost_weight = current.default_cost_weight if body.cost_weight is None else body.cost_weight
-        allowed = router.allowed(current, body.allowed_models)
-        decisions = router.decide(current, body.queries, cost_weight, allowed)
-        for query, decision in zip(body.queries, decisions, strict=True):
-            router.record(current, query, decision, cost_weight)
-        return SafeJSONResponse(
-            {
-                "query_ids": [d.query_id for d in decisions],
-                "models": [current.models[d.index] for d in decisions],
-                "policy": current.info,
-            }
-        )
+        """Route many queries with one forward pass (see :class:`LeanRoutes`)."""
+        return SafeJSONResponse(await router.route_batch(body))
 
     @app.post("/feedback", dependencies=[Depends(require_json)])
     async def feedback(body: FeedbackRequest) -> SafeJSONResponse:
@@ -499,6 +608,9 @@ def create_app(
         except PolicyError as exc:
             raise ApiError(422, f"policy refused, the old one keeps serving: {exc}", "invalid_policy") from None
         logger.info("reloaded policy %s (version %s)", loaded.path, loaded.version)
+        if shared_policy_file is not None:  # tell the other workers, through the supervisor
+            shared_policy_file.write_text(str(loaded.path), encoding="utf-8")
+            os.kill(os.getppid(), signal.SIGHUP)
         return SafeJSONResponse({"status": "reloaded", "policy": loaded.info, "previous": previous.info})
 
     if proxy is not None:
@@ -511,7 +623,7 @@ def create_app(
             text = routing_text(body, settings.route_on)
             router.check_length([text])
             allowed = router.allowed(current, [name for name in current.models if name in backends])
-            (decision,) = router.decide(current, [text], cost_weight, allowed)
+            (decision,) = router.decide(current, await router.score_one(current, text, cost_weight), 1, allowed)
             others = ranking(decision.scores, allowed) if decision.scores else allowed
             order = [current.models[decision.index]]
             order += [current.models[i] for i in others if i != decision.index]
@@ -522,16 +634,20 @@ def create_app(
             return await proxy.forward(order, body, {"x-routerl-query-id": decision.query_id}, on_served)
 
     routes = {route.path for route in app.routes if hasattr(route, "path")}
+    app.add_middleware(LeanRoutes, router=router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(AuthMiddleware, api_token=settings.api_token, admin_token=settings.admin_token)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
     return app
 
 
-async def _reload_on_signal(slot: PolicySlot) -> None:
-    """Reload the current policy file after ``SIGHUP``; log the outcome either way."""
+async def _reload_on_signal(slot: PolicySlot, shared_policy_file: Path | None) -> None:
+    """Reload after ``SIGHUP`` (the path in ``shared_policy_file`` if any, else the current file); log the outcome."""
+    path = None
+    if shared_policy_file is not None and shared_policy_file.is_file():
+        path = shared_policy_file.read_text(encoding="utf-8")
     try:
-        loaded = await slot.reload()
+        loaded = await slot.reload(path)
     except PolicyError as exc:
         logger.error("SIGHUP reload refused, the old policy keeps serving: %s", exc)
         return

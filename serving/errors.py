@@ -85,6 +85,10 @@ class ApiError(Exception):
         self.error_type = error_type or TYPE_BY_STATUS.get(status_code, "http_error")
         self.headers = dict(headers or {})
 
+    def response(self) -> SafeJSONResponse:
+        """The error's answer: its status, the standard body and its headers."""
+        return error_response(self.status_code, self.message, self.error_type, self.headers)
+
 
 def error_body(error_type: str, message: str) -> dict[str, dict[str, str]]:
     """The standard error body ``{"error": {"type": ..., "message": ...}}``."""
@@ -138,7 +142,7 @@ def validation_error_response(errors: Sequence[Mapping[str, Any]]) -> SafeJSONRe
 async def _api_error_handler(request: Request, exc: Exception) -> SafeJSONResponse:
     """Answer an :class:`ApiError` with its status and the standard body."""
     assert isinstance(exc, ApiError)
-    return error_response(exc.status_code, exc.message, exc.error_type, exc.headers)
+    return exc.response()
 
 
 async def _http_exception_handler(request: Request, exc: Exception) -> SafeJSONResponse:
@@ -161,10 +165,15 @@ async def _validation_error_handler(request: Request, exc: Exception) -> SafeJSO
     return validation_error_response(list(exc.errors()))
 
 
-async def _unexpected_error_handler(request: Request, exc: Exception) -> SafeJSONResponse:
+def internal_error_response(method: str, path: str, exc: BaseException) -> SafeJSONResponse:
     """Answer a bug with 500 and the standard body; the traceback goes to the log."""
-    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    logger.error("unhandled error on %s %s", method, path, exc_info=exc)
     return error_response(500, "internal server error")
+
+
+async def _unexpected_error_handler(request: Request, exc: Exception) -> SafeJSONResponse:
+    """Answer a bug with 500 and the standard body (:func:`internal_error_response`)."""
+    return internal_error_response(request.method, request.url.path, exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:

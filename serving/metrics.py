@@ -13,12 +13,15 @@ Each app has its own registry, so that several apps in one process never share c
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+#: Set by ``serve.py --workers``: where every worker process writes its metric values.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Latency buckets in seconds: the interesting range of a router is 0.5 ms to a few seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
@@ -56,7 +59,15 @@ class Metrics:
         )
 
     def render(self) -> tuple[bytes, str]:
-        """The Prometheus text exposition and its content type."""
+        """The Prometheus text exposition and its content type.
+
+        In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set, as ``serve.py --workers`` does)
+        every process's values are written to files in that folder; the exposition adds them up.
+        """
+        if os.environ.get(MULTIPROC_ENV):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 

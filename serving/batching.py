@@ -1,0 +1,70 @@
+"""Micro-batching: the single queries of concurrent ``/route`` requests share one policy call.
+
+Why: a TorchScript ``scores`` call has a fixed cost of about 0.1 ms on top of a few tens of µs
+per query (BENCHMARKS.md), so under load scoring eight requests in one call costs about a third
+of scoring them one by one. Nothing waits for a batch to fill: the first request of an event
+loop iteration schedules one flush with ``call_soon``, which runs after every request that was
+already ready to run in that iteration has joined. An idle server therefore scores each request
+at once, and a busy one scores whatever arrived together.
+
+A batch whose call raises is scored again query by query, so that a query that makes the policy
+fail affects only its own request, exactly as without batching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from policies.artifact import LoadedPolicy
+
+#: Most queries in one batched call; more waiting queries go into further calls of the same flush.
+MAX_BATCH = 64
+
+
+class ScoreBatcher:
+    """Collects single-query scoring requests and answers them with batched ``scores`` calls."""
+
+    def __init__(self, max_batch: int = MAX_BATCH) -> None:
+        """Score at most ``max_batch`` queries per call."""
+        self.max_batch = max_batch
+        self._pending: dict[tuple[int, float], tuple[LoadedPolicy, list[tuple[str, asyncio.Future[list[float]]]]]] = {}
+        self._scheduled = False
+
+    async def scores(self, policy: LoadedPolicy, query: str, cost_weight: float) -> list[float]:
+        """``policy``'s scores of ``query`` at ``cost_weight``, computed together with concurrent queries.
+
+        Raises:
+            Exception: whatever ``policy.scores([query], cost_weight)`` raises.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[float]] = loop.create_future()
+        key = (id(policy), cost_weight)  # one call per policy and weight: a reload starts a new group
+        self._pending.setdefault(key, (policy, []))[1].append((query, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        """Score every waiting query, one call per (policy, weight) group and ``max_batch`` slice."""
+        self._scheduled = False
+        pending, self._pending = self._pending, {}
+        for (_, cost_weight), (policy, items) in pending.items():
+            for start in range(0, len(items), self.max_batch):
+                self._score(policy, cost_weight, items[start : start + self.max_batch])
+
+    @staticmethod
+    def _score(policy: LoadedPolicy, cost_weight: float, items: list[tuple[str, asyncio.Future[list[float]]]]) -> None:
+        """Answer ``items`` with one call; after a failure, with one call each."""
+        try:
+            rows: list[list[float]] = policy.scores([query for query, _ in items], cost_weight).tolist()
+        except Exception as exc:
+            if len(items) > 1:
+                for item in items:
+                    ScoreBatcher._score(policy, cost_weight, [item])
+            elif not items[0][1].done():
+                items[0][1].set_exception(exc)
+            return
+        for (_, future), row in zip(items, rows, strict=True):
+            if not future.done():  # a request cancelled while waiting (client gone)
+                future.set_result(row)
