@@ -76,7 +76,6 @@ an uninterrupted one).
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import os
@@ -137,6 +136,7 @@ class PPOConfig:
         default_factory=lambda: PreferenceConfig(low=1.0, high=100_000.0, zero_share=0.1))  # w per episode
     seed: int = 0  # seeds the network, the sampling of actions and the environment
     threads: int = 1  # torch CPU threads while fitting (such small networks run fastest on one)
+    device: str = "cpu"  # torch device of the networks while fitting ("cpu", "cuda", "cuda:1", ...); export is CPU
 
     def __post_init__(self) -> None:
         for name in ("total_steps", "n_envs", "n_steps", "batch_size", "n_epochs", "eval_every",
@@ -401,7 +401,7 @@ class PPORouter:
         return PPO("MlpPolicy", env, learning_rate=config.learning_rate, n_steps=config.n_steps,
                    batch_size=config.batch_size, n_epochs=config.n_epochs, clip_range=config.clip_range,
                    ent_coef=config.ent_coef, vf_coef=config.vf_coef, max_grad_norm=config.max_grad_norm,
-                   policy_kwargs=policy_kwargs, seed=config.seed, device="cpu", verbose=0)
+                   policy_kwargs=policy_kwargs, seed=config.seed, device=config.device, verbose=0)
 
     def fit(self, features: np.ndarray, quality: np.ndarray, cost: np.ndarray,
             val_features: np.ndarray | None = None, val_quality: np.ndarray | None = None,
@@ -463,7 +463,7 @@ class PPORouter:
 
         def evaluate() -> float:
             assert self.model is not None
-            linear_map, head = self._export_state(self.model.policy.state_dict())
+            linear_map, head = self._export_state(self._policy_state())
             actions = np.stack([self._argmax(features, linear_map, head, w) for w in weights])
             return float(score(weights, actions))
 
@@ -473,8 +473,22 @@ class PPORouter:
         """Keep the current parameters as the ones to export."""
         assert self.model is not None
         self.best_score, self.best_step = score, step
-        self._best_state = copy.deepcopy(self.model.policy.state_dict())
+        self._best_state = self._policy_state()
         self._exported = self._export_state(self._best_state)
+
+    def _policy_state(self) -> dict[str, torch.Tensor]:
+        """A CPU copy of the current actor-critic parameters (whatever device trains them)."""
+        assert self.model is not None
+        return {key: value.detach().to("cpu", copy=True) for key, value in self.model.policy.state_dict().items()}
+
+    def predict_current(self, features: np.ndarray, cost_weight: float) -> np.ndarray:
+        """Greedy model index per query of the parameters being trained (``predict`` uses the best kept).
+
+        For monitoring from a ``fit`` callback, e.g. time to reach a validation reward.
+        """
+        if self.model is None:
+            raise RuntimeError("PPORouter has no parameters yet: call fit() or load() first")
+        return self._argmax(features, *self._export_state(self._policy_state()), cost_weight)
 
     def _export_state(self, state: dict[str, torch.Tensor]) -> tuple[np.ndarray, MlpLogitHead]:
         """(linear map, head) of an actor's parameters: SB3's policy_net layers, then action_net."""
@@ -549,7 +563,7 @@ class PPORouter:
                         "budget": None if self.budget is None else asdict(self.budget),
                         "multiplier": None if self.multiplier is None else self.multiplier.state_dict()}
             best = io.BytesIO()
-            torch.save(self.model.policy.state_dict() if self._best_state is None else self._best_state, best)
+            torch.save(self._policy_state() if self._best_state is None else self._best_state, best)
             with zipfile.ZipFile(temporary, "a") as archive:
                 archive.writestr(PROGRESS_ENTRY, json.dumps(progress, allow_nan=True))
                 archive.writestr(BEST_ENTRY, best.getvalue())
@@ -572,7 +586,7 @@ class PPORouter:
             self.multiplier = CostMultiplier(self.budget)
             self.multiplier.load_state_dict(progress["multiplier"])
             self.cost_weight = self.multiplier.average
-        self.model = PPO.load(path, device="cpu")
+        self.model = PPO.load(path, device=self.config.device)
         self.steps_done, self.best_step = progress["steps_done"], progress["best_step"]
         self.best_score, self.stopped_early = progress["best_score"], progress["stopped_early"]
         self._mean = np.asarray(progress["observation_mean"], dtype=np.float64)

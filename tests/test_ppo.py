@@ -141,6 +141,8 @@ def test_checkpoint_round_trip_and_resume(world: World, tmp_path: Path) -> None:
     restored = PPORouter(config, train.n_models, x.shape[1]).load(tmp_path / "final.zip")
     np.testing.assert_array_equal(restored.scores(test_x, 500.0), interrupted.scores(test_x, 500.0))
     assert (restored.steps_done, restored.best_step) == (4096, 4096)
+    # no validation: the parameters kept are the last ones, so the current policy decides the same
+    np.testing.assert_array_equal(restored.predict_current(test_x, 500.0), restored.predict(test_x, 500.0))
 
     resumed = PPORouter(config, train.n_models, x.shape[1]).load(tmp_path / "mid.zip")
     assert resumed.steps_done == 1024
