@@ -75,6 +75,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quiet", action="store_true", help="no progress bars (for logs and CI)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="fit LinUCB on a Ray cluster from statistics summed over blocks (exact; needs pip install "
+        "'.[ray]'); ADDRESS joins a running cluster (e.g. auto, ray://head:10001), none starts a local one",
+    )
+    parser.add_argument(
         "--resume",
         type=Path,
         metavar="RUN_DIR",
@@ -113,7 +121,18 @@ def main(argv: list[str] | None = None) -> int:
             target = BudgetTarget("cost", args.target_cost)
         elif args.target_quality is not None:
             target = BudgetTarget("quality", args.target_quality)
-        result = train(config, out, strict=args.strict, quiet=args.quiet, target=target)
+        if args.ray is None:
+            result = train(config, out, strict=args.strict, quiet=args.quiet, target=target)
+        else:
+            if args.resume is not None:
+                raise DataError("--ray fits in one pass; there is nothing to --resume")
+            try:
+                from training.distributed import train_distributed
+            except ImportError:
+                raise DataError("--ray needs Ray: pip install '.[ray]'") from None
+            result = train_distributed(
+                config, out, address=args.ray or None, strict=args.strict, quiet=args.quiet, target=target
+            )
     except DataError as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 2
