@@ -446,7 +446,7 @@ class Router:
             else:
                 index, propensity = choose(rows[i], allowed, self.settings.explore_epsilon, self.rng)
                 decision = Decision(uuid.uuid4().hex, index, propensity, rows[i])
-            self.metrics.decisions.labels(policy.models[decision.index]).inc()
+            self.metrics.decided(policy.models[decision.index])
             decisions.append(decision)
         return decisions
 
@@ -565,6 +565,9 @@ def create_app(
         openapi_url=None,
         default_response_class=SafeJSONResponse,
         lifespan=lifespan,
+        # the service has its own metrics (/metrics); FastAPI's OpenTelemetry hooks would cost
+        # a provider lookup on every request
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.slot = slot
     app.state.metrics = metrics

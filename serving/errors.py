@@ -65,7 +65,11 @@ class SafeJSONResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         """Serialize ``content`` as compact, ASCII-only, strict JSON."""
-        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+        return _ENCODER.encode(content).encode("ascii")
+
+
+#: One encoder for every response (``json.dumps`` with options builds a new one per call).
+_ENCODER = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
 
 
 class ApiError(Exception):

@@ -57,6 +57,24 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self._request_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        self._decision_children: dict[str, Counter] = {}
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        """Count one request of ``route`` answered with ``status`` and time it."""
+        children = self._request_children.get((route, status))
+        if children is None:  # label lookups take a lock: done once per (route, status)
+            children = (self.requests.labels(route, str(status)), self.latency.labels(route))
+            self._request_children[(route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def decided(self, model: str) -> None:
+        """Count one routing decision for ``model``."""
+        child = self._decision_children.get(model)
+        if child is None:
+            child = self._decision_children[model] = self.decisions.labels(model)
+        child.inc()
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type.
@@ -98,5 +116,4 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, record_status)
         finally:
-            self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+            self.metrics.observe_request(route, status, time.perf_counter() - start)
