@@ -66,13 +66,71 @@ class ScriptedFeaturizer(torch.nn.Module):
                     lowered = lowered.replace(delimiter, " ")
         return lowered
 
-    def tokens(self, text: str) -> list[str]:
-        """Byte tokens of one text (see :mod:`data.tokenizer`)."""
-        tokens: list[str] = []
-        for token in self._clean(text.lower()).split(" "):
-            if token != "":
-                tokens.append(token)
-        return tokens
+    def _terms(self, texts: list[str]) -> tuple[list[int], list[int], list[int], list[int]]:
+        """The distinct known terms of every text, flattened: (columns, counts, start of each text's
+        run), and the token count of each text.
+
+        The only per-token work: one pass over ``split(" ")`` counting unigrams and bigrams in a
+        ``dict`` (no list of keys to sort and de-duplicate afterwards); everything after it is a
+        handful of tensor ops for the whole batch.
+        """
+        vocabulary = self.vocabulary
+        follows = self.bigrams
+        nothing: dict[str, int] = {}
+        columns: list[int] = []
+        counts: list[int] = []
+        starts: list[int] = []
+        lengths: list[int] = []
+        for text in texts:
+            seen: dict[int, int] = {}
+            n = 0
+            following = nothing  # bigrams that start with the previous token
+            for token in self._clean(text.lower()).split(" "):
+                if token != "":
+                    n += 1
+                    index = vocabulary.get(token, -1)
+                    if index >= 0:
+                        seen[index] = seen.get(index, 0) + 1
+                    index = following.get(token, -1)
+                    if index >= 0:
+                        seen[index] = seen.get(index, 0) + 1
+                    following = follows.get(token, nothing)
+            starts.append(len(columns))
+            columns.extend(seen.keys())
+            counts.extend(seen.values())
+            lengths.append(n)
+        return columns, counts, starts, lengths
+
+    def _tfidf(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[int], torch.Tensor]:
+        """(columns, L2-normalised tf-idf values, start of each text's run, (N, 3) extras)."""
+        columns, counts, starts, lengths = self._terms(texts)
+        col_of = torch.tensor(columns, dtype=torch.int64)
+        values = (torch.log(torch.tensor(counts, dtype=torch.float64)) + 1.0) * self.idf.index_select(0, col_of)
+        if len(texts) == 1:
+            values = values / torch.linalg.vector_norm(values)
+        elif len(texts) > 1:
+            row_of = self._rows(starts, len(columns))
+            squares = torch.zeros(len(texts), dtype=torch.float64).index_add_(0, row_of, values * values)
+            values = values / torch.sqrt(squares).index_select(0, row_of)
+        # from int64: TorchScript's torch.tensor(list[float]) rounds through float32
+        n_tokens = torch.tensor(lengths, dtype=torch.float64)
+        extras = torch.stack([n_tokens / self.length_scale, torch.log1p(n_tokens), torch.ones_like(n_tokens)], dim=1)
+        return col_of, values, starts, extras
+
+    def _rows(self, starts: list[int], total: int) -> torch.Tensor:
+        """The text (row) of each of ``total`` flattened entries, from the start of each text's run."""
+        sizes = torch.diff(torch.tensor(starts + [total], dtype=torch.int64))  # noqa: RUF005 (no [*a, b] in TorchScript)
+        return torch.repeat_interleave(torch.arange(len(starts), dtype=torch.int64), sizes)
+
+    @torch.jit.export
+    def bags(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The tf-idf as ``torch.embedding_bag`` takes it: (columns, offsets, values), and the (N, 3) extras.
+
+        Text i's entries are ``columns[offsets[i]:offsets[i + 1]]`` with weights ``values[...]``,
+        so that the policy's first linear map is one weighted bag sum over its rows.
+        """
+        col_of, values, starts, extras = self._tfidf(texts)
+        return col_of, torch.tensor(starts, dtype=torch.int64), values, extras
 
     def forward(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(rows, cols, values) of the (N, V) tf-idf matrix, and the (N, 3) dense extras.
@@ -80,49 +138,8 @@ class ScriptedFeaturizer(torch.nn.Module):
         Extras: [n / length_scale, ln(1 + n), 1] for a text of n tokens. Empty texts give no
         tf-idf entries.
         """
-        vocabulary = self.vocabulary
-        follows = self.bigrams
-        nothing: dict[str, int] = {}
-        width = max(self.n_terms, 1)
-        keys: list[int] = []  # row * width + column of every known term occurrence
-        lengths: list[float] = []
-        for row, text in enumerate(texts):
-            base = row * width
-            count = 0
-            following = nothing  # bigrams that start with the previous token
-            for token in self._clean(text.lower()).split(" "):
-                if token != "":
-                    count += 1
-                    index = vocabulary.get(token, -1)
-                    if index >= 0:
-                        keys.append(base + index)
-                    index = following.get(token, -1)
-                    if index >= 0:
-                        keys.append(base + index)
-                    following = follows.get(token, nothing)
-            lengths.append(float(count))
-        if len(keys) <= 2048:  # sorting a short list, then a linear pass, beats torch.unique's set-up
-            keys.sort()
-            sorted_keys = torch.tensor(keys, dtype=torch.int64)
-            unique, counts = torch.unique_consecutive(sorted_keys, return_counts=True)
-        else:
-            unique, counts = torch.unique(torch.tensor(keys, dtype=torch.int64), return_counts=True)
-        values = 1.0 + torch.log(counts.to(torch.float64))
-        if len(texts) == 1:
-            row_of = torch.zeros_like(unique)
-            col_of = unique
-            values = values * self.idf.index_select(0, col_of)
-            squares = torch.zeros(1, dtype=torch.float64).index_add_(0, row_of, values * values)
-            values = values / torch.sqrt(squares)
-        else:
-            row_of = torch.div(unique, width, rounding_mode="floor")
-            col_of = unique - row_of * width
-            values = values * self.idf.index_select(0, col_of)
-            squares = torch.zeros(len(texts), dtype=torch.float64).index_add_(0, row_of, values * values)
-            values = values / torch.sqrt(squares).index_select(0, row_of)
-        n_tokens = torch.tensor(lengths, dtype=torch.float64)
-        extras = torch.stack([n_tokens / self.length_scale, torch.log1p(n_tokens), torch.ones_like(n_tokens)], dim=1)
-        return row_of, col_of, values, extras
+        col_of, values, starts, extras = self._tfidf(texts)
+        return self._rows(starts, len(col_of)), col_of, values, extras
 
     @torch.jit.export
     def dense(self, texts: list[str]) -> torch.Tensor:

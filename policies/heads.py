@@ -23,7 +23,7 @@ class UtilityHead(torch.nn.Module):
 
     def forward(self, z: torch.Tensor, cost_weight: float) -> torch.Tensor:
         """Utility per arm at ``cost_weight``."""
-        return z[:, : self.n_models] - cost_weight * z[:, self.n_models :]
+        return torch.sub(z[:, : self.n_models], z[:, self.n_models :], alpha=cost_weight)
 
 
 class LogisticUtilityHead(torch.nn.Module):
