@@ -34,8 +34,9 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 from ray.data.context import ShuffleStrategy
+from ray.data.expressions import col
 
 from agents.linucb import LinUCBStatistics, linucb_from_statistics
 from data.decision_log import Pending, join_decisions
@@ -159,6 +161,13 @@ def train_distributed(
     dump_config(config, out / "config.yaml")
     where = connect(address, progress=not quiet)
     fit = fit_statistics(config, strict=strict, out=out, statistics_blocks=statistics_blocks, address=where)
+    return export_fit(config, out, fit, quiet=quiet, target=target)
+
+
+def export_fit(
+    config: RunConfig, out: Path, fit: DistributedFit, quiet: bool = False, target: BudgetTarget | None = None
+) -> RunResult:
+    """Solve the summed statistics, evaluate on the gathered splits, write the run directory (stage 5)."""
     agent = linucb_from_statistics(fit.statistics, config.agent.linucb, cost_weight=config.reward.cost_weight)
     featurizer = fit.inputs.featurizer
     assert featurizer is not None
@@ -222,12 +231,11 @@ def fit_statistics(
         lambda: (
             ray.data.from_items(items, override_num_blocks=len(items))
             .map_batches(
-                _read_block,
+                partial(_read_block, prices=prices, allow_pickle=config.data.allow_pickle),
                 batch_size=1,
                 batch_format="numpy",
                 num_cpus=1,
                 compute=ray.data.TaskPoolStrategy(size=workers),
-                fn_kwargs={"prices": prices, "allow_pickle": config.data.allow_pickle},
             )
             .materialize()
         )
@@ -239,14 +247,14 @@ def fit_statistics(
         raise DataError(f"{path}: no usable query (no valid row)")
     queries = _run(
         lambda: (
-            rows.filter(expr=f"reason == '{ACCEPTED}'")
+            rows.filter(expr=col("reason") == ACCEPTED)
             .groupby("query_id", num_partitions=partitions or len(files))
             .map_groups(_query_rules, batch_format="pyarrow", fn_kwargs={"models": models, "seed": config.seed})
             .materialize()
         )
     )
     stats = _finish_quarantine(files, rows, queries, models, strict, out)
-    complete = queries.filter(expr=f"reason == '{ACCEPTED}'")
+    complete = queries.filter(expr=col("reason") == ACCEPTED)
     fractions = config.data.fractions
     train_end, validation_end = fractions.train, fractions.train + fractions.validation
     n_queries = stats.rows_accepted // len(models)
@@ -254,7 +262,7 @@ def fit_statistics(
     pool = fractions.train * min(1.0, FIT_POOL * config.featurizer.fit_sample / max(n_train_estimate, 1))
     if featurizer is not None:
         pool = 0.0
-    gathered = _gathered(complete.filter(expr=f"split < {pool!r} or split >= {train_end!r}"))  # one pass
+    gathered = _gathered(complete.filter(expr=(col("split") < pool) | (col("split") >= train_end)))  # one pass
     positions = np.zeros(0) if gathered is None else gathered["split"].to_numpy()
     validation = _routing_log(gathered, (positions >= train_end) & (positions < validation_end), models)
     test = _routing_log(gathered, positions >= validation_end, models)
@@ -265,7 +273,7 @@ def fit_statistics(
     if featurizer is None:  # stage 3: on the training queries of the pool, in reading order
         texts = [] if gathered is None else gathered.filter(pa.array(positions < pool))["query"].to_pylist()
         featurizer = TextFeaturizer(config.featurizer).fit(texts)
-    train_ds = complete.filter(expr=f"split < {train_end!r}")
+    train_ds = complete.filter(expr=col("split") < train_end)
     if statistics_blocks is not None:
         train_ds = train_ds.repartition(statistics_blocks)
     blocks = _run(
@@ -467,9 +475,9 @@ def _finish_quarantine(
     single-process builder finds those last); under ``strict`` the first one is the error.
     """
     fields = [name for name, _ in _REJECTION_FIELDS]
-    rejected_rows = rows.filter(expr=f"reason != '{ACCEPTED}'").select_columns(fields)
+    rejected_rows = rows.filter(expr=col("reason") != ACCEPTED).select_columns(fields)
     if queries is not None:
-        rejected_rows = rejected_rows.union(queries.filter(expr=f"reason != '{ACCEPTED}'").select_columns(fields))
+        rejected_rows = rejected_rows.union(queries.filter(expr=col("reason") != ACCEPTED).select_columns(fields))
     tables = [table for table in ray.get(_run(rejected_rows.to_arrow_refs)) if table.num_rows]
     rejected = _reading_order(pa.concat_tables(tables)) if tables else None
     quarantine = Quarantine(strict=strict)
@@ -529,7 +537,7 @@ def _fingerprint(queries: ray.data.Dataset, models: list[str]) -> str:
     try:
         return _digest(blocks, models)
     except _OutOfOrder:
-        complete = queries.filter(expr=f"reason == '{ACCEPTED}'").select_columns(fields)
+        complete = queries.filter(expr=col("reason") == ACCEPTED).select_columns(fields)
         return _digest(complete.sort("query_id").iter_batches(batch_format="pyarrow", batch_size=65536), models)
 
 
@@ -537,7 +545,7 @@ class _OutOfOrder(Exception):
     """The blocks handed to :func:`_digest` are not in ``query_id`` order."""
 
 
-def _digest(tables: Iterator[pa.Table], models: list[str]) -> str:
+def _digest(tables: Iterable[pa.Table], models: list[str]) -> str:
     """sha256 of the canonical lines of the complete queries in ``tables`` (models are sorted already)."""
     digest = hashlib.sha256()
     encode = json.JSONEncoder(ensure_ascii=False).encode

@@ -1,0 +1,277 @@
+"""Sweeps: a grid of configurations from one file, run one after another or as Ray Tune trials.
+
+    python -m training.sweep configs/sweep.yaml                      # in this process, in turn
+    python -m training.sweep configs/sweep.yaml --ray [ADDRESS]      # Ray Tune trials in parallel
+    tensorboard --logdir runs/sweep                                  # every trial's tb/ side by side
+
+A sweep file names a base run configuration, fixed overrides and a grid of ``--set``-style keys
+(any field of :class:`training.config.RunConfig`: cost weights, seeds, LinUCB's or PPO's
+hyperparameters)::
+
+    name: sweep
+    base: default.yaml                 # relative to the sweep file
+    set: {evaluation.bootstrap: 200}   # applied to every trial
+    grid:
+      reward.cost_weight: [100, 300]
+      agent.linucb.alpha: [0.5, 1.0]
+      seed: [0, 1]
+    select: aiq                        # aiq | reward | quality: what picks the best configuration
+
+Every trial is an ordinary run directory (``<out>/<trial>/``: policy.pt, report.json, tb/, ...).
+The sweep writes ``sweep.json`` and ``sweep.md`` into ``<out>``: a table of trials with their
+test metrics and AIQ, the configurations (grid points other than the seed) ranked by the mean
+of ``select`` over their seeds, and the best configuration's frontier figure
+(``best-frontier.png``, its first seed's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import shutil
+import sys
+from dataclasses import field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import ConfigDict, ValidationError
+from pydantic.dataclasses import dataclass
+
+from data.schema import DataError
+from training.config import load_config
+from training.run import prepare_directory, train
+
+SEED_KEY = "seed"
+SUMMARY_KEYS = ("agent", "quality", "cost", "reward", "aiq")  # a trial's row besides its name and grid point
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class SweepConfig:
+    """A sweep file: base configuration, fixed overrides, grid, and the metric that picks the best."""
+
+    base: str  # the run configuration every trial starts from (relative to the sweep file)
+    grid: dict[str, list[Any]]  # --set key -> values; trials are the cartesian product
+    name: str = "sweep"
+    set: dict[str, Any] = field(default_factory=dict)  # --set key -> value, for every trial
+    select: Literal["aiq", "reward", "quality"] = "aiq"  # higher is better; averaged over seeds
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One grid point: its name (the run directory under the sweep's) and its overrides."""
+
+    name: str
+    point: dict[str, Any]  # grid key -> value
+    overrides: list[str]  # --set key=value, fixed ones first
+
+
+def load_sweep(path: Path) -> tuple[SweepConfig, Path]:
+    """Read and validate a sweep file; returns it and its base configuration's absolute path."""
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise DataError(f"{path}: cannot read sweep file: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise DataError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(tree, dict):
+        raise DataError(f"{path}: a sweep file is a mapping with base, grid (and name, set, select)")
+    try:
+        sweep = SweepConfig(**tree)
+    except (ValidationError, TypeError) as error:
+        raise DataError(f"{path}: invalid sweep file: {error}") from None
+    empty = [key for key, values in sweep.grid.items() if not values]
+    if not sweep.grid or empty:
+        raise DataError(f"{path}: grid needs at least one key with at least one value (empty: {empty})")
+    base = (path.parent / sweep.base).resolve()
+    return sweep, base
+
+
+def trials(sweep: SweepConfig) -> list[Trial]:
+    """The cartesian product of the grid, in file order (the last key varies fastest)."""
+    keys = list(sweep.grid)
+    fixed = [f"{key}={_yaml(value)}" for key, value in sweep.set.items()]
+    result = []
+    for number, values in enumerate(itertools.product(*(sweep.grid[key] for key in keys))):
+        point = dict(zip(keys, values))
+        overrides = fixed + [f"{key}={_yaml(value)}" for key, value in point.items()]
+        result.append(Trial(f"trial-{number:03d}", point, overrides))
+    return result
+
+
+def _yaml(value: Any) -> str:
+    """A value as ``--set`` parses it (YAML, one line)."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
+
+
+def run_trial(base: Path, trial: Trial, out: Path) -> dict[str, Any]:
+    """Train one trial into ``out / trial.name`` (a normal run directory); returns its summary row."""
+    config = load_config(base, trial.overrides)
+    directory = out / trial.name
+    prepare_directory(directory, overwrite=True)
+    result = train(config, directory, quiet=True)
+    return summarize(trial, result.report)
+
+
+def summarize(trial: Trial, report: dict[str, Any]) -> dict[str, Any]:
+    """A trial's row of the sweep table: its grid point and its held-out metrics."""
+    test = report["test"]
+    row = {
+        "trial": trial.name,
+        "point": trial.point,
+        "agent": report["policy"]["agent"],
+        "quality": test["mean_quality"],
+        "cost": test["mean_cost"],
+        "reward": test["mean_reward"],
+        "aiq": report["frontier"]["aiq"],
+    }
+    assert set(row) == {"trial", "point", *SUMMARY_KEYS}
+    return row
+
+
+def run_sweep(
+    sweep_file: Path, out: Path, ray_address: str | None = None, use_ray: bool = False, overwrite: bool = False
+) -> dict[str, Any]:
+    """Run every trial (in turn, or as Ray Tune trials) and write the gathered report into ``out``."""
+    sweep, base = load_sweep(sweep_file)
+    out = out.resolve()  # Tune runs each trial in its own working directory
+    load_config(base, trials(sweep)[0].overrides)  # a bad base or key fails here, before any trial runs
+    prepare_directory(out, overwrite)
+    grid = trials(sweep)
+    rows = _run_on_ray(base, grid, out, ray_address) if use_ray else [run_trial(base, t, out) for t in grid]
+    report = gather(sweep, rows)
+    if report["best"] is not None:
+        shutil.copyfile(out / report["best"]["trials"][0] / "frontier.png", out / "best-frontier.png")
+    (out / "sweep.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / "sweep.md").write_text(markdown(report), encoding="utf-8")
+    return report
+
+
+def _run_on_ray(base: Path, grid: list[Trial], out: Path, address: str | None) -> list[dict[str, Any]]:
+    """Every trial as a Ray Tune trial (one CPU each, as many at once as the cluster holds)."""
+    import ray
+    from ray import tune
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    by_name = {trial.name: trial for trial in grid}
+
+    def trainable(params: dict[str, Any]) -> None:
+        row = run_trial(base, by_name[params["trial"]], out)
+        tune.report({key: value for key, value in row.items() if key != "point"})  # flat metrics
+
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        param_space={"trial": tune.grid_search(list(by_name))},
+        run_config=tune.RunConfig(name="tune", storage_path=str(out), verbose=0),
+    )
+    grid_results = tuner.fit()
+    results = [grid_results[index] for index in range(len(grid_results))]
+    failed = [result.error for result in results if result.error is not None]
+    if failed:
+        raise DataError(f"{len(failed)} sweep trial(s) failed; the first: {failed[0]}")
+    metrics = {str(m["trial"]): m for m in (result.metrics or {} for result in results)}  # plus Tune's own keys
+    return [{"trial": t.name, "point": t.point} | {key: metrics[t.name][key] for key in SUMMARY_KEYS} for t in grid]
+
+
+def gather(sweep: SweepConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sweep report: every trial, the configurations ranked by mean ``select`` over seeds, the best."""
+    configurations: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        point = {key: value for key, value in row["point"].items() if key != SEED_KEY}
+        entry = configurations.setdefault(
+            json.dumps(point, sort_keys=True, default=str), {"point": point, "trials": [], "values": []}
+        )
+        entry["trials"].append(row["trial"])
+        entry["values"].append(row[sweep.select])
+    ranked = sorted(
+        (
+            {
+                "point": entry["point"],
+                "trials": entry["trials"],
+                sweep.select: float(np.mean(entry["values"])),
+                f"{sweep.select}_std": float(np.std(entry["values"])),
+            }
+            for entry in configurations.values()
+        ),
+        key=lambda entry: -entry[sweep.select],
+    )
+    return {
+        "name": sweep.name,
+        "select": sweep.select,
+        "trials": rows,
+        "configurations": ranked,
+        "best": ranked[0] if ranked else None,
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """``sweep.md``: the trials table, the ranked configurations, the best one's frontier."""
+    keys = list(report["trials"][0]["point"]) if report["trials"] else []
+    select = report["select"]
+    lines = [
+        f"# Sweep {report['name']}",
+        "",
+        f"{len(report['trials'])} trials; configurations ranked by mean test {select} over seeds.",
+        "",
+        "| trial | " + " | ".join(keys) + " | agent | quality | cost (USD/query) | reward | AIQ |",
+        "|---|" + "---|" * len(keys) + "---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {row['trial']} | "
+        + " | ".join(str(row["point"][key]) for key in keys)
+        + f" | {row['agent']} | {row['quality']:.4f} | {row['cost']:.6f} | {row['reward']:.4f} | {row['aiq']:.4f} |"
+        for row in report["trials"]
+    ]
+    lines += [
+        "",
+        "## Configurations",
+        "",
+        f"| rank | configuration | trials | mean {select} | std |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {rank} | {json.dumps(entry['point'], default=str)} | {len(entry['trials'])} | "
+        f"{entry[select]:.4f} | {entry[f'{select}_std']:.4f} |"
+        for rank, entry in enumerate(report["configurations"], start=1)
+    ]
+    if report["best"] is not None:
+        lines += [
+            "",
+            f"## Best: {json.dumps(report['best']['point'], default=str)}",
+            "",
+            f"Frontier of {report['best']['trials'][0]} (test split):",
+            "",
+            "![best frontier](best-frontier.png)",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.sweep SWEEP_FILE [--out DIR] [--ray [ADDRESS]] [--overwrite]``."""
+    parser = argparse.ArgumentParser(prog="python -m training.sweep", description=__doc__.split("\n")[0])
+    parser.add_argument("sweep", type=Path, help="sweep file (YAML: base, grid, set, select)")
+    parser.add_argument("--out", type=Path, help="sweep directory (default: runs/<sweep name>)")
+    parser.add_argument(
+        "--ray", nargs="?", const="", metavar="ADDRESS", help="run trials as Ray Tune trials (ADDRESS: a cluster)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing sweep directory")
+    args = parser.parse_args(argv)
+    try:
+        sweep, _ = load_sweep(args.sweep)
+        out = args.out or Path(__file__).resolve().parent.parent / "runs" / sweep.name
+        report = run_sweep(
+            args.sweep, out, ray_address=args.ray or None, use_ray=args.ray is not None, overwrite=args.overwrite
+        )
+    except DataError as error:
+        print(f"training.sweep: error: {error}", file=sys.stderr)
+        return 2
+    print(markdown(report))
+    print(f"sweep directory: {out}   (tensorboard --logdir {out})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
