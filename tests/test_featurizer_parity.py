@@ -94,3 +94,19 @@ def test_projection_is_deterministic() -> None:
     first, second = _fit(TRAIN), _fit(TRAIN)
     np.testing.assert_array_equal(first.projection, second.projection)
     assert torch.equal(torch.from_numpy(first.transform(PROBES)), torch.from_numpy(second.transform(PROBES)))
+
+
+def test_single_text_path_equals_batch_path_and_bags_match_triplets() -> None:
+    """One text takes its own normalisation branch; batches (with empty texts inside) another."""
+    featurizer = _fit(TRAIN + PROBES[3:7])
+    scripted = script(ScriptedFeaturizer.from_featurizer(featurizer))
+    texts = ["", *TRAIN[:3], "!!!", *PROBES[3:7], ""]
+    batch = scripted.dense(texts)
+    for i, text in enumerate(texts):
+        torch.testing.assert_close(scripted.dense([text])[0], batch[i], rtol=1e-14, atol=1e-15)
+    rows, cols, values, extras = scripted(texts)
+    bag_cols, offsets, bag_values, bag_extras = scripted.bags(texts)
+    assert torch.equal(bag_cols, cols) and torch.equal(bag_values, values) and torch.equal(bag_extras, extras)
+    sizes = torch.bincount(rows, minlength=len(texts))
+    assert offsets.tolist() == torch.cumsum(sizes, 0).sub(sizes).tolist()
+    assert sizes[0] == 0 and sizes[-1] == 0 and sizes[1] > 0
