@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[serve,dev]"
+	$(PY) -m pip install --quiet -e ".[serve,dev,ray]"
 	touch $@
 
 setup: $(VENV)/.installed
