@@ -51,10 +51,12 @@ STAGES = {
 TIMED_TRAIN = """
 import json, os, runpy, sys, time
 sys.path.insert(0, os.getcwd())
-import data.featurizer, data.loading, training.run
+import data.featurizer, data.loading, data.log_builder, training.run
 timings = {}
 def timed(owner, name, stage):
-    original = getattr(owner, name)
+    original = getattr(owner, name, None)
+    if original is None:  # an older tree without this function
+        return
     def wrapper(*args, **kwargs):
         wall, cpu = time.perf_counter(), time.process_time()
         try:
@@ -69,6 +71,7 @@ if os.environ.get("ROUTERL_BENCH_PER_ROW"):
     training.run.load_log = lambda *args, **kwargs: load(*args, columnar=False, **kwargs)
 for owner, name, stage in [
     (training.run, "load_log", "read + validate (load_log, with fingerprint)"),
+    (data.log_builder, "fingerprint", "  of which the fingerprint (data/fingerprint.py)"),
     (training.run, "split", "split"),
     (data.featurizer.TextFeaturizer, "fit", "featurizer fit (<= fit_sample texts)"),
     (data.featurizer.TextFeaturizer, "transform", "featurize (transform, all splits)"),
@@ -79,15 +82,16 @@ for owner, name, stage in [
     timed(owner, name, stage)
 sys.argv = ["train.py", *sys.argv[1:]]
 start = time.perf_counter(), time.process_time()
+status = 1
 try:
     runpy.run_path("train.py", run_name="__main__")
+    status = 0
 except SystemExit as done:
     status = done.code or 0
-else:
-    status = 0
-timings["total (train.py)"] = [time.perf_counter() - start[0], time.process_time() - start[1]]
-with open(os.environ["ROUTERL_BENCH_STAGES"], "w") as out:
-    json.dump(timings, out)
+finally:
+    timings["total (train.py)"] = [time.perf_counter() - start[0], time.process_time() - start[1]]
+    with open(os.environ["ROUTERL_BENCH_STAGES"], "w") as out:
+        json.dump(timings, out)
 sys.exit(status)
 """
 

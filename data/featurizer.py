@@ -71,7 +71,7 @@ class TextFeaturizer:
         self.idf = np.zeros(0)
         self.projection = np.zeros((0, 0))  # (V, components), rescaled
         self.length_scale = 1.0  # mean token count of the training documents
-        self._terms: tuple[dict[bytes, int], Any] | None = None  # (vocabulary, as a pyarrow array): a cache
+        self._terms: tuple[dict[bytes, int], _VocabularyIndex] | None = None  # a cache of _index()
 
     @property
     def n_terms(self) -> int:
@@ -144,28 +144,22 @@ class TextFeaturizer:
         The entries come out sorted by (row, column), the order in which the per-text definition
         (``np.unique`` over row × V + column keys) summed them, so the values are bit-identical.
         """
-        terms = _Terms.of(texts)
+        tokens = _Tokens.of(texts)
         n = len(texts)
-        ids = terms.lookup(self._value_set())
-        known = ids >= 0
-        counts = sp.csr_matrix(
-            (np.ones(int(known.sum())), (terms.doc[known], ids[known])), shape=(n, max(self.n_terms, 1))
-        )
+        doc, ids = tokens.known(self._index())
+        counts = sp.csr_matrix((np.ones(len(ids)), (doc, ids)), shape=(n, max(self.n_terms, 1)))
         counts.sum_duplicates()  # also sorts each row's columns
         row_of = np.repeat(np.arange(n), np.diff(counts.indptr))
         values = (1.0 + np.log(counts.data)) * self.idf[counts.indices]
         norms = np.sqrt(np.bincount(row_of, weights=values**2, minlength=n))
         values = values / norms[row_of]
         matrix = sp.csr_matrix((values, counts.indices, counts.indptr), shape=(n, self.n_terms))
-        return matrix, terms.n_tokens.astype(np.float64)
+        return matrix, tokens.n_tokens.astype(np.float64)
 
-    def _value_set(self) -> Any:
-        """The vocabulary as a pyarrow binary array in index order (for vectorised look-up)."""
+    def _index(self) -> _VocabularyIndex:
+        """The vocabulary prepared for vectorised look-up (cached while the vocabulary is the same)."""
         if self._terms is None or self._terms[0] is not self.vocabulary:
-            ordered: list[bytes] = [b""] * len(self.vocabulary)
-            for term, index in self.vocabulary.items():
-                ordered[index] = term
-            self._terms = (self.vocabulary, _arrow().array(ordered, type=_arrow().large_binary()))
+            self._terms = (self.vocabulary, _VocabularyIndex.of(self.vocabulary))
         return self._terms[1]
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
@@ -213,24 +207,24 @@ def _arrow() -> Any:
 
 
 @dataclass(frozen=True)
-class _Terms:
-    """Every term of a batch of texts (unigrams, then bigrams) as one pyarrow binary array.
+class _Tokens:
+    """The tokens of a batch of texts, as one pyarrow binary array, and where each one is.
 
     The tokenization of :mod:`data.tokenizer`, vectorised over the texts' concatenated UTF-8
     bytes: a token is a maximal run of non-delimiter bytes that does not cross a text boundary.
     Removing the delimiter bytes leaves the tokens back to back, so their offsets are the
-    cumulative run lengths and no Python object is built per token.
+    cumulative run lengths and no Python object is built per token. A bigram is a token and
+    the next one of the same text (``pair`` holds the first one's position).
     """
 
-    terms: Any  # pyarrow large_binary array: every term occurrence, text by text
-    doc: np.ndarray  # (T,) int64: the text of each term occurrence
+    tokens: Any  # pyarrow large_binary array (T,): every token occurrence, text by text
+    doc: np.ndarray  # (T,) int64: the text of each token
+    pair: np.ndarray  # (P,) int64: positions t whose tokens t and t + 1 form a bigram
     n_tokens: np.ndarray  # (N,) int64: tokens per text
 
     @classmethod
-    def of(cls, texts: Sequence[str]) -> _Terms:
+    def of(cls, texts: Sequence[str]) -> _Tokens:
         pa = _arrow()
-        import pyarrow.compute as pc
-
         array = pa.array(list(texts), type=pa.large_string())
         n = len(array)
         offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset : array.offset + n + 1]
@@ -251,25 +245,78 @@ class _Terms:
         bounds = np.zeros(len(starts) + 1, dtype=np.int64)
         np.cumsum(lengths, out=bounds[1:])
         body = _LOWER[raw[token]]
-        unigrams = pa.Array.from_buffers(
-            pa.large_binary(), len(starts), [None, pa.py_buffer(bounds), pa.py_buffer(body)]
-        )
+        tokens = pa.Array.from_buffers(pa.large_binary(), len(starts), [None, pa.py_buffer(bounds), pa.py_buffer(body)])
         doc = np.searchsorted(offsets, starts, side="right") - 1
-        pair = np.flatnonzero(doc[:-1] == doc[1:])  # token i and i + 1 of the same text: a bigram
-        space = pa.scalar(b" ", type=pa.large_binary())
-        bigrams = pc.binary_join_element_wise(unigrams.take(pair), unigrams.take(pair + 1), space)
-        return cls(
-            pa.concat_arrays([unigrams, bigrams]),
-            np.concatenate([doc, doc[pair]]),
-            np.bincount(doc, minlength=n),
-        )
+        return cls(tokens, doc, np.flatnonzero(doc[:-1] == doc[1:]), np.bincount(doc, minlength=n))
 
-    def lookup(self, value_set: Any) -> np.ndarray:
-        """(T,) int64: each term's index in ``value_set`` (a binary array), -1 when it is not there."""
+    def terms(self) -> tuple[Any, np.ndarray]:
+        """Every term occurrence (unigrams, then bigrams ``b"left right"``) and its text."""
+        pa = _arrow()
         import pyarrow.compute as pc
 
-        index = pc.index_in(self.terms, value_set=value_set)
-        return np.asarray(pc.fill_null(index, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+        space = pa.scalar(b" ", type=pa.large_binary())
+        bigrams = pc.binary_join_element_wise(self.tokens.take(self.pair), self.tokens.take(self.pair + 1), space)
+        return pa.concat_arrays([self.tokens, bigrams]), np.concatenate([self.doc, self.doc[self.pair]])
+
+    def known(self, vocabulary: _VocabularyIndex) -> tuple[np.ndarray, np.ndarray]:
+        """(text, vocabulary index) of every term occurrence in the vocabulary.
+
+        Bigrams are looked up without building their strings: each distinct token of the batch
+        gets a code, a vocabulary bigram whose two halves both occur becomes the integer key
+        left code × D + right code, and each adjacent token pair's key is searched among those.
+        """
+        import pyarrow.compute as pc
+
+        encoded = pc.dictionary_encode(self.tokens)
+        distinct = encoded.dictionary
+        code = _indices(encoded.indices)
+        width = max(len(distinct), 1)
+        unigram = np.append(vocabulary.unigram_ids, -1)[_indices(pc.index_in(distinct, value_set=vocabulary.unigrams))]
+        left = _indices(pc.index_in(vocabulary.left, value_set=distinct))
+        right = _indices(pc.index_in(vocabulary.right, value_set=distinct))
+        usable = (left >= 0) & (right >= 0)
+        keys = left[usable] * width + right[usable]
+        order = np.argsort(keys)
+        keys, bigram_ids = keys[order], vocabulary.bigram_ids[usable][order]
+        pair_keys = code[self.pair] * width + code[self.pair + 1]
+        slot = np.minimum(np.searchsorted(keys, pair_keys), max(len(keys) - 1, 0))
+        bigram = np.where(keys[slot] == pair_keys, bigram_ids[slot], -1) if len(keys) else np.full(len(self.pair), -1)
+        ids = np.concatenate([unigram[code], bigram])
+        docs = np.concatenate([self.doc, self.doc[self.pair]])
+        found = ids >= 0
+        return docs[found], ids[found]
+
+
+@dataclass(frozen=True)
+class _VocabularyIndex:
+    """The vocabulary split for :meth:`_Tokens.known`: unigrams, and bigrams as (left, right) halves."""
+
+    unigrams: Any  # pyarrow large_binary array of the one-token terms
+    unigram_ids: np.ndarray  # their vocabulary indices
+    left: Any  # pyarrow large_binary arrays: the two tokens of every bigram term
+    right: Any
+    bigram_ids: np.ndarray
+
+    @classmethod
+    def of(cls, vocabulary: dict[bytes, int]) -> _VocabularyIndex:
+        pa = _arrow()
+        unigrams = [(term, index) for term, index in vocabulary.items() if b" " not in term]
+        bigrams = [(term.split(b" ", 1), index) for term, index in vocabulary.items() if b" " in term]
+        binary = pa.large_binary()
+        return cls(
+            pa.array([term for term, _ in unigrams], type=binary),
+            np.array([index for _, index in unigrams], dtype=np.int64),
+            pa.array([halves[0] for halves, _ in bigrams], type=binary),
+            pa.array([halves[1] for halves, _ in bigrams], type=binary),
+            np.array([index for _, index in bigrams], dtype=np.int64),
+        )
+
+
+def _indices(array: Any) -> np.ndarray:
+    """A pyarrow integer array as int64, nulls as -1."""
+    import pyarrow.compute as pc
+
+    return np.asarray(pc.fill_null(array, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 def _vocabulary(texts: Sequence[str], min_df: int, max_features: int) -> tuple[dict[bytes, int], np.ndarray]:
@@ -281,11 +328,11 @@ def _vocabulary(texts: Sequence[str], min_df: int, max_features: int) -> tuple[d
     pa = _arrow()
     import pyarrow.compute as pc
 
-    terms = _Terms.of(texts)
-    encoded = pc.dictionary_encode(terms.terms)
+    terms, doc = _Tokens.of(texts).terms()
+    encoded = pc.dictionary_encode(terms)
     distinct = encoded.dictionary
-    term = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-    pairs = np.sort(terms.doc * max(len(distinct), 1) + term)  # (text, term) keys; a sort beats np.unique's hash
+    term = _indices(encoded.indices)
+    pairs = np.sort(doc * max(len(distinct), 1) + term)  # (text, term) keys; a sort beats np.unique's hash
     present = pairs[np.flatnonzero(np.diff(pairs, prepend=-1))]  # each (text, term) pair once
     frequency = np.bincount(present % max(len(distinct), 1), minlength=len(distinct))
     kept = np.flatnonzero(frequency >= min_df)

@@ -180,7 +180,7 @@ class LogBuilder:
         if kind == "bandit":
             if np.bincount(group, minlength=n_groups).max(initial=0) > 1:
                 return False
-        elif len(np.unique(group * 64 + model)) != len(group):
+        elif (np.diff(np.sort(group * 64 + model)) == 0).any():  # a sort: numpy's hashed unique is slower
             return False
         seen = np.zeros(n_groups, dtype=np.int64)
         np.bitwise_or.at(seen, group, bits)
