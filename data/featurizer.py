@@ -45,6 +45,8 @@ from data.tokenizer import DELIMITERS
 N_DENSE_EXTRAS = 3
 #: Texts tokenized per step: bounds the memory of the term arrays (a few hundred MB at most).
 _BATCH = 65536
+#: Token pairs (distinct tokens of a batch, squared) up to which bigrams are looked up in a table (32 MB).
+_DENSE_PAIRS = 1 << 22
 #: Byte → byte with ASCII letters lowercased (``bytes.lower``), and byte → "part of a token".
 _LOWER = np.frombuffer(bytes(range(256)).lower(), dtype=np.uint8)
 _TOKEN_BYTE = np.ones(256, dtype=bool)
@@ -246,8 +248,9 @@ class _Tokens:
         np.cumsum(lengths, out=bounds[1:])
         body = _LOWER[raw[token]]
         tokens = pa.Array.from_buffers(pa.large_binary(), len(starts), [None, pa.py_buffer(bounds), pa.py_buffer(body)])
-        doc = np.searchsorted(offsets, starts, side="right") - 1
-        return cls(tokens, doc, np.flatnonzero(doc[:-1] == doc[1:]), np.bincount(doc, minlength=n))
+        n_tokens = np.diff(np.searchsorted(starts, offsets))  # tokens starting in each text's bytes
+        doc = np.repeat(np.arange(n, dtype=np.int64), n_tokens)
+        return cls(tokens, doc, np.flatnonzero(doc[:-1] == doc[1:]), n_tokens)
 
     def terms(self) -> tuple[Any, np.ndarray]:
         """Every term occurrence (unigrams, then bigrams ``b"left right"``) and its text."""
@@ -275,12 +278,19 @@ class _Tokens:
         left = _indices(pc.index_in(vocabulary.left, value_set=distinct))
         right = _indices(pc.index_in(vocabulary.right, value_set=distinct))
         usable = (left >= 0) & (right >= 0)
-        keys = left[usable] * width + right[usable]
-        order = np.argsort(keys)
-        keys, bigram_ids = keys[order], vocabulary.bigram_ids[usable][order]
+        keys, bigram_ids = left[usable] * width + right[usable], vocabulary.bigram_ids[usable]
         pair_keys = code[self.pair] * width + code[self.pair + 1]
-        slot = np.minimum(np.searchsorted(keys, pair_keys), max(len(keys) - 1, 0))
-        bigram = np.where(keys[slot] == pair_keys, bigram_ids[slot], -1) if len(keys) else np.full(len(self.pair), -1)
+        if width * width <= _DENSE_PAIRS:  # few distinct tokens: a direct table, one gather per pair
+            table = np.full(width * width, -1, dtype=np.int64)
+            table[keys] = bigram_ids
+            bigram = table[pair_keys]
+        elif len(keys):
+            order = np.argsort(keys)
+            keys, bigram_ids = keys[order], bigram_ids[order]
+            slot = np.minimum(np.searchsorted(keys, pair_keys), len(keys) - 1)
+            bigram = np.where(keys[slot] == pair_keys, bigram_ids[slot], -1)
+        else:
+            bigram = np.full(len(pair_keys), -1, dtype=np.int64)
         ids = np.concatenate([unigram[code], bigram])
         docs = np.concatenate([self.doc, self.doc[self.pair]])
         found = ids >= 0
