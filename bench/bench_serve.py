@@ -13,6 +13,7 @@ the policy's scoring alone in this process, to show how much of a request is sco
 
     python bench/bench_serve.py --seconds 60
     python bench/bench_serve.py --seconds 60 --workers 2
+    python bench/bench_serve.py --seconds 15 --decision-log     # the cost of logging every decision
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ import os
 import platform
 import random
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -188,8 +191,8 @@ def _client(args: tuple[str, str, int, int, float, float]) -> dict[str, Any]:
     return result
 
 
-def _start_server(policy: Path, workers: int) -> tuple[subprocess.Popen[str], str]:
-    """Start ``serve.py --port 0`` without access log; return it and its URL."""
+def _start_server(policy: Path, workers: int, decision_log: Path | None) -> tuple[subprocess.Popen[str], str]:
+    """Start ``serve.py --port 0`` without access log (with ``decision_log`` if given); return it and its URL."""
     process = subprocess.Popen(
         [
             sys.executable,
@@ -200,6 +203,7 @@ def _start_server(policy: Path, workers: int) -> tuple[subprocess.Popen[str], st
             "0",
             "--no-access-log",
             *(["--workers", str(workers)] if workers > 1 else []),
+            *(["--decision-log", str(decision_log)] if decision_log else []),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -262,6 +266,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="server processes (serve.py --workers)")
     parser.add_argument("--clients", type=int, default=1, help="client processes (default: 1)")
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections per client (default: 8)")
+    parser.add_argument("--decision-log", action="store_true", help="serve with a decision log (in a temporary folder)")
     parser.add_argument(
         "--target",
         choices=("route", "healthz"),
@@ -274,7 +279,8 @@ def main() -> None:
 
     load_before = os.getloadavg()
     scoring = _scoring_only(args.policy)
-    server, url = _start_server(args.policy, args.workers)
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    server, url = _start_server(args.policy, args.workers, log_dir / "decisions.jsonl" if args.decision_log else None)
     try:
         cpu_before = _tree_cpu_seconds(server.pid)
         jobs = [(url, args.target, i, args.connections, args.warmup, args.seconds) for i in range(args.clients)]
@@ -284,6 +290,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+        shutil.rmtree(log_dir)
     latencies = sorted(x for r in results for x in r["latencies_ms"])
     quantiles = statistics.quantiles(latencies, n=100)
     sent = sum(r["sent"] for r in results)
@@ -297,6 +304,7 @@ def main() -> None:
                 "target": args.target,
                 "seconds": args.seconds,
                 "workers": args.workers,
+                "decision_log": args.decision_log,
                 "clients": args.clients,
                 "connections": args.connections,
                 "requests": len(latencies),

@@ -58,6 +58,10 @@ def propensity(chosen: int, greedy: int, epsilon: float, k: int) -> float:
     return (1.0 - epsilon if chosen == greedy else 0.0) + epsilon / k
 
 
+#: One encoder for every record (``json.dumps`` with options builds a new one per call).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+
+
 def _now() -> str:
     """The current UTC time in ISO 8601 with microseconds."""
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
@@ -89,7 +93,7 @@ class DecisionLog:
 
     def _append(self, record: dict[str, Any]) -> None:
         """Write one record as one line."""
-        line = json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
+        line = _ENCODER.encode(record) + "\n"
         with self._lock:
             self._file.write(line)
 
