@@ -26,7 +26,9 @@ work in all): **routerl** ``partial_fit(X, quality, cost, actions)``, **limit**:
 per-arm Gram-and-solve over the same rows, **MABWiser** ``fit(decisions, rewards, contexts)``,
 **contextualbandits** ``fit(X, a, r)``.
 
-Wall time, peak memory (``tracemalloc``: numpy reports its buffers to it), and the agreement of the
+Wall time, CPU time of the process (``time.process_time``: all threads; with ``OPENBLAS_NUM_THREADS=1``
+it is the work done, whatever else runs on the machine), peak memory (``tracemalloc``: numpy reports
+its buffers to it), and the agreement of the
 greedy decisions with routerl's on ``--holdout`` held-out rows (LinUCB at the same λ should agree
 ~100%). Peers get the same float32 matrix; MABWiser's ``np.dot(X.T, X)`` then accumulates the Gram
 in float32 (routerl and the limit in float64).
@@ -68,14 +70,24 @@ def make_data(n: int, d: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray
     return x, quality, cost
 
 
-def measure(fns: dict[str, Callable[[], Any]], repeats: dict[str, int]) -> dict[str, tuple[float, float, Any]]:
-    """Per method: median wall seconds, peak traced MiB (first run) and the last result of ``fn()``.
+def measure(fns: dict[str, Callable[[], Any]], repeats: dict[str, int]) -> dict[str, tuple[float, float, float, Any]]:
+    """Per method: median wall seconds, median CPU seconds of this process (all its threads), peak
+    traced MiB and the last result of ``fn()``.
 
-    Runs are interleaved round-robin (run i of every method, then run i + 1), so that the load of
-    a shared machine is spread over the methods alike; a method stops after its own ``repeats``.
+    The peak comes from one extra, untimed run under ``tracemalloc`` (which slows Python-heavy code
+    such as the peers' many times over). Timed runs are interleaved round-robin (run i of every
+    method, then run i + 1), so that the load of a shared machine is spread over the methods alike;
+    a method stops after its own ``repeats``.
     """
-    times: dict[str, list[float]] = {name: [] for name in fns}
     peaks: dict[str, float] = {}
+    for name, fn in fns.items():
+        gc.collect()
+        tracemalloc.start()
+        fn()
+        peaks[name] = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
     results: dict[str, Any] = {}
     for i in range(max(repeats.values())):
         for name, fn in fns.items():
@@ -83,15 +95,13 @@ def measure(fns: dict[str, Callable[[], Any]], repeats: dict[str, int]) -> dict[
                 continue
             results[name] = None
             gc.collect()
-            if i == 0:
-                tracemalloc.start()
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             results[name] = fn()
             times[name].append(time.perf_counter() - start)
-            if i == 0:
-                peaks[name] = tracemalloc.get_traced_memory()[1] / 2**20
-                tracemalloc.stop()
-    return {name: (statistics.median(times[name]), peaks[name], results[name]) for name in fns}
+            cpu[name].append(time.process_time() - start_cpu)
+    return {
+        name: (statistics.median(times[name]), statistics.median(cpu[name]), peaks[name], results[name]) for name in fns
+    }
 
 
 def limit_fit(x: np.ndarray, quality: np.ndarray, cost: np.ndarray, ridge: float) -> np.ndarray:
@@ -227,19 +237,19 @@ def bandit_comparison(
         fns["cb"] = lambda: cb_bandit_fit(x, actions, reward, k, args.alpha, args.ridge)
         repeats["cb"] = args.peer_repeats
     measured = measure(fns, repeats)
-    ours = measured["routerl"][2].predict(test_x, w)
-    theta = measured["limit"][2]
+    ours = measured["routerl"][3].predict(test_x, w)
+    theta = measured["limit"][3]
     result = {
         "bandit_agree_limit": float(
             np.mean(ours == np.argmax(test_x @ (theta[:, :, 0] - w * theta[:, :, 1]).T, axis=1))
         )
     }
-    for name, (seconds, mib, _) in measured.items():
-        result.update({f"bandit_{name}_s": seconds, f"bandit_{name}_mib": mib})
+    for name, (seconds, cpu, mib, _) in measured.items():
+        result.update({f"bandit_{name}_s": seconds, f"bandit_{name}_cpu": cpu, f"bandit_{name}_mib": mib})
     if "mabwiser" in measured:
-        result["bandit_agree_mabwiser"] = float(np.mean(mabwiser_greedy(measured["mabwiser"][2], test_x) == ours))
+        result["bandit_agree_mabwiser"] = float(np.mean(mabwiser_greedy(measured["mabwiser"][3], test_x) == ours))
     if "cb" in measured:
-        result["bandit_agree_cb"] = float(np.mean(measured["cb"][2].predict(test_x, exploit=True) == ours))
+        result["bandit_agree_cb"] = float(np.mean(measured["cb"][3].predict(test_x, exploit=True) == ours))
     return result
 
 
@@ -252,7 +262,7 @@ def print_table(rows: list[dict[str, Any]], prefix: str, limit_title: str, per_a
 
     extra = f" {per_arm_title} |" if per_arm_title else ""
     print(
-        f"\n| d | N | routerl | {limit_title} | routerl / limit |{extra} MABWiser | contextualbandits | "
+        f"\n| d | N | routerl | {limit_title} | routerl / limit (wall, CPU) |{extra} MABWiser | contextualbandits | "
         "agreement (limit, MABWiser, cb) |"
     )
     print("|---" * (8 + bool(per_arm_title)) + "|")
@@ -264,9 +274,10 @@ def print_table(rows: list[dict[str, Any]], prefix: str, limit_title: str, per_a
             for key in (f"{prefix}agree_{name}" for name in ("limit", "mabwiser", "cb"))
         )
         per_arm = f" {cell(r, 'per_arm')} |" if per_arm_title else ""
-        ratio = r[prefix + "routerl_s"] / r[prefix + "limit_s"]
+        ratios = f"{r[prefix + 'routerl_s'] / r[prefix + 'limit_s']:.2f}x, "
+        ratios += f"{r[prefix + 'routerl_cpu'] / r[prefix + 'limit_cpu']:.2f}x"
         print(
-            f"| {r['d']} | {r['n']:,} | {cell(r, 'routerl')} | {cell(r, 'limit')} | {ratio:.2f}x |{per_arm} "
+            f"| {r['d']} | {r['n']:,} | {cell(r, 'routerl')} | {cell(r, 'limit')} | {ratios} |{per_arm} "
             f"{cell(r, 'mabwiser')} | {cell(r, 'cb')} | {agree} |"
         )
 
@@ -327,7 +338,8 @@ def main() -> int:
 
     print(
         f"K = {k}, alpha = {args.alpha}, ridge = {args.ridge}, w = {w}; median of {args.repeats} runs "
-        f"(peers: {args.peer_repeats}), interleaved; peak = tracemalloc peak of the first run; numpy {np.__version__}"
+        f"(peers: {args.peer_repeats}), interleaved; peak = tracemalloc peak of one extra untimed run; "
+        f"numpy {np.__version__}"
     )
     rows = []
     for d in dims:
@@ -357,7 +369,7 @@ def main() -> int:
                 fns["cb"] = lambda: cb_fit(x, reward, args.alpha, args.ridge)
                 repeats["cb"] = args.peer_repeats
             measured = measure(fns, repeats)
-            agent, theta = measured["routerl"][2], measured["limit"][2]
+            agent, theta = measured["routerl"][3], measured["limit"][3]
             ours = agent.predict(test_x, w)
             limit_choice = np.argmax(test_x @ (theta[:, :k] - w * theta[:, k:]), axis=1)
             result: dict[str, Any] = {
@@ -366,12 +378,12 @@ def main() -> int:
                 "agree_limit": float(np.mean(ours == limit_choice)),
                 "reward_routerl": float(test_reward[np.arange(len(ours)), ours].mean()),
             }
-            for name, (seconds, mib, _) in measured.items():
-                result.update({f"{name}_s": seconds, f"{name}_mib": mib})
+            for name, (seconds, cpu, mib, _) in measured.items():
+                result.update({f"{name}_s": seconds, f"{name}_cpu": cpu, f"{name}_mib": mib})
             if "mabwiser" in measured:
-                result["agree_mabwiser"] = float(np.mean(mabwiser_greedy(measured["mabwiser"][2], test_x) == ours))
+                result["agree_mabwiser"] = float(np.mean(mabwiser_greedy(measured["mabwiser"][3], test_x) == ours))
             if "cb" in measured:
-                result["agree_cb"] = float(np.mean(measured["cb"][2].predict(test_x, exploit=True) == ours))
+                result["agree_cb"] = float(np.mean(measured["cb"][3].predict(test_x, exploit=True) == ours))
             del measured, agent
             if args.bandit:
                 result.update(bandit_comparison(x, quality, cost, test_x, args, peers))
