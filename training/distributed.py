@@ -33,9 +33,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -48,57 +48,29 @@ from ray.data.context import ShuffleStrategy
 from ray.data.expressions import col
 
 from agents.linucb import LinUCBStatistics, linucb_from_statistics
-from data.decision_log import Pending, join_decisions
 from data.featurizer import TextFeaturizer
 from data.prices import PriceTable
 from data.quarantine import Quarantine
-from data.reading import ParsedRow, list_files, read_file
+from data.reading import list_files
 from data.routing_log import ReadStats, RoutingLog
 from data.schema import DataError, RejectReason
-from data.splits import hash_unit
-from data.validation import Invalid, validate
 from evaluation.budget import BudgetTarget
 from evaluation.report import data_section
+from training.blocks import (
+    ACCEPTED,
+    REJECTION_FIELDS,
+    block_models,
+    block_statistics,
+    matrix,
+    query_rules,
+    read_block,
+)
 from training.config import RunConfig, dump_config
 from training.run import Learned, RunInputs, RunResult, _Split, evaluate_and_export
 from training.tensorboard import TensorBoardLogger
 
 #: The featurizer is fitted on at most about this many × ``featurizer.fit_sample`` training queries.
 FIT_POOL = 2
-ACCEPTED = ""  # the ``reason`` of an accepted row
-
-_REJECTION_FIELDS = [
-    ("file_no", pa.int64()),
-    ("position", pa.int64()),
-    ("reason", pa.string()),
-    ("detail", pa.string()),
-    ("content", pa.string()),  # JSON of the parsed row, or the raw line
-]
-ROW_SCHEMA = pa.schema(
-    [
-        ("query_id", pa.string()),
-        ("query", pa.string()),
-        ("model", pa.string()),
-        ("quality", pa.float64()),
-        ("cost", pa.float64()),
-        *_REJECTION_FIELDS,
-    ]
-)
-
-
-def query_schema(n_models: int) -> pa.Schema:
-    """Stage 2's records: one per complete query (``reason`` empty) or per rejected row."""
-    vector = pa.list_(pa.float64(), n_models)
-    return pa.schema(
-        [
-            ("query_id", pa.string()),
-            ("query", pa.string()),
-            ("quality", vector),
-            ("cost", vector),
-            ("split", pa.float64()),  # hash position in [0, 1)
-            *_REJECTION_FIELDS,
-        ]
-    )
 
 
 @dataclass(frozen=True)
@@ -109,6 +81,8 @@ class DistributedInfo:
     read_blocks: int
     statistics_blocks: int
     worker_pids: tuple[int, ...]
+    block_seconds: tuple[float, ...]  # each statistics block's featurize + reduce time, in its task
+    stage_seconds: dict[str, float]  # wall time of each stage, in order
 
     def to_dict(self) -> dict[str, Any]:
         """For the report's ``data`` section."""
@@ -117,6 +91,7 @@ class DistributedInfo:
             "read_blocks": self.read_blocks,
             "statistics_blocks": self.statistics_blocks,
             "worker_processes": len(self.worker_pids),
+            "stage_seconds": self.stage_seconds,
         }
 
 
@@ -217,9 +192,10 @@ def fit_statistics(
     single-process fit with the same featurizer). ``out``: where ``rejected.jsonl`` goes.
     ``partitions``: of the per-query shuffle (default: one per file); ``statistics_blocks``: the
     training split is repartitioned into this many blocks for stage 4 (default: as shuffled).
-    ``workers``: read tasks and statistics actors at once (default: one per CPU of the cluster).
+    ``workers``: read and statistics tasks at once (default: one per CPU of the cluster).
     """
     workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    clock = _Clock()
     path = Path(config.data.path)
     files = list_files(path)
     for file in files:
@@ -227,33 +203,36 @@ def fit_statistics(
             raise DataError(f"{file}: file is empty")
     prices = PriceTable.load_or_default(config.data.prices)
     items = [{"file_no": number, "file": str(file)} for number, file in enumerate(files)]
-    rows = _run(
+    rows = clock.time(
+        "read and validate",
         lambda: (
             ray.data.from_items(items, override_num_blocks=len(items))
             .map_batches(
-                partial(_read_block, prices=prices, allow_pickle=config.data.allow_pickle),
+                partial(read_block, prices=prices, allow_pickle=config.data.allow_pickle),
                 batch_size=1,
                 batch_format="numpy",
                 num_cpus=1,
                 compute=ray.data.TaskPoolStrategy(size=workers),
             )
             .materialize()
-        )
+        ),
     )
-    distinct = rows.map_batches(_block_models, batch_size=None, batch_format="pyarrow")
+    distinct = rows.map_batches(block_models, batch_size=None, batch_format="pyarrow")
     models = sorted({str(row["model"]) for row in _run(distinct.take_all)})  # the arms: models of valid rows
     if not models:
         _finish_quarantine(files, rows, None, [], strict, out)
         raise DataError(f"{path}: no usable query (no valid row)")
-    queries = _run(
+    queries = clock.time(
+        "per-query rules",
         lambda: (
             rows.filter(expr=col("reason") == ACCEPTED)
             .groupby("query_id", num_partitions=partitions or len(files))
-            .map_groups(_query_rules, batch_format="pyarrow", fn_kwargs={"models": models, "seed": config.seed})
+            .map_groups(query_rules, batch_format="pyarrow", fn_kwargs={"models": models, "seed": config.seed})
             .materialize()
-        )
+        ),
     )
-    stats = _finish_quarantine(files, rows, queries, models, strict, out)
+    stats = clock.time("quarantine", lambda: _finish_quarantine(files, rows, queries, models, strict, out))
+    fingerprint = clock.time("fingerprint", lambda: _fingerprint(queries, models))
     complete = queries.filter(expr=col("reason") == ACCEPTED)
     fractions = config.data.fractions
     train_end, validation_end = fractions.train, fractions.train + fractions.validation
@@ -262,7 +241,9 @@ def fit_statistics(
     pool = fractions.train * min(1.0, FIT_POOL * config.featurizer.fit_sample / max(n_train_estimate, 1))
     if featurizer is not None:
         pool = 0.0
-    gathered = _gathered(complete.filter(expr=(col("split") < pool) | (col("split") >= train_end)))  # one pass
+    gathered = clock.time(  # one pass for the validation and test splits and the featurizer's pool
+        "gather splits", lambda: _gathered(complete.filter(expr=(col("split") < pool) | (col("split") >= train_end)))
+    )
     positions = np.zeros(0) if gathered is None else gathered["split"].to_numpy()
     validation = _routing_log(gathered, (positions >= train_end) & (positions < validation_end), models)
     test = _routing_log(gathered, positions >= validation_end, models)
@@ -272,42 +253,35 @@ def fit_statistics(
         raise DataError(f"{path}: too few queries ({n_queries}) to split into train and test")
     if featurizer is None:  # stage 3: on the training queries of the pool, in reading order
         texts = [] if gathered is None else gathered.filter(pa.array(positions < pool))["query"].to_pylist()
-        featurizer = TextFeaturizer(config.featurizer).fit(texts)
+        featurizer = clock.time("fit featurizer", lambda: TextFeaturizer(config.featurizer).fit(texts))
     train_ds = complete.filter(expr=col("split") < train_end)
     if statistics_blocks is not None:
         train_ds = train_ds.repartition(statistics_blocks)
-    blocks = _run(
+    blocks = clock.time(
+        "statistics",
         lambda: train_ds.map_batches(
-            BlockStatistics,
+            partial(block_statistics, featurizer=featurizer, n_models=len(models)),
             batch_size=None,
             batch_format="pyarrow",
             num_cpus=1,
-            # one block in flight per actor: blocks go to whichever actor is free, spread over all
-            compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
-            fn_constructor_kwargs={"featurizer": featurizer, "n_models": len(models)},
-        ).take_all()
+            compute=ray.data.TaskPoolStrategy(size=workers),
+        ).take_all(),
     )
     statistics = LinUCBStatistics.zeros(len(models), featurizer.dimension)
     for block in blocks:
-        statistics = statistics + LinUCBStatistics.from_arrays({k: np.asarray(v)[None] for k, v in block.items()})
+        fields = {name: np.asarray(block[name])[None] for name in LinUCBStatistics.__slots__}
+        statistics = statistics + LinUCBStatistics.from_arrays(fields)
     info = DistributedInfo(
         address=address,
         read_blocks=len(files),
         statistics_blocks=len(blocks),
         worker_pids=tuple(sorted({int(block["pid"]) for block in blocks})),
+        block_seconds=tuple(float(block["seconds"]) for block in blocks),
+        stage_seconds=clock.seconds,
     )
-    fingerprint = _fingerprint(queries, models)
-    log_summary = RoutingLog(
-        models=tuple(models),
-        query_ids=np.empty(n_queries, dtype=object),  # only the count is reported
-        queries=[],
-        quality=np.zeros((0, len(models))),
-        cost=np.zeros((0, len(models))),
-        stats=stats,
-        fingerprint=fingerprint,
-    )
+    summary = replace(test, stats=stats, fingerprint=fingerprint)  # the data section's counts are the whole log's
     inputs = RunInputs(
-        data=data_section(log_summary, config.data.path) | {"distributed": info.to_dict()},
+        data=data_section(summary, config.data.path) | {"queries": n_queries, "distributed": info.to_dict()},
         models=tuple(models),
         fingerprint=fingerprint,
         split_counts=counts,
@@ -317,6 +291,21 @@ def fit_statistics(
         train_mean_cost=statistics.mean_cost(),
     )
     return DistributedFit(inputs, statistics, validation, test, info)
+
+
+class _Clock:
+    """Wall time of each named stage (reported in the run's data section and by bench/bench_ray.py)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def time(self, name: str, stage: Any) -> Any:
+        """Run ``stage`` (through :func:`_run`) and record how long it took."""
+        start = time.perf_counter()
+        try:
+            return _run(stage)
+        finally:
+            self.seconds[name] = round(time.perf_counter() - start, 3)
 
 
 def _run(stage: Any) -> Any:
@@ -333,127 +322,6 @@ def _run(stage: Any) -> Any:
             nested = getattr(cause, "cause", None)
             cause = nested if isinstance(nested, BaseException) else cause.__cause__
         raise
-
-
-def _read_block(batch: dict[str, np.ndarray], prices: PriceTable, allow_pickle: bool) -> pa.Table:
-    """Stage 1: read and validate the files of ``batch`` (one row per file) into :data:`ROW_SCHEMA` rows."""
-    columns: dict[str, list[Any]] = {name: [] for name in ROW_SCHEMA.names}
-
-    def add(fields: dict[str, Any] | None, number: int, position: int, reason: str, detail: str, raw: Any) -> None:
-        outcome = fields or {}
-        columns["query_id"].append(outcome.get("query_id"))
-        columns["query"].append(outcome.get("query"))
-        columns["model"].append(outcome.get("model"))
-        columns["quality"].append(outcome.get("quality"))
-        columns["cost"].append(outcome.get("cost"))
-        columns["file_no"].append(number)
-        columns["position"].append(position)
-        columns["reason"].append(reason)
-        columns["detail"].append(detail)
-        columns["content"].append(None if raw is None else json.dumps(raw, ensure_ascii=False, default=str))
-
-    for number, name in zip(batch["file_no"].tolist(), batch["file"].tolist()):
-        file = Path(name)
-        for item in join_decisions(read_file(file, allow_pickle=allow_pickle)):
-            if isinstance(item, Pending):
-                raise DataError(f"{file}: a decision log is bandit feedback; --ray fits full-information logs")
-            if not isinstance(item, ParsedRow):
-                add(None, number, item.position, item.reason.value, item.detail, item.raw)
-                continue
-            try:
-                outcome = validate(item.fields, prices)
-            except Invalid as invalid:
-                add(None, number, item.position, invalid.reason.value, invalid.detail, item.fields)
-                continue
-            if outcome.propensity is not None:
-                raise DataError(
-                    f"{file}: {item.locator} {item.position}: a row with propensity (bandit feedback); "
-                    "--ray fits full-information logs"
-                )
-            add(outcome._asdict(), number, item.position, ACCEPTED, "", item.fields)
-    return pa.table(columns, schema=ROW_SCHEMA)
-
-
-def _query_rules(rows: pa.Table, models: list[str], seed: int) -> pa.Table:
-    """Stage 2, one query's valid rows: the cross-row rules of :mod:`data.log_builder`, in reading order.
-
-    A row whose text differs from the query's first row is ``conflicting text``; a second row of a
-    model ``duplicate outcome``; a query that then lacks a model has its rows rejected as
-    ``incomplete query``. A complete query becomes one record with its models' outcomes.
-    """
-    order = np.lexsort((rows["position"].to_numpy(), rows["file_no"].to_numpy()))
-    rows = rows.take(pa.array(order))
-    index = {model: k for k, model in enumerate(models)}
-    texts, names = rows["query"].to_pylist(), rows["model"].to_pylist()
-    quality, cost = rows["quality"].to_numpy(), rows["cost"].to_numpy()
-    query_id = rows["query_id"][0].as_py()
-    accepted: dict[int, int] = {}  # model index -> row
-    records: dict[str, list[Any]] = {name: [] for name in query_schema(len(models)).names}
-
-    def reject(row: int, reason: RejectReason, detail: str) -> None:
-        for name in ("query_id", "query", "quality", "cost", "split"):
-            records[name].append(None)
-        records["file_no"].append(rows["file_no"][row].as_py())
-        records["position"].append(rows["position"][row].as_py())
-        records["reason"].append(reason.value)
-        records["detail"].append(detail)
-        records["content"].append(rows["content"][row].as_py())
-
-    for row, (text, model) in enumerate(zip(texts, names)):
-        if text != texts[0]:  # the first row is always accepted: every row here passed validation
-            reject(row, RejectReason.CONFLICTING_TEXT, f"query_id {query_id!r} was first seen with different text")
-        elif index[model] in accepted:
-            reject(row, RejectReason.DUPLICATE_OUTCOME, f"({query_id!r}, {model!r}) already has an outcome")
-        else:
-            accepted[index[model]] = row
-    if len(accepted) < len(models):
-        detail = f"query {query_id!r} has {len(accepted)} of {len(models)} models' outcomes"
-        for row in sorted(accepted.values()):
-            reject(row, RejectReason.INCOMPLETE_QUERY, detail)
-    else:
-        first = min(accepted.values())
-        cells = [accepted[k] for k in range(len(models))]
-        records["query_id"].append(query_id)
-        records["query"].append(texts[first])
-        records["quality"].append(quality[cells].tolist())
-        records["cost"].append(cost[cells].tolist())
-        records["split"].append(float(hash_unit(np.array([query_id], dtype=object), seed)[0]))
-        records["file_no"].append(rows["file_no"][first].as_py())
-        records["position"].append(rows["position"][first].as_py())
-        records["reason"].append(ACCEPTED)
-        records["detail"].append("")
-        records["content"].append(None)
-    return pa.table(records, schema=query_schema(len(models)))
-
-
-def _block_models(block: pa.Table) -> pa.Table:
-    """The distinct models of a block's valid rows."""
-    valid = block.filter(pc.equal(block["reason"], ACCEPTED))
-    return pa.table({"model": pc.unique(valid["model"])})
-
-
-class BlockStatistics:
-    """Stage 4 on an actor: one block of training queries → its LinUCB statistics and the actor's pid.
-
-    An actor (rather than a task) keeps the fitted featurizer loaded across the blocks it handles.
-    """
-
-    def __init__(self, featurizer: TextFeaturizer, n_models: int) -> None:
-        self.featurizer = featurizer
-        self.n_models = n_models
-
-    def __call__(self, block: pa.Table) -> dict[str, np.ndarray]:
-        """The statistics of ``block`` as one row (:meth:`LinUCBStatistics.as_arrays`)."""
-        features = self.featurizer.transform(block["query"].to_pylist())
-        k = self.n_models
-        statistics = LinUCBStatistics.of(features, _matrix(block, "quality", k), _matrix(block, "cost", k))
-        return statistics.as_arrays() | {"pid": np.array([os.getpid()])}
-
-
-def _matrix(table: pa.Table, column: str, n_models: int) -> np.ndarray:
-    """A fixed-size-list column as an (N, K) float64 matrix."""
-    values = table[column].combine_chunks()
-    return np.asarray(values.flatten().to_numpy(zero_copy_only=False), dtype=np.float64).reshape(-1, n_models)
 
 
 def _reading_order(table: pa.Table) -> pa.Table:
@@ -474,7 +342,7 @@ def _finish_quarantine(
     Row-level and per-query rejections come in reading order, then ``incomplete query`` ones (the
     single-process builder finds those last); under ``strict`` the first one is the error.
     """
-    fields = [name for name, _ in _REJECTION_FIELDS]
+    fields = [name for name, _ in REJECTION_FIELDS]
     rejected_rows = rows.filter(expr=col("reason") != ACCEPTED).select_columns(fields)
     if queries is not None:
         rejected_rows = rejected_rows.union(queries.filter(expr=col("reason") != ACCEPTED).select_columns(fields))
@@ -519,8 +387,8 @@ def _routing_log(table: pa.Table | None, rows: np.ndarray, models: list[str]) ->
         models=tuple(models),
         query_ids=np.array(part["query_id"].to_pylist(), dtype=object),
         queries=part["query"].to_pylist(),
-        quality=_matrix(part, "quality", len(models)),
-        cost=_matrix(part, "cost", len(models)),
+        quality=matrix(part, "quality", len(models)),
+        cost=matrix(part, "cost", len(models)),
     )
 
 
@@ -559,8 +427,8 @@ def _digest(tables: Iterable[pa.Table], models: list[str]) -> str:
         if ids[0] < last or ids != sorted(ids):
             raise _OutOfOrder
         last = ids[-1]
-        quality = _matrix(complete, "quality", len(models)).tolist()
-        cost = _matrix(complete, "cost", len(models)).tolist()
+        quality = matrix(complete, "quality", len(models)).tolist()
+        cost = matrix(complete, "cost", len(models)).tolist()
         lines: list[str] = []
         for query_id, text, qualities, costs in zip(ids, complete["query"].to_pylist(), quality, cost):
             prefix = f"[{encode(query_id)},{encode(text)},"
