@@ -129,13 +129,12 @@ def train_distributed(
     strict: bool = False,
     quiet: bool = False,
     target: BudgetTarget | None = None,
-    statistics_blocks: int | None = None,
 ) -> RunResult:
     """``train.py --ray``: fit LinUCB from statistics summed over Ray blocks; write the usual run directory."""
     _check_scope(config)
     dump_config(config, out / "config.yaml")
     where = connect(address, progress=not quiet)
-    fit = fit_statistics(config, strict=strict, out=out, statistics_blocks=statistics_blocks, address=where)
+    fit = fit_statistics(config, strict=strict, out=out, address=where)
     return export_fit(config, out, fit, quiet=quiet, target=target)
 
 
@@ -157,6 +156,7 @@ def export_fit(
 
 
 def _check_scope(config: RunConfig) -> None:
+    """What the distributed fit supports; anything else is one clear error before Ray starts."""
     problems = [
         f"{key}={value!r}"
         for key, value, supported in (
@@ -180,19 +180,14 @@ def fit_statistics(
     config: RunConfig,
     strict: bool = False,
     out: Path | None = None,
-    statistics_blocks: int | None = None,
     address: str = "",
-    featurizer: TextFeaturizer | None = None,
-    partitions: int | None = None,
     workers: int | None = None,
 ) -> DistributedFit:
     """Stages 1-4 of the module docstring on the connected Ray cluster.
 
-    ``featurizer``: use this fitted one instead of fitting on the driver (tests compare against a
-    single-process fit with the same featurizer). ``out``: where ``rejected.jsonl`` goes.
-    ``partitions``: of the per-query shuffle (default: one per file); ``statistics_blocks``: the
-    training split is repartitioned into this many blocks for stage 4 (default: as shuffled).
-    ``workers``: read and statistics tasks at once (default: one per CPU of the cluster).
+    ``out``: where ``rejected.jsonl`` goes. ``workers``: read and statistics tasks at once
+    (default: one per CPU of the cluster). The per-query shuffle has one partition per file, so
+    the training split reaches stage 4 in as many blocks as there are files.
     """
     workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     clock = _Clock()
@@ -226,7 +221,7 @@ def fit_statistics(
         "per-query rules",
         lambda: (
             rows.filter(expr=col("reason") == ACCEPTED)
-            .groupby("query_id", num_partitions=partitions or len(files))
+            .groupby("query_id", num_partitions=len(files))
             .map_groups(query_rules, batch_format="pyarrow", fn_kwargs={"models": models, "seed": config.seed})
             .materialize()
         ),
@@ -239,8 +234,6 @@ def fit_statistics(
     n_queries = stats.rows_accepted // len(models)
     n_train_estimate = round(n_queries * fractions.train)
     pool = fractions.train * min(1.0, FIT_POOL * config.featurizer.fit_sample / max(n_train_estimate, 1))
-    if featurizer is not None:
-        pool = 0.0
     gathered = clock.time(  # one pass for the validation and test splits and the featurizer's pool
         "gather splits", lambda: _gathered(complete.filter(expr=(col("split") < pool) | (col("split") >= train_end)))
     )
@@ -251,12 +244,10 @@ def fit_statistics(
     counts = {"train": n_train, "validation": validation.n_queries, "test": test.n_queries}
     if n_train == 0 or test.n_queries == 0:
         raise DataError(f"{path}: too few queries ({n_queries}) to split into train and test")
-    if featurizer is None:  # stage 3: on the training queries of the pool, in reading order
-        texts = [] if gathered is None else gathered.filter(pa.array(positions < pool))["query"].to_pylist()
-        featurizer = clock.time("fit featurizer", lambda: TextFeaturizer(config.featurizer).fit(texts))
+    # stage 3: the featurizer, on the training queries of the pool, in reading order
+    texts = [] if gathered is None else gathered.filter(pa.array(positions < pool))["query"].to_pylist()
+    featurizer = clock.time("fit featurizer", lambda: TextFeaturizer(config.featurizer).fit(texts))
     train_ds = complete.filter(expr=col("split") < train_end)
-    if statistics_blocks is not None:
-        train_ds = train_ds.repartition(statistics_blocks)
     blocks = clock.time(
         "statistics",
         lambda: train_ds.map_batches(
