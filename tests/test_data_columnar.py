@@ -183,3 +183,21 @@ def test_a_mixed_kind_log_is_the_same_error(tmp_path: Path) -> None:
             load_log(path, columnar=columnar, chunk_bytes=64)
         messages.append(str(error.value))
     assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize("chunk_bytes", CHUNKS)
+def test_conflicting_text_without_a_duplicate_falls_back(chunk_bytes: int, tmp_path: Path) -> None:
+    """A query's other model with other text: in the same block or a later one, never accepted."""
+    rows = good_rows()
+    rows[3] = rows[3] | {"query": "changed"}  # (q1, b): q1 was first seen with its own text
+    path = write_jsonl(tmp_path / "log.jsonl", rows)
+    fast = assert_same(path, chunk_bytes)
+    assert fast.log.stats.rejected_by_reason == {"conflicting text": 1, "incomplete query": 1}
+
+
+@pytest.mark.parametrize("chunk_bytes", CHUNKS)
+def test_a_duplicate_outcome_with_the_same_text_falls_back(chunk_bytes: int, tmp_path: Path) -> None:
+    rows = [*good_rows(), good_rows()[1] | {"quality": 0.5}]
+    path = write_jsonl(tmp_path / "log.jsonl", rows)
+    fast = assert_same(path, chunk_bytes)
+    assert fast.log.stats.rejected_by_reason == {"duplicate outcome": 1}
