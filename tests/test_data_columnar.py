@@ -201,3 +201,38 @@ def test_a_duplicate_outcome_with_the_same_text_falls_back(chunk_bytes: int, tmp
     path = write_jsonl(tmp_path / "log.jsonl", rows)
     fast = assert_same(path, chunk_bytes)
     assert fast.log.stats.rejected_by_reason == {"duplicate outcome": 1}
+
+
+def test_crlf_lines_blank_lines_and_integer_ids(tmp_path: Path, columnar_rows: list[int]) -> None:
+    """Windows line ends are read by blocks; a blank line or integer ids send their block per row."""
+    lines = [json.dumps(row).encode() for row in good_rows()]
+    crlf = write_jsonl(tmp_path / "crlf.jsonl", [])
+    crlf.write_bytes(b"\r\n".join(lines) + b"\r\n")
+    assert_same(crlf, 1 << 20)
+    assert sum(columnar_rows) == len(lines)
+    blank = tmp_path / "blank.jsonl"
+    blank.write_bytes(b"\n".join(lines[:3]) + b"\n\n  \n" + b"\n".join(lines[3:]) + b"\n")
+    numbered = write_jsonl(tmp_path / "ids.jsonl", [row | {"query_id": i // 2} for i, row in enumerate(good_rows())])
+    for path in (blank, numbered):
+        for chunk_bytes in CHUNKS:
+            assert_same(path, chunk_bytes)
+
+
+def test_parquet_with_integer_ids_and_float32_values(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = good_rows()
+    table = pa.table(
+        {
+            "query_id": pa.array([int(r["query_id"][1:]) for r in rows], pa.int64()),
+            "query": [r["query"] for r in rows],
+            "model": [r["model"] for r in rows],
+            "quality": pa.array([r["quality"] for r in rows], pa.float32()),
+            "cost": pa.array([r["cost"] for r in rows], pa.float32()),
+        }
+    )
+    pq.write_table(table, tmp_path / "ints.parquet")
+    pq.write_table(table.set_column(0, "query_id", pa.array([r["query_id"] for r in rows])), tmp_path / "f32.parquet")
+    for name in ("ints.parquet", "f32.parquet"):
+        assert_same(tmp_path / name, 1 << 20)
