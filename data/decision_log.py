@@ -3,7 +3,9 @@
 ``serve.py --decision-log FILE`` appends one JSON line per routed request,
 ``{query_id, query, model, propensity, cost_weight, policy_version, timestamp}`` (plus token
 counts when proxied), and ``POST /feedback`` appends ``{query_id, quality, cost}`` to the same
-file. A file whose first record carries ``policy_version`` is read as such a log:
+file. A file whose first record carries ``policy_version`` (or is a feedback record) is read as
+such a log; the logs of several workers (``serve.py --workers``: a feedback may be appended by
+another worker than its decision) are joined together, as one log:
 
 * a decision with feedback becomes one canonical bandit-feedback row: its query, model and
   propensity, the feedback's quality, and the feedback's cost (else the decision's token counts,
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 
 from data.reading import Item, ParsedRow, RowError
 from data.schema import RejectReason
@@ -49,19 +52,37 @@ def is_decision(fields: dict) -> bool:
     return "policy_version" in fields
 
 
+def is_feedback(fields: dict) -> bool:
+    """A feedback record of the service's log: a query_id and its quality, no model or query."""
+    return "query_id" in fields and "quality" in fields and "model" not in fields and "query" not in fields
+
+
+def starts_decision_log(first: Item | None) -> bool:
+    """Whether a file whose first item is ``first`` is a decision log (a decision or a feedback first).
+
+    With ``serve.py --workers`` a worker's log may start with feedback on another worker's decision.
+    """
+    return isinstance(first, ParsedRow) and (is_decision(first.fields) or is_feedback(first.fields))
+
+
 def join_decisions(items: Iterator[Item]) -> Iterator[Item | Pending]:
     """Pass a canonical log through unchanged; join a decision log into bandit-feedback rows."""
     first = next(items, None)
     if first is None:
         return
-    if not (isinstance(first, ParsedRow) and is_decision(first.fields)):
+    if not starts_decision_log(first):
         yield first
         yield from items
         return
+    yield from join_decision_records(chain([first], items))
+
+
+def join_decision_records(items: Iterator[Item]) -> Iterator[Item | Pending]:
+    """Join decision and feedback records (of one log, or of every worker's log together)."""
     decisions: dict[str, ParsedRow] = {}
     fallbacks: set[str] = set()
     feedback: dict[str, ParsedRow] = {}
-    for item in (first, *items):
+    for item in items:
         if not isinstance(item, ParsedRow):
             yield item
             continue

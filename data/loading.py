@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 from tqdm import tqdm
 
-from data.decision_log import Pending, join_decisions
+from data.decision_log import Pending, join_decision_records, join_decisions, starts_decision_log
 from data.log_builder import LogBuilder
 from data.prices import PriceTable
 from data.quarantine import Quarantine
@@ -16,6 +17,8 @@ from data.reading import Item, ParsedRow, list_files, read_file
 from data.routing_log import RoutingLog
 from data.schema import DataError
 from data.validation import Invalid, validate
+
+DECISION_LOG_SUFFIX = ".jsonl"  # serve.py writes JSON lines
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,18 @@ def load_log(
     files = list_files(Path(path))
     quarantine = Quarantine(strict=strict)
     builder = LogBuilder(quarantine)
+    decision_logs = [file for file in files if _is_decision_log(file)]
     with tqdm(desc=f"reading {Path(path).name}", unit=" rows", disable=not progress) as bar:
         for file in files:
+            if file in decision_logs:
+                continue
             if columnar and file.suffix.lower() != ".pkl":
                 _read_columnar(builder, file, prices, bar, chunk_bytes)
             else:
                 _read_rows(builder, join_decisions(read_file(file, allow_pickle=allow_pickle)), prices, bar)
+        if decision_logs:  # joined together: a decision's feedback may be in another worker's log
+            records = chain.from_iterable(read_file(file) for file in decision_logs)
+            _read_rows(builder, join_decision_records(records), prices, bar)
     log = builder.build([str(f) for f in files])
     if log.n_queries == 0:
         reasons = ", ".join(f"{n} {r}" for r, n in log.stats.rejected_by_reason.items()) or "no rows"
@@ -62,6 +71,13 @@ def load_log(
         hint = f"; no price for model(s) {', '.join(unpriced)} (see --prices)" if unpriced else ""
         raise DataError(f"{path}: no usable query ({log.stats.rows_read} rows read; rejected: {reasons}){hint}")
     return LoadedLog(log, quarantine)
+
+
+def _is_decision_log(file: Path) -> bool:
+    """A service decision log (JSON lines whose first record is a decision or a feedback)."""
+    if file.suffix.lower() != DECISION_LOG_SUFFIX:
+        return False
+    return starts_decision_log(next(read_file(file), None))
 
 
 def _read_columnar(

@@ -80,3 +80,15 @@ def test_only_pending_decisions_is_a_clear_error(tmp_path: Path) -> None:
     path = _write(tmp_path / "decisions.jsonl", [_decision("a"), _decision("b")])
     with pytest.raises(DataError, match="no usable query"):
         load_log(path)
+
+
+def test_worker_logs_of_a_directory_are_joined_together(tmp_path: Path) -> None:
+    """serve.py --workers: feedback may land in another worker's log, even as its first record."""
+    _write(tmp_path / "decisions-0.jsonl", [_decision("a"), _decision("b", "m2", 0.05)])
+    _write(
+        tmp_path / "decisions-1.jsonl",
+        [{"query_id": "a", "quality": 1.0, "cost": 0.002}, _decision("c"), {"query_id": "zz", "quality": 0.0}],
+    )
+    stats = load_log(tmp_path).log.stats
+    assert (stats.rows_accepted, stats.pending) == (1, 2)  # a joined across files; b and c wait
+    assert stats.rejected_by_reason == {"feedback without decision": 1}

@@ -16,7 +16,6 @@ from test_serve import _load_local, _start_server, _stop
 from test_serve_ops import ADMIN, _auth, _metric, _records, _resave, _version
 
 from data.loading import load_log
-from data.schema import DataError
 from serving.decisions import DecisionLog
 from serving.workers import worker_log_path
 
@@ -97,12 +96,6 @@ def _versions_become(base_url: str, version: str, timeout_s: float = 60.0) -> bo
     return False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(DataError, AssertionError),
-    reason="data/loading.py joins decisions and feedback file by file; with --workers the feedback of a "
-    "decision may be appended by another worker, to its own log (change needed in data/, not serving/)",
-)
 def test_training_joins_feedback_that_another_worker_logged(tmp_path: Path) -> None:
     log = tmp_path / "decisions.jsonl"
 
