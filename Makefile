@@ -35,10 +35,11 @@ clean:
 # Quick versions of every benchmark (under 10 minutes on 2 cores); see bench/README.md.
 bench: setup
 	-$(PY) -m pip install --quiet -e ".[bench]"  # peers; a failed install only skips them
-	$(PY) bench/bench_linucb_fit.py --sizes 10000,100000 --repeats 3 --vw-rows 5000 --per-arm-max 10000
+	OPENBLAS_NUM_THREADS=1 $(PY) bench/bench_linucb_fit.py --sizes 10000,100000 --repeats 3 --vw-rows 5000 --per-arm-max 10000
 	$(PY) train.py --quiet --out runs/bench-demo --overwrite > /dev/null
 	$(PY) bench/bench_inference.py --calls 2000 --loads 3 --no-cpp
 	$(PY) bench/bench_e2e.py --queries 20000
 	$(PY) bench/bench_quality.py --folds 2
 	$(PY) bench/bench_env.py --repeats 3 --ppo-steps 0
 	$(PY) bench/bench_load.py --queries 10000
+	$(PY) bench/bench_ppo_time_to_quality.py --datasets synth --synth-queries 5000 --total-steps 40960

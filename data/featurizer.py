@@ -38,6 +38,7 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass as pydantic_dataclass
+from threadpoolctl import threadpool_limits
 
 from data.tokenizer import DELIMITERS
 
@@ -185,18 +186,13 @@ class TextFeaturizer:
 
 @contextmanager
 def _one_blas_thread() -> Iterator[None]:
-    """Run BLAS on one thread (threadpoolctl, when installed; it comes with scikit-learn).
+    """Run BLAS on one thread (threadpoolctl).
 
     The projection's dense products are tall and thin (texts × ~26): on a small machine shared
     with other jobs, OpenBLAS's threads mostly wait for each other (measured: 20× the CPU time
     and 30× the wall time of one thread at load average 9). One thread computes the same
-    blocks in the same order, so the projection is bit-identical.
+    blocks in the same order, so the projection is bit-identical on every machine.
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
     with threadpool_limits(limits=1, user_api="blas"):
         yield
 
