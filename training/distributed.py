@@ -61,6 +61,7 @@ from training.blocks import (
     REJECTION_FIELDS,
     block_models,
     block_statistics,
+    compact,
     matrix,
     query_rules,
     read_block,
@@ -223,6 +224,7 @@ def fit_statistics(
             rows.filter(expr=col("reason") == ACCEPTED)
             .groupby("query_id", num_partitions=len(files))
             .map_groups(query_rules, batch_format="pyarrow", fn_kwargs={"models": models, "seed": config.seed})
+            .map_batches(compact, batch_size=None, batch_format="pyarrow")
             .materialize()
         ),
     )
