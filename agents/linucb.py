@@ -160,24 +160,13 @@ class LinUCB:
         x = np.asarray(features)
         if x.ndim != 2 or x.shape[1] != self.dimension:
             raise ValueError(f"features must be (N, {self.dimension}), got {x.shape}")
-        quality, cost = np.asarray(quality, dtype=np.float64), np.asarray(cost, dtype=np.float64)
-        if actions is None:
-            if quality.shape != (len(x), self.n_models) or cost.shape != quality.shape:
-                raise ValueError(f"full-information outcomes must be (N, {self.n_models})")
-            gram, cross = _moments(x, (quality, cost))
-            self.gram += gram[None]
-            self.target_quality += cross[:, : self.n_models].T
-            self.target_cost += cross[:, self.n_models :].T
-            self.observations += len(x)
-        else:
-            actions = np.asarray(actions, dtype=np.int64)
-            for arm in range(self.n_models):
-                rows = np.flatnonzero(actions == arm)
-                gram, cross = _moments(x[rows], (quality[rows, None], cost[rows, None]))
-                self.gram[arm] += gram
-                self.target_quality[arm] += cross[:, 0]
-                self.target_cost[arm] += cross[:, 1]
-                self.observations[arm] += len(rows)
+        if actions is None and (np.shape(quality) != (len(x), self.n_models) or np.shape(cost) != np.shape(quality)):
+            raise ValueError(f"full-information outcomes must be (N, {self.n_models})")
+        statistics = LinUCBStatistics.of(x, quality, cost, actions, n_models=self.n_models)
+        self.gram += statistics.gram
+        self.target_quality += statistics.target_quality
+        self.target_cost += statistics.target_cost
+        self.observations += statistics.observations
         self._solve()
         return self
 
@@ -336,7 +325,7 @@ class LinUCBStatistics:
         and ``cost``, and ``n_models`` (a block need not hold every arm); only the logged arm sees
         a row.
         """
-        x = np.asarray(features, dtype=np.float64)
+        x = np.asarray(features)  # float32 is widened chunk by chunk (see _moments)
         q = np.asarray(quality, dtype=np.float64)
         c = np.asarray(cost, dtype=np.float64)
         if x.ndim != 2:
@@ -345,14 +334,15 @@ class LinUCBStatistics:
             if q.ndim != 2 or q.shape[0] != len(x) or c.shape != q.shape:
                 raise ValueError(f"full-information outcomes must be (N, K) with N = {len(x)}, got {q.shape}")
             k = q.shape[1]
-            gram = x.T @ x
+            gram, cross = _moments(x, (q, c))
+            ones = np.ones(len(x))  # column sums as BLAS products: several times faster than .sum(axis=0)
             return cls(
                 np.repeat(gram[None], k, axis=0),
-                q.T @ x,
-                c.T @ x,
+                cross[:, :k].T,
+                cross[:, k:].T,
                 np.full(k, len(x), dtype=np.int64),
-                q.sum(axis=0),
-                c.sum(axis=0),
+                ones @ q,
+                ones @ c,
             )
         chosen_arm = np.asarray(actions, dtype=np.int64)
         if n_models is None:
@@ -361,12 +351,11 @@ class LinUCBStatistics:
             raise ValueError(f"bandit outcomes and actions must be (N,) with N = {len(x)}")
         statistics = cls.zeros(n_models, x.shape[1])
         for arm in range(n_models):
-            rows = chosen_arm == arm
-            chosen = x[rows]
-            statistics.gram[arm] = chosen.T @ chosen
-            statistics.target_quality[arm] = q[rows] @ chosen
-            statistics.target_cost[arm] = c[rows] @ chosen
-            statistics.observations[arm] = int(rows.sum())
+            rows = np.flatnonzero(chosen_arm == arm)
+            gram, cross = _moments(x[rows], (q[rows, None], c[rows, None]))
+            statistics.gram[arm] = gram
+            statistics.target_quality[arm], statistics.target_cost[arm] = cross[:, 0], cross[:, 1]
+            statistics.observations[arm] = len(rows)
             statistics.sum_quality[arm] = q[rows].sum()
             statistics.sum_cost[arm] = c[rows].sum()
         return statistics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,19 @@ def routerbench() -> Path:
     if not ROUTERBENCH.is_dir():
         pytest.skip(f"{ROUTERBENCH} is absent (a fresh clone has no ../shared/data)")
     return ROUTERBENCH
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[None]:
+    """A real local Ray cluster for one test module: 127.0.0.1, two CPUs, no dashboard, 80 MB object store."""
+    ray = pytest.importorskip("ray")
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=80 * 1024**2,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+    )
+    yield
+    ray.shutdown()

@@ -9,7 +9,6 @@ conflicting text and an incomplete query planted in different shards.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,19 +34,9 @@ COLUMNS = ("query_id", "query", "model", "quality", "cost")
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[None]:
-    """A real local Ray cluster for this module only."""
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=80 * 1024**2,
-        _node_ip_address="127.0.0.1",
-        log_to_driver=False,
-    )
+def cluster(ray_cluster: None) -> None:
+    """The module's local cluster (conftest), joined as ``train.py --ray`` joins one."""
     distributed.connect(None, progress=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,24 +93,9 @@ def test_sweep_in_process_writes_trials_and_one_report(sweep_file: Path, in_proc
     assert json.loads((out / "sweep.json").read_text())["best"] == best
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[None]:
-    ray = pytest.importorskip("ray")
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=80 * 1024**2,
-        _node_ip_address="127.0.0.1",
-        log_to_driver=False,
-    )
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_sweep_on_ray_tune_gives_the_in_process_results(
-    cluster: None, sweep_file: Path, in_process: dict[str, Any]
+    ray_cluster: None, sweep_file: Path, in_process: dict[str, Any]
 ) -> None:
     out = sweep_file.parent / "on-ray"
     on_ray = run_sweep(sweep_file, out, use_ray=True)

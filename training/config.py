@@ -90,18 +90,23 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+def read_yaml(path: Path, what: str) -> Any:
+    """The YAML document at ``path``; an unreadable file or bad YAML is a :class:`DataError` naming ``what``."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise DataError(f"{path}: cannot read {what}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise DataError(f"{path}: not valid YAML: {error}") from None
+
+
 def load_config(
     path: Path | None, overrides: list[str], cli_data: str | None = None, seed: int | None = None
 ) -> RunConfig:
     """Read YAML (or defaults), apply ``--set key=value`` (values parsed as YAML), validate."""
     tree: dict[str, Any] = {}
     if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as error:
-            raise DataError(f"{path}: cannot read config: {error.strerror}") from None
-        except yaml.YAMLError as error:
-            raise DataError(f"{path}: not valid YAML: {error}") from None
+        loaded = read_yaml(path, "config")
         if loaded is not None and not isinstance(loaded, dict):
             raise DataError(f"{path}: a config must be a mapping of sections")
         tree = loaded or {}

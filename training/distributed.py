@@ -49,6 +49,7 @@ from ray.data.expressions import col
 
 from agents.linucb import LinUCBStatistics, linucb_from_statistics
 from data.featurizer import TextFeaturizer
+from data.fingerprint import canonical_lines
 from data.prices import PriceTable
 from data.quarantine import Quarantine
 from data.reading import list_files
@@ -409,8 +410,6 @@ class _OutOfOrder(Exception):
 def _digest(tables: Iterable[pa.Table], models: list[str]) -> str:
     """sha256 of the canonical lines of the complete queries in ``tables`` (models are sorted already)."""
     digest = hashlib.sha256()
-    encode = json.JSONEncoder(ensure_ascii=False).encode
-    names = [encode(model) for model in models]
     last = ""
     for table in tables:
         complete = table.filter(pc.equal(table["reason"], ACCEPTED))
@@ -422,9 +421,5 @@ def _digest(tables: Iterable[pa.Table], models: list[str]) -> str:
         last = ids[-1]
         quality = matrix(complete, "quality", len(models)).tolist()
         cost = matrix(complete, "cost", len(models)).tolist()
-        lines: list[str] = []
-        for query_id, text, qualities, costs in zip(ids, complete["query"].to_pylist(), quality, cost):
-            prefix = f"[{encode(query_id)},{encode(text)},"
-            lines.extend(f"{prefix}{name},{q!r},{c!r}]\n" for name, q, c in zip(names, qualities, costs))
-        digest.update("".join(lines).encode("utf-8"))
+        digest.update(canonical_lines(ids, complete["query"].to_pylist(), models, quality, cost).encode("utf-8"))
     return digest.hexdigest()

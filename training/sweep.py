@@ -41,7 +41,7 @@ from pydantic import ConfigDict, ValidationError
 from pydantic.dataclasses import dataclass
 
 from data.schema import DataError
-from training.config import load_config
+from training.config import load_config, read_yaml
 from training.run import prepare_directory, train
 
 SEED_KEY = "seed"
@@ -70,12 +70,7 @@ class Trial:
 
 def load_sweep(path: Path) -> tuple[SweepConfig, Path]:
     """Read and validate a sweep file; returns it and its base configuration's absolute path."""
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise DataError(f"{path}: cannot read sweep file: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise DataError(f"{path}: not valid YAML: {error}") from None
+    tree = read_yaml(path, "sweep file")
     if not isinstance(tree, dict):
         raise DataError(f"{path}: a sweep file is a mapping with base, grid (and name, set, select)")
     try:
