@@ -43,3 +43,4 @@ bench: setup
 	$(PY) bench/bench_env.py --repeats 3 --ppo-steps 0
 	$(PY) bench/bench_load.py --queries 10000
 	$(PY) bench/bench_ppo_time_to_quality.py --datasets synth --synth-queries 5000 --total-steps 40960
+	$(PY) bench/bench_ray.py --queries 5000 --shards 4 --workers 2
