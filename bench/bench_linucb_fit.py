@@ -244,12 +244,21 @@ def bandit_comparison(
             np.mean(ours == np.argmax(test_x @ (theta[:, :, 0] - w * theta[:, :, 1]).T, axis=1))
         )
     }
+    result.update(timings_and_agreement(measured, test_x, ours, "bandit_"))
+    return result
+
+
+def timings_and_agreement(
+    measured: dict[str, Any], test_x: np.ndarray, ours: np.ndarray, prefix: str
+) -> dict[str, float]:
+    """Each run's wall seconds, CPU seconds and MiB, and the peers' agreement with routerl's greedy choices."""
+    result: dict[str, float] = {}
     for name, (seconds, cpu, mib, _) in measured.items():
-        result.update({f"bandit_{name}_s": seconds, f"bandit_{name}_cpu": cpu, f"bandit_{name}_mib": mib})
+        result.update({f"{prefix}{name}_s": seconds, f"{prefix}{name}_cpu": cpu, f"{prefix}{name}_mib": mib})
     if "mabwiser" in measured:
-        result["bandit_agree_mabwiser"] = float(np.mean(mabwiser_greedy(measured["mabwiser"][3], test_x) == ours))
+        result[f"{prefix}agree_mabwiser"] = float(np.mean(mabwiser_greedy(measured["mabwiser"][3], test_x) == ours))
     if "cb" in measured:
-        result["bandit_agree_cb"] = float(np.mean(measured["cb"][3].predict(test_x, exploit=True) == ours))
+        result[f"{prefix}agree_cb"] = float(np.mean(measured["cb"][3].predict(test_x, exploit=True) == ours))
     return result
 
 
@@ -378,12 +387,7 @@ def main() -> int:
                 "agree_limit": float(np.mean(ours == limit_choice)),
                 "reward_routerl": float(test_reward[np.arange(len(ours)), ours].mean()),
             }
-            for name, (seconds, cpu, mib, _) in measured.items():
-                result.update({f"{name}_s": seconds, f"{name}_cpu": cpu, f"{name}_mib": mib})
-            if "mabwiser" in measured:
-                result["agree_mabwiser"] = float(np.mean(mabwiser_greedy(measured["mabwiser"][3], test_x) == ours))
-            if "cb" in measured:
-                result["agree_cb"] = float(np.mean(measured["cb"][3].predict(test_x, exploit=True) == ours))
+            result.update(timings_and_agreement(measured, test_x, ours, ""))
             del measured, agent
             if args.bandit:
                 result.update(bandit_comparison(x, quality, cost, test_x, args, peers))
