@@ -2,7 +2,7 @@
 
     python serve.py --policy runs/demo/policy.pt [--host 127.0.0.1] [--port 8000]
         [--backends configs/backends.yaml] [--decision-log decisions.jsonl]
-        [--explore-epsilon 0.05] [--fallback-model small-7b] [--log-queries full|hash|none]
+        [--explore-epsilon 0.05 [--explore-seed 0]] [--fallback-model small-7b] [--log-queries full|hash|none]
 
 Tokens come from the environment: ``ROUTERL_API_TOKEN`` (every route but ``/healthz``) and
 ``ROUTERL_ADMIN_TOKEN`` (``/admin/reload``). ``SIGHUP`` reloads the policy file.
@@ -93,6 +93,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="probability of a uniformly random allowed model (default: %(default)s)",
     )
     parser.add_argument(
+        "--explore-seed",
+        type=int,
+        help="seed of the exploration draws, for reproducible experiments (worker i adds i; default: random)",
+    )
+    parser.add_argument(
         "--route-on",
         choices=("last-user", "conversation"),
         default="last-user",
@@ -165,6 +170,7 @@ def _settings(args: argparse.Namespace) -> Settings:
             log_queries=args.log_queries,
             fallback_model=args.fallback_model,
             explore_epsilon=args.explore_epsilon,
+            explore_seed=args.explore_seed,
             route_on=args.route_on,
             **Settings.tokens_from_env(),
         )
@@ -227,6 +233,8 @@ def _worker(args: argparse.Namespace, settings: Settings, worker: WorkerContext)
     """One process of ``--workers N``: its own decision log, the shared port (``SO_REUSEPORT``)."""
     if settings.decision_log is not None:
         settings = dataclasses.replace(settings, decision_log=worker_log_path(settings.decision_log, worker.index))
+    if settings.explore_seed is not None:  # independent draws per worker, reproducible as a whole
+        settings = dataclasses.replace(settings, explore_seed=settings.explore_seed + worker.index)
     try:
         app = _build_app(args, settings, worker.policy_file)
     except StartupProblem as exc:

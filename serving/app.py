@@ -361,7 +361,7 @@ class Router:
         self.settings = settings
         self.metrics = metrics
         self.log = log
-        self.rng = random.Random()
+        self.rng = random.Random(settings.explore_seed)
         self.batcher = ScoreBatcher()
 
     def check_length(self, queries: list[str]) -> None:

@@ -41,6 +41,9 @@ class Settings:
         fallback_model: model to route to when scoring fails (``--fallback-model``).
         explore_epsilon: probability of routing to a uniformly random allowed model
             (``--explore-epsilon``).
+        explore_seed: seed of the exploration draws (``--explore-seed``), so a replayed traffic
+            log explores the same way; ``None`` draws from the operating system's entropy.
+            Worker ``i`` of ``--workers`` uses ``explore_seed + i``.
         route_on: the proxy routes on the last user message or the whole conversation
             (``--route-on``).
         api_token: bearer token for every route but ``/healthz`` (``ROUTERL_API_TOKEN``).
@@ -58,6 +61,7 @@ class Settings:
     log_queries: LogQueries = "full"
     fallback_model: str | None = None
     explore_epsilon: float = 0.0
+    explore_seed: int | None = None
     route_on: RouteOn = "last-user"
     api_token: str | None = field(default=None, repr=False)
     admin_token: str | None = field(default=None, repr=False)

@@ -168,6 +168,25 @@ def test_exploration_logs_exact_propensities(guarded: tuple[httpx.Client, Path],
     assert record["propensity"] in (pytest.approx(1 - epsilon + epsilon / 2), pytest.approx(epsilon / 2))
 
 
+def test_explore_seed_makes_exploration_reproducible(demo_policy: Path, tmp_path: Path) -> None:
+    """Two servers with the same ``--explore-seed`` explore alike; another seed explores otherwise."""
+
+    def explored(seed: int, folder: str) -> list[str]:
+        (tmp_path / folder).mkdir()
+        running = _start_server(demo_policy, tmp_path / folder, "--explore-epsilon", "0.5", "--explore-seed", str(seed))
+        try:
+            response = httpx.post(running.base_url + "/route/batch", json={"queries": [QUERY] * 64}, timeout=60)
+            assert response.status_code == 200, response.text
+            return response.json()["models"]
+        finally:
+            _stop(running.process)
+
+    first, again, other = explored(7, "first"), explored(7, "again"), explored(8, "other")
+    assert len(set(first)) > 1  # it did explore
+    assert first == again
+    assert first != other
+
+
 @pytest.fixture(scope="module")
 def local_models(demo_policy: Path) -> tuple[list[str], str]:
     """The demo policy's models and its greedy choice for QUERY at the default weight."""
