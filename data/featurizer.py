@@ -5,7 +5,9 @@ Pipeline (fitted on the training split only):
 1. **Terms** of :mod:`data.tokenizer` (byte-level tokens, unigrams and bigrams).
 2. **Vocabulary**: terms in at least ``min_df`` training documents, the ``max_features`` most
    frequent by document frequency (ties broken by the term's bytes, so the result is
-   deterministic). At most ``fit_sample`` training documents (a seeded sample) fit it.
+   deterministic). At most ``fit_sample`` training documents fit it: those with the smallest
+   sample keys when the caller gives them (training uses the hash of the query id, which
+   ``train.py --ray`` reproduces without gathering every text), else a seeded random sample.
 3. **tf-idf** (Salton & Buckley, 1988), as scikit-learn's ``sublinear_tf=True, smooth_idf=True``:
    ``tf = 1 + ln(count)``, ``idf = ln((1 + n) / (1 + df)) + 1``, then the vector is L2-normalised.
    Unknown terms are ignored; a text with no known term gives the zero vector.
@@ -86,13 +88,23 @@ class TextFeaturizer:
         """Dense feature dimension: projection components, two structure features, the bias."""
         return self.projection.shape[1] + N_DENSE_EXTRAS
 
-    def fit(self, texts: Sequence[str]) -> TextFeaturizer:
-        """Learn vocabulary, idf and projection from training texts."""
+    def fit(self, texts: Sequence[str], sample_keys: np.ndarray | None = None) -> TextFeaturizer:
+        """Learn vocabulary, idf and projection from training texts.
+
+        Beyond ``fit_sample`` texts, a sample of them fits: the ``fit_sample`` with the smallest
+        ``sample_keys`` (one number per text; ties go to the earlier text), or without keys a
+        seeded random sample; either way in the texts' order.
+        """
         config = self.config
         if len(texts) > config.fit_sample:
-            rng = np.random.default_rng(config.seed)
-            chosen = np.sort(rng.choice(len(texts), size=config.fit_sample, replace=False))
-            texts = [texts[i] for i in chosen.tolist()]
+            if sample_keys is None:
+                rng = np.random.default_rng(config.seed)
+                chosen = rng.choice(len(texts), size=config.fit_sample, replace=False)
+            else:
+                if len(sample_keys) != len(texts):
+                    raise ValueError(f"{len(sample_keys)} sample keys for {len(texts)} texts")
+                chosen = np.argsort(sample_keys, kind="stable")[: config.fit_sample]
+            texts = [texts[i] for i in np.sort(chosen).tolist()]
         self.vocabulary, frequencies = _vocabulary(texts, config.min_df, config.max_features)
         self.idf = np.log((1.0 + len(texts)) / (1.0 + frequencies)) + 1.0
         matrix, n_tokens = self.analyze(texts)

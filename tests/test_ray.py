@@ -9,6 +9,7 @@ conflicting text and an incomplete query planted in different shards.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,10 @@ import pytest
 import torch
 
 from agents.linucb import LinUCB, linucb_from_statistics
+from data.featurizer import TextFeaturizer
 from data.loading import load_log
 from data.schema import DataError
-from data.splits import split
+from data.splits import hash_unit, split
 from training.config import RunConfig, load_config
 from training.run import RunResult, prepare_directory, train
 
@@ -130,6 +132,33 @@ def test_train_ray_writes_the_single_process_run(on_ray: tuple[Any, RunResult], 
     policies = {name: torch.jit.load(str(out / "policy.pt")) for name, out in runs.items()}
     assert policies["ray"].route(queries, 300.0) == policies["single"].route(queries, 300.0)
     assert (runs["ray"] / "tb").is_dir() and (runs["ray"] / "report.md").is_file()
+
+
+def test_a_sampled_featurizer_is_the_single_process_one(
+    cluster: None, shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond ``fit_sample`` training queries both paths fit the featurizer on the same sample.
+
+    A pool of half ``fit_sample`` expected queries also makes the driver widen it (the rare case).
+    """
+    monkeypatch.setattr(distributed, "FIT_POOL", 0.5)
+    config = _config(shards, "featurizer.fit_sample=100")
+    fit = distributed.fit_statistics(config, workers=2)
+    assert fit.inputs.split_counts["train"] > 300
+    ray_run = distributed.export_fit(config, tmp_path / "ray", fit, quiet=True)
+    prepare_directory(tmp_path / "single", overwrite=False)
+    alone = train(config, tmp_path / "single", quiet=True)
+    assert ray_run.report["featurizer"] == alone.report["featurizer"]
+    assert ray_run.report["test"] == alone.report["test"]  # the same decisions on the test split
+
+    log = load_log(shards).log
+    train_log = log.subset(split(log, config.data.fractions, config.seed).train)
+    by_hash = TextFeaturizer(config.featurizer).fit(train_log.queries, sample_keys=hash_unit(train_log.query_ids, 0))
+    featurizer = fit.inputs.featurizer
+    assert featurizer is not None and featurizer.vocabulary == by_hash.vocabulary
+    np.testing.assert_array_equal(featurizer.projection, by_hash.projection)
+    unsampled = TextFeaturizer(replace(config.featurizer, fit_sample=10**6)).fit(train_log.queries)
+    assert featurizer.vocabulary != unsampled.vocabulary  # the sample mattered
 
 
 def test_out_of_scope_configurations_are_a_clear_error(tmp_path: Path) -> None:

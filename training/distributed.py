@@ -12,10 +12,10 @@ The pipeline, each stage a Ray Data operation over blocks:
    duplicate outcome, incomplete query (every model of the log is needed). Each complete query
    becomes one record (text, per-model quality and cost) with its split, by the hash of
    :func:`data.splits.hash_unit` and the seed.
-3. **Featurizer** on the driver: fitted on the training split's texts in reading order, so it is
-   the single-process featurizer whenever the training split has at most
-   ``FIT_POOL × featurizer.fit_sample`` queries; beyond, on a hash-chosen pool of about that many
-   training queries (the featurizer samples ``fit_sample`` of them anyway).
+3. **Featurizer** on the driver: the single-process featurizer, fitted on the same texts in the
+   same order. Beyond ``featurizer.fit_sample`` training queries, both fit it on the
+   ``fit_sample`` first by split hash; the driver gathers only a pool of about
+   ``FIT_POOL × fit_sample`` training queries (split hash below a cut) that holds them.
 4. **Statistics** (``map_batches``): each block of training queries is featurized and reduced to
    :class:`agents.linucb.LinUCBStatistics` (XᵀX, Xᵀquality, Xᵀcost, counts, sums; float64); the
    driver adds them and solves, which is :meth:`LinUCB.fit` on the whole split up to
@@ -235,21 +235,34 @@ def fit_statistics(
     fractions = config.data.fractions
     train_end, validation_end = fractions.train, fractions.train + fractions.validation
     n_queries = stats.rows_accepted // len(models)
-    n_train_estimate = round(n_queries * fractions.train)
-    pool = fractions.train * min(1.0, FIT_POOL * config.featurizer.fit_sample / max(n_train_estimate, 1))
-    gathered = clock.time(  # one pass for the validation and test splits and the featurizer's pool
-        "gather splits", lambda: _gathered(complete.filter(expr=(col("split") < pool) | (col("split") >= train_end)))
-    )
-    positions = np.zeros(0) if gathered is None else gathered["split"].to_numpy()
+    sample = config.featurizer.fit_sample
+    pool = fractions.train * min(1.0, FIT_POOL * sample / max(round(n_queries * fractions.train), 1))
+
+    def gather(pool_end: float) -> pa.Table | None:  # one pass: validation, test and the featurizer's pool
+        return _gathered(complete.filter(expr=(col("split") < pool_end) | (col("split") >= train_end)))
+
+    while True:
+        gathered = clock.time("gather splits", partial(gather, pool))
+        positions = np.zeros(0) if gathered is None else gathered["split"].to_numpy()
+        n_train = n_queries - int(np.count_nonzero(positions >= train_end))
+        if np.count_nonzero(positions < pool) >= min(sample, n_train) or pool >= train_end:
+            break
+        pool = min(train_end, 2 * pool)  # the pool holds fewer than fit_sample queries: very unlikely
     validation = _routing_log(gathered, (positions >= train_end) & (positions < validation_end), models)
     test = _routing_log(gathered, positions >= validation_end, models)
-    n_train = n_queries - validation.n_queries - test.n_queries
     counts = {"train": n_train, "validation": validation.n_queries, "test": test.n_queries}
     if n_train == 0 or test.n_queries == 0:
         raise DataError(f"{path}: too few queries ({n_queries}) to split into train and test")
-    # stage 3: the featurizer, on the training queries of the pool, in reading order
-    texts = [] if gathered is None else gathered.filter(pa.array(positions < pool))["query"].to_pylist()
-    featurizer = clock.time("fit featurizer", lambda: TextFeaturizer(config.featurizer).fit(texts))
+    # stage 3: the featurizer, on the pool's training queries in reading order, sampled by their
+    # split hash as training.run samples them; the pool holds the fit_sample first by that hash
+    assert gathered is not None  # it holds the test split
+    in_pool = gathered.filter(pa.array(positions < pool))
+    featurizer = clock.time(
+        "fit featurizer",
+        lambda: TextFeaturizer(config.featurizer).fit(
+            in_pool["query"].to_pylist(), sample_keys=in_pool["split"].to_numpy()
+        ),
+    )
     train_ds = complete.filter(expr=col("split") < train_end)
     blocks = clock.time(
         "statistics",

@@ -21,7 +21,7 @@ from data.loading import load_log
 from data.prices import PriceTable
 from data.routing_log import RoutingLog
 from data.schema import DataError
-from data.splits import split
+from data.splits import hash_unit, split
 from envs.estimators import PredictedOutcomes, RewardModel
 from envs.routing_env import RoutingEnv
 from evaluation.bootstrap import Bootstrap
@@ -88,9 +88,7 @@ def train(
     splits = split(log, config.data.fractions, config.seed, config.data.split)
     if len(splits.train) == 0 or len(splits.test) == 0:
         raise DataError(f"{config.data.path}: too few queries ({log.n_queries}) to split into train and test")
-    featurizer = (
-        TextFeaturizer(config.featurizer).fit(log.subset(splits.train).queries) if config.input == "text" else None
-    )
+    featurizer = _fit_featurizer(config, log.subset(splits.train)) if config.input == "text" else None
     train_set, validation_set, test_set = (
         _Split(part, _features(part, featurizer))
         for part in (log.subset(splits.train), log.subset(splits.validation), log.subset(splits.test))
@@ -456,6 +454,16 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def _fit_featurizer(config: RunConfig, train: RoutingLog) -> TextFeaturizer:
+    """The featurizer of ``train``'s texts; beyond ``fit_sample`` of them, those first by query-id hash.
+
+    The hash (:func:`data.splits.hash_unit` with the run's seed) is the ``split`` value that
+    ``train.py --ray`` keeps per query, so the distributed fit samples exactly these texts.
+    """
+    keys = hash_unit(train.query_ids, config.seed) if train.n_queries > config.featurizer.fit_sample else None
+    return TextFeaturizer(config.featurizer).fit(train.queries, sample_keys=keys)
 
 
 def _features(part: RoutingLog, featurizer: TextFeaturizer | None) -> np.ndarray:
