@@ -47,10 +47,10 @@ SINGLE = """
 import json, os, resource, sys, time
 import numpy as np
 from agents.linucb import LinUCB
-from data.featurizer import TextFeaturizer
 from data.loading import load_log
 from data.splits import split
 from training.config import load_config
+from training.run import fit_featurizer
 config = load_config(None, [f"data.path={sys.argv[1]}"])
 seconds = {}
 def timed(name, stage):
@@ -59,7 +59,7 @@ def timed(name, stage):
 log = timed("read and validate", lambda: load_log(config.data.path).log)
 splits = timed("split", lambda: split(log, config.data.fractions, config.seed))
 train = log.subset(splits.train)
-featurizer = timed("fit featurizer", lambda: TextFeaturizer(config.featurizer).fit(train.queries))
+featurizer = timed("fit featurizer", lambda: fit_featurizer(config, train))
 features = timed("features", lambda: featurizer.transform(train.queries))
 agent = timed("fit", lambda: LinUCB(log.n_models, featurizer.dimension).fit(features, train.quality, train.cost))
 cpu = os.times()

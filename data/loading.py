@@ -86,7 +86,7 @@ def _read_columnar(
     """One file by columnar blocks; the spans they cannot take go through the per-row path."""
     from data.columnar import CHUNK_BYTES, Block, Fallback, read_blocks
 
-    rows = _RowFeed(read_file(file))
+    rows = RowFeed(read_file(file))
     for part in read_blocks(file, chunk_bytes or CHUNK_BYTES):
         if isinstance(part, Block) and builder.add_block(part):
             bar.update(part.rows)
@@ -117,7 +117,7 @@ def _read_rows(builder: LogBuilder, items: Iterator[Item | Pending], prices: Pri
         builder.add(outcome, item.file, item.position, item.locator, item.fields)
 
 
-class _RowFeed:
+class RowFeed:
     """The per-row reader of one file, consumed span by span in file order (read at most once)."""
 
     def __init__(self, items: Iterator[Item]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from data.columnar import Block, read_blocks
 from data.decision_log import Pending, join_decisions
 from data.featurizer import TextFeaturizer
+from data.loading import RowFeed
 from data.prices import PriceTable
-from data.reading import ParsedRow, read_file
+from data.reading import Item, ParsedRow, read_file
 from data.schema import DataError, RejectReason
 from data.splits import hash_unit
 from data.validation import Invalid, validate
@@ -56,100 +59,216 @@ def query_schema(n_models: int) -> pa.Schema:
             ("quality", vector),
             ("cost", vector),
             ("split", pa.float64()),  # hash position in [0, 1)
+            ("model", pa.string()),  # a rejected row's model (a complete query has them all)
             *REJECTION_FIELDS,
         ]
     )
 
 
 def read_block(batch: dict[str, np.ndarray], prices: PriceTable, allow_pickle: bool) -> pa.Table:
-    """Stage 1: read and validate the files of ``batch`` (one row per file) into :data:`ROW_SCHEMA` rows."""
+    """Stage 1: read and validate the files of ``batch`` (one row per file) into :data:`ROW_SCHEMA` rows.
+
+    As :func:`data.loading.load_log` reads a file: :mod:`data.columnar` takes the blocks whose rows
+    are all valid (their raw ``content`` is left out: the few of them that stage 2 rejects are
+    read again by :func:`raw_contents`), and the spans it cannot take go through the per-row
+    readers, whose rejections keep their content.
+    """
+    tables = []
+    for number, name in zip(batch["file_no"].tolist(), batch["file"].tolist(), strict=True):
+        file = Path(name)
+        if file.suffix.lower() == ".pkl":
+            tables.append(_per_row(join_decisions(read_file(file, allow_pickle=allow_pickle)), number, prices))
+            continue
+        feed = RowFeed(read_file(file))
+        for part in read_blocks(file):
+            if isinstance(part, Block):
+                if part.bandit:
+                    raise DataError(f"{file}: rows with propensity (bandit feedback); --ray fits full-information logs")
+                tables.append(_block_rows(part, number))
+            elif part.first == 1 and part.last is None:  # the whole file, as the per-row path reads it
+                tables.append(_per_row(join_decisions(read_file(file)), number, prices))
+            else:
+                tables.append(_per_row(feed.take(part.first, part.last), number, prices))
+    return pa.concat_tables(tables) if tables else ROW_SCHEMA.empty_table()
+
+
+def _block_rows(block: Block, number: int) -> pa.Table:
+    """A columnar block's rows (all valid) as :data:`ROW_SCHEMA` rows without content."""
+    n = block.rows
+    ids, texts = block.record_ids, block.record_texts
+    if block.record_of_row is not None:  # a wide block: one record per query, one row per model
+        ids, texts = ids.take(pa.array(block.record_of_row)), texts.take(pa.array(block.record_of_row))
+    return pa.table(
+        {
+            "query_id": ids,
+            "query": texts,
+            "model": pa.array(block.models, pa.string()).take(pa.array(block.model_of_row)),
+            "quality": block.quality,
+            "cost": block.cost,
+            "file_no": np.full(n, number, dtype=np.int64),
+            "position": block.positions,
+            "reason": pa.repeat(pa.scalar(ACCEPTED), n),
+            "detail": pa.repeat(pa.scalar(""), n),
+            "content": pa.nulls(n, pa.string()),
+        },
+        schema=ROW_SCHEMA,
+    )
+
+
+def _per_row(items: Iterable[Item | Pending], number: int, prices: PriceTable) -> pa.Table:
+    """Rows read and validated one by one (:mod:`data.reading`, :mod:`data.validation`), with content."""
     columns: dict[str, list[Any]] = {name: [] for name in ROW_SCHEMA.names}
 
-    def add(fields: dict[str, Any] | None, number: int, position: int, reason: str, detail: str, raw: Any) -> None:
+    def add(fields: dict[str, Any] | None, position: int, reason: str, detail: str, raw: Any) -> None:
         outcome = fields or {}
-        columns["query_id"].append(outcome.get("query_id"))
-        columns["query"].append(outcome.get("query"))
-        columns["model"].append(outcome.get("model"))
-        columns["quality"].append(outcome.get("quality"))
-        columns["cost"].append(outcome.get("cost"))
+        for name in ("query_id", "query", "model", "quality", "cost"):
+            columns[name].append(outcome.get(name))
         columns["file_no"].append(number)
         columns["position"].append(position)
         columns["reason"].append(reason)
         columns["detail"].append(detail)
         columns["content"].append(None if raw is None else json.dumps(raw, ensure_ascii=False, default=str))
 
-    for number, name in zip(batch["file_no"].tolist(), batch["file"].tolist()):
-        file = Path(name)
-        for item in join_decisions(read_file(file, allow_pickle=allow_pickle)):
-            if isinstance(item, Pending):
-                raise DataError(f"{file}: a decision log is bandit feedback; --ray fits full-information logs")
-            if not isinstance(item, ParsedRow):
-                add(None, number, item.position, item.reason.value, item.detail, item.raw)
-                continue
-            try:
-                outcome = validate(item.fields, prices)
-            except Invalid as invalid:
-                add(None, number, item.position, invalid.reason.value, invalid.detail, item.fields)
-                continue
-            if outcome.propensity is not None:
-                raise DataError(
-                    f"{file}: {item.locator} {item.position}: a row with propensity (bandit feedback); "
-                    "--ray fits full-information logs"
-                )
-            add(outcome._asdict(), number, item.position, ACCEPTED, "", item.fields)
+    for item in items:
+        if isinstance(item, Pending):
+            raise DataError(f"{item.file}: a decision log is bandit feedback; --ray fits full-information logs")
+        if not isinstance(item, ParsedRow):
+            add(None, item.position, item.reason.value, item.detail, item.raw)
+            continue
+        try:
+            outcome = validate(item.fields, prices)
+        except Invalid as invalid:
+            add(None, item.position, invalid.reason.value, invalid.detail, item.fields)
+            continue
+        if outcome.propensity is not None:
+            raise DataError(
+                f"{item.file}: {item.locator} {item.position}: a row with propensity (bandit feedback); "
+                "--ray fits full-information logs"
+            )
+        add(outcome._asdict(), item.position, ACCEPTED, "", item.fields)
     return pa.table(columns, schema=ROW_SCHEMA)
 
 
-def query_rules(rows: pa.Table, models: list[str], seed: int) -> pa.Table:
-    """Stage 2, one query's valid rows: the cross-row rules of :mod:`data.log_builder`, in reading order.
+def raw_contents(
+    file: Path, wanted: set[tuple[int, str]], prices: PriceTable, allow_pickle: bool
+) -> dict[tuple[int, str], str]:
+    """The content (JSON of the parsed fields) of the valid rows ``(position, model)`` of ``file``.
 
-    A row whose text differs from the query's first row is ``conflicting text``; a second row of a
-    model ``duplicate outcome``; a query that then lacks a model has its rows rejected as
-    ``incomplete query``. A complete query becomes one record with its models' outcomes.
+    For the rows that stage 2 rejects after :mod:`data.columnar` read them without content: the
+    per-row reader reads the file again, so this costs one pass over each file that has some.
     """
-    order = np.lexsort((rows["position"].to_numpy(), rows["file_no"].to_numpy()))
-    rows = rows.take(pa.array(order))
-    index = {model: k for k, model in enumerate(models)}
-    texts, names = rows["query"].to_pylist(), rows["model"].to_pylist()
-    quality, cost = rows["quality"].to_numpy(), rows["cost"].to_numpy()
-    query_id = rows["query_id"][0].as_py()
-    accepted: dict[int, int] = {}  # model index -> row
-    records: dict[str, list[Any]] = {name: [] for name in query_schema(len(models)).names}
+    positions = {position for position, _ in wanted}
+    found: dict[tuple[int, str], str] = {}
+    for item in read_file(file, allow_pickle=allow_pickle):
+        if isinstance(item, ParsedRow) and item.position in positions:
+            key = (item.position, validate(item.fields, prices).model)
+            if key in wanted:
+                found[key] = json.dumps(item.fields, ensure_ascii=False, default=str)
+    return found
 
-    def reject(row: int, reason: RejectReason, detail: str) -> None:
-        for name in ("query_id", "query", "quality", "cost", "split"):
-            records[name].append(None)
-        records["file_no"].append(rows["file_no"][row].as_py())
-        records["position"].append(rows["position"][row].as_py())
-        records["reason"].append(reason.value)
-        records["detail"].append(detail)
-        records["content"].append(rows["content"][row].as_py())
 
-    for row, (text, model) in enumerate(zip(texts, names)):
-        if text != texts[0]:  # the first row is always accepted: every row here passed validation
-            reject(row, RejectReason.CONFLICTING_TEXT, f"query_id {query_id!r} was first seen with different text")
-        elif index[model] in accepted:
-            reject(row, RejectReason.DUPLICATE_OUTCOME, f"({query_id!r}, {model!r}) already has an outcome")
+def query_rules(rows: pa.Table, models: list[str], seed: int) -> pa.Table:
+    """Stage 2, a block of whole queries' valid rows: the cross-row rules of :mod:`data.log_builder`.
+
+    Every query's rows are in this block (the block comes from a shuffle by ``query_id``). Within a
+    query, rows count in reading order (file, position): a row whose text differs from the
+    query's first row is ``conflicting text``; a second row of a model ``duplicate outcome``; a
+    query that then lacks a model has its rows rejected as ``incomplete query``. A complete query
+    becomes one record with its models' outcomes. The rules run on whole columns (numpy and
+    Arrow kernels); Python touches only each complete query's hash and each rejection's message.
+    Records come out in ``query_id`` order, rejections after them.
+    """
+    schema = query_schema(len(models))
+    if rows.num_rows == 0:
+        return schema.empty_table()
+    order = pc.sort_indices(
+        rows, sort_keys=[("query_id", "ascending"), ("file_no", "ascending"), ("position", "ascending")]
+    )
+    rows = rows.take(order)
+    ids = rows["query_id"]
+    n_rows, n_models = rows.num_rows, len(models)
+    starts = np.flatnonzero(np.concatenate(([True], pc.not_equal(ids[1:], ids[:-1]).to_numpy(zero_copy_only=False))))
+    group = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, n_rows)))  # each row's query
+    first_text = rows["query"].take(pa.array(starts[group]))
+    conflicting = pc.not_equal(rows["query"], first_text).to_numpy(zero_copy_only=False)
+    model = pc.index_in(rows["model"], value_set=pa.array(models)).to_numpy(zero_copy_only=False)
+    candidates = np.flatnonzero(~conflicting)
+    _, first_of_pair = np.unique(group[candidates] * n_models + model[candidates], return_index=True)
+    accepted = np.zeros(n_rows, dtype=bool)
+    accepted[candidates[first_of_pair]] = True  # the first row of each (query, model), in reading order
+    duplicate = ~conflicting & ~accepted
+    outcomes = np.bincount(group[accepted], minlength=len(starts))
+    incomplete = accepted & (outcomes[group] < n_models)
+
+    complete_rows = np.flatnonzero(accepted & ~incomplete)  # query-major, then reading order
+    cells = complete_rows[np.lexsort((model[complete_rows], group[complete_rows]))].reshape(-1, n_models)
+    firsts = starts[np.flatnonzero(outcomes == n_models)]  # a query's first row is always accepted
+    records = rows.take(pa.array(firsts)).select(["query_id", "query", "file_no", "position"])
+    quality, cost = rows["quality"].to_numpy()[cells], rows["cost"].to_numpy()[cells]
+    kept = pa.table(
+        {
+            "query_id": records["query_id"],
+            "query": records["query"],
+            "quality": pa.FixedSizeListArray.from_arrays(pa.array(quality.ravel()), n_models),
+            "cost": pa.FixedSizeListArray.from_arrays(pa.array(cost.ravel()), n_models),
+            "split": pa.array(hash_unit(np.asarray(records["query_id"].to_pylist(), dtype=object), seed)),
+            "model": pa.nulls(len(firsts), pa.string()),
+            "file_no": records["file_no"],
+            "position": records["position"],
+            "reason": pa.array([ACCEPTED] * len(firsts), pa.string()),
+            "detail": pa.array([""] * len(firsts), pa.string()),
+            "content": pa.nulls(len(firsts), pa.string()),
+        },
+        schema=schema,
+    )
+    return pa.concat_tables([kept, _rejections(rows, group, conflicting, duplicate, incomplete, outcomes, n_models)])
+
+
+def _rejections(
+    rows: pa.Table,
+    group: np.ndarray,
+    conflicting: np.ndarray,
+    duplicate: np.ndarray,
+    incomplete: np.ndarray,
+    outcomes: np.ndarray,
+    n_models: int,
+) -> pa.Table:
+    """The rows :func:`query_rules` rejects, each with its reason and the single-process message."""
+    rejected = np.flatnonzero(conflicting | duplicate | incomplete)
+    if len(rejected) == 0:
+        return query_schema(n_models).empty_table()
+    picked = rows.take(pa.array(rejected))
+    reasons, details = [], []
+    for row, query_id, model in zip(
+        rejected.tolist(), picked["query_id"].to_pylist(), picked["model"].to_pylist(), strict=True
+    ):
+        if conflicting[row]:
+            reasons.append(RejectReason.CONFLICTING_TEXT.value)
+            details.append(f"query_id {query_id!r} was first seen with different text")
+        elif duplicate[row]:
+            reasons.append(RejectReason.DUPLICATE_OUTCOME.value)
+            details.append(f"({query_id!r}, {model!r}) already has an outcome")
         else:
-            accepted[index[model]] = row
-    if len(accepted) < len(models):
-        detail = f"query {query_id!r} has {len(accepted)} of {len(models)} models' outcomes"
-        for row in sorted(accepted.values()):
-            reject(row, RejectReason.INCOMPLETE_QUERY, detail)
-    else:
-        first = min(accepted.values())
-        cells = [accepted[k] for k in range(len(models))]
-        records["query_id"].append(query_id)
-        records["query"].append(texts[first])
-        records["quality"].append(quality[cells].tolist())
-        records["cost"].append(cost[cells].tolist())
-        records["split"].append(float(hash_unit(np.array([query_id], dtype=object), seed)[0]))
-        records["file_no"].append(rows["file_no"][first].as_py())
-        records["position"].append(rows["position"][first].as_py())
-        records["reason"].append(ACCEPTED)
-        records["detail"].append("")
-        records["content"].append(None)
-    return pa.table(records, schema=query_schema(len(models)))
+            reasons.append(RejectReason.INCOMPLETE_QUERY.value)
+            details.append(f"query {query_id!r} has {int(outcomes[group[row]])} of {n_models} models' outcomes")
+    n = len(rejected)
+    vector = pa.list_(pa.float64(), n_models)
+    return pa.table(
+        {
+            "query_id": pa.nulls(n, pa.string()),
+            "query": pa.nulls(n, pa.string()),
+            "quality": pa.nulls(n, vector),
+            "cost": pa.nulls(n, vector),
+            "split": pa.nulls(n, pa.float64()),
+            "model": picked["model"],
+            "file_no": picked["file_no"],
+            "position": picked["position"],
+            "reason": pa.array(reasons, pa.string()),
+            "detail": pa.array(details, pa.string()),
+            "content": picked["content"],
+        },
+        schema=query_schema(n_models),
+    )
 
 
 def block_models(block: pa.Table) -> pa.Table:
@@ -173,8 +292,3 @@ def matrix(table: pa.Table, column: str, n_models: int) -> np.ndarray:
     """A fixed-size-list column as an (N, K) float64 matrix."""
     values = table[column].combine_chunks()
     return np.asarray(values.flatten().to_numpy(zero_copy_only=False), dtype=np.float64).reshape(-1, n_models)
-
-
-def compact(block: pa.Table) -> pa.Table:
-    """One chunk per column: ``map_groups`` leaves one chunk per query, and every later stage paid per chunk."""
-    return block.combine_chunks()

@@ -7,10 +7,12 @@ The pipeline, each stage a Ray Data operation over blocks:
    loader does; a bad row becomes a rejection with its reason (Ray's own JSON reader would fail
    the whole dataset at one malformed line, and nothing may be lost silently). Files are listed
    on the driver; shard a large log into many files.
-2. **Per-query rules** (``groupby("query_id").map_groups``): a query's rows, in reading order
-   (file, line), get the cross-row rules of :mod:`data.log_builder`: conflicting text,
-   duplicate outcome, incomplete query (every model of the log is needed). Each complete query
-   becomes one record (text, per-model quality and cost) with its split, by the hash of
+2. **Per-query rules** (``sort("query_id")``, then ``map_batches`` over whole blocks): the sort
+   range-partitions by key, so every query's rows share a block, where
+   :func:`training.blocks.query_rules` applies the cross-row rules of :mod:`data.log_builder`
+   to them in reading order (file, line), on whole columns: conflicting text, duplicate
+   outcome, incomplete query (every model of the log is needed). Each complete query becomes
+   one record (text, per-model quality and cost) with its split, by the hash of
    :func:`data.splits.hash_unit` and the seed.
 3. **Featurizer** on the driver: the single-process featurizer, fitted on the same texts in the
    same order. Beyond ``featurizer.fit_sample`` training queries, both fit it on the
@@ -62,9 +64,9 @@ from training.blocks import (
     REJECTION_FIELDS,
     block_models,
     block_statistics,
-    compact,
     matrix,
     query_rules,
+    raw_contents,
     read_block,
 )
 from training.config import RunConfig, dump_config
@@ -217,19 +219,20 @@ def fit_statistics(
     distinct = rows.map_batches(block_models, batch_size=None, batch_format="pyarrow")
     models = sorted({str(row["model"]) for row in _run(distinct.take_all)})  # the arms: models of valid rows
     if not models:
-        _finish_quarantine(files, rows, None, [], strict, out)
+        _finish_quarantine(files, rows, None, strict, out, prices, config.data.allow_pickle)
         raise DataError(f"{path}: no usable query (no valid row)")
     queries = clock.time(
         "per-query rules",
         lambda: (
             rows.filter(expr=col("reason") == ACCEPTED)
-            .groupby("query_id", num_partitions=len(files))
-            .map_groups(query_rules, batch_format="pyarrow", fn_kwargs={"models": models, "seed": config.seed})
-            .map_batches(compact, batch_size=None, batch_format="pyarrow")
+            .sort("query_id")  # range-partitioned: every query's rows land in one block (as for map_groups)
+            .map_batches(partial(query_rules, models=models, seed=config.seed), batch_size=None, batch_format="pyarrow")
             .materialize()
         ),
     )
-    stats = clock.time("quarantine", lambda: _finish_quarantine(files, rows, queries, models, strict, out))
+    stats = clock.time(
+        "quarantine", lambda: _finish_quarantine(files, rows, queries, strict, out, prices, config.data.allow_pickle)
+    )
     fingerprint = clock.time("fingerprint", lambda: _fingerprint(queries, models))
     complete = queries.filter(expr=col("reason") == ACCEPTED)
     fractions = config.data.fractions
@@ -340,16 +343,17 @@ def _finish_quarantine(
     files: list[Path],
     rows: ray.data.Dataset,
     queries: ray.data.Dataset | None,
-    models: list[str],
     strict: bool,
     out: Path | None,
+    prices: PriceTable,
+    allow_pickle: bool,
 ) -> ReadStats:
     """Gather every rejection in the single-process order, write ``rejected.jsonl``, count rows by fate.
 
     Row-level and per-query rejections come in reading order, then ``incomplete query`` ones (the
     single-process builder finds those last); under ``strict`` the first one is the error.
     """
-    fields = [name for name, _ in REJECTION_FIELDS]
+    fields = ["model"] + [name for name, _ in REJECTION_FIELDS]
     rejected_rows = rows.filter(expr=col("reason") != ACCEPTED).select_columns(fields)
     if queries is not None:
         rejected_rows = rejected_rows.union(queries.filter(expr=col("reason") != ACCEPTED).select_columns(fields))
@@ -357,7 +361,7 @@ def _finish_quarantine(
     rejected = _reading_order(pa.concat_tables(tables)) if tables else None
     quarantine = Quarantine(strict=strict)
     if rejected is not None:
-        records = rejected.to_pylist()
+        records = _with_contents(rejected.to_pylist(), files, prices, allow_pickle)
         late = [r for r in records if r["reason"] == RejectReason.INCOMPLETE_QUERY.value]
         for record in [r for r in records if r["reason"] != RejectReason.INCOMPLETE_QUERY.value] + late:
             file = files[record["file_no"]]
@@ -376,6 +380,22 @@ def _finish_quarantine(
         rows_rejected=quarantine.count,
         rejected_by_reason=quarantine.by_reason(),
     )
+
+
+def _with_contents(
+    records: list[dict[str, Any]], files: list[Path], prices: PriceTable, allow_pickle: bool
+) -> list[dict[str, Any]]:
+    """``records`` with the content of the rows that stage 2 rejected after a columnar read (none kept)."""
+    missing: dict[int, set[tuple[int, str]]] = {}
+    for record in records:
+        if record["content"] is None and record["model"] is not None:
+            missing.setdefault(record["file_no"], set()).add((record["position"], record["model"]))
+    for file_no, wanted in missing.items():
+        found = raw_contents(files[file_no], wanted, prices, allow_pickle)
+        for record in records:
+            if record["file_no"] == file_no and record["content"] is None and record["model"] is not None:
+                record["content"] = found[(record["position"], record["model"])]
+    return records
 
 
 def _gathered(dataset: ray.data.Dataset) -> pa.Table | None:

@@ -88,7 +88,7 @@ def train(
     splits = split(log, config.data.fractions, config.seed, config.data.split)
     if len(splits.train) == 0 or len(splits.test) == 0:
         raise DataError(f"{config.data.path}: too few queries ({log.n_queries}) to split into train and test")
-    featurizer = _fit_featurizer(config, log.subset(splits.train)) if config.input == "text" else None
+    featurizer = fit_featurizer(config, log.subset(splits.train)) if config.input == "text" else None
     train_set, validation_set, test_set = (
         _Split(part, _features(part, featurizer))
         for part in (log.subset(splits.train), log.subset(splits.validation), log.subset(splits.test))
@@ -456,7 +456,7 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _fit_featurizer(config: RunConfig, train: RoutingLog) -> TextFeaturizer:
+def fit_featurizer(config: RunConfig, train: RoutingLog) -> TextFeaturizer:
     """The featurizer of ``train``'s texts; beyond ``fit_sample`` of them, those first by query-id hash.
 
     The hash (:func:`data.splits.hash_unit` with the run's seed) is the ``split`` value that
