@@ -2,11 +2,12 @@
 
 The pipeline, each stage a Ray Data operation over blocks:
 
-1. **Read and validate** (one block per log file): every file is read by routerl's own readers
-   and every row checked by :func:`data.validation.validate`, exactly as the single-process
-   loader does; a bad row becomes a rejection with its reason (Ray's own JSON reader would fail
-   the whole dataset at one malformed line, and nothing may be lost silently). Files are listed
-   on the driver; shard a large log into many files.
+1. **Read and validate** (one block per log file): every file is read by routerl's own readers,
+   exactly as the single-process loader does (:func:`training.blocks.read_block`: columnar
+   blocks of valid rows, the per-row path with :func:`data.validation.validate` for the rest);
+   a bad row becomes a rejection with its reason (Ray's own JSON reader would fail the whole
+   dataset at one malformed line, and nothing may be lost silently). Files are listed on the
+   driver; shard a large log into many files.
 2. **Per-query rules** (``sort("query_id")``, then ``map_batches`` over whole blocks): the sort
    range-partitions by key, so every query's rows share a block, where
    :func:`training.blocks.query_rules` applies the cross-row rules of :mod:`data.log_builder`
@@ -70,7 +71,7 @@ from training.blocks import (
     read_block,
 )
 from training.config import RunConfig, dump_config
-from training.run import Learned, RunInputs, RunResult, _Split, evaluate_and_export
+from training.run import FeaturizedSplit, Learned, RunInputs, RunResult, evaluate_and_export
 from training.tensorboard import TensorBoardLogger
 
 #: The featurizer is fitted on at most about this many × ``featurizer.fit_sample`` training queries.
@@ -149,8 +150,8 @@ def export_fit(
     agent = linucb_from_statistics(fit.statistics, config.agent.linucb, cost_weight=config.reward.cost_weight)
     featurizer = fit.inputs.featurizer
     assert featurizer is not None
-    validation = _Split(fit.validation, featurizer.transform(fit.validation.queries))
-    test = _Split(fit.test, featurizer.transform(fit.test.queries))
+    validation = FeaturizedSplit(fit.validation, featurizer.transform(fit.validation.queries))
+    test = FeaturizedSplit(fit.test, featurizer.transform(fit.test.queries))
     steps = fit.inputs.split_counts["train"]
     learned = Learned(agent, {"steps": steps, "best_step": steps}, None)
     tensorboard = TensorBoardLogger(out / "tb")

@@ -50,7 +50,7 @@ class RunResult:
 
 
 @dataclass(frozen=True)
-class _Split:
+class FeaturizedSplit:
     """One split's log and its features."""
 
     log: RoutingLog
@@ -90,7 +90,7 @@ def train(
         raise DataError(f"{config.data.path}: too few queries ({log.n_queries}) to split into train and test")
     featurizer = fit_featurizer(config, log.subset(splits.train)) if config.input == "text" else None
     train_set, validation_set, test_set = (
-        _Split(part, _features(part, featurizer))
+        FeaturizedSplit(part, _features(part, featurizer))
         for part in (log.subset(splits.train), log.subset(splits.validation), log.subset(splits.test))
     )
     off_policy = None
@@ -149,8 +149,8 @@ def evaluate_and_export(
     out: Path,
     inputs: RunInputs,
     learned: Learned,
-    validation_set: _Split,
-    test_set: _Split,
+    validation_set: FeaturizedSplit,
+    test_set: FeaturizedSplit,
     tensorboard: TensorBoardLogger,
     off_policy: _OffPolicy | None = None,
     target: BudgetTarget | None = None,
@@ -250,8 +250,8 @@ def evaluate_and_export(
 
 def _learn(
     config: RunConfig,
-    train_set: _Split,
-    validation_set: _Split,
+    train_set: FeaturizedSplit,
+    validation_set: FeaturizedSplit,
     tensorboard: TensorBoardLogger,
     out: Path,
     progress: bool,
@@ -284,7 +284,11 @@ def _learn(
 
 
 def _learn_ppo(
-    config: RunConfig, train_set: _Split, validation_set: _Split, tensorboard: TensorBoardLogger, out: Path
+    config: RunConfig,
+    train_set: FeaturizedSplit,
+    validation_set: FeaturizedSplit,
+    tensorboard: TensorBoardLogger,
+    out: Path,
 ) -> tuple[PPORouter, dict[str, Any]]:
     """Preference-conditioned PPO, checkpointed every ``agent.checkpoint_every`` steps.
 
@@ -331,7 +335,7 @@ def _learn_online(
     config: RunConfig,
     agent: LinUCB,
     env: RoutingEnv,
-    validation_set: _Split,
+    validation_set: FeaturizedSplit,
     tensorboard: TensorBoardLogger,
     out: Path,
     progress: bool,
@@ -399,8 +403,8 @@ class _OffPolicy:
 
 
 def _counterfactual_splits(
-    config: RunConfig, train_set: _Split, validation_set: _Split, test_set: _Split
-) -> tuple[_Split, _Split, _Split, _OffPolicy]:
+    config: RunConfig, train_set: FeaturizedSplit, validation_set: FeaturizedSplit, test_set: FeaturizedSplit
+) -> tuple[FeaturizedSplit, FeaturizedSplit, FeaturizedSplit, _OffPolicy]:
     """Turn the splits of a bandit-feedback log into counterfactual full-information tables.
 
     A reward model (per-arm ridge on the training split's logged rounds) gives m̂, and each
@@ -417,11 +421,11 @@ def _counterfactual_splits(
     model.fit(train_set.features, train.action, train.quality[rows, train.action], train.cost[rows, train.action])
     learning = "dm" if config.env.feedback == "full" else config.env.feedback
 
-    def table(part: _Split, kind: Literal["dm", "ips", "dr"]) -> _Split:
+    def table(part: FeaturizedSplit, kind: Literal["dm", "ips", "dr"]) -> FeaturizedSplit:
         if part.log.n_queries == 0:
             return part
         estimated = counterfactual_log(part.log, model.predict(part.features), kind, config.env.max_weight)
-        return _Split(estimated, part.features)
+        return FeaturizedSplit(estimated, part.features)
 
     off_policy = _OffPolicy(test_set.log, model.predict(test_set.features), config.seed, config.env.max_weight)
     return table(train_set, learning), table(validation_set, "dr"), table(test_set, "dr"), off_policy
@@ -430,8 +434,8 @@ def _counterfactual_splits(
 def _calibrate(
     agent: Agent,
     inputs: RunInputs,
-    validation_set: _Split,
-    test_set: _Split,
+    validation_set: FeaturizedSplit,
+    test_set: FeaturizedSplit,
     target: BudgetTarget,
     config: RunConfig,
 ) -> tuple[float, dict[str, Any]]:
