@@ -6,11 +6,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from threadpoolctl import threadpool_info
 
+import training.run as run_module
 from data.loading import load_log
 from data.splits import split
 from evaluation.frontier import Frontier
@@ -116,6 +119,26 @@ def test_set_overrides_reach_the_run(tmp_path: Path) -> None:
     assert report["policy"]["cost_weight"] == 50
     resolved = (tmp_path / "run" / "config.yaml").read_text()
     assert "alpha: 0.5" in resolved and "cost_weight: 50.0" in resolved
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(1, 1), (None, "default")])
+def test_blas_threads_hold_during_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: int | None, expected: int | str
+) -> None:
+    seen: list[int] = []
+    learn = run_module._learn
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.extend(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
+        return learn(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "_learn", spy)
+    config = load_config(ROOT / "configs" / "default.yaml", [f"blas_threads={'null' if setting is None else setting}"])
+    default = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    run_module.prepare_directory(tmp_path / "run", overwrite=False)
+    run_module.train(config, tmp_path / "run", quiet=True)
+    assert seen and seen == ([1] * len(seen) if expected == 1 else default)
+    assert [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"] == default
 
 
 def test_online_learning_through_the_env(tmp_path: Path) -> None:

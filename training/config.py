@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import ConfigDict, ValidationError
+from pydantic import ConfigDict, PositiveInt, ValidationError
 from pydantic.dataclasses import dataclass
 
 from agents.direct import DirectConfig
@@ -62,6 +62,11 @@ class RunConfig:
 
     name: str = "default"  # run name; the run directory defaults to runs/<name>
     seed: int = 0  # seeds the split, the featurizer, the environment and the agent
+    # numpy's BLAS threads during the run (null: the library's default, one per core). routerl's
+    # matrices are thin (N × d, d ≈ 19-256): a second thread gains little, and on a shared machine
+    # OpenBLAS threads waiting for a busy core made the LinUCB fit and evaluation 10-60× slower
+    # (BENCHMARKS.md, end to end). PPO's torch threads are agent.ppo.threads.
+    blas_threads: PositiveInt | None = 1
     # text: features from the query text (the policy takes text); embedding: the log's own
     # `embedding` column and a bias (the policy takes embeddings; the service must compute them)
     input: Literal["text", "embedding"] = "text"

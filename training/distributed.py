@@ -49,6 +49,7 @@ import pyarrow.compute as pc
 import ray
 from ray.data.context import ShuffleStrategy
 from ray.data.expressions import col
+from threadpoolctl import threadpool_limits
 
 from agents.linucb import LinUCBStatistics, linucb_from_statistics
 from data.featurizer import TextFeaturizer
@@ -139,8 +140,9 @@ def train_distributed(
     _check_scope(config)
     dump_config(config, out / "config.yaml")
     where = connect(address, progress=not quiet)
-    fit = fit_statistics(config, strict=strict, out=out, address=where)
-    return export_fit(config, out, fit, quiet=quiet, target=target)
+    with threadpool_limits(limits=config.blas_threads, user_api="blas"):  # the driver's numpy
+        fit = fit_statistics(config, strict=strict, out=out, address=where)
+        return export_fit(config, out, fit, quiet=quiet, target=target)
 
 
 def export_fit(

@@ -10,6 +10,7 @@ from typing import Any, Literal, cast
 
 import numpy as np
 import yaml
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from agents.base import Agent
@@ -74,6 +75,11 @@ def train(
     target: BudgetTarget | None = None,
 ) -> RunResult:
     """Run ``config`` and write the run directory of CONTRACTS.md §3 into ``out``."""
+    with threadpool_limits(limits=config.blas_threads, user_api="blas"):
+        return _train(config, out, strict, quiet, target)
+
+
+def _train(config: RunConfig, out: Path, strict: bool, quiet: bool, target: BudgetTarget | None) -> RunResult:
     progress = not quiet
     dump_config(config, out / "config.yaml")  # first, so that --resume can read it
     loaded = load_log(
