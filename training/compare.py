@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -36,16 +37,36 @@ from training.factory import AGENTS, make_agent
 COMPARED = ("linucb", "ppo", "knn", "logistic")
 
 
+class Featurizer(Protocol):
+    """What cross-validation needs of a featurizer: fitted on the training folds' texts, then applied."""
+
+    @property
+    def dimension(self) -> int: ...
+
+    def fit(self, texts: list[str]) -> Featurizer: ...
+
+    def transform(self, texts: list[str]) -> np.ndarray: ...
+
+
 def cross_validated_sweeps(
-    log: RoutingLog, config: RunConfig, kinds: list[str], folds: int, weights: np.ndarray
+    log: RoutingLog,
+    config: RunConfig,
+    kinds: list[str],
+    folds: int,
+    weights: np.ndarray,
+    make_featurizer: Callable[[RunConfig], Featurizer] = lambda config: TextFeaturizer(config.featurizer),
 ) -> dict[str, Sweep]:
-    """Out-of-fold actions of each agent at every weight, pooled over the folds."""
+    """Out-of-fold actions of each agent at every weight, pooled over the folds.
+
+    ``make_featurizer`` builds each fold's featurizer (``bench/bench_featurizer_variants.py``
+    compares others with routerl's own this way).
+    """
     fold_of = np.floor(hash_unit(log.query_ids, config.seed) * folds).astype(int)
     actions = {kind: np.zeros((len(weights), log.n_queries), dtype=np.int64) for kind in kinds}
     for fold in range(folds):
         held, kept = np.flatnonzero(fold_of == fold), np.flatnonzero(fold_of != fold)
         train, test = log.subset(kept), log.subset(held)
-        featurizer = TextFeaturizer(config.featurizer).fit(train.queries)
+        featurizer = make_featurizer(config).fit(train.queries)
         train_x, test_x = featurizer.transform(train.queries), featurizer.transform(test.queries)
         for kind in kinds:
             agent = make_agent(kind, config, log.n_models, featurizer.dimension)

@@ -53,7 +53,7 @@ from threadpoolctl import threadpool_limits
 
 from agents.linucb import LinUCBStatistics, linucb_from_statistics
 from data.featurizer import TextFeaturizer
-from data.fingerprint import canonical_lines
+from data.fingerprint import update_digest
 from data.prices import PriceTable
 from data.quarantine import Quarantine
 from data.reading import list_files
@@ -425,10 +425,11 @@ def _routing_log(table: pa.Table | None, rows: np.ndarray, models: list[str]) ->
 def _fingerprint(queries: ray.data.Dataset, models: list[str]) -> str:
     """The data fingerprint of CONTRACTS.md §1, streamed through the driver in ``query_id`` order.
 
-    The canonical lines are those of :func:`data.fingerprint.fingerprint` (a test checks both
-    agree). The per-query shuffle is sort-based, so its materialized blocks usually come in key
-    order already; that is checked while hashing, and only when it fails is the order made by a
-    distributed sort (a second shuffle).
+    The canonical lines are those of :func:`data.fingerprint.fingerprint`, hashed by
+    :func:`data.fingerprint.update_digest` (a test checks both agree). The per-query stage sorts
+    by ``query_id``, so its materialized blocks usually come in key order already; that is
+    checked while hashing, and only when it fails is the order made by a distributed sort (a
+    second shuffle).
     """
     fields = ["query_id", "query", "quality", "cost", "reason"]
     blocks = (ray.get(ref) for ref in queries.select_columns(fields).to_arrow_refs())
@@ -455,7 +456,6 @@ def _digest(tables: Iterable[pa.Table], models: list[str]) -> str:
         if ids[0] < last or ids != sorted(ids):
             raise _OutOfOrder
         last = ids[-1]
-        quality = matrix(complete, "quality", len(models)).tolist()
-        cost = matrix(complete, "cost", len(models)).tolist()
-        digest.update(canonical_lines(ids, complete["query"].to_pylist(), models, quality, cost).encode("utf-8"))
+        quality, cost = matrix(complete, "quality", len(models)), matrix(complete, "cost", len(models))
+        update_digest(digest, complete["query_id"], complete["query"], models, quality, cost)
     return digest.hexdigest()
