@@ -161,7 +161,10 @@ def raw_contents(
     found: dict[tuple[int, str], str] = {}
     for item in read_file(file, allow_pickle=allow_pickle):
         if isinstance(item, ParsedRow) and item.position in positions:
-            key = (item.position, validate(item.fields, prices).model)
+            try:
+                key = (item.position, validate(item.fields, prices).model)
+            except Invalid:  # another outcome of a wanted wide row; its own rejection has its content
+                continue
             if key in wanted:
                 found[key] = json.dumps(item.fields, ensure_ascii=False, default=str)
     return found
@@ -215,8 +218,8 @@ def query_rules(rows: pa.Table, models: list[str], seed: int) -> pa.Table:
             "model": pa.nulls(len(firsts), pa.string()),
             "file_no": records["file_no"],
             "position": records["position"],
-            "reason": pa.array([ACCEPTED] * len(firsts), pa.string()),
-            "detail": pa.array([""] * len(firsts), pa.string()),
+            "reason": pa.repeat(pa.scalar(ACCEPTED), len(firsts)),
+            "detail": pa.repeat(pa.scalar(""), len(firsts)),
             "content": pa.nulls(len(firsts), pa.string()),
         },
         schema=schema,
