@@ -17,7 +17,7 @@ import hashlib
 import json
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -46,6 +46,12 @@ _FIXED_LOW, _FIXED_HIGH = 1e-4, 1e16
 _DOTS = pa.array(["", ".", ".0", ".00", ".000"])  # after the integer part: "." + (-k - 1) zeros when k < 0
 _SIGNS = pa.array(["", "-"])
 _TAILS: dict[str, pa.Array] = {}
+
+
+#: Query ids or texts: Python strings or a pyarrow string array.
+Strings: TypeAlias = Sequence[str] | pa.Array | pa.ChunkedArray
+#: A (queries × models) table of floats.
+Cells: TypeAlias = np.ndarray | Sequence[Sequence[float]]
 
 
 class _Digest(Protocol):
@@ -78,12 +84,7 @@ def fingerprint(log: RoutingLog) -> str:
 
 
 def update_digest(
-    digest: _Digest,
-    query_ids: Sequence[str] | pa.Array | pa.ChunkedArray,
-    queries: Sequence[str] | pa.Array | pa.ChunkedArray,
-    models: Sequence[str],
-    quality: np.ndarray | Sequence[Sequence[float]],
-    cost: np.ndarray | Sequence[Sequence[float]],
+    digest: _Digest, query_ids: Strings, queries: Strings, models: Sequence[str], quality: Cells, cost: Cells
 ) -> None:
     """``digest.update`` with the canonical lines of these queries, the bytes of
     ``canonical_lines(...).encode("utf-8")`` without building them all at once.
@@ -124,13 +125,7 @@ def _steps(text_sizes: np.ndarray) -> Iterator[tuple[int, int]]:
         start = stop
 
 
-def canonical_lines(
-    query_ids: Sequence[str] | pa.Array | pa.ChunkedArray,
-    queries: Sequence[str] | pa.Array | pa.ChunkedArray,
-    models: Sequence[str],
-    quality: np.ndarray | Sequence[Sequence[float]],
-    cost: np.ndarray | Sequence[Sequence[float]],
-) -> str:
+def canonical_lines(query_ids: Strings, queries: Strings, models: Sequence[str], quality: Cells, cost: Cells) -> str:
     """The canonical lines of consecutive queries (already in ``query_id`` order; ``models`` sorted).
 
     ``quality`` and ``cost`` are (queries × models) in the order of ``models``, as float64; NaN
@@ -419,12 +414,10 @@ def _json_inner(strings: pa.Array) -> pa.Array:
     special = np.flatnonzero((data < 0x20) | (data == 0x22) | (data == 0x5C))
     rows = np.unique(np.searchsorted(offsets, special + offsets[0], side="right") - 1)
     escaped = pa.array([_ENCODE(value)[1:-1] for value in strings.take(pa.array(rows)).to_pylist()], pa.string())
-    mask = np.zeros(len(strings), dtype=bool)
-    mask[rows] = True
-    return pc.replace_with_mask(strings, pa.array(mask), escaped)
+    return pc.replace_with_mask(strings, _mask(len(strings), rows), escaped)
 
 
-def _strings(values: Sequence[str] | pa.Array | pa.ChunkedArray) -> pa.Array:
+def _strings(values: Strings) -> pa.Array:
     """A pyarrow string array (int32 offsets) without nulls.
 
     Python strings that are not ASCII are handed over encoded: pyarrow would otherwise keep a
@@ -442,7 +435,7 @@ def _strings(values: Sequence[str] | pa.Array | pa.ChunkedArray) -> pa.Array:
     return array
 
 
-def _matrix(values: np.ndarray | Sequence[Sequence[float]], n_queries: int, n_models: int) -> np.ndarray:
+def _matrix(values: Cells, n_queries: int, n_models: int) -> np.ndarray:
     """``values`` as a (queries × models) float64 array."""
     matrix = np.asarray(values, dtype=np.float64)
     if n_queries == 0 and matrix.size == 0:

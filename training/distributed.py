@@ -389,15 +389,18 @@ def _with_contents(
     records: list[dict[str, Any]], files: list[Path], prices: PriceTable, allow_pickle: bool
 ) -> list[dict[str, Any]]:
     """``records`` with the content of the rows that stage 2 rejected after a columnar read (none kept)."""
-    missing: dict[int, set[tuple[int, str]]] = {}
+    missing: dict[int, list[dict[str, Any]]] = {}
     for record in records:
         if record["content"] is None and record["model"] is not None:
-            missing.setdefault(record["file_no"], set()).add((record["position"], record["model"]))
-    for file_no, wanted in missing.items():
-        found = raw_contents(files[file_no], wanted, prices, allow_pickle)
-        for record in records:
-            if record["file_no"] == file_no and record["content"] is None and record["model"] is not None:
-                record["content"] = found[(record["position"], record["model"])]
+            missing.setdefault(record["file_no"], []).append(record)
+    for file_no, group in missing.items():
+        keys = [(record["position"], record["model"]) for record in group]
+        found = raw_contents(files[file_no], set(keys), prices, allow_pickle)
+        for record, key in zip(group, keys, strict=True):
+            if key not in found:
+                position, model = key
+                raise DataError(f"{files[file_no]}: {position}: no valid {model!r} row on a second read (changed?)")
+            record["content"] = found[key]
     return records
 
 
