@@ -75,9 +75,9 @@ for owner, name, stage in [
     (training.run, "split", "split"),
     (data.featurizer.TextFeaturizer, "fit", "featurizer fit (<= fit_sample texts)"),
     (data.featurizer.TextFeaturizer, "transform", "featurize (transform, all splits)"),
-    (training.run, "_learn", "agent fit (_learn)"),
+    (training.run, "learn", "agent fit (learn)"),
     (training.run, "evaluate_and_export", "evaluate + report + export"),
-    (training.run, "_export", "export (build + save policy)"),
+    (training.run, "export_policy", "export (build + save policy)"),
 ]:
     timed(owner, name, stage)
 sys.argv = ["train.py", *sys.argv[1:]]

@@ -72,7 +72,8 @@ from training.blocks import (
     read_block,
 )
 from training.config import RunConfig, dump_config
-from training.run import FeaturizedSplit, Learned, RunInputs, RunResult, evaluate_and_export
+from training.inputs import FeaturizedSplit, Learned, RunInputs
+from training.run import RunResult, evaluate_and_export
 from training.tensorboard import TensorBoardLogger
 
 #: The featurizer is fitted on at most about this many × ``featurizer.fit_sample`` training queries.

@@ -6,7 +6,7 @@ import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -15,8 +15,6 @@ from tqdm import tqdm
 
 from agents.base import Agent
 from agents.baselines import RandomRouter, SingleModelRouter
-from agents.linucb import LinUCB
-from agents.ppo import PPORouter
 from data.featurizer import TextFeaturizer
 from data.loading import load_log
 from data.prices import PriceTable
@@ -24,7 +22,6 @@ from data.routing_log import RoutingLog
 from data.schema import DataError
 from data.splits import hash_unit, split
 from envs.estimators import PredictedOutcomes, RewardModel
-from envs.routing_env import RoutingEnv
 from evaluation.bootstrap import Bootstrap
 from evaluation.budget import BudgetTarget, budget_report, calibrate
 from evaluation.evaluate import Sweep, frontier_report, metrics_with_intervals
@@ -33,10 +30,10 @@ from evaluation.frontier import cost_weight_grid
 from evaluation.metrics import oracle_actions, route_metrics
 from evaluation.ope import counterfactual_log, off_policy_estimates
 from evaluation.report import data_section, write_markdown
-from policies.export import PolicyMetadata, build_embedding_policy, build_text_policy, save_policy
-from training.checkpoints import Checkpoint, Checkpointer
 from training.config import RunConfig, dump_config
-from training.factory import make_agent
+from training.exporting import export_policy, featurizer_summary
+from training.inputs import FeaturizedSplit, Learned, RunInputs
+from training.learning import learn
 from training.tensorboard import TensorBoardLogger
 
 BUDGET_GRID_POINTS = 201  # finer cost-weight grid searched for --target-cost / --target-quality
@@ -48,14 +45,6 @@ class RunResult:
 
     directory: Path
     report: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class FeaturizedSplit:
-    """One split's log and its features."""
-
-    log: RoutingLog
-    features: np.ndarray
 
 
 def prepare_directory(out: Path, overwrite: bool) -> None:
@@ -106,7 +95,7 @@ def _train(config: RunConfig, out: Path, strict: bool, quiet: bool, target: Budg
         )
 
     tensorboard = TensorBoardLogger(out / "tb")
-    agent, training, learned_weight = _learn(config, train_set, validation_set, tensorboard, out, progress)
+    agent, training, learned_weight = learn(config, train_set, validation_set, tensorboard, out, progress)
     inputs = RunInputs(
         data=data_section(log, config.data.path),
         models=log.models,
@@ -121,33 +110,6 @@ def _train(config: RunConfig, out: Path, strict: bool, quiet: bool, target: Budg
     return evaluate_and_export(
         config, out, inputs, learned, validation_set, test_set, tensorboard, off_policy, target, progress
     )
-
-
-@dataclass(frozen=True)
-class RunInputs:
-    """What evaluation and export need of the data besides the validation and test splits.
-
-    The single-process run takes it from the loaded log; a distributed run
-    (:mod:`training.distributed`) from statistics summed over the blocks of the training split.
-    """
-
-    data: dict[str, Any]  # the report's data section (fingerprint, rows by fate)
-    models: tuple[str, ...]
-    fingerprint: str
-    split_counts: dict[str, int]
-    featurizer: TextFeaturizer | None
-    dimension: int  # features per query
-    train_mean_quality: np.ndarray  # (K,) on the training split: baselines and the cost-weight grid
-    train_mean_cost: np.ndarray  # (K,)
-
-
-@dataclass(frozen=True)
-class Learned:
-    """A learned agent, what its training did (``steps``, ``best_step``), and a learned cost weight."""
-
-    agent: Agent
-    training: dict[str, Any]
-    weight: float | None  # the averaged budget multiplier of online learning, else None
 
 
 def evaluate_and_export(
@@ -207,7 +169,7 @@ def evaluate_and_export(
             "fractions": asdict(config.data.fractions),
             "queries": inputs.split_counts,
         },
-        "featurizer": _featurizer_summary(config, featurizer, inputs.dimension),
+        "featurizer": featurizer_summary(config, featurizer, inputs.dimension),
         "policy": {
             "agent": agent.name,
             "cost_weight": weight,
@@ -247,151 +209,11 @@ def evaluate_and_export(
     tensorboard.log_figure("charts/frontier", figure, steps)
     tensorboard.close()
     with tqdm(total=1, desc="exporting policy.pt", disable=not progress, leave=False) as bar:
-        _export(config, inputs, agent, weight, frontier, test_metrics, out)
+        export_policy(config, inputs, agent, weight, frontier, test_metrics, out)
         bar.update()
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     write_markdown(report, out / "report.md")
     return RunResult(out, report)
-
-
-def _learn(
-    config: RunConfig,
-    train_set: FeaturizedSplit,
-    validation_set: FeaturizedSplit,
-    tensorboard: TensorBoardLogger,
-    out: Path,
-    progress: bool,
-) -> tuple[Agent, dict[str, Any], float | None]:
-    """Fit the configured agent on the training split.
-
-    Returns the agent, what its training did (``steps``, and ``best_step``: the step whose state
-    is exported), and the cost weight it learned (the averaged budget multiplier λ̄ when the
-    reward has a budget and learning is online or by PPO; None otherwise).
-    """
-    log = train_set.log
-    if config.agent.kind == "ppo":
-        ppo, training = _learn_ppo(config, train_set, validation_set, tensorboard, out)
-        return ppo, training, None if ppo.budget is None else ppo.cost_weight
-    agent = make_agent(config.agent.kind, config, log.n_models, train_set.features.shape[1])
-    if not isinstance(agent, LinUCB):  # the supervised peers learn in one fit
-        agent.fit(train_set.features, log.quality, log.cost)
-        return agent, {"steps": log.n_queries, "best_step": log.n_queries}, None
-    if config.agent.learning == "fit":
-        if config.reward.budget is not None:
-            raise DataError("a budget reward needs agent.learning=online (the multiplier is learned online)")
-        agent.fit(train_set.features, log.quality, log.cost)
-        return agent, {"steps": log.n_queries, "best_step": log.n_queries}, None
-    env = RoutingEnv(log, train_set.features, config.reward)
-    return (
-        agent,
-        _learn_online(config, agent, env, validation_set, tensorboard, out, progress),
-        env.default_cost_weight,
-    )
-
-
-def _learn_ppo(
-    config: RunConfig,
-    train_set: FeaturizedSplit,
-    validation_set: FeaturizedSplit,
-    tensorboard: TensorBoardLogger,
-    out: Path,
-) -> tuple[PPORouter, dict[str, Any]]:
-    """Preference-conditioned PPO, checkpointed every ``agent.checkpoint_every`` steps.
-
-    A checkpoint in the run directory (``--resume``) is restored first; PPO then trains only the
-    remaining steps. Validation early stopping keeps the best parameters, which are exported.
-    """
-    log = train_set.log
-    agent = cast(PPORouter, make_agent("ppo", config, log.n_models, train_set.features.shape[1]))
-    checkpoint = out / "checkpoints" / "ppo.zip"
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    resumed_from = None
-    if checkpoint.exists():
-        agent.load(checkpoint)
-        resumed_from = agent.steps_done
-    saved_at = agent.steps_done
-
-    def on_rollout(step: int, scalars: dict[str, float]) -> None:
-        nonlocal saved_at
-        tensorboard.log_scalars(scalars, step)
-        if step - saved_at >= config.agent.checkpoint_every:
-            agent.save(checkpoint)
-            saved_at = step
-
-    validation = validation_set if validation_set.log.n_queries else None
-    agent.fit(
-        train_set.features,
-        log.quality,
-        log.cost,
-        val_features=None if validation is None else validation.features,
-        val_quality=None if validation is None else validation.log.quality,
-        val_cost=None if validation is None else validation.log.cost,
-        callback=on_rollout,
-    )
-    agent.save(checkpoint)
-    return agent, {
-        "steps": agent.steps_done,
-        "best_step": agent.best_step,
-        "resumed_from": resumed_from,
-        "stopped_early": agent.stopped_early,
-    }
-
-
-def _learn_online(
-    config: RunConfig,
-    agent: LinUCB,
-    env: RoutingEnv,
-    validation_set: FeaturizedSplit,
-    tensorboard: TensorBoardLogger,
-    out: Path,
-    progress: bool,
-) -> dict[str, Any]:
-    """LinUCB learning by interaction, checkpointed every ``agent.checkpoint_every`` steps.
-
-    If the run directory holds checkpoints (``--resume``), learning continues from the newest
-    with the remaining steps only. At each checkpoint the greedy policy's validation reward is
-    measured; the best state is the one exported (``best_step`` in the report).
-    """
-    total = config.agent.online_steps
-    checkpoints = Checkpointer(out / "checkpoints", config.agent.checkpoint_every)
-    latest = checkpoints.latest()
-    start, seed_or_none = 0, cast("int | None", config.seed)
-    if latest is not None:
-        agent.load_state_dict(latest.arrays)
-        env.reset(seed=config.seed)  # builds the task; then the saved generator and multiplier replace it
-        generator = np.random.default_rng()
-        generator.bit_generator.state = latest.meta["env_generator"]
-        env.np_random = generator
-        if latest.meta.get("multiplier") is not None and env.task.multiplier is not None:
-            env.task.multiplier.load_state_dict(latest.meta["multiplier"])
-        start, seed_or_none = latest.step, None
-
-    def validation_reward() -> float:
-        if validation_set.log.n_queries == 0:
-            return float(start)  # no validation split: the newest state counts as the best
-        weight = env.default_cost_weight if env.default_cost_weight is not None else config.reward.cost_weight
-        actions = agent.predict(validation_set.features, weight)
-        rows = np.arange(validation_set.log.n_queries)
-        return float(validation_set.log.reward(weight)[rows, actions].mean())
-
-    def on_step(step: int, reward: float, info: dict[str, Any]) -> None:
-        tensorboard.on_step(step, reward, info)
-        if checkpoints.due(step) or step == total:
-            multiplier = env.task.multiplier
-            meta = {
-                "step": step,
-                "score": validation_reward() if validation_set.log.n_queries else step,
-                "env_generator": env.np_random.bit_generator.state,
-                "multiplier": None if multiplier is None else multiplier.state_dict(),
-            }
-            checkpoints.save(Checkpoint({k: v.copy() for k, v in agent.state_dict().items()}, meta))
-
-    if total > start:
-        agent.learn(env, total - start, seed=seed_or_none, progress=progress, callback=on_step, start_step=start)
-    best = checkpoints.best()
-    if best is not None:
-        agent.load_state_dict(best.arrays)
-    return {"steps": total, "best_step": total if best is None else best.step, "resumed_from": start or None}
 
 
 @dataclass(frozen=True)
@@ -485,46 +307,3 @@ def _features(part: RoutingLog, featurizer: TextFeaturizer | None) -> np.ndarray
     return np.hstack([part.embeddings, np.ones((part.n_queries, 1), dtype=np.float32)])
 
 
-def _featurizer_summary(config: RunConfig, featurizer: TextFeaturizer | None, dimension: int) -> dict[str, Any]:
-    """What the policy's inputs are, for the report and the artifact's metadata."""
-    if featurizer is None:
-        return {"kind": "embedding", "dimension": dimension - 1, "bias": True}
-    return {
-        "kind": "tfidf-lsa",
-        "terms": featurizer.n_terms,
-        "dimension": featurizer.dimension,
-        **asdict(config.featurizer),
-    }
-
-
-def _export(
-    config: RunConfig,
-    inputs: RunInputs,
-    agent: Agent,
-    weight: float,
-    frontier: dict[str, Any],
-    test_metrics: dict[str, Any],
-    out: Path,
-) -> None:
-    """Write ``policy.pt`` with the metadata of CONTRACTS.md §2."""
-    linear_map = agent.linear_map()
-    conditioned_range = getattr(agent, "cost_weight_range", None)  # agents conditioned on the weight (PPO)
-    metadata = PolicyMetadata(
-        models=list(inputs.models),
-        default_cost_weight=weight,
-        cost_weight_range=conditioned_range or [0.0, float(frontier["cost_weights"][-1])],
-        score_kind=agent.score_kind,
-        agent=agent.name,
-        input_kind=config.input,
-        featurizer=_featurizer_summary(config, inputs.featurizer, linear_map.shape[0]),
-        data_fingerprint=inputs.fingerprint,
-        metrics={key: value for key, value in test_metrics.items() if isinstance(value, float)}
-        | {"aiq": frontier["aiq"]},
-    )
-    clamp = conditioned_range is not None
-    featurizer = inputs.featurizer
-    if featurizer is None:
-        module = build_embedding_policy(linear_map, agent.head(), metadata, clamp_cost_weight=clamp)
-    else:
-        module = build_text_policy(featurizer, linear_map, agent.head(), metadata, clamp_cost_weight=clamp)
-    save_policy(module, metadata, out / "policy.pt")

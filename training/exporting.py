@@ -1,0 +1,58 @@
+"""The run's ``policy.pt``: the learned agent, its featurizer and the metadata of CONTRACTS.md §2."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from agents.base import Agent
+from data.featurizer import TextFeaturizer
+from policies.export import PolicyMetadata, build_embedding_policy, build_text_policy, save_policy
+from training.config import RunConfig
+from training.inputs import RunInputs
+
+
+def featurizer_summary(config: RunConfig, featurizer: TextFeaturizer | None, dimension: int) -> dict[str, Any]:
+    """What the policy's inputs are, for the report and the artifact's metadata."""
+    if featurizer is None:
+        return {"kind": "embedding", "dimension": dimension - 1, "bias": True}
+    return {
+        "kind": "tfidf-lsa",
+        "terms": featurizer.n_terms,
+        "dimension": featurizer.dimension,
+        **asdict(config.featurizer),
+    }
+
+
+def export_policy(
+    config: RunConfig,
+    inputs: RunInputs,
+    agent: Agent,
+    weight: float,
+    frontier: dict[str, Any],
+    test_metrics: dict[str, Any],
+    out: Path,
+) -> None:
+    """Write ``policy.pt`` with the metadata of CONTRACTS.md §2."""
+    linear_map = agent.linear_map()
+    conditioned_range = getattr(agent, "cost_weight_range", None)  # agents conditioned on the weight (PPO)
+    metadata = PolicyMetadata(
+        models=list(inputs.models),
+        default_cost_weight=weight,
+        cost_weight_range=conditioned_range or [0.0, float(frontier["cost_weights"][-1])],
+        score_kind=agent.score_kind,
+        agent=agent.name,
+        input_kind=config.input,
+        featurizer=featurizer_summary(config, inputs.featurizer, linear_map.shape[0]),
+        data_fingerprint=inputs.fingerprint,
+        metrics={key: value for key, value in test_metrics.items() if isinstance(value, float)}
+        | {"aiq": frontier["aiq"]},
+    )
+    clamp = conditioned_range is not None
+    featurizer = inputs.featurizer
+    if featurizer is None:
+        module = build_embedding_policy(linear_map, agent.head(), metadata, clamp_cost_weight=clamp)
+    else:
+        module = build_text_policy(featurizer, linear_map, agent.head(), metadata, clamp_cost_weight=clamp)
+    save_policy(module, metadata, out / "policy.pt")
