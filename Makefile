@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make run    set up .venv, train the default policy on the demo data, print the report
-#   make test   set up .venv, run the whole test suite (slow tests included)
+#   make test   set up .venv, lint (ruff, mypy), run the whole test suite (slow tests included)
 # torch is installed first, pinned to the CPU wheel, so that nothing pulls a multi-GB CUDA build.
 
 PYTHON ?= python3
@@ -22,7 +22,7 @@ setup: $(VENV)/.installed
 run: setup
 	$(PY) train.py --overwrite
 
-test: setup
+test: lint
 	$(PY) -m pytest -q
 
 lint: setup

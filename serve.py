@@ -1,4 +1,4 @@
-"""Serve an exported routerl policy over HTTP (CONTRACTS.md §3-§4).
+"""Serve an exported routerl policy over HTTP (docs/contracts.md §3-§4).
 
     python serve.py --policy runs/demo/policy.pt [--host 127.0.0.1] [--port 8000]
         [--backends configs/backends.yaml] [--decision-log decisions.jsonl]
@@ -16,19 +16,21 @@ Once it accepts connections it prints one line on stdout, ``routerl serving on
 http://HOST:PORT`` (with the real port when ``--port 0`` picked a free one). A missing or
 invalid policy, a bad flag or an address that cannot be bound exits with status 2 and one
 message on stderr, without a traceback.
+
+This file only maps the flags to :class:`serving.server.ServeOptions`; binding, uvicorn and the
+workers are :mod:`serving.server`'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
-import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
 
+from serving.server import EXIT_USER_ERROR, ServeOptions, StartupError, run
 from serving.settings import (
     DEFAULT_HOST,
     DEFAULT_MAX_BATCH,
@@ -37,9 +39,6 @@ from serving.settings import (
     DEFAULT_PORT,
     Settings,
 )
-from serving.workers import StartupError, Supervisor, WorkerContext, worker_log_path
-
-EXIT_USER_ERROR = 2
 
 
 def _fail(message: str) -> NoReturn:
@@ -118,163 +117,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
-    """Bind a TCP socket to ``host:port`` (IPv4 or IPv6); exit 2 if that is impossible.
-
-    ``reuse_port``: join the other workers on the same port (``SO_REUSEPORT``).
-    """
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        _fail(f"cannot resolve --host {host!r}: {exc.strerror}")
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT if reuse_port else socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-    sock.set_inheritable(True)
-    return sock
-
-
-def _url(sock: socket.socket) -> str:
-    """``http://HOST:PORT`` of a bound socket (IPv6 hosts in brackets)."""
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def _log_config() -> dict[str, Any]:
-    """uvicorn's logging config with the access log on stderr: stdout carries only the address."""
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["handlers"]["access"]["stream"] = "ext://sys.stderr"
-    return config
-
-
 def _settings(args: argparse.Namespace) -> Settings:
-    """The service settings from the command line and the environment; exit 2 if invalid."""
+    """The service settings from the command line and the environment; exit 2 if invalid.
+
+    Every :class:`Settings` field but the tokens is the flag of the same name.
+    """
     if args.workers < 1:
         _fail(f"--workers must be >= 1, got {args.workers}")
+    flags = vars(args)
+    values: dict[str, Any] = {field.name: flags[field.name] for field in fields(Settings) if field.name in flags}
+    values.update(Settings.tokens_from_env())
     try:
-        return Settings(
-            host=args.host,
-            port=args.port,
-            max_body_bytes=args.max_body_bytes,
-            max_query_chars=args.max_query_chars,
-            max_batch=args.max_batch,
-            backends=args.backends,
-            decision_log=args.decision_log,
-            log_queries=args.log_queries,
-            fallback_model=args.fallback_model,
-            explore_epsilon=args.explore_epsilon,
-            explore_seed=args.explore_seed,
-            route_on=args.route_on,
-            **Settings.tokens_from_env(),
-        )
+        return Settings(**values)
     except ValueError as exc:
         _fail(str(exc))
-
-
-def _build_app(args: argparse.Namespace, settings: Settings, shared_policy_file: Path | None = None) -> Any:
-    """The service's ASGI app; a start-up problem raises :class:`StartupProblem` with its message."""
-    try:
-        from serving.app import create_app
-    except ImportError as exc:
-        raise StartupProblem(f"the service needs FastAPI and uvicorn ({exc}); pip install 'routerl[serve]'") from None
-
-    import torch
-
-    from serving.policy import PolicyError
-
-    torch.set_num_threads(1)  # one request = one small forward pass; threads only add latency
-    policy = args.policy
-    if shared_policy_file is not None and shared_policy_file.is_file():  # a restarted worker follows a reload
-        policy = shared_policy_file.read_text(encoding="utf-8")
-    try:
-        return create_app(policy, settings, handle_sighup=True, shared_policy_file=shared_policy_file)
-    except (PolicyError, ValueError) as exc:
-        raise StartupProblem(str(exc)) from None
-    except OSError as exc:  # the decision log cannot be opened
-        raise StartupProblem(f"cannot open --decision-log {settings.decision_log}: {exc.strerror or exc}") from None
-
-
-class StartupProblem(Exception):
-    """The service cannot start; the message is the one line for stderr (exit status 2)."""
-
-
-def _serve(app: Any, sock: socket.socket, access_log: bool, on_started: Callable[[], None]) -> bool:
-    """Serve ``app`` with uvicorn on the bound ``sock`` until interrupted; whether it started."""
-    import uvicorn
-
-    class _Server(uvicorn.Server):
-        """uvicorn server that calls ``on_started`` once it accepts connections."""
-
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            """Start as usual, then call ``on_started``."""
-            await super().startup(sockets=sockets)
-            if self.started:
-                on_started()
-
-    config: Any = uvicorn.Config(app, log_config=_log_config(), log_level="info", access_log=access_log, lifespan="on")
-    server = _Server(config)
-    try:
-        server.run(sockets=[sock])
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sock.close()
-    return bool(server.started)
-
-
-def _worker(args: argparse.Namespace, settings: Settings, worker: WorkerContext) -> None:
-    """One process of ``--workers N``: its own decision log, the shared port (``SO_REUSEPORT``)."""
-    if settings.decision_log is not None:
-        settings = dataclasses.replace(settings, decision_log=worker_log_path(settings.decision_log, worker.index))
-    if settings.explore_seed is not None:  # independent draws per worker, reproducible as a whole
-        settings = dataclasses.replace(settings, explore_seed=settings.explore_seed + worker.index)
-    try:
-        app = _build_app(args, settings, worker.policy_file)
-    except StartupProblem as exc:
-        worker.report(str(exc))
-        raise SystemExit(EXIT_USER_ERROR) from None
-    sock = _bind(settings.host, worker.port, reuse_port=True)
-    sock.listen(2048)
-    _serve(app, sock, args.access_log, lambda: worker.report(None))
-
-
-def _supervise(args: argparse.Namespace, settings: Settings) -> int:
-    """Run ``--workers`` processes on one port until interrupted (:mod:`serving.workers`)."""
-    reserved = _bind(settings.host, settings.port, reuse_port=True)  # holds the port; never listens
-    supervisor = Supervisor(_worker, (args, settings), args.workers, reserved.getsockname()[1])
-    try:
-        try:
-            supervisor.start()
-        except StartupError as exc:
-            _fail(str(exc))
-        print(f"routerl serving on {_url(reserved)}", flush=True)
-        supervisor.run()
-    finally:
-        supervisor.stop()
-        reserved.close()
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the service until interrupted; return the exit status."""
     args = parse_args(argv)
-    settings = _settings(args)
-    if args.workers > 1:
-        return _supervise(args, settings)
+    options = ServeOptions(args.policy, _settings(args), args.workers, args.access_log)
     try:
-        app = _build_app(args, settings)
-    except StartupProblem as exc:
+        return run(options)
+    except StartupError as exc:
         _fail(str(exc))
-    sock = _bind(settings.host, settings.port)
-    announce = _url(sock)
-    return 0 if _serve(app, sock, args.access_log, lambda: print(f"routerl serving on {announce}", flush=True)) else 1
 
 
 if __name__ == "__main__":

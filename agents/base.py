@@ -1,40 +1,176 @@
-"""The one decision rule every agent shares (ARCHITECTURE.md): scores for features and a cost weight.
+"""What every learner offers (docs/architecture.md): one decision rule, one training entry point.
 
-``scores(features, w)`` is (N, K), higher is better, ``predict`` its argmax; ``linear_map()``
-and ``head()`` are what the exporter needs: the agent's scores are ``head(features @
-linear_map(), w)``, so the featurizer's projection folds into the linear map.
+**The decision rule.** ``scores(features, w)`` is (N, K), higher is better, at cost weight w;
+``predict`` is its argmax (ties to the lower index) at ``w`` or the agent's default weight.
+``linear_map()`` and ``head()`` are what the exporter needs: the agent's scores are
+``head(features @ linear_map(), w)``, so the featurizer's projection folds into the linear map.
+
+**Learning.** ``fit(features, quality, cost)`` learns from a full-information table (MABWiser's
+face); :meth:`Agent.train` is the one entry point training calls for every kind: it is given a
+:class:`TrainingTask` (the training split, the validation split, how to learn) and the
+callbacks of :mod:`agents.callbacks` (TensorBoard, keep-best and early stopping, checkpoints).
+A learner that learns in one pass (``fit``) calls no callback: it has no step to log, check,
+checkpoint or stop at. A learner that learns step by step (LinUCB online, PPO) calls them all
+and offers the optional abilities a checkpoint needs: :meth:`Agent.state_dict` (everything to
+resume) and :meth:`Agent.parameters` (what decides, the candidate that keep-best stores).
+
+**Construction.** Every kind takes ``(n_models, dimension, config, cost_weight)``: its section of
+the run configuration and the default cost weight; :mod:`agents.registry` maps ``agent.kind``
+to the class and its section.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import torch
 
+from data.routing_log import RoutingLog
+from envs.rewards import RewardConfig
 
-class Agent(Protocol):
-    """What training, evaluation and export use of a learned router."""
+if TYPE_CHECKING:
+    from agents.callbacks import Callback
 
-    name: str
-    score_kind: str
+#: A learner's state for a checkpoint: nested dicts whose leaves are arrays or JSON values.
+State = dict[str, Any]
 
+
+class Split(Protocol):
+    """A split of a full-information log and its (N, d) features (``training.inputs.FeaturizedSplit``)."""
+
+    @property
+    def log(self) -> RoutingLog: ...
+
+    @property
+    def features(self) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Table:
+    """A :class:`Split` made of bare outcome tables: models and queries named by position."""
+
+    log: RoutingLog
+    features: np.ndarray
+
+    @classmethod
+    def of(cls, features: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> Table:
+        """(N, d) features with (N, K) quality and cost."""
+        n, k = np.shape(quality)
+        log = RoutingLog(
+            models=tuple(str(arm) for arm in range(k)),
+            query_ids=np.array([str(row) for row in range(n)], dtype=object),
+            queries=[""] * n,
+            quality=np.asarray(quality, dtype=np.float64),
+            cost=np.asarray(cost, dtype=np.float64),
+        )
+        return cls(log, np.asarray(features))
+
+
+@dataclass(frozen=True)
+class TrainingTask:
+    """What a learner is given to learn from, the same for every kind.
+
+    ``learning`` is ``fit`` (one pass over ``train``) or ``online`` (interaction with a routing
+    environment over ``train`` for ``online_steps`` episodes, rewarded by ``reward``); PPO always
+    interacts, for its own ``total_steps``. ``validation`` (None when the split is empty) is what
+    keep-best and early stopping score on, through :meth:`Agent.validation_rule`.
+    """
+
+    train: Split
+    validation: Split | None = None
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    learning: Literal["fit", "online"] = "fit"
+    online_steps: int = 0
+    seed: int = 0
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class ValidationRule:
+    """How keep-best scores a learner's current state on validation data (higher is better).
+
+    ``score`` None: the learner has no criterion here, and its newest state is the best.
+    ``every``: steps between evaluations (None: the checkpoint interval); ``patience``:
+    evaluations without improvement before training stops (0: never stop early).
+    """
+
+    score: Callable[[], float] | None = None
+    every: int | None = None
+    patience: int = 0
+
+
+class Agent(ABC):
+    """A learned router: the decision rule, the training entry point and the optional abilities."""
+
+    name: ClassVar[str]
+    score_kind: ClassVar[str]  # "utility" (estimated quality − w · cost) or "logit" (a policy's)
+    #: Whether training stops early on a validation split, which a caller then holds out of the
+    #: training data (the cross-validated comparison does, for PPO).
+    stops_early: ClassVar[bool] = False
+
+    def __init__(self, n_models: int, dimension: int, cost_weight: float = 0.0) -> None:
+        self.n_models = n_models
+        self.dimension = dimension
+        self.cost_weight = cost_weight  # the default of predict(features) without a weight
+        self.steps_done = 0  # what the learner has learned from: rows fitted, or episodes played
+        self.stopped_early = False  # a callback ended training before its planned steps
+
+    @abstractmethod
     def fit(self, features: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> Agent:
         """Learn from a full-information log: (N, d) features, (N, K) quality and cost."""
-        ...
 
+    @abstractmethod
     def scores(self, features: np.ndarray, cost_weight: float) -> np.ndarray:
         """(N, K) scores at ``cost_weight``; the decision is their argmax (ties to the lower index)."""
-        ...
 
-    def predict(self, features: np.ndarray, cost_weight: float | None = None) -> np.ndarray:
-        """Model index per query."""
-        ...
-
+    @abstractmethod
     def linear_map(self) -> np.ndarray:
         """(d, m): the agent's first linear map of the features."""
-        ...
 
+    @abstractmethod
     def head(self) -> torch.nn.Module:
         """TorchScript-able module from (N, m) and the cost weight to (N, K) scores."""
-        ...
+
+    def predict(self, features: np.ndarray, cost_weight: float | None = None) -> np.ndarray:
+        """Model index per query: the argmax of :meth:`scores` at ``cost_weight`` or the default."""
+        weight = self.cost_weight if cost_weight is None else cost_weight
+        return np.argmax(self.scores(features, weight), axis=1)
+
+    def train(self, task: TrainingTask, callbacks: Sequence[Callback] = ()) -> Agent:
+        """Learn from ``task``: by default one pass of :meth:`fit` over the training split (no callbacks)."""
+        self.fit(task.train.features, task.train.log.quality, task.train.log.cost)
+        return self
+
+    @property
+    def cost_weight_range(self) -> list[float] | None:
+        """[low, high] of the weights the agent is conditioned on (the head clamps others); None if any."""
+        return None
+
+    @property
+    def learned_cost_weight(self) -> float | None:
+        """A default cost weight learned in training (λ̄ of a budget); None: the configured one."""
+        return None
+
+    def validation_rule(self, validation: Split | None) -> ValidationRule:
+        """How keep-best scores this learner on ``validation``: by default, the newest state is the best."""
+        return ValidationRule()
+
+    def parameters(self) -> State:
+        """A copy of what decides (the candidate keep-best stores); only learners that step have it."""
+        raise NotImplementedError(f"{self.name} learns in one pass: it keeps no candidate parameters")
+
+    def load_parameters(self, parameters: State) -> None:
+        """Decide with ``parameters`` from :meth:`parameters`, keeping the learning progress."""
+        raise NotImplementedError(f"{self.name} learns in one pass: it keeps no candidate parameters")
+
+    def state_dict(self) -> State:
+        """Everything needed to resume training (parameters, progress, generators)."""
+        raise NotImplementedError(f"{self.name} learns in one pass: it has no checkpoint")
+
+    def load_state_dict(self, state: State) -> None:
+        """Continue from :meth:`state_dict`; the next :meth:`train` learns only the remaining steps."""
+        raise NotImplementedError(f"{self.name} learns in one pass: it has no checkpoint")

@@ -19,11 +19,15 @@ greedy θ̂ (no sampling), :class:`~policies.heads.UtilityHead`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from agents.linucb import LinUCB, LinUCBConfig, StepCallback
+from agents.base import State
+from agents.callbacks import Callback
+from agents.linucb import LinUCB, LinUCBConfig
 from envs.routing_env import RoutingEnv
 
 
@@ -55,14 +59,29 @@ class LinTS(LinUCB):
         draws = self._rng.standard_normal(width.shape)
         return self.scores(x, cost_weight) + self.sampling.scale * width * draws
 
-    def learn(self, env: RoutingEnv, total_steps: int, seed: int | None = 0, progress: bool = False,
-              callback: StepCallback | None = None, start_step: int = 0) -> LinTS:
+    def learn(
+        self,
+        env: RoutingEnv,
+        steps: int,
+        seed: int | None = 0,
+        callbacks: Sequence[Callback] = (),
+        progress: bool = False,
+    ) -> LinTS:
         """:meth:`LinUCB.learn` with Thompson draws; ``seed`` seeds both the env and the draws.
 
         ``seed=None`` (resuming) continues this object's generator of draws.
         """
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-        super().learn(env, total_steps, seed=seed, progress=progress, callback=callback,
-                      start_step=start_step)
+        super().learn(env, steps, seed=seed, callbacks=callbacks, progress=progress)
         return self
+
+    def state_dict(self) -> State:
+        """:meth:`LinUCB.state_dict` and the generator of the Thompson draws."""
+        return {**super().state_dict(), "draws": self._rng.bit_generator.state}
+
+    def load_state_dict(self, state: State) -> None:
+        """Continue from :meth:`state_dict`, the draws included."""
+        super().load_state_dict(state)
+        self._rng = np.random.default_rng()
+        self._rng.bit_generator.state = state["draws"]

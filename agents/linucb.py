@@ -19,13 +19,18 @@ Two ways to learn, both exact ridge regression:
 * :meth:`learn` by interacting with a :class:`~envs.routing_env.RoutingEnv`: at each step only the
   chosen arm's outcome is observed; A_k⁻¹ is kept up to date with the Sherman–Morrison formula.
 
+:meth:`train` (the entry point of every agent, :mod:`agents.base`) does one or the other, as the
+task's ``learning`` says; online, it calls the callbacks of :mod:`agents.callbacks` at every step,
+and a checkpoint's :meth:`state_dict` (statistics, steps, the environment's generator and the
+budget's multiplier) lets a resumed run continue exactly where it stopped.
+
 The exported policy needs only the greedy decision, so :meth:`linear_map` hands over the
 (d, 2K) matrix [θ^q | θ^c]; the d × d matrices stay here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -34,10 +39,15 @@ from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from tqdm import trange
 
+from agents.base import Agent, Split, State, TrainingTask, ValidationRule
+from agents.callbacks import Callback, CallbackList, Outcomes
+from agents.linucb_statistics import LinUCBStatistics
+from data.schema import DataError
 from envs.routing_env import RoutingEnv
 from policies.heads import UtilityHead
 
-StepCallback = Callable[[int, float, dict[str, Any]], None]
+#: The arrays of the ridge statistics: what decides, and what keep-best stores.
+PARAMETERS = ("gram", "gram_inverse", "target_quality", "target_cost", "observations")
 
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -48,38 +58,8 @@ class LinUCBConfig:
     ridge: float = 1.0  # λ: ridge regularisation, A = λI + XᵀX
 
 
-#: Rows of [X | targets] widened to float64 at a time by :func:`_moments` (~16 MiB per chunk):
-#: bounds the extra memory of a float32 log and keeps each chunk in cache-friendly BLAS calls.
-_CHUNK_BYTES = 16 * 2**20
-
-
-def _moments(x: np.ndarray, targets: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """XᵀX (d, d) and Xᵀ[targets] (d, T) in float64, from one symmetric product per chunk.
-
-    Each chunk of rows is copied once into a float64 buffer Z = [X | targets] (this copy is the
-    float32 → float64 widening, which a plain ``x.astype`` would do anyway, for all N rows at once)
-    and ZᵀZ is one BLAS ``syrk`` (numpy uses it for ``Z.T @ Z``): XᵀX and every Xᵀy come out of
-    one pass over the data, where separate ``X.T @ X`` and ``X.T @ Y`` would read X twice.
-    """
-    n, d = x.shape
-    width = d + sum(target.shape[1] for target in targets)
-    total = np.zeros((width, width))
-    step = max(1, _CHUNK_BYTES // (8 * width))
-    buffer = np.empty((min(step, n), width))
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        chunk = buffer[: stop - start]
-        chunk[:, :d] = x[start:stop]
-        column = d
-        for target in targets:
-            chunk[:, column : column + target.shape[1]] = target[start:stop]
-            column += target.shape[1]
-        total += chunk.T @ chunk
-    return total[:d, :d], total[:d, d:]
-
-
-class LinUCB:
-    """Disjoint LinUCB with a ``fit`` / ``partial_fit`` / ``predict`` face."""
+class LinUCB(Agent):
+    """Disjoint LinUCB with a ``fit`` / ``partial_fit`` / ``learn`` / ``predict`` face."""
 
     name = "linucb"
     score_kind = "utility"
@@ -87,12 +67,12 @@ class LinUCB:
     def __init__(
         self, n_models: int, dimension: int, config: LinUCBConfig | None = None, cost_weight: float = 0.0
     ) -> None:
+        super().__init__(n_models, dimension, cost_weight)
         self.config = config or LinUCBConfig()
         if self.config.ridge <= 0:
             raise ValueError(f"ridge must be > 0, got {self.config.ridge}")
-        self.n_models = n_models
-        self.dimension = dimension
-        self.cost_weight = cost_weight
+        self.env: RoutingEnv | None = None  # the environment of online learning, once it has started
+        self._restored_env: dict[str, Any] | None = None  # a checkpoint's generator and multiplier
         self._reset()
 
     def _reset(self, solve: bool = True) -> None:
@@ -142,6 +122,7 @@ class LinUCB:
     def fit(self, features: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> LinUCB:
         """Learn from scratch from a full-information log: (N, d) features, (N, K) outcomes."""
         self._reset(solve=False)  # partial_fit solves (once, for the shared Gram matrix)
+        self.steps_done = 0
         try:
             return self.partial_fit(features, quality, cost)
         except ValueError:
@@ -167,6 +148,7 @@ class LinUCB:
         self.target_quality += statistics.target_quality
         self.target_cost += statistics.target_cost
         self.observations += statistics.observations
+        self.steps_done += len(x)
         self._solve()
         return self
 
@@ -184,74 +166,140 @@ class LinUCB:
         width = np.sqrt(np.maximum(np.einsum("nd,kde,ne->nk", x, self.gram_inverse, x), 0.0))
         return self.scores(x, cost_weight) + self.config.alpha * width
 
-    def predict(self, features: np.ndarray, cost_weight: float | None = None) -> np.ndarray:
-        """Greedy model index per query (ties to the lower index), at ``cost_weight`` or the default."""
-        weight = self.cost_weight if cost_weight is None else cost_weight
-        return np.argmax(self.scores(features, weight), axis=1)
+    def train(self, task: TrainingTask, callbacks: Sequence[Callback] = ()) -> LinUCB:
+        """``fit`` on the training split, or ``learn`` online in a :class:`RoutingEnv` over it.
+
+        Online, the environment rewards by ``task.reward`` for ``task.online_steps`` episodes in
+        all; a learner restored by :meth:`load_state_dict` plays only the remaining ones, from the
+        saved generator and budget multiplier, so its run continues exactly the uninterrupted one.
+        """
+        train = task.train
+        if task.learning == "fit":
+            if task.reward.budget is not None:
+                raise DataError("a budget reward needs agent.learning=online (the multiplier is learned online)")
+            return self.fit(train.features, train.log.quality, train.log.cost)
+        env = RoutingEnv(train.log, train.features, task.reward)
+        seed: int | None = task.seed
+        if self._restored_env is not None:
+            env.reset(seed=task.seed)  # builds the task; then the saved generator and multiplier replace it
+            generator = np.random.default_rng()
+            generator.bit_generator.state = self._restored_env["generator"]
+            env.np_random = generator
+            if self._restored_env["multiplier"] is not None and env.task.multiplier is not None:
+                env.task.multiplier.load_state_dict(self._restored_env["multiplier"])
+            seed, self._restored_env = None, None
+        remaining = 0 if self.stopped_early else max(task.online_steps - self.steps_done, 0)
+        return self.learn(env, remaining, seed=seed, callbacks=callbacks, progress=task.progress)
 
     def learn(
         self,
         env: RoutingEnv,
-        total_steps: int,
+        steps: int,
         seed: int | None = 0,
+        callbacks: Sequence[Callback] = (),
         progress: bool = False,
-        callback: StepCallback | None = None,
-        start_step: int = 0,
     ) -> LinUCB:
-        """Interact with ``env`` for ``total_steps`` episodes, observing only the chosen arm.
+        """Interact with ``env`` for ``steps`` episodes, observing only the chosen arm.
 
         Each step picks the UCB argmax at the env's current ``cost_weight`` (the budget's current
         multiplier λ, or the weight drawn for the episode), from the first ``dimension`` entries of
         the observation (a preference-conditioned one appends the weight feature), then updates
         that arm's A⁻¹ by Sherman–Morrison: (A + xxᵀ)⁻¹ = A⁻¹ − A⁻¹x xᵀA⁻¹ / (1 + xᵀA⁻¹x). The
         regression targets are ``info["quality"]`` and ``info["cost"]`` of the chosen arm (exact
-        with full feedback, the env's dm / ips / dr estimates otherwise). ``callback(step,
-        reward, info)`` sees every episode's outcome (TensorBoard logging and checkpoints use it),
-        after the update and before the next query is drawn. Resuming: restore the state and the
-        env's generator, then call with ``seed=None`` and ``start_step`` = the steps already done.
+        with full feedback, the env's dm / ips / dr estimates otherwise). The callbacks see every
+        episode (``on_step``, then ``on_rollout_end``: the state is whole after each update),
+        before the next query is drawn; ``seed=None`` continues the env's generator.
         """
+        hooks = CallbackList(callbacks)
+        self.env = env
         observation, _ = env.reset(seed=seed)
         if observation.shape[0] < self.dimension:
             raise ValueError(f"observation has {observation.shape[0]} entries, LinUCB needs {self.dimension}")
-        for step in trange(start_step, start_step + total_steps, desc="linucb learn", disable=not progress):
-            x = observation[: self.dimension].astype(np.float64)
-            arm = int(np.argmax(self.upper_confidence(x[None], env.cost_weight)[0]))
-            _, reward, _, _, info = env.step(arm)
-            inverse_x = self.gram_inverse[arm] @ x
-            self.gram_inverse[arm] -= np.outer(inverse_x, inverse_x) / (1.0 + x @ inverse_x)
-            self.gram[arm] += np.outer(x, x)
-            self.target_quality[arm] += info["quality"] * x
-            self.target_cost[arm] += info["cost"] * x
-            self.theta_quality[arm] = self.gram_inverse[arm] @ self.target_quality[arm]
-            self.theta_cost[arm] = self.gram_inverse[arm] @ self.target_cost[arm]
-            self.observations[arm] += 1
-            if callback is not None:
-                callback(step + 1, reward, info)
+        hooks.on_training_start(self)
+        first = self.steps_done
+        for step in trange(first + 1, first + steps + 1, desc="linucb learn", disable=not progress):
+            reward, info = self._step(env, observation[: self.dimension].astype(np.float64))
+            self.steps_done = step
+            outcomes = Outcomes(np.array([reward]), np.array([info["quality"]]), np.array([info["cost"]]),
+                                np.array([info["regret"]]))
+            if not hooks.on_step(step, outcomes):
+                self.stopped_early = True
+                break
+            hooks.on_rollout_end(step, {})
             observation, _ = env.reset()
+        hooks.on_training_end(self)
         return self
 
-    def state_dict(self) -> dict[str, np.ndarray]:
-        """The learned statistics (for checkpoints); θ is re-derived on load."""
-        return {
-            "gram": self.gram,
-            "gram_inverse": self.gram_inverse,
-            "target_quality": self.target_quality,
-            "target_cost": self.target_cost,
-            "observations": self.observations,
-        }
+    def _step(self, env: RoutingEnv, x: np.ndarray) -> tuple[float, dict[str, Any]]:
+        """Play the UCB argmax for context ``x`` and add its outcome to that arm's statistics."""
+        arm = int(np.argmax(self.upper_confidence(x[None], env.cost_weight)[0]))
+        _, reward, _, _, info = env.step(arm)
+        inverse_x = self.gram_inverse[arm] @ x
+        self.gram_inverse[arm] -= np.outer(inverse_x, inverse_x) / (1.0 + x @ inverse_x)
+        self.gram[arm] += np.outer(x, x)
+        self.target_quality[arm] += info["quality"] * x
+        self.target_cost[arm] += info["cost"] * x
+        self.theta_quality[arm] = self.gram_inverse[arm] @ self.target_quality[arm]
+        self.theta_cost[arm] = self.gram_inverse[arm] @ self.target_cost[arm]
+        self.observations[arm] += 1
+        return reward, info
 
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> LinUCB:
-        """Restore :meth:`state_dict` (shapes must match this agent's)."""
-        if state["gram"].shape != self.gram.shape:
-            raise ValueError(f"checkpoint has Gram matrices {state['gram'].shape}, agent {self.gram.shape}")
-        self.gram = np.array(state["gram"], dtype=np.float64)
-        self.target_quality = np.array(state["target_quality"], dtype=np.float64)
-        self.target_cost = np.array(state["target_cost"], dtype=np.float64)
-        self.observations = np.array(state["observations"], dtype=np.int64)
-        self.gram_inverse = np.array(state["gram_inverse"], dtype=np.float64)
+    @property
+    def learned_cost_weight(self) -> float | None:
+        """The environment's default weight after online learning (λ̄ under a budget); None after ``fit``."""
+        return None if self.env is None else self.env.default_cost_weight
+
+    def validation_rule(self, validation: Split | None) -> ValidationRule:
+        """The mean validation reward of the greedy policy at the default weight, at every checkpoint."""
+        if validation is None:
+            return ValidationRule()
+        rows = np.arange(validation.log.n_queries)
+
+        def reward() -> float:
+            learned = self.learned_cost_weight
+            weight = self.cost_weight if learned is None else learned
+            actions = self.predict(validation.features, weight)
+            return float(validation.log.reward(weight)[rows, actions].mean())
+
+        return ValidationRule(reward)
+
+    def parameters(self) -> State:
+        """A copy of the ridge statistics; θ is re-derived on load."""
+        return {name: getattr(self, name).copy() for name in PARAMETERS}
+
+    def load_parameters(self, parameters: State) -> None:
+        """Restore :meth:`parameters` (shapes must match this agent's)."""
+        if parameters["gram"].shape != self.gram.shape:
+            raise ValueError(f"checkpoint has Gram matrices {parameters['gram'].shape}, agent {self.gram.shape}")
+        self.gram = np.array(parameters["gram"], dtype=np.float64)
+        self.target_quality = np.array(parameters["target_quality"], dtype=np.float64)
+        self.target_cost = np.array(parameters["target_cost"], dtype=np.float64)
+        self.observations = np.array(parameters["observations"], dtype=np.int64)
+        self.gram_inverse = np.array(parameters["gram_inverse"], dtype=np.float64)
         self.theta_quality = np.einsum("kij,kj->ki", self.gram_inverse, self.target_quality)
         self.theta_cost = np.einsum("kij,kj->ki", self.gram_inverse, self.target_cost)
-        return self
+
+    def state_dict(self) -> State:
+        """The statistics and θ, the steps learned, and the environment's generator and multiplier."""
+        env = self.env
+        multiplier = None if env is None or env.task.multiplier is None else env.task.multiplier.state_dict()
+        return {
+            "parameters": self.parameters(),
+            "theta": {"quality": self.theta_quality.copy(), "cost": self.theta_cost.copy()},
+            "steps_done": self.steps_done,
+            "stopped_early": self.stopped_early,
+            "env": None if env is None else {"generator": env.np_random.bit_generator.state, "multiplier": multiplier},
+        }
+
+    def load_state_dict(self, state: State) -> None:
+        """Continue from :meth:`state_dict`: the next online :meth:`train` plays the remaining steps."""
+        self.load_parameters(state["parameters"])
+        # θ as it was, not re-derived: online learning updates it arm by arm, and a resumed run
+        # must decide on exactly the same numbers as the uninterrupted one
+        self.theta_quality = np.array(state["theta"]["quality"], dtype=np.float64)
+        self.theta_cost = np.array(state["theta"]["cost"], dtype=np.float64)
+        self.steps_done, self.stopped_early = int(state["steps_done"]), bool(state["stopped_early"])
+        self._restored_env = state["env"]
 
     def linear_map(self) -> np.ndarray:
         """The (d, 2K) matrix [θ^q | θ^c] that the exported utility head needs."""
@@ -260,138 +308,6 @@ class LinUCB:
     def head(self) -> torch.nn.Module:
         """Estimated quality − w × estimated cost."""
         return UtilityHead(self.n_models)
-
-
-class LinUCBStatistics:
-    """LinUCB's sufficient statistics over a block of logged outcomes; blocks add up exactly.
-
-    Per arm k, in float64 and *without* the ridge λI: ``gram`` Σ x xᵀ (K, d, d), ``target_quality``
-    Σ x · quality and ``target_cost`` Σ x · cost (K, d), ``observations`` (K,), and the plain sums
-    ``sum_quality`` and ``sum_cost`` (K,) that the training means need (baselines, the frontier's
-    cost-weight grid). Statistics are sums, so those of the blocks of a distributed dataset, added
-    in any order, equal those of the whole data up to floating-point reassociation, and
-    :func:`linucb_from_statistics` then yields what :meth:`LinUCB.fit` (full information) or
-    :meth:`LinUCB.partial_fit` with ``actions`` (bandit feedback) yields on all of it.
-    """
-
-    __slots__ = ("gram", "observations", "sum_cost", "sum_quality", "target_cost", "target_quality")
-
-    def __init__(
-        self,
-        gram: np.ndarray,
-        target_quality: np.ndarray,
-        target_cost: np.ndarray,
-        observations: np.ndarray,
-        sum_quality: np.ndarray,
-        sum_cost: np.ndarray,
-    ) -> None:
-        k, d = target_quality.shape
-        shapes = {
-            "gram": (gram.shape, (k, d, d)),
-            "target_cost": (target_cost.shape, (k, d)),
-            "observations": (observations.shape, (k,)),
-            "sum_quality": (sum_quality.shape, (k,)),
-            "sum_cost": (sum_cost.shape, (k,)),
-        }
-        for name, (shape, expected) in shapes.items():
-            if shape != expected:
-                raise ValueError(f"LinUCBStatistics.{name} must be {expected}, got {shape}")
-        self.gram = np.asarray(gram, dtype=np.float64)
-        self.target_quality = np.asarray(target_quality, dtype=np.float64)
-        self.target_cost = np.asarray(target_cost, dtype=np.float64)
-        self.observations = np.asarray(observations, dtype=np.int64)
-        self.sum_quality = np.asarray(sum_quality, dtype=np.float64)
-        self.sum_cost = np.asarray(sum_cost, dtype=np.float64)
-
-    @classmethod
-    def zeros(cls, n_models: int, dimension: int) -> LinUCBStatistics:
-        """The statistics of no data (the identity of ``+``)."""
-        k, d = n_models, dimension
-        return cls(np.zeros((k, d, d)), np.zeros((k, d)), np.zeros((k, d)), np.zeros(k), np.zeros(k), np.zeros(k))
-
-    @classmethod
-    def of(
-        cls,
-        features: np.ndarray,
-        quality: np.ndarray,
-        cost: np.ndarray,
-        actions: np.ndarray | None = None,
-        n_models: int | None = None,
-    ) -> LinUCBStatistics:
-        """The statistics of one block, from outcomes as :meth:`LinUCB.partial_fit` takes them.
-
-        Full information (``actions`` None): (N, d) features, (N, K) ``quality`` and ``cost``;
-        every arm sees every row. Bandit feedback: ``actions`` (N,) with the (N,) logged ``quality``
-        and ``cost``, and ``n_models`` (a block need not hold every arm); only the logged arm sees
-        a row.
-        """
-        x = np.asarray(features)  # float32 is widened chunk by chunk (see _moments)
-        q = np.asarray(quality, dtype=np.float64)
-        c = np.asarray(cost, dtype=np.float64)
-        if x.ndim != 2:
-            raise ValueError(f"features must be (N, d), got {x.shape}")
-        if actions is None:
-            if q.ndim != 2 or q.shape[0] != len(x) or c.shape != q.shape:
-                raise ValueError(f"full-information outcomes must be (N, K) with N = {len(x)}, got {q.shape}")
-            k = q.shape[1]
-            gram, cross = _moments(x, (q, c))
-            ones = np.ones(len(x))  # column sums as BLAS products: several times faster than .sum(axis=0)
-            return cls(
-                np.repeat(gram[None], k, axis=0),
-                cross[:, :k].T,
-                cross[:, k:].T,
-                np.full(k, len(x), dtype=np.int64),
-                ones @ q,
-                ones @ c,
-            )
-        chosen_arm = np.asarray(actions, dtype=np.int64)
-        if n_models is None:
-            raise ValueError("bandit statistics need n_models (a block may lack an arm)")
-        if chosen_arm.shape != (len(x),) or q.shape != chosen_arm.shape or c.shape != chosen_arm.shape:
-            raise ValueError(f"bandit outcomes and actions must be (N,) with N = {len(x)}")
-        statistics = cls.zeros(n_models, x.shape[1])
-        for arm in range(n_models):
-            rows = np.flatnonzero(chosen_arm == arm)
-            gram, cross = _moments(x[rows], (q[rows, None], c[rows, None]))
-            statistics.gram[arm] = gram
-            statistics.target_quality[arm], statistics.target_cost[arm] = cross[:, 0], cross[:, 1]
-            statistics.observations[arm] = len(rows)
-            statistics.sum_quality[arm] = q[rows].sum()
-            statistics.sum_cost[arm] = c[rows].sum()
-        return statistics
-
-    def __add__(self, other: LinUCBStatistics) -> LinUCBStatistics:
-        """The statistics of both blocks together."""
-        if other.gram.shape != self.gram.shape:
-            raise ValueError(f"cannot add statistics of shapes {self.gram.shape} and {other.gram.shape}")
-        return LinUCBStatistics(
-            self.gram + other.gram,
-            self.target_quality + other.target_quality,
-            self.target_cost + other.target_cost,
-            self.observations + other.observations,
-            self.sum_quality + other.sum_quality,
-            self.sum_cost + other.sum_cost,
-        )
-
-    def mean_quality(self) -> np.ndarray:
-        """Mean observed quality per arm (NaN for an arm without observations)."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return self.sum_quality / self.observations
-
-    def mean_cost(self) -> np.ndarray:
-        """Mean observed cost per arm, USD per query (NaN for an arm without observations)."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return self.sum_cost / self.observations
-
-    def as_arrays(self) -> dict[str, np.ndarray]:
-        """The fields as a one-row batch of arrays (what a Ray Data ``map_batches`` function returns)."""
-        return {name: getattr(self, name)[None] for name in self.__slots__}
-
-    @classmethod
-    def from_arrays(cls, batch: dict[str, np.ndarray], row: int = 0) -> LinUCBStatistics:
-        """One row of :meth:`as_arrays`-shaped batch columns."""
-        fields = {name: np.asarray(batch[name][row]) for name in cls.__slots__}
-        return cls(**fields)
 
 
 def linucb_from_statistics(

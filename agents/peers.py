@@ -19,6 +19,7 @@ import torch
 from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from agents.base import Agent
 from policies.heads import LogisticUtilityHead, NearestNeighbourHead
 
 
@@ -36,15 +37,17 @@ def _unit(features: np.ndarray) -> np.ndarray:
     return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
-class NearestNeighbourRouter:
+class NearestNeighbourRouter(Agent):
     """kNN over the query features; ``fit`` / ``predict`` like the other agents."""
 
     name = "knn"
     score_kind = "utility"
 
-    def __init__(self, config: PeerConfig | None = None, cost_weight: float = 0.0) -> None:
+    def __init__(
+        self, n_models: int, dimension: int, config: PeerConfig | None = None, cost_weight: float = 0.0
+    ) -> None:
+        super().__init__(n_models, dimension, cost_weight)
         self.config = config or PeerConfig()
-        self.cost_weight = cost_weight
         self.k = self.config.neighbours[0]
 
     def fit(self, features: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> NearestNeighbourRouter:
@@ -64,6 +67,7 @@ class NearestNeighbourRouter:
                 estimate = self.quality[kept][order[:, :k]].mean(axis=1)
                 errors[i] += ((estimate - self.quality[held]) ** 2).sum()
         self.k = candidates[int(np.argmin(errors))]
+        self.steps_done = len(features)
         return self
 
     def _estimates(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,11 +79,6 @@ class NearestNeighbourRouter:
         """Utility per model: neighbours' mean quality − w × their mean cost."""
         quality, cost = self._estimates(features)
         return quality - cost_weight * cost
-
-    def predict(self, features: np.ndarray, cost_weight: float | None = None) -> np.ndarray:
-        """Best model per query at ``cost_weight`` (or the default)."""
-        weight = self.cost_weight if cost_weight is None else cost_weight
-        return np.argmax(self.scores(features, weight), axis=1)
 
     def linear_map(self) -> np.ndarray:
         """Identity: the head needs the features themselves."""
@@ -95,15 +94,17 @@ class NearestNeighbourRouter:
         )
 
 
-class LogisticRouter:
+class LogisticRouter(Agent):
     """Per-model logistic regression for quality and ridge regression for cost."""
 
     name = "logistic"
     score_kind = "utility"
 
-    def __init__(self, config: PeerConfig | None = None, cost_weight: float = 0.0) -> None:
+    def __init__(
+        self, n_models: int, dimension: int, config: PeerConfig | None = None, cost_weight: float = 0.0
+    ) -> None:
+        super().__init__(n_models, dimension, cost_weight)
         self.config = config or PeerConfig()
-        self.cost_weight = cost_weight
 
     def fit(self, features: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> LogisticRouter:
         """Fit one cross-validated logistic regression and one ridge regression per model."""
@@ -131,6 +132,7 @@ class LogisticRouter:
         ridge = RidgeCV(alphas=(0.01, 0.1, 1.0, 10.0)).fit(x, cost)
         self.cost_weights = np.asarray(ridge.coef_, dtype=np.float64).T.reshape(x.shape[1], n_models)
         self.cost_bias = np.asarray(ridge.intercept_, dtype=np.float64).reshape(n_models)
+        self.steps_done = len(x)
         return self
 
     def scores(self, features: np.ndarray, cost_weight: float) -> np.ndarray:
@@ -138,11 +140,6 @@ class LogisticRouter:
         x = np.asarray(features, dtype=np.float64)
         probability = 1.0 / (1.0 + np.exp(-(x @ self.quality_weights + self.quality_bias)))
         return probability - cost_weight * (x @ self.cost_weights + self.cost_bias)
-
-    def predict(self, features: np.ndarray, cost_weight: float | None = None) -> np.ndarray:
-        """Best model per query at ``cost_weight`` (or the default)."""
-        weight = self.cost_weight if cost_weight is None else cost_weight
-        return np.argmax(self.scores(features, weight), axis=1)
 
     def linear_map(self) -> np.ndarray:
         """[logit weights | cost weights]; the intercepts ride on the features' bias column."""

@@ -30,13 +30,13 @@ model. Four practitioners' measures, each a switch of :class:`PPOConfig`:
 (c) **Early stopping on validation** (``eval_every``, ``patience``). Every ``eval_every`` steps
     the greedy policy is scored on validation features over a sweep of cost weights; the best
     parameters are kept and exported (``best_step``), and training stops after ``patience``
-    evaluations without improvement. The default criterion needs no evaluation package:
+    evaluations without improvement: the rule :meth:`PPORouter.validation_rule` that the
+    keep-best callback (:class:`~agents.callbacks.KeepBest`) applies. The default criterion needs no evaluation package:
     the mean over the sweep of the share of the gap between routing at random and the
     per-query oracle that the policy closes (comparable across weights, 1 = oracle),
         g(w) = (U_π(w) − U_random(w)) / (U_oracle(w) − U_random(w)),   U = mean validation utility.
     (The best single model is a worse reference: at large w it is almost the oracle, and the
     ratio explodes.)
-    A caller may pass its own ``validation_score(weights, actions)`` (e.g. the frontier's AIQ).
 (d) **A small, regularised network** (``hidden``, ``weight_decay``): one hidden layer, AdamW's
     decoupled weight decay (Loshchilov & Hutter, 2019) through SB3's ``optimizer_kwargs``.
 (e) **Standardised observations** (``standardise_observations``): the network sees
@@ -60,52 +60,45 @@ first layer's text part (d, hidden), :class:`~policies.heads.MlpLogitHead` adds 
 column × f(w) and the bias and applies the remaining layers; ``scores`` uses that same head,
 so the exported policy decides exactly as the agent (``score_kind`` "logit").
 
-**Logging.** SB3 records its losses as ``train/...``; the per-rollout ``callback(step,
-scalars)`` receives them renamed to ``losses/...`` (CleanRL's tags), with the rollout's raw
-outcomes as ``charts/train_reward``, ``charts/train_quality``, ``charts/train_cost``,
-``charts/train_regret`` and the latest validation score as ``charts/validation_score``. SB3's
-own TensorBoard writer is not used, so a run has one event file.
+**Callbacks.** SB3's own callback mechanics drive the loop; one SB3 callback relays them to the
+callbacks of :mod:`agents.callbacks`: ``on_step`` after every batch of ``n_envs`` episodes (its
+raw outcomes), ``on_rollout_end`` once a rollout's update is done (a checkpoint then holds every
+rollout counted in its steps), with that update's losses (SB3's ``train/...``) renamed to
+``losses/...`` (CleanRL's tags). SB3's own TensorBoard writer is not used, so a run has one
+event file.
 
-**Checkpoints** are SB3's zip (parameters and optimiser state) plus two entries SB3 ignores:
-``routerl.json`` (progress, early-stopping state) and ``routerl_best.pt`` (the best parameters),
-written to a temporary file and renamed into place. :meth:`PPORouter.load` restores all of it;
-:meth:`PPORouter.fit` then continues up to ``total_steps`` (the environment's query stream
-restarts from a seed derived from the steps done, so a resumed run is not bit-identical to
-an uninterrupted one).
+**Checkpoints.** :meth:`PPORouter.state_dict` is SB3's zip (parameters and optimiser state) as
+bytes, with the progress, the observation statistics and the budget's multiplier;
+:meth:`PPORouter.train` after :meth:`PPORouter.load_state_dict` continues up to ``total_steps``
+(the environment's query stream restarts from a seed derived from the steps done, so a resumed
+run has the uninterrupted run's number of steps, not its parameters).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
-import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, field
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import gymnasium as gym
 import numpy as np
 import torch
 from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.vec_env import VecEnvWrapper
-from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
+from stable_baselines3.common.callbacks import BaseCallback
 
-from data.routing_log import RoutingLog
+from agents.base import Agent, Split, State, Table, TrainingTask, ValidationRule
+from agents.callbacks import Callback, CallbackList, Outcomes
+from agents.ppo_envs import CounterfactualReward, MultiplierObservation, StandardisedObservation
 from envs.rewards import BudgetConfig, CostMultiplier, PreferenceConfig, RewardConfig
 from envs.vec_env import RoutingVecEnv
 from policies.heads import MlpLogitHead
 
-RolloutCallback = Callable[[int, dict[str, float]], None]
 ValidationScore = Callable[[np.ndarray, np.ndarray], float]  # (weights (W,), actions (W, N)) -> score
+ObservedEnv = CounterfactualReward | MultiplierObservation | StandardisedObservation
 
-PROGRESS_ENTRY = "routerl.json"
-BEST_ENTRY = "routerl_best.pt"
 ACTIVATIONS: dict[str, type[torch.nn.Module]] = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
 
 
@@ -152,157 +145,6 @@ class PPOConfig:
             raise ValueError(f"hidden must list at least one layer size >= 1, got {self.hidden}")
 
 
-class CounterfactualReward(VecEnvWrapper):
-    """Reward transformation of a full-information RoutingVecEnv: (r − b(x, w)) / s(w).
-
-    b(x, w) = mean over arms of quality − w · cost of the episode's query (if ``baseline``);
-    s(w) = sqrt(mean(Q̃²) − 2w mean(Q̃C̃) + w² mean(C̃²)) over the training tables centred per
-    query (if ``normalise``). The raw outcomes stay on the wrapped env's ``last_*`` arrays.
-    """
-
-    def __init__(self, venv: RoutingVecEnv, baseline: bool, normalise: bool) -> None:
-        super().__init__(venv)
-        self.routing = venv
-        self.baseline, self.normalise = baseline, normalise
-        quality, cost = venv.task.quality, venv.task.cost
-        centred_quality = quality - quality.mean(axis=1, keepdims=True)
-        centred_cost = cost - cost.mean(axis=1, keepdims=True)
-        self._moments = (float(np.mean(centred_quality**2)), float(np.mean(centred_quality * centred_cost)),
-                         float(np.mean(centred_cost**2)))
-
-    def scale(self, weights: np.ndarray) -> np.ndarray:
-        """s(w): the root-mean-square arm-centred reward of the training queries at each weight."""
-        quality_square, cross, cost_square = self._moments
-        variance = quality_square - 2.0 * weights * cross + weights**2 * cost_square
-        return np.sqrt(np.maximum(variance, 1e-12))
-
-    def reset(self) -> VecEnvObs:
-        """The wrapped env's reset."""
-        return self.venv.reset()
-
-    def step_wait(self) -> VecEnvStepReturn:
-        """Step the wrapped env and transform the rewards of the batch it just scored."""
-        observations, reward, dones, infos = self.venv.step_wait()
-        env = self.routing
-        rows, weights = env.last_rows, env.last_cost_weight
-        shaped = reward.astype(np.float64)
-        if self.baseline:
-            table = env.task.quality[rows] - weights[:, None] * env.task.cost[rows]
-            shaped = shaped - table.mean(axis=1)
-        if self.normalise:
-            shaped = shaped / self.scale(weights)
-        return observations, shaped.astype(np.float32), dones, infos
-
-
-class ValidationStopping(BaseCallback):
-    """(c): every ``eval_every`` steps score the current greedy policy; keep the best; stop when stale."""
-
-    def __init__(self, router: PPORouter, evaluate: Callable[[], float]) -> None:
-        super().__init__()
-        self.router = router
-        self.evaluate = evaluate
-        self.next_evaluation = router.steps_done + router.config.eval_every
-        self.last_score: float | None = None
-
-    def _on_step(self) -> bool:
-        router, config = self.router, self.router.config
-        if self.num_timesteps < self.next_evaluation:
-            return True
-        self.next_evaluation += config.eval_every
-        self.last_score = self.evaluate()
-        if self.last_score > router.best_score:
-            router.remember_best(self.last_score, self.num_timesteps)
-        elif config.patience and self.num_timesteps - router.best_step >= config.patience * config.eval_every:
-            router.stopped_early = True
-            return False
-        return True
-
-
-class RolloutReport(BaseCallback):
-    """Per rollout: SB3's losses as ``losses/...`` and the raw outcomes as ``charts/train_...``."""
-
-    def __init__(self, env: RoutingVecEnv, report: RolloutCallback,
-                 stopping: ValidationStopping | None) -> None:
-        super().__init__()
-        self.env = env
-        self.report = report
-        self.stopping = stopping
-        self._sums: dict[str, float] = {}
-        self._count = 0
-
-    def _on_step(self) -> bool:
-        for key in ("reward", "quality", "cost", "regret"):
-            self._sums[key] = self._sums.get(key, 0.0) + float(getattr(self.env, f"last_{key}").sum())
-        self._count += self.env.num_envs
-        return True
-
-    def _on_rollout_end(self) -> None:
-        scalars = {f"losses/{key.removeprefix('train/')}": float(value)
-                   for key, value in self.model.logger.name_to_value.items() if key.startswith("train/")}
-        scalars |= {f"charts/train_{key}": total / self._count for key, total in self._sums.items()}
-        if self.stopping is not None and self.stopping.last_score is not None:
-            scalars["charts/validation_score"] = self.stopping.last_score
-        self.report(self.num_timesteps, scalars)
-        self._sums.clear()
-        self._count = 0
-
-
-class MultiplierObservation(VecEnvWrapper):
-    """Budget mode: append f(λ) of the batch's multiplier to the features, as preference conditioning does.
-
-    Every episode of a batch is drawn at the same λ (the multiplier's value when it was drawn),
-    so the actor is conditioned on the weight its reward uses. The wrapper owns the multiplier:
-    a seeded reset of the env would start a fresh one, so every reset puts this one back (a
-    resumed run continues its λ).
-    """
-
-    def __init__(self, venv: CounterfactualReward, preference: PreferenceConfig, multiplier: CostMultiplier) -> None:
-        dimension = venv.routing.task.features.shape[1] + 1
-        space = gym.spaces.Box(-np.inf, np.inf, shape=(dimension,), dtype=np.float32)
-        super().__init__(venv, observation_space=space)
-        self.routing = venv.routing
-        self.preference = preference
-        self.multiplier = multiplier
-
-    def _with_weight(self, observations: VecEnvObs) -> np.ndarray:
-        assert isinstance(observations, np.ndarray)  # a Box observation space
-        encoded = self.preference.encode(np.full(len(observations), self.multiplier.value))
-        return np.concatenate([observations, encoded[:, None]], axis=1)
-
-    def reset(self) -> VecEnvObs:
-        """The wrapped env's first observations, with f(λ); this wrapper's multiplier stays the env's."""
-        observations = self.venv.reset()
-        self.routing.task.multiplier = self.multiplier
-        return self._with_weight(observations)
-
-    def step_wait(self) -> VecEnvStepReturn:
-        """The wrapped env's step; the next observations carry f(λ) after this batch's dual update."""
-        observations, reward, dones, infos = self.venv.step_wait()
-        return self._with_weight(observations), reward, dones, infos
-
-
-class StandardisedObservation(VecEnvWrapper):
-    """(e): observations (o − mean) / scale with fixed statistics."""
-
-    def __init__(self, venv: CounterfactualReward | MultiplierObservation, mean: np.ndarray,
-                 scale: np.ndarray) -> None:
-        super().__init__(venv)
-        self.routing = venv.routing
-        self.mean, self.scale = mean.astype(np.float32), scale.astype(np.float32)
-
-    def reset(self) -> VecEnvObs:
-        """The wrapped env's first observations, standardised."""
-        observations = self.venv.reset()
-        assert isinstance(observations, np.ndarray)  # a Box observation space
-        return (observations - self.mean) / self.scale
-
-    def step_wait(self) -> VecEnvStepReturn:
-        """The wrapped env's step, its observations standardised."""
-        observations, reward, dones, infos = self.venv.step_wait()
-        assert isinstance(observations, np.ndarray)
-        return (observations - self.mean) / self.scale, reward, dones, infos
-
-
 def oracle_gap_closed(quality: np.ndarray, cost: np.ndarray) -> ValidationScore:
     """The default criterion of (c): mean over the sweep of (U_π − U_random) / (U_oracle − U_random)."""
     rows = np.arange(len(quality))
@@ -319,34 +161,71 @@ def oracle_gap_closed(quality: np.ndarray, cost: np.ndarray) -> ValidationScore:
     return score
 
 
-class PPORouter:
-    """Preference-conditioned PPO with the Agent face (fit / scores / predict / linear_map / head)."""
+class _Relay(BaseCallback):
+    """SB3's callback hooks relayed to routerl's callbacks (:mod:`agents.callbacks`).
+
+    ``on_step`` after every batch of episodes; ``on_rollout_end`` once a rollout has been learned
+    from, which SB3 marks by the next rollout's start (or the end of training): its update done,
+    the state is whole, and SB3's logger holds that update's losses.
+    """
+
+    def __init__(self, callbacks: CallbackList, env: RoutingVecEnv, router: PPORouter) -> None:
+        super().__init__()
+        self.callbacks, self.env, self.router = callbacks, env, router
+        self.learned_step = router.steps_done  # the step up to which rollouts have been learned from
+
+    def _on_step(self) -> bool:
+        env = self.env
+        outcomes = Outcomes(env.last_reward, env.last_quality, env.last_cost, env.last_regret)
+        if self.callbacks.on_step(self.num_timesteps, outcomes):
+            return True
+        self.router.stopped_early = True
+        return False
+
+    def _on_rollout_start(self) -> None:
+        self._rollout_learned()
+
+    def _on_training_end(self) -> None:
+        if not self.router.stopped_early:
+            self._rollout_learned()
+
+    def _rollout_learned(self) -> None:
+        if self.num_timesteps == self.learned_step:
+            return
+        self.learned_step = self.router.steps_done = self.num_timesteps
+        losses = {f"losses/{key.removeprefix('train/')}": float(value)
+                  for key, value in self.model.logger.name_to_value.items() if key.startswith("train/")}
+        self.callbacks.on_rollout_end(self.num_timesteps, losses)
+
+
+class PPORouter(Agent):
+    """Preference-conditioned PPO with the Agent face (train / scores / predict / linear_map / head)."""
 
     name = "ppo"
     score_kind = "logit"
+    stops_early = True
 
-    def __init__(self, config: PPOConfig | None, n_models: int, dimension: int,
-                 cost_weight: float = 0.0, budget: BudgetConfig | None = None) -> None:
+    def __init__(self, n_models: int, dimension: int, config: PPOConfig | None = None,
+                 cost_weight: float = 0.0) -> None:
+        super().__init__(n_models, dimension, cost_weight)  # cost_weight: λ̄ after training under a budget
         self.config = config or PPOConfig()
-        self.n_models = n_models
-        self.dimension = dimension
-        self.cost_weight = cost_weight  # the default of predict(features) without a weight; λ̄ under a budget
-        self.budget = budget  # learn w as the multiplier of a mean-cost budget instead of drawing it
-        self.multiplier: CostMultiplier | None = None  # the budget's λ, once fitting has started
+        self.budget: BudgetConfig | None = None  # the task's budget, once training has started
+        self.multiplier: CostMultiplier | None = None  # the budget's λ, once training has started
         self.model: PPO | None = None
-        self.steps_done = 0  # episodes trained on so far
-        self.best_step = 0  # the step the exported (best) parameters come from
-        self.best_score = -np.inf  # their validation score (-inf: no validation yet)
-        self.stopped_early = False
-        self._best_state: dict[str, torch.Tensor] | None = None
         self._mean = np.zeros(dimension + 1)  # (e) observation statistics, identity until fitted
         self._scale = np.ones(dimension + 1)
         self._exported: tuple[np.ndarray, MlpLogitHead] | None = None
+        self._candidate: tuple[State, tuple[np.ndarray, MlpLogitHead]] | None = None  # the last parameters()
 
     @property
     def cost_weight_range(self) -> list[float]:
         """[0, high]: the weights trained on; the head clamps others into it (metadata's range)."""
         return [0.0, float(self.config.preference.high)]
+
+    @property
+    def learned_cost_weight(self) -> float | None:
+        """λ̄, the averaged budget multiplier, after training under a budget; None otherwise."""
+        return None if self.multiplier is None else self.cost_weight
 
     def evaluation_weights(self) -> np.ndarray:
         """The validation sweep of (c): 0, then ``eval_weights`` log-spaced in [low, high]."""
@@ -363,13 +242,8 @@ class PPORouter:
         constant = spread < 1e-6  # e.g. the bias feature: left as it is
         return np.where(constant, 0.0, observations), np.where(constant, 1.0, spread)
 
-    def _environment(self, quality: np.ndarray, cost: np.ndarray,
-                     features: np.ndarray) -> CounterfactualReward | MultiplierObservation | StandardisedObservation:
-        n = len(features)
-        log = RoutingLog(models=tuple(str(k) for k in range(self.n_models)),
-                         query_ids=np.array([str(i) for i in range(n)], dtype=object),
-                         queries=[""] * n, quality=np.asarray(quality, dtype=np.float64),
-                         cost=np.asarray(cost, dtype=np.float64))
+    def _environment(self, quality: np.ndarray, cost: np.ndarray, features: np.ndarray) -> ObservedEnv:
+        log = Table.of(features, quality, cost).log
         if self.budget is None:
             reward = RewardConfig(preference=self.config.preference)
         else:  # the initial λ is the configured cost weight (clamped into the trained range)
@@ -390,7 +264,7 @@ class PPORouter:
             self._mean, self._scale = self._standardisation(features)
         return StandardisedObservation(shaped, self._mean, self._scale)
 
-    def _new_model(self, env: CounterfactualReward | MultiplierObservation | StandardisedObservation) -> PPO:
+    def _new_model(self, env: ObservedEnv) -> PPO:
         config = self.config
         policy_kwargs = {
             "net_arch": {"pi": list(config.hidden), "vf": list(config.hidden)},
@@ -403,91 +277,135 @@ class PPORouter:
                    ent_coef=config.ent_coef, vf_coef=config.vf_coef, max_grad_norm=config.max_grad_norm,
                    policy_kwargs=policy_kwargs, seed=config.seed, device=config.device, verbose=0)
 
-    def fit(self, features: np.ndarray, quality: np.ndarray, cost: np.ndarray,
-            val_features: np.ndarray | None = None, val_quality: np.ndarray | None = None,
-            val_cost: np.ndarray | None = None, callback: RolloutCallback | None = None,
-            validation_score: ValidationScore | None = None) -> PPORouter:
-        """Train on a full-information log until ``total_steps`` or early stopping.
+    def fit(self, features: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> PPORouter:
+        """:meth:`train` on a full-information table, without validation or callbacks."""
+        return self.train(TrainingTask(Table.of(features, quality, cost)))
 
-        ``features`` (N, d), ``quality`` and ``cost`` (N, K). With validation data (features and,
-        for the default criterion, its quality and cost) the best validation parameters are kept
-        (c); ``validation_score(weights, actions)`` replaces the default criterion. ``callback``
-        is called after every rollout (see the module docstring). A fresh agent trains from
-        step 0; one restored by :meth:`load` continues from its checkpoint.
+    def train(self, task: TrainingTask, callbacks: Sequence[Callback] = ()) -> PPORouter:
+        """Train on the task's full-information training split until ``total_steps`` or a callback stops it.
+
+        The reward is drawn per episode from the preference, or, when ``task.reward`` has a budget,
+        the budget's multiplier. A fresh agent trains from step 0; one restored by
+        :meth:`load_state_dict` continues from its checkpoint (with the same budget). The agent
+        then decides with its final parameters, unless a callback (keep-best) restores others.
         """
-        x = np.asarray(features, dtype=np.float32)
+        x = np.asarray(task.train.features, dtype=np.float32)
+        quality, cost = task.train.log.quality, task.train.log.cost
         if x.ndim != 2 or x.shape[1] != self.dimension:
             raise ValueError(f"features must be (N, {self.dimension}), got {x.shape}")
         if np.shape(quality) != (len(x), self.n_models) or np.shape(cost) != np.shape(quality):
             raise ValueError(f"full-information quality and cost must be (N, {self.n_models})")
+        if self.model is not None and task.reward.budget != self.budget:
+            raise ValueError("the checkpoint was written with another budget")
+        self.budget = task.reward.budget
         env = self._environment(quality, cost, x)
         if self.model is None:
             self.model = self._new_model(env)
         else:  # seed before set_env: the new env has its own seed, and a seeded reset would restart λ
             self.model.set_random_seed(self.config.seed + self.steps_done)
             self.model.set_env(env)
-        callbacks: list[BaseCallback] = []
-        stopping = None
-        if val_features is not None and self.budget is None:  # under a budget λ moves: keep the last parameters
-            if validation_score is None:
-                if val_quality is None or val_cost is None:
-                    raise ValueError("validation needs val_quality and val_cost, or a validation_score")
-                validation_score = oracle_gap_closed(np.asarray(val_quality), np.asarray(val_cost))
-            stopping = ValidationStopping(self, self._validation(np.asarray(val_features), validation_score))
-            callbacks.append(stopping)
-        if callback is not None:
-            callbacks.append(RolloutReport(env.routing, callback, stopping))
+        hooks = CallbackList(callbacks)
+        hooks.on_training_start(self)
         remaining = self.config.total_steps - self.steps_done
         if remaining > 0 and not self.stopped_early:
             threads = torch.get_num_threads()
             torch.set_num_threads(self.config.threads)
             try:
-                self.model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=False)
+                self.model.learn(remaining, callback=_Relay(hooks, env.routing, self), reset_num_timesteps=False)
             finally:
                 torch.set_num_threads(threads)
         self.steps_done = self.model.num_timesteps
         if self.multiplier is not None:
             self.cost_weight = self.multiplier.average  # λ̄: the budget's cost weight, the policy's default
-        if stopping is None:
-            self.remember_best(self.best_score, self.steps_done)
-        elif not self.stopped_early and (self._best_state is None or self.best_step < self.steps_done):
-            final = stopping.evaluate()  # the parameters trained since the last evaluation
-            if final > self.best_score:
-                self.remember_best(final, self.steps_done)
-        assert self._best_state is not None
-        self.model.policy.load_state_dict(self._best_state)
+        self._exported = self._export_state(self._policy_state())
+        hooks.on_training_end(self)
         return self
 
-    def _validation(self, features: np.ndarray, score: ValidationScore) -> Callable[[], float]:
-        weights = self.evaluation_weights()
+    def validation_rule(self, validation: Split | None) -> ValidationRule:
+        """(c): the oracle gap closed over the validation sweep, every ``eval_every`` steps, with ``patience``.
+
+        None under a budget: λ moves while training, so the last parameters are kept.
+        """
+        if validation is None or self.budget is not None:
+            return ValidationRule()
+        score = oracle_gap_closed(np.asarray(validation.log.quality), np.asarray(validation.log.cost))
+        features, weights = np.asarray(validation.features), self.evaluation_weights()
 
         def evaluate() -> float:
-            assert self.model is not None
             linear_map, head = self._export_state(self._policy_state())
             actions = np.stack([self._argmax(features, linear_map, head, w) for w in weights])
             return float(score(weights, actions))
 
-        return evaluate
-
-    def remember_best(self, score: float, step: int) -> None:
-        """Keep the current parameters as the ones to export."""
-        assert self.model is not None
-        self.best_score, self.best_step = score, step
-        self._best_state = self._policy_state()
-        self._exported = self._export_state(self._best_state)
+        return ValidationRule(evaluate, self.config.eval_every, self.config.patience)
 
     def _policy_state(self) -> dict[str, torch.Tensor]:
         """A CPU copy of the current actor-critic parameters (whatever device trains them)."""
-        assert self.model is not None
+        if self.model is None:
+            raise RuntimeError("PPORouter has no parameters yet: call train() or load_state_dict() first")
         return {key: value.detach().to("cpu", copy=True) for key, value in self.model.policy.state_dict().items()}
 
-    def predict_current(self, features: np.ndarray, cost_weight: float) -> np.ndarray:
-        """Greedy model index per query of the parameters being trained (``predict`` uses the best kept).
+    def parameters(self) -> State:
+        """A CPU copy of the actor-critic parameters, as arrays; their exported form is derived at once.
 
-        For monitoring from a ``fit`` callback, e.g. time to reach a validation reward.
+        Restoring this candidate (:meth:`load_parameters`, keep-best's last act) reuses that form.
+        Deriving it builds torch modules, whose initialisation draws from torch's global generator,
+        which also samples PPO's actions: when candidates are taken is part of what a seeded run
+        repeats, and it is here, as it was before keep-best became a callback.
         """
+        state = self._policy_state()
+        parameters = {key: value.numpy() for key, value in state.items()}
+        self._candidate = (parameters, self._export_state(state))
+        return parameters
+
+    def load_parameters(self, parameters: State) -> None:
+        """Decide (and go on training) with ``parameters`` from :meth:`parameters`."""
+        assert self.model is not None
+        state = {key: torch.from_numpy(np.asarray(value)) for key, value in parameters.items()}
+        self.model.policy.load_state_dict(state)
+        candidate = self._candidate
+        if candidate is not None and candidate[0] is parameters:
+            self._exported = candidate[1]
+        else:
+            self._exported = self._export_state(state)
+
+    def state_dict(self) -> State:
+        """SB3's zip as bytes, the progress, the observation statistics and the budget's multiplier."""
         if self.model is None:
-            raise RuntimeError("PPORouter has no parameters yet: call fit() or load() first")
+            raise RuntimeError("nothing to save: the agent has not been trained")
+        archive = io.BytesIO()
+        self.model.save(archive)
+        return {
+            "model": np.frombuffer(archive.getvalue(), dtype=np.uint8),
+            "steps_done": self.model.num_timesteps,
+            "stopped_early": self.stopped_early,
+            "observation_mean": self._mean.copy(),
+            "observation_scale": self._scale.copy(),
+            "config": asdict(self.config),
+            "budget": None if self.budget is None else asdict(self.budget),
+            "multiplier": None if self.multiplier is None else self.multiplier.state_dict(),
+        }
+
+    def load_state_dict(self, state: State) -> None:
+        """Continue from :meth:`state_dict` (the same configuration required)."""
+        if _plain(state["config"]) != _plain(asdict(self.config)):
+            raise ValueError("the checkpoint was written with another PPOConfig")
+        self.model = PPO.load(io.BytesIO(np.asarray(state["model"]).tobytes()), device=self.config.device)
+        self.steps_done, self.stopped_early = int(state["steps_done"]), bool(state["stopped_early"])
+        self._mean = np.asarray(state["observation_mean"], dtype=np.float64)
+        self._scale = np.asarray(state["observation_scale"], dtype=np.float64)
+        self.budget = None if state["budget"] is None else BudgetConfig(**state["budget"])
+        self.multiplier = None
+        if self.budget is not None and state["multiplier"] is not None:
+            self.multiplier = CostMultiplier(self.budget)
+            self.multiplier.load_state_dict(state["multiplier"])
+            self.cost_weight = self.multiplier.average
+        self._exported = self._export_state(self._policy_state())
+
+    def predict_current(self, features: np.ndarray, cost_weight: float) -> np.ndarray:
+        """Greedy model index per query of the parameters being trained (``predict`` uses those kept).
+
+        For monitoring from a callback, e.g. time to reach a validation reward.
+        """
         return self._argmax(features, *self._export_state(self._policy_state()), cost_weight)
 
     def _export_state(self, state: dict[str, torch.Tensor]) -> tuple[np.ndarray, MlpLogitHead]:
@@ -523,17 +441,12 @@ class PPORouter:
 
     def _fitted(self) -> tuple[np.ndarray, MlpLogitHead]:
         if self._exported is None:
-            raise RuntimeError("PPORouter is not fitted: call fit() or load() first")
+            raise RuntimeError("PPORouter is not trained: call train() or load_state_dict() first")
         return self._exported
 
     def scores(self, features: np.ndarray, cost_weight: float) -> np.ndarray:
         """(N, K) actor logits of the exported parameters at ``cost_weight`` (clamped into [0, high])."""
         return self._logits(features, *self._fitted(), cost_weight)
-
-    def predict(self, features: np.ndarray, cost_weight: float | None = None) -> np.ndarray:
-        """Greedy model index per query (ties to the lower index), at ``cost_weight`` or the default."""
-        weight = self.cost_weight if cost_weight is None else cost_weight
-        return self._argmax(features, *self._fitted(), weight)
 
     def linear_map(self) -> np.ndarray:
         """(d, hidden): the actor's first layer on the features (the f(w) column stays in the head)."""
@@ -543,54 +456,7 @@ class PPORouter:
         """:class:`~policies.heads.MlpLogitHead` of the exported parameters."""
         return self._fitted()[1]
 
-    def save(self, path: str | Path) -> Path:
-        """Write a checkpoint atomically: SB3's zip plus the progress and the best parameters.
 
-        Before the first validation evaluation the "best" parameters are the current ones.
-        """
-        if self.model is None:
-            raise RuntimeError("nothing to save: the agent has not been fitted")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=".checkpoint-", suffix=".zip", dir=path.parent)
-        os.close(handle)
-        try:
-            self.model.save(temporary)
-            progress = {"steps_done": self.model.num_timesteps, "best_step": self.best_step,
-                        "best_score": self.best_score, "stopped_early": self.stopped_early,
-                        "observation_mean": self._mean.tolist(), "observation_scale": self._scale.tolist(),
-                        "config": asdict(self.config),
-                        "budget": None if self.budget is None else asdict(self.budget),
-                        "multiplier": None if self.multiplier is None else self.multiplier.state_dict()}
-            best = io.BytesIO()
-            torch.save(self._policy_state() if self._best_state is None else self._best_state, best)
-            with zipfile.ZipFile(temporary, "a") as archive:
-                archive.writestr(PROGRESS_ENTRY, json.dumps(progress, allow_nan=True))
-                archive.writestr(BEST_ENTRY, best.getvalue())
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-        return path
-
-    def load(self, path: str | Path) -> PPORouter:
-        """Restore a checkpoint written by :meth:`save` (same configuration required)."""
-        with zipfile.ZipFile(path) as archive:
-            progress = json.loads(archive.read(PROGRESS_ENTRY))
-            best_state = torch.load(io.BytesIO(archive.read(BEST_ENTRY)), weights_only=True)
-        if progress["config"] != json.loads(json.dumps(asdict(self.config))):
-            raise ValueError(f"{path}: checkpoint was written with another PPOConfig")
-        if progress.get("budget") != (None if self.budget is None else json.loads(json.dumps(asdict(self.budget)))):
-            raise ValueError(f"{path}: checkpoint was written with another budget")
-        if self.budget is not None and progress.get("multiplier") is not None:
-            self.multiplier = CostMultiplier(self.budget)
-            self.multiplier.load_state_dict(progress["multiplier"])
-            self.cost_weight = self.multiplier.average
-        self.model = PPO.load(path, device=self.config.device)
-        self.steps_done, self.best_step = progress["steps_done"], progress["best_step"]
-        self.best_score, self.stopped_early = progress["best_score"], progress["stopped_early"]
-        self._mean = np.asarray(progress["observation_mean"], dtype=np.float64)
-        self._scale = np.asarray(progress["observation_scale"], dtype=np.float64)
-        self._best_state = best_state
-        self._exported = self._export_state(best_state)
-        return self
+def _plain(value: Any) -> Any:
+    """``value`` as JSON gives it back (tuples become lists), to compare a checkpoint's settings."""
+    return json.loads(json.dumps(value))

@@ -4,7 +4,7 @@ The log (:mod:`data.synth`, ~30 words per query, full information) is generated 
 process, untimed, in one of two raw text layouts (``--format``):
 
 * ``wide-csv`` (default): the RouterBench wide layout, one CSV row per query with the prompt
-  and, per model, its score column ``X`` and cost column ``X|total_cost`` (CONTRACTS.md §1);
+  and, per model, its score column ``X`` and cost column ``X|total_cost`` (docs/contracts.md §1);
 * ``jsonl``: the canonical long layout, one JSON line per (query, model) outcome with tokens,
   timestamp and expected quality (``python -m data synth``).
 

@@ -3,7 +3,7 @@
 On each dataset: the run configuration's split and featurizer, LinUCB ``fit`` on the training
 split (its validation reward at the configured cost weight w is the reference), then PPO (the
 configuration's ``agent.ppo``, early stopping off so that the whole curve is seen) with a
-callback after every rollout that scores the parameters being trained
+callback after every rollout's update that scores the parameters being trained
 (:meth:`~agents.ppo.PPORouter.predict_current`) on the validation split at w. Reported: the
 training wall time (the callback's own validation scoring excluded) and the step at which the
 validation reward first reaches ``--share`` (default 98%) of LinUCB's, and the best and final
@@ -35,6 +35,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from agents.base import Table, TrainingTask  # noqa: E402
+from agents.callbacks import Callback  # noqa: E402
 from agents.linucb import LinUCB  # noqa: E402
 from agents.ppo import PPORouter  # noqa: E402
 from data.featurizer import TextFeaturizer  # noqa: E402
@@ -73,24 +75,25 @@ def time_to_quality(name: str, log: RoutingLog, config: RunConfig, share: float,
     reference = validation_reward(validation, linucb.predict(val_x, weight), weight)
 
     ppo_config = dataclasses.replace(config.agent.ppo, patience=0, device=device)
-    agent = PPORouter(ppo_config, log.n_models, x.shape[1])
+    agent = PPORouter(log.n_models, x.shape[1], ppo_config)
     curve: list[dict[str, float]] = []
     scoring = 0.0  # seconds spent in this benchmark's own validation scoring, taken off the clock
     reached: dict[str, float] | None = None
     started = time.perf_counter()
 
-    def on_rollout(step: int, scalars: dict[str, float]) -> None:
-        nonlocal scoring, reached
-        begin = time.perf_counter()
-        elapsed = begin - started - scoring  # training time so far, this benchmark's scoring excluded
-        reward = validation_reward(validation, agent.predict_current(val_x, weight), weight)
-        scoring += time.perf_counter() - begin
-        point = {"step": step, "seconds": elapsed, "validation_reward": reward}
-        curve.append(point)
-        if reached is None and reward >= share * reference:
-            reached = point
+    class Curve(Callback):
+        def on_rollout_end(self, step: int, scalars: dict[str, float]) -> None:
+            nonlocal scoring, reached
+            begin = time.perf_counter()
+            elapsed = begin - started - scoring  # training time so far, this benchmark's scoring excluded
+            reward = validation_reward(validation, agent.predict_current(val_x, weight), weight)
+            scoring += time.perf_counter() - begin
+            point = {"step": step, "seconds": elapsed, "validation_reward": reward}
+            curve.append(point)
+            if reached is None and reward >= share * reference:
+                reached = point
 
-    agent.fit(x, train.quality, train.cost, callback=on_rollout)
+    agent.train(TrainingTask(Table(train, x)), [Curve()])
     total = time.perf_counter() - started - scoring
     rewards = [point["validation_reward"] for point in curve]
     return {

@@ -2,7 +2,7 @@
 //
 //   route POLICY.pt [COST_WEIGHT]
 //
-// Loads a routerl policy (CONTRACTS.md §2) with libtorch and calls its scripted
+// Loads a routerl policy (docs/contracts.md §2) with libtorch and calls its scripted
 // `route(List[str], float) -> List[str]` method; the featurizer is inside the file, so the
 // decisions are exactly Python's. COST_WEIGHT defaults to the policy's default_cost_weight().
 // Queries are routed in batches of up to 256 lines. Exit status: 0 ok, 2 bad arguments or

@@ -7,8 +7,9 @@ columns, and :meth:`data.log_builder.LogBuilder.add_block` applies the cross-row
 its rows at once.
 
 There is still one definition of validity: this module only recognises blocks in which **every
-row is valid** by :func:`data.validation.validate` (the checks below are the same conditions,
-written on columns, and deliberately conservative). Anything else — a bad value, an unusual type
+row is valid** by :func:`data.validation.validate`, checking the rules of :mod:`data.rules` on
+whole columns (the same :class:`data.rules.ValueRule` predicates and blank-text rule), and
+deliberately conservatively. Anything else — a bad value, an unusual type
 (an integer ``query_id``, a boolean quality, a cost to compute from tokens, an embedding), a line
 pyarrow cannot parse, a block that breaks a cross-row rule — is handed back as a
 :class:`Fallback` span of positions, which :func:`data.loading.load_log` reads with the per-row
@@ -30,13 +31,14 @@ import pyarrow.compute as pc
 
 from data.log_builder import NO_TIME, OPTIONAL_COLUMNS
 from data.reading import check_file, csv_layout, parse_prompt, require_columns
+from data.rules import VALUE_RULES, Invalid, all_non_blank
 from data.schema import ROUTERBENCH_COST_SUFFIX
-from data.validation import Invalid, milliseconds, parse_timestamp
+from data.validation import milliseconds, parse_timestamp
 
 #: Bytes of a JSONL or CSV file read per block: bounds the memory of one block.
 CHUNK_BYTES = 32 << 20
 #: Numeric columns that validation reads.
-_NUMBERS = ("quality", "cost", "prompt_tokens", "completion_tokens", *OPTIONAL_COLUMNS)
+_NUMBERS = tuple(rule.field for rule in VALUE_RULES)
 #: The fields of a JSONL line that validation reads, as pyarrow must type them; others are ignored.
 _JSON_SCHEMA = pa.schema(
     [("query_id", pa.string()), ("query", pa.string()), ("model", pa.string()), ("timestamp", pa.string())]
@@ -239,11 +241,11 @@ def _parquet_blocks(path: Path, rows: int) -> Iterator[Part]:
 def _long_block(name: str, locator: str, positions: np.ndarray, columns: dict[str, Any]) -> Block | None:
     """A block of canonical long-format rows, or None unless every row is valid."""
     ids, texts, model = (_text(columns.get(column)) for column in ("query_id", "query", "model"))
-    if ids is None or texts is None or model is None or not _all_non_blank(texts):
+    if ids is None or texts is None or model is None or not all_non_blank(texts):
         return None
     encoded = pc.dictionary_encode(model)
     models = encoded.dictionary.to_pylist()
-    if not _all_non_blank(encoded.dictionary) or not _all_non_blank(pc.unique(ids)):
+    if not all_non_blank(encoded.dictionary) or not all_non_blank(pc.unique(ids)):
         return None
     numbers = _numbers(columns)
     if numbers is None:
@@ -255,10 +257,10 @@ def _long_block(name: str, locator: str, positions: np.ndarray, columns: dict[st
 def _wide_block(name: str, positions: np.ndarray, columns: dict[str, Any], wide_models: list[str]) -> Block | None:
     """A block of RouterBench wide records: K outcome rows per record, record by record."""
     ids, prompts = _text(columns["sample_id"]), _text(columns["prompt"])
-    if ids is None or prompts is None or not _all_non_blank(pc.unique(ids)):
+    if ids is None or prompts is None or not all_non_blank(pc.unique(ids)):
         return None
     texts = _parse_prompts(prompts)
-    if not _all_non_blank(texts) or not _all_non_blank(pa.array(wide_models)):
+    if not all_non_blank(texts) or not all_non_blank(pa.array(wide_models)):
         return None
     k, m = len(wide_models), len(positions)
     numbers: Numbers = {}
@@ -333,18 +335,6 @@ def _is_text(column: Any) -> bool:
     return bool(pa.types.is_string(column.type) or pa.types.is_large_string(column.type))
 
 
-def _all_non_blank(texts: Any) -> bool:
-    """No text is empty or only whitespace (``str.isspace``, Unicode's definition, as validation).
-
-    A text with a visible ASCII character is not blank; the few others are checked in Python.
-    """
-    visible = pc.match_substring_regex(texts, "[!-~]")
-    if pc.all(visible).as_py() is not False:
-        return True
-    rest = texts.filter(pc.invert(visible)).to_pylist()
-    return all(text and not text.isspace() for text in rest)
-
-
 def _parse_prompts(prompts: Any) -> Any:
     """RouterBench prompts with their Python-list strings joined (:func:`data.reading.parse_prompt`).
 
@@ -398,31 +388,17 @@ def _numbers(columns: dict[str, Any]) -> Numbers | None:
 
 
 def _check_numbers(numbers: Numbers) -> Numbers | None:
-    """The conditions of :func:`data.validation.validate` on whole columns: all rows valid, or None.
+    """:data:`data.rules.VALUE_RULES` on whole columns: ``numbers`` when every row is valid, else None.
 
-    quality in [0, 1] and cost finite >= 0 on every row (a missing cost needs the price table:
-    per-row); where given, tokens whole and >= 0, propensity in (0, 1], latency finite >= 0,
-    expected_quality in [0, 1].
+    Every row needs a quality and a cost (a missing cost is priced from the tokens per row).
     """
-    with np.errstate(invalid="ignore"):
-        quality, known = numbers["quality"]
-        if not known.all() or not ((quality >= 0.0) & (quality <= 1.0)).all():
-            return None
-        cost, known = numbers["cost"]
-        if not known.all() or not (np.isfinite(cost) & (cost >= 0.0)).all():
-            return None
-        conditions = {
-            "prompt_tokens": lambda v: np.isfinite(v) & (v >= 0) & (v == np.floor(v)),
-            "completion_tokens": lambda v: np.isfinite(v) & (v >= 0) & (v == np.floor(v)),
-            "propensity": lambda v: (v > 0.0) & (v <= 1.0),
-            "latency_ms": lambda v: np.isfinite(v) & (v >= 0.0),
-            "expected_quality": lambda v: (v >= 0.0) & (v <= 1.0),
-        }
-        for field, condition in conditions.items():
-            if field in numbers:
-                values, known = numbers[field]
-                if not condition(values[known]).all():
-                    return None
+    if not (numbers["quality"][1].all() and numbers["cost"][1].all()):
+        return None
+    for rule in VALUE_RULES:
+        if rule.field in numbers:
+            values, known = numbers[rule.field]
+            if not rule.accepts_all(values[known]):
+                return None
     return numbers
 
 

@@ -1,4 +1,4 @@
-"""Join a service's decision log (CONTRACTS.md §4) into bandit-feedback rows.
+"""Join a service's decision log (docs/contracts.md §4) into bandit-feedback rows.
 
 ``serve.py --decision-log FILE`` appends one JSON line per routed request,
 ``{query_id, query, model, propensity, cost_weight, policy_version, timestamp}`` (plus token
@@ -16,7 +16,8 @@ another worker than its decision) are joined together, as one log:
   back (``fallback_from``: the policy did not choose that model, so the propensity is not its
   probability) as ``not the policy's choice``, and its feedback with it.
 
-The decision's line number locates the joined row in ``rejected.jsonl``.
+The decision's line number locates the joined row in ``rejected.jsonl``. The rejections' reasons and
+messages are rules of :mod:`data.rules`.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import chain
 
+from data import rules
 from data.reading import Item, ParsedRow, RowError
-from data.schema import RejectReason
+from data.rules import Rule
 
 DECISION_FIELDS = (
     "query_id",
@@ -89,25 +91,23 @@ def join_decision_records(items: Iterator[Item]) -> Iterator[Item | Pending]:
         query_id = str(item.fields.get("query_id"))
         if is_decision(item.fields):
             if query_id in decisions:
-                yield _error(item, RejectReason.DUPLICATE_OUTCOME, f"query_id {query_id!r} was already decided")
+                yield _error(item, rules.ALREADY_DECIDED, query_id=query_id)
             elif item.fields.get("fallback_from") is not None:
                 fallbacks.add(query_id)
                 yield _error(
-                    item,
-                    RejectReason.NOT_POLICY_CHOICE,
-                    f"served by {item.fields.get('model')!r} after {item.fields['fallback_from']!r} failed",
+                    item, rules.FALLBACK_DECISION, model=item.fields.get("model"), failed=item.fields["fallback_from"]
                 )
             else:
                 decisions[query_id] = item
         elif query_id in feedback:
-            yield _error(item, RejectReason.DUPLICATE_OUTCOME, f"query_id {query_id!r} already has feedback")
+            yield _error(item, rules.SECOND_FEEDBACK, query_id=query_id)
         else:
             feedback[query_id] = item
     for query_id, answer in feedback.items():
         if query_id in fallbacks:
-            yield _error(answer, RejectReason.NOT_POLICY_CHOICE, f"feedback on the fallback-served {query_id!r}")
+            yield _error(answer, rules.FALLBACK_FEEDBACK, query_id=query_id)
         elif query_id not in decisions:
-            yield _error(answer, RejectReason.ORPHAN_FEEDBACK, f"no decision for query_id {query_id!r}")
+            yield _error(answer, rules.ORPHAN_FEEDBACK, query_id=query_id)
     for query_id, decision in decisions.items():
         reply = feedback.get(query_id)
         if reply is None:
@@ -120,5 +120,6 @@ def join_decision_records(items: Iterator[Item]) -> Iterator[Item | Pending]:
         yield ParsedRow(decision.file, decision.position, decision.locator, fields)
 
 
-def _error(item: ParsedRow, reason: RejectReason, detail: str) -> RowError:
-    return RowError(item.file, item.position, item.locator, reason, detail, str(item.fields))
+def _error(item: ParsedRow, rule: Rule, **values: object) -> RowError:
+    """The record ``item`` rejected by ``rule``; its content is the record as text."""
+    return RowError.by(rule, item.file, item.position, item.locator, str(item.fields), **values)

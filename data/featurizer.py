@@ -25,7 +25,7 @@ plus the vocabulary. The exported policy does not store the projection: it folds
 agent's first linear map (see :mod:`policies`), so the artifact holds ``max_features × m`` floats
 for an agent whose first map has ``m`` outputs.
 
-This is the Python twin, fast for training. :mod:`data.featurizer_script` is the TorchScript
+This is the Python twin, fast for training. :mod:`policies.scripted_featurizer` is the TorchScript
 twin that runs inside the exported policy; a parity test proves both give the same tf-idf.
 """
 
@@ -141,10 +141,6 @@ class TextFeaturizer:
         rms = np.sqrt(np.mean(projected**2, axis=0))
         rms[rms == 0] = 1.0
         return (vt / rms[:, None]).T
-
-    def tfidf(self, texts: Sequence[str]) -> sp.csr_matrix:
-        """Sparse (N, V) tf-idf rows, L2-normalised, float64."""
-        return self.analyze(texts)[0]
 
     def analyze(self, texts: Sequence[str]) -> tuple[sp.csr_matrix, np.ndarray]:
         """tf-idf rows and the token count of every text, in one tokenization pass."""

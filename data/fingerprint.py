@@ -1,4 +1,4 @@
-"""The data fingerprint of CONTRACTS.md §1: sha256 of the accepted rows in canonical form.
+"""The data fingerprint of docs/contracts.md §1: sha256 of the accepted rows in canonical form.
 
 Canonical form: one JSON line per accepted outcome, sorted by (query_id, model), each the array
 ``[query_id, query, model, quality, cost]``; floats are written as Python's ``repr`` (what

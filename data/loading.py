@@ -15,8 +15,9 @@ from data.prices import PriceTable
 from data.quarantine import Quarantine
 from data.reading import Item, ParsedRow, list_files, read_file
 from data.routing_log import RoutingLog
+from data.rules import Invalid
 from data.schema import DataError
-from data.validation import Invalid, validate
+from data.validation import validate
 
 DECISION_LOG_SUFFIX = ".jsonl"  # serve.py writes JSON lines
 

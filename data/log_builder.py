@@ -1,6 +1,7 @@
 """Cross-row rules: duplicates, conflicting text, log kind, incomplete queries; then the matrices.
 
-Documented rules (CONTRACTS.md §1), the same for every format:
+Documented rules (docs/contracts.md §1), the same for every format; their reasons and messages
+are defined in :mod:`data.rules`, with the column forms that the columnar path and ``--ray`` share:
 
 * **Repeated outcome.** The first accepted row of a (query_id, model) outcome wins; a later one
   is rejected as ``duplicate outcome``. Rows rejected for another reason (a blank score, say)
@@ -26,11 +27,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from data import rules
 from data.fingerprint import fingerprint
 from data.quarantine import Quarantine
 from data.routing_log import Feedback, ReadStats, RoutingLog
+from data.rules import Invalid, Rule
 from data.schema import DataError, RejectReason
-from data.validation import Invalid, Outcome, milliseconds
+from data.validation import Outcome, milliseconds
 
 if TYPE_CHECKING:
     from data.columnar import Block
@@ -90,14 +93,7 @@ class LogBuilder:
             self._set_kind(kind, file, position, locator)
         query_index = self._query_index.get(outcome.query_id)
         if query_index is not None and self._texts[query_index] != outcome.query:
-            self._reject(
-                file,
-                position,
-                locator,
-                RejectReason.CONFLICTING_TEXT,
-                f"query_id {outcome.query_id!r} was first seen with different text",
-                content,
-            )
+            self._reject_by(rules.CONFLICTING_TEXT, file, position, locator, content, query_id=outcome.query_id)
             return
         # A new model takes the next index, registered only once one of its rows is accepted:
         # a rejected row must not add an arm (which would make every query incomplete).
@@ -105,12 +101,11 @@ class LogBuilder:
         bit = 1 << model_index
         # Bandit feedback: a query has one logged action, so any accepted row claims it.
         if query_index is not None and (kind == "bandit" or self._models_seen[query_index] & bit):
-            detail = (
-                f"({outcome.query_id!r}, {outcome.model!r}) already has an outcome"
-                if kind == "full"
-                else f"query_id {outcome.query_id!r} already has a logged action"
-            )
-            self._reject(file, position, locator, RejectReason.DUPLICATE_OUTCOME, detail, content)
+            if kind == "full":
+                rule, values = rules.DUPLICATE_OUTCOME, {"query_id": outcome.query_id, "model": outcome.model}
+            else:
+                rule, values = rules.DUPLICATE_ACTION, {"query_id": outcome.query_id}
+            self._reject_by(rule, file, position, locator, content, **values)
             return
         if outcome.embedding is not None:
             try:
@@ -158,11 +153,10 @@ class LogBuilder:
         group_of_record = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
         group_ids: list[str] = encoded.dictionary.to_pylist()
         n_groups = len(group_ids)
-        first_record = np.empty(n_groups, dtype=np.int64)
-        first_record[group_of_record[::-1]] = np.arange(len(group_of_record) - 1, -1, -1)
-        texts = block.record_texts.take(first_record)
-        if not pc.all(pc.equal(block.record_texts, texts.take(group_of_record))).as_py():
+        first_record = rules.first_items(group_of_record, n_groups)
+        if rules.conflicting_texts(block.record_texts, group_of_record, first_record).any():
             return False  # a query_id with two texts in the block
+        texts = block.record_texts.take(first_record)
         known = np.array([self._query_index.get(query_id, -1) for query_id in group_ids], dtype=np.int64)
         old_groups = np.flatnonzero(known >= 0)
         if len(old_groups) and (
@@ -177,10 +171,7 @@ class LogBuilder:
         model = np.array([index[name] for name in block.models], dtype=np.int64)[block.model_of_row]
         group = group_of_record if block.record_of_row is None else group_of_record[block.record_of_row]
         bits = np.left_shift(np.int64(1), model)
-        if kind == "bandit":
-            if np.bincount(group, minlength=n_groups).max(initial=0) > 1:
-                return False
-        elif (np.diff(np.sort(group * 64 + model)) == 0).any():  # a sort: numpy's hashed unique is slower
+        if not rules.first_outcomes(group, model if kind == "full" else None, len(index)).all():
             return False
         seen = np.zeros(n_groups, dtype=np.int64)
         np.bitwise_or.at(seen, group, bits)
@@ -256,6 +247,10 @@ class LogBuilder:
     ) -> None:
         self.quarantine.reject(file, position, locator, reason, detail, content)
 
+    def _reject_by(self, rule: Rule, file: str, position: int, locator: str, content: object, **values: object) -> None:
+        """Quarantine a row that ``rule`` rejects, its message filled with ``values``."""
+        self._reject(file, position, locator, rule.reason, rule.detail(**values), content)
+
     def _file_number(self, file: str, locator: str) -> int:
         number = self._file_index.get(file)
         if number is None:
@@ -268,10 +263,7 @@ class LogBuilder:
         if self._embeddings:
             expected = len(next(iter(self._embeddings.values())))
             if len(embedding) != expected:
-                raise Invalid(
-                    RejectReason.BAD_EMBEDDING,
-                    f"embedding has {len(embedding)} values, earlier rows have {expected}",
-                )
+                raise rules.EMBEDDING_LENGTH.invalid(length=len(embedding), expected=expected)
 
     def build(self, files: list[str]) -> RoutingLog:
         """Apply the incomplete-query rule and arrange accepted outcomes query × model."""
@@ -359,22 +351,19 @@ class LogBuilder:
         cost = np.frombuffer(self._row_cost, dtype=np.float64)
         for row in np.flatnonzero(~keep_query[query]).tolist():
             q = int(query[row])
-            content = {
-                "query_id": ids[q],
-                "query": self._texts[q],
-                "model": order[int(model[row])],
-                "quality": float(quality[row]),
-                "cost": float(cost[row]),
-            }
-            detail = f"query {ids[q]!r} has {int(per_query[q])} of {len(order)} models' outcomes"
+            content = rules.incomplete_row_content(
+                ids[q], self._texts[q], order[int(model[row])], float(quality[row]), float(cost[row])
+            )
             file = self._row_file[row]
-            self._reject(
+            self._reject_by(
+                rules.INCOMPLETE_QUERY,
                 self._files[file],
                 int(self._row_position[row]),
                 self._locators[file],
-                RejectReason.INCOMPLETE_QUERY,
-                detail,
                 content,
+                query_id=ids[q],
+                outcomes=int(per_query[q]),
+                models=len(order),
             )
 
     def _stats(self, files: list[str], accepted: int) -> ReadStats:

@@ -1,6 +1,6 @@
 """Quarantine: every rejected outcome row is kept, counted by reason and written to ``rejected.jsonl``.
 
-The invariant the readers keep is ``rows_read == rows_accepted + rows_rejected`` (CONTRACTS.md §1).
+The invariant the readers keep is ``rows_read == rows_accepted + rows_rejected`` (docs/contracts.md §1).
 """
 
 from __future__ import annotations

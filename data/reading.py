@@ -2,8 +2,9 @@
 
 Each reader streams its file and yields, per outcome (one query × model), either a
 :class:`ParsedRow` (a dict of fields, not yet validated) or a :class:`RowError` for a line that
-could not be parsed at all (invalid UTF-8, malformed JSON, a truncated last line). Validation of
-values happens in :mod:`data.validation`; cross-row rules in :mod:`data.log_builder`.
+could not be parsed at all (invalid UTF-8, malformed JSON, a truncated last line), by a rule of
+:mod:`data.rules`. Validation of values happens in :mod:`data.validation`; cross-row rules in
+:mod:`data.log_builder`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from data import rules
+from data.rules import Rule
 from data.schema import (
     REQUIRED_COLUMNS,
     ROUTERBENCH_COST_SUFFIX,
@@ -48,6 +51,11 @@ class RowError:
     reason: RejectReason
     detail: str
     raw: str
+
+    @classmethod
+    def by(cls, rule: Rule, file: str, position: int, locator: str, raw: str, **values: object) -> RowError:
+        """The line rejected by ``rule`` (one of :mod:`data.rules`), its message filled with ``values``."""
+        return cls(file, position, locator, rule.reason, rule.detail(**values), raw)
 
 
 Item = ParsedRow | RowError
@@ -110,22 +118,15 @@ def _read_jsonl(path: Path) -> Iterator[Item]:
             try:
                 fields = decode(line.decode("utf-8"))
             except UnicodeDecodeError as error:
-                yield RowError(name, number, "line", RejectReason.INVALID_UTF8, str(error), _lossy(line))
+                yield RowError.by(rules.LINE_NOT_UTF8, name, number, "line", _lossy(line), error=error)
                 continue
             except json.JSONDecodeError as error:
                 truncated = not line.endswith(b"\n") and _is_last(handle)
-                reason = RejectReason.TRUNCATED_LINE if truncated else RejectReason.MALFORMED_LINE
-                yield RowError(name, number, "line", reason, f"invalid JSON: {error.msg}", _lossy(line))
+                rule = rules.TRUNCATED_JSON if truncated else rules.MALFORMED_JSON
+                yield RowError.by(rule, name, number, "line", _lossy(line), error=error.msg)
                 continue
             if type(fields) is not dict:
-                yield RowError(
-                    name,
-                    number,
-                    "line",
-                    RejectReason.MALFORMED_LINE,
-                    "a line must be a JSON object",
-                    _lossy(line),
-                )
+                yield RowError.by(rules.NOT_AN_OBJECT, name, number, "line", _lossy(line))
                 continue
             yield ParsedRow(name, number, "line", fields)
 
@@ -195,14 +196,14 @@ def _csv_records(name: str, reader: Any) -> Iterator[tuple[int, list[str] | RowE
         except StopIteration:
             return
         except csv.Error as error:
-            yield row, RowError(name, row, "row", RejectReason.MALFORMED_LINE, f"bad CSV: {error}", "")
+            yield row, RowError.by(rules.MALFORMED_CSV, name, row, "row", "", error=error)
             continue
         if not record:
             row -= 1
             continue
         if any(_has_surrogates(value) for value in record):
             raw = ",".join(v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for v in record)
-            yield row, RowError(name, row, "row", RejectReason.INVALID_UTF8, "field is not valid UTF-8", raw)
+            yield row, RowError.by(rules.FIELD_NOT_UTF8, name, row, "row", raw)
             continue
         yield row, record
 
@@ -227,9 +228,7 @@ def _long_rows(name: str, header: list[str], records: Iterator[tuple[int, list[s
             yield record
             continue
         if len(record) != width:
-            raw = ",".join(record)
-            detail = f"{len(record)} fields, header has {width}"
-            yield RowError(name, row, "row", RejectReason.MALFORMED_LINE, detail, raw)
+            yield RowError.by(rules.FIELD_COUNT, name, row, "row", ",".join(record), fields=len(record), width=width)
             continue
         yield ParsedRow(name, row, "row", {k: (v if v != "" else None) for k, v in zip(header, record)})
 
@@ -240,7 +239,7 @@ def _wide_rows(
     models: list[str],
     records: Iterator[tuple[int, list[str] | RowError]],
 ) -> Iterator[Item]:
-    """RouterBench wide rows → one outcome per model (CONTRACTS.md §1, RouterBench wide format).
+    """RouterBench wide rows → one outcome per model (docs/contracts.md §1, RouterBench wide format).
 
     ``sample_id`` is the query id, ``prompt`` the text (a Python-list string is parsed with
     :func:`ast.literal_eval`, which evaluates literals only, and its elements joined by newlines).
@@ -253,9 +252,11 @@ def _wide_rows(
                 yield record
             continue
         if len(record) != len(header):
+            error = RowError.by(
+                rules.FIELD_COUNT, name, row, "row", ",".join(record), fields=len(record), width=len(header)
+            )
             for _ in models:
-                detail = f"{len(record)} fields, header has {len(header)}"
-                yield RowError(name, row, "row", RejectReason.MALFORMED_LINE, detail, ",".join(record))
+                yield error
             continue
         query = parse_prompt(record[column["prompt"]])
         query_id = record[column["sample_id"]]

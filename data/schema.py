@@ -1,4 +1,4 @@
-"""The log schema of CONTRACTS.md §1: column names, the fixed set of rejection reasons, errors.
+"""The log schema of docs/contracts.md §1: column names, the fixed set of rejection reasons, errors.
 
 Kept free of third-party imports so that every layer (and the service) may use it.
 """
@@ -20,14 +20,12 @@ OPTIONAL_COLUMNS: tuple[str, ...] = (
     "timestamp",
     "expected_quality",
 )
-#: Metadata columns of the RouterBench wide format: never features (the oracle column leaks the label).
-ROUTERBENCH_METADATA: tuple[str, ...] = ("sample_id", "prompt", "eval_name", "oracle_model_to_route_to")
 ROUTERBENCH_COST_SUFFIX = "|total_cost"
 ROUTERBENCH_RESPONSE_SUFFIX = "|model_response"
 
 
 class RejectReason(str, Enum):
-    """Why an outcome row was rejected. The set is fixed and documented (CONTRACTS.md §1).
+    """Why an outcome row was rejected. The set is fixed and documented (docs/contracts.md §1).
 
     Every rejected row lands in ``rejected.jsonl`` with one of these values as ``reason``.
     """

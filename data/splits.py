@@ -1,4 +1,4 @@
-"""Train / validation / test splits by query_id, stable when data is appended (CONTRACTS.md §1).
+"""Train / validation / test splits by query_id, stable when data is appended (docs/contracts.md §1).
 
 A query's split depends only on ``blake2b(f"{seed}:{query_id}")`` mapped to [0, 1): appending
 queries never moves an existing one. ``--split time`` instead orders queries by timestamp and

@@ -8,15 +8,18 @@ action only. Two things are built from it:
   on the features, the m̂(x, a) of the direct method.
 * Off-policy value estimators of a target policy π (deterministic: one action per round, or
   stochastic: probabilities (N, K)): :class:`DirectMethod`, :class:`InverseProbabilityWeighting`,
-  :class:`SelfNormalizedIPW`, :class:`DoublyRobust` and :class:`Replay`. Each gives ``estimate``
-  (a float) and ``estimate_round_rewards`` (N,), per-round values whose mean is the estimate, so
-  that evaluation can put normal or bootstrap confidence intervals around it.
+  :class:`SelfNormalizedIPW`, :class:`DoublyRobust` and :class:`Replay`. Each gives
+  ``estimate_round_rewards`` (N,), per-round values whose mean is the estimate, so that
+  evaluation can put normal or bootstrap confidence intervals around it.
 
-The environment's counterfactual rewards (``envs.routing_env``, feedback ``dm`` / ``ips`` /
-``dr``) are these same per-round values for the K policies "always choose arm a": see
-:func:`counterfactual_table`.
+:func:`estimators` is the one registry of them by short name (``dm``, ``ips``, ``snips``, ``dr``,
+``replay``): the names ``EnvConfig.feedback`` and the reports use. :func:`counterfactual_log` is
+the one path from a bandit-feedback log and m̂ to a full table of estimated outcomes, for the
+estimators that are linear per round (``dm``, ``ips``, ``dr``): cell (i, a) is the round value of
+the policy "always choose arm a". The environment's counterfactual rewards, training on a bandit
+log and the evaluation of a policy on one all use it.
 
-Only numpy (and ``data.routing_log`` for :meth:`RewardModel.fit_log`) is imported: no gym.
+Only numpy, pydantic and ``data.routing_log`` are imported: no gym.
 
 References: Dudík, Langford & Li (2011), "Doubly robust policy evaluation and learning", ICML;
 Li, Chu, Langford & Wang (2011), "Unbiased offline evaluation of contextual-bandit-based news
@@ -26,7 +29,8 @@ estimator for counterfactual learning", NeurIPS; Horvitz & Thompson (1952).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal, get_args
 
 import numpy as np
 from pydantic import ConfigDict
@@ -123,13 +127,11 @@ class RewardModel:
 
     def fit_log(self, log: RoutingLog, features: np.ndarray) -> RewardModel:
         """Fit on a bandit-feedback log's logged outcomes (latency too when the log has it)."""
-        if log.feedback != "bandit" or log.action is None:
-            raise ValueError("RewardModel.fit_log needs a bandit-feedback log (logged action per query)")
         if log.n_models != self.n_models:
             raise ValueError(f"log has {log.n_models} models, the reward model {self.n_models}")
-        rows = np.arange(log.n_queries)
-        latency = None if log.latency_ms is None else log.latency_ms[rows, log.action]
-        return self.fit(features, log.action, log.quality[rows, log.action], log.cost[rows, log.action], latency)
+        actions, _, quality, cost = logged_outcomes(log)
+        latency = None if log.latency_ms is None else log.latency_ms[np.arange(log.n_queries), actions]
+        return self.fit(features, actions, quality, cost, latency)
 
     def predict(self, features: np.ndarray) -> PredictedOutcomes:
         """m̂(x, a) for every row and arm, clipped to the outcomes' ranges."""
@@ -144,6 +146,17 @@ class RewardModel:
 
 
 # --------------------------------------------------------------------------- checks
+
+
+def logged_outcomes(log: RoutingLog) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(actions, propensities, quality, cost) of the logged rounds of a bandit-feedback log."""
+    if log.feedback != "bandit" or log.action is None or log.propensity is None:
+        raise ValueError(
+            "needs a bandit-feedback log (logged action and propensity on every row); "
+            f"this log has {log.feedback} feedback"
+        )
+    rows = np.arange(log.n_queries)
+    return log.action, log.propensity, log.quality[rows, log.action], log.cost[rows, log.action]
 
 
 def _check_vector(values: np.ndarray, n: int, name: str) -> np.ndarray:
@@ -225,20 +238,10 @@ def check_rounds(
 # --------------------------------------------------------------------------- importance weights
 
 
-@dataclass(frozen=True)
-class ImportanceWeights:
-    """w_i = min(π(A_i | x_i) / p_i, max_weight) and how many rounds the cap changed."""
-
-    weights: np.ndarray
-    n_clipped: int
-
-
-def importance_weights(rounds: LoggedRounds, max_weight: float | None = None) -> ImportanceWeights:
-    """Importance weights π(A_i | x_i) / μ(A_i | x_i), optionally clipped at ``max_weight``."""
+def importance_weights(rounds: LoggedRounds, max_weight: float | None = None) -> np.ndarray:
+    """Importance weights w_i = π(A_i | x_i) / μ(A_i | x_i), optionally clipped at ``max_weight``."""
     weights = rounds.target_logged / rounds.propensities
-    if max_weight is None:
-        return ImportanceWeights(weights, 0)
-    return ImportanceWeights(np.minimum(weights, max_weight), int((weights > max_weight).sum()))
+    return weights if max_weight is None else np.minimum(weights, max_weight)
 
 
 def _check_max_weight(max_weight: float | None) -> None:
@@ -271,7 +274,7 @@ def _self_normalized(weights: np.ndarray, rewards: np.ndarray) -> np.ndarray:
 
 
 class OffPolicyEstimator:
-    """Value of a target policy π from logged rounds: ``estimate`` is the mean of the round rewards."""
+    """Value of a target policy π from logged rounds: the estimate is the mean of the round rewards."""
 
     def estimate_round_rewards(
         self,
@@ -283,17 +286,6 @@ class OffPolicyEstimator:
     ) -> np.ndarray:
         """Per-round values (N,) whose mean is the estimate (bootstrap or normal CIs use them)."""
         return self._round_rewards(check_rounds(actions, rewards, propensities, target, predictions))
-
-    def estimate(
-        self,
-        actions: np.ndarray,
-        rewards: np.ndarray,
-        propensities: np.ndarray,
-        target: np.ndarray,
-        predictions: np.ndarray | None = None,
-    ) -> float:
-        """Estimated value of π: the mean of :meth:`estimate_round_rewards`."""
-        return float(self.estimate_round_rewards(actions, rewards, propensities, target, predictions).mean())
 
     def _round_rewards(self, rounds: LoggedRounds) -> np.ndarray:
         raise NotImplementedError
@@ -319,7 +311,7 @@ class InverseProbabilityWeighting(OffPolicyEstimator):
     Unbiased when every action π takes has p > 0 and no weight is clipped (Horvitz & Thompson,
     1952); variance grows with the weights, i.e. with the mismatch between π and the logging
     policy (E[w²] terms). Clipping at M trades a downward bias (for rewards >= 0) for bounded
-    variance; :meth:`weights` reports how many rounds were clipped.
+    variance.
     """
 
     max_weight: float | None = None  # M: cap on the importance weight; None = no clipping
@@ -327,13 +319,8 @@ class InverseProbabilityWeighting(OffPolicyEstimator):
     def __post_init__(self) -> None:
         _check_max_weight(self.max_weight)
 
-    def weights(self, actions: np.ndarray, propensities: np.ndarray, target: np.ndarray) -> ImportanceWeights:
-        """The (clipped) importance weights and the number of clipped rounds."""
-        rounds = check_rounds(actions, np.zeros(len(np.asarray(actions))), propensities, target)
-        return importance_weights(rounds, self.max_weight)
-
     def _round_rewards(self, rounds: LoggedRounds) -> np.ndarray:
-        return importance_weights(rounds, self.max_weight).weights * rounds.rewards
+        return importance_weights(rounds, self.max_weight) * rounds.rewards
 
 
 @pydantic_dataclass(frozen=True, config=STRICT)
@@ -346,7 +333,7 @@ class SelfNormalizedIPW(OffPolicyEstimator):
     """
 
     def _round_rewards(self, rounds: LoggedRounds) -> np.ndarray:
-        return _self_normalized(importance_weights(rounds).weights, rounds.rewards)
+        return _self_normalized(importance_weights(rounds), rounds.rewards)
 
 
 @pydantic_dataclass(frozen=True, config=STRICT)
@@ -368,7 +355,7 @@ class DoublyRobust(OffPolicyEstimator):
         direct = _direct(rounds)
         assert rounds.predictions is not None  # _direct checked it
         residual = rounds.rewards - rounds.predictions[np.arange(len(rounds.actions)), rounds.actions]
-        return direct + importance_weights(rounds, self.max_weight).weights * residual
+        return direct + importance_weights(rounds, self.max_weight) * residual
 
 
 @pydantic_dataclass(frozen=True, config=STRICT)
@@ -402,24 +389,64 @@ class Replay(OffPolicyEstimator):
         return _self_normalized(accepted.astype(np.float64), rounds.rewards)
 
 
-def counterfactual_table(
-    estimator: DirectMethod | InverseProbabilityWeighting | DoublyRobust,
-    actions: np.ndarray,
-    outcomes: np.ndarray,
-    propensities: np.ndarray,
-    predictions: np.ndarray,
-) -> np.ndarray:
-    """Per-round estimate of every arm's outcome, (N, K): column a = round rewards of "always a".
+# --------------------------------------------------------------------------- registry and tables
 
-    dm: m̂(x_i, a);  ips: w_i y_i 1{a = A_i} with w_i = min(1/p_i, M);
-    dr: m̂(x_i, a) + w_i (y_i − m̂(x_i, A_i)) 1{a = A_i}.
-    Each cell is an unbiased estimate of E[y | x_i, a] for ips and dr (unclipped, exact p).
+EstimatorName = Literal["dm", "ips", "snips", "dr", "replay"]
+#: The estimators that are linear per round: their round values for "always choose arm a" are
+#: per-query estimates of arm a's outcome, so they make outcome tables (:func:`counterfactual_log`).
+TableEstimator = Literal["dm", "ips", "dr"]
+
+
+def estimators(max_weight: float | None = None, seed: int = 0) -> dict[EstimatorName, OffPolicyEstimator]:
+    """Every estimator by its short name: the one registry.
+
+    ``max_weight`` caps the importance weights of IPS and DR (None: no clipping); ``seed`` seeds
+    Replay's rejection draws.
     """
-    n, k = np.asarray(predictions).shape
-    return np.stack(
-        [
-            estimator.estimate_round_rewards(actions, outcomes, propensities, np.full(n, arm), predictions)
-            for arm in range(k)
-        ],
-        axis=1,
+    return {
+        "dm": DirectMethod(),
+        "ips": InverseProbabilityWeighting(max_weight=max_weight),
+        "snips": SelfNormalizedIPW(),
+        "dr": DoublyRobust(max_weight=max_weight),
+        "replay": Replay(seed=seed),
+    }
+
+
+def counterfactual_log(
+    log: RoutingLog,
+    predictions: PredictedOutcomes,
+    estimator: TableEstimator,
+    max_weight: float | None = None,
+) -> RoutingLog:
+    """A bandit-feedback log as a full table of estimated outcomes (quality, cost; latency when predicted).
+
+    Cell (i, a) is the named estimator's round value for the policy "always choose arm a":
+    dm: m̂(x_i, a);  ips: w_i y_i 1{a = A_i} with w_i = min(1/p_i, M);
+    dr: m̂(x_i, a) + w_i (y_i − m̂(x_i, A_i)) 1{a = A_i} (Dudík, Langford & Li, 2011).
+    Each ips and dr cell is an unbiased estimate of E[y | x_i, a] (unclipped, exact p), and a
+    deterministic policy's mean over its cells is exactly that estimator's value, so metrics,
+    frontiers, learning and the environment's rewards run unchanged on the table. The logged
+    action and propensity are kept (``feedback`` stays "bandit": no per-query oracle on it).
+    Latency is estimated when ``predictions`` has it and the log has a latency column.
+    """
+    if estimator not in get_args(TableEstimator):
+        raise ValueError(f"estimator {estimator!r} makes no outcome table; choose from {get_args(TableEstimator)}")
+    if log.n_queries == 0:
+        return log
+    actions, propensities, quality, cost = logged_outcomes(log)
+    chosen = estimators(max_weight)[estimator]
+
+    def table(logged: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+        n, k = predicted.shape
+        always = (np.full(n, arm) for arm in range(k))
+        return np.stack([chosen.estimate_round_rewards(actions, logged, propensities, a, predicted) for a in always], 1)
+
+    latency = log.latency_ms
+    if latency is not None and predictions.latency_ms is not None:
+        latency = table(latency[np.arange(log.n_queries), actions], predictions.latency_ms)
+    return replace(
+        log,
+        quality=table(quality, predictions.quality),
+        cost=table(cost, predictions.cost),
+        latency_ms=latency,
     )

@@ -2,7 +2,7 @@
 
     reward = quality − w × cost − latency_weight × latency_ms / 1000
 
-with cost in USD per query (CONTRACTS.md §2) and latency in seconds. Where w comes from:
+with cost in USD per query (docs/contracts.md §2) and latency in seconds. Where w comes from:
 
 * **fixed**: ``RewardConfig.cost_weight``.
 * **budget** (:class:`BudgetConfig`): w is a Lagrange multiplier λ of the constraint

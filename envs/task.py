@@ -20,10 +20,11 @@ when the reward needs it, latency: every step is then a row lookup. What the tab
   m̂(x, a) + w (y − m̂(x, A)) 1{a = A}. Unbiased like IPS, with IPS's variance applied to the
   residual only (Dudík, Langford & Li, 2011).
 
-The bandit tables are :func:`~envs.estimators.counterfactual_table`: the same estimators that
-evaluation uses. Rewards are linear in the outcomes, so the shaped reward of an estimated
-outcome is the same estimator applied to the reward; a budget's multiplier likewise steps on
-the estimated cost of the chosen arm (unbiased for ips and dr).
+The bandit tables are :func:`~envs.estimators.counterfactual_log` with m̂ fitted on the whole
+log: the one path from bandit feedback to outcome tables, which training and evaluation use too.
+Rewards are linear in the outcomes, so the shaped reward of an estimated outcome is the same
+estimator applied to the reward; a budget's multiplier likewise steps on the estimated cost of
+the chosen arm (unbiased for ips and dr).
 
 **Masks.** None are needed: the data layer rejects every row of a full-information query that
 lacks a model (reason ``incomplete query``), so every arm of every query has an outcome.
@@ -49,17 +50,10 @@ from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from data.routing_log import RoutingLog
-from envs.estimators import (
-    DirectMethod,
-    DoublyRobust,
-    InverseProbabilityWeighting,
-    RewardModel,
-    RewardModelConfig,
-    counterfactual_table,
-)
+from envs.estimators import RewardModel, RewardModelConfig, TableEstimator, counterfactual_log
 from envs.rewards import CostMultiplier, RewardConfig
 
-EnvFeedback = Literal["full", "dm", "ips", "dr"]
+EnvFeedback = Literal["full"] | TableEstimator
 
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -113,49 +107,24 @@ class RoutingTask:
         self.config = config
         self.features = np.ascontiguousarray(features, dtype=np.float32)
         self.n_queries, self.n_models = log.n_queries, log.n_models
-        self.quality, self.cost, self.latency_ms, self.n_clipped = self._tables()
+        self.quality, self.cost, self.latency_ms = self._tables()
         self.multiplier: CostMultiplier | None = None
         self.restart()
         dimension = features.shape[1] + (reward.preference is not None)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(dimension,), dtype=np.float32)
         self.action_space = gym.spaces.Discrete(log.n_models)
 
-    def _tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
-        """(N, K) quality, cost, latency (if the reward uses it) and the number of clipped rounds."""
-        log, latency_used = self.log, self.reward.latency_weight > 0
-        if self.config.feedback == "full":
-            latency = log.latency_ms if latency_used else None
-            for name, column in (("quality", log.quality), ("cost", log.cost), ("latency_ms", latency)):
-                if column is not None and not np.isfinite(column).all():
-                    raise ValueError(f"full-information log has missing {name} values")
-            return log.quality, log.cost, latency, 0
-        action, propensity = log.action, log.propensity
-        assert action is not None and propensity is not None  # a bandit log has both
-        rows = np.arange(log.n_queries)
-        predicted = (
-            RewardModel(log.n_models, self.config.reward_model).fit_log(log, self.features).predict(self.features)
-        )
-        max_weight = self.config.max_weight
-        estimators: dict[str, DirectMethod | InverseProbabilityWeighting | DoublyRobust] = {
-            "dm": DirectMethod(),
-            "ips": InverseProbabilityWeighting(max_weight=max_weight),
-            "dr": DoublyRobust(max_weight=max_weight),
-        }
-        estimator = estimators[self.config.feedback]
-
-        def table(logged: np.ndarray, predictions: np.ndarray) -> np.ndarray:
-            return counterfactual_table(estimator, action, logged[rows, action], propensity, predictions)
-
-        latency = None
-        if latency_used:
-            assert log.latency_ms is not None and predicted.latency_ms is not None  # checked in __init__
-            latency = table(log.latency_ms, predicted.latency_ms)
-        clipped = (
-            0
-            if self.config.feedback == "dm"
-            else InverseProbabilityWeighting(max_weight=max_weight).weights(action, propensity, action).n_clipped
-        )
-        return table(log.quality, predicted.quality), table(log.cost, predicted.cost), latency, clipped
+    def _tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(N, K) quality, cost and latency (if the reward uses it): logged, or estimated from bandit feedback."""
+        log, feedback = self.log, self.config.feedback
+        if feedback != "full":
+            model = RewardModel(log.n_models, self.config.reward_model).fit_log(log, self.features)
+            log = counterfactual_log(log, model.predict(self.features), feedback, self.config.max_weight)
+        latency = log.latency_ms if self.reward.latency_weight > 0 else None
+        for name, column in (("quality", log.quality), ("cost", log.cost), ("latency_ms", latency)):
+            if column is not None and not np.isfinite(column).all():
+                raise ValueError(f"full-information log has missing {name} values")  # estimates are finite
+        return log.quality, log.cost, latency
 
     def restart(self) -> None:
         """Forget what the budget's multiplier learned (a seeded reset starts a fresh run)."""

@@ -17,8 +17,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from data.routing_log import RoutingLog
 from data.schema import DataError
-from evaluation.evaluate import Sweep
+from evaluation.sweep import Decide, WeightSweep
+
+GRID_POINTS = 201  # cost weights searched for a target: finer than the frontier's grid
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class BudgetTarget:
             raise DataError(f"--target-{self.kind} must be finite and >= 0, got {self.value}")
 
 
-def calibrate(validation: Sweep, target: BudgetTarget, margin: float = 1.0) -> int:
+def calibrate(validation: WeightSweep, target: BudgetTarget, margin: float = 1.0) -> int:
     """Index into the sweep of the best operating point that meets ``target`` on validation.
 
     A point meets a cost target when its validation mean cost plus ``margin`` standard errors
@@ -55,7 +58,7 @@ def calibrate(validation: Sweep, target: BudgetTarget, margin: float = 1.0) -> i
     return int(np.flatnonzero(meets)[np.lexsort((-quality[meets], cost[meets]))[0]])
 
 
-def budget_report(validation: Sweep, test: Sweep, target: BudgetTarget, chosen: int) -> dict[str, Any]:
+def budget_report(validation: WeightSweep, test: WeightSweep, target: BudgetTarget, chosen: int) -> dict[str, Any]:
     """Target, validation and test values at the chosen weight."""
     measure = validation.cost if target.kind == "cost" else validation.quality
     met = (
@@ -76,3 +79,26 @@ def budget_report(validation: Sweep, test: Sweep, target: BudgetTarget, chosen: 
             "mean_quality": float(test.quality[chosen].mean()),
         },
     }
+
+
+@dataclass(frozen=True)
+class BudgetCalibration:
+    """Choose the operating weight that meets ``target`` on a validation split (``--target-*``).
+
+    ``decide`` is the router on the validation split's queries; ``weights`` the grid searched
+    (:data:`GRID_POINTS` weights around the training split's break-even weights).
+    """
+
+    target: BudgetTarget
+    validation: RoutingLog
+    decide: Decide
+    weights: np.ndarray
+
+    def run(self, test: RoutingLog, decide: Decide) -> tuple[float, dict[str, Any]]:
+        """The chosen weight, and the ``budget`` section: validation and ``test`` values at it."""
+        if self.validation.n_queries == 0:
+            raise DataError("--target-cost / --target-quality need a validation split (data.fractions.validation > 0)")
+        validation = WeightSweep.run(self.validation, self.decide, self.weights)
+        tested = WeightSweep.run(test, decide, self.weights)
+        chosen = calibrate(validation, self.target)
+        return float(self.weights[chosen]), budget_report(validation, tested, self.target, chosen)

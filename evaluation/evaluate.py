@@ -1,27 +1,38 @@
-"""Evaluate any router on a held-out full-information log: metrics, frontier, AIQ, intervals.
+"""Evaluate any router on a held-out log and build the report's sections: :func:`evaluate`.
 
-A router is seen only through ``decide(cost_weight) -> model index per query`` (an in-process
-agent on precomputed features, or an exported ``policy.pt`` through :mod:`evaluation.routers`).
-The single-model hull ("zero router") and the per-query oracle are always reported beside it.
+One function for every caller: ``train.py`` (the test split), ``python -m evaluation`` (an
+exported policy on any log) and the cross-validated comparison (pooled out-of-fold choices).
+A router is seen only through ``decide(cost_weight) -> model index per query``
+(:data:`evaluation.sweep.Decide`). What differs between the callers is data
+(:class:`EvaluationPlan`): the operating weight or a budget to calibrate it, baselines, and,
+for a bandit-feedback log, the reward model's predictions. The sections are: metrics at the
+operating point with bootstrap intervals (``test``), the baselines, the cost-weight frontier
+with AIQ, costs to reach the reference model's quality and the single-model hull ("zero
+router") and per-query oracle beside it (``frontier``), the budget, and off-policy estimates.
+
+A bandit-feedback log is evaluated on its DR table of estimated outcomes
+(:func:`envs.estimators.counterfactual_log`), and every off-policy estimator of
+:mod:`evaluation.ope` is reported beside it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass as pydantic_dataclass
-from tqdm import tqdm
 
 from data.routing_log import RoutingLog
+from envs.estimators import PredictedOutcomes, counterfactual_log
 from evaluation.bootstrap import Bootstrap, interval
+from evaluation.budget import BudgetCalibration
 from evaluation.frontier import Frontier, TwoModelGap, cost_to_reach, cost_weight_grid
-from evaluation.metrics import best_quality_actions, quality_matrix, route_metrics
-
-Decide = Callable[[float], np.ndarray]
+from evaluation.metrics import best_quality_actions, oracle_actions, quality_matrix, route_metrics
+from evaluation.ope import off_policy_estimates
+from evaluation.sweep import Decide, WeightSweep
 
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -35,55 +46,82 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
-class Sweep:
-    """A router's choices on every query at every swept cost weight."""
+class EvaluationPlan:
+    """What :func:`evaluate` reports besides the router's frontier, and how."""
 
-    weights: np.ndarray  # (W,)
-    actions: np.ndarray  # (W, N)
-    quality: np.ndarray  # (W, N) quality of the chosen model
-    cost: np.ndarray  # (W, N) cost of the chosen model
+    config: EvaluationConfig
+    seed: int  # of the bootstrap resamples (and of Replay's rejection draws)
+    cost_weight: float | None  # the operating point; None: the frontier only (no metrics at one weight)
+    weights: np.ndarray | None = None  # the swept weights; None: from the evaluated log's single models
+    baselines: Mapping[str, Decide] | None = None  # reported beside the router, with the per-query oracle
+    expected: bool = False  # also metrics on the synthetic expected quality, when the log has it
+    budget: BudgetCalibration | None = None  # choose the operating weight for a target instead
+    predictions: PredictedOutcomes | None = None  # m̂ on a bandit-feedback log's queries (required there)
+    max_weight: float | None = None  # cap on the importance weights of the bandit estimates
+    subject: str = "Test split"  # what the log is, for an estimated table's "evaluated_on"
+    progress: bool = False  # a progress bar over the swept weights
 
-    @classmethod
-    def run(
-        cls,
-        log: RoutingLog,
-        decide: Decide,
-        weights: np.ndarray,
-        expected: bool = False,
-        progress: bool = False,
-    ) -> Sweep:
-        """Ask ``decide`` at every weight and look up the outcomes of its choices."""
-        chosen = (
-            np.asarray(decide(float(w)), dtype=np.int64)
-            for w in tqdm(weights, desc="evaluating cost weights", disable=not progress, leave=False)
-        )
-        actions = np.stack(list(chosen))
-        return cls.from_actions(log, weights, actions, expected)
 
-    @classmethod
-    def from_actions(cls, log: RoutingLog, weights: np.ndarray, actions: np.ndarray, expected: bool = False) -> Sweep:
-        """The outcomes of (W, N) chosen model indices on ``log``."""
-        rows = np.arange(log.n_queries)
-        quality = quality_matrix(log, expected)
-        return cls(np.asarray(weights, dtype=float), actions, quality[rows, actions], log.cost[rows, actions])
+@dataclass(frozen=True)
+class Evaluation:
+    """The evaluation's report sections and what callers reuse (weight, choices, sweep, resamples)."""
 
-    def frontier(self) -> Frontier:
-        """Hull of the swept operating points on the whole log."""
-        return Frontier.from_points(self.cost.mean(axis=1), self.quality.mean(axis=1))
+    cost_weight: float | None  # the operating weight (calibrated under a budget)
+    actions: np.ndarray | None  # the router's choices at it
+    sections: dict[str, Any]
+    sweep: WeightSweep
+    bootstrap: Bootstrap | None
 
-    def points(self) -> list[dict[str, float]]:
-        """(cost weight, mean cost, mean quality) per swept weight."""
-        return [
-            {"cost_weight": float(w), "cost": float(c), "quality": float(q)}
-            for w, c, q in zip(self.weights, self.cost.mean(axis=1), self.quality.mean(axis=1))
-        ]
+    def report(self, header: dict[str, Any]) -> dict[str, Any]:
+        """The report: the caller's sections saying what was evaluated (data, policy, ...), then these."""
+        return {**header, **self.sections}
 
-    def bootstrap_aiq(self, bootstrap: Bootstrap, cost_range: tuple[float, float]) -> np.ndarray:
-        """AIQ of the hull on each bootstrap resample of the queries (B,)."""
-        costs, qualities = bootstrap.means(self.cost), bootstrap.means(self.quality)  # (W, B)
-        return np.array(
-            [Frontier.from_points(costs[:, b], qualities[:, b]).aiq(cost_range) for b in range(costs.shape[1])]
-        )
+
+def evaluate(log: RoutingLog, decide: Decide, plan: EvaluationPlan) -> Evaluation:
+    """Evaluate ``decide`` on ``log`` (full-information, or bandit feedback with ``plan.predictions``)."""
+    table = _outcome_table(log, plan)
+    config = plan.config
+    bootstrap = Bootstrap(table.n_queries, config.bootstrap, plan.seed) if config.bootstrap > 0 else None
+    weight, budget = plan.cost_weight, None
+    if plan.budget is not None:
+        weight, budget = plan.budget.run(table, decide)
+    sections: dict[str, Any] = {}
+    after_frontier: dict[str, Any] = {}
+    actions = None
+    if weight is not None:
+        actions = decide(weight)
+        sections["test"] = metrics_with_intervals(table, actions, weight, bootstrap)
+        if plan.baselines is not None:
+            sections["baselines"] = baseline_metrics(table, plan.baselines, weight, bootstrap, plan.expected)
+        if plan.expected and _has_expected(table):
+            after_frontier["test_expected"] = route_metrics(table, actions, weight, expected=True)
+        if budget is not None:
+            after_frontier["budget"] = budget
+        if plan.predictions is not None:
+            after_frontier["evaluated_on"] = f"{plan.subject}, estimated by DR from bandit feedback"
+            after_frontier["off_policy"] = off_policy_estimates(
+                log, actions, plan.predictions, weight, bootstrap, plan.seed, plan.max_weight
+            )
+    weights = sweep_weights(table, config) if plan.weights is None else plan.weights
+    sweep = WeightSweep.run(table, decide, weights, progress=plan.progress)
+    sections["frontier"] = frontier_report(table, sweep, sections.get("test"), config, bootstrap)
+    return Evaluation(weight, actions, sections | after_frontier, sweep, bootstrap)
+
+
+def _outcome_table(log: RoutingLog, plan: EvaluationPlan) -> RoutingLog:
+    """The log itself (full information), or its DR table of estimated outcomes (bandit feedback)."""
+    if log.feedback == "full":
+        if plan.predictions is not None:
+            raise ValueError("reward-model predictions are for bandit-feedback logs; this log has full information")
+        return log
+    if plan.predictions is None:
+        raise ValueError("a bandit-feedback log needs the reward model's predictions (EvaluationPlan.predictions)")
+    return counterfactual_log(log, plan.predictions, "dr", plan.max_weight)
+
+
+def _has_expected(log: RoutingLog) -> bool:
+    """Whether the synthetic ground truth covers every cell (not on a table estimated from bandit feedback)."""
+    return log.expected_quality is not None and log.feedback == "full"
 
 
 def single_model_range(log: RoutingLog) -> tuple[float, float]:
@@ -92,18 +130,14 @@ def single_model_range(log: RoutingLog) -> tuple[float, float]:
     return float(costs.min()), float(costs.max())
 
 
-def zero_router(log: RoutingLog, expected: bool = False) -> Frontier:
+def zero_router(log: RoutingLog) -> Frontier:
     """The hull of the single models' (mean cost, mean quality) points."""
-    return Frontier.from_points(log.cost.mean(axis=0), quality_matrix(log, expected).mean(axis=0))
+    return Frontier.from_points(log.cost.mean(axis=0), log.quality.mean(axis=0))
 
 
-def sweep_weights(train: RoutingLog, config: EvaluationConfig) -> np.ndarray:
-    """The cost weights to sweep, from the training split's single-model break-even weights."""
-    return cost_weight_grid(np.nanmean(train.quality, axis=0), np.nanmean(train.cost, axis=0), config.frontier_points)
-
-
-def _with_interval(value: float, samples: np.ndarray | None) -> dict[str, Any]:
-    return {"value": value, "ci95": interval(samples) if samples is not None else None}
+def sweep_weights(log: RoutingLog, config: EvaluationConfig) -> np.ndarray:
+    """The cost weights to sweep, from ``log``'s single-model break-even weights."""
+    return cost_weight_grid(np.nanmean(log.quality, axis=0), np.nanmean(log.cost, axis=0), config.frontier_points)
 
 
 def metrics_with_intervals(
@@ -132,14 +166,37 @@ def metrics_with_intervals(
     return metrics
 
 
+def baseline_metrics(
+    log: RoutingLog, baselines: Mapping[str, Decide], cost_weight: float, bootstrap: Bootstrap | None, expected: bool
+) -> dict[str, Any]:
+    """Metrics (with intervals) of each baseline, then of the per-query oracle on a full-information log.
+
+    With ``expected`` and synthetic ground truth, the oracle on the expected quality too (no
+    intervals: it is the ceiling the data could reach, not a router's estimate).
+    """
+    chosen = {name: decide(cost_weight) for name, decide in baselines.items()}
+    if log.feedback == "full":  # the per-query oracle needs every model's outcome
+        chosen["oracle"] = oracle_actions(log, cost_weight)
+    metrics = {name: metrics_with_intervals(log, actions, cost_weight, bootstrap) for name, actions in chosen.items()}
+    if expected and _has_expected(log):
+        metrics["expected oracle"] = route_metrics(
+            log, oracle_actions(log, cost_weight, expected=True), cost_weight, expected=True
+        )
+    return metrics
+
+
 def frontier_report(
     log: RoutingLog,
-    sweep: Sweep,
-    operating: dict[str, Any],
+    sweep: WeightSweep,
+    operating: dict[str, Any] | None,
     config: EvaluationConfig,
     bootstrap: Bootstrap | None,
 ) -> dict[str, Any]:
-    """Frontier, AIQ (with interval), cost to reach x% of the reference, savings, two-model gap."""
+    """Frontier, AIQ (with interval), cost to reach x% of the reference, savings, two-model gap.
+
+    ``operating``: the metrics at the operating point, placed against the zero router (None:
+    no operating point, as in the cross-validated comparison).
+    """
     cost_range = single_model_range(log)
     hull, zero = sweep.frontier(), zero_router(log)
     mean_cost, mean_quality = log.cost.mean(axis=0), log.quality.mean(axis=0)
@@ -148,19 +205,6 @@ def frontier_report(
         raise ValueError(f"reference model {reference!r} is not among the log's models {list(log.models)}")
     ref_index = log.models.index(reference)
     ref_quality, ref_cost = float(mean_quality[ref_index]), float(mean_cost[ref_index])
-    reach: dict[str, Any] = {}
-    for share in config.quality_targets:
-        key = f"{round(share * 100)}%"
-        policy_cost, zero_cost = (
-            cost_to_reach(hull, share * ref_quality),
-            cost_to_reach(zero, share * ref_quality),
-        )
-        reach[key] = {
-            "target_quality": share * ref_quality,
-            "policy_cost": policy_cost,
-            "zero_router_cost": zero_cost,
-            "policy_cost_share_of_reference": None if policy_cost is None else policy_cost / ref_cost,
-        }
     equal_quality = cost_to_reach(hull, ref_quality)
     report: dict[str, Any] = {
         "aiq": hull.aiq(cost_range),
@@ -179,10 +223,13 @@ def frontier_report(
             "cost": float(log.cost[np.arange(log.n_queries), best_quality_actions(log)].mean()),
             "quality": float(log.quality.max(axis=1).mean()),
         },
-        "operating_point": {"cost": operating["mean_cost"], "quality": operating["mean_quality"]},
-        "margin_over_zero_router": operating["mean_quality"] - float(zero.quality_at(operating["mean_cost"])),
+    }
+    if operating is not None:
+        report["operating_point"] = {"cost": operating["mean_cost"], "quality": operating["mean_quality"]}
+        report["margin_over_zero_router"] = operating["mean_quality"] - float(zero.quality_at(operating["mean_cost"]))
+    report |= {
         "reference_model": reference,
-        "cost_to_reach": reach,
+        "cost_to_reach": _cost_to_reach(hull, zero, ref_quality, ref_cost, config.quality_targets),
         "cost_saved_at_reference_quality": None
         if equal_quality is None
         else {"usd_per_query": ref_cost - equal_quality, "share": (ref_cost - equal_quality) / ref_cost},
@@ -191,28 +238,39 @@ def frontier_report(
     }
     if bootstrap is not None:
         report["aiq_ci95"] = interval(sweep.bootstrap_aiq(bootstrap, cost_range))
-    if log.n_models == 2:
-        weak, strong = int(np.argmin(mean_quality)), int(np.argmax(mean_quality))
-        if mean_quality[strong] > mean_quality[weak]:
-            gap = TwoModelGap.from_points(
-                (sweep.actions == strong).mean(axis=1),
-                sweep.quality.mean(axis=1),
-                float(mean_quality[weak]),
-                float(mean_quality[strong]),
-            )
-            report["two_model"] = {
-                "weak": log.models[weak],
-                "strong": log.models[strong],
-                "apgr": gap.apgr,
-                "cpt": gap.cpt,
-            }
+    two_model = _two_model(log, sweep, mean_quality)
+    if two_model is not None:
+        report["two_model"] = two_model
     return report
 
 
-def paired_aiq_difference(
-    first: Sweep, second: Sweep, bootstrap: Bootstrap, cost_range: tuple[float, float]
+def _cost_to_reach(
+    hull: Frontier, zero: Frontier, ref_quality: float, ref_cost: float, targets: tuple[float, ...]
 ) -> dict[str, Any]:
-    """AIQ(first) − AIQ(second) with a paired bootstrap 95% interval (same resamples for both)."""
-    value = first.frontier().aiq(cost_range) - second.frontier().aiq(cost_range)
-    samples = first.bootstrap_aiq(bootstrap, cost_range) - second.bootstrap_aiq(bootstrap, cost_range)
-    return _with_interval(value, samples)
+    """Per target share of the reference's quality: the router's and the zero router's least cost."""
+    reach: dict[str, Any] = {}
+    for share in targets:
+        policy_cost = cost_to_reach(hull, share * ref_quality)
+        reach[f"{round(share * 100)}%"] = {
+            "target_quality": share * ref_quality,
+            "policy_cost": policy_cost,
+            "zero_router_cost": cost_to_reach(zero, share * ref_quality),
+            "policy_cost_share_of_reference": None if policy_cost is None else policy_cost / ref_cost,
+        }
+    return reach
+
+
+def _two_model(log: RoutingLog, sweep: WeightSweep, mean_quality: np.ndarray) -> dict[str, Any] | None:
+    """RouteLLM's APGR and CPT for a pool of two models of different quality (else None)."""
+    if log.n_models != 2:
+        return None
+    weak, strong = int(np.argmin(mean_quality)), int(np.argmax(mean_quality))
+    if not mean_quality[strong] > mean_quality[weak]:
+        return None
+    gap = TwoModelGap.from_points(
+        (sweep.actions == strong).mean(axis=1),
+        sweep.quality.mean(axis=1),
+        float(mean_quality[weak]),
+        float(mean_quality[strong]),
+    )
+    return {"weak": log.models[weak], "strong": log.models[strong], "apgr": gap.apgr, "cpt": gap.cpt}

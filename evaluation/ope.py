@@ -1,6 +1,7 @@
 """Off-policy evaluation of any policy on a bandit-feedback log, with bootstrap intervals.
 
-The estimators are the ones the environment uses (:mod:`envs.estimators`, written once):
+The estimators are the ones the environment uses (:func:`envs.estimators.estimators`, the one
+registry):
 
 * **DM** — the reward model's prediction for the target's choice (biased when m̂ is wrong);
 * **IPS** — importance-weighted logged outcomes, π(A|x)/p · y (Horvitz & Thompson, 1952;
@@ -14,46 +15,21 @@ The estimators are the ones the environment uses (:mod:`envs.estimators`, writte
 
 Each measure (quality, cost, reward at the weight) is estimated separately; the interval is the
 percentile bootstrap of the per-round values (their mean is the estimate).
+
+m̂ comes from the caller: training fits it on the training split; ``python -m evaluation``, which
+has only the log, cross-fits it (:func:`cross_fitted_predictions`).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from data.featurizer import TextFeaturizer
 from data.routing_log import RoutingLog
-from envs.estimators import (
-    DirectMethod,
-    DoublyRobust,
-    InverseProbabilityWeighting,
-    OffPolicyEstimator,
-    PredictedOutcomes,
-    Replay,
-    SelfNormalizedIPW,
-    counterfactual_table,
-)
+from envs.estimators import PredictedOutcomes, RewardModel, estimators, logged_outcomes
 from evaluation.bootstrap import Bootstrap, interval
-
-
-def estimators(seed: int = 0, max_weight: float | None = None) -> dict[str, OffPolicyEstimator]:
-    """The five estimators, keyed by their short names."""
-    return {
-        "dm": DirectMethod(),
-        "ips": InverseProbabilityWeighting(max_weight=max_weight),
-        "snips": SelfNormalizedIPW(),
-        "dr": DoublyRobust(max_weight=max_weight),
-        "replay": Replay(seed=seed),
-    }
-
-
-def logged_outcomes(log: RoutingLog) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(actions, propensities, quality, cost) of the logged rounds of a bandit-feedback log."""
-    if log.feedback != "bandit" or log.action is None or log.propensity is None:
-        raise ValueError("off-policy evaluation needs a bandit-feedback log (propensity on every row)")
-    rows = np.arange(log.n_queries)
-    return log.action, log.propensity, log.quality[rows, log.action], log.cost[rows, log.action]
 
 
 def off_policy_estimates(
@@ -73,7 +49,7 @@ def off_policy_estimates(
         "mean_reward": (quality - cost_weight * cost, predictions.quality - cost_weight * predictions.cost),
     }
     report: dict[str, Any] = {}
-    for name, estimator in estimators(seed, max_weight).items():
+    for name, estimator in estimators(max_weight, seed).items():
         entry: dict[str, Any] = {}
         for measure, (logged, predicted) in measures.items():
             rounds = estimator.estimate_round_rewards(actions, logged, propensities, target_actions, predicted)
@@ -86,30 +62,24 @@ def off_policy_estimates(
     return report
 
 
-def counterfactual_log(
-    log: RoutingLog,
-    predictions: PredictedOutcomes,
-    kind: Literal["dm", "ips", "dr"],
-    max_weight: float | None = None,
-) -> RoutingLog:
-    """A bandit-feedback log as a full-information table of estimated outcomes.
+def cross_fitted_predictions(log: RoutingLog, seed: int, folds: int = 2) -> PredictedOutcomes:
+    """m̂ for a bandit-feedback log, cross-fitted: each fold is predicted by a model of the others.
 
-    Cell (i, a) estimates arm a's outcome on query i: DM m̂(x_i, a); IPS w·y on the logged arm
-    and 0 elsewhere; DR m̂ plus the importance-weighted residual (Dudík, Langford & Li, 2011).
-    A deterministic policy's mean over its cells is exactly that estimator's value, so metrics,
-    frontiers and learning run unchanged on the table.
+    The reward model (per-arm ridge of :mod:`envs.estimators`) sees text features fitted on the
+    other folds only, so DM and DR do not reuse a round's own outcome (Chernozhukov et al., 2018).
     """
-    if log.n_queries == 0:
-        return log
-    actions, propensities, quality, cost = logged_outcomes(log)
-    tables: dict[str, DirectMethod | InverseProbabilityWeighting | DoublyRobust] = {
-        "dm": DirectMethod(),
-        "ips": InverseProbabilityWeighting(max_weight),
-        "dr": DoublyRobust(max_weight),
-    }
-    estimator = tables[kind]
-    return replace(
-        log,
-        quality=counterfactual_table(estimator, actions, quality, propensities, predictions.quality),
-        cost=counterfactual_table(estimator, actions, cost, propensities, predictions.cost),
-    )
+    fold_of = np.random.default_rng(seed).integers(folds, size=log.n_queries)
+    quality, cost = np.zeros((log.n_queries, log.n_models)), np.zeros((log.n_queries, log.n_models))
+    actions, _, logged_quality, logged_cost = logged_outcomes(log)
+    for fold in range(folds):
+        held, kept = fold_of == fold, fold_of != fold
+        if not held.any():
+            continue
+        kept_queries = [q for q, k in zip(log.queries, kept) if k]
+        featurizer = TextFeaturizer().fit(kept_queries)
+        model = RewardModel(log.n_models).fit(
+            featurizer.transform(kept_queries), actions[kept], logged_quality[kept], logged_cost[kept]
+        )
+        predicted = model.predict(featurizer.transform([q for q, h in zip(log.queries, held) if h]))
+        quality[held], cost[held] = predicted.quality, predicted.cost
+    return PredictedOutcomes(quality=quality, cost=cost, latency_ms=None)

@@ -9,7 +9,7 @@ from data.routing_log import RoutingLog
 
 
 def data_section(log: RoutingLog, path: str | Path) -> dict[str, Any]:
-    """The ``data`` section of a report (CONTRACTS.md §3): fingerprint and rows by fate."""
+    """The ``data`` section of a report (docs/contracts.md §3): fingerprint and rows by fate."""
     return {
         "path": str(path),
         "fingerprint": log.fingerprint,

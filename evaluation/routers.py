@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from data.routing_log import RoutingLog
+from evaluation.sweep import Decide
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class PolicyRouter:
     module: Any
     batch_size: int = 4096
 
-    def decider(self, log: RoutingLog) -> Callable[[float], np.ndarray]:
+    def decider(self, log: RoutingLog) -> Decide:
         """``decide(cost_weight)`` giving the log's model index of the policy's choice per query."""
         names = list(self.module.models())
         missing = [m for m in names if m not in log.models]

@@ -1,4 +1,4 @@
-"""What every exported policy says about its arms and trade-off (CONTRACTS.md §2), in TorchScript.
+"""What every exported policy says about its arms and trade-off (docs/contracts.md §2), in TorchScript.
 
 Both policy kinds (text, embedding) hold one :class:`Arms`: the model names, the default cost
 weight, the weight check (finite and >= 0; clamped into ``cost_weight_range`` for a policy

@@ -1,4 +1,4 @@
-"""Load and validate an exported routerl policy file (CONTRACTS.md §2): the one loader.
+"""Load and validate an exported routerl policy file (docs/contracts.md §2): the one loader.
 
 Both the service (``serving``) and the training side (``policies.export``, tests) load the
 artifact through :func:`load_policy`. It needs only torch: nothing of ``data`` (the featurizer),
@@ -25,7 +25,7 @@ import torch
 #: Name of the extra file inside the TorchScript archive that holds the metadata JSON.
 METADATA_FILE = "metadata.json"
 
-#: Metadata keys every policy file must have (CONTRACTS.md §2).
+#: Metadata keys every policy file must have (docs/contracts.md §2).
 REQUIRED_METADATA: tuple[str, ...] = (
     "models",
     "default_cost_weight",
@@ -59,7 +59,7 @@ class PolicyError(Exception):
 def quiet_jit() -> Iterator[None]:
     """Silence torch's "`torch.jit.*` is deprecated" warning, and nothing else.
 
-    TorchScript is the artifact contract (CONTRACTS.md §2); the warning says nothing a user can
+    TorchScript is the artifact contract (docs/contracts.md §2); the warning says nothing a user can
     act on.
     """
     with warnings.catch_warnings():
@@ -207,7 +207,7 @@ def _check_module(module: torch.jit.ScriptModule, meta: dict[str, Any]) -> tuple
 
 
 def load_policy(path: str | Path) -> LoadedPolicy:
-    """Load ``path`` as a routerl policy and check it against CONTRACTS.md §2.
+    """Load ``path`` as a routerl policy and check it against docs/contracts.md §2.
 
     The file is read once; the version hash and the loaded module come from the same bytes, so
     a file replaced while it is loaded cannot give a module and a version that disagree.

@@ -1,7 +1,7 @@
 """Export an agent's decision rule as one self-contained TorchScript file.
 
 The file is ``torch.jit.save``'d with a ``metadata.json`` extra file holding at least the keys of
-CONTRACTS.md §2. It loads with ``torch.jit.load`` in a process that never imported routerl, and
+docs/contracts.md §2. It loads with ``torch.jit.load`` in a process that never imported routerl, and
 from C++ (``torch::jit::load``). Reading it back and checking it is :mod:`policies.artifact`'s
 job (torch only), so that the service never imports this module's training-side dependencies.
 """
@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from data.featurizer import N_DENSE_EXTRAS, TextFeaturizer
-from data.featurizer_script import ScriptedFeaturizer
 from policies.arms import Arms
 from policies.artifact import METADATA_FILE, quiet_jit
 from policies.embedding_policy import EmbeddingRoutingPolicy
+from policies.scripted_featurizer import ScriptedFeaturizer
 from policies.text_policy import TextRoutingPolicy
 
 ROUTERL_VERSION = "0.1.0"
@@ -31,7 +31,7 @@ ROUTERL_VERSION = "0.1.0"
 
 @dataclass(frozen=True)
 class PolicyMetadata:
-    """What a service and a reader of the artifact need to know about it (CONTRACTS.md §2)."""
+    """What a service and a reader of the artifact need to know about it (docs/contracts.md §2)."""
 
     models: list[str]
     default_cost_weight: float

@@ -1,6 +1,6 @@
 """Scoring heads: from the first linear map's outputs z (N, m) and a cost weight to scores (N, K).
 
-Every agent reduces to "features → one linear map → a small head" (ARCHITECTURE.md, one decision
+Every agent reduces to "features → one linear map → a small head" (docs/architecture.md, one decision
 rule), which lets the exporter fold the featurizer's projection into the linear map.
 """
 
@@ -79,7 +79,7 @@ class MlpLogitHead(torch.nn.Module):
         h₁ = act(z + f(w') u + b₁),     h_{l+1} = act(W_l h_l + b_l),     logits = W_L h_L + b_L
 
     ``layers`` are the actor's linear layers after the first, the last one giving the K logits.
-    Weights above ``high`` were never trained on, so they are clamped (CONTRACTS.md §2).
+    Weights above ``high`` were never trained on, so they are clamped (docs/contracts.md §2).
     """
 
     low: float
@@ -88,8 +88,15 @@ class MlpLogitHead(torch.nn.Module):
     weight_column: torch.Tensor
     first_bias: torch.Tensor
 
-    def __init__(self, weight_column: torch.Tensor, first_bias: torch.Tensor, layers: list[torch.nn.Linear],
-                 activation: str, low: float, high: float) -> None:
+    def __init__(
+        self,
+        weight_column: torch.Tensor,
+        first_bias: torch.Tensor,
+        layers: list[torch.nn.Linear],
+        activation: str,
+        low: float,
+        high: float,
+    ) -> None:
         super().__init__()
         if activation not in ("tanh", "relu"):
             raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
@@ -98,8 +105,9 @@ class MlpLogitHead(torch.nn.Module):
         self.layers = torch.nn.ModuleList()
         for layer in layers:
             copy = torch.nn.Linear(layer.in_features, layer.out_features, dtype=torch.float64)
-            copy.load_state_dict({"weight": layer.weight.detach().to(torch.float64),
-                                  "bias": layer.bias.detach().to(torch.float64)})
+            copy.load_state_dict(
+                {"weight": layer.weight.detach().to(torch.float64), "bias": layer.bias.detach().to(torch.float64)}
+            )
             copy.requires_grad_(False)
             self.layers.append(copy)
         self.activation = activation

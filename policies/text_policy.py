@@ -1,4 +1,4 @@
-"""The exported routing policy: text in, model out, in one TorchScript module (CONTRACTS.md §2).
+"""The exported routing policy: text in, model out, in one TorchScript module (docs/contracts.md §2).
 
 scores(queries, w) = head(tfidf(queries) @ text_map + extras(queries) @ dense_map, w)
 
@@ -11,8 +11,8 @@ returns float32 and ``route`` takes the argmax of the float64 scores (ties to th
 
 import torch
 
-from data.featurizer_script import ScriptedFeaturizer
 from policies.arms import Arms, ArmsPolicy
+from policies.scripted_featurizer import ScriptedFeaturizer
 
 
 class TextRoutingPolicy(ArmsPolicy):
@@ -62,8 +62,3 @@ class TextRoutingPolicy(ArmsPolicy):
         if len(queries) == 0:
             return torch.zeros(0, dtype=torch.int64)
         return torch.argmax(self._scores64(queries, self.arms.default_weight), dim=1)
-
-    @torch.jit.export
-    def text_features(self, queries: list[str]) -> torch.Tensor:
-        """The (N, V) tf-idf the policy sees (for parity checks against the training twin)."""
-        return self.featurizer.dense(queries)

@@ -1,17 +1,25 @@
-"""HTTP router service for an exported routerl policy (CONTRACTS.md §4).
+"""The HTTP router service: serves an exported routerl policy (docs/contracts.md §4).
 
 The service needs only torch, FastAPI/uvicorn, httpx, prometheus_client and the TorchScript
-artifact: it never imports the training packages (``data``, ``envs``, ``agents``,
-``evaluation``, ``training``); the artifact is loaded by :mod:`policies.artifact` (torch only).
+artifact: of the project's packages it imports :mod:`policies` only (the artifact is loaded by
+:mod:`policies.artifact`, torch only), never the training packages (``data``, ``envs``,
+``agents``, ``evaluation``, ``training``); see docs/architecture.md.
 
 Modules (imported explicitly, so that ``import serving.settings`` stays light):
 - :mod:`serving.settings` -- the service flags and tokens as a typed dataclass.
+- :mod:`serving.server` -- binding the socket, uvicorn, one process or ``--workers N``
+  (what ``serve.py`` runs).
+- :mod:`serving.workers` -- the supervisor of ``--workers N``: spawn, watch, reload, stop.
+- :mod:`serving.app` -- ``create_app(policy, settings) -> FastAPI``: the routes, wired.
+- :mod:`serving.schemas` -- the JSON request and response bodies (pydantic).
+- :mod:`serving.router` -- the routing decisions of ``/route``, ``/route/batch`` and the proxy.
+- :mod:`serving.middleware` -- body limit, the lean ``/route`` path, the JSON content-type check.
 - :mod:`serving.policy` -- the serving checks on a loaded policy and its atomic hot reload.
+- :mod:`serving.batching` -- scoring the queries of concurrent requests in one call.
 - :mod:`serving.decisions` -- greedy / ε-greedy choice with propensities, the JSONL decision log.
 - :mod:`serving.errors` -- the one error body format and the exception handlers (FastAPI).
 - :mod:`serving.auth` -- bearer tokens (ASGI middleware).
 - :mod:`serving.metrics` -- Prometheus metrics and the middleware that counts requests.
 - :mod:`serving.backends` -- the proxy's backends file.
 - :mod:`serving.proxy` -- the OpenAI-compatible chat proxy with fallback.
-- :mod:`serving.app` -- ``create_app(policy, settings) -> FastAPI``.
 """

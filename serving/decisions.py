@@ -1,6 +1,6 @@
 """Choosing a model from scores (greedy or ε-greedy) and the JSONL decision log.
 
-Decision log format (CONTRACTS.md §4), one JSON object per line, appended:
+Decision log format (docs/contracts.md §4), one JSON object per line, appended:
 
 - a **decision**: ``{"query_id", "query", "model", "propensity", "cost_weight",
   "policy_version", "timestamp"}``; proxied requests add ``"prompt_tokens"`` and

@@ -1,6 +1,6 @@
 """The service's one error format and the FastAPI exception handlers that produce it.
 
-Every error response has the body ``{"error": {"type": str, "message": str}}`` (CONTRACTS.md
+Every error response has the body ``{"error": {"type": str, "message": str}}`` (docs/contracts.md
 §4). Status codes and ``type`` values:
 
 =====  ==========================  ===================================================

@@ -6,13 +6,13 @@ each loads the policy, opens its own decision log and listens on the same addres
 ``SO_REUSEPORT``, so the kernel spreads connections over the workers evenly. The supervisor
 itself never imports torch and answers no request; it
 
-- holds the port: ``serve.py`` binds it (without listening) before the workers start, so
+- holds the port: :mod:`serving.server` binds it (without listening) before the workers start, so
   ``--port 0`` gets one free port that every worker then joins;
 - sets ``PROMETHEUS_MULTIPROC_DIR`` (a fresh folder, unless the environment names one) before
   the workers start, so that ``prometheus_client`` in every worker writes its counters there
   and ``GET /metrics`` on any worker adds up all of them;
 - waits until every worker accepts connections (or reports a start-up error, which it
-  re-raises), then returns so that ``serve.py`` can announce the address;
+  re-raises), then returns so that the address can be announced;
 - forwards ``SIGHUP`` to every worker (each reloads its policy), restarts a worker that dies,
   and stops them all on ``SIGTERM`` / ``SIGINT``.
 
@@ -72,7 +72,8 @@ class WorkerContext:
 
 
 class StartupError(RuntimeError):
-    """A worker could not start (bad policy, unwritable decision log, ...); the message says why."""
+    """The service or a worker cannot start (bad policy, unwritable decision log, address in use,
+    ...); the message is the one line ``serve.py`` prints on stderr before exiting with status 2."""
 
 
 class Supervisor:

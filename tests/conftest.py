@@ -1,17 +1,92 @@
-"""Shared fixtures: one real training run on the demo data, reused by many tests."""
+"""Shared fixtures and helpers of the tests.
+
+- Fixtures: one real training run on the demo data (``demo_run``, ``demo_policy``), the shared
+  RouterBench logs (``routerbench``), a local Ray cluster (``ray_cluster``).
+- Child processes, as a user runs the commands: :func:`run_python` (``python ARGS``),
+  :func:`run_train` (``python train.py --quiet ARGS``), :func:`run_train_on_routerbench` (the
+  same with the RouterBench config and logs) and :func:`run_isolated` (``python -I -c SCRIPT``,
+  for the checks that an exported policy works without routerl).
+- Synthetic worlds for the agents' unit tests: :func:`linear_world` and :func:`synthetic_log`.
+- The product's files, for the layering and layout checks: :func:`product_files`.
+
+Test modules import the helpers with ``from conftest import ...`` (pytest's default ``prepend``
+import mode puts ``tests/`` on ``sys.path``).
+"""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
+from data.routing_log import RoutingLog
 from training.config import load_config
 from training.run import RunResult, prepare_directory, train
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUTERBENCH = ROOT.parent / "shared" / "data" / "routerbench"
+PACKAGES = ("data", "envs", "agents", "policies", "evaluation", "training", "serving")
+SCRIPTS = ("train", "serve")
+
+
+def product_files(root: Path = ROOT) -> list[Path]:
+    """Every ``.py`` file of the product: the seven packages and the two scripts (not ``tests/``, not ``bench/``)."""
+    files = [path for package in PACKAGES for path in sorted((root / package).rglob("*.py"))]
+    return files + [root / f"{script}.py" for script in SCRIPTS if (root / f"{script}.py").is_file()]
+
+
+def run_python(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` (this interpreter) in a child process, from the repository root unless told, output as text."""
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def run_train(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``python train.py --quiet ARGS`` to completion, as a user runs it."""
+    return run_python(str(ROOT / "train.py"), "--quiet", *args, cwd=cwd, timeout=timeout)
+
+
+def run_train_on_routerbench(
+    data: Path, out: Path, *args: str, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """``python train.py --quiet --config configs/routerbench.yaml --data DATA --out OUT ARGS``."""
+    config = str(ROOT / "configs" / "routerbench.yaml")
+    return run_train("--config", config, "--data", str(data), "--out", str(out), *args, timeout=timeout)
+
+
+def run_isolated(script: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python -I -c SCRIPT ARGS`` in ``cwd``: isolated mode (no ``PYTHONPATH``, no script directory on
+    ``sys.path``), so that an exported policy is shown to work without the repository's packages."""
+    return run_python("-I", "-c", script, *args, cwd=cwd, timeout=timeout)
+
+
+def linear_world(n: int, d: int = 5, k: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features ``x`` (n × d, last column 1), and quality and cost per arm (n × k): linear in ``x``, a little noise."""
+    rng = np.random.default_rng(seed)
+    x = np.hstack([rng.standard_normal((n, d - 1)), np.ones((n, 1))])
+    quality = np.clip(x @ rng.standard_normal((d, k)) * 0.2 + 0.5 + rng.normal(0, 0.05, (n, k)), 0, 1)
+    cost = np.abs(x @ rng.standard_normal((d, k))) * 1e-4 + np.array([1e-4, 5e-4, 1e-3])[:k]
+    return x, quality, cost
+
+
+def synthetic_log(quality: np.ndarray, cost: np.ndarray, **feedback: Any) -> RoutingLog:
+    """A log of ``quality`` and ``cost`` (n × k) named by position: models ``m0``…, query ids and texts ``"0"``….
+
+    Full feedback by default; a bandit log passes ``feedback="bandit", action=..., propensity=...``.
+    """
+    n, k = quality.shape
+    return RoutingLog(
+        models=tuple(f"m{i}" for i in range(k)),
+        query_ids=np.array([str(i) for i in range(n)], dtype=object),
+        queries=[str(i) for i in range(n)],
+        quality=quality,
+        cost=cost,
+        **feedback,
+    )
 
 
 @pytest.fixture(scope="session")

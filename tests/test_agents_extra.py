@@ -3,35 +3,22 @@
 from __future__ import annotations
 
 import numpy as np
+from conftest import linear_world, synthetic_log
 
 from agents.baselines import RandomRouter
 from agents.direct import DirectConfig, DirectMethodRouter
 from agents.lints import LinTS, LinTSConfig
 from agents.linucb import LinUCB
-from data.routing_log import RoutingLog
 from envs.routing_env import RoutingEnv
 from policies.heads import UtilityHead
 
 
-def _world(n: int = 800, d: int = 5, k: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Linear quality and cost per arm, plus a little noise."""
-    rng = np.random.default_rng(seed)
-    x = np.hstack([rng.standard_normal((n, d - 1)), np.ones((n, 1))])
-    quality = np.clip(x @ rng.standard_normal((d, k)) * 0.2 + 0.5 + rng.normal(0, 0.05, (n, k)), 0, 1)
-    cost = np.abs(x @ rng.standard_normal((d, k))) * 1e-4 + np.array([1e-4, 5e-4, 1e-3])[:k]
-    return x, quality, cost
-
-
 def _env(x: np.ndarray, quality: np.ndarray, cost: np.ndarray, weight: float) -> RoutingEnv:
-    n, k = quality.shape
-    log = RoutingLog(models=tuple(f"m{i}" for i in range(k)),
-                     query_ids=np.array([str(i) for i in range(n)], dtype=object),
-                     queries=[str(i) for i in range(n)], quality=quality, cost=cost)
-    return RoutingEnv(log, x.astype(np.float32), weight)
+    return RoutingEnv(synthetic_log(quality, cost), x.astype(np.float32), weight)
 
 
 def test_lints_learns_online_and_beats_random() -> None:
-    x, quality, cost = _world()
+    x, quality, cost = linear_world(800)
     weight = 200.0
     agent = LinTS(3, x.shape[1], LinTSConfig(scale=0.25)).learn(_env(x, quality, cost, weight), 1500, seed=0)
     assert agent.observations.sum() == 1500 and (agent.observations > 0).all()
@@ -45,7 +32,7 @@ def test_lints_learns_online_and_beats_random() -> None:
 
 
 def test_lints_is_deterministic_under_seed_and_samples() -> None:
-    x, quality, cost = _world(n=400)
+    x, quality, cost = linear_world(400)
 
     def run(seed: int) -> np.ndarray:
         return LinTS(3, x.shape[1]).learn(_env(x, quality, cost, 100.0), 300, seed=seed).linear_map()
@@ -59,13 +46,13 @@ def test_lints_is_deterministic_under_seed_and_samples() -> None:
 
 
 def test_lints_without_scale_is_greedy() -> None:
-    x, quality, cost = _world(n=200)
+    x, quality, cost = linear_world(200)
     agent = LinTS(3, x.shape[1], LinTSConfig(scale=0.0)).fit(x, quality, cost)
     np.testing.assert_array_equal(agent.upper_confidence(x, 50.0), agent.scores(x, 50.0))
 
 
 def test_direct_method_is_per_arm_ridge() -> None:
-    x, quality, cost = _world()
+    x, quality, cost = linear_world(800)
     agent = DirectMethodRouter(3, x.shape[1], DirectConfig(ridge=3.0)).fit(x, quality, cost)
     gram = x.T @ x + 3.0 * np.eye(x.shape[1])
     for arm in range(3):

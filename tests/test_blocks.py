@@ -1,13 +1,40 @@
-"""The per-query rules that ``train.py --ray`` applies to each block (:func:`training.blocks.query_rules`)."""
+"""What ``train.py --ray`` runs on each block: reading and the per-query rules (:mod:`training.blocks`).
+
+Stages 1 and 2 of :mod:`training.distributed` run here without Ray, on one block of every file
+(:func:`rejected_by_blocks`): on every bad row of ``test_data_validation.CASES`` and on one log
+of every kind of bad row in four files, the blocks reject the same rows with the same reasons
+and messages as the per-row and columnar loaders, byte for byte in ``rejected.jsonl``, and every
+rule of :mod:`data.rules` that a ``--ray`` log can meet is among them.
+"""
 
 from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from test_data_validation import CASES, PRICES, Case, bad, catalogue, good_rows, rule_of, write_log
 
+from data.loading import load_log
+from data.prices import PriceTable
+from data.quarantine import Quarantine
+from data.reading import list_files
 from data.splits import hash_unit
-from training.blocks import ACCEPTED, ROW_SCHEMA, matrix, query_rules
+from training.blocks import (
+    ACCEPTED,
+    REJECTION_FIELDS,
+    ROW_SCHEMA,
+    matrix,
+    quarantine_in_order,
+    query_rules,
+    read_block,
+)
 
 MODELS = ["big", "small"]
 
@@ -62,3 +89,111 @@ def test_rules_in_reading_order_over_a_block_of_queries() -> None:
 def test_an_empty_block_gives_an_empty_table() -> None:
     out = query_rules(_rows(), MODELS, seed=0)
     assert out.num_rows == 0 and "split" in out.column_names
+
+
+def rejected_by_blocks(path: Path, prices: PriceTable) -> tuple[int, Quarantine]:
+    """Stages 1 and 2 of ``train.py --ray`` on one block of all of ``path``'s files: rows read, quarantine."""
+    files = list_files(path)
+    batch = {"file_no": np.arange(len(files)), "file": np.array([str(file) for file in files], dtype=object)}
+    rows = read_block(batch, prices, allow_pickle=False)
+    valid = rows.filter(pc.equal(rows["reason"], ACCEPTED))
+    queries = query_rules(valid, sorted(set(valid["model"].to_pylist())), seed=0)
+    fields = ["model", *(name for name, _ in REJECTION_FIELDS)]
+    rejected = pa.concat_tables(
+        [table.filter(pc.not_equal(table["reason"], ACCEPTED)).select(fields) for table in (rows, queries)]
+    )
+    return rows.num_rows, quarantine_in_order(rejected, files, strict=False, prices=prices, allow_pickle=False)
+
+
+def rejected_lines(quarantine: Quarantine, out: Path) -> str:
+    """``rejected.jsonl`` as written."""
+    quarantine.write(out)
+    return out.read_text(encoding="utf-8")
+
+
+def assert_three_paths_agree(path: Path, tmp_path: Path, chunk_bytes: int) -> list[dict]:
+    """Per row, columnar and ``--ray`` blocks read the same rows and write the same ``rejected.jsonl``."""
+    per_row = load_log(path, prices=PRICES, columnar=False)
+    columnar = load_log(path, prices=PRICES, columnar=True, chunk_bytes=chunk_bytes)
+    rows_read, blocks = rejected_by_blocks(path, PRICES)
+    assert per_row.log.stats.rows_read == columnar.log.stats.rows_read == rows_read
+    written = rejected_lines(per_row.quarantine, tmp_path / "per-row.jsonl")
+    assert rejected_lines(columnar.quarantine, tmp_path / "columnar.jsonl") == written
+    assert rejected_lines(blocks, tmp_path / "blocks.jsonl") == written
+    return [json.loads(line) for line in written.splitlines()]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_each_bad_row_is_rejected_alike_on_the_three_paths(name: str, tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    write_log(path, CASES[name])
+    [record] = assert_three_paths_agree(path, tmp_path, chunk_bytes=64)
+    assert record["reason"] == CASES[name].reason.value
+
+
+#: Rules that no ``--ray`` log meets, and where their parity is tested instead.
+NOT_ON_RAY = {
+    "EMBEDDING_LENGTH": "--ray reads no embeddings; test_data_columnar.py",
+    "DUPLICATE_ACTION": "bandit feedback, which --ray refuses; test_data_columnar.py",
+    "ALREADY_DECIDED": "decision logs, which --ray refuses; test_data_decision_log.py",
+    "SECOND_FEEDBACK": "decision logs",
+    "FALLBACK_DECISION": "decision logs",
+    "FALLBACK_FEEDBACK": "decision logs",
+    "ORPHAN_FEEDBACK": "decision logs",
+}
+if sys.version_info >= (3, 11):  # the csv module raises no error on any record since 3.11 (3.10: a NUL byte)
+    NOT_ON_RAY["MALFORMED_CSV"] = "unreachable on Python >= 3.11"
+
+
+def adversarial_log(directory: Path) -> Path:
+    """Every kind of bad row in one log of four files; queries and models span the files.
+
+    ``1.jsonl``: the good rows of ``test_data_validation`` with every bad line of ``CASES``
+    between them, a truncated last line. ``2.csv`` (long): more queries, a blank score, a short
+    record, a field that is not UTF-8, and across files a conflicting text and a duplicate.
+    ``3.csv`` (RouterBench wide): a blank score (its query becomes incomplete), a repeated
+    sample_id, a short record. ``4.parquet``: valid rows only, one of them a duplicate outcome
+    of ``2.csv``, which the blocks find after reading the file without contents.
+    """
+    directory.mkdir()
+    cases: list[Case] = [case for case in CASES.values() if not case.last]
+    lines = [json.dumps(row).encode() for row in good_rows()]
+    for number, case in enumerate(cases):
+        lines.insert(
+            2 * number % len(lines), case.line if isinstance(case.line, bytes) else json.dumps(case.line).encode()
+        )
+    (directory / "1.jsonl").write_bytes(b"\n".join(lines) + b"\n" + b'{"query_id": "t", "quer')
+
+    long_rows = [row | {"query_id": f"c{row['query_id']}"} for row in good_rows()]
+    long_rows += [
+        bad(query_id="c9", quality=""),  # blank score
+        good_rows()[0] | {"query": "other text"},  # conflicting with 1.jsonl's q0
+        good_rows()[5] | {"quality": 0.0},  # a duplicate of 1.jsonl's (q2, b)
+    ]
+    with open(directory / "2.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(good_rows()[0]))
+        writer.writeheader()
+        writer.writerows(long_rows)
+        handle.write("only,three,fields\n")
+        writer.writerow(good_rows()[0] | {"query_id": "PLACEHOLDER"})
+    (directory / "2.csv").write_bytes((directory / "2.csv").read_bytes().replace(b"PLACEHOLDER", b"caf\xe9"))
+
+    header = ["sample_id", "prompt", "a", "a|total_cost", "b", "b|total_cost"]
+    records = [[f"w{i}", f"['wide question {i}']", "0.5", "0.001", "1", "0.002"] for i in range(5)]
+    records[1][2] = ""  # a blank score: w1 has only b
+    records.append([*records[3][:2], "0", "0.003", "0", "0.004"])  # a repeated sample_id
+    records.append(["w9", "too short"])
+    with open(directory / "3.csv", "w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([header, *records])
+
+    clean = [row | {"query_id": f"p{row['query_id']}"} for row in good_rows()] + [long_rows[1] | {"quality": 1.0}]
+    columns = ("query_id", "query", "model", "quality", "cost")
+    pq.write_table(pa.table({name: [row[name] for row in clean] for name in columns}), directory / "4.parquet")
+    return directory
+
+
+def test_every_kind_of_bad_row_is_rejected_alike_on_the_three_paths(tmp_path: Path) -> None:
+    records = assert_three_paths_agree(adversarial_log(tmp_path / "log"), tmp_path, chunk_bytes=256)
+    made = {rule_of(record["reason"], record["detail"]) for record in records}
+    assert None not in made, "every rejection is made by a rule of data.rules"
+    assert made == set(catalogue()) - set(NOT_ON_RAY)

@@ -196,6 +196,24 @@ def test_conflicting_text_without_a_duplicate_falls_back(chunk_bytes: int, tmp_p
 
 
 @pytest.mark.parametrize("chunk_bytes", CHUNKS)
+def test_an_embedding_of_another_length_gives_the_same_quarantine(chunk_bytes: int, tmp_path: Path) -> None:
+    """The cross-row embedding rule (not among ``CASES``: it needs a log of embeddings)."""
+    rows = [row | {"embedding": [0.1, 0.2, 0.3]} for row in good_rows()]
+    rows.insert(3, bad(embedding=[0.1, 0.2], model="c"))
+    fast = assert_same(write_jsonl(tmp_path / "log.jsonl", rows), chunk_bytes)
+    assert fast.log.stats.rejected_by_reason == {"bad embedding": 1}
+
+
+@pytest.mark.parametrize("chunk_bytes", CHUNKS)
+def test_a_repeated_bandit_query_gives_the_same_quarantine(chunk_bytes: int, tmp_path: Path) -> None:
+    """The bandit form of the duplicate-outcome rule (a query has one logged action), in a later block."""
+    rows = [row | {"propensity": 0.5} for row in good_rows()[::2]]
+    rows.append(rows[0] | {"model": "b"})
+    fast = assert_same(write_jsonl(tmp_path / "log.jsonl", rows), chunk_bytes)
+    assert fast.log.stats.rejected_by_reason == {"duplicate outcome": 1}
+
+
+@pytest.mark.parametrize("chunk_bytes", CHUNKS)
 def test_a_duplicate_outcome_with_the_same_text_falls_back(chunk_bytes: int, tmp_path: Path) -> None:
     rows = [*good_rows(), good_rows()[1] | {"quality": 0.5}]
     path = write_jsonl(tmp_path / "log.jsonl", rows)

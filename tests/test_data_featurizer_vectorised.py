@@ -1,14 +1,17 @@
 """The vectorised featurizer computes exactly the per-text definition of its docstring.
 
 ``TextFeaturizer`` tokenizes all texts at once (pyarrow over their UTF-8 bytes) and counts with
-scipy. The reference below is the definition written text by text with :mod:`data.tokenizer`
-(the tokenizer the TorchScript parity test checks): vocabulary, idf, tf-idf rows and token
-counts must be bit-identical, on edge cases, synthetic logs (several blocks) and RouterBench.
+scipy. The reference below is the definition written text by text: the tokenization of
+:mod:`data.tokenizer` as one regular expression over its delimiter bytes, then vocabulary, idf,
+tf-idf rows and token counts, which must be bit-identical, on edge cases, synthetic logs (several
+blocks) and RouterBench.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -19,7 +22,19 @@ import data.featurizer as featurizer_module
 from data.featurizer import FeaturizerConfig, TextFeaturizer
 from data.loading import load_log
 from data.synth import SynthConfig, generate
-from data.tokenizer import tokenize, with_bigrams
+from data.tokenizer import DELIMITERS
+
+_TOKEN = re.compile(b"[^" + re.escape(DELIMITERS) + b"]+")
+
+
+def tokenize(text: str) -> list[bytes]:
+    """The tokens of ``text``: maximal runs of non-delimiter UTF-8 bytes, ASCII letters lowercased."""
+    return _TOKEN.findall(text.encode("utf-8").lower())
+
+
+def with_bigrams(tokens: list[bytes]) -> list[bytes]:
+    """The terms of a token list: unigrams then bigrams (``b"left right"``)."""
+    return tokens + [left + b" " + right for left, right in pairwise(tokens)]
 
 
 def reference_vocabulary(texts: list[str], min_df: int, max_features: int) -> tuple[dict[bytes, int], np.ndarray]:

@@ -1,4 +1,4 @@
-"""Readers (CONTRACTS.md §1): JSONL, CSV long, Parquet, RouterBench wide CSV and pickle, a directory
+"""Readers (docs/contracts.md §1): JSONL, CSV long, Parquet, RouterBench wide CSV and pickle, a directory
 of mixed files, file-level errors (one DataError naming the file; exit 2 from train.py) and the
 real RouterBench logs."""
 
@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_train
 
 from data.loading import load_log
 from data.reading import ParsedRow, read_file
 from data.schema import DataError
 
-ROOT = Path(__file__).resolve().parent.parent
-ROUTERBENCH = ROOT.parent / "shared" / "data" / "routerbench"
 CANONICAL_FIELDS = {"query_id", "query", "model", "quality", "cost", "response"}
 
 
@@ -210,27 +207,15 @@ def test_train_exits_2_with_one_line_for_bad_data(tmp_path: Path) -> None:
     """One case (found while reading, the deepest); each run starts torch, which takes seconds."""
     name, make, _message = FILE_PROBLEMS["CSV header lacks a column"]
     path = make(tmp_path / name)
-    done = subprocess.run(
-        [sys.executable, "train.py", "--data", str(path), "--out", str(tmp_path / "run"), "--quiet"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_train("--data", str(path), "--out", str(tmp_path / "run"), timeout=300)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and name in lines[0], done.stderr
 
 
-def routerbench() -> Path:
-    if not ROUTERBENCH.is_dir():
-        pytest.skip(f"{ROUTERBENCH} is absent (a fresh clone has no ../shared/data)")
-    return ROUTERBENCH
-
-
-def test_real_routerbench_logs_load_with_every_rejection_counted() -> None:
-    loaded = load_log(routerbench())
+def test_real_routerbench_logs_load_with_every_rejection_counted(routerbench: Path) -> None:
+    loaded = load_log(routerbench)
     log, stats = loaded.log, loaded.log.stats
     assert log.n_models == 11 and log.feedback == "full"
     assert 2000 < log.n_queries < 2300
@@ -242,8 +227,8 @@ def test_real_routerbench_logs_load_with_every_rejection_counted() -> None:
     assert not any(q.startswith("['") for q in log.queries)  # Python-list prompts are unwrapped
 
 
-def test_real_routerbench_metadata_never_becomes_a_field() -> None:
-    for path in sorted(routerbench().glob("*.csv")):
+def test_real_routerbench_metadata_never_becomes_a_field(routerbench: Path) -> None:
+    for path in sorted(routerbench.glob("*.csv")):
         for item in read_file(path):
             if isinstance(item, ParsedRow):
                 assert set(item.fields) <= CANONICAL_FIELDS

@@ -1,4 +1,4 @@
-"""Splits by query_id (stable when data is appended; by time) and the data fingerprint (CONTRACTS.md §1)."""
+"""Splits by query_id (stable when data is appended; by time) and the data fingerprint (docs/contracts.md §1)."""
 
 from __future__ import annotations
 

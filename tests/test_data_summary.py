@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from conftest import run_python
 
 from data.summary import oracle_choice
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def summary(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "data", "summary", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_python("-m", "data", "summary", *args, timeout=120)
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:

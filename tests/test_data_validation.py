@@ -1,24 +1,32 @@
-"""Every rejection reason of CONTRACTS.md §1 is detected, counted and quarantined; nothing is lost.
+"""Every rejection reason of docs/contracts.md §1 is detected, counted and quarantined; nothing is lost.
 
 Each case is a small log of good rows plus one bad line. For each we check that rows read =
 accepted + rejected, that the reason is counted, that every good outcome survives with its
-value, and the ``rejected.jsonl`` record (file, line or row, reason, content).
+value, and the ``rejected.jsonl`` record (file, line or row, reason, content), whose detail is
+the message of a rule of :mod:`data.rules` (:func:`rule_of`). The cases are also the bad rows of
+the parity tests of the columnar path and the ``--ray`` blocks.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
+import string
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
+from data import rules
 from data.loading import LoadedLog, load_log
 from data.prices import Price, PriceTable
 from data.schema import DataError, RejectReason, StrictModeError
+from data.validation import validate
 
 MODELS = ("a", "b")
 PRICES = PriceTable({"a": Price(1.0, 2.0), "b": Price(3.0, 4.0)})
@@ -68,7 +76,9 @@ CASES: dict[str, Case] = {
     "missing quality": Case(RejectReason.MISSING_COLUMN, bad(quality=None) | {"x": 1}),
     "empty query id": Case(RejectReason.MISSING_COLUMN, bad(query_id=" ")),
     "no cost and no tokens": Case(RejectReason.MISSING_COLUMN, bad(cost=None)),
+    "model not text": Case(RejectReason.MISSING_COLUMN, bad(model=["a"])),
     "empty query": Case(RejectReason.EMPTY_QUERY, bad(query="  \t")),
+    "null query": Case(RejectReason.EMPTY_QUERY, raw(query=b"null")),
     "bad query": Case(RejectReason.BAD_QUERY, bad(query=["not", "text"])),
     "cost NaN": Case(RejectReason.BAD_COST, raw(cost="NaN")),
     "cost inf": Case(RejectReason.BAD_COST, raw(cost="Infinity")),
@@ -77,15 +87,25 @@ CASES: dict[str, Case] = {
     "quality above 1": Case(RejectReason.BAD_QUALITY, bad(quality=1.5)),
     "quality below 0": Case(RejectReason.BAD_QUALITY, bad(quality=-0.1)),
     "quality NaN": Case(RejectReason.BAD_QUALITY, raw(quality="NaN")),
+    "quality text": Case(RejectReason.BAD_QUALITY, bad(quality="high")),
+    "expected quality above 1": Case(RejectReason.BAD_QUALITY, bad(expected_quality=1.5)),
+    "expected quality text": Case(RejectReason.BAD_QUALITY, bad(expected_quality="good")),
     "blank score": Case(RejectReason.BLANK_SCORE, raw(quality="null")),
     "tokens negative": Case(RejectReason.BAD_TOKENS, bad(prompt_tokens=-3, completion_tokens=2)),
     "tokens fractional": Case(RejectReason.BAD_TOKENS, bad(prompt_tokens=1.5)),
+    "tokens text": Case(RejectReason.BAD_TOKENS, bad(prompt_tokens="many", completion_tokens=2)),
+    "completion tokens negative": Case(RejectReason.BAD_TOKENS, bad(completion_tokens=-2)),
+    "completion tokens text": Case(RejectReason.BAD_TOKENS, bad(completion_tokens="many")),
     "latency negative": Case(RejectReason.BAD_LATENCY, bad(latency_ms=-1.0)),
+    "latency text": Case(RejectReason.BAD_LATENCY, bad(latency_ms="slow")),
     "embedding not numbers": Case(RejectReason.BAD_EMBEDDING, bad(embedding=["a", "b"])),
     "embedding empty": Case(RejectReason.BAD_EMBEDDING, bad(embedding=[])),
+    "embedding not JSON": Case(RejectReason.BAD_EMBEDDING, bad(embedding="[0.1, 0.2")),
+    "embedding with a boolean": Case(RejectReason.BAD_EMBEDDING, bad(embedding=[0.5, True])),
     "timestamp": Case(RejectReason.BAD_TIMESTAMP, bad(timestamp="yesterday")),
     "propensity 0": Case(RejectReason.BAD_PROPENSITY, bad(propensity=0.0)),
     "propensity above 1": Case(RejectReason.BAD_PROPENSITY, bad(propensity=1.2)),
+    "propensity text": Case(RejectReason.BAD_PROPENSITY, bad(propensity="half")),
     "duplicate outcome": Case(RejectReason.DUPLICATE_OUTCOME, good_rows()[2] | {"quality": 0.99}),
     "conflicting text": Case(RejectReason.CONFLICTING_TEXT, good_rows()[2] | {"query": "changed"}),
     "no price": Case(RejectReason.NO_PRICE, bad(model="c", cost=None, prompt_tokens=5, completion_tokens=7)),
@@ -95,6 +115,40 @@ CASES: dict[str, Case] = {
     "truncated last line": Case(RejectReason.TRUNCATED_LINE, raw()[:30], last=True),
     "incomplete query": Case(RejectReason.INCOMPLETE_QUERY, bad()),
 }
+
+
+def _pattern(message: str) -> re.Pattern[str]:
+    """A :meth:`str.format` template as a regular expression: every field matches any text."""
+    parts = string.Formatter().parse(message)
+    return re.compile("".join(re.escape(text) + ("" if field is None else ".*") for text, field, _, _ in parts), re.S)
+
+
+def catalogue() -> dict[str, tuple[RejectReason, re.Pattern[str], int]]:
+    """Every message of :mod:`data.rules`, by rule name: its reason, its pattern and its literal length.
+
+    A :class:`data.rules.ValueRule` makes two messages: ``NAME`` (out of range) and ``NAME not a number``.
+    """
+    entries = {}
+    for name, rule in vars(rules).items():
+        if isinstance(rule, rules.Rule):
+            entries[name] = (rule.reason, rule.message)
+        elif isinstance(rule, rules.ValueRule):
+            entries[name] = (rule.reason, f"{rule.field}={{value}} {rule.requirement}")
+            entries[f"{name} not a number"] = (rule.reason, f"{rule.field}={{value}} is not a number")
+    literal = {
+        name: sum(len(text) for text, *_ in string.Formatter().parse(message)) for name, (_, message) in entries.items()
+    }
+    return {name: (reason, _pattern(message), literal[name]) for name, (reason, message) in entries.items()}
+
+
+def rule_of(reason: str, detail: str) -> str | None:
+    """The rule of :mod:`data.rules` that made a rejection (the most specific message that matches), or None."""
+    matches = [
+        (length, name)
+        for name, (rule_reason, pattern, length) in catalogue().items()
+        if rule_reason.value == reason and pattern.fullmatch(detail)
+    ]
+    return max(matches)[1] if matches else None
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -160,7 +214,7 @@ def test_every_reason_is_detected_and_quarantined(name: str, tmp_path: Path) -> 
     assert record["file"] == str(path)
     assert record["line"] == number
     assert record["reason"] == case.reason.value
-    assert record["detail"]
+    assert rule_of(record["reason"], record["detail"]) is not None, record["detail"]
     if isinstance(case.line, bytes):
         assert record["content"] == raw_content(case.line)
     elif case.reason is RejectReason.INCOMPLETE_QUERY:  # rebuilt from the accepted values
@@ -177,6 +231,56 @@ def test_every_reason_has_a_case() -> None:
     """Every reason of canonical logs here; decision-log reasons in test_data_decision_log.py."""
     decision_log_only = {RejectReason.ORPHAN_FEEDBACK, RejectReason.NOT_POLICY_CHOICE}
     assert {case.reason for case in CASES.values()} == set(RejectReason) - decision_log_only
+
+
+@pytest.mark.parametrize("rule", rules.VALUE_RULES, ids=lambda rule: rule.field)
+def test_a_value_rule_judges_a_column_as_it_judges_each_value(rule: rules.ValueRule) -> None:
+    """The per-row form (:meth:`check` on one float) and the columnar form (:meth:`accepts_all`) agree."""
+    edges = [-np.inf, -1.0, -1e-300, -0.0, 0.0, 1e-300, 0.5, 1.0, 1.0 + 1e-15, 1.5, 2.0, 1e300, np.inf, np.nan]
+    for value in edges:
+        try:
+            valid = rule.check(value) is value
+        except rules.Invalid as invalid:
+            assert invalid.reason is rule.reason
+            assert rule_of(invalid.reason.value, invalid.detail) is not None
+            valid = False
+        assert rule.accepts_all(np.array([1.0, value])) == valid, value
+
+
+def test_blank_text_is_judged_alike_on_one_text_and_on_a_column() -> None:
+    """:func:`data.rules.is_blank` and :func:`data.rules.all_non_blank` on Unicode's whitespace."""
+    texts = ["a", " a ", "é", "\u3000x", "", " ", "\t\n", "\u3000", "\u00a0", "\u2028", "\x1c", "\u200b", "\ufeff"]
+    for text in texts:
+        assert rules.all_non_blank(pa.array(["ok", text])) == (not rules.is_blank(text)), repr(text)
+    assert rules.is_blank("\u3000\u00a0") and not rules.is_blank("\u200b")  # U+200B is no whitespace to Python
+
+
+def test_a_valid_row_becomes_an_outcome_field_by_field() -> None:
+    """Every field of the row lands in the Outcome field of its name (all values distinct)."""
+    row = {
+        "query_id": "q7",
+        "query": "a question",
+        "model": "b",
+        "quality": "0.25",
+        "cost": 0.5,
+        "propensity": 0.75,
+        "latency_ms": 12,
+        "expected_quality": 0.125,
+        "embedding": "[1, 2.5]",
+        "timestamp": "2024-01-02T03:04:05Z",
+    }
+    assert validate(row, None)._asdict() == {
+        "query_id": "q7",
+        "query": "a question",
+        "model": "b",
+        "quality": 0.25,
+        "cost": 0.5,
+        "propensity": 0.75,
+        "latency_ms": 12.0,
+        "expected_quality": 0.125,
+        "embedding": [1.0, 2.5],
+        "timestamp": datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+    }
 
 
 def test_first_accepted_row_wins_over_a_later_duplicate(tmp_path: Path) -> None:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_isolated, run_train
 
 from data.synth import SynthConfig, generate
-
-ROOT = Path(__file__).resolve().parent.parent
 
 FRESH_PROCESS = r"""
 import json, sys, warnings
@@ -62,26 +59,17 @@ def test_embedding_policy_routes_embeddings_and_refuses_text(tmp_path: Path) -> 
     log = tmp_path / "embedded.jsonl"
     embeddings = _write_log(log)
     out = tmp_path / "run"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            "--quiet",
-            "--data",
-            str(log),
-            "--out",
-            str(out),
-            "--set",
-            "input=embedding",
-            "--set",
-            "reward.cost_weight=300",
-            "--set",
-            "evaluation.bootstrap=0",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    done = run_train(
+        "--data",
+        str(log),
+        "--out",
+        str(out),
+        "--set",
+        "input=embedding",
+        "--set",
+        "reward.cost_weight=300",
+        "--set",
+        "evaluation.bootstrap=0",
     )
     assert done.returncode == 0, done.stderr
     report = json.loads((out / "report.json").read_text())
@@ -89,13 +77,7 @@ def test_embedding_policy_routes_embeddings_and_refuses_text(tmp_path: Path) -> 
     assert report["test"]["mean_reward"] > report["baselines"]["random"]["mean_reward"]
     request = tmp_path / "x.json"
     request.write_text(json.dumps(embeddings[:100].round(6).tolist()))
-    fresh = subprocess.run(
-        [sys.executable, "-I", "-c", FRESH_PROCESS, str(out / "policy.pt"), str(request)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    fresh = run_isolated(FRESH_PROCESS, str(out / "policy.pt"), str(request), cwd=tmp_path)
     assert fresh.returncode == 0, fresh.stderr
     answer = json.loads(fresh.stdout)
     assert answer["metadata"]["input_kind"] == "embedding" and answer["dimension"] == 8
@@ -105,21 +87,7 @@ def test_embedding_policy_routes_embeddings_and_refuses_text(tmp_path: Path) -> 
 
 
 def test_embedding_input_needs_embeddings(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            "--quiet",
-            "--out",
-            str(tmp_path / "r"),
-            "--set",
-            "input=embedding",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_train("--out", str(tmp_path / "r"), "--set", "input=embedding", timeout=300)
     assert done.returncode == 2 and "needs an 'embedding' column" in done.stderr
 
 

@@ -23,11 +23,15 @@ from envs.estimators import (
     DirectMethod,
     DoublyRobust,
     InverseProbabilityWeighting,
+    OffPolicyEstimator,
+    PredictedOutcomes,
     Replay,
     RewardModel,
     RewardModelConfig,
     SelfNormalizedIPW,
-    counterfactual_table,
+    TableEstimator,
+    counterfactual_log,
+    estimators,
 )
 
 K, D = 4, 4
@@ -118,6 +122,11 @@ def test_intervals_cover_the_true_value(logging: str) -> None:
         assert width <= bound, f"{name} mean interval width {width:.3f} exceeds {bound}"
 
 
+def _estimate(estimator: OffPolicyEstimator, *rounds: np.ndarray) -> float:
+    """The estimator's value of the target policy: the mean of its round rewards."""
+    return float(estimator.estimate_round_rewards(*rounds).mean())
+
+
 def _rounds(n: int = 50, seed: int = 0) -> tuple[np.ndarray, ...]:
     rng = np.random.default_rng(seed)
     actions = rng.integers(K, size=n)
@@ -143,19 +152,16 @@ def test_formulas_and_deterministic_equals_one_hot() -> None:
     }
     for estimator, value in expected.items():
         for policy in (target, one_hot):
-            estimate = estimator.estimate(actions, rewards, propensities, policy, predictions)
+            estimate = _estimate(estimator, actions, rewards, propensities, policy, predictions)
             assert estimate == pytest.approx(value)
 
 
-def test_clipping_is_counted_and_applied() -> None:
+def test_clipping_caps_the_importance_weights() -> None:
     actions, rewards, propensities, _, _ = _rounds()
-    ips = InverseProbabilityWeighting(max_weight=4.0)
-    weights = ips.weights(actions, propensities, actions)
-    assert weights.n_clipped == int((1 / propensities > 4.0).sum()) > 0
-    assert weights.weights.max() == 4.0
-    assert ips.estimate(actions, rewards, propensities, actions) == pytest.approx(
-        (np.minimum(1 / propensities, 4.0) * rewards).mean()
-    )
+    assert (1 / propensities > 4.0).any()  # the cap binds on some rounds
+    clipped = _estimate(InverseProbabilityWeighting(max_weight=4.0), actions, rewards, propensities, actions)
+    assert clipped == pytest.approx((np.minimum(1 / propensities, 4.0) * rewards).mean())
+    assert clipped < _estimate(InverseProbabilityWeighting(), actions, rewards, propensities, actions)
     with pytest.raises(ValueError, match="max_weight"):
         InverseProbabilityWeighting(max_weight=0.0)
 
@@ -163,7 +169,7 @@ def test_clipping_is_counted_and_applied() -> None:
 def test_replay_under_uniform_logging_is_plain_replay() -> None:
     actions, rewards, _, _, target = _rounds(n=400)
     uniform = np.full(len(actions), 1.0 / K)
-    value = Replay(seed=3).estimate(actions, rewards, uniform, target)
+    value = _estimate(Replay(seed=3), actions, rewards, uniform, target)
     assert value == pytest.approx(rewards[actions == target].mean())
 
 
@@ -171,13 +177,13 @@ def test_stochastic_target_ips_and_snips() -> None:
     actions, rewards, propensities, predictions, _ = _rounds()
     target = np.random.default_rng(5).dirichlet(np.ones(K), size=len(actions))
     weights = target[np.arange(len(actions)), actions] / propensities
-    assert InverseProbabilityWeighting().estimate(actions, rewards, propensities, target) == pytest.approx(
+    assert _estimate(InverseProbabilityWeighting(), actions, rewards, propensities, target) == pytest.approx(
         (weights * rewards).mean()
     )
     rounds = SelfNormalizedIPW().estimate_round_rewards(actions, rewards, propensities, target)
     assert rounds.shape == (len(actions),)
     assert rounds.mean() == pytest.approx((weights * rewards).sum() / weights.sum())
-    assert DirectMethod().estimate(actions, rewards, propensities, target, predictions) == pytest.approx(
+    assert _estimate(DirectMethod(), actions, rewards, propensities, target, predictions) == pytest.approx(
         (target * predictions).sum(axis=1).mean()
     )
 
@@ -185,15 +191,15 @@ def test_stochastic_target_ips_and_snips() -> None:
 def test_inputs_are_checked() -> None:
     actions, rewards, propensities, predictions, target = _rounds()
     with pytest.raises(ValueError, match="propensities"):
-        InverseProbabilityWeighting().estimate(actions, rewards, np.zeros(len(actions)), target)
+        InverseProbabilityWeighting().estimate_round_rewards(actions, rewards, np.zeros(len(actions)), target)
     with pytest.raises(ValueError, match="predictions"):
-        DoublyRobust().estimate(actions, rewards, propensities, target)
+        DoublyRobust().estimate_round_rewards(actions, rewards, propensities, target)
     with pytest.raises(ValueError, match="sum to 1"):
-        InverseProbabilityWeighting().estimate(actions, rewards, propensities, np.ones((len(actions), K)))
+        InverseProbabilityWeighting().estimate_round_rewards(actions, rewards, propensities, np.ones((len(actions), K)))
     with pytest.raises(ValueError, match="rewards"):
-        InverseProbabilityWeighting().estimate(actions, rewards[:-1], propensities, target)
+        InverseProbabilityWeighting().estimate_round_rewards(actions, rewards[:-1], propensities, target)
     with pytest.raises(ValueError, match="target actions"):
-        DirectMethod().estimate(actions, rewards, propensities, target + K, predictions)
+        DirectMethod().estimate_round_rewards(actions, rewards, propensities, target + K, predictions)
 
 
 def test_reward_model_is_ridge_per_arm_and_fits_logs() -> None:
@@ -227,16 +233,41 @@ def test_reward_model_is_ridge_per_arm_and_fits_logs() -> None:
         RewardModelConfig(ridge=0.0)
 
 
-def test_counterfactual_table_is_the_estimators_per_arm() -> None:
+def test_counterfactual_log_is_the_estimators_per_arm() -> None:
     actions, rewards, propensities, predictions, _ = _rounds()
     n = len(actions)
     logged = np.eye(K)[actions]
+    bandit = RoutingLog(
+        models=tuple("abcd"),
+        query_ids=np.arange(n).astype(str).astype(object),
+        queries=[""] * n,
+        quality=np.where(logged > 0, rewards[:, None], np.nan),
+        cost=np.where(logged > 0, 1e-3 * rewards[:, None], np.nan),
+        latency_ms=np.where(logged > 0, 1e3 * rewards[:, None], np.nan),
+        feedback="bandit",
+        action=actions,
+        propensity=propensities,
+    )
     weight = (1 / propensities)[:, None]
     residual = (rewards - predictions[np.arange(n), actions])[:, None]
-    expected = {
-        DirectMethod(): predictions,
-        InverseProbabilityWeighting(): logged * weight * rewards[:, None],
-        DoublyRobust(): predictions + logged * weight * residual,
+    expected: dict[TableEstimator, np.ndarray] = {
+        "dm": predictions,
+        "ips": logged * weight * rewards[:, None],
+        "dr": predictions + logged * weight * residual,
     }
-    for estimator, table in expected.items():
-        np.testing.assert_allclose(counterfactual_table(estimator, actions, rewards, propensities, predictions), table)
+    m_hat = PredictedOutcomes(predictions, 1e-3 * predictions, 1e3 * predictions)
+    for name, table in expected.items():
+        estimated = counterfactual_log(bandit, m_hat, name)
+        np.testing.assert_allclose(estimated.quality, table)
+        np.testing.assert_allclose(estimated.cost, 1e-3 * table)
+        assert estimated.latency_ms is not None
+        np.testing.assert_allclose(estimated.latency_ms, 1e3 * table)
+        assert estimated.feedback == "bandit" and estimated.action is not None
+        np.testing.assert_array_equal(estimated.action, actions)
+    without_latency = counterfactual_log(bandit, PredictedOutcomes(predictions, predictions, None), "dm")
+    assert without_latency.latency_ms is bandit.latency_ms
+    clipped = counterfactual_log(bandit, m_hat, "ips", max_weight=2.0)
+    np.testing.assert_allclose(clipped.quality, logged * np.minimum(weight, 2.0) * rewards[:, None])
+    assert set(estimators()) == {"dm", "ips", "snips", "dr", "replay"}
+    with pytest.raises(ValueError, match="no outcome table"):
+        counterfactual_log(bandit, m_hat, "snips")  # type: ignore[arg-type]

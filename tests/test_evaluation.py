@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, run_python, run_train_on_routerbench, synthetic_log
 
+from data.routing_log import RoutingLog
+from envs.estimators import PredictedOutcomes
 from evaluation.bootstrap import Bootstrap, interval
 from evaluation.budget import BudgetTarget, calibrate
-from evaluation.evaluate import Sweep, paired_aiq_difference
+from evaluation.evaluate import EvaluationConfig, EvaluationPlan, evaluate
 from evaluation.frontier import Frontier, TwoModelGap, cost_to_reach
+from evaluation.sweep import WeightSweep, paired_aiq_difference
 from training.run import RunResult
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_hull_drops_dominated_and_concave_points() -> None:
@@ -49,9 +49,9 @@ def test_apgr_and_cpt_by_hand() -> None:
     assert random_mix.apgr == pytest.approx(0.5)  # a router no better than mixing at random
 
 
-def _sweep(costs: list[list[float]], qualities: list[list[float]]) -> Sweep:
+def _sweep(costs: list[list[float]], qualities: list[list[float]]) -> WeightSweep:
     cost, quality = np.array(costs), np.array(qualities)
-    return Sweep(np.arange(len(cost), dtype=float), np.zeros(cost.shape, dtype=np.int64), quality, cost)
+    return WeightSweep(np.arange(len(cost), dtype=float), np.zeros(cost.shape, dtype=np.int64), quality, cost)
 
 
 def test_budget_searches_the_whole_grid() -> None:
@@ -77,6 +77,64 @@ def test_bootstrap_intervals_and_pairing() -> None:
     assert same["value"] == 0 and same["ci95"] == [0.0, 0.0]
 
 
+def _world(n: int = 200) -> RoutingLog:
+    """Three models of rising price; random quality, so that routing by a score matters."""
+    rng = np.random.default_rng(0)
+    return synthetic_log(rng.random((n, 3)), np.array([1e-4, 5e-4, 2e-3]) * rng.uniform(0.5, 1.5, (n, 3)))
+
+
+def test_one_evaluation_at_an_operating_point_and_of_recorded_choices() -> None:
+    log = _world()
+    scores = np.random.default_rng(1).random((log.n_queries, 3))
+
+    def decide(weight: float) -> np.ndarray:
+        return np.argmax(scores - weight * log.cost, axis=1)
+
+    config = EvaluationConfig(frontier_points=9, bootstrap=50)
+    baselines = {"first": lambda weight: np.zeros(log.n_queries, dtype=np.int64)}
+    full = evaluate(log, decide, EvaluationPlan(config, 0, 100.0, baselines=baselines))
+    assert list(full.sections) == ["test", "baselines", "frontier"]
+    assert list(full.sections["baselines"]) == ["first", "oracle"]
+    assert full.sections["baselines"]["oracle"]["mean_reward"] >= full.sections["test"]["mean_reward"]
+    assert full.sections["frontier"]["operating_point"]["quality"] == full.sections["test"]["mean_quality"]
+    np.testing.assert_array_equal(full.actions, decide(100.0))
+    # The recorded choices replay the same frontier; with no operating point, no metrics at one weight.
+    replayed = evaluate(log, full.sweep.decide, EvaluationPlan(config, 0, None, weights=full.sweep.weights))
+    assert list(replayed.sections) == ["frontier"] and "operating_point" not in replayed.sections["frontier"]
+    assert replayed.sections["frontier"]["aiq"] == full.sections["frontier"]["aiq"]
+    assert replayed.sections["frontier"]["aiq_ci95"] == full.sections["frontier"]["aiq_ci95"]
+    with pytest.raises(ValueError, match="not swept"):
+        full.sweep.decide(1.2345)
+
+
+def test_a_bandit_log_is_evaluated_on_its_dr_table_and_by_every_estimator() -> None:
+    full = _world()
+    n = full.n_queries
+    action = np.random.default_rng(2).integers(3, size=n)
+    logged = np.eye(3, dtype=bool)[action]
+    bandit = synthetic_log(
+        np.where(logged, full.quality, np.nan),
+        np.where(logged, full.cost, np.nan),
+        feedback="bandit",
+        action=action,
+        propensity=np.full(n, 1 / 3),
+    )
+    predictions = PredictedOutcomes(np.full((n, 3), 0.5), np.tile(full.cost.mean(axis=0), (n, 1)), None)
+
+    def decide(weight: float) -> np.ndarray:
+        return np.full(n, 0 if weight > 50 else 2)
+
+    config = EvaluationConfig(frontier_points=5, bootstrap=20)
+    with pytest.raises(ValueError, match="predictions"):
+        evaluate(bandit, decide, EvaluationPlan(config, 0, 100.0))
+    plan = EvaluationPlan(config, 0, 100.0, predictions=predictions, subject="logged.jsonl")
+    sections = evaluate(bandit, decide, plan).sections
+    assert sections["evaluated_on"] == "logged.jsonl, estimated by DR from bandit feedback"
+    assert sections["frontier"]["oracle"] is None
+    assert set(sections["off_policy"]) >= {"dm", "ips", "snips", "dr", "replay"}
+    assert sections["test"]["mean_reward"] == pytest.approx(sections["off_policy"]["dr"]["mean_reward"])
+
+
 def test_training_report_has_intervals_figure_and_reference_costs(demo_run: RunResult) -> None:
     report, out = demo_run.report, demo_run.directory
     assert (
@@ -99,70 +157,21 @@ def test_training_report_has_intervals_figure_and_reference_costs(demo_run: RunR
 def test_evaluation_cli_on_an_exported_policy(demo_run: RunResult, tmp_path: Path) -> None:
     policy = demo_run.directory / "policy.pt"
     out = tmp_path / "eval"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "evaluation",
-            str(policy),
-            "--data",
-            str(ROOT / "data" / "demo" / "demo.jsonl"),
-            "--out",
-            str(out),
-            "--bootstrap",
-            "50",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    demo = str(ROOT / "data" / "demo" / "demo.jsonl")
+    done = run_python("-m", "evaluation", str(policy), "--data", demo, "--out", str(out), "--bootstrap", "50")
     assert done.returncode == 0, done.stderr
     for name in ("report.json", "report.md", "frontier.png"):
         assert (out / name).is_file()
     report = json.loads((out / "report.json").read_text())
     assert report["policy"]["cost_weight"] == demo_run.report["policy"]["cost_weight"]
     assert report["frontier"]["aiq"] > report["frontier"]["zero_router_aiq"]
-    missing = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "evaluation",
-            str(tmp_path / "none.pt"),
-            "--data",
-            str(ROOT / "data" / "demo" / "demo.jsonl"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    missing = run_python("-m", "evaluation", str(tmp_path / "none.pt"), "--data", demo, timeout=120)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
 
 
 def _budget_run(routerbench: Path, tmp_path: Path, target: float) -> dict:
     out = tmp_path / f"budget-{target}"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            "--quiet",
-            "--config",
-            str(ROOT / "configs" / "routerbench.yaml"),
-            "--data",
-            str(routerbench),
-            "--out",
-            str(out),
-            "--target-cost",
-            str(target),
-            "--set",
-            "evaluation.bootstrap=0",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    done = run_train_on_routerbench(routerbench, out, "--target-cost", str(target), "--set", "evaluation.bootstrap=0")
     assert done.returncode == 0, done.stderr
     return json.loads((out / "report.json").read_text())
 

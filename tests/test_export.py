@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, run_isolated
 
 from agents.linucb import LinUCB
 from data.featurizer import TextFeaturizer
@@ -18,8 +17,6 @@ from data.splits import split
 from policies.artifact import REQUIRED_METADATA, PolicyError, load_policy
 from training.config import load_config
 from training.run import RunResult
-
-ROOT = Path(__file__).resolve().parent.parent
 
 FRESH_PROCESS = r"""
 import json, sys, warnings
@@ -63,13 +60,7 @@ def test_fresh_process_makes_the_agents_decisions(demo_run: RunResult, tmp_path:
     weights = [0.0, 300.0, 3000.0]
     request = tmp_path / "queries.json"
     request.write_text(json.dumps({"queries": queries, "weights": weights}), encoding="utf-8")
-    done = subprocess.run(
-        [sys.executable, "-I", "-c", FRESH_PROCESS, str(demo_run.directory / "policy.pt"), str(request)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_isolated(FRESH_PROCESS, str(demo_run.directory / "policy.pt"), str(request), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     assert answer["project_modules"] == []

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 import torch
 
 from data.featurizer import FeaturizerConfig, TextFeaturizer
-from data.featurizer_script import ScriptedFeaturizer
 from data.loading import load_log
-from data.tokenizer import tokenize
 from policies.export import script
+from policies.scripted_featurizer import ScriptedFeaturizer
 
 TRAIN = [
     "What is the capital of France?",
@@ -39,10 +40,18 @@ def _fit(texts: list[str]) -> TextFeaturizer:
     return TextFeaturizer(FeaturizerConfig(min_df=1, components=4)).fit(texts)
 
 
+def _dense(scripted: torch.jit.ScriptModule, texts: list[str], n_terms: int) -> torch.Tensor:
+    """The scripted featurizer's (N, V) tf-idf, made dense from its (rows, cols, values) triplets."""
+    rows, cols, values, _ = scripted(texts)
+    matrix = torch.zeros(len(texts), n_terms, dtype=torch.float64)
+    matrix[rows, cols] = values
+    return matrix
+
+
 def _compare(featurizer: TextFeaturizer, texts: list[str]) -> None:
     scripted = script(ScriptedFeaturizer.from_featurizer(featurizer))
     python_tfidf, python_lengths = featurizer.analyze(texts)
-    torch_tfidf = scripted.dense(texts).numpy()
+    torch_tfidf = _dense(scripted, texts, featurizer.n_terms).numpy()
     np.testing.assert_allclose(torch_tfidf, python_tfidf.toarray(), rtol=1e-12, atol=1e-12)
     _, _, _, extras = scripted(texts)
     np.testing.assert_allclose(extras[:, 1].numpy(), np.log1p(python_lengths), rtol=1e-14)
@@ -50,12 +59,21 @@ def _compare(featurizer: TextFeaturizer, texts: list[str]) -> None:
     np.testing.assert_allclose(dense[:, -3:], extras.numpy().astype(np.float32), rtol=1e-6)
 
 
-def test_tokenizer_is_byte_level_and_ascii_lowercase() -> None:
-    assert tokenize("Hello, WORLD!") == [b"hello", b"world"]
-    assert tokenize("ÀB") == ["Àb".encode()]  # non-ASCII bytes kept, ASCII lowercased
-    assert tokenize("a\u00a0b") == ["a\u00a0b".encode()]  # NBSP is not ASCII whitespace
-    assert tokenize("") == []
-    assert tokenize("x_y") == [b"x", b"y"]  # underscore is ASCII punctuation
+@pytest.mark.parametrize(
+    ("text", "tokens"),
+    [
+        ("Hello, WORLD!", [b"hello", b"world"]),
+        ("ÀB", ["Àb".encode()]),  # non-ASCII bytes kept, ASCII lowercased
+        ("a\u00a0b", ["a\u00a0b".encode()]),  # NBSP is not ASCII whitespace
+        ("x_y", [b"x", b"y"]),  # underscore is ASCII punctuation
+    ],
+)
+def test_tokenization_is_byte_level_and_ascii_lowercase(text: str, tokens: list[bytes]) -> None:
+    """Both twins see the same terms: the fitted vocabulary is the tokens and their bigram, nothing else."""
+    featurizer = _fit([text])
+    bigrams = [left + b" " + right for left, right in pairwise(tokens)]
+    assert sorted(featurizer.vocabulary) == sorted(tokens + bigrams)
+    _compare(featurizer, [text, ""])
 
 
 def test_parity_on_edge_cases() -> None:
@@ -67,14 +85,16 @@ def test_parity_on_edge_cases() -> None:
 def test_empty_text_gives_zero_tfidf_and_empty_batch_works() -> None:
     featurizer = _fit(TRAIN)
     scripted = script(ScriptedFeaturizer.from_featurizer(featurizer))
-    assert scripted.dense([""]).abs().sum().item() == 0.0
-    assert featurizer.tfidf([""]).nnz == 0
-    assert scripted.dense([]).shape == (0, featurizer.n_terms)
+    rows, cols, values, extras = scripted([""])
+    assert len(rows) == len(cols) == len(values) == 0 and extras.shape == (1, 3)
+    assert featurizer.analyze([""])[0].nnz == 0
+    rows, cols, values, extras = scripted([])
+    assert len(rows) == len(cols) == len(values) == 0 and extras.shape == (0, 3)
 
 
 def test_rows_are_unit_norm_and_sublinear() -> None:
     featurizer = _fit(TRAIN)
-    matrix = featurizer.tfidf(["python python python list", "list"]).toarray()
+    matrix = featurizer.analyze(["python python python list", "list"])[0].toarray()
     np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0)
     python, unit = featurizer.vocabulary[b"python"], featurizer.vocabulary[b"list"]
     ratio = matrix[0, python] / matrix[0, unit]
@@ -101,9 +121,9 @@ def test_single_text_path_equals_batch_path_and_bags_match_triplets() -> None:
     featurizer = _fit(TRAIN + PROBES[3:7])
     scripted = script(ScriptedFeaturizer.from_featurizer(featurizer))
     texts = ["", *TRAIN[:3], "!!!", *PROBES[3:7], ""]
-    batch = scripted.dense(texts)
+    batch = _dense(scripted, texts, featurizer.n_terms)
     for i, text in enumerate(texts):
-        torch.testing.assert_close(scripted.dense([text])[0], batch[i], rtol=1e-14, atol=1e-15)
+        torch.testing.assert_close(_dense(scripted, [text], featurizer.n_terms)[0], batch[i], rtol=1e-14, atol=1e-15)
     rows, cols, values, extras = scripted(texts)
     bag_cols, offsets, bag_values, bag_extras = scripted.bags(texts)
     assert torch.equal(bag_cols, cols) and torch.equal(bag_values, values) and torch.equal(bag_extras, extras)

@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import linear_world, synthetic_log
 
-from agents import linucb
+from agents import linucb_statistics
+from agents.base import Agent, Table, TrainingTask
 from agents.baselines import RandomRouter, SingleModelRouter
+from agents.callbacks import Callback
+from agents.lints import LinTS
 from agents.linucb import LinUCB, LinUCBConfig, LinUCBStatistics, linucb_from_statistics
-from data.routing_log import RoutingLog
+from data.schema import DataError
+from envs.rewards import BudgetConfig, RewardConfig
 from envs.routing_env import RoutingEnv
-
-
-def _world(n: int = 600, d: int = 5, k: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Linear quality and cost per arm, plus a little noise."""
-    rng = np.random.default_rng(seed)
-    x = np.hstack([rng.standard_normal((n, d - 1)), np.ones((n, 1))])
-    quality = np.clip(x @ rng.standard_normal((d, k)) * 0.2 + 0.5 + rng.normal(0, 0.05, (n, k)), 0, 1)
-    cost = np.abs(x @ rng.standard_normal((d, k))) * 1e-4 + np.array([1e-4, 5e-4, 1e-3])[:k]
-    return x, quality, cost
+from training.checkpoints import read_checkpoint, write_checkpoint
 
 
 def test_fit_is_ridge_regression_per_arm() -> None:
-    x, quality, cost = _world()
+    x, quality, cost = linear_world(600)
     agent = LinUCB(3, x.shape[1], LinUCBConfig(ridge=2.0)).fit(x, quality, cost)
     gram = x.T @ x + 2.0 * np.eye(x.shape[1])
     np.testing.assert_allclose(agent.theta_quality.T, np.linalg.solve(gram, x.T @ quality), atol=1e-10)
@@ -32,7 +30,7 @@ def test_fit_is_ridge_regression_per_arm() -> None:
 
 
 def test_partial_fit_in_chunks_equals_fit() -> None:
-    x, quality, cost = _world()
+    x, quality, cost = linear_world(600)
     whole = LinUCB(3, x.shape[1]).fit(x, quality, cost)
     chunked = LinUCB(3, x.shape[1]).partial_fit(x[:200], quality[:200], cost[:200])
     chunked.partial_fit(x[200:], quality[200:], cost[200:])
@@ -40,7 +38,7 @@ def test_partial_fit_in_chunks_equals_fit() -> None:
 
 
 def test_bandit_partial_fit_uses_only_the_logged_arm() -> None:
-    x, quality, cost = _world()
+    x, quality, cost = linear_world(600)
     actions = np.arange(len(x)) % 3
     rows = np.arange(len(x))
     agent = LinUCB(3, x.shape[1]).partial_fit(x, quality[rows, actions], cost[rows, actions], actions=actions)
@@ -51,7 +49,7 @@ def test_bandit_partial_fit_uses_only_the_logged_arm() -> None:
 
 
 def test_one_fit_serves_every_cost_weight() -> None:
-    x, quality, cost = _world()
+    x, quality, cost = linear_world(600)
     agent = LinUCB(3, x.shape[1]).fit(x, quality, cost)
     free, expensive = agent.predict(x, 0.0), agent.predict(x, 1e6)
     np.testing.assert_array_equal(expensive, np.argmin(x @ agent.theta_cost.T, axis=1))
@@ -60,21 +58,10 @@ def test_one_fit_serves_every_cost_weight() -> None:
     np.testing.assert_allclose(scores, x @ agent.theta_quality.T - 300.0 * x @ agent.theta_cost.T)
 
 
-def _log(x: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> RoutingLog:
-    n, k = quality.shape
-    return RoutingLog(
-        models=tuple(f"m{i}" for i in range(k)),
-        query_ids=np.array([str(i) for i in range(n)], dtype=object),
-        queries=[str(i) for i in range(n)],
-        quality=quality,
-        cost=cost,
-    )
-
-
 def test_learn_online_observes_one_arm_and_beats_random() -> None:
-    x, quality, cost = _world(n=800)
+    x, quality, cost = linear_world(800)
     weight = 200.0
-    env = RoutingEnv(_log(x, quality, cost), x.astype(np.float32), weight)
+    env = RoutingEnv(synthetic_log(quality, cost), x.astype(np.float32), weight)
     agent = LinUCB(3, x.shape[1], LinUCBConfig(alpha=0.5)).learn(env, 1500, seed=0)
     assert agent.observations.sum() == 1500 and (agent.observations > 0).all()
     rewards = quality - weight * cost
@@ -87,17 +74,17 @@ def test_learn_online_observes_one_arm_and_beats_random() -> None:
 
 
 def test_learn_is_deterministic_under_seed() -> None:
-    x, quality, cost = _world()
-    env_a = RoutingEnv(_log(x, quality, cost), x.astype(np.float32), 100.0)
-    env_b = RoutingEnv(_log(x, quality, cost), x.astype(np.float32), 100.0)
+    x, quality, cost = linear_world(600)
+    env_a = RoutingEnv(synthetic_log(quality, cost), x.astype(np.float32), 100.0)
+    env_b = RoutingEnv(synthetic_log(quality, cost), x.astype(np.float32), 100.0)
     a = LinUCB(3, x.shape[1]).learn(env_a, 300, seed=5)
     b = LinUCB(3, x.shape[1]).learn(env_b, 300, seed=5)
     np.testing.assert_array_equal(a.linear_map(), b.linear_map())
 
 
 def test_baselines() -> None:
-    x, quality, cost = _world()
-    log = _log(x, quality, cost)
+    x, quality, cost = linear_world(600)
+    log = synthetic_log(quality, cost)
     assert SingleModelRouter.cheapest(log).choice(0.0) == int(np.argmin(cost.mean(axis=0)))
     best = SingleModelRouter.best(log)
     assert best.choice(0.0) == int(np.argmax(quality.mean(axis=0)))
@@ -108,7 +95,7 @@ def test_baselines() -> None:
 
 
 def test_rejects_wrong_shapes() -> None:
-    x, quality, cost = _world()
+    x, quality, cost = linear_world(600)
     with pytest.raises(ValueError, match="features"):
         LinUCB(3, 7).fit(x, quality, cost)
     with pytest.raises(ValueError, match="ridge"):
@@ -117,10 +104,10 @@ def test_rejects_wrong_shapes() -> None:
 
 def test_fit_in_chunks_from_float32_is_the_float64_ridge_solution(monkeypatch: pytest.MonkeyPatch) -> None:
     """Features are widened to float64 chunk by chunk: many small chunks give the one-shot ridge fit."""
-    x, quality, cost = _world(n=1000, d=6)
+    x, quality, cost = linear_world(1000, d=6)
     x32 = x.astype(np.float32)
     x64 = x32.astype(np.float64)
-    monkeypatch.setattr(linucb, "_CHUNK_BYTES", 8 * 50 * 12)  # 50 rows of [X | 3 quality | 3 cost] per chunk
+    monkeypatch.setattr(linucb_statistics, "_CHUNK_BYTES", 8 * 50 * 12)  # 50 rows of [X | 3 quality | 3 cost] per chunk
     agent = LinUCB(3, 6, LinUCBConfig(ridge=0.5)).fit(x32, quality, cost)
     gram = x64.T @ x64 + 0.5 * np.eye(6)
     np.testing.assert_allclose(agent.gram[2], gram, rtol=1e-13)
@@ -135,7 +122,7 @@ def test_fit_in_chunks_from_float32_is_the_float64_ridge_solution(monkeypatch: p
 
 def test_gram_inverse_is_formed_on_demand_and_follows_every_solve() -> None:
     """``fit`` solves for θ without inverting; A⁻¹ appears when the UCB bonus asks for it."""
-    x, quality, cost = _world()
+    x, quality, cost = linear_world(600)
     agent = LinUCB(3, x.shape[1]).fit(x[:300], quality[:300], cost[:300])
     first = agent.gram_inverse.copy()
     np.testing.assert_allclose(first[1], np.linalg.inv(x[:300].T @ x[:300] + np.eye(x.shape[1])), rtol=1e-10)
@@ -155,7 +142,7 @@ def _blocks(n: int, cuts: tuple[int, ...]) -> list[slice]:
 
 
 def test_statistics_summed_over_blocks_equal_fit_on_all() -> None:
-    x, quality, cost = _world()
+    x, quality, cost = linear_world(600)
     config = LinUCBConfig(ridge=2.0)
     whole = LinUCB(3, x.shape[1], config, cost_weight=50.0).fit(x, quality, cost)
     total = LinUCBStatistics.zeros(3, x.shape[1])
@@ -172,7 +159,7 @@ def test_statistics_summed_over_blocks_equal_fit_on_all() -> None:
 
 
 def test_bandit_statistics_equal_partial_fit_with_actions() -> None:
-    x, quality, cost = _world()
+    x, quality, cost = linear_world(600)
     actions = (np.arange(len(x)) * 7 % 5) % 3
     rows = np.arange(len(x))
     logged_q, logged_c = quality[rows, actions], cost[rows, actions]
@@ -188,7 +175,7 @@ def test_bandit_statistics_equal_partial_fit_with_actions() -> None:
 
 
 def test_statistics_round_trip_through_arrays_and_reject_bad_shapes() -> None:
-    x, quality, cost = _world(n=50)
+    x, quality, cost = linear_world(50)
     statistics = LinUCBStatistics.of(x, quality, cost)
     batch = statistics.as_arrays()
     assert batch["gram"].shape == (1, 3, 5, 5) and batch["gram"].dtype == np.float64
@@ -200,3 +187,51 @@ def test_statistics_round_trip_through_arrays_and_reject_bad_shapes() -> None:
         LinUCBStatistics.of(x, quality[:, 0], cost[:, 0], actions=np.zeros(50, dtype=np.int64))
     with pytest.raises(ValueError, match=r"\(N, K\)"):
         LinUCBStatistics.of(x, quality[:10], cost[:10])
+
+
+class SaveAt(Callback):
+    """Writes the learner's checkpoint when its state is whole at ``step``."""
+
+    def __init__(self, step: int, path: Path) -> None:
+        super().__init__()
+        self.step, self.path = step, path
+
+    def on_training_start(self, learner: Agent) -> None:
+        assert isinstance(learner, LinUCB)
+        self.learner = learner
+
+    def on_rollout_end(self, step: int, scalars: dict[str, float]) -> None:
+        if step == self.step:
+            write_checkpoint(self.path, {"learner": self.learner.state_dict()})
+            self.theta = self.learner.theta_quality.copy(), self.learner.theta_cost.copy()
+
+
+@pytest.mark.parametrize("kind", [LinUCB, LinTS])
+def test_online_training_resumed_from_a_checkpoint_is_the_uninterrupted_run(kind: type[LinUCB], tmp_path: Path) -> None:
+    """Statistics, θ, the environment's generator (and LinTS's draws) continue exactly; a budget's λ too."""
+    x, quality, cost = linear_world(600)
+    reward = RewardConfig(cost_weight=100.0, budget=BudgetConfig(budget=float(cost.mean())))
+    task = TrainingTask(Table(synthetic_log(quality, cost), x), reward=reward, learning="online", online_steps=400,
+                        seed=3)
+    saver = SaveAt(150, tmp_path / "mid.npz")
+    whole = kind(3, x.shape[1]).train(task, [saver])
+    resumed = kind(3, x.shape[1])
+    resumed.load_state_dict(read_checkpoint(tmp_path / "mid.npz")["learner"])
+    assert resumed.steps_done == 150 and resumed.observations.sum() == 150
+    # θ as learned arm by arm (re-deriving it from A⁻¹ b differs in the last bits)
+    np.testing.assert_array_equal(resumed.theta_quality, saver.theta[0])
+    np.testing.assert_array_equal(resumed.theta_cost, saver.theta[1])
+    resumed.train(task)
+    assert resumed.steps_done == whole.steps_done == 400
+    for name in ("gram", "gram_inverse", "target_quality", "target_cost", "theta_quality", "theta_cost"):
+        np.testing.assert_array_equal(getattr(resumed, name), getattr(whole, name), err_msg=name)
+    assert resumed.learned_cost_weight == whole.learned_cost_weight != 100.0  # λ̄ continued, not restarted
+    fresh = kind(3, x.shape[1]).train(task)  # the same seed without the checkpoint: the same run
+    np.testing.assert_array_equal(fresh.gram, whole.gram)
+
+
+def test_fit_refuses_a_budget_it_cannot_learn() -> None:
+    x, quality, cost = linear_world(50)
+    task = TrainingTask(Table(synthetic_log(quality, cost), x), reward=RewardConfig(budget=BudgetConfig(budget=1e-4)))
+    with pytest.raises(DataError, match="learning=online"):
+        LinUCB(3, x.shape[1]).train(task)

@@ -16,20 +16,18 @@ reproducible.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from conftest import run_train
 from test_serve import _start_server, _stop
 
 from data.synth import SynthConfig, SynthLog, generate, write
 from policies.artifact import load_policy
 
-ROOT = Path(__file__).resolve().parent.parent
 WEIGHT = 300.0
 FIRST_LOG = slice(0, 60)  # a small first log: a weak first policy
 TRAFFIC = range(400, 2400)  # served with exploration
@@ -38,25 +36,8 @@ EPSILON = 0.5
 
 
 def _train(data: Path, out: Path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            "--quiet",
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--set",
-            f"reward.cost_weight={WEIGHT}",
-            "--set",
-            "evaluation.bootstrap=0",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    settings = ["--set", f"reward.cost_weight={WEIGHT}", "--set", "evaluation.bootstrap=0"]
+    done = run_train("--data", str(data), "--out", str(out), *settings)
     assert done.returncode == 0, done.stderr
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_python, synthetic_log
 
 from data.routing_log import RoutingLog
 from data.synth import SynthConfig, generate, write
@@ -23,16 +22,7 @@ def _bandit_log(
     n = len(actions)
     grid_q, grid_c = np.full((n, k), np.nan), np.full((n, k), np.nan)
     grid_q[np.arange(n), actions], grid_c[np.arange(n), actions] = quality, cost
-    return RoutingLog(
-        models=tuple(f"m{i}" for i in range(k)),
-        query_ids=np.array([str(i) for i in range(n)], dtype=object),
-        queries=[str(i) for i in range(n)],
-        quality=grid_q,
-        cost=grid_c,
-        feedback="bandit",
-        action=actions,
-        propensity=propensities,
-    )
+    return synthetic_log(grid_q, grid_c, feedback="bandit", action=actions, propensity=propensities)
 
 
 def test_hand_computed_small_case() -> None:
@@ -121,24 +111,8 @@ def test_evaluation_cli_on_a_bandit_log(demo_policy: Path, tmp_path: Path) -> No
     """``python -m evaluation`` on a bandit-feedback log: every estimator, a DR frontier, no oracle."""
     log = tmp_path / "bandit.jsonl"
     write(generate(SynthConfig(queries=600, bandit=True, logging_policy="uniform", seed=2)), log)
-    root = Path(__file__).resolve().parent.parent
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "evaluation",
-            str(demo_policy),
-            "--data",
-            str(log),
-            "--out",
-            str(tmp_path / "eval"),
-            "--bootstrap",
-            "50",
-        ],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    done = run_python(
+        "-m", "evaluation", str(demo_policy), "--data", str(log), "--out", str(tmp_path / "eval"), "--bootstrap", "50"
     )
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "eval" / "report.json").read_text())

@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_isolated
 
 pytest.importorskip("stable_baselines3")
 
+from agents.base import Table, TrainingTask
 from agents.baselines import RandomRouter, SingleModelRouter
+from agents.callbacks import Callback, KeepBest, Outcomes
 from agents.ppo import PPOConfig, PPORouter
 from data.featurizer import FeaturizerConfig, TextFeaturizer
 from data.routing_log import RoutingLog
 from data.synth import SynthConfig, generate
-from envs.rewards import BudgetConfig, PreferenceConfig
+from envs.rewards import BudgetConfig, PreferenceConfig, RewardConfig
 from policies.export import PolicyMetadata, build_text_policy, save_policy
+from training.checkpoints import read_checkpoint, write_checkpoint
+from training.tensorboard import TensorBoardCallback
 
 WEIGHTS = (100.0, 1000.0, 4000.0)  # where the synthetic models' trade-offs lie
 CONFIG = PPOConfig(total_steps=81_920, eval_every=10_000, patience=4,
@@ -56,18 +60,38 @@ def world() -> World:
     return World(featurizer, parts)
 
 
-def _fit(world: World, config: PPOConfig = CONFIG, callback=None) -> PPORouter:  # type: ignore[no-untyped-def]
+class Rollouts(Callback):
+    """Calls ``each(step, scalars)`` at every whole state (after each rollout's update)."""
+
+    def __init__(self, each: Callable[[int, dict[str, float]], None]) -> None:
+        super().__init__()
+        self.each = each
+
+    def on_rollout_end(self, step: int, scalars: dict[str, float]) -> None:
+        self.each(step, scalars)
+
+
+def _fit(world: World, config: PPOConfig = CONFIG) -> tuple[PPORouter, KeepBest]:
+    """PPO trained on the training part with keep-best and early stopping on the validation part."""
     (train, x), (validation, val_x) = world.parts["train"], world.parts["validation"]
-    return PPORouter(config, train.n_models, x.shape[1]).fit(
-        x, train.quality, train.cost, val_x, validation.quality, validation.cost, callback=callback)
+    keep_best = KeepBest(Table(validation, val_x), every=5000)  # PPO's rule says every eval_every steps
+    agent = PPORouter(train.n_models, x.shape[1], config)
+    agent.train(TrainingTask(Table(train, x), Table(validation, val_x)), [keep_best])
+    return agent, keep_best
 
 
 @pytest.fixture(scope="module")
-def agent(world: World) -> PPORouter:
+def trained(world: World) -> tuple[PPORouter, KeepBest]:
     return _fit(world)
 
 
-def test_learns_to_beat_random_and_the_best_single_model(world: World, agent: PPORouter) -> None:
+@pytest.fixture(scope="module")
+def agent(trained: tuple[PPORouter, KeepBest]) -> PPORouter:
+    return trained[0]
+
+
+def test_learns_to_beat_random_and_the_best_single_model(world: World, agent: PPORouter,
+                                                         trained: tuple[PPORouter, KeepBest]) -> None:
     train, _ = world.parts["train"]
     test, x = world.parts["test"]
     rows = np.arange(test.n_queries)
@@ -78,7 +102,8 @@ def test_learns_to_beat_random_and_the_best_single_model(world: World, agent: PP
         single = reward[rows, SingleModelRouter.best(train).predict(x, weight)].mean()
         assert learned > random + 0.05, f"w={weight}"
         assert learned > single, f"w={weight}: {learned:.4f} vs best single {single:.4f}"
-    assert 0 < agent.best_step <= agent.steps_done <= CONFIG.total_steps + CONFIG.n_envs * CONFIG.n_steps
+    best_step = trained[1].best_step
+    assert best_step is not None and 0 < best_step <= agent.steps_done <= CONFIG.total_steps
 
 
 def test_one_conditioned_policy_spends_less_as_the_weight_rises(world: World, agent: PPORouter) -> None:
@@ -99,8 +124,7 @@ def test_exported_policy_routes_as_the_agent_in_a_fresh_process(world: World, ag
     above = 10 * CONFIG.preference.high
     request = tmp_path / "request.json"
     request.write_text(json.dumps({"queries": test.queries, "weights": [*WEIGHTS, above]}), encoding="utf-8")
-    command = [sys.executable, "-I", "-c", FRESH_PROCESS, str(tmp_path / "policy.pt"), str(request)]
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    done = run_isolated(FRESH_PROCESS, str(tmp_path / "policy.pt"), str(request), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     routes = json.loads(done.stdout)
     for weight in WEIGHTS:
@@ -112,44 +136,73 @@ def test_exported_policy_routes_as_the_agent_in_a_fresh_process(world: World, ag
     assert agent.score_kind == "logit" and agent.cost_weight_range == [0.0, CONFIG.preference.high]
 
 
-def test_same_seed_same_policy(world: World, agent: PPORouter) -> None:
+def test_same_seed_same_policy(world: World, trained: tuple[PPORouter, KeepBest]) -> None:
     _, x = world.parts["test"]
-    again = _fit(world)
+    agent, keep_best = trained
+    again, again_kept = _fit(world)
     np.testing.assert_array_equal(again.linear_map(), agent.linear_map())
     np.testing.assert_array_equal(again.scores(x, 300.0), agent.scores(x, 300.0))
-    assert again.best_step == agent.best_step
+    assert again_kept.best_step == keep_best.best_step
+
+
+class Scalars:
+    """A stand-in for the TensorBoard writer: the scalars written, by step."""
+
+    def __init__(self) -> None:
+        self.written: dict[int, dict[str, float]] = {}
+
+    def log_scalars(self, scalars: dict[str, float], step: int) -> None:
+        self.written.setdefault(step, {}).update(scalars)
 
 
 def test_checkpoint_round_trip_and_resume(world: World, tmp_path: Path) -> None:
+    """A checkpoint holds the state of its step; a resumed run trains the remaining steps.
+
+    A resumed PPO run has the uninterrupted run's number of steps but not its parameters: the
+    environment's query stream restarts from a seed derived from the steps done (agents/ppo.py).
+    """
     (train, x), (_, test_x) = world.parts["train"], world.parts["test"]
     config = PPOConfig(total_steps=4096, n_envs=32, n_steps=16, preference=CONFIG.preference)
     seen: list[int] = []
-    reports: list[dict[str, float]] = []
+    next_rollout: dict[str, np.ndarray] = {}
 
     def checkpoint(step: int, scalars: dict[str, float]) -> None:
         seen.append(step)
-        reports.append(scalars)
         if step == 1024:
-            interrupted.save(tmp_path / "mid.zip")
+            write_checkpoint(tmp_path / "mid.npz", {"learner": interrupted.state_dict()})
 
-    interrupted = PPORouter(config, train.n_models, x.shape[1])
-    interrupted.fit(x, train.quality, train.cost, callback=checkpoint)
+    class NextRollout(Callback):  # the parameters that play the rollout after step 1024
+        def on_step(self, step: int, outcomes: Outcomes) -> bool:
+            if step == 1024 + config.n_envs:
+                next_rollout.update(interrupted.parameters())
+            return True
+
+    interrupted = PPORouter(train.n_models, x.shape[1], config)
+    scalars = Scalars()
+    callbacks = [Rollouts(checkpoint), NextRollout(), TensorBoardCallback(scalars)]  # type: ignore[arg-type]
+    interrupted.train(TrainingTask(Table(train, x)), callbacks)
     assert seen == [512, 1024, 1536, 2048, 2560, 3072, 3584, 4096]
     assert {"losses/policy_gradient_loss", "losses/value_loss", "losses/entropy_loss",
-            "charts/train_reward"} <= set(reports[-1])
-    interrupted.save(tmp_path / "final.zip")
-    restored = PPORouter(config, train.n_models, x.shape[1]).load(tmp_path / "final.zip")
+            "charts/train_reward"} <= set(scalars.written[4096])
+    assert interrupted.steps_done == 4096
+    write_checkpoint(tmp_path / "final.npz", {"learner": interrupted.state_dict()})
+    restored = PPORouter(train.n_models, x.shape[1], config)
+    restored.load_state_dict(read_checkpoint(tmp_path / "final.npz")["learner"])
     np.testing.assert_array_equal(restored.scores(test_x, 500.0), interrupted.scores(test_x, 500.0))
-    assert (restored.steps_done, restored.best_step) == (4096, 4096)
-    # no validation: the parameters kept are the last ones, so the current policy decides the same
+    assert restored.steps_done == 4096
+    # no keep-best: the parameters kept are the last ones, so the current policy decides the same
     np.testing.assert_array_equal(restored.predict_current(test_x, 500.0), restored.predict(test_x, 500.0))
 
-    resumed = PPORouter(config, train.n_models, x.shape[1]).load(tmp_path / "mid.zip")
+    resumed = PPORouter(train.n_models, x.shape[1], config)
+    resumed.load_state_dict(read_checkpoint(tmp_path / "mid.npz")["learner"])
     assert resumed.steps_done == 1024
-    resumed.fit(x, train.quality, train.cost)
+    for name, value in resumed.parameters().items():  # the checkpoint holds the update of steps 513-1024
+        np.testing.assert_array_equal(value, next_rollout[name], err_msg=name)
+    resumed.train(TrainingTask(Table(train, x)))
     assert resumed.steps_done == 4096
     with pytest.raises(ValueError, match="another PPOConfig"):
-        PPORouter(CONFIG, train.n_models, x.shape[1]).load(tmp_path / "final.zip")
+        final = read_checkpoint(tmp_path / "final.npz")["learner"]
+        PPORouter(train.n_models, x.shape[1], CONFIG).load_state_dict(final)
     assert not list(tmp_path.glob(".checkpoint-*"))  # no temporary files left behind
 
 
@@ -170,9 +223,10 @@ def test_budget_ppo_spends_the_budget_on_held_out_queries() -> None:
     mean_cost = train.cost.mean(axis=0)
     budget = mean_cost.min() + 0.2 * (mean_cost.max() - mean_cost.min())
     weights: list[float] = []
-    agent = PPORouter(CONFIG, train.n_models, x.shape[1], cost_weight=30.0, budget=BudgetConfig(budget=budget))
-    agent.fit(x, train.quality, train.cost,
-              callback=lambda step, scalars: weights.append(agent.multiplier.value))  # type: ignore[union-attr]
+    agent = PPORouter(train.n_models, x.shape[1], CONFIG, cost_weight=30.0)
+    reward = RewardConfig(cost_weight=30.0, budget=BudgetConfig(budget=budget))
+    agent.train(TrainingTask(Table(train, x), reward=reward),
+                [Rollouts(lambda step, scalars: weights.append(agent.multiplier.value))])  # type: ignore[union-attr]
     assert len(weights) == 80 and len(set(weights)) > 50  # one λ per rollout, and it moved
     assert agent.multiplier is not None and agent.cost_weight == agent.multiplier.average > 30.0
     rows = np.arange(test.n_queries)
@@ -183,20 +237,24 @@ def test_budget_ppo_spends_the_budget_on_held_out_queries() -> None:
 def test_budget_checkpoint_keeps_the_multiplier(world: World, tmp_path: Path) -> None:
     (train, x), _ = world.parts["train"], world.parts["test"]
     config = PPOConfig(total_steps=2048, n_envs=32, n_steps=16, preference=CONFIG.preference)
-    budget = BudgetConfig(budget=float(train.cost.mean()))
-    first = PPORouter(config, train.n_models, x.shape[1], cost_weight=30.0, budget=budget)
+    reward = RewardConfig(cost_weight=30.0, budget=BudgetConfig(budget=float(train.cost.mean())))
+    first = PPORouter(train.n_models, x.shape[1], config, cost_weight=30.0)
 
     def checkpoint(step: int, scalars: dict[str, float]) -> None:
         if step == 1024:
-            first.save(tmp_path / "mid.zip")
+            write_checkpoint(tmp_path / "mid.npz", {"learner": first.state_dict()})
 
-    first.fit(x, train.quality, train.cost, callback=checkpoint)
+    first.train(TrainingTask(Table(train, x), reward=reward), [Rollouts(checkpoint)])
     assert first.multiplier is not None and first.multiplier.steps == 2048 and first.multiplier.updates == 64
-    resumed = PPORouter(config, train.n_models, x.shape[1], cost_weight=30.0, budget=budget).load(tmp_path / "mid.zip")
+    saved = read_checkpoint(tmp_path / "mid.npz")["learner"]
+    resumed = PPORouter(train.n_models, x.shape[1], config, cost_weight=30.0)
+    resumed.load_state_dict(saved)
     assert resumed.multiplier is not None and resumed.multiplier.steps == 1024
     saved_value = resumed.multiplier.value
-    resumed.fit(x, train.quality, train.cost)
+    resumed.train(TrainingTask(Table(train, x), reward=reward))
     assert resumed.steps_done == 2048 and resumed.multiplier.steps == 2048  # continued, not restarted at 30
     assert resumed.multiplier.value != saved_value and resumed.cost_weight == resumed.multiplier.average
+    other = PPORouter(train.n_models, x.shape[1], config)
+    other.load_state_dict(saved)
     with pytest.raises(ValueError, match="another budget"):
-        PPORouter(config, train.n_models, x.shape[1]).load(tmp_path / "mid.zip")
+        other.train(TrainingTask(Table(train, x)))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import ROOT, run_train, run_train_on_routerbench
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from threadpoolctl import threadpool_info
 
@@ -20,7 +19,6 @@ from evaluation.frontier import Frontier
 from training.config import load_config
 from training.run import RunResult
 
-ROOT = Path(__file__).resolve().parent.parent
 REPORT_KEYS = {
     "data": {"fingerprint", "rows_read", "rows_accepted", "rows_rejected", "rejected_by_reason"},
     "split": {"fractions", "queries"},
@@ -28,16 +26,6 @@ REPORT_KEYS = {
     "test": {"mean_quality", "mean_cost", "mean_reward", "share_per_model"},
     "frontier": {"aiq", "cost_range", "points"},
 }
-
-
-def _train(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "--quiet", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def test_run_directory_and_report_keys(demo_run: RunResult) -> None:
@@ -84,13 +72,13 @@ def test_linucb_beats_single_models_and_closes_the_gap(demo_run: RunResult) -> N
 
 
 def test_same_seed_same_report_in_two_processes(tmp_path: Path) -> None:
-    first, second = _train("--out", str(tmp_path / "a")), _train("--out", str(tmp_path / "b"))
+    first, second = run_train("--out", str(tmp_path / "a")), run_train("--out", str(tmp_path / "b"))
     assert first.returncode == 0, first.stderr
     assert second.returncode == 0, second.stderr
     report_a = json.loads((tmp_path / "a" / "report.json").read_text())
     report_b = json.loads((tmp_path / "b" / "report.json").read_text())
     assert report_a == report_b
-    assert _train("--out", str(tmp_path / "c"), "--seed", "1").returncode == 0
+    assert run_train("--out", str(tmp_path / "c"), "--seed", "1").returncode == 0
     assert json.loads((tmp_path / "c" / "report.json").read_text())["split"] != report_a["split"]
     assert "serve it:  python serve.py --policy" in first.stdout
 
@@ -106,14 +94,16 @@ def test_user_errors_exit_2_with_one_line(tmp_path: Path) -> None:
         ("--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "w")),
     ]
     for args in cases:
-        done = _train(*args)
+        done = run_train(*args)
         assert done.returncode == 2, (args, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert "Traceback" not in done.stderr and done.stderr.startswith("train.py: error:")
 
 
 def test_set_overrides_reach_the_run(tmp_path: Path) -> None:
-    done = _train("--out", str(tmp_path / "run"), "--set", "reward.cost_weight=50", "--set", "agent.linucb.alpha=0.5")
+    done = run_train(
+        "--out", str(tmp_path / "run"), "--set", "reward.cost_weight=50", "--set", "agent.linucb.alpha=0.5"
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["policy"]["cost_weight"] == 50
@@ -126,13 +116,13 @@ def test_blas_threads_hold_during_the_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: int | None, expected: int | str
 ) -> None:
     seen: list[int] = []
-    learn = run_module._learn
+    learn = run_module.learn
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         seen.extend(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
         return learn(*args, **kwargs)
 
-    monkeypatch.setattr(run_module, "_learn", spy)
+    monkeypatch.setattr(run_module, "learn", spy)
     config = load_config(ROOT / "configs" / "default.yaml", [f"blas_threads={'null' if setting is None else setting}"])
     default = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
     run_module.prepare_directory(tmp_path / "run", overwrite=False)
@@ -142,7 +132,7 @@ def test_blas_threads_hold_during_the_run(
 
 
 def test_online_learning_through_the_env(tmp_path: Path) -> None:
-    done = _train(
+    done = run_train(
         "--out",
         str(tmp_path / "online"),
         "--set",
@@ -160,18 +150,8 @@ def test_online_learning_through_the_env(tmp_path: Path) -> None:
 
 
 def test_routerbench_beats_the_single_model_hull(routerbench: Path, tmp_path: Path) -> None:
-    done = _train(
-        "--config",
-        str(ROOT / "configs" / "routerbench.yaml"),
-        "--data",
-        str(routerbench),
-        "--out",
-        str(tmp_path / "rb"),
-        "--set",
-        "data.fractions.train=0.6",
-        "--set",
-        "data.fractions.validation=0.1",
-    )  # the default split
+    split = ["--set", "data.fractions.train=0.6", "--set", "data.fractions.validation=0.1"]  # the default split
+    done = run_train_on_routerbench(routerbench, tmp_path / "rb", *split)
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "rb" / "report.json").read_text())
     data = report["data"]

@@ -5,22 +5,21 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, run_train
 
 from policies.artifact import load_policy
+from training.faults import FAULT_VARIABLE
 
-ROOT = Path(__file__).resolve().parent.parent
 PPO_SMALL = ["--config", str(ROOT / "configs" / "ppo.yaml"), "--set", "evaluation.bootstrap=0",
              "--set", "agent.ppo.total_steps=40960", "--set", "agent.ppo.eval_every=5000"]
 
 
 def _train(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), "--quiet", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
+    """``train.py`` with room for a PPO run (900 s)."""
+    return run_train(*args, timeout=900)
 
 
 @pytest.mark.parametrize("kind", ["lints", "direct", "knn", "logistic"])
@@ -50,25 +49,24 @@ def test_ppo_is_deterministic_across_processes_and_exports_logits(tmp_path: Path
 
 
 @pytest.mark.slow
-def test_ppo_sigkill_then_resume_ends_with_exactly_the_configured_steps(tmp_path: Path) -> None:
+def test_ppo_killed_after_a_checkpoint_resumes_to_exactly_the_configured_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGKILL right after the second checkpoint (step 20480), then ``--resume``.
+
+    The resumed run learns the uninterrupted run's number of steps, but not its parameters: its
+    environment's query stream restarts from a seed derived from the steps done (agents/ppo.py).
+    """
     out = tmp_path / "run"
-    args = [*PPO_SMALL, "--set", "agent.ppo.total_steps=122880", "--set", "agent.ppo.patience=0",
-            "--set", "agent.checkpoint_every=10000"]
-    first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--quiet", "--out", str(out), *args],
-                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = out / "checkpoints" / "ppo.zip"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and first.poll() is None and not checkpoint.exists():
-        time.sleep(0.05)
-    assert checkpoint.exists(), "no PPO checkpoint appeared"
-    first.send_signal(signal.SIGKILL)
-    first.wait(timeout=60)
-    assert first.returncode == -signal.SIGKILL and not (out / "report.json").exists()
+    args = [*PPO_SMALL, "--set", "agent.ppo.patience=0", "--set", "agent.checkpoint_every=10000"]
+    monkeypatch.setenv(FAULT_VARIABLE, "checkpoint-renamed:2")
+    killed = _train("--out", str(out), *args)
+    monkeypatch.delenv(FAULT_VARIABLE)
+    assert killed.returncode == -signal.SIGKILL and not (out / "report.json").exists()
     resumed = _train("--resume", str(out))
     assert resumed.returncode == 0, resumed.stderr
     report = json.loads((out / "report.json").read_text())
-    assert report["policy"]["steps"] == 122880
-    assert 0 < report["policy"]["resumed_from"] < 122880
+    assert report["policy"]["steps"] == 40960 and report["policy"]["resumed_from"] == 20480
     assert len(load_policy(out / "policy.pt").module.route(["a query"], 300.0)) == 1
 
 

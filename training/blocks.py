@@ -2,7 +2,9 @@
 
 Kept apart from :mod:`training.distributed` so that a worker process imports only ``data``,
 numpy and pyarrow (a task deserialises its function by importing this module; torch is imported
-only by the statistics actors, for :class:`agents.linucb.LinUCBStatistics`).
+only by the statistics actors, for :class:`agents.linucb.LinUCBStatistics`). The rules and their
+messages are those of :mod:`data.rules`; :func:`quarantine_in_order` gives the driver the
+single-process quarantine of the rows the blocks reject.
 """
 
 from __future__ import annotations
@@ -18,15 +20,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from data import rules
 from data.columnar import Block, read_blocks
 from data.decision_log import Pending, join_decisions
 from data.featurizer import TextFeaturizer
 from data.loading import RowFeed
 from data.prices import PriceTable
+from data.quarantine import Quarantine
 from data.reading import Item, ParsedRow, read_file
+from data.rules import Invalid
 from data.schema import DataError, RejectReason
 from data.splits import hash_unit
-from data.validation import Invalid, validate
+from data.validation import validate
 
 ACCEPTED = ""  # the ``reason`` of an accepted row
 
@@ -175,11 +180,12 @@ def query_rules(rows: pa.Table, models: list[str], seed: int) -> pa.Table:
 
     Every query's rows are in this block (the block comes from a shuffle by ``query_id``). Within a
     query, rows count in reading order (file, position): a row whose text differs from the
-    query's first row is ``conflicting text``; a second row of a model ``duplicate outcome``; a
-    query that then lacks a model has its rows rejected as ``incomplete query``. A complete query
-    becomes one record with its models' outcomes. The rules run on whole columns (numpy and
-    Arrow kernels); Python touches only each complete query's hash and each rejection's message.
-    Records come out in ``query_id`` order, rejections after them.
+    query's first row is ``conflicting text`` (:func:`data.rules.conflicting_texts`); a second row
+    of a model ``duplicate outcome`` (:func:`data.rules.first_outcomes`); a query that then lacks a
+    model has its rows rejected as ``incomplete query``. A complete query becomes one record with
+    its models' outcomes. The rules run on whole columns (numpy and Arrow kernels); Python touches
+    only each complete query's hash and each rejection's message. Records come out in
+    ``query_id`` order, rejections after them.
     """
     schema = query_schema(len(models))
     if rows.num_rows == 0:
@@ -192,13 +198,11 @@ def query_rules(rows: pa.Table, models: list[str], seed: int) -> pa.Table:
     n_rows, n_models = rows.num_rows, len(models)
     starts = np.flatnonzero(np.concatenate(([True], pc.not_equal(ids[1:], ids[:-1]).to_numpy(zero_copy_only=False))))
     group = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, n_rows)))  # each row's query
-    first_text = rows["query"].take(pa.array(starts[group]))
-    conflicting = pc.not_equal(rows["query"], first_text).to_numpy(zero_copy_only=False)
+    conflicting = rules.conflicting_texts(rows["query"], group, starts)
     model = pc.index_in(rows["model"], value_set=pa.array(models)).to_numpy(zero_copy_only=False)
     candidates = np.flatnonzero(~conflicting)
-    _, first_of_pair = np.unique(group[candidates] * n_models + model[candidates], return_index=True)
-    accepted = np.zeros(n_rows, dtype=bool)
-    accepted[candidates[first_of_pair]] = True  # the first row of each (query, model), in reading order
+    accepted = np.zeros(n_rows, dtype=bool)  # the first row of each (query, model), in reading order
+    accepted[candidates] = rules.first_outcomes(group[candidates], model[candidates], n_models)
     duplicate = ~conflicting & ~accepted
     outcomes = np.bincount(group[accepted], minlength=len(starts))
     incomplete = accepted & (outcomes[group] < n_models)
@@ -241,19 +245,22 @@ def _rejections(
     if len(rejected) == 0:
         return query_schema(n_models).empty_table()
     picked = rows.take(pa.array(rejected))
-    reasons, details = [], []
-    for row, query_id, model in zip(
-        rejected.tolist(), picked["query_id"].to_pylist(), picked["model"].to_pylist(), strict=True
-    ):
+    reasons, details, contents = [], [], []
+    values = picked.select(["query_id", "query", "model", "quality", "cost", "content"]).to_pylist()
+    for row, value in zip(rejected.tolist(), values, strict=True):
+        query_id, content = value.pop("query_id"), value.pop("content")
         if conflicting[row]:
-            reasons.append(RejectReason.CONFLICTING_TEXT.value)
-            details.append(f"query_id {query_id!r} was first seen with different text")
+            rule, detail = rules.CONFLICTING_TEXT, rules.CONFLICTING_TEXT.detail(query_id=query_id)
         elif duplicate[row]:
-            reasons.append(RejectReason.DUPLICATE_OUTCOME.value)
-            details.append(f"({query_id!r}, {model!r}) already has an outcome")
+            rule = rules.DUPLICATE_OUTCOME
+            detail = rule.detail(query_id=query_id, model=value["model"])
         else:
-            reasons.append(RejectReason.INCOMPLETE_QUERY.value)
-            details.append(f"query {query_id!r} has {int(outcomes[group[row]])} of {n_models} models' outcomes")
+            rule = rules.INCOMPLETE_QUERY
+            detail = rule.detail(query_id=query_id, outcomes=int(outcomes[group[row]]), models=n_models)
+            content = json.dumps(rules.incomplete_row_content(query_id, **value), ensure_ascii=False)
+        reasons.append(rule.reason.value)
+        details.append(detail)
+        contents.append(content)
     n = len(rejected)
     vector = pa.list_(pa.float64(), n_models)
     return pa.table(
@@ -268,10 +275,57 @@ def _rejections(
             "position": picked["position"],
             "reason": pa.array(reasons, pa.string()),
             "detail": pa.array(details, pa.string()),
-            "content": picked["content"],
+            "content": pa.array(contents, pa.string()),
         },
         schema=query_schema(n_models),
     )
+
+
+def reading_order(table: pa.Table) -> pa.Table:
+    """Rows sorted by (file, position): the order in which the single-process loader meets them."""
+    return table.sort_by([("file_no", "ascending"), ("position", "ascending")])
+
+
+def quarantine_in_order(
+    rejected: pa.Table | None, files: list[Path], strict: bool, prices: PriceTable, allow_pickle: bool
+) -> Quarantine:
+    """The rejections of stages 1 and 2 (``model`` and :data:`REJECTION_FIELDS`) as the single process quarantines them.
+
+    Row-level and per-query rejections come in reading order, then ``incomplete query`` ones (the
+    single-process builder finds those last); under ``strict`` the first one is the error.
+    """
+    quarantine = Quarantine(strict=strict)
+    if rejected is None:
+        return quarantine
+    records = _with_contents(reading_order(rejected).to_pylist(), files, prices, allow_pickle)
+    late = [r for r in records if r["reason"] == RejectReason.INCOMPLETE_QUERY.value]
+    for record in [r for r in records if r["reason"] != RejectReason.INCOMPLETE_QUERY.value] + late:
+        file = files[record["file_no"]]
+        locator = "line" if file.suffix.lower() == ".jsonl" else "row"
+        content = None if record["content"] is None else json.loads(record["content"])
+        quarantine.reject(
+            str(file), record["position"], locator, RejectReason(record["reason"]), record["detail"], content
+        )
+    return quarantine
+
+
+def _with_contents(
+    records: list[dict[str, Any]], files: list[Path], prices: PriceTable, allow_pickle: bool
+) -> list[dict[str, Any]]:
+    """``records`` with the content of the rows that stage 2 rejected after a columnar read (none kept)."""
+    missing: dict[int, list[dict[str, Any]]] = {}
+    for record in records:
+        if record["content"] is None and record["model"] is not None:
+            missing.setdefault(record["file_no"], []).append(record)
+    for file_no, group in missing.items():
+        keys = [(record["position"], record["model"]) for record in group]
+        found = raw_contents(files[file_no], set(keys), prices, allow_pickle)
+        for record, key in zip(group, keys, strict=True):
+            if key not in found:
+                position, model = key
+                raise DataError(f"{files[file_no]}: {position}: no valid {model!r} row on a second read (changed?)")
+            record["content"] = found[key]
+    return records
 
 
 def block_models(block: pa.Table) -> pa.Table:

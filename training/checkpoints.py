@@ -1,103 +1,143 @@
-"""Checkpoints of online learning, written atomically, and the state needed to resume.
+"""Checkpoints of step-wise learning: one file, written atomically, and the one resume path.
 
-A checkpoint is ``checkpoints/step-<N>.npz``: the agent's arrays, the environment's random
-generator state and the budget multiplier (JSON in the archive), written to a temporary file in
-the same folder and renamed, so a run killed at any moment leaves only whole checkpoints. The
-two newest are kept, plus ``best.npz``: the state with the best validation reward so far, which
-is what the run exports.
+``checkpoints/checkpoint.npz`` holds, as one unit, the learner's :meth:`~agents.base.Agent.state_dict`
+(everything needed to continue: parameters, steps, generators, a budget's multiplier) and the
+state of the callbacks that carry one, keep-best's best state, score and step among them. It is
+written to a temporary file in the same folder, flushed to disk and renamed over the previous
+one, so a run killed at any moment leaves either the previous checkpoint or the new one whole,
+and never a newest state without the best state that goes with it. (:mod:`training.faults`
+names the points between these writes, for the tests that kill a run there.)
+
+In the archive, the arrays of the nested state are entries ``a0``, ``a1``, ...; the rest of it
+is JSON in the entry ``__meta__``, where each array's place holds ``{"__array__": "a<i>"}``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-_STEP = re.compile(r"step-(\d+)\.npz$")
+from agents.base import Agent, State
+from agents.callbacks import Callback
+from training.faults import fault_point
+
+CHECKPOINT = "checkpoint.npz"
 _META = "__meta__"
+_ARRAY = "__array__"
+_TEMPORARY = ".checkpoint-"
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    """One saved state: agent arrays and JSON metadata (step, env generator, multiplier, score)."""
+def _separate(tree: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """``tree`` with every array moved into ``arrays`` and replaced by a reference to it."""
+    if isinstance(tree, np.ndarray):
+        key = f"a{len(arrays)}"
+        arrays[key] = tree
+        return {_ARRAY: key}
+    if isinstance(tree, dict):
+        return {str(key): _separate(value, arrays) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_separate(value, arrays) for value in tree]
+    if isinstance(tree, np.generic):
+        return tree.item()
+    return tree
 
-    arrays: dict[str, np.ndarray]
-    meta: dict[str, Any]
 
-    @property
-    def step(self) -> int:
-        """Training steps done when it was saved."""
-        return int(self.meta["step"])
+def _join(tree: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """The inverse of :func:`_separate`."""
+    if isinstance(tree, dict):
+        if set(tree) == {_ARRAY}:
+            return arrays[tree[_ARRAY]]
+        return {key: _join(value, arrays) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [_join(value, arrays) for value in tree]
+    return tree
 
 
-def _write(path: Path, checkpoint: Checkpoint) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=".checkpoint-", suffix=".npz", dir=path.parent)
-    os.close(handle)
+def write_checkpoint(path: Path, state: State) -> None:
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename, fsync of the folder)."""
+    fault_point("checkpoint-start")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {}
+    meta = json.dumps(_separate(state, arrays))
+    handle, temporary = tempfile.mkstemp(prefix=_TEMPORARY, suffix=".npz", dir=path.parent)
     try:
-        meta = np.frombuffer(json.dumps(checkpoint.meta).encode(), dtype=np.uint8)
-        with open(temporary, "wb") as out:
-            np.savez(out, **{**checkpoint.arrays, _META: meta})  # type: ignore[arg-type]
+        with os.fdopen(handle, "wb") as out:
+            entries = {**arrays, _META: np.frombuffer(meta.encode(), dtype=np.uint8)}
+            np.savez(out, **entries)  # type: ignore[arg-type]  # numpy's stub types **kwds as its keywords
             out.flush()
             os.fsync(out.fileno())
+        fault_point("checkpoint-written")
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the rename itself survives a crash of the machine
+    finally:
+        os.close(folder)
+    fault_point("checkpoint-renamed")
 
 
-def read_checkpoint(path: Path) -> Checkpoint:
-    """Load a checkpoint written by :class:`Checkpointer`."""
+def read_checkpoint(path: Path) -> State:
+    """The state written by :func:`write_checkpoint`."""
     with np.load(path) as archive:
         arrays = {key: archive[key] for key in archive.files if key != _META}
         meta = json.loads(archive[_META].tobytes().decode())
-    return Checkpoint(arrays, meta)
+    return dict(_join(meta, arrays))
 
 
-class Checkpointer:
-    """Saves every ``every`` steps into ``directory`` and keeps the best by validation score."""
+class CheckpointCallback(Callback):
+    """Saves the learner and the ``stateful`` callbacks every ``every`` steps and at the end.
 
-    def __init__(self, directory: Path, every: int, keep: int = 2) -> None:
+    A save is due at the first whole state (``on_rollout_end``) at least ``every`` steps after the
+    previous one. :meth:`resume` is the one resume path: it restores all of it before training.
+    """
+
+    def __init__(self, directory: Path, every: int, stateful: dict[str, Callback]) -> None:
         if every < 1:
             raise ValueError(f"checkpoint interval must be >= 1, got {every}")
-        self.directory = directory
+        super().__init__()
+        self.path = directory / CHECKPOINT
         self.every = every
-        self.keep = keep
-        self.best_score = -np.inf
-        directory.mkdir(parents=True, exist_ok=True)
-        best = directory / "best.npz"
-        if best.exists():
-            self.best_score = float(read_checkpoint(best).meta.get("score", -np.inf))
+        self.stateful = stateful
+        self.learner: Agent | None = None
+        self.saved_step = 0
 
-    def due(self, step: int) -> bool:
-        """Whether ``step`` is a checkpoint step."""
-        return step % self.every == 0
+    def resume(self, learner: Agent) -> int | None:
+        """Restore ``learner`` and the callbacks from the checkpoint; its step, or None without one."""
+        for stale in self.path.parent.glob(f"{_TEMPORARY}*"):  # a write killed before its rename
+            stale.unlink()
+        if not self.path.exists():
+            return None
+        saved = read_checkpoint(self.path)
+        learner.load_state_dict(saved["learner"])
+        for name, callback in self.stateful.items():
+            callback.load_state_dict(saved["callbacks"][name])
+        return learner.steps_done
 
-    def save(self, checkpoint: Checkpoint) -> None:
-        """Write ``step-<N>.npz`` (and ``best.npz`` when its score is the best), drop old ones."""
-        _write(self.directory / f"step-{checkpoint.step}.npz", checkpoint)
-        if float(checkpoint.meta.get("score", -np.inf)) > self.best_score:
-            self.best_score = float(checkpoint.meta["score"])
-            _write(self.directory / "best.npz", checkpoint)
-        for old in self.steps()[: -self.keep]:
-            (self.directory / f"step-{old}.npz").unlink(missing_ok=True)
+    def on_training_start(self, learner: Agent) -> None:
+        """Count the interval from the learner's steps so far."""
+        self.learner = learner
+        self.saved_step = learner.steps_done
 
-    def steps(self) -> list[int]:
-        """Steps of the checkpoints on disk, oldest first."""
-        found = (_STEP.search(p.name) for p in self.directory.glob("step-*.npz"))
-        return sorted(int(m.group(1)) for m in found if m)
+    def on_rollout_end(self, step: int, scalars: dict[str, float]) -> None:
+        """Save when ``every`` steps have passed since the last save."""
+        if step - self.saved_step >= self.every:
+            self.save()
 
-    def latest(self) -> Checkpoint | None:
-        """The newest checkpoint, or None."""
-        steps = self.steps()
-        return read_checkpoint(self.directory / f"step-{steps[-1]}.npz") if steps else None
+    def on_training_end(self, learner: Agent) -> None:
+        """Save the final state (and the callbacks' final word, e.g. keep-best's last evaluation)."""
+        self.save()
 
-    def best(self) -> Checkpoint | None:
-        """The checkpoint with the best validation score, or None."""
-        path = self.directory / "best.npz"
-        return read_checkpoint(path) if path.exists() else None
+    def save(self) -> None:
+        """Write the learner's state and the callbacks' as one checkpoint."""
+        assert self.learner is not None
+        self.saved_step = self.learner.steps_done
+        callbacks = {name: callback.state_dict() for name, callback in self.stateful.items()}
+        write_checkpoint(self.path, {"learner": self.learner.state_dict(), "callbacks": callbacks})

@@ -4,9 +4,10 @@
 
 Every query is held out exactly once: for each fold the featurizer and each agent are fitted on
 the other folds, and the held-out queries are routed at every swept cost weight. The pooled
-out-of-fold decisions give each agent's frontier and AIQ on the whole log; differences of AIQ
-against the first agent get paired bootstrap intervals (the same resampled queries for both).
-The zero router (single models' hull) and the oracle are reported beside them.
+out-of-fold decisions give each agent's frontier and AIQ on the whole log, evaluated by
+:func:`evaluation.evaluate.evaluate` as any router is; differences of AIQ against the first agent
+get paired bootstrap intervals (the same resampled queries for both). The zero router (single
+models' hull) and the oracle are reported beside them.
 """
 
 from __future__ import annotations
@@ -15,24 +16,25 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from agents.ppo import PPORouter
+from agents.base import TrainingTask
+from agents.callbacks import KeepBest
 from data.featurizer import TextFeaturizer
 from data.loading import load_log
 from data.prices import PriceTable
 from data.routing_log import RoutingLog
 from data.schema import DataError
 from data.splits import hash_unit
-from evaluation.bootstrap import Bootstrap, interval
-from evaluation.evaluate import Sweep, paired_aiq_difference, single_model_range, sweep_weights, zero_router
-from evaluation.frontier import cost_to_reach
-from evaluation.metrics import best_quality_actions
+from evaluation.evaluate import EvaluationPlan, evaluate, sweep_weights
+from evaluation.sweep import WeightSweep, paired_aiq_difference
 from training.config import RunConfig, load_config
 from training.factory import AGENTS, make_agent
+from training.inputs import FeaturizedSplit
 
 COMPARED = ("linucb", "ppo", "knn", "logistic")
 
@@ -55,7 +57,7 @@ def cross_validated_sweeps(
     folds: int,
     weights: np.ndarray,
     make_featurizer: Callable[[RunConfig], Featurizer] = lambda config: TextFeaturizer(config.featurizer),
-) -> dict[str, Sweep]:
+) -> dict[str, WeightSweep]:
     """Out-of-fold actions of each agent at every weight, pooled over the folds.
 
     ``make_featurizer`` builds each fold's featurizer (``bench/bench_featurizer_variants.py``
@@ -70,35 +72,38 @@ def cross_validated_sweeps(
         train_x, test_x = featurizer.transform(train.queries), featurizer.transform(test.queries)
         for kind in kinds:
             agent = make_agent(kind, config, log.n_models, featurizer.dimension)
-            if isinstance(agent, PPORouter):  # early stopping on a tenth of the training folds
+            learned, validation = FeaturizedSplit(train, train_x), None
+            if agent.stops_early:  # early stopping on a tenth of the training folds
                 tune = hash_unit(train.query_ids, config.seed + 1) < 0.1
-                agent.fit(
-                    train_x[~tune],
-                    train.quality[~tune],
-                    train.cost[~tune],
-                    val_features=train_x[tune],
-                    val_quality=train.quality[tune],
-                    val_cost=train.cost[tune],
-                )
-            else:
-                agent.fit(train_x, train.quality, train.cost)
+                learned = FeaturizedSplit(train.subset(np.flatnonzero(~tune)), train_x[~tune])
+                validation = FeaturizedSplit(train.subset(np.flatnonzero(tune)), train_x[tune])
+            task = TrainingTask(learned, validation, reward=config.reward, seed=config.seed)
+            agent.train(task, [KeepBest(validation, config.agent.checkpoint_every)])
             actions[kind][:, held] = np.stack([agent.predict(test_x, float(w)) for w in weights])
-    return {kind: Sweep.from_actions(log, weights, actions[kind]) for kind in kinds}
+    return {kind: WeightSweep.from_actions(log, weights, actions[kind]) for kind in kinds}
 
 
 def compare(log: RoutingLog, config: RunConfig, kinds: list[str], folds: int) -> dict[str, Any]:
-    """The comparison report: per agent AIQ (with interval), costs to reach the reference, differences."""
+    """The comparison report: per agent AIQ (with interval), costs to reach the reference, differences.
+
+    Each agent's pooled out-of-fold choices are evaluated on the whole log with no operating point
+    (they exist only at the swept weights); the zero router, oracle and reference come from the
+    same evaluation. Bootstrap intervals are always given (at least one resample).
+    """
     weights = sweep_weights(log, config.evaluation)
     sweeps = cross_validated_sweeps(log, config, kinds, folds, weights)
-    bootstrap = Bootstrap(log.n_queries, max(config.evaluation.bootstrap, 1), config.seed)
-    cost_range = single_model_range(log)
-    mean_cost, mean_quality = log.cost.mean(axis=0), log.quality.mean(axis=0)
-    reference = config.evaluation.reference_model or log.models[int(np.argmax(mean_cost))]
-    ref = log.models.index(reference)
-    rows = np.arange(log.n_queries)
-    oracle = best_quality_actions(log)
-    zero = zero_router(log)
-    report: dict[str, Any] = {
+    resampled = replace(config.evaluation, bootstrap=max(config.evaluation.bootstrap, 1))
+    plan = EvaluationPlan(resampled, config.seed, cost_weight=None, weights=weights)
+    evaluations = {kind: evaluate(log, sweep.decide, plan) for kind, sweep in sweeps.items()}
+    first = kinds[0]
+    frontier = evaluations[first].sections["frontier"]
+    reference = frontier["reference_model"]
+    cost_range = (frontier["cost_range"][0], frontier["cost_range"][1])
+    bootstrap = evaluations[first].bootstrap
+    assert bootstrap is not None  # at least one resample
+    zero_router = {"aiq": frontier["zero_router_aiq"]}
+    zero_router |= {f"cost_to_{key}": reach["zero_router_cost"] for key, reach in frontier["cost_to_reach"].items()}
+    return {
         "data": {
             "path": config.data.path,
             "fingerprint": log.fingerprint,
@@ -109,36 +114,28 @@ def compare(log: RoutingLog, config: RunConfig, kinds: list[str], folds: int) ->
             "rejected_by_reason": log.stats.rejected_by_reason,
         },
         "folds": folds,
-        "cost_range": list(cost_range),
+        "cost_range": frontier["cost_range"],
         "reference_model": reference,
-        "reference": {"cost": float(mean_cost[ref]), "quality": float(mean_quality[ref])},
-        "zero_router": {"aiq": zero.aiq(cost_range)},
-        "oracle": {
-            "quality": float(log.quality[rows, oracle].mean()),
-            "cost": float(log.cost[rows, oracle].mean()),
+        "reference": frontier["single_models"][reference],
+        "zero_router": zero_router,
+        "oracle": {"quality": frontier["oracle"]["quality"], "cost": frontier["oracle"]["cost"]},
+        "agents": {kind: _agent_entry(evaluation.sections["frontier"]) for kind, evaluation in evaluations.items()},
+        "aiq_difference_vs_first": {
+            f"{first} - {kind}": paired_aiq_difference(
+                evaluations[first].sweep, evaluations[kind].sweep, bootstrap, cost_range
+            )
+            for kind in kinds[1:]
         },
-        "agents": {},
-        "aiq_difference_vs_first": {},
     }
-    for share in config.evaluation.quality_targets:
-        report["zero_router"][f"cost_to_{round(share * 100)}%"] = cost_to_reach(zero, share * mean_quality[ref])
-    for kind, sweep in sweeps.items():
-        hull = sweep.frontier()
-        entry: dict[str, Any] = {
-            "aiq": hull.aiq(cost_range),
-            "aiq_ci95": interval(sweep.bootstrap_aiq(bootstrap, cost_range)),
-        }
-        for share in config.evaluation.quality_targets:
-            cost = cost_to_reach(hull, share * mean_quality[ref])
-            entry[f"cost_to_{round(share * 100)}%"] = cost
-            entry[f"cost_to_{round(share * 100)}%_share_of_reference"] = None if cost is None else cost / mean_cost[ref]
-        report["agents"][kind] = entry
-    first = kinds[0]
-    for kind in kinds[1:]:
-        report["aiq_difference_vs_first"][f"{first} - {kind}"] = paired_aiq_difference(
-            sweeps[first], sweeps[kind], bootstrap, cost_range
-        )
-    return report
+
+
+def _agent_entry(frontier: dict[str, Any]) -> dict[str, Any]:
+    """An agent's row of compare.json, from its frontier section: AIQ and the costs to reach the reference."""
+    entry = {"aiq": frontier["aiq"], "aiq_ci95": frontier["aiq_ci95"]}
+    for key, reach in frontier["cost_to_reach"].items():
+        entry[f"cost_to_{key}"] = reach["policy_cost"]
+        entry[f"cost_to_{key}_share_of_reference"] = reach["policy_cost_share_of_reference"]
+    return entry
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import ConfigDict, PositiveInt, ValidationError
+from pydantic import AfterValidator, ConfigDict, PositiveInt, ValidationError
 from pydantic.dataclasses import dataclass
 
 from agents.direct import DirectConfig
@@ -19,6 +19,7 @@ from agents.lints import LinTSConfig
 from agents.linucb import LinUCBConfig
 from agents.peers import PeerConfig
 from agents.ppo import PPOConfig
+from agents.registry import KINDS
 from data.featurizer import FeaturizerConfig
 from data.schema import DataError
 from data.splits import SplitFractions
@@ -40,12 +41,20 @@ class DataConfig:
     fractions: SplitFractions = field(default_factory=SplitFractions)
 
 
+def _registered_kind(kind: str) -> str:
+    """``agent.kind`` must be registered in :mod:`agents.registry`."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown agent {kind!r}; choose from {', '.join(KINDS)}")
+    return kind
+
+
 @dataclass(frozen=True, config=STRICT)
 class AgentConfig:
     """Which learner, how it learns, and its hyperparameters."""
 
-    # linucb | lints (Thompson sampling) | direct (per-arm ridge) | ppo | knn, logistic (supervised peers)
-    kind: Literal["linucb", "lints", "direct", "ppo", "knn", "logistic"] = "linucb"
+    # one of agents.registry.KINDS: linucb | lints (Thompson sampling) | direct (per-arm ridge) | ppo |
+    # knn, logistic (supervised peers)
+    kind: Annotated[str, AfterValidator(_registered_kind)] = "linucb"
     learning: Literal["fit", "online"] = "fit"  # one pass over the log, or interaction with the env
     online_steps: int = 20000  # episodes of env interaction when learning online
     checkpoint_every: int = 5000  # online learning and PPO: steps between checkpoints (atomic; --resume continues)

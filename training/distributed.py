@@ -4,7 +4,8 @@ The pipeline, each stage a Ray Data operation over blocks:
 
 1. **Read and validate** (one block per log file): every file is read by routerl's own readers,
    exactly as the single-process loader does (:func:`training.blocks.read_block`: columnar
-   blocks of valid rows, the per-row path with :func:`data.validation.validate` for the rest);
+   blocks of valid rows, the per-row path with :func:`data.validation.validate` for the rest; the
+   rules of :mod:`data.rules`);
    a bad row becomes a rejection with its reason (Ray's own JSON reader would fail the whole
    dataset at one malformed line, and nothing may be lost silently). Files are listed on the
    driver; shard a large log into many files.
@@ -34,7 +35,6 @@ hash split; anything else is a clear error (use the single-process ``train.py``)
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Iterable
@@ -55,10 +55,9 @@ from agents.linucb import LinUCBStatistics, linucb_from_statistics
 from data.featurizer import TextFeaturizer
 from data.fingerprint import update_digest
 from data.prices import PriceTable
-from data.quarantine import Quarantine
 from data.reading import list_files
 from data.routing_log import ReadStats, RoutingLog
-from data.schema import DataError, RejectReason
+from data.schema import DataError
 from evaluation.budget import BudgetTarget
 from evaluation.report import data_section
 from training.blocks import (
@@ -67,13 +66,14 @@ from training.blocks import (
     block_models,
     block_statistics,
     matrix,
+    quarantine_in_order,
     query_rules,
-    raw_contents,
     read_block,
+    reading_order,
 )
 from training.config import RunConfig, dump_config
 from training.inputs import FeaturizedSplit, Learned, RunInputs
-from training.run import RunResult, evaluate_and_export
+from training.run import HeldOutSplits, RunResult, evaluate_and_export
 from training.tensorboard import TensorBoardLogger
 
 #: The featurizer is fitted on at most about this many × ``featurizer.fit_sample`` training queries.
@@ -158,9 +158,8 @@ def export_fit(
     steps = fit.inputs.split_counts["train"]
     learned = Learned(agent, {"steps": steps, "best_step": steps}, None)
     tensorboard = TensorBoardLogger(out / "tb")
-    return evaluate_and_export(
-        config, out, fit.inputs, learned, validation, test, tensorboard, target=target, progress=not quiet
-    )
+    held_out = HeldOutSplits(validation, test)
+    return evaluate_and_export(config, out, fit.inputs, learned, held_out, tensorboard, target, progress=not quiet)
 
 
 def _check_scope(config: RunConfig) -> None:
@@ -200,6 +199,72 @@ def fit_statistics(
     workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     clock = _Clock()
     path = Path(config.data.path)
+    files, queries, models, stats = _validated(config, clock, workers, strict, out)
+    fingerprint = clock.time("fingerprint", lambda: _fingerprint(queries, models))
+    complete = queries.filter(expr=col("reason") == ACCEPTED)
+    fractions = config.data.fractions
+    train_end, validation_end = fractions.train, fractions.train + fractions.validation
+    n_queries = stats.rows_accepted // len(models)
+    gathered, pool = _gather_splits(complete, n_queries, config, clock)
+    positions = np.zeros(0) if gathered is None else gathered["split"].to_numpy()
+    n_train = n_queries - int(np.count_nonzero(positions >= train_end))
+    validation = _routing_log(gathered, (positions >= train_end) & (positions < validation_end), models)
+    test = _routing_log(gathered, positions >= validation_end, models)
+    counts = {"train": n_train, "validation": validation.n_queries, "test": test.n_queries}
+    if n_train == 0 or test.n_queries == 0:
+        raise DataError(f"{path}: too few queries ({n_queries}) to split into train and test")
+    # stage 3: the featurizer, on the pool's training queries in reading order, sampled by their
+    # split hash as training.run samples them; the pool holds the fit_sample first by that hash
+    assert gathered is not None  # it holds the test split
+    in_pool = gathered.filter(pa.array(positions < pool))
+    featurizer = clock.time(
+        "fit featurizer",
+        lambda: TextFeaturizer(config.featurizer).fit(
+            in_pool["query"].to_pylist(), sample_keys=in_pool["split"].to_numpy()
+        ),
+    )
+    train_ds = complete.filter(expr=col("split") < train_end)
+    blocks = clock.time(
+        "statistics",
+        lambda: train_ds.map_batches(
+            partial(block_statistics, featurizer=featurizer, n_models=len(models)),
+            batch_size=None,
+            batch_format="pyarrow",
+            num_cpus=1,
+            compute=ray.data.TaskPoolStrategy(size=workers),
+        ).take_all(),
+    )
+    statistics = _summed(blocks, len(models), featurizer.dimension)
+    info = DistributedInfo(
+        address=address,
+        read_blocks=len(files),
+        statistics_blocks=len(blocks),
+        worker_pids=tuple(sorted({int(block["pid"]) for block in blocks})),
+        block_seconds=tuple(float(block["seconds"]) for block in blocks),
+        stage_seconds=clock.seconds,
+    )
+    summary = replace(test, stats=stats, fingerprint=fingerprint)  # the data section's counts are the whole log's
+    inputs = RunInputs(
+        data=data_section(summary, config.data.path) | {"queries": n_queries, "distributed": info.to_dict()},
+        models=tuple(models),
+        fingerprint=fingerprint,
+        split_counts=counts,
+        featurizer=featurizer,
+        dimension=featurizer.dimension,
+        train_mean_quality=statistics.mean_quality(),
+        train_mean_cost=statistics.mean_cost(),
+    )
+    return DistributedFit(inputs, statistics, validation, test, info)
+
+
+def _validated(
+    config: RunConfig, clock: _Clock, workers: int, strict: bool, out: Path | None
+) -> tuple[list[Path], ray.data.Dataset, list[str], ReadStats]:
+    """Stages 1 and 2: the log's files, its per-query records and rejections, its models, the quarantine's counts.
+
+    ``rejected.jsonl`` is written to ``out`` (when given), also when no row is valid (a :class:`DataError`).
+    """
+    path = Path(config.data.path)
     files = list_files(path)
     for file in files:
         if file.stat().st_size == 0:
@@ -237,15 +302,20 @@ def fit_statistics(
     stats = clock.time(
         "quarantine", lambda: _finish_quarantine(files, rows, queries, strict, out, prices, config.data.allow_pickle)
     )
-    fingerprint = clock.time("fingerprint", lambda: _fingerprint(queries, models))
-    complete = queries.filter(expr=col("reason") == ACCEPTED)
-    fractions = config.data.fractions
-    train_end, validation_end = fractions.train, fractions.train + fractions.validation
-    n_queries = stats.rows_accepted // len(models)
-    sample = config.featurizer.fit_sample
-    pool = fractions.train * min(1.0, FIT_POOL * sample / max(round(n_queries * fractions.train), 1))
+    return files, queries, models, stats
 
-    def gather(pool_end: float) -> pa.Table | None:  # one pass: validation, test and the featurizer's pool
+
+def _gather_splits(
+    complete: ray.data.Dataset, n_queries: int, config: RunConfig, clock: _Clock
+) -> tuple[pa.Table | None, float]:
+    """The validation and test splits and the featurizer's pool (split hash below the returned cut), in one pass.
+
+    The pool is widened (very unlikely) until it holds ``featurizer.fit_sample`` training queries.
+    """
+    train_end, sample = config.data.fractions.train, config.featurizer.fit_sample
+    pool = train_end * min(1.0, FIT_POOL * sample / max(round(n_queries * train_end), 1))
+
+    def gather(pool_end: float) -> pa.Table | None:
         return _gathered(complete.filter(expr=(col("split") < pool_end) | (col("split") >= train_end)))
 
     while True:
@@ -253,58 +323,17 @@ def fit_statistics(
         positions = np.zeros(0) if gathered is None else gathered["split"].to_numpy()
         n_train = n_queries - int(np.count_nonzero(positions >= train_end))
         if np.count_nonzero(positions < pool) >= min(sample, n_train) or pool >= train_end:
-            break
-        pool = min(train_end, 2 * pool)  # the pool holds fewer than fit_sample queries: very unlikely
-    validation = _routing_log(gathered, (positions >= train_end) & (positions < validation_end), models)
-    test = _routing_log(gathered, positions >= validation_end, models)
-    counts = {"train": n_train, "validation": validation.n_queries, "test": test.n_queries}
-    if n_train == 0 or test.n_queries == 0:
-        raise DataError(f"{path}: too few queries ({n_queries}) to split into train and test")
-    # stage 3: the featurizer, on the pool's training queries in reading order, sampled by their
-    # split hash as training.run samples them; the pool holds the fit_sample first by that hash
-    assert gathered is not None  # it holds the test split
-    in_pool = gathered.filter(pa.array(positions < pool))
-    featurizer = clock.time(
-        "fit featurizer",
-        lambda: TextFeaturizer(config.featurizer).fit(
-            in_pool["query"].to_pylist(), sample_keys=in_pool["split"].to_numpy()
-        ),
-    )
-    train_ds = complete.filter(expr=col("split") < train_end)
-    blocks = clock.time(
-        "statistics",
-        lambda: train_ds.map_batches(
-            partial(block_statistics, featurizer=featurizer, n_models=len(models)),
-            batch_size=None,
-            batch_format="pyarrow",
-            num_cpus=1,
-            compute=ray.data.TaskPoolStrategy(size=workers),
-        ).take_all(),
-    )
-    statistics = LinUCBStatistics.zeros(len(models), featurizer.dimension)
+            return gathered, pool
+        pool = min(train_end, 2 * pool)
+
+
+def _summed(blocks: list[dict[str, Any]], n_models: int, dimension: int) -> LinUCBStatistics:
+    """Stage 4's per-block statistics added up."""
+    statistics = LinUCBStatistics.zeros(n_models, dimension)
     for block in blocks:
         fields = {name: np.asarray(block[name])[None] for name in LinUCBStatistics.__slots__}
         statistics = statistics + LinUCBStatistics.from_arrays(fields)
-    info = DistributedInfo(
-        address=address,
-        read_blocks=len(files),
-        statistics_blocks=len(blocks),
-        worker_pids=tuple(sorted({int(block["pid"]) for block in blocks})),
-        block_seconds=tuple(float(block["seconds"]) for block in blocks),
-        stage_seconds=clock.seconds,
-    )
-    summary = replace(test, stats=stats, fingerprint=fingerprint)  # the data section's counts are the whole log's
-    inputs = RunInputs(
-        data=data_section(summary, config.data.path) | {"queries": n_queries, "distributed": info.to_dict()},
-        models=tuple(models),
-        fingerprint=fingerprint,
-        split_counts=counts,
-        featurizer=featurizer,
-        dimension=featurizer.dimension,
-        train_mean_quality=statistics.mean_quality(),
-        train_mean_cost=statistics.mean_cost(),
-    )
-    return DistributedFit(inputs, statistics, validation, test, info)
+    return statistics
 
 
 class _Clock:
@@ -338,11 +367,6 @@ def _run(stage: Any) -> Any:
         raise
 
 
-def _reading_order(table: pa.Table) -> pa.Table:
-    """Rows sorted by (file, position): the order in which the single-process loader meets them."""
-    return table.sort_by([("file_no", "ascending"), ("position", "ascending")])
-
-
 def _finish_quarantine(
     files: list[Path],
     rows: ray.data.Dataset,
@@ -352,28 +376,14 @@ def _finish_quarantine(
     prices: PriceTable,
     allow_pickle: bool,
 ) -> ReadStats:
-    """Gather every rejection in the single-process order, write ``rejected.jsonl``, count rows by fate.
-
-    Row-level and per-query rejections come in reading order, then ``incomplete query`` ones (the
-    single-process builder finds those last); under ``strict`` the first one is the error.
-    """
+    """Gather every rejection, write ``rejected.jsonl`` in the single-process order, count rows by fate."""
     fields = ["model"] + [name for name, _ in REJECTION_FIELDS]
     rejected_rows = rows.filter(expr=col("reason") != ACCEPTED).select_columns(fields)
     if queries is not None:
         rejected_rows = rejected_rows.union(queries.filter(expr=col("reason") != ACCEPTED).select_columns(fields))
     tables = [table for table in ray.get(_run(rejected_rows.to_arrow_refs)) if table.num_rows]
-    rejected = _reading_order(pa.concat_tables(tables)) if tables else None
-    quarantine = Quarantine(strict=strict)
-    if rejected is not None:
-        records = _with_contents(rejected.to_pylist(), files, prices, allow_pickle)
-        late = [r for r in records if r["reason"] == RejectReason.INCOMPLETE_QUERY.value]
-        for record in [r for r in records if r["reason"] != RejectReason.INCOMPLETE_QUERY.value] + late:
-            file = files[record["file_no"]]
-            locator = "line" if file.suffix.lower() == ".jsonl" else "row"
-            content = None if record["content"] is None else json.loads(record["content"])
-            quarantine.reject(
-                str(file), record["position"], locator, RejectReason(record["reason"]), record["detail"], content
-            )
+    rejected = pa.concat_tables(tables) if tables else None
+    quarantine = quarantine_in_order(rejected, files, strict, prices, allow_pickle)
     if out is not None:
         quarantine.write(out / "rejected.jsonl")
     rows_read = _run(rows.count)
@@ -386,29 +396,10 @@ def _finish_quarantine(
     )
 
 
-def _with_contents(
-    records: list[dict[str, Any]], files: list[Path], prices: PriceTable, allow_pickle: bool
-) -> list[dict[str, Any]]:
-    """``records`` with the content of the rows that stage 2 rejected after a columnar read (none kept)."""
-    missing: dict[int, list[dict[str, Any]]] = {}
-    for record in records:
-        if record["content"] is None and record["model"] is not None:
-            missing.setdefault(record["file_no"], []).append(record)
-    for file_no, group in missing.items():
-        keys = [(record["position"], record["model"]) for record in group]
-        found = raw_contents(files[file_no], set(keys), prices, allow_pickle)
-        for record, key in zip(group, keys, strict=True):
-            if key not in found:
-                position, model = key
-                raise DataError(f"{files[file_no]}: {position}: no valid {model!r} row on a second read (changed?)")
-            record["content"] = found[key]
-    return records
-
-
 def _gathered(dataset: ray.data.Dataset) -> pa.Table | None:
     """The dataset on the driver, in reading order (None when it is empty)."""
     tables = [table for table in ray.get(_run(dataset.to_arrow_refs)) if table.num_rows]
-    return _reading_order(pa.concat_tables(tables)) if tables else None
+    return reading_order(pa.concat_tables(tables)) if tables else None
 
 
 def _routing_log(table: pa.Table | None, rows: np.ndarray, models: list[str]) -> RoutingLog:
@@ -427,7 +418,7 @@ def _routing_log(table: pa.Table | None, rows: np.ndarray, models: list[str]) ->
 
 
 def _fingerprint(queries: ray.data.Dataset, models: list[str]) -> str:
-    """The data fingerprint of CONTRACTS.md §1, streamed through the driver in ``query_id`` order.
+    """The data fingerprint of docs/contracts.md §1, streamed through the driver in ``query_id`` order.
 
     The canonical lines are those of :func:`data.fingerprint.fingerprint`, hashed by
     :func:`data.fingerprint.update_digest` (a test checks both agree). The per-query stage sorts

@@ -36,7 +36,7 @@ def export_policy(
 ) -> None:
     """Write ``policy.pt`` with the metadata of CONTRACTS.md §2."""
     linear_map = agent.linear_map()
-    conditioned_range = getattr(agent, "cost_weight_range", None)  # agents conditioned on the weight (PPO)
+    conditioned_range = agent.cost_weight_range  # agents conditioned on the weight (PPO); None for the others
     metadata = PolicyMetadata(
         models=list(inputs.models),
         default_cost_weight=weight,

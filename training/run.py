@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import yaml
@@ -21,22 +22,18 @@ from data.prices import PriceTable
 from data.routing_log import RoutingLog
 from data.schema import DataError
 from data.splits import hash_unit, split
-from envs.estimators import PredictedOutcomes, RewardModel
-from evaluation.bootstrap import Bootstrap
-from evaluation.budget import BudgetTarget, budget_report, calibrate
-from evaluation.evaluate import Sweep, frontier_report, metrics_with_intervals
+from envs.estimators import PredictedOutcomes, RewardModel, TableEstimator, counterfactual_log, logged_outcomes
+from evaluation.budget import GRID_POINTS, BudgetCalibration, BudgetTarget
+from evaluation.evaluate import EvaluationPlan, evaluate
 from evaluation.figures import save_frontier
 from evaluation.frontier import cost_weight_grid
-from evaluation.metrics import oracle_actions, route_metrics
-from evaluation.ope import counterfactual_log, off_policy_estimates
 from evaluation.report import data_section, write_markdown
+from evaluation.sweep import Decide
 from training.config import RunConfig, dump_config
 from training.exporting import export_policy, featurizer_summary
 from training.inputs import FeaturizedSplit, Learned, RunInputs
 from training.learning import learn
 from training.tensorboard import TensorBoardLogger
-
-BUDGET_GRID_POINTS = 201  # finer cost-weight grid searched for --target-cost / --target-quality
 
 
 @dataclass(frozen=True)
@@ -45,6 +42,19 @@ class RunResult:
 
     directory: Path
     report: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class HeldOutSplits:
+    """The splits a learned agent is judged on, and m̂ on the test split when its log is bandit feedback.
+
+    The validation split calibrates a budget target; the test split makes the report, and with
+    ``test_predictions`` it is evaluated on its DR table and by every off-policy estimator.
+    """
+
+    validation: FeaturizedSplit
+    test: FeaturizedSplit
+    test_predictions: PredictedOutcomes | None = None
 
 
 def prepare_directory(out: Path, overwrite: bool) -> None:
@@ -63,7 +73,7 @@ def train(
     quiet: bool = False,
     target: BudgetTarget | None = None,
 ) -> RunResult:
-    """Run ``config`` and write the run directory of CONTRACTS.md §3 into ``out``."""
+    """Run ``config`` and write the run directory of docs/contracts.md §3 into ``out``."""
     with threadpool_limits(limits=config.blas_threads, user_api="blas"):
         return _train(config, out, strict, quiet, target)
 
@@ -88,9 +98,9 @@ def _train(config: RunConfig, out: Path, strict: bool, quiet: bool, target: Budg
         FeaturizedSplit(part, _features(part, featurizer))
         for part in (log.subset(splits.train), log.subset(splits.validation), log.subset(splits.test))
     )
-    off_policy = None
+    test_predictions = None
     if log.feedback == "bandit":
-        train_set, validation_set, test_set, off_policy = _counterfactual_splits(
+        train_set, validation_set, test_predictions = _counterfactual_splits(
             config, train_set, validation_set, test_set
         )
 
@@ -107,9 +117,8 @@ def _train(config: RunConfig, out: Path, strict: bool, quiet: bool, target: Budg
         train_mean_cost=np.nanmean(train_set.log.cost, axis=0),
     )
     learned = Learned(agent, training, learned_weight)
-    return evaluate_and_export(
-        config, out, inputs, learned, validation_set, test_set, tensorboard, off_policy, target, progress
-    )
+    held_out = HeldOutSplits(validation_set, test_set, test_predictions)
+    return evaluate_and_export(config, out, inputs, learned, held_out, tensorboard, target, progress)
 
 
 def evaluate_and_export(
@@ -117,85 +126,96 @@ def evaluate_and_export(
     out: Path,
     inputs: RunInputs,
     learned: Learned,
-    validation_set: FeaturizedSplit,
-    test_set: FeaturizedSplit,
+    held_out: HeldOutSplits,
     tensorboard: TensorBoardLogger,
-    off_policy: _OffPolicy | None = None,
     target: BudgetTarget | None = None,
     progress: bool = False,
 ) -> RunResult:
-    """Evaluate on the test split; write report.json, report.md, frontier.png, TensorBoard and policy.pt."""
-    agent, training, learned_weight = learned.agent, learned.training, learned.weight
-    featurizer = inputs.featurizer
-    steps = training["steps"]
-    weights = cost_weight_grid(inputs.train_mean_quality, inputs.train_mean_cost, config.evaluation.frontier_points)
-    weight = config.reward.cost_weight if learned_weight is None else learned_weight
-    report_budget = None
+    """Evaluate on the test split; write report.json, report.md, frontier.png, TensorBoard and policy.pt.
+
+    The report's sections are :func:`evaluation.evaluate.evaluate`'s, after the run's own (data,
+    split, featurizer, policy).
+    """
+    agent, steps = learned.agent, learned.training["steps"]
+    means = (inputs.train_mean_quality, inputs.train_mean_cost)
+    budget = None
     if target is not None:
-        weight, report_budget = _calibrate(agent, inputs, validation_set, test_set, target, config)
-
-    test = test_set.log
-    bootstrap = (
-        Bootstrap(test.n_queries, config.evaluation.bootstrap, config.seed) if config.evaluation.bootstrap > 0 else None
+        validate = _decider(agent, held_out.validation)
+        budget = BudgetCalibration(target, held_out.validation.log, validate, cost_weight_grid(*means, GRID_POINTS))
+    plan = EvaluationPlan(
+        config.evaluation,
+        config.seed,
+        config.reward.cost_weight if learned.weight is None else learned.weight,
+        weights=cost_weight_grid(*means, config.evaluation.frontier_points),
+        baselines=_baselines(inputs, held_out.test, config.seed),
+        expected=True,
+        budget=budget,
+        predictions=held_out.test_predictions,
+        max_weight=config.env.max_weight,
+        progress=progress,
     )
-    test_metrics = metrics_with_intervals(test, agent.predict(test_set.features, weight), weight, bootstrap)
-    baselines = {
-        "random": RandomRouter(len(inputs.models), seed=config.seed).predict(test_set.features, weight),
-        "cheapest": SingleModelRouter(inputs.train_mean_quality, inputs.train_mean_cost, False, "cheapest").predict(
-            test_set.features, weight
+    evaluation = evaluate(held_out.test.log, _decider(agent, held_out.test), plan)
+    weight, actions = evaluation.cost_weight, evaluation.actions
+    assert weight is not None and actions is not None  # the plan has an operating weight
+    policy = {
+        "agent": agent.name,
+        "cost_weight": weight,
+        "learning": config.agent.learning,
+        "steps": steps,
+        "best_step": learned.training["best_step"],
+        "resumed_from": learned.training.get("resumed_from"),
+        "score_kind": agent.score_kind,
+    }
+    split_section = {
+        "kind": config.data.split,
+        "seed": config.seed,
+        "fractions": asdict(config.data.fractions),
+        "queries": inputs.split_counts,
+    }
+    featurizer = featurizer_summary(config, inputs.featurizer, inputs.dimension)
+    header = {"data": inputs.data, "split": split_section, "featurizer": featurizer, "policy": policy}
+    report = evaluation.report(header)
+    _log_to_tensorboard(tensorboard, config, report, actions, len(inputs.models), steps, out / "frontier.png")
+    with tqdm(total=1, desc="exporting policy.pt", disable=not progress, leave=False) as bar:
+        export_policy(config, inputs, agent, weight, report["frontier"], report["test"], out)
+        bar.update()
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_markdown(report, out / "report.md")
+    return RunResult(out, report)
+
+
+def _decider(agent: Agent, part: FeaturizedSplit) -> Decide:
+    """The agent's choices on a split's queries at a cost weight."""
+    return lambda cost_weight: agent.predict(part.features, cost_weight)
+
+
+def _baselines(inputs: RunInputs, test_set: FeaturizedSplit, seed: int) -> dict[str, Decide]:
+    """Random, cheapest and best single model (by the training split's means) on the test split."""
+    mean_quality, mean_cost = inputs.train_mean_quality, inputs.train_mean_cost
+    return {
+        "random": partial(RandomRouter(len(inputs.models), seed=seed).predict, test_set.features),
+        "cheapest": partial(SingleModelRouter(mean_quality, mean_cost, False, "cheapest").predict, test_set.features),
+        "best single": partial(
+            SingleModelRouter(mean_quality, mean_cost, True, "best single").predict, test_set.features
         ),
-        "best single": SingleModelRouter(
-            inputs.train_mean_quality, inputs.train_mean_cost, True, "best single"
-        ).predict(test_set.features, weight),
     }
-    if off_policy is None:  # the per-query oracle needs every model's outcome
-        baselines["oracle"] = oracle_actions(test, weight)
-    baseline_metrics = {
-        name: metrics_with_intervals(test, actions, weight, bootstrap) for name, actions in baselines.items()
-    }
-    expected = test.expected_quality is not None and off_policy is None  # synthetic ground truth, every cell
-    if expected:
-        baseline_metrics["expected oracle"] = route_metrics(
-            test, oracle_actions(test, weight, expected=True), weight, expected=True
-        )
-    sweep = Sweep.run(test, lambda w: agent.predict(test_set.features, w), weights, progress=progress)
-    frontier = frontier_report(test, sweep, test_metrics, config.evaluation, bootstrap)
 
-    report: dict[str, Any] = {
-        "data": inputs.data,
-        "split": {
-            "kind": config.data.split,
-            "seed": config.seed,
-            "fractions": asdict(config.data.fractions),
-            "queries": inputs.split_counts,
-        },
-        "featurizer": featurizer_summary(config, featurizer, inputs.dimension),
-        "policy": {
-            "agent": agent.name,
-            "cost_weight": weight,
-            "learning": config.agent.learning,
-            "steps": steps,
-            "best_step": training["best_step"],
-            "resumed_from": training.get("resumed_from"),
-            "score_kind": agent.score_kind,
-        },
-        "test": test_metrics,
-        "baselines": baseline_metrics,
-        "frontier": frontier,
-    }
-    if expected:
-        report["test_expected"] = route_metrics(test, agent.predict(test_set.features, weight), weight, expected=True)
-    if report_budget is not None:
-        report["budget"] = report_budget
-    if off_policy is not None:
-        report["evaluated_on"] = "Test split, estimated by DR from bandit feedback"
-        report["off_policy"] = off_policy.estimates(agent.predict(test_set.features, weight), weight, bootstrap)
 
-    figure = save_frontier(
-        frontier, f"{agent.name} on {Path(config.data.path).name} (test split)", out / "frontier.png"
-    )
+def _log_to_tensorboard(
+    tensorboard: TensorBoardLogger,
+    config: RunConfig,
+    report: dict[str, Any],
+    actions: np.ndarray,
+    n_models: int,
+    steps: int,
+    figure_path: Path,
+) -> None:
+    """Save ``frontier.png``; log the test metrics, the choices, the config, hparams and the figure; close."""
+    test_metrics, frontier = report["test"], report["frontier"]
+    title = f"{report['policy']['agent']} on {Path(config.data.path).name} (test split)"
+    figure = save_frontier(frontier, title, figure_path)
     tensorboard.log_metrics(test_metrics, steps)
-    tensorboard.log_choices(agent.predict(test_set.features, weight), len(inputs.models), steps)
+    tensorboard.log_choices(actions, n_models, steps)
     tensorboard.log_config(yaml.safe_dump(config.to_dict(), sort_keys=False))
     tensorboard.log_hparams(
         _flatten(config.to_dict()),
@@ -208,73 +228,32 @@ def evaluate_and_export(
     )
     tensorboard.log_figure("charts/frontier", figure, steps)
     tensorboard.close()
-    with tqdm(total=1, desc="exporting policy.pt", disable=not progress, leave=False) as bar:
-        export_policy(config, inputs, agent, weight, frontier, test_metrics, out)
-        bar.update()
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    write_markdown(report, out / "report.md")
-    return RunResult(out, report)
-
-
-@dataclass(frozen=True)
-class _OffPolicy:
-    """A bandit-feedback test split: the logged rounds and the reward model's predictions."""
-
-    log: RoutingLog
-    predictions: PredictedOutcomes
-    seed: int
-    max_weight: float | None
-
-    def estimates(self, actions: np.ndarray, weight: float, bootstrap: Bootstrap | None) -> dict[str, Any]:
-        """DM, IPS, SNIPS, DR and replay estimates of the policy's choices."""
-        return off_policy_estimates(self.log, actions, self.predictions, weight, bootstrap, self.seed, self.max_weight)
 
 
 def _counterfactual_splits(
     config: RunConfig, train_set: FeaturizedSplit, validation_set: FeaturizedSplit, test_set: FeaturizedSplit
-) -> tuple[FeaturizedSplit, FeaturizedSplit, FeaturizedSplit, _OffPolicy]:
-    """Turn the splits of a bandit-feedback log into counterfactual full-information tables.
+) -> tuple[FeaturizedSplit, FeaturizedSplit, PredictedOutcomes]:
+    """A bandit-feedback log's training and validation splits as estimated outcome tables, and m̂ on its test split.
 
-    A reward model (per-arm ridge on the training split's logged rounds) gives m̂, and each
-    split becomes a table of estimated outcomes (:func:`evaluation.ope.counterfactual_log`). The
+    A reward model (per-arm ridge on the training split's logged rounds) gives m̂, and a split
+    becomes a table of estimated outcomes by :func:`envs.estimators.counterfactual_log`. The
     training split uses ``env.feedback`` (DM when it is left at "full": lowest variance for
-    learning); validation and test always use DR, whose mean over a deterministic policy's cells
-    is that policy's DR estimate, unbiased when the propensities are right. The test split is
-    also estimated by every OPE estimator.
+    learning); validation uses DR, whose mean over a deterministic policy's cells is that
+    policy's DR estimate, unbiased when the propensities are right. The test split is left to
+    :func:`evaluation.evaluate.evaluate`, which estimates it by DR and by every OPE estimator.
     """
-    train = train_set.log
-    assert train.action is not None
-    model = RewardModel(train.n_models, config.env.reward_model)
-    rows = np.arange(train.n_queries)
-    model.fit(train_set.features, train.action, train.quality[rows, train.action], train.cost[rows, train.action])
-    learning = "dm" if config.env.feedback == "full" else config.env.feedback
+    actions, _, quality, cost = logged_outcomes(train_set.log)
+    model = RewardModel(train_set.log.n_models, config.env.reward_model)
+    model.fit(train_set.features, actions, quality, cost)
+    learning: TableEstimator = "dm" if config.env.feedback == "full" else config.env.feedback
 
-    def table(part: FeaturizedSplit, kind: Literal["dm", "ips", "dr"]) -> FeaturizedSplit:
+    def table(part: FeaturizedSplit, estimator: TableEstimator) -> FeaturizedSplit:
         if part.log.n_queries == 0:
             return part
-        estimated = counterfactual_log(part.log, model.predict(part.features), kind, config.env.max_weight)
+        estimated = counterfactual_log(part.log, model.predict(part.features), estimator, config.env.max_weight)
         return FeaturizedSplit(estimated, part.features)
 
-    off_policy = _OffPolicy(test_set.log, model.predict(test_set.features), config.seed, config.env.max_weight)
-    return table(train_set, learning), table(validation_set, "dr"), table(test_set, "dr"), off_policy
-
-
-def _calibrate(
-    agent: Agent,
-    inputs: RunInputs,
-    validation_set: FeaturizedSplit,
-    test_set: FeaturizedSplit,
-    target: BudgetTarget,
-    config: RunConfig,
-) -> tuple[float, dict[str, Any]]:
-    """Choose the cost weight meeting ``target`` on validation (CONTRACTS.md §3 --target-*)."""
-    if validation_set.log.n_queries == 0:
-        raise DataError("--target-cost / --target-quality need a validation split (data.fractions.validation > 0)")
-    grid = cost_weight_grid(inputs.train_mean_quality, inputs.train_mean_cost, BUDGET_GRID_POINTS)
-    validation = Sweep.run(validation_set.log, lambda w: agent.predict(validation_set.features, w), grid)
-    test = Sweep.run(test_set.log, lambda w: agent.predict(test_set.features, w), grid)
-    chosen = calibrate(validation, target)
-    return float(grid[chosen]), budget_report(validation, test, target, chosen)
+    return table(train_set, learning), table(validation_set, "dr"), model.predict(test_set.features)
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""TensorBoard logging with namespaced tags (``charts/reward``, ``charts/quality``, ...)."""
+"""TensorBoard logging with namespaced tags (``charts/reward``, ``charts/quality``, ...).
+
+:class:`TensorBoardLogger` writes the event file; :class:`TensorBoardCallback` is the callback
+(:mod:`agents.callbacks`) through which every step-wise learner logs while it trains.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +13,16 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
+from agents.callbacks import Callback, Outcomes
+
+OUTCOMES = ("reward", "quality", "cost", "regret")
+
 
 class TensorBoardLogger:
-    """Writes the run's scalars under ``tb/``; ``on_step`` averages online steps in windows."""
+    """Writes the run's scalars, histograms, figures and configuration under ``tb/``."""
 
-    def __init__(self, directory: Path, window: int = 500) -> None:
+    def __init__(self, directory: Path) -> None:
         self.writer = SummaryWriter(log_dir=str(directory))
-        self.window = window
-        self._buffer: dict[str, list[float]] = {"reward": [], "quality": [], "cost": [], "regret": []}
-
-    def on_step(self, step: int, reward: float, info: dict[str, Any]) -> None:
-        """Callback for online learning: one episode's outcome; flushed every ``window`` steps."""
-        self._buffer["reward"].append(reward)
-        for key in ("quality", "cost", "regret"):
-            self._buffer[key].append(float(info[key]))
-        if len(self._buffer["reward"]) >= self.window:
-            for key, values in self._buffer.items():
-                self.writer.add_scalar(f"charts/train_{key}", float(np.mean(values)), step)
-                values.clear()
 
     def log_scalars(self, scalars: dict[str, float], step: int) -> None:
         """Scalars already namespaced by their producer (PPO's ``losses/...``, ``charts/...``)."""
@@ -65,3 +61,38 @@ class TensorBoardLogger:
     def close(self) -> None:
         """Flush and close the event file."""
         self.writer.close()
+
+
+class TensorBoardCallback(Callback):
+    """Training curves: ``charts/train_<outcome>`` means, the learner's diagnostics, the validation score.
+
+    Outcomes (reward, quality, cost, regret) are averaged over the episodes since the last point
+    and written at the first whole state (``on_rollout_end``) after at least ``window`` episodes:
+    every PPO rollout (1,024 episodes by default), every ``window`` LinUCB steps. The learner's
+    own scalars (PPO's ``losses/...``) are written at every ``on_rollout_end``, and the shared
+    record (keep-best's ``charts/validation_score``) with the outcome means.
+    """
+
+    def __init__(self, logger: TensorBoardLogger, window: int = 500) -> None:
+        super().__init__()
+        self.logger = logger
+        self.window = window
+        self._sums = dict.fromkeys(OUTCOMES, 0.0)
+        self._count = 0
+
+    def on_step(self, step: int, outcomes: Outcomes) -> bool:
+        """Add the step's outcomes to the running sums."""
+        for key in OUTCOMES:
+            self._sums[key] += float(getattr(outcomes, key).sum())
+        self._count += len(outcomes.reward)
+        return True
+
+    def on_rollout_end(self, step: int, scalars: dict[str, float]) -> None:
+        """The learner's scalars; the outcome means and the record once ``window`` episodes are in."""
+        self.logger.log_scalars(scalars, step)
+        if self._count < self.window:
+            return
+        means = {f"charts/train_{key}": total / self._count for key, total in self._sums.items()}
+        self.logger.log_scalars(means | self.record, step)
+        self._sums = dict.fromkeys(OUTCOMES, 0.0)
+        self._count = 0

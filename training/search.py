@@ -1,15 +1,15 @@
-"""Sweeps: a grid of configurations from one file, run one after another or as Ray Tune trials.
+"""Hyperparameter search: a grid of configurations from one file, run one after another or as Ray Tune trials.
 
-    python -m training.sweep configs/sweep.yaml                      # in this process, in turn
-    python -m training.sweep configs/sweep.yaml --ray [ADDRESS]      # Ray Tune trials in parallel
-    tensorboard --logdir runs/sweep                                  # every trial's tb/ side by side
+    python -m training.search configs/search.yaml                    # in this process, in turn
+    python -m training.search configs/search.yaml --ray [ADDRESS]    # Ray Tune trials in parallel
+    tensorboard --logdir runs/search                                 # every trial's tb/ side by side
 
-A sweep file names a base run configuration, fixed overrides and a grid of ``--set``-style keys
+A search file names a base run configuration, fixed overrides and a grid of ``--set``-style keys
 (any field of :class:`training.config.RunConfig`: cost weights, seeds, LinUCB's or PPO's
 hyperparameters)::
 
-    name: sweep
-    base: default.yaml                 # relative to the sweep file
+    name: search
+    base: default.yaml                 # relative to the search file
     set: {evaluation.bootstrap: 200}   # applied to every trial
     grid:
       reward.cost_weight: [100, 300]
@@ -18,10 +18,13 @@ hyperparameters)::
     select: aiq                        # aiq | reward | quality: what picks the best configuration
 
 Every trial is an ordinary run directory (``<out>/<trial>/``: policy.pt, report.json, tb/, ...).
-The sweep writes ``sweep.json`` and ``sweep.md`` into ``<out>``: a table of trials with their
+The search writes ``search.json`` and ``search.md`` into ``<out>``: a table of trials with their
 test metrics and AIQ, the configurations (grid points other than the seed) ranked by the mean
 of ``select`` over their seeds, and the best configuration's frontier figure
 (``best-frontier.png``, its first seed's).
+
+"Search" names this grid over configurations; "sweep" in routerl means only the cost-weight
+sweep of an evaluation (:mod:`evaluation.sweep`).
 """
 
 from __future__ import annotations
@@ -49,47 +52,47 @@ SUMMARY_KEYS = ("agent", "quality", "cost", "reward", "aiq")  # a trial's row be
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
-class SweepConfig:
-    """A sweep file: base configuration, fixed overrides, grid, and the metric that picks the best."""
+class SearchConfig:
+    """A search file: base configuration, fixed overrides, grid, and the metric that picks the best."""
 
-    base: str  # the run configuration every trial starts from (relative to the sweep file)
+    base: str  # the run configuration every trial starts from (relative to the search file)
     grid: dict[str, list[Any]]  # --set key -> values; trials are the cartesian product
-    name: str = "sweep"
+    name: str = "search"
     set: dict[str, Any] = field(default_factory=dict)  # --set key -> value, for every trial
     select: Literal["aiq", "reward", "quality"] = "aiq"  # higher is better; averaged over seeds
 
 
 @dataclass(frozen=True)
 class Trial:
-    """One grid point: its name (the run directory under the sweep's) and its overrides."""
+    """One grid point: its name (the run directory under the search's) and its overrides."""
 
     name: str
     point: dict[str, Any]  # grid key -> value
     overrides: list[str]  # --set key=value, fixed ones first
 
 
-def load_sweep(path: Path) -> tuple[SweepConfig, Path]:
-    """Read and validate a sweep file; returns it and its base configuration's absolute path."""
-    tree = read_yaml(path, "sweep file")
+def load_search(path: Path) -> tuple[SearchConfig, Path]:
+    """Read and validate a search file; returns it and its base configuration's absolute path."""
+    tree = read_yaml(path, "search file")
     if not isinstance(tree, dict):
-        raise DataError(f"{path}: a sweep file is a mapping with base, grid (and name, set, select)")
+        raise DataError(f"{path}: a search file is a mapping with base, grid (and name, set, select)")
     try:
-        sweep = SweepConfig(**tree)
+        search = SearchConfig(**tree)
     except (ValidationError, TypeError) as error:
-        raise DataError(f"{path}: invalid sweep file: {error}") from None
-    empty = [key for key, values in sweep.grid.items() if not values]
-    if not sweep.grid or empty:
+        raise DataError(f"{path}: invalid search file: {error}") from None
+    empty = [key for key, values in search.grid.items() if not values]
+    if not search.grid or empty:
         raise DataError(f"{path}: grid needs at least one key with at least one value (empty: {empty})")
-    base = (path.parent / sweep.base).resolve()
-    return sweep, base
+    base = (path.parent / search.base).resolve()
+    return search, base
 
 
-def trials(sweep: SweepConfig) -> list[Trial]:
+def trials(search: SearchConfig) -> list[Trial]:
     """The cartesian product of the grid, in file order (the last key varies fastest)."""
-    keys = list(sweep.grid)
-    fixed = [f"{key}={_yaml(value)}" for key, value in sweep.set.items()]
+    keys = list(search.grid)
+    fixed = [f"{key}={_yaml(value)}" for key, value in search.set.items()]
     result = []
-    for number, values in enumerate(itertools.product(*(sweep.grid[key] for key in keys))):
+    for number, values in enumerate(itertools.product(*(search.grid[key] for key in keys))):
         point = dict(zip(keys, values))
         overrides = fixed + [f"{key}={_yaml(value)}" for key, value in point.items()]
         result.append(Trial(f"trial-{number:03d}", point, overrides))
@@ -111,7 +114,7 @@ def run_trial(base: Path, trial: Trial, out: Path) -> dict[str, Any]:
 
 
 def summarize(trial: Trial, report: dict[str, Any]) -> dict[str, Any]:
-    """A trial's row of the sweep table: its grid point and its held-out metrics."""
+    """A trial's row of the search table: its grid point and its held-out metrics."""
     test = report["test"]
     row = {
         "trial": trial.name,
@@ -126,21 +129,21 @@ def summarize(trial: Trial, report: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def run_sweep(
-    sweep_file: Path, out: Path, ray_address: str | None = None, use_ray: bool = False, overwrite: bool = False
+def run_search(
+    search_file: Path, out: Path, ray_address: str | None = None, use_ray: bool = False, overwrite: bool = False
 ) -> dict[str, Any]:
     """Run every trial (in turn, or as Ray Tune trials) and write the gathered report into ``out``."""
-    sweep, base = load_sweep(sweep_file)
+    search, base = load_search(search_file)
     out = out.resolve()  # Tune runs each trial in its own working directory
-    load_config(base, trials(sweep)[0].overrides)  # a bad base or key fails here, before any trial runs
+    load_config(base, trials(search)[0].overrides)  # a bad base or key fails here, before any trial runs
     prepare_directory(out, overwrite)
-    grid = trials(sweep)
+    grid = trials(search)
     rows = _run_on_ray(base, grid, out, ray_address) if use_ray else [run_trial(base, t, out) for t in grid]
-    report = gather(sweep, rows)
+    report = gather(search, rows)
     if report["best"] is not None:
         shutil.copyfile(out / report["best"]["trials"][0] / "frontier.png", out / "best-frontier.png")
-    (out / "sweep.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out / "sweep.md").write_text(markdown(report), encoding="utf-8")
+    (out / "search.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / "search.md").write_text(markdown(report), encoding="utf-8")
     return report
 
 
@@ -166,13 +169,13 @@ def _run_on_ray(base: Path, grid: list[Trial], out: Path, address: str | None) -
     results = [grid_results[index] for index in range(len(grid_results))]
     failed = [result.error for result in results if result.error is not None]
     if failed:
-        raise DataError(f"{len(failed)} sweep trial(s) failed; the first: {failed[0]}")
+        raise DataError(f"{len(failed)} search trial(s) failed; the first: {failed[0]}")
     metrics = {str(m["trial"]): m for m in (result.metrics or {} for result in results)}  # plus Tune's own keys
     return [{"trial": t.name, "point": t.point} | {key: metrics[t.name][key] for key in SUMMARY_KEYS} for t in grid]
 
 
-def gather(sweep: SweepConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The sweep report: every trial, the configurations ranked by mean ``select`` over seeds, the best."""
+def gather(search: SearchConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The search report: every trial, the configurations ranked by mean ``select`` over seeds, the best."""
     configurations: dict[str, dict[str, Any]] = {}
     for row in rows:
         point = {key: value for key, value in row["point"].items() if key != SEED_KEY}
@@ -180,22 +183,22 @@ def gather(sweep: SweepConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
             json.dumps(point, sort_keys=True, default=str), {"point": point, "trials": [], "values": []}
         )
         entry["trials"].append(row["trial"])
-        entry["values"].append(row[sweep.select])
+        entry["values"].append(row[search.select])
     ranked = sorted(
         (
             {
                 "point": entry["point"],
                 "trials": entry["trials"],
-                sweep.select: float(np.mean(entry["values"])),
-                f"{sweep.select}_std": float(np.std(entry["values"])),
+                search.select: float(np.mean(entry["values"])),
+                f"{search.select}_std": float(np.std(entry["values"])),
             }
             for entry in configurations.values()
         ),
-        key=lambda entry: -entry[sweep.select],
+        key=lambda entry: -entry[search.select],
     )
     return {
-        "name": sweep.name,
-        "select": sweep.select,
+        "name": search.name,
+        "select": search.select,
         "trials": rows,
         "configurations": ranked,
         "best": ranked[0] if ranked else None,
@@ -203,11 +206,11 @@ def gather(sweep: SweepConfig, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """``sweep.md``: the trials table, the ranked configurations, the best one's frontier."""
+    """``search.md``: the trials table, the ranked configurations, the best one's frontier."""
     keys = list(report["trials"][0]["point"]) if report["trials"] else []
     select = report["select"]
     lines = [
-        f"# Sweep {report['name']}",
+        f"# Search {report['name']}",
         "",
         f"{len(report['trials'])} trials; configurations ranked by mean test {select} over seeds.",
         "",
@@ -245,26 +248,26 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m training.sweep SWEEP_FILE [--out DIR] [--ray [ADDRESS]] [--overwrite]``."""
-    parser = argparse.ArgumentParser(prog="python -m training.sweep", description=__doc__.split("\n")[0])
-    parser.add_argument("sweep", type=Path, help="sweep file (YAML: base, grid, set, select)")
-    parser.add_argument("--out", type=Path, help="sweep directory (default: runs/<sweep name>)")
+    """``python -m training.search SEARCH_FILE [--out DIR] [--ray [ADDRESS]] [--overwrite]``."""
+    parser = argparse.ArgumentParser(prog="python -m training.search", description=__doc__.split("\n")[0])
+    parser.add_argument("search", type=Path, help="search file (YAML: base, grid, set, select)")
+    parser.add_argument("--out", type=Path, help="search directory (default: runs/<search name>)")
     parser.add_argument(
         "--ray", nargs="?", const="", metavar="ADDRESS", help="run trials as Ray Tune trials (ADDRESS: a cluster)"
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing sweep directory")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing search directory")
     args = parser.parse_args(argv)
     try:
-        sweep, _ = load_sweep(args.sweep)
-        out = args.out or Path(__file__).resolve().parent.parent / "runs" / sweep.name
-        report = run_sweep(
-            args.sweep, out, ray_address=args.ray or None, use_ray=args.ray is not None, overwrite=args.overwrite
+        search, _ = load_search(args.search)
+        out = args.out or Path(__file__).resolve().parent.parent / "runs" / search.name
+        report = run_search(
+            args.search, out, ray_address=args.ray or None, use_ray=args.ray is not None, overwrite=args.overwrite
         )
     except DataError as error:
-        print(f"training.sweep: error: {error}", file=sys.stderr)
+        print(f"training.search: error: {error}", file=sys.stderr)
         return 2
     print(markdown(report))
-    print(f"sweep directory: {out}   (tensorboard --logdir {out})")
+    print(f"search directory: {out}   (tensorboard --logdir {out})")
     return 0
 
 

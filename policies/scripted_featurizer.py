@@ -25,7 +25,6 @@ class ScriptedFeaturizer(torch.nn.Module):
     common_delimiters: list[str]
     vocabulary: dict[str, int]
     bigrams: dict[str, dict[str, int]]
-    n_terms: int
     length_scale: float
     idf: torch.Tensor
 
@@ -41,7 +40,6 @@ class ScriptedFeaturizer(torch.nn.Module):
             if len(parts) == 2 and parts[0] != "" and parts[1] != "":
                 self.bigrams.setdefault(parts[0], {})[parts[1]] = index
         self.register_buffer("idf", idf.to(torch.float64))
-        self.n_terms = len(vocabulary)
         self.length_scale = length_scale
 
     @classmethod
@@ -140,11 +138,3 @@ class ScriptedFeaturizer(torch.nn.Module):
         """
         col_of, values, starts, extras = self._tfidf(texts)
         return self._rows(starts, len(col_of)), col_of, values, extras
-
-    @torch.jit.export
-    def dense(self, texts: list[str]) -> torch.Tensor:
-        """The (N, V) tf-idf matrix, dense (for parity checks and small batches)."""
-        rows, cols, values, _ = self.forward(texts)
-        matrix = torch.zeros(len(texts), self.n_terms, dtype=torch.float64)
-        matrix[rows, cols] = values
-        return matrix

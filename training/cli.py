@@ -1,0 +1,145 @@
+"""``train.py``'s command line (docs/contracts.md §3): flags, config overrides, exit statuses.
+
+Heavy imports (torch, the agents) happen inside :func:`main`, so ``--help`` answers at once.
+"""
+
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]  # the project: configs/ and runs/ live there
+DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line of CONTRACTS.md §3."""
+    parser = argparse.ArgumentParser(
+        prog="train.py", description="Train an LLM routing policy from logs and export it as TorchScript."
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help="YAML run configuration (default: configs/default.yaml)",
+    )
+    parser.add_argument("--data", help="log file or directory; overrides data.path")
+    parser.add_argument("--out", type=Path, help="run directory (default: runs/<config name>)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set agent.linucb.alpha=0.5 (repeatable)",
+    )
+    parser.add_argument(
+        "--prices",
+        help="price table (YAML, USD per 1M tokens) for rows with tokens "
+        "instead of cost; overrides data.prices (default configs/prices.yaml)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=["hash", "time"],
+        help="split by hash of query_id (default) or by timestamp; overrides data.split",
+    )
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="read RouterBench pandas pickles (.pkl). RISK: unpickling runs arbitrary code "
+        "from the file; use it only for files you trust",
+    )
+    parser.add_argument("--seed", type=int, help="overrides the config's seed")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--target-cost",
+        type=float,
+        metavar="USD",
+        help="pick the cost weight whose validation mean cost per query is at most USD "
+        "(best quality among those) and export it as the default",
+    )
+    budget.add_argument(
+        "--target-quality",
+        type=float,
+        metavar="Q",
+        help="pick the cheapest cost weight whose validation mean quality is at least Q",
+    )
+    parser.add_argument("--strict", action="store_true", help="stop at the first rejected row")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars (for logs and CI)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="fit LinUCB on a Ray cluster from statistics summed over blocks (exact; needs pip install "
+        "'.[ray]'); ADDRESS joins a running cluster (e.g. auto, ray://head:10001), none starts a local one",
+    )
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its newest checkpoint (its config.yaml is used)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run training; user errors are one line on stderr and exit status 2."""
+    args = parse_args(argv)
+    from data.schema import DataError
+    from evaluation.budget import BudgetTarget
+    from training.config import load_config
+    from training.run import prepare_directory, train
+
+    try:
+        overrides = list(args.overrides)
+        if args.prices:
+            overrides.append(f"data.prices={Path(args.prices).resolve()}")
+        if args.split:
+            overrides.append(f"data.split={args.split}")
+        if args.allow_pickle:
+            overrides.append("data.allow_pickle=true")
+        if args.resume is not None:
+            if not (args.resume / "config.yaml").is_file():
+                raise DataError(f"{args.resume}: not a run directory (no config.yaml) to resume")
+            config = load_config(args.resume / "config.yaml", overrides, cli_data=args.data, seed=args.seed)
+            out = args.resume
+        else:
+            config = load_config(args.config, overrides, cli_data=args.data, seed=args.seed)
+            out = args.out or ROOT / "runs" / config.name
+            prepare_directory(out, args.overwrite)
+        target = None
+        if args.target_cost is not None:
+            target = BudgetTarget("cost", args.target_cost)
+        elif args.target_quality is not None:
+            target = BudgetTarget("quality", args.target_quality)
+        if args.ray is None:
+            result = train(config, out, strict=args.strict, quiet=args.quiet, target=target)
+        else:
+            if args.resume is not None:
+                raise DataError("--ray fits in one pass; there is nothing to --resume")
+            try:
+                from training.distributed import train_distributed
+            except ImportError:
+                raise DataError("--ray needs Ray: pip install '.[ray]'") from None
+            result = train_distributed(
+                config, out, address=args.ray or None, strict=args.strict, quiet=args.quiet, target=target
+            )
+    except DataError as error:
+        print(f"train.py: error: {error}", file=sys.stderr)
+        return 2
+    test, frontier = result.report["test"], result.report["frontier"]
+    print((out / "report.md").read_text(encoding="utf-8"))
+    print(
+        f"held-out: quality {test['mean_quality']:.4f}, cost {test['mean_cost']:.6f} USD/query, "
+        f"reward {test['mean_reward']:.4f}, AIQ {frontier['aiq']:.4f}"
+    )
+    print(f"run directory: {out}")
+    if result.report["featurizer"]["kind"] != "embedding":  # the service takes text policies only
+        print(f"serve it:  python serve.py --policy {out / 'policy.pt'}")
+    print(f"watch it:  tensorboard --logdir {out / 'tb'}   (frontier figure: {out / 'frontier.png'})")
+    return 0
+
