@@ -19,16 +19,12 @@ greedy θ̂ (no sampling), :class:`~policies.heads.UtilityHead`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from agents.base import State
-from agents.callbacks import Callback
 from agents.linucb import LinUCB, LinUCBConfig
-from envs.routing_env import RoutingEnv
 
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -59,22 +55,10 @@ class LinTS(LinUCB):
         draws = self._rng.standard_normal(width.shape)
         return self.scores(x, cost_weight) + self.sampling.scale * width * draws
 
-    def learn(
-        self,
-        env: RoutingEnv,
-        steps: int,
-        seed: int | None = 0,
-        callbacks: Sequence[Callback] = (),
-        progress: bool = False,
-    ) -> LinTS:
-        """:meth:`LinUCB.learn` with Thompson draws; ``seed`` seeds both the env and the draws.
-
-        ``seed=None`` (resuming) continues this object's generator of draws.
-        """
+    def _seed_exploration(self, seed: int | None) -> None:
+        """Seed the Thompson draws with the env's seed; ``None`` (resuming) continues them."""
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-        super().learn(env, steps, seed=seed, callbacks=callbacks, progress=progress)
-        return self
 
     def state_dict(self) -> State:
         """:meth:`LinUCB.state_dict` and the generator of the Thompson draws."""

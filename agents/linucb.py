@@ -208,11 +208,13 @@ class LinUCB(Agent):
         regression targets are ``info["quality"]`` and ``info["cost"]`` of the chosen arm (exact
         with full feedback, the env's dm / ips / dr estimates otherwise). The callbacks see every
         episode (``on_step``, then ``on_rollout_end``: the state is whole after each update),
-        before the next query is drawn; ``seed=None`` continues the env's generator.
+        before the next query is drawn; ``seed=None`` continues the env's generator (and the
+        exploration's, :meth:`_seed_exploration`).
         """
         hooks = CallbackList(callbacks)
         self.env = env
         observation, _ = env.reset(seed=seed)
+        self._seed_exploration(seed)
         if observation.shape[0] < self.dimension:
             raise ValueError(f"observation has {observation.shape[0]} entries, LinUCB needs {self.dimension}")
         hooks.on_training_start(self)
@@ -229,6 +231,9 @@ class LinUCB(Agent):
             observation, _ = env.reset()
         hooks.on_training_end(self)
         return self
+
+    def _seed_exploration(self, seed: int | None) -> None:
+        """Seed the exploration's own randomness (``None``: continue it); LinUCB's bonus has none."""
 
     def _step(self, env: RoutingEnv, x: np.ndarray) -> tuple[float, dict[str, Any]]:
         """Play the UCB argmax for context ``x`` and add its outcome to that arm's statistics."""

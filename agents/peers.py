@@ -37,10 +37,9 @@ def _unit(features: np.ndarray) -> np.ndarray:
     return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
-class NearestNeighbourRouter(Agent):
-    """kNN over the query features; ``fit`` / ``predict`` like the other agents."""
+class Peer(Agent):
+    """What the supervised peers share: the ``agent.peers`` grids, and utility scores."""
 
-    name = "knn"
     score_kind = "utility"
 
     def __init__(
@@ -48,7 +47,12 @@ class NearestNeighbourRouter(Agent):
     ) -> None:
         super().__init__(n_models, dimension, cost_weight)
         self.config = config or PeerConfig()
-        self.k = self.config.neighbours[0]
+
+
+class NearestNeighbourRouter(Peer):
+    """kNN over the query features; ``fit`` / ``predict`` like the other agents."""
+
+    name = "knn"
 
     def fit(self, features: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> NearestNeighbourRouter:
         """Store the training set and choose k by cross-validated squared error of quality."""
@@ -66,7 +70,7 @@ class NearestNeighbourRouter(Agent):
             for i, k in enumerate(candidates):
                 estimate = self.quality[kept][order[:, :k]].mean(axis=1)
                 errors[i] += ((estimate - self.quality[held]) ** 2).sum()
-        self.k = candidates[int(np.argmin(errors))]
+        self.k = candidates[int(np.argmin(errors))]  # neighbours averaged per query
         self.steps_done = len(features)
         return self
 
@@ -94,17 +98,10 @@ class NearestNeighbourRouter(Agent):
         )
 
 
-class LogisticRouter(Agent):
+class LogisticRouter(Peer):
     """Per-model logistic regression for quality and ridge regression for cost."""
 
     name = "logistic"
-    score_kind = "utility"
-
-    def __init__(
-        self, n_models: int, dimension: int, config: PeerConfig | None = None, cost_weight: float = 0.0
-    ) -> None:
-        super().__init__(n_models, dimension, cost_weight)
-        self.config = config or PeerConfig()
 
     def fit(self, features: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> LogisticRouter:
         """Fit one cross-validated logistic regression and one ridge regression per model."""

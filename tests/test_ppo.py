@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 from conftest import run_isolated
 
-pytest.importorskip("stable_baselines3")
-
 from agents.base import Table, TrainingTask
 from agents.baselines import RandomRouter, SingleModelRouter
 from agents.callbacks import Callback, KeepBest, Outcomes
 from agents.ppo import PPOConfig, PPORouter
 from data.featurizer import FeaturizerConfig, TextFeaturizer
+from data.outputs import is_temporary
 from data.routing_log import RoutingLog
 from data.synth import SynthConfig, generate
 from envs.rewards import BudgetConfig, PreferenceConfig, RewardConfig
@@ -203,7 +202,7 @@ def test_checkpoint_round_trip_and_resume(world: World, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="another PPOConfig"):
         final = read_checkpoint(tmp_path / "final.npz")["learner"]
         PPORouter(train.n_models, x.shape[1], CONFIG).load_state_dict(final)
-    assert not list(tmp_path.glob(".checkpoint-*"))  # no temporary files left behind
+    assert not [entry for entry in tmp_path.iterdir() if is_temporary(entry.name)]  # no temporary file left
 
 
 @pytest.mark.slow

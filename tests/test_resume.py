@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from conftest import run_train
 
+from data.outputs import is_temporary
 from training.checkpoints import CHECKPOINT, read_checkpoint
 from training.faults import FAULT_VARIABLE, POINTS
 
@@ -53,7 +54,7 @@ def _assert_same_run(resumed: Path, uninterrupted: Path, resumed_from: int) -> N
     expected = _parameters(uninterrupted)
     for name, value in _parameters(resumed).items():
         np.testing.assert_array_equal(value, expected[name], err_msg=name)
-    assert not list((resumed / "checkpoints").glob(".checkpoint-*"))  # a killed write's file is cleaned up
+    assert not [entry for entry in (resumed / "checkpoints").iterdir() if is_temporary(entry.name)]  # cleaned up
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,10 @@
 ``checkpoints/checkpoint.npz`` holds, as one unit, the learner's :meth:`~agents.base.Agent.state_dict`
 (everything needed to continue: parameters, steps, generators, a budget's multiplier) and the
 state of the callbacks that carry one, keep-best's best state, score and step among them. It is
-written to a temporary file in the same folder, flushed to disk and renamed over the previous
-one, so a run killed at any moment leaves either the previous checkpoint or the new one whole,
-and never a newest state without the best state that goes with it. (:mod:`training.faults`
+written to a temporary file in the same folder, synced and renamed over the previous one
+(:func:`data.outputs.replacing`), so a run killed at any moment leaves either the previous
+checkpoint or the new one whole, and never a newest state without the best state that goes
+with it. (:mod:`training.faults`
 names the points between these writes, for the tests that kill a run there.)
 
 In the archive, the arrays of the nested state are entries ``a0``, ``a1``, ...; the rest of it
@@ -15,8 +16,6 @@ is JSON in the entry ``__meta__``, where each array's place holds ``{"__array__"
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,12 @@ import numpy as np
 
 from agents.base import Agent, State
 from agents.callbacks import Callback
+from data.outputs import is_temporary, replacing
 from training.faults import fault_point
 
 CHECKPOINT = "checkpoint.npz"
 _META = "__meta__"
 _ARRAY = "__array__"
-_TEMPORARY = ".checkpoint-"
 
 
 def _separate(tree: Any, arrays: dict[str, np.ndarray]) -> Any:
@@ -59,28 +58,16 @@ def _join(tree: Any, arrays: dict[str, np.ndarray]) -> Any:
 
 
 def write_checkpoint(path: Path, state: State) -> None:
-    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename, fsync of the folder)."""
+    """Write ``state`` to ``path`` whole or not at all (:func:`data.outputs.replacing`)."""
     fault_point("checkpoint-start")
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
     meta = json.dumps(_separate(state, arrays))
-    handle, temporary = tempfile.mkstemp(prefix=_TEMPORARY, suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            entries = {**arrays, _META: np.frombuffer(meta.encode(), dtype=np.uint8)}
+    entries = {**arrays, _META: np.frombuffer(meta.encode(), dtype=np.uint8)}
+    with replacing(path) as temporary:
+        with open(temporary, "wb") as out:
             np.savez(out, **entries)  # type: ignore[arg-type]  # numpy's stub types **kwds as its keywords
-            out.flush()
-            os.fsync(out.fileno())
         fault_point("checkpoint-written")
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)  # the rename itself survives a crash of the machine
-    finally:
-        os.close(folder)
     fault_point("checkpoint-renamed")
 
 
@@ -111,8 +98,10 @@ class CheckpointCallback(Callback):
 
     def resume(self, learner: Agent) -> int | None:
         """Restore ``learner`` and the callbacks from the checkpoint; its step, or None without one."""
-        for stale in self.path.parent.glob(f"{_TEMPORARY}*"):  # a write killed before its rename
-            stale.unlink()
+        if self.path.parent.is_dir():
+            for entry in self.path.parent.iterdir():
+                if is_temporary(entry.name):  # a write killed before its rename
+                    entry.unlink()
         if not self.path.exists():
             return None
         saved = read_checkpoint(self.path)
