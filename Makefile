@@ -2,13 +2,15 @@
 #   make run    set up .venv, train the default policy on the demo data, print the report
 #   make test   set up .venv, lint (ruff, mypy), run the whole test suite (slow tests included)
 # torch is installed first, pinned to the CPU wheel, so that nothing pulls a multi-GB CUDA build.
+# The tests' tools come with the set-up: cmake (PyPI, the dev extra), tensorboard (a dependency), Ray (the ray
+# extra), and, for `make test`, a C++ compiler (see `compiler`). With CI=true a skipped test fails (tests/conftest.py).
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: run test setup lint clean bench
+.PHONY: run test setup lint compiler clean bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +24,17 @@ setup: $(VENV)/.installed
 run: setup
 	$(PY) train.py --overwrite
 
-test: lint
+test: lint compiler
 	$(PY) -m pytest -q
+
+# tests/test_cpp.py compiles cpp/ against the torch wheel's libtorch: it needs a C++ compiler. Where none is
+# installed and this runs as root with apt-get (CI, on Debian), install g++; elsewhere say what is missing.
+compiler:
+	@if command -v c++ >/dev/null || command -v g++ >/dev/null || command -v clang++ >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing g++ (apt-get) for tests/test_cpp.py"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null; \
+	else echo "no C++ compiler: install g++ or clang++, or tests/test_cpp.py skips (and fails under CI=true)" >&2; fi
 
 lint: setup
 	$(PY) -m ruff check .
@@ -43,4 +54,5 @@ bench: setup
 	$(PY) bench/bench_env.py --repeats 3 --ppo-steps 0
 	$(PY) bench/bench_load.py --queries 10000
 	$(PY) bench/bench_ppo_time_to_quality.py --datasets synth --synth-queries 5000 --total-steps 40960
+	$(PY) bench/bench_ppo_budget.py --seeds 0 --queries 10000 --set agent.ppo.total_steps=40960
 	$(PY) bench/bench_ray.py --queries 5000 --shards 4 --workers 2

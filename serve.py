@@ -3,6 +3,7 @@
     python serve.py --policy runs/demo/policy.pt [--host 127.0.0.1] [--port 8000]
         [--backends configs/backends.yaml] [--decision-log decisions.jsonl]
         [--explore-epsilon 0.05 [--explore-seed 0]] [--fallback-model small-7b] [--log-queries full|hash|none]
+        [--max-feedback-cost 100] [--header-timeout 10] [--body-timeout 30] [--max-connections 1000]
 
 Tokens come from the environment: ``ROUTERL_API_TOKEN`` (every route but ``/healthz``) and
 ``ROUTERL_ADMIN_TOKEN`` (``/admin/reload``). ``SIGHUP`` reloads the policy file.
@@ -32,9 +33,13 @@ from typing import Any, NoReturn
 
 from serving.server import EXIT_USER_ERROR, ServeOptions, StartupError, run
 from serving.settings import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_HOST,
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_FEEDBACK_COST,
     DEFAULT_MAX_QUERY_CHARS,
     DEFAULT_PORT,
     Settings,
@@ -45,6 +50,24 @@ def _fail(message: str) -> NoReturn:
     """Print ``serve.py: error: message`` on stderr and exit with status 2."""
     print(f"serve.py: error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(EXIT_USER_ERROR)
+
+
+#: The limits' flags: (flag, type, default, metavar, what a larger value or a slower client gets).
+_LIMITS: tuple[tuple[str, type, float, str, str], ...] = (
+    ("--max-body-bytes", int, DEFAULT_MAX_BODY_BYTES, "N", "largest request body in bytes; larger is answered 413"),
+    ("--max-query-chars", int, DEFAULT_MAX_QUERY_CHARS, "N", "longest query in characters; longer is answered 413"),
+    ("--max-batch", int, DEFAULT_MAX_BATCH, "N", "most queries in one /route/batch; more is answered 413"),
+    ("--max-feedback-cost", float, DEFAULT_MAX_FEEDBACK_COST, "USD", "largest cost /feedback accepts; more is 422"),
+    ("--header-timeout", float, DEFAULT_HEADER_TIMEOUT_S, "SECONDS", "time to send a request's headers; then 408"),
+    ("--body-timeout", float, DEFAULT_BODY_TIMEOUT_S, "SECONDS", "time to send a body after its headers; then 408"),
+    ("--max-connections", int, DEFAULT_MAX_CONNECTIONS, "N", "open connections per process; one more is 503"),
+)
+
+
+def _add_limits(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of the service's size, time and connection limits (docs/contracts.md §4.1, §4.9)."""
+    for flag, kind, default, metavar, meaning in _LIMITS:
+        parser.add_argument(flag, type=kind, default=default, metavar=metavar, help=f"{meaning} (default: %(default)s)")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -58,24 +81,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_PORT,
         help="TCP port; 0 picks a free one (default: %(default)s)",
     )
-    parser.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=DEFAULT_MAX_BODY_BYTES,
-        help="largest request body in bytes; larger is answered 413 (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-query-chars",
-        type=int,
-        default=DEFAULT_MAX_QUERY_CHARS,
-        help="longest query in characters; longer is answered 413 (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-batch",
-        type=int,
-        default=DEFAULT_MAX_BATCH,
-        help="most queries in one /route/batch; more is answered 413 (default: %(default)s)",
-    )
+    _add_limits(parser)
     parser.add_argument("--backends", type=Path, help="YAML file of OpenAI-compatible backends per model (proxy)")
     parser.add_argument("--decision-log", type=Path, help="JSONL file that decisions and feedback are appended to")
     parser.add_argument(

@@ -16,20 +16,21 @@ resume) and :meth:`Agent.parameters` (what decides, the candidate that keep-best
 
 **Construction.** Every kind takes ``(n_models, dimension, config, cost_weight)``: its section of
 the run configuration and the default cost weight; :mod:`agents.registry` maps ``agent.kind``
-to the class and its section.
+to the class and its section, and declares how each kind learns and what it reads.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
 
 from data.routing_log import RoutingLog
+from data.schema import DataError
 from envs.rewards import RewardConfig
 
 if TYPE_CHECKING:
@@ -37,28 +38,25 @@ if TYPE_CHECKING:
 
 #: A learner's state for a checkpoint: nested dicts whose leaves are arrays or JSON values.
 State = dict[str, Any]
-
-
-class Split(Protocol):
-    """A split of a full-information log and its (N, d) features (``training.inputs.FeaturizedSplit``)."""
-
-    @property
-    def log(self) -> RoutingLog: ...
-
-    @property
-    def features(self) -> np.ndarray: ...
+#: How a learner learns: one pass over a log (``fit``), or by interacting with an environment (``online``).
+Learning = Literal["fit", "online"]
 
 
 @dataclass(frozen=True)
-class Table:
-    """A :class:`Split` made of bare outcome tables: models and queries named by position."""
+class FeaturizedSplit:
+    """A split of a log and its (N, d) features: what a learner learns from and is validated on.
+
+    Full information: every cell of ``log.quality`` and ``log.cost`` is known. A bandit-feedback
+    split reaches a learner as the table of estimated outcomes that training made of it
+    (``training.run``, :func:`envs.estimators.counterfactual_log`), every cell an estimate.
+    """
 
     log: RoutingLog
     features: np.ndarray
 
     @classmethod
-    def of(cls, features: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> Table:
-        """(N, d) features with (N, K) quality and cost."""
+    def of(cls, features: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> FeaturizedSplit:
+        """(N, d) features with (N, K) quality and cost: models and queries named by position."""
         n, k = np.shape(quality)
         log = RoutingLog(
             models=tuple(str(arm) for arm in range(k)),
@@ -69,6 +67,21 @@ class Table:
         )
         return cls(log, np.asarray(features))
 
+    def outcome_table(self) -> RoutingLog:
+        """The log as an environment learns from it: every cell an outcome the environment can return.
+
+        A full-information split as it is. An estimated bandit-feedback table (every cell finite)
+        without its logged actions and propensities: the environment then serves its cells as
+        full information, so online learning learns from the same table as ``fit``, the one
+        ``env.feedback`` made. A bandit log that was not estimated (unknown cells) is an error.
+        """
+        log = self.log
+        if log.feedback == "full":
+            return log
+        if not (np.isfinite(log.quality).all() and np.isfinite(log.cost).all()):
+            raise DataError("a bandit-feedback split must be estimated into a full table before learning online")
+        return replace(log, feedback="full", action=None, propensity=None)
+
 
 @dataclass(frozen=True)
 class TrainingTask:
@@ -77,13 +90,15 @@ class TrainingTask:
     ``learning`` is ``fit`` (one pass over ``train``) or ``online`` (interaction with a routing
     environment over ``train`` for ``online_steps`` episodes, rewarded by ``reward``); PPO always
     interacts, for its own ``total_steps``. ``validation`` (None when the split is empty) is what
-    keep-best and early stopping score on, through :meth:`Agent.validation_rule`.
+    keep-best and early stopping score on, through :meth:`Agent.validation_rule`. Which ways of
+    learning and which reward options each kind reads is declared in :mod:`agents.registry`,
+    which refuses the others before training.
     """
 
-    train: Split
-    validation: Split | None = None
+    train: FeaturizedSplit
+    validation: FeaturizedSplit | None = None
     reward: RewardConfig = field(default_factory=RewardConfig)
-    learning: Literal["fit", "online"] = "fit"
+    learning: Learning = "fit"
     online_steps: int = 0
     seed: int = 0
     progress: bool = False
@@ -155,7 +170,7 @@ class Agent(ABC):
         """A default cost weight learned in training (λ̄ of a budget); None: the configured one."""
         return None
 
-    def validation_rule(self, validation: Split | None) -> ValidationRule:
+    def validation_rule(self, validation: FeaturizedSplit | None) -> ValidationRule:
         """How keep-best scores this learner on ``validation``: by default, the newest state is the best."""
         return ValidationRule()
 

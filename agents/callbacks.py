@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agents.base import Agent, Split, State, ValidationRule
+from agents.base import Agent, FeaturizedSplit, State, ValidationRule
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class KeepBest(Callback):
     newest state is the best. ``best_step`` is the step the restored state comes from.
     """
 
-    def __init__(self, validation: Split | None, every: int) -> None:
+    def __init__(self, validation: FeaturizedSplit | None, every: int) -> None:
         if every < 1:
             raise ValueError(f"evaluation interval must be >= 1, got {every}")
         super().__init__()

@@ -39,7 +39,7 @@ from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from tqdm import trange
 
-from agents.base import Agent, Split, State, TrainingTask, ValidationRule
+from agents.base import Agent, FeaturizedSplit, State, TrainingTask, ValidationRule
 from agents.callbacks import Callback, CallbackList, Outcomes
 from agents.linucb_statistics import LinUCBStatistics
 from data.schema import DataError
@@ -148,7 +148,7 @@ class LinUCB(Agent):
         self.target_quality += statistics.target_quality
         self.target_cost += statistics.target_cost
         self.observations += statistics.observations
-        self.steps_done += len(x)
+        self.steps_done += int(statistics.rows)
         self._solve()
         return self
 
@@ -169,16 +169,18 @@ class LinUCB(Agent):
     def train(self, task: TrainingTask, callbacks: Sequence[Callback] = ()) -> LinUCB:
         """``fit`` on the training split, or ``learn`` online in a :class:`RoutingEnv` over it.
 
-        Online, the environment rewards by ``task.reward`` for ``task.online_steps`` episodes in
-        all; a learner restored by :meth:`load_state_dict` plays only the remaining ones, from the
-        saved generator and budget multiplier, so its run continues exactly the uninterrupted one.
+        Online, the environment serves the split's outcome table (on bandit feedback, the table
+        estimated from it: :meth:`~agents.base.FeaturizedSplit.outcome_table`) and rewards by
+        ``task.reward`` for ``task.online_steps`` episodes in all; a learner restored by
+        :meth:`load_state_dict` plays only the remaining ones, from the saved generator and budget
+        multiplier, so its run continues exactly the uninterrupted one.
         """
         train = task.train
         if task.learning == "fit":
             if task.reward.budget is not None:
                 raise DataError("a budget reward needs agent.learning=online (the multiplier is learned online)")
             return self.fit(train.features, train.log.quality, train.log.cost)
-        env = RoutingEnv(train.log, train.features, task.reward)
+        env = RoutingEnv(train.outcome_table(), train.features, task.reward)
         seed: int | None = task.seed
         if self._restored_env is not None:
             env.reset(seed=task.seed)  # builds the task; then the saved generator and multiplier replace it
@@ -254,7 +256,7 @@ class LinUCB(Agent):
         """The environment's default weight after online learning (λ̄ under a budget); None after ``fit``."""
         return None if self.env is None else self.env.default_cost_weight
 
-    def validation_rule(self, validation: Split | None) -> ValidationRule:
+    def validation_rule(self, validation: FeaturizedSplit | None) -> ValidationRule:
         """The mean validation reward of the greedy policy at the default weight, at every checkpoint."""
         if validation is None:
             return ValidationRule()
@@ -273,9 +275,10 @@ class LinUCB(Agent):
         return {name: getattr(self, name).copy() for name in PARAMETERS}
 
     def load_parameters(self, parameters: State) -> None:
-        """Restore :meth:`parameters` (shapes must match this agent's)."""
+        """Restore :meth:`parameters`; other shapes than this agent's (models, features) are a :class:`DataError`."""
         if parameters["gram"].shape != self.gram.shape:
-            raise ValueError(f"checkpoint has Gram matrices {parameters['gram'].shape}, agent {self.gram.shape}")
+            raise DataError(f"the checkpoint has Gram matrices of shape {parameters['gram'].shape} "
+                            f"(models, features, features), this run {self.gram.shape}")
         self.gram = np.array(parameters["gram"], dtype=np.float64)
         self.target_quality = np.array(parameters["target_quality"], dtype=np.float64)
         self.target_cost = np.array(parameters["target_cost"], dtype=np.float64)
@@ -318,12 +321,16 @@ class LinUCB(Agent):
 def linucb_from_statistics(
     statistics: LinUCBStatistics, config: LinUCBConfig | None = None, cost_weight: float = 0.0
 ) -> LinUCB:
-    """A LinUCB agent solved from summed statistics: A_k = λI + Σ x xᵀ, θ = A⁻¹ b (as :meth:`LinUCB.fit`)."""
+    """A LinUCB agent solved from summed statistics: A_k = λI + Σ x xᵀ, θ = A⁻¹ b (as :meth:`LinUCB.fit`).
+
+    Its ``steps_done`` is the rows the statistics sum over, as after :meth:`LinUCB.fit` on them.
+    """
     n_models, dimension = statistics.target_quality.shape
     agent = LinUCB(n_models, dimension, config, cost_weight)
     agent.gram = agent.gram + statistics.gram  # λI + Σ x xᵀ
     agent.target_quality = statistics.target_quality.copy()
     agent.target_cost = statistics.target_cost.copy()
     agent.observations = statistics.observations.copy()
+    agent.steps_done = int(statistics.rows)
     agent._solve()
     return agent

@@ -46,14 +46,16 @@ class LinUCBStatistics:
     Per arm k, in float64 and *without* the ridge λI: ``gram`` Σ x xᵀ (K, d, d), ``target_quality``
     Σ x · quality and ``target_cost`` Σ x · cost (K, d), ``observations`` (K,), and the plain sums
     ``sum_quality`` and ``sum_cost`` (K,) that the training means need (baselines, the frontier's
-    cost-weight grid). Statistics are sums, so those of the blocks of a distributed dataset, added
-    in any order, equal those of the whole data up to floating-point reassociation, and
+    cost-weight grid); ``rows`` (0-d) counts the rows of the log they sum over: what a learner
+    solved from them has learned from (its ``steps_done``). Statistics are sums, so those of the
+    blocks of a distributed dataset, added in any order, equal those of the whole data up to
+    floating-point reassociation, and
     :func:`~agents.linucb.linucb_from_statistics` then yields what :meth:`~agents.linucb.LinUCB.fit`
     (full information) or :meth:`~agents.linucb.LinUCB.partial_fit` with ``actions`` (bandit
     feedback) yields on all of it.
     """
 
-    __slots__ = ("gram", "observations", "sum_cost", "sum_quality", "target_cost", "target_quality")
+    __slots__ = ("gram", "observations", "rows", "sum_cost", "sum_quality", "target_cost", "target_quality")
 
     def __init__(
         self,
@@ -63,6 +65,7 @@ class LinUCBStatistics:
         observations: np.ndarray,
         sum_quality: np.ndarray,
         sum_cost: np.ndarray,
+        rows: np.ndarray,
     ) -> None:
         k, d = target_quality.shape
         shapes = {
@@ -71,6 +74,7 @@ class LinUCBStatistics:
             "observations": (observations.shape, (k,)),
             "sum_quality": (sum_quality.shape, (k,)),
             "sum_cost": (sum_cost.shape, (k,)),
+            "rows": (np.shape(rows), ()),
         }
         for name, (shape, expected) in shapes.items():
             if shape != expected:
@@ -81,12 +85,15 @@ class LinUCBStatistics:
         self.observations = np.asarray(observations, dtype=np.int64)
         self.sum_quality = np.asarray(sum_quality, dtype=np.float64)
         self.sum_cost = np.asarray(sum_cost, dtype=np.float64)
+        self.rows = np.asarray(rows, dtype=np.int64)
 
     @classmethod
     def zeros(cls, n_models: int, dimension: int) -> LinUCBStatistics:
         """The statistics of no data (the identity of ``+``)."""
         k, d = n_models, dimension
-        return cls(np.zeros((k, d, d)), np.zeros((k, d)), np.zeros((k, d)), np.zeros(k), np.zeros(k), np.zeros(k))
+        return cls(
+            np.zeros((k, d, d)), np.zeros((k, d)), np.zeros((k, d)), np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(())
+        )
 
     @classmethod
     def of(
@@ -122,6 +129,7 @@ class LinUCBStatistics:
                 np.full(k, len(x), dtype=np.int64),
                 ones @ q,
                 ones @ c,
+                np.asarray(len(x)),
             )
         chosen_arm = np.asarray(actions, dtype=np.int64)
         if n_models is None:
@@ -129,6 +137,7 @@ class LinUCBStatistics:
         if chosen_arm.shape != (len(x),) or q.shape != chosen_arm.shape or c.shape != chosen_arm.shape:
             raise ValueError(f"bandit outcomes and actions must be (N,) with N = {len(x)}")
         statistics = cls.zeros(n_models, x.shape[1])
+        statistics.rows = np.asarray(len(x), dtype=np.int64)
         for arm in range(n_models):
             rows = np.flatnonzero(chosen_arm == arm)
             gram, cross = _moments(x[rows], (q[rows, None], c[rows, None]))
@@ -150,6 +159,7 @@ class LinUCBStatistics:
             self.observations + other.observations,
             self.sum_quality + other.sum_quality,
             self.sum_cost + other.sum_cost,
+            self.rows + other.rows,
         )
 
     def mean_quality(self) -> np.ndarray:

@@ -89,9 +89,10 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agents.base import Agent, Split, State, Table, TrainingTask, ValidationRule
+from agents.base import Agent, FeaturizedSplit, State, TrainingTask, ValidationRule
 from agents.callbacks import Callback, CallbackList, Outcomes
 from agents.ppo_envs import CounterfactualReward, MultiplierObservation, StandardisedObservation
+from data.schema import DataError
 from envs.rewards import BudgetConfig, CostMultiplier, PreferenceConfig, RewardConfig
 from envs.vec_env import RoutingVecEnv
 from policies.heads import MlpLogitHead
@@ -243,7 +244,7 @@ class PPORouter(Agent):
         return np.where(constant, 0.0, observations), np.where(constant, 1.0, spread)
 
     def _environment(self, quality: np.ndarray, cost: np.ndarray, features: np.ndarray) -> ObservedEnv:
-        log = Table.of(features, quality, cost).log
+        log = FeaturizedSplit.of(features, quality, cost).log
         if self.budget is None:
             reward = RewardConfig(preference=self.config.preference)
         else:  # the initial λ is the configured cost weight (clamped into the trained range)
@@ -279,7 +280,7 @@ class PPORouter(Agent):
 
     def fit(self, features: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> PPORouter:
         """:meth:`train` on a full-information table, without validation or callbacks."""
-        return self.train(TrainingTask(Table.of(features, quality, cost)))
+        return self.train(TrainingTask(FeaturizedSplit.of(features, quality, cost)))
 
     def train(self, task: TrainingTask, callbacks: Sequence[Callback] = ()) -> PPORouter:
         """Train on the task's full-information training split until ``total_steps`` or a callback stops it.
@@ -296,7 +297,8 @@ class PPORouter(Agent):
         if np.shape(quality) != (len(x), self.n_models) or np.shape(cost) != np.shape(quality):
             raise ValueError(f"full-information quality and cost must be (N, {self.n_models})")
         if self.model is not None and task.reward.budget != self.budget:
-            raise ValueError("the checkpoint was written with another budget")
+            raise DataError(f"cannot resume: the checkpoint was written with reward.budget "
+                            f"{_plain(_budget(self.budget))}, this run has {_plain(_budget(task.reward.budget))}")
         self.budget = task.reward.budget
         env = self._environment(quality, cost, x)
         if self.model is None:
@@ -321,7 +323,7 @@ class PPORouter(Agent):
         hooks.on_training_end(self)
         return self
 
-    def validation_rule(self, validation: Split | None) -> ValidationRule:
+    def validation_rule(self, validation: FeaturizedSplit | None) -> ValidationRule:
         """(c): the oracle gap closed over the validation sweep, every ``eval_every`` steps, with ``patience``.
 
         None under a budget: λ moves while training, so the last parameters are kept.
@@ -381,14 +383,16 @@ class PPORouter(Agent):
             "observation_mean": self._mean.copy(),
             "observation_scale": self._scale.copy(),
             "config": asdict(self.config),
-            "budget": None if self.budget is None else asdict(self.budget),
+            "budget": _budget(self.budget),
             "multiplier": None if self.multiplier is None else self.multiplier.state_dict(),
         }
 
     def load_state_dict(self, state: State) -> None:
-        """Continue from :meth:`state_dict` (the same configuration required)."""
-        if _plain(state["config"]) != _plain(asdict(self.config)):
-            raise ValueError("the checkpoint was written with another PPOConfig")
+        """Continue from :meth:`state_dict`; other ``agent.ppo`` settings are a :class:`DataError` naming them."""
+        saved, current = _plain(state["config"]), _plain(asdict(self.config))
+        changed = [f"{key} {saved.get(key)!r} → {value!r}" for key, value in current.items() if saved.get(key) != value]
+        if changed:
+            raise DataError(f"the checkpoint was written with other agent.ppo settings: {', '.join(changed)}")
         self.model = PPO.load(io.BytesIO(np.asarray(state["model"]).tobytes()), device=self.config.device)
         self.steps_done, self.stopped_early = int(state["steps_done"]), bool(state["stopped_early"])
         self._mean = np.asarray(state["observation_mean"], dtype=np.float64)
@@ -455,6 +459,11 @@ class PPORouter(Agent):
     def head(self) -> torch.nn.Module:
         """:class:`~policies.heads.MlpLogitHead` of the exported parameters."""
         return self._fitted()[1]
+
+
+def _budget(budget: BudgetConfig | None) -> dict[str, Any] | None:
+    """A budget's settings as a dict (None without a budget), for the checkpoint and its messages."""
+    return None if budget is None else asdict(budget)
 
 
 def _plain(value: Any) -> Any:

@@ -33,7 +33,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from data.featurizer import TextFeaturizer
 from data.loading import load_log
-from evaluation.evaluate import single_model_range, sweep_weights
+from evaluation.evaluate import sweep_weights
+from evaluation.sweep import AIQRange
 from training.compare import Featurizer, cross_validated_sweeps
 from training.config import RunConfig, load_config
 
@@ -100,7 +101,7 @@ def main() -> int:
     config = load_config(args.config, ["evaluation.bootstrap=0"])
     log = load_log(config.data.path, progress=False).log
     weights = sweep_weights(log, config.evaluation)
-    cost_range = single_model_range(log)
+    aiq_range = AIQRange.of(log)
     kinds = args.agents.split(",")
     makers: dict[str, Callable[[RunConfig], Featurizer]] = {
         "routerl (word tf-idf + LSA 16 + length)": lambda config: TextFeaturizer(config.featurizer),
@@ -111,7 +112,7 @@ def main() -> int:
     for name, make in makers.items():
         start = time.perf_counter()
         sweeps = cross_validated_sweeps(log, config, kinds, args.folds, weights, make)
-        aiq = " | ".join(f"{sweeps[kind].frontier().aiq(cost_range):.4f}" for kind in kinds)
+        aiq = " | ".join(f"{aiq_range.aiq(sweeps[kind].frontier()):.4f}" for kind in kinds)
         print(f"| {name} | {aiq} | {time.perf_counter() - start:.0f} |", flush=True)
     return 0
 

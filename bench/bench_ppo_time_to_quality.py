@@ -35,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agents.base import Table, TrainingTask  # noqa: E402
+from agents.base import FeaturizedSplit, TrainingTask  # noqa: E402
 from agents.callbacks import Callback  # noqa: E402
 from agents.linucb import LinUCB  # noqa: E402
 from agents.ppo import PPORouter  # noqa: E402
@@ -93,7 +93,7 @@ def time_to_quality(name: str, log: RoutingLog, config: RunConfig, share: float,
             if reached is None and reward >= share * reference:
                 reached = point
 
-    agent.train(TrainingTask(Table(train, x)), [Curve()])
+    agent.train(TrainingTask(FeaturizedSplit(train, x)), [Curve()])
     total = time.perf_counter() - started - scoring
     rewards = [point["validation_reward"] for point in curve]
     return {

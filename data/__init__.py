@@ -20,5 +20,6 @@ may use it. Modules:
 - :mod:`data.featurizer` -- the training-side text featurizer (tf-idf, LSA projection, length, bias).
 - :mod:`data.summary` -- ``python -m data summary``: what is in a log, what loading would reject.
 - :mod:`data.synth` -- synthetic logs with known ground truth (``python -m data synth``).
+- :mod:`data.fetch` -- ``python -m data fetch``: public datasets (RouterBench) downloaded, sha256-verified.
 - :mod:`data.__main__` -- ``python -m data SUBCOMMAND``.
 """

@@ -1,4 +1,4 @@
-"""``python -m data SUBCOMMAND``: tools around routing logs (summary of a log, synthetic data)."""
+"""``python -m data SUBCOMMAND``: tools around routing logs (summary of a log, synthetic data, public datasets)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 
 def main(argv: list[str] | None = None) -> int:
     """Dispatch to a subcommand; returns its exit status."""
-    from data import summary, synth
+    from data import fetch, summary, synth
 
     parser = argparse.ArgumentParser(prog="python -m data", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("summary", help="what is in a log, and what loading it would reject")
     summary.add_arguments(p)
     p.set_defaults(run=summary.main)
+    p = sub.add_parser("fetch", help="download a public dataset (RouterBench) into data/external/, sha256-verified")
+    fetch.add_arguments(p)
+    p.set_defaults(run=fetch.main)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

@@ -8,10 +8,11 @@ its rows at once.
 
 There is still one definition of validity: this module only recognises blocks in which **every
 row is valid** by :func:`data.validation.validate`, checking the rules of :mod:`data.rules` on
-whole columns (the same :class:`data.rules.ValueRule` predicates and blank-text rule), and
-deliberately conservatively. Anything else — a bad value, an unusual type
-(an integer ``query_id``, a boolean quality, a cost to compute from tokens, an embedding), a line
-pyarrow cannot parse, a block that breaks a cross-row rule — is handed back as a
+whole columns (the same :class:`data.rules.ValueRule` predicates, blank-text rule and
+:class:`data.rules.Limits`), and deliberately conservatively. Anything else — a bad value, an
+unusual type (an integer ``query_id``, a boolean quality, a cost to compute from tokens, an
+embedding, numeric text under ``--strict``), a line pyarrow cannot parse, a CSV record with an
+unterminated quote, a block that breaks a cross-row rule — is handed back as a
 :class:`Fallback` span of positions, which :func:`data.loading.load_log` reads with the per-row
 path. Rejections, their reasons, details, positions and contents therefore all come from the
 per-row path, and the accepted log is the same whichever path read a row
@@ -29,9 +30,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from data.decision_log import is_decision_log
 from data.log_builder import NO_TIME, OPTIONAL_COLUMNS
-from data.reading import check_file, csv_layout, parse_prompt, require_columns
-from data.rules import VALUE_RULES, Invalid, all_non_blank
+from data.reading import check_file, csv_layout, first_unterminated_quote, parse_prompt, require_columns
+from data.rules import DEFAULT_LIMITS, VALUE_RULES, Invalid, Limits, all_non_blank, within_max_cost
 from data.schema import ROUTERBENCH_COST_SUFFIX
 from data.validation import milliseconds, parse_timestamp
 
@@ -75,6 +77,10 @@ class Block:
         """Number of outcome rows R."""
         return len(self.positions)
 
+    def fallback(self) -> Fallback:
+        """The block's rows as a span for the per-row path (a block the caller cannot take)."""
+        return Fallback(int(self.positions[0]), int(self.positions[-1]))
+
 
 @dataclass(frozen=True)
 class Fallback:
@@ -87,19 +93,28 @@ class Fallback:
 Part = Block | Fallback
 
 
-def read_blocks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Part]:
+def read_blocks(path: Path, chunk_bytes: int = CHUNK_BYTES, limits: Limits = DEFAULT_LIMITS) -> Iterator[Part]:
     """The blocks of one log file, in file order; a pickle is left to the per-row path whole.
 
-    Raises the per-row path's :class:`data.schema.DataError` for file-level problems.
+    ``limits``: those of the file (:meth:`data.rules.Limits.of`); a block with a cost above
+    ``limits.max_cost`` goes to the per-row path. Raises the per-row path's
+    :class:`data.schema.DataError` for file-level problems.
     """
     check_file(path)
+    for part in _parts(path, chunk_bytes, limits.text_numbers):
+        if isinstance(part, Block) and not within_max_cost(part.cost, limits.max_cost).all():
+            part = part.fallback()
+        yield part
+
+
+def _parts(path: Path, chunk_bytes: int, text_numbers: bool) -> Iterator[Part]:
     suffix = path.suffix.lower()
-    if suffix == ".jsonl":
+    if suffix == ".jsonl":  # pyarrow types a JSON number written as text as text: its block falls back
         yield from _jsonl_blocks(path, chunk_bytes)
     elif suffix == ".csv":
         yield from _csv_blocks(path, chunk_bytes)
     elif suffix == ".parquet":
-        yield from _parquet_blocks(path, max(chunk_bytes // 512, 1))
+        yield from _parquet_blocks(path, max(chunk_bytes // 512, 1), text_numbers)
     else:
         yield Fallback(1, None)
 
@@ -109,6 +124,9 @@ def read_blocks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Part]:
 
 def _jsonl_blocks(path: Path, chunk_bytes: int) -> Iterator[Part]:
     """Whole lines, ``chunk_bytes`` at a time; a decision log goes to the per-row path whole."""
+    if is_decision_log(path):
+        yield Fallback(1, None)  # a decision log (data.decision_log) is joined row by row
+        return
     name = str(path)
     with open(path, "rb") as handle:
         line, tail = 1, b""
@@ -122,9 +140,6 @@ def _jsonl_blocks(path: Path, chunk_bytes: int) -> Iterator[Part]:
                 tail = buffer
                 continue
             piece, tail = buffer[:cut], buffer[cut:]
-            if line == 1 and b"policy_version" in piece.split(b"\n", 1)[0]:
-                yield Fallback(1, None)  # a decision log (data.decision_log) is joined row by row
-                return
             lines = piece.count(b"\n") + (not piece.endswith(b"\n"))
             yield _jsonl_block(name, piece, line, lines) or Fallback(line, line + lines - 1)
             line += lines
@@ -173,7 +188,12 @@ def _one_object_per_line(piece: bytes) -> bool:
 
 
 def _csv_blocks(path: Path, chunk_bytes: int) -> Iterator[Part]:
-    """CSV in pyarrow blocks, every column as text (as the csv module gives it)."""
+    """CSV in pyarrow blocks, every column as text (as the csv module gives it).
+
+    A block whose values hold a line break (a record over several lines) is taken only before
+    the file's first record with an unterminated quote, which the per-row reader finds: pyarrow
+    reads that record as leniently as :mod:`csv` does, swallowing the lines after it.
+    """
     import pyarrow.csv as pv
 
     header, wide_models = csv_layout(path)
@@ -195,7 +215,13 @@ def _csv_blocks(path: Path, chunk_bytes: int) -> Iterator[Part]:
         if reader.schema.names != header:
             yield Fallback(1, None)
             return
+        looked, torn = False, None  # the data row of the first unterminated quote, once looked for
         for batch in reader:
+            if not looked and _has_line_breaks(batch):
+                looked, torn = True, first_unterminated_quote(path)
+            if torn is not None and torn <= row + batch.num_rows:
+                yield Fallback(row + 1, None)
+                return
             positions = np.arange(row + 1, row + 1 + batch.num_rows, dtype=np.int64)
             columns = {column: _blank_is_null(batch.column(column)) for column in header}
             block = (
@@ -209,13 +235,30 @@ def _csv_blocks(path: Path, chunk_bytes: int) -> Iterator[Part]:
         yield Fallback(row + 1, None)
 
 
+def _has_line_breaks(batch: Any) -> bool:
+    """Whether a value of a batch of text columns may hold a line break (CR or LF).
+
+    Searches each column's character buffer at once (``bytes`` search is memchr, some 30× faster
+    than a pyarrow kernel over the values); a buffer may hold bytes of values outside the batch,
+    which can only make the answer a cautious True.
+    """
+    for column in batch.columns:
+        characters = column.buffers()[2]
+        if characters is not None:
+            text = characters.to_pybytes()
+            if b"\n" in text or b"\r" in text:
+                return True
+    return False
+
+
 def _blank_is_null(column: Any) -> Any:
     """A CSV column with empty cells as nulls (the per-row reader reads an empty cell as absent)."""
     return pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
 
 
-def _parquet_blocks(path: Path, rows: int) -> Iterator[Part]:
-    """Parquet record batches of ``rows`` rows."""
+def _parquet_blocks(path: Path, rows: int, text_numbers: bool) -> Iterator[Part]:
+    """Parquet record batches of ``rows`` rows; a file with a numeric field of text goes per row
+    unless ``text_numbers`` (under ``--strict`` its every value is rejected)."""
     import pyarrow.parquet as pq
 
     try:
@@ -223,7 +266,11 @@ def _parquet_blocks(path: Path, rows: int) -> Iterator[Part]:
     except Exception:  # a corrupt file: the per-row path raises its DataError
         yield Fallback(1, None)
         return
-    require_columns(path, parquet.schema_arrow.names)
+    schema = parquet.schema_arrow
+    require_columns(path, schema.names)
+    if not text_numbers and any(_is_text_type(schema.field(name).type) for name in _NUMBERS if name in schema.names):
+        yield Fallback(1, None)
+        return
     name, row = str(path), 0
     try:
         for batch in parquet.iter_batches(batch_size=rows):
@@ -332,7 +379,11 @@ def _text(column: Any) -> Any:
 
 
 def _is_text(column: Any) -> bool:
-    return bool(pa.types.is_string(column.type) or pa.types.is_large_string(column.type))
+    return _is_text_type(column.type)
+
+
+def _is_text_type(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
 
 
 def _parse_prompts(prompts: Any) -> Any:

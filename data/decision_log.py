@@ -4,8 +4,10 @@
 ``{query_id, query, model, propensity, cost_weight, policy_version, timestamp}`` (plus token
 counts when proxied), and ``POST /feedback`` appends ``{query_id, quality, cost}`` to the same
 file. A file whose first record carries ``policy_version`` (or is a feedback record) is read as
-such a log; the logs of several workers (``serve.py --workers``: a feedback may be appended by
-another worker than its decision) are joined together, as one log:
+such a log; its first record is the first line that parses as a JSON object, so that a torn first
+line (a crash mid-write) is one rejected line, not a log read as the wrong kind. The logs of
+several workers (``serve.py --workers``: a feedback may be appended by another worker than its
+decision) are joined together, as one log:
 
 * a decision with feedback becomes one canonical bandit-feedback row: its query, model and
   propensity, the feedback's quality, and the feedback's cost (else the decision's token counts,
@@ -22,13 +24,16 @@ messages are rules of :mod:`data.rules`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain
+from pathlib import Path
 
 from data import rules
-from data.reading import Item, ParsedRow, RowError
+from data.reading import Item, ParsedRow, RowError, read_file
 from data.rules import Rule
+
+DECISION_LOG_SUFFIX = ".jsonl"  # serve.py writes JSON lines
 
 DECISION_FIELDS = (
     "query_id",
@@ -59,24 +64,34 @@ def is_feedback(fields: dict) -> bool:
     return "query_id" in fields and "quality" in fields and "model" not in fields and "query" not in fields
 
 
-def starts_decision_log(first: Item | None) -> bool:
-    """Whether a file whose first item is ``first`` is a decision log (a decision or a feedback first).
+def starts_decision_log(items: Iterable[Item]) -> bool:
+    """Whether a file read as ``items`` is a decision log: its first record is a decision or a feedback.
 
-    With ``serve.py --workers`` a worker's log may start with feedback on another worker's decision.
+    The first record is the first item that parsed; lines before it that did not (a torn first
+    line) do not decide. With ``serve.py --workers`` a worker's log may start with feedback on
+    another worker's decision.
     """
-    return isinstance(first, ParsedRow) and (is_decision(first.fields) or is_feedback(first.fields))
+    first = next((item for item in items if isinstance(item, ParsedRow)), None)
+    return first is not None and (is_decision(first.fields) or is_feedback(first.fields))
+
+
+def is_decision_log(path: Path) -> bool:
+    """Whether the file at ``path`` is a service decision log (JSON lines; :func:`starts_decision_log`)."""
+    return path.suffix.lower() == DECISION_LOG_SUFFIX and starts_decision_log(read_file(path))
 
 
 def join_decisions(items: Iterator[Item]) -> Iterator[Item | Pending]:
-    """Pass a canonical log through unchanged; join a decision log into bandit-feedback rows."""
-    first = next(items, None)
-    if first is None:
-        return
-    if not starts_decision_log(first):
-        yield first
+    """Pass a canonical log through unchanged; join a decision log (:func:`starts_decision_log`) into feedback rows."""
+    head: list[Item] = []  # the items up to the first record that parsed
+    for item in items:
+        head.append(item)
+        if isinstance(item, ParsedRow):
+            break
+    if starts_decision_log(head):
+        yield from join_decision_records(chain(head, items))
+    else:
+        yield from head
         yield from items
-        return
-    yield from join_decision_records(chain([first], items))
 
 
 def join_decision_records(items: Iterator[Item]) -> Iterator[Item | Pending]:

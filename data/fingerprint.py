@@ -1,9 +1,20 @@
-"""The data fingerprint of docs/contracts.md §1: sha256 of the accepted rows in canonical form.
+"""The data fingerprint of docs/contracts.md §1.10: sha256 of the accepted outcomes in canonical form.
 
 Canonical form: one JSON line per accepted outcome, sorted by (query_id, model), each the array
 ``[query_id, query, model, quality, cost]``; floats are written as Python's ``repr`` (what
-:func:`json.dumps` does), text as UTF-8 without ASCII escaping, no spaces. Row order, file
-format and metadata columns therefore do not change it; any accepted value does.
+:func:`json.dumps` does), text as UTF-8 without ASCII escaping, no spaces.
+
+Covered, exactly: each accepted outcome's ``query_id``, ``query`` (the query's text, the same on
+all its accepted rows), ``model``, ``quality`` and ``cost`` — the cost as accepted, so for a row
+priced from ``prompt_tokens``/``completion_tokens`` the price table's result, not the token
+counts. A bandit-feedback log has one line per query, its logged outcome.
+
+Not covered, although accepted: ``propensity``, ``latency_ms``, ``embedding``, ``timestamp``,
+``expected_quality``, the token counts themselves, and every other column; nor row order, file
+format or the split. Two logs that differ only there share a fingerprint (for example, other
+timestamps give another ``--split time``, other latencies another ``reward.latency_weight``
+reward). Covering them would change the fingerprint of every existing log and of the policies
+and reports that record it, so the definition stays as it is.
 
 The definition is the per-line Python of :func:`canonical_lines`'s docstring; this module builds
 the same bytes with whole-column pyarrow/numpy operations (:func:`float_reprs` is ``repr`` for a

@@ -104,6 +104,17 @@ def is_temporary(name: str) -> bool:
     return name.startswith(".") and _TEMPORARY in name
 
 
+def remove_killed_writes(folder: Path) -> None:
+    """Delete the temporary files of :func:`replacing` that killed writes left directly in ``folder`` (if it exists).
+
+    They are routerl's and never read: the file each was to replace is still the previous version.
+    """
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            if is_temporary(entry.name):
+                entry.unlink()
+
+
 def read_marker(folder: Path) -> Marker | None:
     """The marker of ``folder``, or None if it has none (or one this version cannot read)."""
     try:
@@ -139,13 +150,14 @@ def claim_output(out: Path, kind: OutputKind, overwrite: bool, inputs: Inputs) -
 
     An existing non-empty ``out`` needs ``overwrite``, a marker of ``kind`` and nothing but
     routerl's entries (:func:`routerl_entries`); all of it is checked before anything is deleted,
-    and the marker goes last, so that a killed ``--overwrite`` can be repeated. ``out`` may not be
-    or hold any of ``inputs`` (:func:`refuse_inputs_inside`). Every refusal is a :class:`DataError`.
+    and the marker stays until the end (it is rewritten last), so that a killed ``--overwrite``
+    can be repeated. A folder holding only a marker counts as empty. ``out`` may not be or hold
+    any of ``inputs`` (:func:`refuse_inputs_inside`). Every refusal is a :class:`DataError`.
     """
     refuse_inputs_inside(out, inputs)
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(entry.name != MARKER for entry in out.iterdir()):
         if not overwrite:
             raise DataError(f"{out}: {kind.name} exists and is not empty ({kind.overwrite_hint})")
         marker = read_marker(out)

@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data.outputs import replacing
 from data.schema import RejectReason, StrictModeError
 
 
@@ -80,20 +82,27 @@ class Quarantine:
             }
         )
 
-    def write(self, path: Path) -> None:
-        """Write every rejection as one JSON line (an empty file when nothing was rejected).
+    def write(self, path: Path, written: Callable[[], object] | None = None) -> None:
+        """Write every rejection as one JSON line (an empty file when nothing was rejected), atomically.
 
         The file is strict JSON: a NaN or infinite number in a rejected row is written as the
-        string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``.
+        string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``. It goes through
+        :func:`data.outputs.replacing`, so a process killed meanwhile leaves the previous file or
+        the new one, whole. ``written``, if given, is called when the new file is complete and not
+        yet renamed into place: the caller's fault point (``data`` imports no layer above it, so
+        it cannot name one of :mod:`policies.faults` itself).
         """
-        with open(path, "w", encoding="utf-8") as out:
-            for rejection in self.rejections:
-                record = rejection.to_json()
-                try:
-                    line = json.dumps(record, ensure_ascii=False, default=str, allow_nan=False)
-                except ValueError:
-                    line = json.dumps(_finite(record), ensure_ascii=False, default=str, allow_nan=False)
-                out.write(line + "\n")
+        with replacing(path) as temporary:
+            with open(temporary, "w", encoding="utf-8") as out:
+                for rejection in self.rejections:
+                    record = rejection.to_json()
+                    try:
+                        line = json.dumps(record, ensure_ascii=False, default=str, allow_nan=False)
+                    except ValueError:
+                        line = json.dumps(_finite(record), ensure_ascii=False, default=str, allow_nan=False)
+                    out.write(line + "\n")
+            if written is not None:
+                written()
 
 
 def _finite(value: Any) -> Any:

@@ -2,9 +2,9 @@
 
 Each reader streams its file and yields, per outcome (one query × model), either a
 :class:`ParsedRow` (a dict of fields, not yet validated) or a :class:`RowError` for a line that
-could not be parsed at all (invalid UTF-8, malformed JSON, a truncated last line), by a rule of
-:mod:`data.rules`. Validation of values happens in :mod:`data.validation`; cross-row rules in
-:mod:`data.log_builder`.
+could not be parsed at all (invalid UTF-8, malformed JSON, a truncated last line, an unterminated
+CSV quote), by a rule of :mod:`data.rules`. Validation of values happens in
+:mod:`data.validation`; cross-row rules in :mod:`data.log_builder`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TextIO
 
 from data import rules
 from data.rules import Rule
@@ -43,19 +43,24 @@ class ParsedRow(NamedTuple):
 
 @dataclass(frozen=True)
 class RowError:
-    """A line that could not be parsed into fields; rejected with ``reason``."""
+    """A line that could not be parsed into fields; rejected by ``rule`` with ``detail``."""
 
     file: str
     position: int
     locator: str
-    reason: RejectReason
+    rule: Rule
     detail: str
     raw: str
+
+    @property
+    def reason(self) -> RejectReason:
+        """The rejection reason (of :attr:`rule`)."""
+        return self.rule.reason
 
     @classmethod
     def by(cls, rule: Rule, file: str, position: int, locator: str, raw: str, **values: object) -> RowError:
         """The line rejected by ``rule`` (one of :mod:`data.rules`), its message filled with ``values``."""
-        return cls(file, position, locator, rule.reason, rule.detail(**values), raw)
+        return cls(file, position, locator, rule, rule.detail(**values), raw)
 
 
 Item = ParsedRow | RowError
@@ -145,12 +150,13 @@ def _read_csv(path: Path) -> Iterator[Item]:
     """CSV: the RouterBench wide format when a ``X|total_cost`` column exists, else long format."""
     name = str(path)
     with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
-        reader = csv.reader(handle)
-        header, wide_models = _csv_layout(path, reader)
+        lines = _Lines(handle)
+        reader = csv.reader(lines)
+        header, wide_models = _csv_layout(path, reader, lines)
         if wide_models:
-            rows = _wide_rows(name, header, wide_models, _csv_records(name, reader))
+            rows = _wide_rows(name, header, wide_models, _csv_records(name, reader, lines))
         else:
-            rows = _long_rows(name, header, _csv_records(name, reader))
+            rows = _long_rows(name, header, _csv_records(name, reader, lines))
         yield from rows
 
 
@@ -160,10 +166,27 @@ def csv_layout(path: Path) -> tuple[list[str], list[str]]:
     Raises :class:`DataError` for an empty file, a header that is not CSV, or missing columns.
     """
     with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
-        return _csv_layout(path, csv.reader(handle))
+        lines = _Lines(handle)
+        return _csv_layout(path, csv.reader(lines), lines)
 
 
-def _csv_layout(path: Path, reader: Any) -> tuple[list[str], list[str]]:
+def first_unterminated_quote(path: Path) -> int | None:
+    """The data row of a CSV log's first record with an unterminated quote (None: it has none).
+
+    The columnar reader asks, for a block whose values hold line breaks: pyarrow reads such a
+    record as leniently as :mod:`csv` does, so only the per-row reader's rule can tell.
+    """
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        lines = _Lines(handle)
+        reader = csv.reader(lines)
+        _csv_layout(path, reader, lines)
+        for row, record in _csv_records(str(path), reader, lines):
+            if isinstance(record, RowError) and record.rule is rules.UNTERMINATED_QUOTE:
+                return row
+    return None
+
+
+def _csv_layout(path: Path, reader: Any, lines: _Lines) -> tuple[list[str], list[str]]:
     csv.field_size_limit(sys.maxsize)
     try:
         header: list[str] = next(reader)
@@ -171,7 +194,65 @@ def _csv_layout(path: Path, reader: Any) -> tuple[list[str], list[str]]:
         raise DataError(f"{path}: file is empty") from None
     except csv.Error as error:
         raise DataError(f"{path}: not a CSV file: {error}") from None
+    quote_error = _quote_error(lines.record)
+    if quote_error:
+        raise DataError(f'{path}: line 1: the header has an unterminated quote ("): {quote_error}')
     return header, _layout(path, header)
+
+
+class _Lines:
+    """The lines of a CSV file as :func:`csv.reader` reads them, with the lines of the record read last.
+
+    Why: a quote that is never closed makes the lenient :mod:`csv` reader take every line up to
+    the next quote (or the end) as one field; to reject only the line that opened it, the reader
+    must know the lines a record took and read the later ones again (:func:`_quote_error`).
+    """
+
+    __slots__ = ("_again", "_handle", "before", "record")
+
+    def __init__(self, handle: TextIO) -> None:
+        self._handle = handle
+        self._again: list[str] = []  # lines to read again, the next one last
+        self.before = 0  # how many lines of the file come before the record being read
+        self.record: list[str] = []  # the lines of the record being read
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self._again.pop() if self._again else next(self._handle)
+        self.record.append(line)
+        return line
+
+    def next_record(self) -> None:
+        """Start a record after the last one."""
+        self.before += len(self.record)
+        self.record = []
+
+    def reject_first_line(self) -> tuple[int, str]:
+        """Give back every line of the record but its first, to be read again; that line's number and text."""
+        first, *later = self.record
+        self._again.extend(reversed(later))
+        self.record = [first]
+        return self.before + 1, first
+
+
+def _quote_error(lines: list[str]) -> str | None:
+    """Why a record read over several lines is not valid CSV (None when it is, or takes one line).
+
+    A record takes several lines only inside a quoted field. Valid, such a field is closed by a
+    quote followed by a comma or the line's end (RFC 4180), which :mod:`csv`'s strict mode
+    checks; an unterminated quote instead runs on to a quote that opens a later field, or to the
+    end of the file. A record of one line is left to the lenient reader, as it always was.
+    """
+    if len(lines) < 2:
+        return None
+    try:
+        for _ in csv.reader(lines, strict=True):
+            pass
+    except csv.Error as error:
+        return str(error)
+    return None
 
 
 def _layout(path: Path, header: list[str]) -> list[str]:
@@ -186,11 +267,16 @@ def _layout(path: Path, header: list[str]) -> list[str]:
     return wide_models
 
 
-def _csv_records(name: str, reader: Any) -> Iterator[tuple[int, list[str] | RowError]]:
-    """Data records of a CSV with their 1-based row number; undecodable rows become errors."""
+def _csv_records(name: str, reader: Any, lines: _Lines) -> Iterator[tuple[int, list[str] | RowError]]:
+    """Data records of a CSV with their 1-based row number; undecodable rows become errors.
+
+    A record over several lines that is not valid CSV (:func:`_quote_error`) is the line that
+    opened its quote: that line is one rejected row, and the lines after it are read again.
+    """
     row = 0
     while True:
         row += 1
+        lines.next_record()
         try:
             record = next(reader)
         except StopIteration:
@@ -201,11 +287,22 @@ def _csv_records(name: str, reader: Any) -> Iterator[tuple[int, list[str] | RowE
         if not record:
             row -= 1
             continue
+        quote_error = _quote_error(lines.record)
+        if quote_error:
+            number, text = lines.reject_first_line()
+            raw = _lossy_text(text.rstrip("\r\n"))
+            yield row, RowError.by(rules.UNTERMINATED_QUOTE, name, row, "row", raw, line=number, error=quote_error)
+            continue
         if any(_has_surrogates(value) for value in record):
-            raw = ",".join(v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for v in record)
+            raw = ",".join(_lossy_text(value) for value in record)
             yield row, RowError.by(rules.FIELD_NOT_UTF8, name, row, "row", raw)
             continue
         yield row, record
+
+
+def _lossy_text(value: str) -> str:
+    """CSV text as read with ``surrogateescape``, its bytes that are not UTF-8 as U+FFFD (a rejected row's content)."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _has_surrogates(value: str) -> bool:

@@ -7,8 +7,9 @@ tests: ``tests/test_data_columnar.py``, ``tests/test_blocks.py``, ``tests/test_r
 
 * **per row**: :func:`data.validation.validate` applies the row rules to one parsed row, and
   :class:`data.log_builder.LogBuilder` the cross-row rules, row by row in reading order;
-* **columnar**: :mod:`data.columnar` checks the same :class:`ValueRule` predicates and the same
-  blank-text rule on whole columns and takes a block only when every row passes;
+* **columnar**: :mod:`data.columnar` checks the same :class:`ValueRule` predicates, the same
+  blank-text rule and the same :class:`Limits` on whole columns and takes a block only when
+  every row passes;
   :meth:`data.log_builder.LogBuilder.add_block` takes it only when no cross-row rule fires
   (:func:`conflicting_texts`, :func:`first_outcomes`). Any other block is read per row, so every
   rejection of the columnar path is made by the per-row path;
@@ -24,18 +25,24 @@ Kinds of rule:
 * :class:`Rule`: a reason and its message, for a rule whose test is structural (a missing field,
   a blank text, a line that is not JSON, a repeated outcome). Blank text is :func:`is_blank`,
   and on a column :func:`all_non_blank`.
+* :class:`Limits`: what a run may set about the rules of one file: the largest cost a row may
+  have (``data.max_cost``, :func:`within_max_cost` on one float or a column) and whether a number
+  may be written as text (not in JSON lines and Parquet under ``--strict``:
+  :meth:`ValueRule.written_as_text`). Every path is given the same limits.
 
 Where a new rule goes: its :class:`Rule` or :class:`ValueRule` here, with a reason of the fixed
 set (a new reason is a new member of :class:`data.schema.RejectReason`, the documented set).
 A changed :class:`ValueRule` changes every path; a new one, for a new optional numeric field,
-joins :data:`OPTIONAL_VALUE_RULES` (and the field :class:`data.validation.Outcome`). A
-structural row rule is raised by :func:`data.validation.validate` where it reads the field; the
-columnar path must leave the rows it cannot check to the per-row path. A cross-row rule is
-applied by :meth:`data.log_builder.LogBuilder.add`, refused by ``add_block`` and applied by
-:func:`training.blocks.query_rules`. Every rule needs a bad row in ``test_data_validation.CASES``
-(or a parity test of its own): ``tests/test_blocks.py`` checks that the three paths reject it
-alike and that every rule here is met. The ``--ray`` path reads no embeddings, bandit feedback
-or decision logs, so it never meets the embedding-length, bandit or decision-log rules.
+joins :data:`OPTIONAL_VALUE_RULES` (and the field :class:`data.validation.Outcome`). A rule
+that a run may set reads its setting from :class:`Limits`, which each path gets per file
+(:meth:`Limits.of`). A structural row rule is raised by :func:`data.validation.validate` where
+it reads the field; the columnar path must leave the rows it cannot check to the per-row path.
+A cross-row rule is applied by :meth:`data.log_builder.LogBuilder.add`, refused by
+``add_block`` and applied by :func:`training.blocks.query_rules`. Every rule needs a bad row in
+``test_data_validation.CASES`` (or a parity test of its own): ``tests/test_blocks.py`` checks
+that the three paths reject it alike and that every rule here is met (the ones that only
+``--strict`` meets, by a test of their own). The ``--ray`` path reads no embeddings, bandit
+feedback or decision logs, so it never meets the embedding-length, bandit or decision-log rules.
 """
 
 from __future__ import annotations
@@ -43,12 +50,22 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
 
-from data.schema import RejectReason
+from data.schema import DataError, RejectReason
+
+#: The default of ``data.max_cost``, USD per call: far above what one LLM call costs (a long
+#: answer of the dearest model is a few USD), so that only an absurd value is rejected, such as
+#: 1e6 or 1e308, which would outweigh every real reward (or overflow) in training.
+MAX_COST = 100.0
+#: Files whose numbers are typed (JSON numbers, Parquet columns); in CSV and RouterBench pickles
+#: (read as text) every value is text by nature. Under ``--strict`` a typed file's number given
+#: as text (``"0.5"``) is rejected.
+TYPED_SUFFIXES = (".jsonl", ".parquet")
 
 
 class Invalid(Exception):
@@ -99,6 +116,13 @@ class ValueRule:
         """The rejection of a value that is neither a number nor a numeric text."""
         return Invalid(self.reason, f"{self.field}={value!r} is not a number")
 
+    def written_as_text(self, value: str) -> Invalid:
+        """The rejection of a number given as text where :attr:`Limits.text_numbers` is False."""
+        return Invalid(
+            self.reason,
+            f"{self.field}={value!r} is a number written as text (refused by --strict in JSON lines and Parquet)",
+        )
+
     def accepts_all(self, values: np.ndarray) -> bool:
         """Whether every value of a float64 column is valid (the columnar form of :meth:`check`)."""
         with np.errstate(invalid="ignore"):  # inf % 1 is NaN, which the predicate rejects
@@ -136,6 +160,39 @@ EXPECTED_QUALITY = ValueRule("expected_quality", RejectReason.BAD_QUALITY, "is o
 OPTIONAL_VALUE_RULES = (PROPENSITY, LATENCY, EXPECTED_QUALITY)
 #: Every numeric field's rule. Quality is required; a missing cost is priced from the tokens.
 VALUE_RULES = (QUALITY, COST, PROMPT_TOKENS, COMPLETION_TOKENS, *OPTIONAL_VALUE_RULES)
+#: A valid cost (given or priced) above :attr:`Limits.max_cost`.
+COST_ABOVE_MAX = Rule(RejectReason.BAD_COST, "cost={value!r} is above data.max_cost={limit!r} (USD per call)")
+
+
+def within_max_cost(cost: Any, limit: float) -> Any:
+    """The max-cost rule: ``cost <= limit``, on one float (per row) or a float64 column (elementwise)."""
+    return cost <= limit
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The settings of the rules for one file, the same on every reading path.
+
+    ``max_cost``: a cost above it is rejected (:data:`COST_ABOVE_MAX`); ``inf`` sets no bound.
+    ``text_numbers``: whether a number may be written as text (``"0.5"``); :meth:`of` makes it
+    False for a typed file under ``--strict``.
+    """
+
+    max_cost: float = MAX_COST
+    text_numbers: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.max_cost > 0:  # NaN too
+            raise DataError(f"max_cost must be a number > 0 (USD per call; inf: no bound), got {self.max_cost!r}")
+
+    @classmethod
+    def of(cls, file: Path, max_cost: float = MAX_COST, strict: bool = False) -> Limits:
+        """The limits of ``file`` in a run with ``data.max_cost`` and ``--strict`` as given."""
+        return cls(max_cost, text_numbers=not (strict and file.suffix.lower() in TYPED_SUFFIXES))
+
+
+#: The limits of a run that sets none: ``data.max_cost`` at its default, not ``--strict``.
+DEFAULT_LIMITS = Limits()
 
 # --------------------------------------------------------------------------- row rules: structure
 
@@ -178,6 +235,9 @@ MALFORMED_JSON = Rule(RejectReason.MALFORMED_LINE, "invalid JSON: {error}")
 TRUNCATED_JSON = Rule(RejectReason.TRUNCATED_LINE, "invalid JSON: {error}")
 NOT_AN_OBJECT = Rule(RejectReason.MALFORMED_LINE, "a line must be a JSON object")
 MALFORMED_CSV = Rule(RejectReason.MALFORMED_LINE, "bad CSV: {error}")
+#: A CSV record over several lines that is not valid CSV: its first line is rejected alone and
+#: the lines after it are read again (:func:`data.reading.first_unterminated_quote`).
+UNTERMINATED_QUOTE = Rule(RejectReason.MALFORMED_LINE, 'unterminated quote (") opened on line {line}: {error}')
 FIELD_COUNT = Rule(RejectReason.MALFORMED_LINE, "{fields} fields, header has {width}")
 FIELD_NOT_UTF8 = Rule(RejectReason.INVALID_UTF8, "field is not valid UTF-8")
 

@@ -23,7 +23,12 @@ SplitKind = Literal["hash", "time"]
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class SplitFractions:
-    """Shares of queries per split; they must be positive and sum to 1."""
+    """Shares of queries per split: >= 0, train and test > 0, summing to 1.
+
+    A test share of 0 is refused rather than taken to mean "no held-out evaluation": every
+    report's metrics are held out. A policy trained on every query is ``train.py --refit-all``'s,
+    after the held-out evaluation, and the report says so (docs/contracts.md §1.9).
+    """
 
     train: float = 0.6
     validation: float = 0.1
@@ -31,6 +36,13 @@ class SplitFractions:
 
     def __post_init__(self) -> None:
         shares = (self.train, self.validation, self.test)
+        if self.test == 0:
+            raise DataError(
+                f"split fractions {shares}: the test share (data.fractions.test) must be > 0, since the "
+                "report's metrics are measured on held-out test queries; to export a policy trained on all "
+                "the data, keep a test split and pass train.py --refit-all (it refits on every query after "
+                "the evaluation)"
+            )
         if min(shares) < 0 or self.train <= 0 or self.test <= 0 or abs(sum(shares) - 1.0) > 1e-9:
             raise DataError(f"split fractions must be >= 0 (train, test > 0) and sum to 1, got {shares}")
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from data.loading import LoadedLog, load_log
 from data.prices import PriceTable
+from data.rules import MAX_COST
 from data.schema import DataError
 
 
@@ -29,13 +30,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="read pandas pickles (they can run code: only for files you trust)",
     )
+    parser.add_argument(
+        "--max-cost",
+        type=float,
+        default=MAX_COST,
+        help=f"USD per call; a dearer row is rejected (default {MAX_COST:g})",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     """Print the summary of ``args.path``; a user error is one line on stderr and status 2."""
     try:
         prices = PriceTable.load_or_default(args.prices)
-        loaded = load_log(args.path, prices=prices, allow_pickle=args.allow_pickle)
+        loaded = load_log(args.path, prices=prices, allow_pickle=args.allow_pickle, max_cost=args.max_cost)
     except DataError as error:
         print(f"python -m data summary: error: {error}", file=sys.stderr)
         return 2

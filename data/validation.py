@@ -1,8 +1,8 @@
 """Row validation: one parsed outcome row in, a clean :class:`Outcome` or a rejection reason out.
 
-The rules themselves (reason, message, test) are defined in :mod:`data.rules`; this module
-applies them to one row, in the order that decides which problem a row with several is
-rejected for.
+The rules themselves (reason, message, test, and the limits a run sets) are defined in
+:mod:`data.rules`; this module applies them to one row, in the order that decides which problem
+a row with several is rejected for.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 from data import rules
 from data.prices import PriceTable
-from data.rules import ValueRule
+from data.rules import DEFAULT_LIMITS, Limits, ValueRule
 from data.schema import REQUIRED_COLUMNS
 
 
@@ -36,8 +36,8 @@ class Outcome(NamedTuple):
     timestamp: datetime | None
 
 
-def _number(value: Any, rule: ValueRule) -> float:
-    """A float from a JSON number, a numeric string (CSV) or a bool (0/1 correctness)."""
+def _number(value: Any, rule: ValueRule, text_numbers: bool) -> float:
+    """A float from a JSON number, a numeric string (CSV; JSON too unless not ``text_numbers``) or a bool (0/1)."""
     kind = type(value)
     if kind is float:  # the common case first: this runs several times per row
         return value
@@ -45,28 +45,31 @@ def _number(value: Any, rule: ValueRule) -> float:
         return float(value)
     if isinstance(value, str):
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
-            pass
+            raise rule.not_a_number(value) from None
+        if not text_numbers:
+            raise rule.written_as_text(value)
+        return number
     raise rule.not_a_number(value)
 
 
-def _optional_number(fields: dict[str, Any], rule: ValueRule) -> float | None:
+def _optional_number(fields: dict[str, Any], rule: ValueRule, text_numbers: bool) -> float | None:
     """The field of ``rule`` as a float, None when absent (not yet checked against the rule)."""
     value = fields.get(rule.field)
     if value is None or type(value) is float:  # the common cases without a further call
         return value
-    return _number(value, rule)
+    return _number(value, rule, text_numbers)
 
 
-def _checked(fields: dict[str, Any], rule: ValueRule) -> float | None:
+def _checked(fields: dict[str, Any], rule: ValueRule, text_numbers: bool) -> float | None:
     """An optional numeric field, checked by its rule."""
-    value = _optional_number(fields, rule)
+    value = _optional_number(fields, rule, text_numbers)
     return None if value is None else rule.check(value)
 
 
-def _tokens(fields: dict[str, Any], rule: ValueRule) -> int | None:
-    value = _checked(fields, rule)
+def _tokens(fields: dict[str, Any], rule: ValueRule, text_numbers: bool) -> int | None:
+    value = _checked(fields, rule, text_numbers)
     return None if value is None else int(value)
 
 
@@ -91,10 +94,10 @@ def _query(value: Any) -> str:
     return value
 
 
-def _quality(value: Any) -> float:
+def _quality(value: Any, text_numbers: bool) -> float:
     if value is None or (isinstance(value, str) and rules.is_blank(value)):
         raise rules.QUALITY_BLANK.invalid()
-    return rules.QUALITY.check(_number(value, rules.QUALITY))
+    return rules.QUALITY.check(_number(value, rules.QUALITY, text_numbers))
 
 
 def _priced_cost(model: str, prompt: int | None, completion: int | None, prices: PriceTable | None) -> float:
@@ -150,26 +153,33 @@ def milliseconds(stamp: datetime) -> int:
     return int(np.datetime64(stamp, "ms").astype(np.int64))
 
 
-def validate(fields: dict[str, Any], prices: PriceTable | None) -> Outcome:
+def validate(fields: dict[str, Any], prices: PriceTable | None, limits: Limits = DEFAULT_LIMITS) -> Outcome:
     """Check one outcome row against docs/contracts.md §1; raise :class:`data.rules.Invalid` with the first problem.
 
     ``cost`` may be absent when ``prompt_tokens`` and ``completion_tokens`` are given and
-    ``prices`` lists the model: cost = (prompt × input + completion × output) / 1e6 USD.
+    ``prices`` lists the model: cost = (prompt × input + completion × output) / 1e6 USD. Given
+    or priced, it must not exceed ``limits.max_cost``; ``limits`` are those of the row's file
+    (:meth:`data.rules.Limits.of`).
     """
     for column in REQUIRED_COLUMNS:
         if column not in fields:
             raise rules.MISSING_FIELD.invalid(field=column)
+    text_numbers = limits.text_numbers
     query_id = _identifier(fields, "query_id")
     model = _identifier(fields, "model")
     query = _query(fields["query"])
-    quality = _quality(fields["quality"])
-    cost = _optional_number(fields, rules.COST)
-    prompt_tokens = _tokens(fields, rules.PROMPT_TOKENS)
-    completion_tokens = _tokens(fields, rules.COMPLETION_TOKENS)
+    quality = _quality(fields["quality"], text_numbers)
+    cost = _optional_number(fields, rules.COST, text_numbers)
+    prompt_tokens = _tokens(fields, rules.PROMPT_TOKENS, text_numbers)
+    completion_tokens = _tokens(fields, rules.COMPLETION_TOKENS, text_numbers)
     if cost is None:
         cost = _priced_cost(model, prompt_tokens, completion_tokens, prices)
     cost = rules.COST.check(cost)
-    propensity, latency_ms, expected_quality = [_checked(fields, rule) for rule in rules.OPTIONAL_VALUE_RULES]
+    if not rules.within_max_cost(cost, limits.max_cost):
+        raise rules.COST_ABOVE_MAX.invalid(value=cost, limit=limits.max_cost)
+    propensity, latency_ms, expected_quality = [
+        _checked(fields, rule, text_numbers) for rule in rules.OPTIONAL_VALUE_RULES
+    ]
     embedding = _embedding(fields.get("embedding"))
     timestamp = _timestamp(fields.get("timestamp"))
     # Positional, in field order: built by keyword, a NamedTuple takes twice as long, once per row.

@@ -17,7 +17,9 @@ import sys
 from pathlib import Path
 
 from data.loading import load_log
+from data.outputs import OutputKind, check_output, create_output, write_text_atomically
 from data.prices import PriceTable
+from data.rules import MAX_COST
 from data.schema import DataError
 from evaluation.evaluate import EvaluationConfig, EvaluationPlan, evaluate
 from evaluation.figures import save_frontier
@@ -25,6 +27,10 @@ from evaluation.ope import cross_fitted_predictions
 from evaluation.report import data_section, write_markdown
 from evaluation.routers import PolicyRouter
 from policies.artifact import PolicyError, load_policy
+
+EVALUATION_FOLDER = OutputKind(
+    "evaluation folder", frozenset({"report.json", "report.md", "frontier.png", "rejected.jsonl"})
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -38,6 +44,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reference-model", help="reference for cost-to-reach (default: the dearest model)")
     parser.add_argument("--prices", help="price table for rows with tokens instead of cost")
     parser.add_argument(
+        "--max-cost",
+        type=float,
+        default=MAX_COST,
+        help=f"USD per call; a dearer row is rejected (default {MAX_COST:g})",
+    )
+    parser.add_argument(
         "--allow-pickle",
         action="store_true",
         help="read pandas pickles (RISK: unpickling runs code from the file)",
@@ -49,20 +61,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Evaluate and write the report; user errors exit 2 with one line."""
     args = parse_args(argv)
+    out = args.out or args.policy.parent / f"eval-{Path(args.data).stem}"
     try:
+        check_output(out, EVALUATION_FOLDER)  # never a training run directory, never a file routerl did not write
         policy = load_policy(args.policy)
         module, metadata = policy.module, policy.metadata
         prices = PriceTable.load_or_default(args.prices)
-        loaded = load_log(args.data, prices=prices, allow_pickle=args.allow_pickle)
+        loaded = load_log(args.data, prices=prices, allow_pickle=args.allow_pickle, max_cost=args.max_cost)
         log = loaded.log
         weight = metadata["default_cost_weight"] if args.cost_weight is None else args.cost_weight
         if not weight >= 0 or weight == float("inf"):
             raise DataError(f"--cost-weight must be finite and >= 0, got {weight}")
         config = EvaluationConfig(bootstrap=args.bootstrap, reference_model=args.reference_model)
-        out = args.out or args.policy.parent / f"eval-{Path(args.data).stem}"
-        if out.resolve() == args.policy.parent.resolve():
-            raise DataError("--out must not be the training run directory (its report would be overwritten)")
-        out.mkdir(parents=True, exist_ok=True)
+        create_output(out, EVALUATION_FOLDER)
         loaded.quarantine.write(out / "rejected.jsonl")
         plan = EvaluationPlan(
             config,
@@ -89,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             },
         }
     )
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_text_atomically(out / "report.json", json.dumps(report, indent=2) + "\n")
     write_markdown(report, out / "report.md")
     save_frontier(report["frontier"], f"{metadata['agent']} on {Path(args.data).name}", out / "frontier.png")
     print((out / "report.md").read_text(encoding="utf-8"))

@@ -32,7 +32,7 @@ from evaluation.budget import BudgetCalibration
 from evaluation.frontier import Frontier, TwoModelGap, cost_to_reach, cost_weight_grid
 from evaluation.metrics import best_quality_actions, oracle_actions, quality_matrix, route_metrics
 from evaluation.ope import off_policy_estimates
-from evaluation.sweep import Decide, WeightSweep
+from evaluation.sweep import AIQRange, Decide, WeightSweep
 
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -124,12 +124,6 @@ def _has_expected(log: RoutingLog) -> bool:
     return log.expected_quality is not None and log.feedback == "full"
 
 
-def single_model_range(log: RoutingLog) -> tuple[float, float]:
-    """The cost range spanned by the single models on ``log``: AIQ's default range."""
-    costs = log.cost.mean(axis=0)
-    return float(costs.min()), float(costs.max())
-
-
 def zero_router(log: RoutingLog) -> Frontier:
     """The hull of the single models' (mean cost, mean quality) points."""
     return Frontier.from_points(log.cost.mean(axis=0), log.quality.mean(axis=0))
@@ -160,9 +154,9 @@ def metrics_with_intervals(
         "mean_reward": rewards[rows, actions],
         "regret": rewards.max(axis=1) - rewards[rows, actions],
     }
-    stacked = bootstrap.means(np.stack(list(per_query.values())))
-    for key, samples in zip(per_query, stacked):
-        metrics[f"{key}_ci95"] = interval(samples)
+    bounds = bootstrap.mean_intervals(np.stack(list(per_query.values()))).tolist()
+    for key, (low, high) in zip(per_query, bounds):
+        metrics[f"{key}_ci95"] = [low, high]
     return metrics
 
 
@@ -197,7 +191,7 @@ def frontier_report(
     ``operating``: the metrics at the operating point, placed against the zero router (None:
     no operating point, as in the cross-validated comparison).
     """
-    cost_range = single_model_range(log)
+    aiq_range = AIQRange.of(log)
     hull, zero = sweep.frontier(), zero_router(log)
     mean_cost, mean_quality = log.cost.mean(axis=0), log.quality.mean(axis=0)
     reference = config.reference_model or log.models[int(np.argmax(mean_cost))]
@@ -207,9 +201,9 @@ def frontier_report(
     ref_quality, ref_cost = float(mean_quality[ref_index]), float(mean_cost[ref_index])
     equal_quality = cost_to_reach(hull, ref_quality)
     report: dict[str, Any] = {
-        "aiq": hull.aiq(cost_range),
-        "zero_router_aiq": zero.aiq(cost_range),
-        "cost_range": list(cost_range),
+        "aiq": aiq_range.aiq(hull),
+        "zero_router_aiq": aiq_range.aiq(zero),
+        "cost_range": list(aiq_range.cost_range),
         "cost_weights": sweep.weights.tolist(),
         "points": sweep.points(),
         "hull": hull.to_json(),
@@ -234,10 +228,11 @@ def frontier_report(
         if equal_quality is None
         else {"usd_per_query": ref_cost - equal_quality, "share": (ref_cost - equal_quality) / ref_cost},
         "note": "hulls allow mixing two operating points at random (non-decreasing upper convex hull); "
-        "AIQ is the hull's mean quality over cost_range, the single models' cost span",
+        "AIQ is the frontier's mean quality over cost_range, the single models' cost span: the hull, flat "
+        "after its dearest point and, below its cheapest, mixed with the cheapest single model",
     }
     if bootstrap is not None:
-        report["aiq_ci95"] = interval(sweep.bootstrap_aiq(bootstrap, cost_range))
+        report["aiq_ci95"] = interval(sweep.bootstrap_aiq(bootstrap, aiq_range), report["aiq"])
     two_model = _two_model(log, sweep, mean_quality)
     if two_model is not None:
         report["two_model"] = two_model

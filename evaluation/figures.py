@@ -8,6 +8,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 
+from data.outputs import replacing
 from evaluation.frontier import Frontier
 
 matplotlib.use("Agg")
@@ -78,7 +79,11 @@ def frontier_figure(frontier: dict[str, Any], title: str) -> Figure:
 
 
 def save_frontier(frontier: dict[str, Any], title: str, path: Path) -> Figure:
-    """Write ``frontier.png`` and return the figure (TensorBoard logs it as an image too)."""
+    """Write ``frontier.png`` and return the figure (TensorBoard logs it as an image too).
+
+    The file is replaced atomically (:func:`data.outputs.replacing`): a killed run leaves the old figure or the new.
+    """
     figure = frontier_figure(frontier, title)
-    figure.savefig(path)
+    with replacing(path) as temporary:
+        figure.savefig(temporary)
     return figure

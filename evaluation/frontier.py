@@ -1,24 +1,47 @@
-"""Cost–quality frontiers and AIQ (RouterBench: Hu et al., 2024, arXiv:2403.12031).
+"""Cost–quality frontiers and AIQ (RouterBench: Hu et al., 2024, arXiv:2403.12031, §3).
 
 A router swept over cost weights gives operating points (mean cost, mean quality). Mixing two
 operating points at random (route a share p of queries by one, the rest by the other) reaches
 every point on the segment between them, so the achievable frontier is the **non-decreasing
 upper convex hull** of the points: paying more never has to lower quality.
 
-AIQ (average improvement in quality) is the hull's mean height over a cost range [c_lo, c_hi]:
+AIQ (average improvement in quality) is the mean height of the frontier curve q(c) over a cost
+range [c_lo, c_hi], by default the single models' span of mean cost (RouterBench's
+[c_min, c_max], the same for every router so that they are comparable):
 
-    AIQ = 1 / (c_hi − c_lo) · ∫_{c_lo}^{c_hi} hull(c) dc
+    AIQ = 1 / (c_hi − c_lo) · ∫_{c_lo}^{c_hi} q(c) dc
 
-By default the range is the one spanned by the single models, so routers are comparable; below
-the cheapest point the hull is undefined and taken as that point's quality, above the most
-expensive as the best quality (flat), which never flatters a router.
+where, with the hull's vertices (c_0, q_0) < ... < (c_k, q_k) and the cheapest single model's
+point (c_s, q_s) (the frontier's ``start``):
+
+- c_0 <= c <= c_k: the hull, linear between vertices;
+- c > c_k: q_k (flat: spending more without changing the routing keeps the quality; RouterBench's
+  "extrapolation", and its code extends every hull flat to the largest cost);
+- c_s <= c < c_0: q_s + (c − c_s) / (c_0 − c_s) · (q_0 − q_s), the chord to the cheapest single
+  model: a cost the router cannot reach on its own is reached by sending a share of the queries
+  to the cheapest model and the rest by the router at its cheapest operating point;
+- below min(c_s, c_0) (outside the default range): flat at the curve's first point.
+
+Below its cheapest operating point a router is therefore credited with what mixing in the
+cheapest model gives, never with a quality it cannot reach at that cost. The paper extends a
+hull only towards higher costs; below a router's cheapest point RouterBench's code
+(withmartian/routerbench, ``evaluation/AIQ.py``, ``calc_AIQ``, unchanged since its first commit)
+integrates each hull with ``np.trapz`` from the hull's own first vertex to the largest cost and
+divides by that largest cost, i.e. it counts zero quality there, on a range that starts at
+cost 0. The chord is the achievable rule instead (never above what the router can reach, never
+zero where the cheapest model answers), and it leaves the zero router, whose first vertex is the
+cheapest model, unchanged.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
+
+#: A (mean cost, mean quality) operating point.
+Point: TypeAlias = tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -49,19 +72,29 @@ class Frontier:
         vertices = np.array(hull)
         return cls(vertices[:, 0], vertices[:, 1])
 
-    def quality_at(self, cost: float | np.ndarray) -> np.ndarray:
-        """Hull height at ``cost`` (flat outside the vertices' cost range)."""
-        return np.interp(cost, self.costs, self.qualities)
+    def quality_at(self, cost: float | np.ndarray, start: Point | None = None) -> np.ndarray:
+        """Height of the frontier curve at ``cost`` (module docstring): the hull, flat after it,
+        and below its first vertex the chord from ``start`` (None: flat there too)."""
+        costs, qualities = self._curve(start)
+        return np.interp(cost, costs, qualities)
 
-    def aiq(self, cost_range: tuple[float, float]) -> float:
-        """Mean hull height over ``cost_range`` (exact integral of the piecewise-linear hull)."""
+    def aiq(self, cost_range: tuple[float, float], start: Point) -> float:
+        """Mean height of the frontier curve over ``cost_range``, starting from ``start`` (the
+        cheapest single model's point): the exact integral of the piecewise-linear curve."""
         low, high = cost_range
+        costs, qualities = self._curve(start)
         if high <= low:
-            return float(self.quality_at(low))
-        grid = np.union1d(self.costs[(self.costs > low) & (self.costs < high)], [low, high])
-        heights = self.quality_at(grid)
+            return float(np.interp(low, costs, qualities))
+        grid = np.union1d(costs[(costs > low) & (costs < high)], [low, high])
+        heights = np.interp(grid, costs, qualities)
         area = np.sum((heights[1:] + heights[:-1]) / 2.0 * np.diff(grid))
         return float(area / (high - low))
+
+    def _curve(self, start: Point | None) -> tuple[np.ndarray, np.ndarray]:
+        """The curve's vertices: ``start`` then the hull's when ``start`` is cheaper than the hull."""
+        if start is None or not start[0] < self.costs[0]:
+            return self.costs, self.qualities
+        return np.concatenate([[start[0]], self.costs]), np.concatenate([[start[1]], self.qualities])
 
     def to_json(self) -> list[dict[str, float]]:
         """The vertices as a list of {cost, quality}."""
@@ -95,6 +128,8 @@ def cost_to_reach(frontier: Frontier, target_quality: float) -> float | None:
         return None
     if target_quality <= frontier.qualities[0]:
         return float(frontier.costs[0])
+    if target_quality >= frontier.qualities[-1]:  # the last vertex, or above it by rounding only
+        return float(frontier.costs[-1])
     upper = int(np.searchsorted(frontier.qualities, target_quality, side="left"))
     q0, q1 = frontier.qualities[upper - 1], frontier.qualities[upper]
     c0, c1 = frontier.costs[upper - 1], frontier.costs[upper]
@@ -129,5 +164,6 @@ class TwoModelGap:
             raise ValueError("the strong model must have higher quality than the weak one")
         shares = np.concatenate([[0.0, 1.0], np.asarray(strong_share, dtype=float)])
         recovered = np.concatenate([[0.0, 1.0], (np.asarray(quality, dtype=float) - weak_quality) / gap])
-        hull = Frontier.from_points(shares, recovered)
-        return cls(apgr=hull.aiq((0.0, 1.0)), cpt={f"{round(x * 100)}%": cost_to_reach(hull, x) for x in thresholds})
+        hull = Frontier.from_points(shares, recovered)  # (0, 0), the weak model alone, is its first vertex
+        apgr = hull.aiq((0.0, 1.0), start=(0.0, 0.0))
+        return cls(apgr=apgr, cpt={f"{round(x * 100)}%": cost_to_reach(hull, x) for x in thresholds})

@@ -14,7 +14,8 @@ registry):
   rejection by propensity under non-uniform logging (Li et al., 2011).
 
 Each measure (quality, cost, reward at the weight) is estimated separately; the interval is the
-percentile bootstrap of the per-round values (their mean is the estimate).
+BCa bootstrap interval of the mean of the per-round values (their mean is the estimate;
+:mod:`evaluation.bootstrap`), every estimator and measure on the same resamples.
 
 m̂ comes from the caller: training fits it on the training split; ``python -m evaluation``, which
 has only the log, cross-fits it (:func:`cross_fitted_predictions`).
@@ -29,7 +30,7 @@ import numpy as np
 from data.featurizer import TextFeaturizer
 from data.routing_log import RoutingLog
 from envs.estimators import PredictedOutcomes, RewardModel, estimators, logged_outcomes
-from evaluation.bootstrap import Bootstrap, interval
+from evaluation.bootstrap import Bootstrap
 
 
 def off_policy_estimates(
@@ -48,15 +49,17 @@ def off_policy_estimates(
         "mean_cost": (cost, predictions.cost),
         "mean_reward": (quality - cost_weight * cost, predictions.quality - cost_weight * predictions.cost),
     }
-    report: dict[str, Any] = {}
-    for name, estimator in estimators(max_weight, seed).items():
-        entry: dict[str, Any] = {}
-        for measure, (logged, predicted) in measures.items():
-            rounds = estimator.estimate_round_rewards(actions, logged, propensities, target_actions, predicted)
-            entry[measure] = float(rounds.mean())
-            if bootstrap is not None:
-                entry[f"{measure}_ci95"] = interval(bootstrap.means(rounds))
-        report[name] = entry
+    rounds = {
+        (name, measure): estimator.estimate_round_rewards(actions, logged, propensities, target_actions, predicted)
+        for name, estimator in estimators(max_weight, seed).items()
+        for measure, (logged, predicted) in measures.items()
+    }
+    bounds = None if bootstrap is None else bootstrap.mean_intervals(np.stack(list(rounds.values()))).tolist()
+    report: dict[str, Any] = {name: {} for name, _ in rounds}
+    for row, ((name, measure), values) in enumerate(rounds.items()):
+        report[name][measure] = float(values.mean())
+        if bounds is not None:
+            report[name][f"{measure}_ci95"] = bounds[row]
     report["rounds"] = int(log.n_queries)
     report["matched_rounds"] = int((actions == target_actions).sum())
     return report

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from data.outputs import write_text_atomically
 from data.routing_log import RoutingLog
 
 
@@ -47,11 +48,10 @@ def _usd(value: float | None) -> str:
     return "not reached" if value is None else f"{value:.6f}"
 
 
-def markdown(report: dict[str, Any]) -> str:
-    """Data, split, the policy against baselines, the frontier, budget and off-policy sections."""
-    data, policy, frontier = report["data"], report["policy"], report["frontier"]
-    lines = [f"# routerl report: {policy['agent']} at cost weight {policy['cost_weight']:g}", ""]
-    lines += [
+def _data_lines(report: dict[str, Any]) -> list[str]:
+    """The data (rows by fate), the split, and what the exported policy was trained on (a training report)."""
+    data = report["data"]
+    lines = [
         f"Data: `{data['path']}` ({data['feedback']} information), fingerprint `{data['fingerprint'][:16]}`.",
         f"Rows read {data['rows_read']} = accepted {data['rows_accepted']} "
         f"+ rejected {data['rows_rejected']}."
@@ -67,6 +67,18 @@ def markdown(report: dict[str, Any]) -> str:
             f"Split ({report['split']['kind']}, seed {report['split']['seed']}): {counts['train']} train, "
             f"{counts['validation']} validation, {counts['test']} test queries.",
         ]
+    if "exported_policy" in report:
+        exported = report["exported_policy"]
+        heading = "trained on the training split" if exported["held_out_metrics"] else "refit on all the data"
+        lines += ["", f"**Exported policy ({heading}):** {exported['note']}."]
+    return lines
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Data, split, exported policy, the policy against baselines, the frontier, budget and off-policy sections."""
+    policy, frontier = report["policy"], report["frontier"]
+    lines = [f"# routerl report: {policy['agent']} at cost weight {policy['cost_weight']:g}", ""]
+    lines += _data_lines(report)
     lines += [
         "",
         f"## {report.get('evaluated_on', 'Test split')} (USD per query; 95% bootstrap intervals)",
@@ -125,5 +137,5 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def write_markdown(report: dict[str, Any], path: Path) -> None:
-    """Write :func:`markdown` to ``path``."""
-    path.write_text(markdown(report), encoding="utf-8")
+    """Write :func:`markdown` to ``path``, atomically (:func:`data.outputs.replacing`)."""
+    write_text_atomically(path, markdown(report))

@@ -5,8 +5,8 @@ an in-process agent on precomputed features, an exported ``policy.pt`` through
 :mod:`evaluation.routers`, or recorded choices such as the pooled out-of-fold decisions of a
 cross-validation, :meth:`WeightSweep.decide`). Asking it at each weight of a grid gives the
 operating points (mean cost, mean quality) whose hull is the router's frontier
-(:mod:`evaluation.frontier`). "Sweep" in routerl means this and nothing else; the search over
-hyperparameters is :mod:`training.search`.
+(:mod:`evaluation.frontier`), measured by AIQ over a log's :class:`AIQRange`. "Sweep" in routerl
+means this and nothing else; the search over hyperparameters is :mod:`training.search`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from data.routing_log import RoutingLog
 from evaluation.bootstrap import Bootstrap, interval
-from evaluation.frontier import Frontier
+from evaluation.frontier import Frontier, Point
 
 Decide = Callable[[float], np.ndarray]
 
@@ -67,18 +67,60 @@ class WeightSweep:
             for w, c, q in zip(self.weights, self.cost.mean(axis=1), self.quality.mean(axis=1))
         ]
 
-    def bootstrap_aiq(self, bootstrap: Bootstrap, cost_range: tuple[float, float]) -> np.ndarray:
-        """AIQ of the hull on each bootstrap resample of the queries (B,)."""
+    def bootstrap_aiq(self, bootstrap: Bootstrap, aiq_range: AIQRange) -> np.ndarray:
+        """AIQ of the hull on each bootstrap resample of the queries (B,).
+
+        The frontier's start (the cheapest single model's point) is resampled with the same
+        queries; the cost range stays the whole log's.
+        """
         costs, qualities = bootstrap.means(self.cost), bootstrap.means(self.quality)  # (W, B)
+        start_costs, start_qualities = bootstrap.means(np.stack([aiq_range.cheapest_cost, aiq_range.cheapest_quality]))
         return np.array(
-            [Frontier.from_points(costs[:, b], qualities[:, b]).aiq(cost_range) for b in range(costs.shape[1])]
+            [
+                Frontier.from_points(costs[:, b], qualities[:, b]).aiq(
+                    aiq_range.cost_range, (float(start_costs[b]), float(start_qualities[b]))
+                )
+                for b in range(costs.shape[1])
+            ]
         )
 
 
+@dataclass(frozen=True)
+class AIQRange:
+    """Where AIQ is measured on a log and where every frontier starts (:mod:`evaluation.frontier`).
+
+    ``cost_range`` is the single models' span of mean cost (RouterBench's [c_min, c_max]) and
+    ``start`` the cheapest single model's (mean cost, mean quality), with which a frontier is
+    mixed below its cheapest operating point. That model's per-query outcomes are kept so that
+    a bootstrap resample moves the start with the router's points (:meth:`WeightSweep.bootstrap_aiq`).
+    """
+
+    cost_range: tuple[float, float]
+    start: Point
+    cheapest_cost: np.ndarray  # (N,) the cheapest single model's cost per query
+    cheapest_quality: np.ndarray  # (N,) its quality per query
+
+    @classmethod
+    def of(cls, log: RoutingLog) -> AIQRange:
+        """The single models' cost span on ``log`` and its cheapest model (by mean cost)."""
+        mean_cost, mean_quality = log.cost.mean(axis=0), log.quality.mean(axis=0)
+        cheapest = int(np.argmin(mean_cost))
+        return cls(
+            (float(mean_cost[cheapest]), float(mean_cost.max())),
+            (float(mean_cost[cheapest]), float(mean_quality[cheapest])),
+            log.cost[:, cheapest],
+            log.quality[:, cheapest],
+        )
+
+    def aiq(self, frontier: Frontier) -> float:
+        """AIQ of ``frontier`` over :attr:`cost_range`, starting from :attr:`start`."""
+        return frontier.aiq(self.cost_range, self.start)
+
+
 def paired_aiq_difference(
-    first: WeightSweep, second: WeightSweep, bootstrap: Bootstrap, cost_range: tuple[float, float]
+    first: WeightSweep, second: WeightSweep, bootstrap: Bootstrap, aiq_range: AIQRange
 ) -> dict[str, Any]:
     """AIQ(first) − AIQ(second) with a paired bootstrap 95% interval (same resamples for both)."""
-    value = first.frontier().aiq(cost_range) - second.frontier().aiq(cost_range)
-    samples = first.bootstrap_aiq(bootstrap, cost_range) - second.bootstrap_aiq(bootstrap, cost_range)
-    return {"value": value, "ci95": interval(samples)}
+    value = aiq_range.aiq(first.frontier()) - aiq_range.aiq(second.frontier())
+    samples = first.bootstrap_aiq(bootstrap, aiq_range) - second.bootstrap_aiq(bootstrap, aiq_range)
+    return {"value": value, "ci95": interval(samples, value)}

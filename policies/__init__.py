@@ -11,4 +11,6 @@ Modules:
 - :mod:`policies.scripted_featurizer` -- the TorchScript twin of :class:`data.featurizer.TextFeaturizer`.
 - :mod:`policies.heads` -- scoring heads: linear-map outputs and a cost weight to one score per model.
 - :mod:`policies.arms` -- the model names, the cost-weight check and the argmax decision.
+- :mod:`policies.faults` -- fault injection for tests (``ROUTERL_FAULT``): a kill at a named point of a
+  durable write; here because every writer, the service included, may import :mod:`policies`.
 """

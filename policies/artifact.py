@@ -13,6 +13,8 @@ import hashlib
 import io
 import json
 import math
+import os
+import stat
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +48,10 @@ _STRING_METADATA: tuple[str, ...] = ("score_kind", "input_kind", "data_fingerpri
 
 #: Characters of the file's sha256 that make the policy "version".
 VERSION_CHARS = 12
+
+#: Largest policy file the loader reads, in bytes: far above any policy routerl writes (tens of
+#: MB), low enough that a wrong path (a disk image, a huge sparse file) cannot exhaust memory.
+MAX_POLICY_BYTES = 2 * 1024**3
 
 #: Text queries every text policy is asked to score once when it is loaded.
 _PROBE_QUERIES = ["", "routerl smoke test"]
@@ -206,6 +212,40 @@ def _check_module(module: torch.jit.ScriptModule, meta: dict[str, Any]) -> tuple
     return models, float(default_cost_weight)
 
 
+def _check_regular_file(path: Path, status: os.stat_result) -> None:
+    """Refuse what is not a regular file of at most :data:`MAX_POLICY_BYTES`."""
+    if stat.S_ISDIR(status.st_mode):
+        raise PolicyError(f"{path}: is a directory, not a policy file")
+    if not stat.S_ISREG(status.st_mode):
+        raise PolicyError(f"{path}: not a regular file (a FIFO, socket or device); a policy is a file")
+    if status.st_size > MAX_POLICY_BYTES:
+        raise PolicyError(f"{path}: {status.st_size} bytes, over the limit of {MAX_POLICY_BYTES} for a policy file")
+
+
+def _read_policy_file(path: Path) -> bytes:
+    """The bytes of ``path``, which must be a regular file of at most :data:`MAX_POLICY_BYTES`.
+
+    Why so careful: a reload names any path. The path is checked before it is opened (opening a
+    FIFO or a device may block or act), opened without blocking, checked again on the open file
+    (the path may have changed in between), and read up to one byte over the limit, so that a
+    file that grows while it is read cannot exhaust memory either.
+    """
+    try:
+        _check_regular_file(path, os.stat(path))
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as file:
+            _check_regular_file(path, os.fstat(file.fileno()))
+            data = file.read(MAX_POLICY_BYTES + 1)
+    except FileNotFoundError:
+        raise PolicyError(f"{path}: no such policy file") from None
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read the policy file ({exc.strerror or exc})") from None
+    except ValueError:  # os.stat refuses a NUL byte or a lone surrogate in the path
+        raise PolicyError(f"{str(path)!r}: not a possible file path (a NUL byte or invalid Unicode)") from None
+    if len(data) > MAX_POLICY_BYTES:
+        raise PolicyError(f"{path}: grew over the limit of {MAX_POLICY_BYTES} bytes for a policy file while read")
+    return data
+
+
 def load_policy(path: str | Path) -> LoadedPolicy:
     """Load ``path`` as a routerl policy and check it against docs/contracts.md §2.
 
@@ -217,14 +257,7 @@ def load_policy(path: str | Path) -> LoadedPolicy:
             message names the file and says what is wrong, in one line.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise PolicyError(f"{path}: no such policy file") from None
-    except IsADirectoryError:
-        raise PolicyError(f"{path}: is a directory, not a policy file") from None
-    except OSError as exc:
-        raise PolicyError(f"{path}: cannot read the policy file ({exc.strerror or exc})") from None
+    data = _read_policy_file(path)
     try:
         module, raw = _load_module(data)
         meta = _parse_metadata(raw)

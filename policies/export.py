@@ -9,8 +9,6 @@ job (torch only), so that the service never imports this module's training-side 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,9 +18,11 @@ import numpy as np
 import torch
 
 from data.featurizer import N_DENSE_EXTRAS, TextFeaturizer
+from data.outputs import replacing
 from policies.arms import Arms
 from policies.artifact import METADATA_FILE, quiet_jit
 from policies.embedding_policy import EmbeddingRoutingPolicy
+from policies.faults import fault_point
 from policies.scripted_featurizer import ScriptedFeaturizer
 from policies.text_policy import TextRoutingPolicy
 
@@ -41,6 +41,7 @@ class PolicyMetadata:
     featurizer: dict[str, Any]
     data_fingerprint: str
     metrics: dict[str, Any] = field(default_factory=dict)
+    training_data: dict[str, Any] = field(default_factory=dict)  # what it was trained on (docs/contracts.md §2.5)
     input_kind: str = "text"
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     routerl_version: str = ROUTERL_VERSION
@@ -93,20 +94,18 @@ def build_embedding_policy(
 
 
 def save_policy(module: torch.jit.ScriptModule, metadata: PolicyMetadata, path: str | Path) -> Path:
-    """Write the policy atomically (temporary file in the same folder, then rename)."""
+    """Write the policy atomically (:func:`data.outputs.replacing`): old file or new, whole, even if killed.
+
+    A service reloading ``path`` meanwhile reads one or the other too, never half a file. The
+    fault points ``policy-written`` (complete in the temporary file) and ``policy-renamed``
+    (:mod:`policies.faults`) let tests kill the process on either side of the rename.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = {METADATA_FILE: json.dumps(asdict(metadata), sort_keys=True)}
-    handle, temporary = tempfile.mkstemp(prefix=".policy-", suffix=".pt", dir=path.parent)
-    os.close(handle)
-    try:
+    with replacing(path) as temporary:
         with quiet_jit():
-            torch.jit.save(module, temporary, _extra_files=extra)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; a policy is meant to be shared
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+            torch.jit.save(module, str(temporary), _extra_files=extra)
+        fault_point("policy-written")
+    fault_point("policy-renamed")
     return path

@@ -10,10 +10,13 @@ Modules (imported explicitly, so that ``import serving.settings`` stays light):
 - :mod:`serving.server` -- binding the socket, uvicorn, one process or ``--workers N``
   (what ``serve.py`` runs).
 - :mod:`serving.workers` -- the supervisor of ``--workers N``: spawn, watch, reload, stop.
+- :mod:`serving.connections` -- below the app: head deadline and size, open connections and
+  files, malformed HTTP (uvicorn's protocol, guarded).
 - :mod:`serving.app` -- ``create_app(policy, settings) -> FastAPI``: the routes, wired.
 - :mod:`serving.schemas` -- the JSON request and response bodies (pydantic).
 - :mod:`serving.router` -- the routing decisions of ``/route``, ``/route/batch`` and the proxy.
-- :mod:`serving.middleware` -- body limit, the lean ``/route`` path, the JSON content-type check.
+- :mod:`serving.middleware` -- body limit and deadline, the lean ``/route`` path, the JSON
+  content-type check.
 - :mod:`serving.policy` -- the serving checks on a loaded policy and its atomic hot reload.
 - :mod:`serving.batching` -- scoring the queries of concurrent requests in one call.
 - :mod:`serving.decisions` -- greedy / ε-greedy choice with propensities, the JSONL decision log.

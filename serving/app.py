@@ -17,7 +17,11 @@ Decisions worth knowing:
   :class:`serving.middleware.LeanRoutes` without FastAPI's request handling (same models, same
   :class:`serving.router.Router`); every other request, and every invalid one, goes through
   FastAPI.
-- ``POST /feedback`` without ``--decision-log`` is answered **409** ``no_decision_log``.
+- ``POST /feedback`` without ``--decision-log`` is answered **409** ``no_decision_log``; a
+  ``cost`` over ``--max-feedback-cost`` **422** (:meth:`serving.router.Router.feedback`).
+- A body not received within ``--body-timeout`` is answered **408** ``request_timeout``
+  (:class:`serving.middleware.BodyLimitMiddleware`); the request's head and the connections
+  themselves are bounded in :mod:`serving.connections`, below the app.
 """
 
 from __future__ import annotations
@@ -141,7 +145,7 @@ class Service:
 
 def _add_routes(app: FastAPI, service: Service) -> None:
     """Declare the service's routes on ``app`` (the proxy's only with ``--backends``)."""
-    slot, router, log, proxy = service.slot, service.router, service.log, service.proxy
+    slot, router, proxy = service.slot, service.router, service.proxy
 
     @app.api_route("/healthz", methods=["GET", "HEAD"], response_model=HealthResponse)
     async def healthz() -> SafeJSONResponse:
@@ -167,9 +171,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     @app.post("/feedback", dependencies=[Depends(require_json)])
     async def feedback(body: FeedbackRequest) -> SafeJSONResponse:
         """Append the observed quality (and cost) of an earlier decision to the log."""
-        if log is None:
-            raise ApiError(409, "feedback needs a decision log: start serve.py with --decision-log", "no_decision_log")
-        log.feedback(body.query_id, body.quality, body.cost)
+        router.feedback(body)
         return SafeJSONResponse({"ok": True})
 
     @app.post("/admin/reload", response_model=ReloadResponse, dependencies=[Depends(require_json_if_body)])
@@ -223,7 +225,7 @@ def create_app(
     _add_routes(app, service)
     routes = {route.path for route in app.routes if hasattr(route, "path")}
     app.add_middleware(LeanRoutes, router=service.router)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout)
     app.add_middleware(AuthMiddleware, api_token=settings.api_token, admin_token=settings.admin_token)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics, routes=routes)
     return app

@@ -5,10 +5,13 @@ Every error response has the body ``{"error": {"type": str, "message": str}}`` (
 
 =====  ==========================  ===================================================
 400    ``invalid_json``            body is not valid JSON (or is empty)
+400    ``invalid_http``            the request is not valid HTTP/1.1 (connection closed)
 401    ``unauthorized``            bearer token missing (``WWW-Authenticate: Bearer``)
 403    ``forbidden``               bearer token wrong, or admin routes without an admin token
 404    ``not_found``               unknown route
 405    ``method_not_allowed``      known route, wrong method (``Allow`` header is kept)
+408    ``request_timeout``         headers not in within ``--header-timeout``, or body not in
+                                   within ``--body-timeout`` (the connection is closed)
 409    ``no_decision_log``         ``POST /feedback`` on a service without ``--decision-log``
 413    ``payload_too_large``       body over ``--max-body-bytes``
 413    ``query_too_long``          query over ``--max-query-chars``
@@ -16,8 +19,10 @@ Every error response has the body ``{"error": {"type": str, "message": str}}`` (
 415    ``unsupported_media_type``  content type is not ``application/json``
 422    ``invalid_request``         a field is missing, of the wrong type, or out of range
 422    ``invalid_policy``          ``/admin/reload`` refused the file; the old policy serves on
+431    ``headers_too_large``       request line and headers over 64 KiB (connection closed)
 500    ``internal_error``          a bug on our side (never a client's mistake)
 502    ``bad_gateway``             every backend the proxy tried failed
+503    ``service_unavailable``     a connection over ``--max-connections`` (closed at once)
 504    ``gateway_timeout``         every backend the proxy tried timed out
 =====  ==========================  ===================================================
 """
@@ -43,12 +48,15 @@ TYPE_BY_STATUS: dict[int, str] = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
     409: "conflict",
+    431: "headers_too_large",
     500: "internal_error",
     502: "bad_gateway",
+    503: "service_unavailable",
     504: "gateway_timeout",
 }
 
@@ -120,11 +128,17 @@ def _field_name(loc: Sequence[Any]) -> str:
 
 
 def _problem(error: Mapping[str, Any]) -> str:
-    """One pydantic/FastAPI validation error as ``"field: what is wrong"``."""
+    """One pydantic/FastAPI validation error as ``"field: what is wrong"``.
+
+    A check of the whole body (a model validator) names the field in its own message.
+    """
     msg = str(error.get("msg", "invalid value"))
-    if error.get("type") == "value_error" and msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    return f"{_field_name(error.get('loc', ()))}: {msg}"
+    field = _field_name(error.get("loc", ()))
+    if error.get("type") == "value_error":
+        msg = msg.removeprefix("Value error, ")
+        if field == "body":
+            return msg
+    return f"{field}: {msg}"
 
 
 def validation_error_response(errors: Sequence[Mapping[str, Any]]) -> SafeJSONResponse:

@@ -4,11 +4,15 @@ Each app has its own registry, so that several apps in one process never share c
 
 - ``routerl_requests_total{route, status}``: every HTTP request, by route template and status
   (a path that matches no route is counted as ``route="unmatched"``, so that scanners cannot
-  grow the label set).
+  grow the label set; a request whose client left before it was answered as status 499,
+  nginx's "client closed request", not as a server error).
 - ``routerl_request_duration_seconds{route}``: latency histogram.
 - ``routerl_decisions_total{model}``: models chosen (``/route``, ``/route/batch``, proxy).
 - ``routerl_fallbacks_total{reason}``: ``scoring`` (the policy failed, ``--fallback-model``
   answered) and ``backend`` (a proxied backend failed and the next-best model was tried).
+- ``routerl_connections_refused_total{reason}``: connections refused or closed before the app
+  could answer (:mod:`serving.connections`): ``header_timeout``, ``headers_too_large``,
+  ``too_many_connections``, ``body_timeout``, ``invalid_http``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Set by ``serve.py --workers``: where every worker process writes its metric values.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: Status counted for a request whose client went away before it was answered (nginx's convention).
+CLIENT_CLOSED_REQUEST = 499
 #: Latency buckets in seconds: the interesting range of a router is 0.5 ms to a few seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
@@ -57,6 +63,12 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.connections_refused = Counter(
+            "routerl_connections_refused",
+            "Connections refused or closed before the app answered, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
         self._request_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         self._decision_children: dict[str, Counter] = {}
 
@@ -75,6 +87,10 @@ class Metrics:
         if child is None:
             child = self._decision_children[model] = self.decisions.labels(model)
         child.inc()
+
+    def refused_connection(self, reason: str) -> None:
+        """Count one connection refused or closed for ``reason`` (:mod:`serving.connections`)."""
+        self.connections_refused.labels(reason).inc()
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type.
@@ -104,7 +120,8 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         route = scope["path"] if scope["path"] in self.routes else "unmatched"
-        status = 500
+        status: int | None = None
+        failed = True
         start = time.perf_counter()
 
         async def record_status(message: Message) -> None:
@@ -115,5 +132,8 @@ class MetricsMiddleware:
 
         try:
             await self.app(scope, receive, record_status)
+            failed = False
         finally:
+            if status is None:  # no answer: a bug (500), or the client left first (499)
+                status = 500 if failed else CLIENT_CLOSED_REQUEST
             self.metrics.observe_request(route, status, time.perf_counter() - start)

@@ -1,6 +1,7 @@
 """The service's own ASGI middleware and request guards (docs/contracts.md §4).
 
-- :class:`BodyLimitMiddleware`: 413 ``payload_too_large`` for a body over ``--max-body-bytes``.
+- :class:`BodyLimitMiddleware`: 413 ``payload_too_large`` for a body over ``--max-body-bytes``,
+  408 ``request_timeout`` for one not received within ``--body-timeout``.
 - :class:`LeanRoutes`: answers valid ``POST /route`` and ``/route/batch`` without FastAPI.
 - :func:`require_json` / :func:`require_json_if_body`: FastAPI dependencies that answer 415
   unless the request declares a JSON body.
@@ -12,6 +13,7 @@ body limit, lean routes.
 
 from __future__ import annotations
 
+import asyncio
 import email.message
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -64,25 +66,33 @@ async def require_json_if_body(request: Request) -> None:
 
 
 class BodyLimitMiddleware:
-    """ASGI middleware: answer 413 to a request body over ``max_body_bytes``.
+    """ASGI middleware: answer 413 to a request body over ``max_body_bytes``, 408 to one that is
+    not received whole within ``timeout_s``.
 
     The body is read (and buffered, up to the limit) before the app sees it, so the limit also
     holds for chunked bodies without a ``Content-Length``. An oversized body is drained (up to
-    64 MiB) before the 413 so that the client reads the answer instead of a broken pipe.
+    64 MiB) before the 413 so that the client reads the answer instead of a broken pipe. The
+    deadline covers the whole body (a chunked body without an end, a body shorter than its
+    ``Content-Length``, a trickle) and is checked on the clock at every read, with no timer of
+    its own: the server wakes a read that waits past the deadline (:mod:`serving.connections`).
+    The 408 closes the connection: the rest of a late body could not be told from a next request.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
-        """Wrap ``app`` with a body limit of ``max_body_bytes``."""
+    def __init__(self, app: ASGIApp, max_body_bytes: int, timeout_s: float) -> None:
+        """Wrap ``app`` with a body limit of ``max_body_bytes`` and a deadline of ``timeout_s``."""
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Buffer the body within the limit and replay it, or answer 413."""
+        """Buffer the body within the limit and replay it, or answer 413 or 408."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = Headers(scope=scope).get("content-length", "")
         too_large = declared.isdigit() and int(declared) > self.max_body_bytes
+        clock = asyncio.get_running_loop().time
+        deadline = clock() + self.timeout_s
         chunks: list[bytes] = []
         size = 0
         more_body = True
@@ -93,6 +103,10 @@ class BodyLimitMiddleware:
             body = message.get("body", b"")
             size += len(body)
             more_body = bool(message.get("more_body", False))
+            if more_body and clock() >= deadline:
+                late = f"request body not received within {self.timeout_s:g} s ({size} bytes came)"
+                await error_response(408, late, headers={"connection": "close"})(scope, receive, send)
+                return
             if size > self.max_body_bytes:
                 too_large = True
             if too_large:

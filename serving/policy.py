@@ -4,6 +4,12 @@ Loading and checking the artifact is :mod:`policies.artifact`'s job (torch only,
 training code). The service adds what serving needs: the policy must route text
 (``input_kind`` ``"text"``) and must still know every model that ``--backends`` and
 ``--fallback-model`` name, so that a reload can never leave a backend without a model.
+
+A reload names any path, so the loader reads only a regular file of at most
+:data:`policies.artifact.MAX_POLICY_BYTES` (a FIFO, a device, a directory or a larger file is
+refused without being read), and a reload that takes longer than :data:`RELOAD_TIMEOUT_S` (a
+file on a hung network mount) is refused; either way the old policy keeps serving and the next
+reload is not held up.
 """
 
 from __future__ import annotations
@@ -12,11 +18,13 @@ import asyncio
 from collections.abc import Iterable
 from pathlib import Path
 
+import anyio
 import anyio.to_thread
 
 from policies.artifact import LoadedPolicy, PolicyError, load_policy
 
 __all__ = [
+    "RELOAD_TIMEOUT_S",
     "LoadedPolicy",
     "PolicyError",
     "PolicySlot",
@@ -24,6 +32,9 @@ __all__ = [
     "load_policy",
     "load_serving_policy",
 ]
+
+#: Seconds a reload may take to read, load and check the new file; then it is refused.
+RELOAD_TIMEOUT_S = 60.0
 
 
 def check_serving_policy(loaded: LoadedPolicy, required_models: Iterable[str] = ()) -> LoadedPolicy:
@@ -58,23 +69,34 @@ class PolicySlot:
     A request reads :attr:`current` once and uses that policy to the end, so a reload never
     changes the policy under a request in flight. The new file is loaded and checked in a worker
     thread (the event loop keeps serving meanwhile) and only then assigned, in one step; a file
-    that fails the checks leaves the old policy in place. Reloads are serialized.
+    that fails the checks leaves the old policy in place. Reloads are serialized; one that does
+    not finish within ``timeout_s`` is refused and its thread abandoned (it can only end in a
+    discarded result), so that a stuck read cannot hold up every later reload.
     """
 
-    def __init__(self, policy: LoadedPolicy, required_models: Iterable[str] = ()) -> None:
-        """Serve ``policy``; every later policy must know ``required_models``."""
+    def __init__(
+        self, policy: LoadedPolicy, required_models: Iterable[str] = (), timeout_s: float = RELOAD_TIMEOUT_S
+    ) -> None:
+        """Serve ``policy``; every later policy must know ``required_models`` and load within ``timeout_s``."""
         self.current = policy
         self.required_models = tuple(required_models)
+        self.timeout_s = timeout_s
         self._lock = asyncio.Lock()
 
     async def reload(self, path: str | Path | None = None) -> LoadedPolicy:
         """Load ``path`` (default: the current policy's file again) and swap it in.
 
         Raises:
-            PolicyError: the file was refused; the current policy is unchanged.
+            PolicyError: the file was refused, or not loaded in time; the current policy is unchanged.
         """
         async with self._lock:
             target = Path(path) if path is not None else self.current.path
-            loaded = await anyio.to_thread.run_sync(load_serving_policy, target, self.required_models)
+            try:
+                with anyio.fail_after(self.timeout_s):
+                    loaded = await anyio.to_thread.run_sync(
+                        load_serving_policy, target, self.required_models, abandon_on_cancel=True
+                    )
+            except TimeoutError:
+                raise PolicyError(f"{target}: not loaded within {self.timeout_s:g} s (a hung file system?)") from None
             self.current = loaded
             return loaded

@@ -7,7 +7,9 @@ for ``model`` to the backend of the chosen model (:mod:`serving.backends`). A ba
 cannot be reached, times out or answers 5xx is skipped for the next-best allowed model (each
 skip is counted as a ``backend`` fallback); a 2xx-4xx answer is passed through as it is,
 streamed (``"stream": true``, server-sent events) or not. When every backend failed the answer
-is 504 if they all timed out, else 502.
+is 504 if they all timed out, else 502. A request that cannot be forwarded as strict JSON (a
+lone surrogate in any text, a non-finite number in any field) is refused 422 before it is
+routed, like ``/route``'s fields (:func:`serving.schemas.check_strict_json`).
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 
 from serving.backends import Backend
 from serving.errors import ApiError
 from serving.metrics import Metrics
+from serving.schemas import check_strict_json
 from serving.settings import RouteOn
 
 logger = logging.getLogger("routerl.serving.proxy")
@@ -51,6 +54,14 @@ class ChatRequest(BaseModel):
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
+
+    @model_validator(mode="after")
+    def _forwardable(self) -> ChatRequest:
+        """Refuse (422) text that is not valid Unicode and non-finite numbers anywhere in the
+        request, forwarded fields included: the routing text must be scorable, and the request is
+        forwarded as strict JSON."""
+        check_strict_json(self.model_dump(exclude_unset=True))
+        return self
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,9 @@ Decisions worth knowing:
   a hop to a worker thread. The single queries of concurrent ``/route`` and proxy requests are
   scored in one call (:mod:`serving.batching`). The policy is read once per request from the
   :class:`PolicySlot`, so a reload swaps it atomically without touching requests in flight.
+- ``POST /feedback`` with a ``cost`` above ``--max-feedback-cost`` (USD per query) is answered
+  **422** ``invalid_request``: no single LLM call costs that much, so it is a client's unit or
+  arithmetic mistake, and one absurd cost would dominate training.
 - When scoring raises, the request is routed to ``--fallback-model`` (or, if that model is not
   allowed, the first allowed one), with propensity 1, empty ``scores``, and a ``scoring``
   fallback counted; without ``--fallback-model`` it is a 500.
@@ -38,7 +41,7 @@ from serving.errors import ApiError
 from serving.metrics import Metrics
 from serving.policy import LoadedPolicy, PolicySlot
 from serving.proxy import ChatProxy, ChatRequest, Usage, cost_weight_of, routing_text
-from serving.schemas import BatchRequest, RouteRequest
+from serving.schemas import BatchRequest, FeedbackRequest, RouteRequest
 from serving.settings import Settings
 
 logger = logging.getLogger("routerl.serving")
@@ -216,6 +219,22 @@ class Router:
             "models": [current.models[d.index] for d in decisions],
             "policy": current.info,
         }
+
+    def feedback(self, body: FeedbackRequest) -> None:
+        """Answer ``POST /feedback``: append the outcome to the decision log.
+
+        409 without ``--decision-log``; 422 for a cost over ``--max-feedback-cost``.
+        """
+        if self.log is None:
+            raise ApiError(409, "feedback needs a decision log: start serve.py with --decision-log", "no_decision_log")
+        limit = self.settings.max_feedback_cost
+        if body.cost is not None and body.cost > limit:
+            raise ApiError(
+                422,
+                f"invalid request: cost: {body.cost:g} USD is over the limit of {limit:g} USD per query "
+                "(--max-feedback-cost)",
+            )
+        self.log.feedback(body.query_id, body.quality, body.cost)
 
     async def route_chat(self, body: ChatRequest, proxy: ChatProxy) -> Response:
         """Answer ``POST /v1/chat/completions``: route the chat's text among the models that have a

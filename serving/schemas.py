@@ -12,11 +12,17 @@ Decisions worth knowing:
 - ``cost_weight`` absent or ``null`` means the policy's ``default_cost_weight()``; otherwise it
   must be a JSON number (not a string or a boolean), finite and >= 0.
 - ``allowed_models`` restricts the choice to those models (duplicates are harmless).
+- Text that is not valid Unicode (a lone surrogate, sent as a ``\\ud800`` escape or as raw
+  bytes) and non-finite numbers (``NaN``, ``1e400``) are refused at the door, 422, because
+  nothing downstream (the policy, the decision log, a proxied backend) can carry them on as
+  strict JSON: :func:`_check_utf8` for single fields, :func:`check_strict_json` for free-form
+  JSON such as the proxy's forwarded fields.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import math
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -28,6 +34,36 @@ def _check_utf8(text: str, what: str) -> str:
     except UnicodeEncodeError:
         raise ValueError(f"{what} is not valid Unicode (it contains a lone surrogate)") from None
     return text
+
+
+def check_strict_json(value: Any) -> None:
+    """Raise ``ValueError`` naming the first string or key that is not valid Unicode, or number that
+    is not finite, in the parsed JSON ``value`` (in document order).
+
+    Walks with an explicit stack, so that a document nested as deep as the JSON parser allowed
+    cannot exhaust Python's recursion limit here.
+    """
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        where = _shown_path(path)
+        if isinstance(item, str):
+            _check_utf8(item, where)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{where} is not a finite number (got {item})")
+        elif isinstance(item, dict):
+            for key in item:
+                _check_utf8(str(key), f"a key of {where}")
+            stack.extend(reversed([(f"{path}.{key}" if path else str(key), child) for key, child in item.items()]))
+        elif isinstance(item, list):
+            stack.extend(reversed([(f"{path}[{index}]", child) for index, child in enumerate(item)]))
+
+
+def _shown_path(path: str, limit: int = 100) -> str:
+    """A field path for a message: ``"the body"`` for the root, shortened to ``limit`` characters."""
+    if not path:
+        return "the body"
+    return path if len(path) <= limit else path[: limit - 1] + "…"
 
 
 def _check_query(value: str) -> str:
@@ -84,7 +120,11 @@ class BatchRequest(RoutingOptions):
 
 
 class FeedbackRequest(BaseModel):
-    """Body of ``POST /feedback``: the outcome of an earlier decision."""
+    """Body of ``POST /feedback``: the outcome of an earlier decision.
+
+    ``cost`` is also bounded by ``--max-feedback-cost`` (:meth:`serving.router.Router.feedback`):
+    a limit set by the operator, not part of the schema.
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -92,13 +132,27 @@ class FeedbackRequest(BaseModel):
     quality: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
     cost: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
 
+    @field_validator("query_id")
+    @classmethod
+    def _id_is_text(cls, value: str) -> str:
+        """Reject an id that is not valid Unicode (the decision log could not write it)."""
+        return _check_utf8(value, "query_id")
+
 
 class ReloadRequest(BaseModel):
     """Optional body of ``POST /admin/reload``."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    policy: str | None = Field(default=None, min_length=1, description="Path of the new policy.")
+    policy: str | None = Field(default=None, min_length=1, max_length=4096, description="Path of the new policy.")
+
+    @field_validator("policy")
+    @classmethod
+    def _path_is_text(cls, value: str | None) -> str | None:
+        """Reject a path that no file can have: a NUL byte, or text that is not valid Unicode."""
+        if value is not None and "\x00" in value:
+            raise ValueError("a file path cannot contain a NUL byte")
+        return value if value is None else _check_utf8(value, "policy")
 
 
 class PolicyInfo(BaseModel):

@@ -121,9 +121,20 @@ def build_app(policy: str, settings: Settings, shared_policy_file: Path | None =
         raise StartupError(f"cannot open --decision-log {settings.decision_log}: {exc.strerror or exc}") from None
 
 
-def serve(app: Any, sock: socket.socket, access_log: bool, on_started: Callable[[], None]) -> bool:
-    """Serve ``app`` with uvicorn on the bound ``sock`` until interrupted; whether it started."""
+def serve(app: Any, sock: socket.socket, options: ServeOptions, on_started: Callable[[], None]) -> bool:
+    """Serve ``app`` with uvicorn on the bound ``sock`` until interrupted; whether it started.
+
+    uvicorn runs with :mod:`serving.connections`' protocol, which keeps the head deadline, the
+    head size and the connection limits of ``options.settings`` and counts its refusals in the
+    app's metrics.
+    """
     import uvicorn
+
+    from serving.connections import ConnectionLimits, fit_open_files, guarded_protocol
+
+    settings = options.settings
+    limits = ConnectionLimits(settings.header_timeout, settings.body_timeout, fit_open_files(settings.max_connections))
+    protocol = guarded_protocol(limits, app.state.metrics.refused_connection)
 
     class _Server(uvicorn.Server):
         """uvicorn server that calls ``on_started`` once it accepts connections."""
@@ -134,7 +145,9 @@ def serve(app: Any, sock: socket.socket, access_log: bool, on_started: Callable[
             if self.started:
                 on_started()
 
-    config: Any = uvicorn.Config(app, log_config=_log_config(), log_level="info", access_log=access_log, lifespan="on")
+    config: Any = uvicorn.Config(
+        app, http=protocol, log_config=_log_config(), log_level="info", access_log=options.access_log, lifespan="on"
+    )
     server = _Server(config)
     try:
         server.run(sockets=[sock])
@@ -155,7 +168,7 @@ def run(options: ServeOptions) -> int:
         return _supervise(options)
     app = build_app(options.policy, options.settings)
     sock = bind(options.settings.host, options.settings.port)
-    return 0 if serve(app, sock, options.access_log, _announce(sock)) else 1
+    return 0 if serve(app, sock, options, _announce(sock)) else 1
 
 
 def _worker_settings(settings: Settings, index: int) -> Settings:
@@ -180,7 +193,7 @@ def _run_worker(options: ServeOptions, worker: WorkerContext) -> None:
         worker.report(str(exc))
         raise SystemExit(EXIT_USER_ERROR) from None
     sock.listen(WORKER_BACKLOG)
-    serve(app, sock, options.access_log, lambda: worker.report(None))
+    serve(app, sock, options, lambda: worker.report(None))
 
 
 def _supervise(options: ServeOptions) -> int:

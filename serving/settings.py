@@ -13,6 +13,15 @@ DEFAULT_PORT = 8000
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_MAX_QUERY_CHARS = 100_000
 DEFAULT_MAX_BATCH = 256
+#: USD: a feedback cost above this is refused (422); far above any single LLM call today.
+DEFAULT_MAX_FEEDBACK_COST = 100.0
+#: Seconds a client has to send a request's line and headers (from connecting, or from its first
+#: byte after a previous answer); then 408 and the connection is closed.
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+#: Seconds a client has to send a request's body once its headers are in; then 408.
+DEFAULT_BODY_TIMEOUT_S = 30.0
+#: Open connections one server process holds; a connection beyond is answered 503 and closed.
+DEFAULT_MAX_CONNECTIONS = 1000
 
 #: How much of a query the decision log keeps: the text, its sha256 hex, or nothing.
 LogQueries = Literal["full", "hash", "none"]
@@ -34,6 +43,16 @@ class Settings:
         max_query_chars: largest accepted query, in Unicode code points (``--max-query-chars``);
             413 above.
         max_batch: most queries in one ``POST /route/batch`` (``--max-batch``); 413 above.
+        max_feedback_cost: largest ``cost`` a ``POST /feedback`` may report, in USD per query
+            (``--max-feedback-cost``); 422 above.
+        header_timeout: seconds to receive a request's line and headers (``--header-timeout``);
+            a silent connection is closed, a partial request answered 408
+            (:mod:`serving.connections`).
+        body_timeout: seconds to receive a request's body once its headers are in
+            (``--body-timeout``); 408 after.
+        max_connections: open connections per server process (``--max-connections``); one more
+            is answered 503 and closed at once, so that slow or idle clients cannot use up the
+            process's open files.
         backends: YAML file of the proxy's backends (``--backends``); no proxy without it.
         decision_log: JSONL file that decisions and feedback are appended to
             (``--decision-log``); none without it.
@@ -56,6 +75,10 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
     max_batch: int = DEFAULT_MAX_BATCH
+    max_feedback_cost: float = DEFAULT_MAX_FEEDBACK_COST
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT_S
+    body_timeout: float = DEFAULT_BODY_TIMEOUT_S
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     backends: Path | None = None
     decision_log: Path | None = None
     log_queries: LogQueries = "full"
@@ -76,9 +99,17 @@ class Settings:
             ("--max-body-bytes", self.max_body_bytes),
             ("--max-query-chars", self.max_query_chars),
             ("--max-batch", self.max_batch),
+            ("--max-connections", self.max_connections),
         ):
             if value < 1:
                 raise ValueError(f"{flag} must be >= 1, got {value}")
+        for flag, number in (
+            ("--max-feedback-cost", self.max_feedback_cost),
+            ("--header-timeout", self.header_timeout),
+            ("--body-timeout", self.body_timeout),
+        ):
+            if not (math.isfinite(number) and number > 0):
+                raise ValueError(f"{flag} must be a finite number > 0, got {number}")
         if not (math.isfinite(self.explore_epsilon) and 0.0 <= self.explore_epsilon <= 1.0):
             raise ValueError(f"--explore-epsilon must be in [0, 1], got {self.explore_epsilon}")
         if self.fallback_model == "":

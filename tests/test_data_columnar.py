@@ -254,3 +254,65 @@ def test_parquet_with_integer_ids_and_float32_values(tmp_path: Path) -> None:
     pq.write_table(table.set_column(0, "query_id", pa.array([r["query_id"] for r in rows])), tmp_path / "f32.parquet")
     for name in ("ints.parquet", "f32.parquet"):
         assert_same(tmp_path / name, 1 << 20)
+
+
+def write_multiline_csv(path: Path, queries: int, torn: int | None = None) -> Path:
+    """A long CSV whose texts span two lines (quoted line breaks); ``torn``: that data row's quote never closes."""
+    rows = [
+        good_rows()[k] | {"query_id": f"q{i}", "query": f'question {i},\nits "second" line'}
+        for i in range(queries)
+        for k in range(2)
+    ]
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(good_rows()[0]))
+        writer.writeheader()
+        for number, row in enumerate(rows, start=1):
+            if number == torn:
+                handle.write(f'{row["query_id"]},"an open quote,a,0.5,0.001,10.0,2024-01-01T00:00:00Z\n')
+            writer.writerow(row)
+    return path
+
+
+def test_quoted_line_breaks_are_read_by_blocks(tmp_path: Path, columnar_rows: list[int]) -> None:
+    fast = assert_same(write_multiline_csv(tmp_path / "log.csv", 100), 4096)
+    assert sum(columnar_rows) == fast.log.stats.rows_accepted == 200
+
+
+@pytest.mark.parametrize("chunk_bytes", [*CHUNKS, 4096])
+def test_an_unterminated_quote_after_quoted_line_breaks_gives_the_same_quarantine(
+    chunk_bytes: int, tmp_path: Path, columnar_rows: list[int]
+) -> None:
+    """Issue 15, item 6: blocks whose values hold line breaks are checked for the per-row path's rule."""
+    fast = assert_same(write_multiline_csv(tmp_path / "log.csv", 100, torn=151), chunk_bytes)
+    assert fast.log.stats.rows_read == 201
+    assert fast.log.stats.rejected_by_reason == {"malformed line": 1}  # the lines after it are read again
+    if chunk_bytes == 4096:
+        assert 0 < sum(columnar_rows) < 200, "the blocks before the open quote were read by blocks"
+
+
+@pytest.mark.parametrize("chunk_bytes", CHUNKS)
+def test_a_cost_above_the_maximum_gives_the_same_quarantine(chunk_bytes: int, tmp_path: Path) -> None:
+    rows = [*good_rows(), bad(cost=5.0), bad(cost=0.25, model="b")]
+    path = write_jsonl(tmp_path / "log.jsonl", rows)
+    for max_cost in (1.0, 0.3, 1e-3):
+        assert_same(path, chunk_bytes, max_cost=max_cost)
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_numbers_as_text_in_parquet_give_the_same_result(strict: bool, tmp_path: Path) -> None:
+    """A Parquet column of numeric text is read as numbers; under ``--strict`` both paths refuse it alike."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = good_rows()
+    table = pa.table({name: [str(row[name]) if name == "cost" else row[name] for row in rows] for name in rows[0]})
+    pq.write_table(table, tmp_path / "log.parquet")
+    if not strict:
+        assert_same(tmp_path / "log.parquet", 1 << 20)
+        return
+    messages = []
+    for columnar in (False, True):
+        with pytest.raises(StrictModeError) as error:
+            load_log(tmp_path / "log.parquet", strict=True, columnar=columnar)
+        messages.append(str(error.value))
+    assert messages[0] == messages[1] and "row 1: bad cost: cost='0.001' is a number written as text" in messages[0]

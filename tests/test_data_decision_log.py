@@ -92,3 +92,43 @@ def test_worker_logs_of_a_directory_are_joined_together(tmp_path: Path) -> None:
     stats = load_log(tmp_path).log.stats
     assert (stats.rows_accepted, stats.pending) == (1, 2)  # a joined across files; b and c wait
     assert stats.rejected_by_reason == {"feedback without decision": 1}
+
+
+def _tear_first_line(path: Path) -> None:
+    """Cut the file's first line short, as a crash mid-write leaves it (the newline kept)."""
+    first, rest = path.read_text(encoding="utf-8").split("\n", 1)
+    path.write_text(first[:30] + "\n" + rest, encoding="utf-8")
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_a_decision_log_whose_first_line_is_torn_is_still_a_decision_log(columnar: bool, tmp_path: Path) -> None:
+    """The kind comes from the first record that parses, not from line 1 (issue 15, item 4)."""
+    path = _write(
+        tmp_path / "decisions.jsonl",
+        [
+            _decision("a"),
+            _decision("b", "m2", 0.05),
+            _decision("c"),
+            {"query_id": "b", "quality": 1.0, "cost": 0.002},
+            {"query_id": "c", "quality": 0.0, "cost": 0.001},
+        ],
+    )
+    _tear_first_line(path)
+    loaded = load_log(path, columnar=columnar)
+    log, stats = loaded.log, loaded.log.stats
+    assert log.feedback == "bandit" and sorted(log.query_ids.tolist()) == ["b", "c"]
+    assert stats.rejected_by_reason == {"malformed line": 1}
+    assert (loaded.quarantine.rejections[0].position, stats.rows_read, stats.pending) == (1, 3, 0)
+
+
+def test_a_canonical_log_whose_first_line_is_torn_stays_canonical(tmp_path: Path) -> None:
+    rows = [
+        {"query_id": q, "query": f"text of {q}", "model": m, "quality": 1.0, "cost": 0.001}
+        for q in ("a", "b", "c")
+        for m in ("m1", "m2")
+    ]
+    path = _write(tmp_path / "log.jsonl", rows)
+    _tear_first_line(path)
+    stats = load_log(path).log.stats
+    assert stats.rejected_by_reason == {"malformed line": 1, "incomplete query": 1}
+    assert stats.rows_accepted == 4

@@ -9,6 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import run_train
 
@@ -48,8 +51,6 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def write_parquet(path: Path, rows: list[dict[str, Any]]) -> Path:
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
     pq.write_table(pa.Table.from_pylist(rows), path)
     return path
 
@@ -139,7 +140,6 @@ def test_routerbench_wide_csv_gives_one_outcome_per_model(tmp_path: Path) -> Non
 
 
 def test_a_pickle_is_refused_unless_allowed(tmp_path: Path) -> None:
-    pandas = pytest.importorskip("pandas")
     path = tmp_path / "bench.pkl"
     frame = pandas.DataFrame(WIDE_ROWS, columns=WIDE_HEADER).replace("", None)
     for column in ("m1", "m2", "m1|total_cost", "m2|total_cost"):
@@ -232,3 +232,69 @@ def test_real_routerbench_metadata_never_becomes_a_field(routerbench: Path) -> N
         for item in read_file(path):
             if isinstance(item, ParsedRow):
                 assert set(item.fields) <= CANONICAL_FIELDS
+
+
+def open_a_quote(path: Path, row: int, field: int = 1) -> str:
+    """Open a quote that never closes in data row ``row`` of a CSV (line ``row + 1``): the field
+    ``field`` gets a leading ``"`` (its text must hold no comma, so that it was written unquoted)."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    cells = lines[row].split(",")
+    cells[field] = '"' + cells[field]
+    lines[row] = ",".join(cells)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return lines[row]
+
+
+def plain_rows(queries: range) -> list[dict[str, Any]]:
+    """Rows whose texts need no quoting, and every 3rd query a quoted text (with a comma)."""
+    rows = rows_for(queries)
+    for row in rows:
+        number = int(row["query_id"][1:])
+        row["query"] = f"question {number}, with a comma" if number % 3 == 0 else f"question {number}"
+    return rows
+
+
+@pytest.mark.parametrize("quoted_later", [True, False], ids=["a later quote closes it", "it runs to the end"])
+@pytest.mark.parametrize("columnar", [True, False])
+def test_an_unterminated_csv_quote_rejects_its_line_alone(quoted_later: bool, columnar: bool, tmp_path: Path) -> None:
+    """Issue 15, item 6: the rows after an open quote are read, not swallowed into one field."""
+    rows = plain_rows(range(7)) if quoted_later else rows_for(range(7))
+    if not quoted_later:  # no other quote in the file: the open one runs to the end
+        for row in rows:
+            row["query"] = f"question {row['query_id']}"
+    path = write_csv(tmp_path / "log.csv", rows)
+    raw = open_a_quote(path, row=9)  # q4, model a (data row 9, line 10)
+    loaded = load_log(path, columnar=columnar, chunk_bytes=64)
+    stats = loaded.log.stats
+    assert stats.rows_read == len(rows) == stats.rows_accepted + stats.rows_rejected
+    assert stats.rejected_by_reason == {"malformed line": 1, "incomplete query": 1}
+    first = loaded.quarantine.rejections[0]
+    assert (first.position, first.locator, first.content) == (9, "row", raw)
+    error = "',' expected after '\"'" if quoted_later else "unexpected end of data"
+    assert first.detail == f'unterminated quote (") opened on line 10: {error}'
+    assert outcomes(path) == expected([row for row in rows if row["query_id"] != "q4"])
+
+
+def test_quoted_line_breaks_are_still_one_field(tmp_path: Path) -> None:
+    rows = rows_for(range(3))
+    rows[2]["query"] = rows[3]["query"] = 'two lines,\r\nthe second "quoted"'
+    path = write_csv(tmp_path / "log.csv", rows)
+    assert outcomes(path) == expected(rows)
+    assert load_log(path, columnar=False).log.stats.rows_rejected == 0
+
+
+def test_an_unterminated_quote_in_a_wide_csv_rejects_every_model_of_its_line(tmp_path: Path) -> None:
+    path = write_wide(tmp_path / "bench.csv")
+    raw = open_a_quote(path, row=2, field=3)  # s2's eval_name; s3 still follows
+    loaded = load_log(path)
+    stats = loaded.log.stats
+    assert stats.rows_read == 6
+    assert stats.rejected_by_reason == {"malformed line": 2, "blank score": 1, "incomplete query": 1}
+    assert [(r.position, r.content) for r in loaded.quarantine.rejections[:2]] == [(2, raw), (2, raw)]
+
+
+def test_a_csv_header_with_an_unterminated_quote_is_a_file_error(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "log.csv", rows_for(range(2)))
+    path.write_text('"' + path.read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(DataError, match=r'log\.csv: line 1: the header has an unterminated quote \("\)'):
+        load_log(path)

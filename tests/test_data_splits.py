@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from data.fingerprint import fingerprint
@@ -118,8 +120,6 @@ def write(path: Path, data: list[dict[str, Any]]) -> Path:
             writer.writeheader()
             writer.writerows(data)
     else:
-        pa = pytest.importorskip("pyarrow")
-        pq = pytest.importorskip("pyarrow.parquet")
         pq.write_table(pa.Table.from_pylist(data), path)
     return path
 

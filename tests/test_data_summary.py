@@ -87,3 +87,14 @@ def test_oracle_takes_the_best_quality_then_the_lower_cost() -> None:
     quality = np.array([[1.0, 1.0, 0.0], [0.2, 0.9, 0.9], [0.5, 0.5, 0.5]])
     cost = np.array([[0.5, 0.1, 0.0], [0.0, 0.3, 0.3], [0.2, 0.2, 0.2]])
     assert oracle_choice(quality, cost).tolist() == [1, 1, 0]
+
+
+def test_summary_applies_the_maximum_cost(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "log.jsonl", full_rows())
+    done = summary(str(path), "--max-cost", "0.003")  # q2's row of a costs 0.004
+    assert done.returncode == 0, done.stderr
+    assert "6 read, 4 accepted, 2 rejected" in done.stdout and "1 bad cost" in done.stdout
+    done = summary(str(path), "--max-cost", "0")
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "python -m data summary: error: max_cost must be a number > 0 (USD per call; inf: no bound), got 0.0"
+    ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import string
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import run_train
 
 from data import rules
 from data.loading import LoadedLog, load_log
@@ -84,6 +86,7 @@ CASES: dict[str, Case] = {
     "cost inf": Case(RejectReason.BAD_COST, raw(cost="Infinity")),
     "cost negative": Case(RejectReason.BAD_COST, bad(cost=-0.01)),
     "cost text": Case(RejectReason.BAD_COST, bad(cost="cheap")),
+    "cost above the maximum": Case(RejectReason.BAD_COST, bad(cost=1e308)),
     "quality above 1": Case(RejectReason.BAD_QUALITY, bad(quality=1.5)),
     "quality below 0": Case(RejectReason.BAD_QUALITY, bad(quality=-0.1)),
     "quality NaN": Case(RejectReason.BAD_QUALITY, raw(quality="NaN")),
@@ -126,7 +129,8 @@ def _pattern(message: str) -> re.Pattern[str]:
 def catalogue() -> dict[str, tuple[RejectReason, re.Pattern[str], int]]:
     """Every message of :mod:`data.rules`, by rule name: its reason, its pattern and its literal length.
 
-    A :class:`data.rules.ValueRule` makes two messages: ``NAME`` (out of range) and ``NAME not a number``.
+    A :class:`data.rules.ValueRule` makes three messages: ``NAME`` (out of range), ``NAME not a
+    number`` and ``NAME as text`` (a number written as text, under ``--strict``).
     """
     entries = {}
     for name, rule in vars(rules).items():
@@ -135,6 +139,8 @@ def catalogue() -> dict[str, tuple[RejectReason, re.Pattern[str], int]]:
         elif isinstance(rule, rules.ValueRule):
             entries[name] = (rule.reason, f"{rule.field}={{value}} {rule.requirement}")
             entries[f"{name} not a number"] = (rule.reason, f"{rule.field}={{value}} is not a number")
+            as_text = rule.written_as_text("").detail.replace("''", "{value}", 1)
+            entries[f"{name} as text"] = (rule.reason, as_text)
     literal = {
         name: sum(len(text) for text, *_ in string.Formatter().parse(message)) for name, (_, message) in entries.items()
     }
@@ -402,3 +408,75 @@ def test_a_repeated_bandit_query_is_a_duplicate(tmp_path: Path) -> None:
     log = load_log(path).log
     assert log.stats.rejected_by_reason == {"duplicate outcome": 1}
     assert log.models == ("a",)  # the rejected row's model is no arm
+
+
+@pytest.mark.parametrize("cost", [1e6, 1e100, 1e308])
+def test_an_absurd_cost_is_rejected_and_counted(cost: float, tmp_path: Path) -> None:
+    """Issue 15, item 5: no real call costs 1e6 USD; such a row would skew (or crash) training."""
+    path = tmp_path / "log.jsonl"
+    write_log(path, Case(RejectReason.BAD_COST, bad(cost=cost)))
+    loaded = load_log(path)
+    assert loaded.log.stats.rejected_by_reason == {"bad cost": 1}
+    [record] = read_rejected(loaded, tmp_path)
+    assert record["detail"] == f"cost={cost!r} is above data.max_cost={rules.MAX_COST!r} (USD per call)"
+    assert rule_of(record["reason"], record["detail"]) == "COST_ABOVE_MAX"
+
+
+def test_the_maximum_cost_is_configurable(tmp_path: Path) -> None:
+    rows = good_rows()
+    rows[1]["cost"] = 150.0  # an expensive call, above the default maximum
+    path = write_jsonl(tmp_path / "log.jsonl", rows)
+    assert load_log(path).log.stats.rejected_by_reason == {"bad cost": 1, "incomplete query": 1}
+    assert load_log(path, max_cost=1000.0).log.stats.rows_rejected == 0
+    assert load_log(path, max_cost=math.inf).log.stats.rows_rejected == 0  # no bound at all
+    cheap = load_log(path, max_cost=0.0015).log  # every row of model b costs more
+    assert (cheap.stats.rejected_by_reason, cheap.models) == ({"bad cost": 3}, ("a",))
+    for wrong in (0.0, -1.0, math.nan):
+        with pytest.raises(DataError, match="max_cost must be a number > 0"):
+            load_log(path, max_cost=wrong)
+
+
+#: Numbers written as JSON strings (issue 15, item 7).
+TEXT_NUMBERS = {"quality": "0.5", "cost": "0.001", "prompt_tokens": "12", "latency_ms": "30", "propensity": "1"}
+
+
+@pytest.mark.parametrize("field", list(TEXT_NUMBERS))
+def test_numbers_as_text_are_accepted_but_not_under_strict(field: str, tmp_path: Path) -> None:
+    """JSON lines: ``"0.5"`` is read as 0.5, as in CSV; ``--strict`` refuses it (JSON has numbers)."""
+    row = bad(**{field: TEXT_NUMBERS[field]}) | ({"completion_tokens": 3} if field == "prompt_tokens" else {})
+    rows = [row | {"query_id": "y"}] if field == "propensity" else [*good_rows(), row, row | {"model": "b"}]
+    path = write_jsonl(tmp_path / "log.jsonl", rows)
+    assert load_log(path, prices=PRICES).log.stats.rows_rejected == 0
+    reason = {"quality": "bad quality", "cost": "bad cost", "prompt_tokens": "bad tokens"}.get(field)
+    reason = reason or {"latency_ms": "bad latency", "propensity": "bad propensity"}[field]
+    with pytest.raises(StrictModeError) as error:
+        load_log(path, prices=PRICES, strict=True)
+    number = len(rows) - 1 if field != "propensity" else 1
+    assert str(error.value) == (
+        f"{path}: line {number}: {reason}: {field}={TEXT_NUMBERS[field]!r} is a number written as text "
+        "(refused by --strict in JSON lines and Parquet) (--strict stops at the first bad row)"
+    )
+
+
+def test_numbers_in_csv_are_text_by_nature_even_under_strict(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(good_rows()[0]))
+        writer.writeheader()
+        writer.writerows(good_rows())
+    assert load_log(path, strict=True).log.stats.rows_accepted == len(good_rows())
+
+
+def test_train_rejects_an_absurd_cost_by_its_data_max_cost(tmp_path: Path) -> None:
+    """``train.py --set data.max_cost=200``: a call of 150 USD is kept, one of 1e308 USD is rejected and counted."""
+    demo = Path(__file__).resolve().parents[1] / "data" / "demo" / "demo.jsonl"
+    rows = [json.loads(line) for line in demo.read_text(encoding="utf-8").splitlines()[:1000]]
+    rows[3]["cost"], rows[7]["cost"] = 150.0, 1e308
+    path = write_jsonl(tmp_path / "log.jsonl", rows)
+    done = run_train("--data", str(path), "--out", str(tmp_path / "run"), "--set", "data.max_cost=200")
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "run" / "report.json").read_text(encoding="utf-8"))
+    assert report["data"]["rejected_by_reason"] == {"bad cost": 1, "incomplete query": 4}
+    assert report["data"]["rows_accepted"] == 995
+    [rejected, *_] = [json.loads(line) for line in (tmp_path / "run" / "rejected.jsonl").read_text().splitlines()]
+    assert (rejected["line"], rejected["detail"]) == (8, "cost=1e+308 is above data.max_cost=200.0 (USD per call)")

@@ -9,13 +9,16 @@ import numpy as np
 import pytest
 from conftest import ROOT, run_python, run_train_on_routerbench, synthetic_log
 
+from data.loading import load_log
 from data.routing_log import RoutingLog
+from data.splits import split
 from envs.estimators import PredictedOutcomes
 from evaluation.bootstrap import Bootstrap, interval
-from evaluation.budget import BudgetTarget, calibrate
+from evaluation.budget import BudgetTarget, budget_report, calibrate
 from evaluation.evaluate import EvaluationConfig, EvaluationPlan, evaluate
 from evaluation.frontier import Frontier, TwoModelGap, cost_to_reach
-from evaluation.sweep import WeightSweep, paired_aiq_difference
+from evaluation.sweep import AIQRange, WeightSweep, paired_aiq_difference
+from training.config import load_config
 from training.run import RunResult
 
 
@@ -26,9 +29,9 @@ def test_hull_drops_dominated_and_concave_points() -> None:
 
 def test_aiq_by_hand() -> None:
     hull = Frontier.from_points(np.array([1, 2, 3, 4, 2.5]), np.array([0.5, 0.6, 0.9, 0.8, 0.55]))
-    assert hull.aiq((1, 3)) == pytest.approx((0.5 + 0.9) / 2)
-    assert hull.aiq((1, 4)) == pytest.approx((1.4 + 0.9) / 3)  # flat after the last vertex
-    assert hull.aiq((0, 1)) == pytest.approx(0.5)  # flat before the first vertex
+    cheapest = (1.0, 0.5)  # the hull starts at the cheapest model's point (below it: tests/test_frontier.py)
+    assert hull.aiq((1, 3), cheapest) == pytest.approx((0.5 + 0.9) / 2)
+    assert hull.aiq((1, 4), cheapest) == pytest.approx((1.4 + 0.9) / 3)  # flat after the last vertex
 
 
 def test_cost_to_reach_by_hand() -> None:
@@ -37,6 +40,7 @@ def test_cost_to_reach_by_hand() -> None:
     assert cost_to_reach(hull, 0.4) == pytest.approx(1.0)
     assert cost_to_reach(hull, 0.9) == pytest.approx(3.0)
     assert cost_to_reach(hull, 0.95) is None
+    assert cost_to_reach(hull, 0.9 + 1e-15) == 3.0  # above the last vertex by rounding only
 
 
 def test_apgr_and_cpt_by_hand() -> None:
@@ -65,16 +69,48 @@ def test_budget_searches_the_whole_grid() -> None:
         BudgetTarget("cost", float("nan"))
 
 
+def test_budget_report_says_met_by_the_rule_of_the_choice() -> None:
+    # One weight, costs 0 and 0.2: mean 0.1 is under 0.15, but mean + 1 SE (0.1 + 0.1/sqrt(2)) is not.
+    validation = _sweep([[0.0, 0.2]], [[0.5, 0.7]])
+    target = BudgetTarget("cost", 0.15)
+    budget = budget_report(validation, validation, target, calibrate(validation, target))
+    assert budget["met_on_validation"] is False
+    assert budget["validation"]["mean_cost_standard_error"] == pytest.approx(0.1 / np.sqrt(2))
+    loose = BudgetTarget("cost", 0.18)  # 0.1 + 0.0707 <= 0.18: met, and said so
+    assert budget_report(validation, validation, loose, calibrate(validation, loose))["met_on_validation"] is True
+
+
 def test_bootstrap_intervals_and_pairing() -> None:
     rng = np.random.default_rng(0)
     values = rng.random(400)
     boot = Bootstrap(400, 500, seed=1)
-    low, high = interval(boot.means(values))
+    low, high = interval(boot.means(values), values.mean())
     assert low < values.mean() < high and high - low < 0.1
     np.testing.assert_array_equal(boot.means(values), Bootstrap(400, 500, seed=1).means(values))
     sweep = _sweep([rng.random(400) * 1e-3 for _ in range(3)], [rng.random(400) for _ in range(3)])
-    same = paired_aiq_difference(sweep, sweep, Bootstrap(400, 100), (1e-4, 1e-3))
+    cheapest_cost, cheapest_quality = np.full(400, 1e-4), rng.random(400)
+    aiq_range = AIQRange((1e-4, 1e-3), (1e-4, float(cheapest_quality.mean())), cheapest_cost, cheapest_quality)
+    same = paired_aiq_difference(sweep, sweep, Bootstrap(400, 100), aiq_range)
     assert same["value"] == 0 and same["ci95"] == [0.0, 0.0]
+
+
+def test_bca_interval_by_hand() -> None:
+    """BCa (docs in evaluation/bootstrap.py): the quantiles at Φ(z0 + (z0 + z) / (1 − a (z0 + z)))."""
+    samples = np.linspace(0.0, 1.0, 1000)  # the q-quantile of these samples is q itself
+    assert interval(samples, 0.5) == pytest.approx([0.025, 0.975])  # z0 = 0, a = 0: the percentile interval
+    # 300 of the 1000 samples below the estimate: z0 = Φ⁻¹(0.3) = −0.52440, levels Φ(2 z0 ∓ 1.95996)
+    assert interval(samples, 0.2999) == pytest.approx([0.0013116, 0.8188952], abs=1e-7)
+    # z0 = 0, a = 0.1: levels Φ(−1.95996 / 1.195996) and Φ(1.95996 / 0.804004)
+    assert interval(samples, 0.5, acceleration=0.1) == pytest.approx([0.0506305, 0.9926106], abs=1e-7)
+    skewed = np.random.default_rng(3).exponential(size=300)
+    deviations = skewed - skewed.mean()
+    acceleration = np.sum(deviations**3) / (6 * np.sum(deviations**2) ** 1.5)  # Efron & Tibshirani eq. 14.15
+    boot = Bootstrap(300, 2000, seed=4)
+    expected = interval(boot.means(skewed), skewed.mean(), acceleration=acceleration)
+    np.testing.assert_allclose(boot.mean_intervals(skewed), expected, rtol=1e-12)
+    np.testing.assert_allclose(boot.mean_intervals(np.stack([skewed, skewed])), [expected, expected], rtol=1e-12)
+    percentile = np.quantile(boot.means(skewed), [0.025, 0.975])
+    assert expected[0] > percentile[0] and expected[1] > percentile[1]  # moved towards the long (right) tail
 
 
 def _world(n: int = 200) -> RoutingLog:
@@ -154,17 +190,34 @@ def test_training_report_has_intervals_figure_and_reference_costs(demo_run: RunR
     assert "charts/frontier" in events.Tags()["images"]
 
 
+def _demo_test_split(path: Path) -> Path:
+    """The demo log's rows of the default run's test split (queries the policy never learned from), at ``path``."""
+    config = load_config(ROOT / "configs" / "default.yaml", [])
+    log = load_log(config.data.path).log
+    held_out = set(log.query_ids[split(log, config.data.fractions, config.seed).test].tolist())
+    lines = (ROOT / "data" / "demo" / "demo.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    path.write_text("".join(line for line in lines if json.loads(line)["query_id"] in held_out), encoding="utf-8")
+    return path
+
+
 def test_evaluation_cli_on_an_exported_policy(demo_run: RunResult, tmp_path: Path) -> None:
+    """``python -m evaluation`` of the exported policy on the held-out test split reproduces the training report."""
     policy = demo_run.directory / "policy.pt"
     out = tmp_path / "eval"
-    demo = str(ROOT / "data" / "demo" / "demo.jsonl")
-    done = run_python("-m", "evaluation", str(policy), "--data", demo, "--out", str(out), "--bootstrap", "50")
+    held_out = str(_demo_test_split(tmp_path / "test.jsonl"))
+    done = run_python("-m", "evaluation", str(policy), "--data", held_out, "--out", str(out), "--bootstrap", "50")
     assert done.returncode == 0, done.stderr
     for name in ("report.json", "report.md", "frontier.png"):
         assert (out / name).is_file()
     report = json.loads((out / "report.json").read_text())
     assert report["policy"]["cost_weight"] == demo_run.report["policy"]["cost_weight"]
+    assert report["data"]["queries"] == demo_run.report["split"]["queries"]["test"]
+    for key in ("mean_quality", "mean_cost"):
+        assert report["test"][key] == pytest.approx(demo_run.report["test"][key], rel=1e-12)
+    # The same frontier, swept at other weights (the evaluated log's break-even weights, not the training split's).
+    assert report["frontier"]["aiq"] == pytest.approx(demo_run.report["frontier"]["aiq"], abs=1e-3)
     assert report["frontier"]["aiq"] > report["frontier"]["zero_router_aiq"]
+    demo = str(ROOT / "data" / "demo" / "demo.jsonl")
     missing = run_python("-m", "evaluation", str(tmp_path / "none.pt"), "--data", demo, timeout=120)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
 

@@ -79,15 +79,20 @@ def test_fresh_process_makes_the_agents_decisions(demo_run: RunResult, tmp_path:
     assert metadata["data_fingerprint"] == demo_run.report["data"]["fingerprint"]
 
 
-def test_scores_match_the_agent_and_weights_are_checked(demo_policy: Path) -> None:
-    loaded = load_policy(demo_policy)
+def test_scores_match_the_agent_and_weights_are_checked(demo_run: RunResult) -> None:
+    """The exported scores are the agent's utilities (float32), and the routes their argmax."""
+    agent, featurizer, test_queries = _agent_and_test_queries(demo_run)
+    loaded = load_policy(demo_run.directory / "policy.pt")
     policy, metadata = loaded.module, loaded.metadata
-    queries = ["", "a question about nothing", "Koushotram shoushen poufoga"]
-    scores = policy.scores(queries, 300.0)
-    assert torch.equal(
-        torch.argmax(scores, dim=1),
-        torch.tensor([metadata["models"].index(m) for m in policy.route(queries, 300.0)]),
-    )
+    queries = ["", "a question about nothing", "Koushotram shoushen poufoga", *test_queries[:100]]
+    for weight in (0.0, 300.0, 3000.0):
+        scores = policy.scores(queries, weight)
+        expected = agent.scores(featurizer.transform(queries), weight)
+        np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+        assert torch.equal(
+            torch.argmax(scores, dim=1),
+            torch.tensor([metadata["models"].index(m) for m in policy.route(queries, weight)]),
+        )
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(Exception, match="cost_weight must be finite"):
             policy.scores(queries, bad)
@@ -111,9 +116,22 @@ def test_load_policy_errors(tmp_path: Path) -> None:
         load_policy(junk)
 
 
-def test_same_decisions_on_routerbench_queries(demo_policy: Path, routerbench: Path) -> None:
-    policy = load_policy(demo_policy).module
-    queries = load_log(routerbench).log.queries[:50]
-    routes = policy.route(queries, 300.0)
-    assert len(routes) == 50 and set(routes) <= set(policy.models())
-    assert np.isfinite(policy.scores(queries, 300.0).numpy()).all()
+def test_same_decisions_on_routerbench_queries(demo_run: RunResult, routerbench: Path) -> None:
+    """Foreign text (RouterBench prompts: long, other vocabularies, code, other scripts) is routed by the
+    exported policy exactly as the trained agent routes it in-process."""
+    agent, featurizer, _ = _agent_and_test_queries(demo_run)
+    policy = load_policy(demo_run.directory / "policy.pt").module
+    queries = load_log(routerbench).log.queries[:200]
+    features = featurizer.transform(queries)
+    assert np.abs(features).sum(axis=1).min() > 0  # the demo's vocabulary reaches every prompt
+    # Far from the demo's texts the agent sends all 200 prompts to one model at most weights: also
+    # compare where its choice differs between prompts (found on a fine grid of weights).
+    mixed = [w for w in np.geomspace(1.0, 1e5, 2001) if len(set(agent.predict(features, w).tolist())) > 1]
+    assert mixed, "the agent routes these prompts to one model at every weight: the comparison would prove little"
+    models = policy.models()
+    for weight in (0.0, 300.0, 3000.0, *mixed[:: max(1, len(mixed) // 5)]):
+        chosen = agent.predict(features, weight)
+        assert policy.route(queries, weight) == [models[i] for i in chosen], weight
+        expected = agent.scores(features, weight)
+        scores = policy.scores(queries, weight).numpy()
+        np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())

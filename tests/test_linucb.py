@@ -10,7 +10,7 @@ import pytest
 from conftest import linear_world, synthetic_log
 
 from agents import linucb_statistics
-from agents.base import Agent, Table, TrainingTask
+from agents.base import Agent, FeaturizedSplit, TrainingTask
 from agents.baselines import RandomRouter, SingleModelRouter
 from agents.callbacks import Callback
 from agents.lints import LinTS
@@ -59,16 +59,19 @@ def test_one_fit_serves_every_cost_weight() -> None:
 
 
 def test_learn_online_observes_one_arm_and_beats_random() -> None:
-    x, quality, cost = linear_world(800)
+    """Learned online on 800 queries, scored on 800 others of the same world (never learned from)."""
+    x_all, quality_all, cost_all = linear_world(1600)
+    x, quality, cost = x_all[:800], quality_all[:800], cost_all[:800]
+    held_x, held_quality, held_cost = x_all[800:], quality_all[800:], cost_all[800:]
     weight = 200.0
     env = RoutingEnv(synthetic_log(quality, cost), x.astype(np.float32), weight)
     agent = LinUCB(3, x.shape[1], LinUCBConfig(alpha=0.5)).learn(env, 1500, seed=0)
     assert agent.observations.sum() == 1500 and (agent.observations > 0).all()
-    rewards = quality - weight * cost
-    rows = np.arange(len(x))
-    learned = rewards[rows, agent.predict(x, weight)].mean()
-    random = rewards[rows, RandomRouter(3).predict(x)].mean()
-    fitted = rewards[rows, LinUCB(3, x.shape[1]).fit(x, quality, cost).predict(x, weight)].mean()
+    rewards = held_quality - weight * held_cost
+    rows = np.arange(len(held_x))
+    learned = rewards[rows, agent.predict(held_x, weight)].mean()
+    random = rewards[rows, RandomRouter(3).predict(held_x)].mean()
+    fitted = rewards[rows, LinUCB(3, x.shape[1]).fit(x, quality, cost).predict(held_x, weight)].mean()
     assert learned > random + 0.05
     assert learned > fitted - 0.02  # online learning from one arm at a time nearly matches full information
 
@@ -152,6 +155,7 @@ def test_statistics_summed_over_blocks_equal_fit_on_all() -> None:
     np.testing.assert_allclose(summed.gram, whole.gram, rtol=1e-12)
     np.testing.assert_allclose(summed.linear_map(), whole.linear_map(), atol=1e-10)
     np.testing.assert_array_equal(summed.observations, whole.observations)
+    assert summed.steps_done == whole.steps_done == len(x)  # the rows learned from, as fit counts them
     np.testing.assert_allclose(total.mean_quality(), quality.mean(axis=0))
     np.testing.assert_allclose(total.mean_cost(), cost.mean(axis=0))
     for weight in (0.0, 50.0, 1e4):
@@ -169,6 +173,7 @@ def test_bandit_statistics_equal_partial_fit_with_actions() -> None:
     agent = linucb_from_statistics(total)
     np.testing.assert_allclose(agent.linear_map(), reference.linear_map(), atol=1e-10)
     np.testing.assert_array_equal(agent.observations, reference.observations)
+    assert agent.steps_done == reference.steps_done == len(x)
     lonely = LinUCBStatistics.of(x[:4], logged_q[:4], logged_c[:4], actions=np.zeros(4, dtype=np.int64), n_models=3)
     assert lonely.observations.tolist() == [4, 0, 0]
     assert np.isnan(lonely.mean_quality()[1])
@@ -211,8 +216,8 @@ def test_online_training_resumed_from_a_checkpoint_is_the_uninterrupted_run(kind
     """Statistics, θ, the environment's generator (and LinTS's draws) continue exactly; a budget's λ too."""
     x, quality, cost = linear_world(600)
     reward = RewardConfig(cost_weight=100.0, budget=BudgetConfig(budget=float(cost.mean())))
-    task = TrainingTask(Table(synthetic_log(quality, cost), x), reward=reward, learning="online", online_steps=400,
-                        seed=3)
+    task = TrainingTask(FeaturizedSplit(synthetic_log(quality, cost), x), reward=reward, learning="online",
+                        online_steps=400, seed=3)
     saver = SaveAt(150, tmp_path / "mid.npz")
     whole = kind(3, x.shape[1]).train(task, [saver])
     resumed = kind(3, x.shape[1])
@@ -232,6 +237,7 @@ def test_online_training_resumed_from_a_checkpoint_is_the_uninterrupted_run(kind
 
 def test_fit_refuses_a_budget_it_cannot_learn() -> None:
     x, quality, cost = linear_world(50)
-    task = TrainingTask(Table(synthetic_log(quality, cost), x), reward=RewardConfig(budget=BudgetConfig(budget=1e-4)))
+    reward = RewardConfig(budget=BudgetConfig(budget=1e-4))
+    task = TrainingTask(FeaturizedSplit(synthetic_log(quality, cost), x), reward=reward)
     with pytest.raises(DataError, match="learning=online"):
         LinUCB(3, x.shape[1]).train(task)

@@ -1,7 +1,7 @@
 """Checkpoints and resume: a run killed at any write point and resumed gives the uninterrupted run's result.
 
 Kills are injected, not raced: ``ROUTERL_FAULT=<point>:<n>`` makes ``train.py`` SIGKILL itself the
-n-th time it reaches a named point of a checkpoint write (training/faults.py). LinUCB learning
+n-th time it reaches a named point of a checkpoint write (policies/faults.py). LinUCB learning
 online is exact: the checkpoint holds its statistics, θ, the environment's generator and the
 keep-best state, so the resumed run plays the same episodes and ends with the same parameters
 and the same report. A resume that silently dropped any of it would change the parameters, and
@@ -20,8 +20,8 @@ import pytest
 from conftest import run_train
 
 from data.outputs import is_temporary
+from policies.faults import CHECKPOINT_POINTS, FAULT_VARIABLE
 from training.checkpoints import CHECKPOINT, read_checkpoint
-from training.faults import FAULT_VARIABLE, POINTS
 
 STEPS, EVERY = 3000, 500
 ONLINE = ["--set", "agent.learning=online", "--set", f"agent.online_steps={STEPS}",
@@ -70,7 +70,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # The third checkpoint is step 1500: killed before it is written or before its rename, the run
 # resumes from step 1000; killed after the rename, from step 1500.
 @pytest.mark.slow
-@pytest.mark.parametrize(("point", "resumed_from"), list(zip(POINTS, (1000, 1000, 1500))))
+@pytest.mark.parametrize(("point", "resumed_from"), list(zip(CHECKPOINT_POINTS, (1000, 1000, 1500))))
 def test_a_kill_at_each_write_point_then_resume_gives_the_uninterrupted_run(
     point: str, resumed_from: int, uninterrupted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

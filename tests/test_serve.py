@@ -12,6 +12,7 @@ import json
 import os
 import queue
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -56,13 +57,25 @@ class RunningServer:
     stderr_path: Path
 
 
-def _start_server(policy: Path, log_dir: Path, *extra_args: str, env: dict[str, str] | None = None) -> RunningServer:
+def _start_server(
+    policy: Path,
+    log_dir: Path,
+    *extra_args: str,
+    env: dict[str, str] | None = None,
+    open_files: int | None = None,
+) -> RunningServer:
     """Start ``serve.py --port 0`` and wait for its ``routerl serving on ...`` line.
 
-    ``env`` is added to this process's environment (tokens, backend keys).
+    ``env`` is added to this process's environment (tokens, backend keys); ``open_files`` sets
+    the server's soft and hard limit on open files (``ulimit -n``).
     """
     stderr_path = log_dir / "serve.stderr.log"
     stderr_file = stderr_path.open("w")  # a file, not a pipe: access logs must never block it
+
+    def limit_open_files() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     process = subprocess.Popen(
         [sys.executable, "serve.py", "--policy", str(policy), "--port", "0", *extra_args],
         cwd=REPO_ROOT,
@@ -70,6 +83,7 @@ def _start_server(policy: Path, log_dir: Path, *extra_args: str, env: dict[str, 
         stderr=stderr_file,
         text=True,
         env={**os.environ, **(env or {})},
+        preexec_fn=limit_open_files if open_files is not None else None,
     )
     stderr_file.close()
     lines: queue.Queue[str | None] = queue.Queue()
@@ -490,6 +504,25 @@ def test_invalid_policy_exits_2_with_one_line(tmp_path: Path) -> None:
 def test_bad_limit_flag_exits_2(demo_policy: Path) -> None:
     result = _run_serve("--policy", str(demo_policy), "--port", "0", "--max-body-bytes", "0")
     _assert_one_line_error(result, "--max-body-bytes")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--max-feedback-cost", "0"),
+        ("--max-feedback-cost", "nan"),
+        ("--header-timeout", "-1"),
+        ("--body-timeout", "inf"),
+        ("--max-connections", "0"),
+    ],
+)
+def test_bad_limit_values_exit_2_naming_the_flag(flag: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import serve
+
+    with pytest.raises(SystemExit) as exited:
+        serve._settings(serve.parse_args(["--policy", "p.pt", flag, value]))
+    assert exited.value.code == 2
+    assert flag in capsys.readouterr().err
 
 
 def test_announced_address_is_loopback_by_default(demo_policy: Path, tmp_path: Path) -> None:

@@ -71,6 +71,34 @@ def test_linucb_beats_single_models_and_closes_the_gap(demo_run: RunResult) -> N
     assert closed >= 0.70, f"LinUCB closes {closed:.1%} of the gap to the expected-quality oracle"
 
 
+def test_demo_report_tells_the_truth_about_routing(demo_run: RunResult) -> None:
+    """The README's demo story: frontier-xl, the dearest model, is the best single model on the
+    held-out queries; the policy gets 95% of its quality at under half its cost and reaches 100%;
+    and at a small cost weight it sends frontier-xl the hard queries (two difficulty markers,
+    ground truth from the generator) more often than the plain ones."""
+    import torch
+
+    from data.synth import SynthConfig, generate
+
+    frontier = demo_run.report["frontier"]
+    single = frontier["single_models"]
+    assert frontier["reference_model"] == "frontier-xl" == max(single, key=lambda m: single[m]["cost"])
+    assert max(single, key=lambda m: single[m]["quality"]) == "frontier-xl"
+    assert frontier["cost_to_reach"]["95%"]["policy_cost_share_of_reference"] < 0.5
+    assert frontier["cost_to_reach"]["100%"]["policy_cost"] is not None
+
+    demo = generate(SynthConfig())  # data/demo/demo.jsonl, with each query's difficulty
+    config = load_config(ROOT / "configs" / "default.yaml", [])
+    log = load_log(config.data.path).log
+    held_out = set(log.query_ids[split(log, config.data.fractions, config.seed).test].tolist())
+    rows = [i for i, query_id in enumerate(demo.query_ids) if query_id in held_out]
+    policy = torch.jit.load(str(demo_run.directory / "policy.pt"))
+    chosen = np.array(policy.route([demo.queries[i] for i in rows], 30.0))
+    markers = demo.difficulty[rows]
+    share_plain, share_hard = ((chosen[markers == m] == "frontier-xl").mean() for m in (0, 2))
+    assert share_hard >= 0.6 and share_hard > share_plain + 0.2, (share_plain, share_hard)
+
+
 def test_same_seed_same_report_in_two_processes(tmp_path: Path) -> None:
     first, second = run_train("--out", str(tmp_path / "a")), run_train("--out", str(tmp_path / "b"))
     assert first.returncode == 0, first.stderr
@@ -88,6 +116,8 @@ def test_user_errors_exit_2_with_one_line(tmp_path: Path) -> None:
     (tmp_path / "busy" / "file").write_text("x")
     cases = [
         ("--out", str(tmp_path / "busy")),
+        ("--out", str(tmp_path / "busy" / "file")),  # a file, not a folder: was a NotADirectoryError traceback
+        ("--out", str(tmp_path / "busy"), "--overwrite"),  # not a folder routerl wrote: deletes nothing
         ("--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")),
         ("--set", "agent.linucb.alhpa=1", "--out", str(tmp_path / "y")),
         ("--set", "reward.cost_weight=cheap", "--out", str(tmp_path / "z")),
@@ -98,17 +128,18 @@ def test_user_errors_exit_2_with_one_line(tmp_path: Path) -> None:
         assert done.returncode == 2, (args, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert "Traceback" not in done.stderr and done.stderr.startswith("train.py: error:")
+    assert (tmp_path / "busy" / "file").read_text() == "x"
 
 
 def test_set_overrides_reach_the_run(tmp_path: Path) -> None:
     done = run_train(
-        "--out", str(tmp_path / "run"), "--set", "reward.cost_weight=50", "--set", "agent.linucb.alpha=0.5"
+        "--out", str(tmp_path / "run"), "--set", "reward.cost_weight=50", "--set", "agent.linucb.ridge=2.5"
     )
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["policy"]["cost_weight"] == 50
     resolved = (tmp_path / "run" / "config.yaml").read_text()
-    assert "alpha: 0.5" in resolved and "cost_weight: 50.0" in resolved
+    assert "ridge: 2.5" in resolved and "cost_weight: 50.0" in resolved
 
 
 @pytest.mark.parametrize(("setting", "expected"), [(1, 1), (None, "default")])

@@ -11,7 +11,6 @@ Modules:
 - :mod:`training.learning` -- how the agent learns: ``train`` with the run's callbacks, resumed if checkpointed.
 - :mod:`training.checkpoints` -- the one checkpoint file (learner and keep-best state) and the resume path.
 - :mod:`training.tensorboard` -- TensorBoard logging, and the callback learners log through.
-- :mod:`training.faults` -- fault injection (``ROUTERL_FAULT``): a kill at a named write point.
 - :mod:`training.exporting` -- the run's ``policy.pt`` and its metadata.
 - :mod:`training.compare` -- agents compared by K-fold cross-validation.
 - :mod:`training.search` -- hyperparameter search: a grid of configurations run in turn or as Ray Tune trials.

@@ -28,7 +28,7 @@ from data.loading import RowFeed
 from data.prices import PriceTable
 from data.quarantine import Quarantine
 from data.reading import Item, ParsedRow, read_file
-from data.rules import Invalid
+from data.rules import MAX_COST, Invalid, Limits
 from data.schema import DataError, RejectReason
 from data.splits import hash_unit
 from data.validation import validate
@@ -70,30 +70,39 @@ def query_schema(n_models: int) -> pa.Schema:
     )
 
 
-def read_block(batch: dict[str, np.ndarray], prices: PriceTable, allow_pickle: bool) -> pa.Table:
+def read_block(
+    batch: dict[str, np.ndarray],
+    prices: PriceTable,
+    allow_pickle: bool,
+    max_cost: float = MAX_COST,
+    strict: bool = False,
+) -> pa.Table:
     """Stage 1: read and validate the files of ``batch`` (one row per file) into :data:`ROW_SCHEMA` rows.
 
-    As :func:`data.loading.load_log` reads a file: :mod:`data.columnar` takes the blocks whose rows
-    are all valid (their raw ``content`` is left out: the few of them that stage 2 rejects are
-    read again by :func:`raw_contents`), and the spans it cannot take go through the per-row
-    readers, whose rejections keep their content.
+    As :func:`data.loading.load_log` reads a file, with the same :class:`data.rules.Limits`
+    (``max_cost``, ``strict``): :mod:`data.columnar` takes the blocks whose rows are all valid
+    (their raw ``content`` is left out: the few of them that stage 2 rejects are read again by
+    :func:`raw_contents`), and the spans it cannot take go through the per-row readers, whose
+    rejections keep their content.
     """
     tables = []
     for number, name in zip(batch["file_no"].tolist(), batch["file"].tolist(), strict=True):
         file = Path(name)
+        limits = Limits.of(file, max_cost, strict)
         if file.suffix.lower() == ".pkl":
-            tables.append(_per_row(join_decisions(read_file(file, allow_pickle=allow_pickle)), number, prices))
+            items = join_decisions(read_file(file, allow_pickle=allow_pickle))
+            tables.append(_per_row(items, number, prices, limits))
             continue
         feed = RowFeed(read_file(file))
-        for part in read_blocks(file):
+        for part in read_blocks(file, limits=limits):
             if isinstance(part, Block):
                 if part.bandit:
                     raise DataError(f"{file}: rows with propensity (bandit feedback); --ray fits full-information logs")
                 tables.append(_block_rows(part, number))
             elif part.first == 1 and part.last is None:  # the whole file, as the per-row path reads it
-                tables.append(_per_row(join_decisions(read_file(file)), number, prices))
+                tables.append(_per_row(join_decisions(read_file(file)), number, prices, limits))
             else:
-                tables.append(_per_row(feed.take(part.first, part.last), number, prices))
+                tables.append(_per_row(feed.take(part.first, part.last), number, prices, limits))
     return pa.concat_tables(tables) if tables else ROW_SCHEMA.empty_table()
 
 
@@ -120,7 +129,7 @@ def _block_rows(block: Block, number: int) -> pa.Table:
     )
 
 
-def _per_row(items: Iterable[Item | Pending], number: int, prices: PriceTable) -> pa.Table:
+def _per_row(items: Iterable[Item | Pending], number: int, prices: PriceTable, limits: Limits) -> pa.Table:
     """Rows read and validated one by one (:mod:`data.reading`, :mod:`data.validation`), with content."""
     columns: dict[str, list[Any]] = {name: [] for name in ROW_SCHEMA.names}
 
@@ -141,7 +150,7 @@ def _per_row(items: Iterable[Item | Pending], number: int, prices: PriceTable) -
             add(None, item.position, item.reason.value, item.detail, item.raw)
             continue
         try:
-            outcome = validate(item.fields, prices)
+            outcome = validate(item.fields, prices, limits)
         except Invalid as invalid:
             add(None, item.position, invalid.reason.value, invalid.detail, item.fields)
             continue
@@ -155,19 +164,20 @@ def _per_row(items: Iterable[Item | Pending], number: int, prices: PriceTable) -
 
 
 def raw_contents(
-    file: Path, wanted: set[tuple[int, str]], prices: PriceTable, allow_pickle: bool
+    file: Path, wanted: set[tuple[int, str]], prices: PriceTable, allow_pickle: bool, limits: Limits
 ) -> dict[tuple[int, str], str]:
     """The content (JSON of the parsed fields) of the valid rows ``(position, model)`` of ``file``.
 
     For the rows that stage 2 rejects after :mod:`data.columnar` read them without content: the
-    per-row reader reads the file again, so this costs one pass over each file that has some.
+    per-row reader reads the file again (with the file's ``limits`` of stage 1), so this costs
+    one pass over each file that has some.
     """
     positions = {position for position, _ in wanted}
     found: dict[tuple[int, str], str] = {}
     for item in read_file(file, allow_pickle=allow_pickle):
         if isinstance(item, ParsedRow) and item.position in positions:
             try:
-                key = (item.position, validate(item.fields, prices).model)
+                key = (item.position, validate(item.fields, prices, limits).model)
             except Invalid:  # another outcome of a wanted wide row; its own rejection has its content
                 continue
             if key in wanted:
@@ -287,17 +297,23 @@ def reading_order(table: pa.Table) -> pa.Table:
 
 
 def quarantine_in_order(
-    rejected: pa.Table | None, files: list[Path], strict: bool, prices: PriceTable, allow_pickle: bool
+    rejected: pa.Table | None,
+    files: list[Path],
+    strict: bool,
+    prices: PriceTable,
+    allow_pickle: bool,
+    max_cost: float = MAX_COST,
 ) -> Quarantine:
     """The rejections of stages 1 and 2 (``model`` and :data:`REJECTION_FIELDS`) as the single process quarantines them.
 
     Row-level and per-query rejections come in reading order, then ``incomplete query`` ones (the
     single-process builder finds those last); under ``strict`` the first one is the error.
+    ``max_cost`` and ``strict`` are those given to :func:`read_block`.
     """
     quarantine = Quarantine(strict=strict)
     if rejected is None:
         return quarantine
-    records = _with_contents(reading_order(rejected).to_pylist(), files, prices, allow_pickle)
+    records = _with_contents(reading_order(rejected).to_pylist(), files, prices, allow_pickle, max_cost, strict)
     late = [r for r in records if r["reason"] == RejectReason.INCOMPLETE_QUERY.value]
     for record in [r for r in records if r["reason"] != RejectReason.INCOMPLETE_QUERY.value] + late:
         file = files[record["file_no"]]
@@ -310,7 +326,12 @@ def quarantine_in_order(
 
 
 def _with_contents(
-    records: list[dict[str, Any]], files: list[Path], prices: PriceTable, allow_pickle: bool
+    records: list[dict[str, Any]],
+    files: list[Path],
+    prices: PriceTable,
+    allow_pickle: bool,
+    max_cost: float,
+    strict: bool,
 ) -> list[dict[str, Any]]:
     """``records`` with the content of the rows that stage 2 rejected after a columnar read (none kept)."""
     missing: dict[int, list[dict[str, Any]]] = {}
@@ -319,7 +340,8 @@ def _with_contents(
             missing.setdefault(record["file_no"], []).append(record)
     for file_no, group in missing.items():
         keys = [(record["position"], record["model"]) for record in group]
-        found = raw_contents(files[file_no], set(keys), prices, allow_pickle)
+        file = files[file_no]
+        found = raw_contents(file, set(keys), prices, allow_pickle, Limits.of(file, max_cost, strict))
         for record, key in zip(group, keys, strict=True):
             if key not in found:
                 position, model = key

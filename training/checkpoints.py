@@ -6,8 +6,8 @@ state of the callbacks that carry one, keep-best's best state, score and step am
 written to a temporary file in the same folder, synced and renamed over the previous one
 (:func:`data.outputs.replacing`), so a run killed at any moment leaves either the previous
 checkpoint or the new one whole, and never a newest state without the best state that goes
-with it. (:mod:`training.faults`
-names the points between these writes, for the tests that kill a run there.)
+with it. (:mod:`policies.faults` names the points between these writes, for the tests that
+kill a run there.)
 
 In the archive, the arrays of the nested state are entries ``a0``, ``a1``, ...; the rest of it
 is JSON in the entry ``__meta__``, where each array's place holds ``{"__array__": "a<i>"}``.
@@ -23,8 +23,9 @@ import numpy as np
 
 from agents.base import Agent, State
 from agents.callbacks import Callback
-from data.outputs import is_temporary, replacing
-from training.faults import fault_point
+from data.outputs import remove_killed_writes, replacing
+from data.schema import DataError
+from policies.faults import fault_point
 
 CHECKPOINT = "checkpoint.npz"
 _META = "__meta__"
@@ -97,15 +98,23 @@ class CheckpointCallback(Callback):
         self.saved_step = 0
 
     def resume(self, learner: Agent) -> int | None:
-        """Restore ``learner`` and the callbacks from the checkpoint; its step, or None without one."""
-        if self.path.parent.is_dir():
-            for entry in self.path.parent.iterdir():
-                if is_temporary(entry.name):  # a write killed before its rename
-                    entry.unlink()
+        """Restore ``learner`` and the callbacks from the checkpoint; its step, or None without one.
+
+        A checkpoint that this run's configuration cannot continue (another agent kind, other
+        hyperparameters or budget, other feature or model counts) is a :class:`DataError`
+        naming the file and the difference: the run's config.yaml was edited since it was written.
+        """
+        remove_killed_writes(self.path.parent)
         if not self.path.exists():
             return None
         saved = read_checkpoint(self.path)
-        learner.load_state_dict(saved["learner"])
+        try:
+            if saved["agent"] != learner.name:
+                raise DataError(f"it was written by agent {saved['agent']!r}, this run's is {learner.name!r}")
+            learner.load_state_dict(saved["learner"])
+        except DataError as error:
+            raise DataError(f"{self.path}: cannot resume: {error} (resume with the configuration it was "
+                            "written with, or start a new run)") from None
         for name, callback in self.stateful.items():
             callback.load_state_dict(saved["callbacks"][name])
         return learner.steps_done
@@ -129,4 +138,5 @@ class CheckpointCallback(Callback):
         assert self.learner is not None
         self.saved_step = self.learner.steps_done
         callbacks = {name: callback.state_dict() for name, callback in self.stateful.items()}
-        write_checkpoint(self.path, {"learner": self.learner.state_dict(), "callbacks": callbacks})
+        state = {"agent": self.learner.name, "learner": self.learner.state_dict(), "callbacks": callbacks}
+        write_checkpoint(self.path, state)

@@ -15,7 +15,7 @@ DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line of CONTRACTS.md §3."""
+    """The command line of docs/contracts.md §3."""
     parser = argparse.ArgumentParser(
         prog="train.py", description="Train an LLM routing policy from logs and export it as TorchScript."
     )
@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config value, e.g. --set agent.linucb.alpha=0.5 (repeatable)",
+        help="override a config value, e.g. --set agent.linucb.ridge=3 (repeatable)",
     )
     parser.add_argument(
         "--prices",
@@ -66,9 +66,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="Q",
         help="pick the cheapest cost weight whose validation mean quality is at least Q",
     )
+    parser.add_argument(
+        "--refit-all",
+        action="store_true",
+        help="after the held-out evaluation, refit the same configuration on every query (train + validation "
+        "+ test) and export that policy; the report's metrics stay those of the policy trained on the "
+        "training split, and report.json exported_policy says what policy.pt was trained on",
+    )
     parser.add_argument("--strict", action="store_true", help="stop at the first rejected row")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (for logs and CI)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing run directory (only one routerl wrote, holding nothing else)",
+    )
     parser.add_argument(
         "--ray",
         nargs="?",
@@ -92,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     from data.schema import DataError
     from evaluation.budget import BudgetTarget
     from training.config import load_config
-    from training.run import prepare_directory, train
+    from training.run import prepare_directory, run_inputs, train
 
     try:
         overrides = list(args.overrides)
@@ -110,17 +121,23 @@ def main(argv: list[str] | None = None) -> int:
         else:
             config = load_config(args.config, overrides, cli_data=args.data, seed=args.seed)
             out = args.out or ROOT / "runs" / config.name
-            prepare_directory(out, args.overwrite)
+            prepare_directory(out, args.overwrite, run_inputs(config, args.config))
         target = None
         if args.target_cost is not None:
             target = BudgetTarget("cost", args.target_cost)
         elif args.target_quality is not None:
             target = BudgetTarget("quality", args.target_quality)
+        if target is not None and config.reward.budget is not None:
+            raise DataError("--target-cost/--target-quality choose the exported cost weight on validation, and "
+                            "reward.budget learns it online (its average λ̄): use one of them")
         if args.ray is None:
-            result = train(config, out, strict=args.strict, quiet=args.quiet, target=target)
+            result = train(config, out, strict=args.strict, quiet=args.quiet, target=target, refit=args.refit_all)
         else:
             if args.resume is not None:
                 raise DataError("--ray fits in one pass; there is nothing to --resume")
+            if args.refit_all:
+                raise DataError("--refit-all refits in this process on every query; --ray fits the training split "
+                                "on a cluster and has no refit: use one of them")
             try:
                 from training.distributed import train_distributed
             except ImportError:
@@ -137,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         f"held-out: quality {test['mean_quality']:.4f}, cost {test['mean_cost']:.6f} USD/query, "
         f"reward {test['mean_reward']:.4f}, AIQ {frontier['aiq']:.4f}"
     )
+    exported = result.report["exported_policy"]
+    if not exported["held_out_metrics"]:
+        print(f"policy.pt: refit on all {exported['queries']} queries after the evaluation (no held-out estimate)")
     print(f"run directory: {out}")
     if result.report["featurizer"]["kind"] != "embedding":  # the service takes text policies only
         print(f"serve it:  python serve.py --policy {out / 'policy.pt'}")

@@ -22,21 +22,23 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from agents.base import TrainingTask
+from agents.base import FeaturizedSplit, TrainingTask
 from agents.callbacks import KeepBest
+from agents.registry import default_learning
 from data.featurizer import TextFeaturizer
 from data.loading import load_log
+from data.outputs import OutputKind, check_output, create_output, write_text_atomically
 from data.prices import PriceTable
 from data.routing_log import RoutingLog
 from data.schema import DataError
 from data.splits import hash_unit
 from evaluation.evaluate import EvaluationPlan, evaluate, sweep_weights
-from evaluation.sweep import WeightSweep, paired_aiq_difference
+from evaluation.sweep import AIQRange, WeightSweep, paired_aiq_difference
 from training.config import RunConfig, load_config
 from training.factory import AGENTS, make_agent
-from training.inputs import FeaturizedSplit
 
 COMPARED = ("linucb", "ppo", "knn", "logistic")
+COMPARISON_FOLDER = OutputKind("comparison folder", frozenset({"compare.json", "compare.md"}))
 
 
 class Featurizer(Protocol):
@@ -77,7 +79,8 @@ def cross_validated_sweeps(
                 tune = hash_unit(train.query_ids, config.seed + 1) < 0.1
                 learned = FeaturizedSplit(train.subset(np.flatnonzero(~tune)), train_x[~tune])
                 validation = FeaturizedSplit(train.subset(np.flatnonzero(tune)), train_x[tune])
-            task = TrainingTask(learned, validation, reward=config.reward, seed=config.seed)
+            task = TrainingTask(learned, validation, reward=config.reward, learning=default_learning(kind),
+                                online_steps=config.agent.online_steps, seed=config.seed)
             agent.train(task, [KeepBest(validation, config.agent.checkpoint_every)])
             actions[kind][:, held] = np.stack([agent.predict(test_x, float(w)) for w in weights])
     return {kind: WeightSweep.from_actions(log, weights, actions[kind]) for kind in kinds}
@@ -98,7 +101,7 @@ def compare(log: RoutingLog, config: RunConfig, kinds: list[str], folds: int) ->
     first = kinds[0]
     frontier = evaluations[first].sections["frontier"]
     reference = frontier["reference_model"]
-    cost_range = (frontier["cost_range"][0], frontier["cost_range"][1])
+    aiq_range = AIQRange.of(log)
     bootstrap = evaluations[first].bootstrap
     assert bootstrap is not None  # at least one resample
     zero_router = {"aiq": frontier["zero_router_aiq"]}
@@ -122,7 +125,7 @@ def compare(log: RoutingLog, config: RunConfig, kinds: list[str], folds: int) ->
         "agents": {kind: _agent_entry(evaluation.sections["frontier"]) for kind, evaluation in evaluations.items()},
         "aiq_difference_vs_first": {
             f"{first} - {kind}": paired_aiq_difference(
-                evaluations[first].sweep, evaluations[kind].sweep, bootstrap, cost_range
+                evaluations[first].sweep, evaluations[kind].sweep, bootstrap, aiq_range
             )
             for kind in kinds[1:]
         },
@@ -206,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for compare.json and compare.md")
     args = parser.parse_args(argv)
     try:
+        check_output(args.out, COMPARISON_FOLDER)  # before the work, which can take hours
         config = load_config(args.config, args.overrides, cli_data=args.data)
         if args.folds < 2:
             raise DataError("--folds must be at least 2")
@@ -213,15 +217,16 @@ def main(argv: list[str] | None = None) -> int:
         for kind in kinds:
             if kind not in AGENTS:
                 raise DataError(f"unknown agent {kind!r}; choose from {', '.join(AGENTS)}")
-        log = load_log(config.data.path, prices=PriceTable.load_or_default(config.data.prices)).log
+        prices = PriceTable.load_or_default(config.data.prices)
+        log = load_log(config.data.path, prices=prices, max_cost=config.data.max_cost).log
         report = compare(log, config, kinds, args.folds)
+        create_output(args.out, COMPARISON_FOLDER)
     except DataError as error:
         print(f"compare: error: {error}", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "compare.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_text_atomically(args.out / "compare.json", json.dumps(report, indent=2) + "\n")
     text = markdown(report)
-    (args.out / "compare.md").write_text(text, encoding="utf-8")
+    write_text_atomically(args.out / "compare.md", text)
     print(text)
     return 0
 

@@ -11,21 +11,23 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, ConfigDict, PositiveInt, ValidationError
+from pydantic import AfterValidator, ConfigDict, PositiveFloat, PositiveInt, ValidationError
 from pydantic.dataclasses import dataclass
 
-from agents.direct import DirectConfig
 from agents.lints import LinTSConfig
 from agents.linucb import LinUCBConfig
 from agents.peers import PeerConfig
 from agents.ppo import PPOConfig
-from agents.registry import KINDS
+from agents.registry import check_options, default_learning, registration
 from data.featurizer import FeaturizerConfig
+from data.outputs import replacing
+from data.rules import MAX_COST
 from data.schema import DataError
 from data.splits import SplitFractions
 from envs.rewards import RewardConfig
 from envs.task import EnvConfig
 from evaluation.evaluate import EvaluationConfig
+from policies.faults import fault_point
 
 STRICT = ConfigDict(extra="forbid")
 
@@ -37,14 +39,15 @@ class DataConfig:
     path: str = "data/demo/demo.jsonl"  # a log file or a directory of log files
     prices: str | None = None  # price table for rows with tokens but no cost (None: configs/prices.yaml)
     allow_pickle: bool = False  # read RouterBench pandas pickles (they can run code: trusted files only)
+    # USD per call: a row with a higher cost (given or priced) is rejected as `bad cost`; .inf: no bound
+    max_cost: PositiveFloat = MAX_COST
     split: Literal["hash", "time"] = "hash"  # by hash of query_id and seed, or by timestamp
     fractions: SplitFractions = field(default_factory=SplitFractions)
 
 
 def _registered_kind(kind: str) -> str:
-    """``agent.kind`` must be registered in :mod:`agents.registry`."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown agent {kind!r}; choose from {', '.join(KINDS)}")
+    """``agent.kind`` must be registered in :mod:`agents.registry` (else its :class:`DataError`, as it is)."""
+    registration(kind)
     return kind
 
 
@@ -52,17 +55,22 @@ def _registered_kind(kind: str) -> str:
 class AgentConfig:
     """Which learner, how it learns, and its hyperparameters."""
 
-    # one of agents.registry.KINDS: linucb | lints (Thompson sampling) | direct (per-arm ridge) | ppo |
-    # knn, logistic (supervised peers)
+    # one of agents.registry.KINDS: linucb | lints (Thompson sampling) | ppo | knn, logistic (supervised peers)
     kind: Annotated[str, AfterValidator(_registered_kind)] = "linucb"
-    learning: Literal["fit", "online"] = "fit"  # one pass over the log, or interaction with the env
+    # fit: one pass over the log; online: interaction with the env. null: the kind's own (fit for linucb,
+    # knn, logistic; online for lints, ppo). What each kind accepts and reads: agents/registry.py
+    learning: Literal["fit", "online"] | None = None
     online_steps: int = 20000  # episodes of env interaction when learning online
     checkpoint_every: int = 5000  # online learning and PPO: steps between checkpoints (atomic; --resume continues)
     linucb: LinUCBConfig = field(default_factory=LinUCBConfig)
     lints: LinTSConfig = field(default_factory=LinTSConfig)
-    direct: DirectConfig = field(default_factory=DirectConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)  # agents/ppo.py documents every field
     peers: PeerConfig = field(default_factory=PeerConfig)  # grids searched for knn and logistic
+
+    def __post_init__(self) -> None:
+        """Resolve ``learning`` left out to the kind's own, so that config.yaml and the report say it."""
+        if self.learning is None:
+            object.__setattr__(self, "learning", default_learning(self.kind))  # frozen: set once, here
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -87,6 +95,11 @@ class RunConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def __post_init__(self) -> None:
+        """Refuse a setting the agent would not read (:func:`agents.registry.check_options`): a :class:`DataError`."""
+        assert self.agent.learning is not None  # resolved by AgentConfig
+        check_options(self.agent.kind, self.agent.learning, self.agent, self.reward)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (for YAML and reports)."""
@@ -133,7 +146,7 @@ def load_config(
     for override in overrides:
         key, separator, raw = override.partition("=")
         if not separator or not key:
-            raise DataError(f"--set {override!r}: expected key=value, e.g. agent.linucb.alpha=0.5")
+            raise DataError(f"--set {override!r}: expected key=value, e.g. agent.linucb.ridge=3")
         _set(tree, key.strip(), yaml.safe_load(raw))
     if cli_data is not None:
         _set(tree, "data.path", cli_data)
@@ -149,5 +162,13 @@ def load_config(
 
 
 def dump_config(config: RunConfig, path: Path) -> None:
-    """Write the resolved configuration as YAML."""
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    """Write the resolved configuration as YAML, atomically (:func:`data.outputs.replacing`).
+
+    A run killed meanwhile leaves the previous file or the new one, whole, and ``--resume`` reads
+    it; the fault points ``config-written`` and ``config-renamed`` (:mod:`policies.faults`) let
+    tests kill it on either side of the rename.
+    """
+    with replacing(path) as temporary:
+        temporary.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+        fault_point("config-written")
+    fault_point("config-renamed")

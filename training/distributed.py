@@ -51,6 +51,7 @@ from ray.data.context import ShuffleStrategy
 from ray.data.expressions import col
 from threadpoolctl import threadpool_limits
 
+from agents.base import FeaturizedSplit
 from agents.linucb import LinUCBStatistics, linucb_from_statistics
 from data.featurizer import TextFeaturizer
 from data.fingerprint import update_digest
@@ -72,8 +73,8 @@ from training.blocks import (
     reading_order,
 )
 from training.config import RunConfig, dump_config
-from training.inputs import FeaturizedSplit, Learned, RunInputs
-from training.run import HeldOutSplits, RunResult, evaluate_and_export
+from training.inputs import Learned, RunInputs
+from training.run import HeldOutSplits, RunResult, evaluate_and_export, write_rejected
 from training.tensorboard import TensorBoardLogger
 
 #: The featurizer is fitted on at most about this many × ``featurizer.fit_sample`` training queries.
@@ -155,7 +156,7 @@ def export_fit(
     assert featurizer is not None
     validation = FeaturizedSplit(fit.validation, featurizer.transform(fit.validation.queries))
     test = FeaturizedSplit(fit.test, featurizer.transform(fit.test.queries))
-    steps = fit.inputs.split_counts["train"]
+    steps = agent.steps_done  # the training rows the statistics sum over
     learned = Learned(agent, {"steps": steps, "best_step": steps}, None)
     tensorboard = TensorBoardLogger(out / "tb")
     held_out = HeldOutSplits(validation, test)
@@ -276,7 +277,13 @@ def _validated(
         lambda: (
             ray.data.from_items(items, override_num_blocks=len(items))
             .map_batches(
-                partial(read_block, prices=prices, allow_pickle=config.data.allow_pickle),
+                partial(
+                    read_block,
+                    prices=prices,
+                    allow_pickle=config.data.allow_pickle,
+                    max_cost=config.data.max_cost,
+                    strict=strict,
+                ),
                 batch_size=1,
                 batch_format="numpy",
                 num_cpus=1,
@@ -288,7 +295,7 @@ def _validated(
     distinct = rows.map_batches(block_models, batch_size=None, batch_format="pyarrow")
     models = sorted({str(row["model"]) for row in _run(distinct.take_all)})  # the arms: models of valid rows
     if not models:
-        _finish_quarantine(files, rows, None, strict, out, prices, config.data.allow_pickle)
+        _finish_quarantine(files, rows, None, strict, out, prices, config)
         raise DataError(f"{path}: no usable query (no valid row)")
     queries = clock.time(
         "per-query rules",
@@ -299,9 +306,7 @@ def _validated(
             .materialize()
         ),
     )
-    stats = clock.time(
-        "quarantine", lambda: _finish_quarantine(files, rows, queries, strict, out, prices, config.data.allow_pickle)
-    )
+    stats = clock.time("quarantine", lambda: _finish_quarantine(files, rows, queries, strict, out, prices, config))
     return files, queries, models, stats
 
 
@@ -374,7 +379,7 @@ def _finish_quarantine(
     strict: bool,
     out: Path | None,
     prices: PriceTable,
-    allow_pickle: bool,
+    config: RunConfig,
 ) -> ReadStats:
     """Gather every rejection, write ``rejected.jsonl`` in the single-process order, count rows by fate."""
     fields = ["model"] + [name for name, _ in REJECTION_FIELDS]
@@ -383,9 +388,11 @@ def _finish_quarantine(
         rejected_rows = rejected_rows.union(queries.filter(expr=col("reason") != ACCEPTED).select_columns(fields))
     tables = [table for table in ray.get(_run(rejected_rows.to_arrow_refs)) if table.num_rows]
     rejected = pa.concat_tables(tables) if tables else None
-    quarantine = quarantine_in_order(rejected, files, strict, prices, allow_pickle)
+    quarantine = quarantine_in_order(
+        rejected, files, strict, prices, config.data.allow_pickle, max_cost=config.data.max_cost
+    )
     if out is not None:
-        quarantine.write(out / "rejected.jsonl")
+        write_rejected(quarantine, out)
     rows_read = _run(rows.count)
     return ReadStats(
         files=tuple(str(f) for f in files),

@@ -1,4 +1,4 @@
-"""The run's ``policy.pt``: the learned agent, its featurizer and the metadata of CONTRACTS.md §2."""
+"""The run's ``policy.pt``: the exported agent, its featurizer and the metadata of docs/contracts.md §2."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from agents.base import Agent
 from data.featurizer import TextFeaturizer
 from policies.export import PolicyMetadata, build_embedding_policy, build_text_policy, save_policy
 from training.config import RunConfig
-from training.inputs import RunInputs
+from training.inputs import ExportedPolicy, RunInputs
 
 
 def featurizer_summary(config: RunConfig, featurizer: TextFeaturizer | None, dimension: int) -> dict[str, Any]:
@@ -26,31 +25,31 @@ def featurizer_summary(config: RunConfig, featurizer: TextFeaturizer | None, dim
 
 
 def export_policy(
-    config: RunConfig,
-    inputs: RunInputs,
-    agent: Agent,
-    weight: float,
-    frontier: dict[str, Any],
-    test_metrics: dict[str, Any],
-    out: Path,
+    config: RunConfig, inputs: RunInputs, exported: ExportedPolicy, report: dict[str, Any], out: Path
 ) -> None:
-    """Write ``policy.pt`` with the metadata of CONTRACTS.md §2."""
+    """Write ``policy.pt`` with the metadata of docs/contracts.md §2.5.
+
+    ``metrics`` are the report's held-out ones; ``training_data`` (the report's ``exported_policy``)
+    says whether they are this policy's, or its evaluated predecessor's (``train.py --refit-all``).
+    """
+    agent, frontier, test_metrics = exported.agent, report["frontier"], report["test"]
     linear_map = agent.linear_map()
     conditioned_range = agent.cost_weight_range  # agents conditioned on the weight (PPO); None for the others
     metadata = PolicyMetadata(
         models=list(inputs.models),
-        default_cost_weight=weight,
+        default_cost_weight=exported.cost_weight,
         cost_weight_range=conditioned_range or [0.0, float(frontier["cost_weights"][-1])],
         score_kind=agent.score_kind,
         agent=agent.name,
         input_kind=config.input,
-        featurizer=featurizer_summary(config, inputs.featurizer, linear_map.shape[0]),
+        featurizer=featurizer_summary(config, exported.featurizer, linear_map.shape[0]),
         data_fingerprint=inputs.fingerprint,
         metrics={key: value for key, value in test_metrics.items() if isinstance(value, float)}
         | {"aiq": frontier["aiq"]},
+        training_data=report["exported_policy"],
     )
     clamp = conditioned_range is not None
-    featurizer = inputs.featurizer
+    featurizer = exported.featurizer
     if featurizer is None:
         module = build_embedding_policy(linear_map, agent.head(), metadata, clamp_cost_weight=clamp)
     else:

@@ -1,23 +1,15 @@
-"""What one run's stages hand each other: featurized splits, the data's summary, the learned agent."""
+"""What one run's stages hand each other besides the featurized splits (:class:`agents.base.FeaturizedSplit`):
+the data's summary, the learned agent and the exported policy."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from agents.base import Agent
 from data.featurizer import TextFeaturizer
-from data.routing_log import RoutingLog
-
-
-@dataclass(frozen=True)
-class FeaturizedSplit:
-    """One split's log and its features."""
-
-    log: RoutingLog
-    features: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -45,3 +37,45 @@ class Learned:
     agent: Agent
     training: dict[str, Any]
     weight: float | None  # the averaged budget multiplier of online learning, else None
+
+
+#: What a policy trained on every query is, said where its metrics are (report.json, metadata.json, report.md).
+REFIT_NOTE = (
+    "the metrics of this report are held-out metrics of the policy trained on the {train} training queries; "
+    "policy.pt was refit with the same configuration on all {queries} queries (train + validation + test) "
+    "after that evaluation, and has no held-out estimate of its own"
+)
+HELD_OUT_NOTE = (
+    "policy.pt is the policy evaluated in this report, trained on the {train} training queries: the metrics "
+    "are its held-out metrics; train.py --refit-all would refit it on all {queries} queries after the evaluation"
+)
+
+
+@dataclass(frozen=True)
+class ExportedPolicy:
+    """The policy ``policy.pt`` holds, and what it was trained on (docs/contracts.md §3.5 ``exported_policy``).
+
+    Without ``--refit-all`` it is the evaluated agent, trained on the training split; with it,
+    the same configuration refit on every query after the evaluation (:mod:`training.refit`).
+    ``steps``: what its exported state learned from (rows fitted, or episodes played).
+    """
+
+    agent: Agent
+    featurizer: TextFeaturizer | None
+    cost_weight: float  # its default: the evaluation's operating weight, or a refit's own budget multiplier
+    trained_on: Literal["train", "all"]
+    steps: int
+
+    def section(self, split_counts: dict[str, int]) -> dict[str, Any]:
+        """The report's ``exported_policy`` and the metadata's ``training_data``: the same plain words."""
+        total, train = sum(split_counts.values()), split_counts["train"]
+        held_out = self.trained_on == "train"
+        note = HELD_OUT_NOTE if held_out else REFIT_NOTE
+        return {
+            "trained_on": self.trained_on,
+            "queries": train if held_out else total,
+            "steps": self.steps,
+            "cost_weight": self.cost_weight,
+            "held_out_metrics": held_out,
+            "note": note.format(train=train, queries=total),
+        }

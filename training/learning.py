@@ -11,12 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agents.base import Agent, TrainingTask
+from agents.base import Agent, FeaturizedSplit, TrainingTask
 from agents.callbacks import KeepBest
 from training.checkpoints import CheckpointCallback
 from training.config import RunConfig
 from training.factory import make_agent
-from training.inputs import FeaturizedSplit
 from training.tensorboard import TensorBoardCallback, TensorBoardLogger
 
 
@@ -25,10 +24,10 @@ def learn(
     train_set: FeaturizedSplit,
     validation_set: FeaturizedSplit,
     tensorboard: TensorBoardLogger,
-    out: Path,
+    checkpoint_folder: Path,
     progress: bool,
 ) -> tuple[Agent, dict[str, Any], float | None]:
-    """Train the configured agent on the training split, continuing from ``out``'s checkpoint if any.
+    """Train the configured agent on the training split, continuing from ``checkpoint_folder``'s checkpoint if any.
 
     Returns the agent, what its training did (``steps`` learned, from the agent's state;
     ``best_step``, the step whose state is exported; ``resumed_from``, the checkpoint's step;
@@ -39,8 +38,9 @@ def learn(
     validation = validation_set if validation_set.log.n_queries else None
     every = config.agent.checkpoint_every
     keep_best = KeepBest(validation, every)
-    checkpoints = CheckpointCallback(out / "checkpoints", every, {"keep_best": keep_best})
+    checkpoints = CheckpointCallback(checkpoint_folder, every, {"keep_best": keep_best})
     resumed_from = checkpoints.resume(agent)
+    assert config.agent.learning is not None  # resolved to the kind's own by AgentConfig
     task = TrainingTask(
         train=train_set,
         validation=validation,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -14,25 +14,28 @@ import yaml
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from agents.base import Agent
+from agents.base import Agent, FeaturizedSplit
 from agents.baselines import RandomRouter, SingleModelRouter
-from data.featurizer import TextFeaturizer
 from data.loading import load_log
-from data.prices import PriceTable
-from data.routing_log import RoutingLog
+from data.outputs import Inputs, OutputKind, claim_output, remove_killed_writes, replacing
+from data.prices import DEFAULT_PRICES, PriceTable
+from data.quarantine import Quarantine
 from data.schema import DataError
-from data.splits import hash_unit, split
-from envs.estimators import PredictedOutcomes, RewardModel, TableEstimator, counterfactual_log, logged_outcomes
+from data.splits import split
+from envs.estimators import PredictedOutcomes
 from evaluation.budget import GRID_POINTS, BudgetCalibration, BudgetTarget
 from evaluation.evaluate import EvaluationPlan, evaluate
-from evaluation.figures import save_frontier
+from evaluation.figures import frontier_figure
 from evaluation.frontier import cost_weight_grid
-from evaluation.report import data_section, write_markdown
+from evaluation.report import data_section, markdown
 from evaluation.sweep import Decide
+from policies.faults import fault_point
 from training.config import RunConfig, dump_config
 from training.exporting import export_policy, featurizer_summary
-from training.inputs import FeaturizedSplit, Learned, RunInputs
+from training.features import counterfactual_splits, featurize, fit_featurizer
+from training.inputs import ExportedPolicy, Learned, RunInputs
 from training.learning import learn
+from training.refit import refit_all
 from training.tensorboard import TensorBoardLogger
 
 
@@ -57,13 +60,31 @@ class HeldOutSplits:
     test_predictions: PredictedOutcomes | None = None
 
 
-def prepare_directory(out: Path, overwrite: bool) -> None:
-    """Create the run directory; an existing non-empty one needs ``overwrite``."""
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise DataError(f"{out}: run directory exists and is not empty (pass --overwrite or --resume)")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+#: ``train.py --refit-all``'s stage: the evaluated agent and its operating weight → the policy to export.
+Refit = Callable[[Learned, float], ExportedPolicy]
+
+RUN_DIRECTORY = OutputKind(
+    "run directory",
+    frozenset(
+        {"config.yaml", "rejected.jsonl", "checkpoints", "tb", "frontier.png", "policy.pt", "report.json", "report.md"}
+    ),
+    overwrite_hint="pass --overwrite or --resume",
+)
+
+
+def prepare_directory(out: Path, overwrite: bool, inputs: Inputs | None = None) -> None:
+    """Create the run directory, marked first as routerl's (docs/contracts.md §3.4).
+
+    An existing non-empty one needs ``overwrite``, and then it must be a run directory routerl
+    wrote, holding nothing else; ``out`` may not be or hold any of ``inputs`` ({path: what},
+    :func:`run_inputs`). :func:`data.outputs.claim_output` says exactly what is deleted.
+    """
+    claim_output(out, RUN_DIRECTORY, overwrite, inputs or {})
+
+
+def run_inputs(config: RunConfig, config_file: Path) -> dict[str | Path, str]:
+    """The files a run reads, {path: what}: its configuration file, data and price table."""
+    return {config_file: "configuration", config.data.path: "data", config.data.prices or DEFAULT_PRICES: "price table"}
 
 
 def train(
@@ -72,14 +93,22 @@ def train(
     strict: bool = False,
     quiet: bool = False,
     target: BudgetTarget | None = None,
+    refit: bool = False,
 ) -> RunResult:
-    """Run ``config`` and write the run directory of docs/contracts.md §3 into ``out``."""
+    """Run ``config`` and write the run directory of docs/contracts.md §3 into ``out``.
+
+    ``refit``: after the evaluation, export the configuration refit on every query
+    (:mod:`training.refit`, ``train.py --refit-all``) instead of the evaluated policy.
+    """
     with threadpool_limits(limits=config.blas_threads, user_api="blas"):
-        return _train(config, out, strict, quiet, target)
+        return _train(config, out, strict, quiet, target, refit)
 
 
-def _train(config: RunConfig, out: Path, strict: bool, quiet: bool, target: BudgetTarget | None) -> RunResult:
+def _train(
+    config: RunConfig, out: Path, strict: bool, quiet: bool, target: BudgetTarget | None, refit: bool
+) -> RunResult:
     progress = not quiet
+    remove_killed_writes(out)  # a resumed run's: what writes killed before their rename left
     dump_config(config, out / "config.yaml")  # first, so that --resume can read it
     loaded = load_log(
         config.data.path,
@@ -87,25 +116,29 @@ def _train(config: RunConfig, out: Path, strict: bool, quiet: bool, target: Budg
         strict=strict,
         allow_pickle=config.data.allow_pickle,
         progress=progress,
+        max_cost=config.data.max_cost,
     )
-    loaded.quarantine.write(out / "rejected.jsonl")
+    write_rejected(loaded.quarantine, out)
     log = loaded.log
     splits = split(log, config.data.fractions, config.seed, config.data.split)
     if len(splits.train) == 0 or len(splits.test) == 0:
-        raise DataError(f"{config.data.path}: too few queries ({log.n_queries}) to split into train and test")
+        raise DataError(
+            f"{config.data.path}: too few queries ({log.n_queries}) to split into train and test "
+            "(the report's metrics are held out; train.py --refit-all then refits on every query)"
+        )
     featurizer = fit_featurizer(config, log.subset(splits.train)) if config.input == "text" else None
     train_set, validation_set, test_set = (
-        FeaturizedSplit(part, _features(part, featurizer))
+        featurize(part, featurizer)
         for part in (log.subset(splits.train), log.subset(splits.validation), log.subset(splits.test))
     )
     test_predictions = None
     if log.feedback == "bandit":
-        train_set, validation_set, test_predictions = _counterfactual_splits(
-            config, train_set, validation_set, test_set
-        )
+        train_set, validation_set, test_predictions = counterfactual_splits(config, train_set, validation_set, test_set)
 
     tensorboard = TensorBoardLogger(out / "tb")
-    agent, training, learned_weight = learn(config, train_set, validation_set, tensorboard, out, progress)
+    agent, training, learned_weight = learn(
+        config, train_set, validation_set, tensorboard, out / "checkpoints", progress
+    )
     inputs = RunInputs(
         data=data_section(log, config.data.path),
         models=log.models,
@@ -118,7 +151,8 @@ def _train(config: RunConfig, out: Path, strict: bool, quiet: bool, target: Budg
     )
     learned = Learned(agent, training, learned_weight)
     held_out = HeldOutSplits(validation_set, test_set, test_predictions)
-    return evaluate_and_export(config, out, inputs, learned, held_out, tensorboard, target, progress)
+    refit_on_all = partial(refit_all, config, log, out=out, progress=progress) if refit else None
+    return evaluate_and_export(config, out, inputs, learned, held_out, tensorboard, target, progress, refit_on_all)
 
 
 def evaluate_and_export(
@@ -130,11 +164,13 @@ def evaluate_and_export(
     tensorboard: TensorBoardLogger,
     target: BudgetTarget | None = None,
     progress: bool = False,
+    refit: Refit | None = None,
 ) -> RunResult:
     """Evaluate on the test split; write report.json, report.md, frontier.png, TensorBoard and policy.pt.
 
     The report's sections are :func:`evaluation.evaluate.evaluate`'s, after the run's own (data,
-    split, featurizer, policy).
+    split, featurizer, policy, exported_policy). ``policy.pt`` holds the evaluated agent, or,
+    with ``refit``, what ``refit`` trains after the evaluation (:func:`training.refit.refit_all`).
     """
     agent, steps = learned.agent, learned.training["steps"]
     means = (inputs.train_mean_quality, inputs.train_mean_cost)
@@ -157,14 +193,51 @@ def evaluate_and_export(
     evaluation = evaluate(held_out.test.log, _decider(agent, held_out.test), plan)
     weight, actions = evaluation.cost_weight, evaluation.actions
     assert weight is not None and actions is not None  # the plan has an operating weight
+    if refit is None:
+        exported = ExportedPolicy(agent, inputs.featurizer, weight, "train", learned.training["best_step"])
+    else:
+        exported = refit(learned, weight)
+    report = evaluation.report(_header(config, inputs, learned, weight, exported))
+    _log_to_tensorboard(tensorboard, config, report, actions, len(inputs.models), steps, out / "frontier.png")
+    with tqdm(total=1, desc="exporting policy.pt", disable=not progress, leave=False) as bar:
+        export_policy(config, inputs, exported, report, out)
+        bar.update()
+    as_json = json.dumps(report, indent=2) + "\n"
+    _write_run_file(out / "report.json", "report-json", lambda path: path.write_text(as_json, encoding="utf-8"))
+    _write_run_file(out / "report.md", "report-md", lambda path: path.write_text(markdown(report), encoding="utf-8"))
+    return RunResult(out, report)
+
+
+def write_rejected(quarantine: Quarantine, out: Path) -> None:
+    """Write the run's ``rejected.jsonl`` (atomic), passing the fault points ``rejected-written`` and ``-renamed``."""
+    quarantine.write(out / "rejected.jsonl", written=partial(fault_point, "rejected-written"))
+    fault_point("rejected-renamed")
+
+
+def _write_run_file(path: Path, name: str, write: Callable[[Path], object]) -> None:
+    """``write(temporary)``, then rename it to ``path``: whole or not at all (:func:`data.outputs.replacing`).
+
+    On either side of the rename it passes a fault point (:mod:`policies.faults`): ``<name>-written``,
+    the new file complete and the previous one (or none) still in place, and ``<name>-renamed``.
+    """
+    with replacing(path) as temporary:
+        write(temporary)
+        fault_point(f"{name}-written")
+    fault_point(f"{name}-renamed")
+
+
+def _header(
+    config: RunConfig, inputs: RunInputs, learned: Learned, weight: float, exported: ExportedPolicy
+) -> dict[str, Any]:
+    """The run's own sections of the report: data, split, featurizer, policy (evaluated) and exported_policy."""
     policy = {
-        "agent": agent.name,
+        "agent": learned.agent.name,
         "cost_weight": weight,
         "learning": config.agent.learning,
-        "steps": steps,
+        "steps": learned.training["steps"],
         "best_step": learned.training["best_step"],
         "resumed_from": learned.training.get("resumed_from"),
-        "score_kind": agent.score_kind,
+        "score_kind": learned.agent.score_kind,
     }
     split_section = {
         "kind": config.data.split,
@@ -172,16 +245,13 @@ def evaluate_and_export(
         "fractions": asdict(config.data.fractions),
         "queries": inputs.split_counts,
     }
-    featurizer = featurizer_summary(config, inputs.featurizer, inputs.dimension)
-    header = {"data": inputs.data, "split": split_section, "featurizer": featurizer, "policy": policy}
-    report = evaluation.report(header)
-    _log_to_tensorboard(tensorboard, config, report, actions, len(inputs.models), steps, out / "frontier.png")
-    with tqdm(total=1, desc="exporting policy.pt", disable=not progress, leave=False) as bar:
-        export_policy(config, inputs, agent, weight, report["frontier"], report["test"], out)
-        bar.update()
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    write_markdown(report, out / "report.md")
-    return RunResult(out, report)
+    return {
+        "data": inputs.data,
+        "split": split_section,
+        "featurizer": featurizer_summary(config, inputs.featurizer, inputs.dimension),
+        "policy": policy,
+        "exported_policy": exported.section(inputs.split_counts),
+    }
 
 
 def _decider(agent: Agent, part: FeaturizedSplit) -> Decide:
@@ -213,7 +283,8 @@ def _log_to_tensorboard(
     """Save ``frontier.png``; log the test metrics, the choices, the config, hparams and the figure; close."""
     test_metrics, frontier = report["test"], report["frontier"]
     title = f"{report['policy']['agent']} on {Path(config.data.path).name} (test split)"
-    figure = save_frontier(frontier, title, figure_path)
+    figure = frontier_figure(frontier, title)
+    _write_run_file(figure_path, "frontier", figure.savefig)
     tensorboard.log_metrics(test_metrics, steps)
     tensorboard.log_choices(actions, n_models, steps)
     tensorboard.log_config(yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -230,32 +301,6 @@ def _log_to_tensorboard(
     tensorboard.close()
 
 
-def _counterfactual_splits(
-    config: RunConfig, train_set: FeaturizedSplit, validation_set: FeaturizedSplit, test_set: FeaturizedSplit
-) -> tuple[FeaturizedSplit, FeaturizedSplit, PredictedOutcomes]:
-    """A bandit-feedback log's training and validation splits as estimated outcome tables, and m̂ on its test split.
-
-    A reward model (per-arm ridge on the training split's logged rounds) gives m̂, and a split
-    becomes a table of estimated outcomes by :func:`envs.estimators.counterfactual_log`. The
-    training split uses ``env.feedback`` (DM when it is left at "full": lowest variance for
-    learning); validation uses DR, whose mean over a deterministic policy's cells is that
-    policy's DR estimate, unbiased when the propensities are right. The test split is left to
-    :func:`evaluation.evaluate.evaluate`, which estimates it by DR and by every OPE estimator.
-    """
-    actions, _, quality, cost = logged_outcomes(train_set.log)
-    model = RewardModel(train_set.log.n_models, config.env.reward_model)
-    model.fit(train_set.features, actions, quality, cost)
-    learning: TableEstimator = "dm" if config.env.feedback == "full" else config.env.feedback
-
-    def table(part: FeaturizedSplit, estimator: TableEstimator) -> FeaturizedSplit:
-        if part.log.n_queries == 0:
-            return part
-        estimated = counterfactual_log(part.log, model.predict(part.features), estimator, config.env.max_weight)
-        return FeaturizedSplit(estimated, part.features)
-
-    return table(train_set, learning), table(validation_set, "dr"), model.predict(test_set.features)
-
-
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested config → {"agent.linucb.alpha": 1.0, ...} for the HParams plugin."""
     flat: dict[str, Any] = {}
@@ -265,24 +310,3 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-def fit_featurizer(config: RunConfig, train: RoutingLog) -> TextFeaturizer:
-    """The featurizer of ``train``'s texts; beyond ``fit_sample`` of them, those first by query-id hash.
-
-    The hash (:func:`data.splits.hash_unit` with the run's seed) is the ``split`` value that
-    ``train.py --ray`` keeps per query, so the distributed fit samples exactly these texts.
-    """
-    keys = hash_unit(train.query_ids, config.seed) if train.n_queries > config.featurizer.fit_sample else None
-    return TextFeaturizer(config.featurizer).fit(train.queries, sample_keys=keys)
-
-
-def _features(part: RoutingLog, featurizer: TextFeaturizer | None) -> np.ndarray:
-    """Text features, or the log's own embeddings and a bias column (``input: embedding``)."""
-    if featurizer is not None:
-        return featurizer.transform(part.queries)
-    if part.embeddings is None:
-        raise DataError("input: embedding needs an 'embedding' column on every row of the log")
-    return np.hstack([part.embeddings, np.ones((part.n_queries, 1), dtype=np.float32)])
-
-

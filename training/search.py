@@ -13,7 +13,7 @@ hyperparameters)::
     set: {evaluation.bootstrap: 200}   # applied to every trial
     grid:
       reward.cost_weight: [100, 300]
-      agent.linucb.alpha: [0.5, 1.0]
+      agent.linucb.ridge: [0.3, 1.0]
       seed: [0, 1]
     select: aiq                        # aiq | reward | quality: what picks the best configuration
 
@@ -43,12 +43,14 @@ import yaml
 from pydantic import ConfigDict, ValidationError
 from pydantic.dataclasses import dataclass
 
+from data.outputs import OutputKind, claim_output, replacing, write_text_atomically
 from data.schema import DataError
 from training.config import load_config, read_yaml
-from training.run import prepare_directory, train
+from training.run import prepare_directory, run_inputs, train
 
 SEED_KEY = "seed"
 SUMMARY_KEYS = ("agent", "quality", "cost", "reward", "aiq")  # a trial's row besides its name and grid point
+SEARCH_DIRECTORY = OutputKind("search directory", frozenset({"search.json", "search.md", "best-frontier.png", "tune"}))
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -135,15 +137,18 @@ def run_search(
     """Run every trial (in turn, or as Ray Tune trials) and write the gathered report into ``out``."""
     search, base = load_search(search_file)
     out = out.resolve()  # Tune runs each trial in its own working directory
-    load_config(base, trials(search)[0].overrides)  # a bad base or key fails here, before any trial runs
-    prepare_directory(out, overwrite)
     grid = trials(search)
+    inputs: dict[str | Path, str] = {search_file: "search file"}
+    for trial in grid:  # a bad base or key fails here, before any trial runs
+        inputs |= run_inputs(load_config(base, trial.overrides), base)
+    claim_output(out, SEARCH_DIRECTORY, overwrite, inputs)
     rows = _run_on_ray(base, grid, out, ray_address) if use_ray else [run_trial(base, t, out) for t in grid]
     report = gather(search, rows)
     if report["best"] is not None:
-        shutil.copyfile(out / report["best"]["trials"][0] / "frontier.png", out / "best-frontier.png")
-    (out / "search.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out / "search.md").write_text(markdown(report), encoding="utf-8")
+        with replacing(out / "best-frontier.png") as temporary:
+            shutil.copyfile(out / report["best"]["trials"][0] / "frontier.png", temporary)
+    write_text_atomically(out / "search.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomically(out / "search.md", markdown(report))
     return report
 
 
@@ -255,7 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ray", nargs="?", const="", metavar="ADDRESS", help="run trials as Ray Tune trials (ADDRESS: a cluster)"
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing search directory")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing search directory (only one routerl wrote, holding nothing else)",
+    )
     args = parser.parse_args(argv)
     try:
         search, _ = load_search(args.search)

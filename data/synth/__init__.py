@@ -3,7 +3,8 @@
 Why: tests, the demo data and benchmarks need logs where the right answer is known. Here every
 (query, model) pair has an exact expected quality, so a router's choices can be scored against
 the truth and against the per-query oracle, and a bandit log has exact logging propensities, so
-off-policy estimators can be checked.
+off-policy estimators can be checked. The demo log is the defaults' output:
+``python -m data synth --out data/demo/demo.jsonl``.
 
 Modules:
 - :mod:`data.synth.config` -- :class:`SynthConfig` (every knob of the world) and :class:`SynthLog`

@@ -16,12 +16,22 @@ The world (all of it deterministic under ``SynthConfig.seed``):
   ``cost = (prompt_tokens * input_price + completion_tokens * output_price) / 1e6`` USD, with
   ``prompt_tokens ~ 1.3 x words`` and completion tokens that vary by query and by model
   verbosity. A query costs roughly 1e-6 .. 1e-2 USD, typically 1e-5 .. 1e-3.
-* **Skills.** On the logit scale, ``skill[k, t] = base(pos_k) + topic deviation + specialty
-  bonus``: dearer models are better on average, but every topic has a specialist whose bonus
-  is largest for cheap models, so cheap models are the best on some topics. Each difficulty
-  marker lowers the logit, more for weak models. An unexplained per-query offset (same for all
-  models) and a per-(query, model) offset (``query_noise``, not predictable from the text)
-  are added, then ``p = sigmoid(logit)``.
+* **Skills.** The shape of RouterBench (Hu et al. 2024): the dearest model is the best on
+  average, and cheaper ones match or beat it on subsets of queries. On the logit scale,
+  ``skill[k, t] = 0.8 + 2.0 * pos_k - hardness_k * difficulty_t + deviation[k, t]``: dearer
+  models are better on average (the deviation, std 0.4, averages to zero over a model's
+  topics), and a topic's difficulty ``difficulty_t ~ U(0, 1)`` widens the gap, since each unit
+  costs a model ``hardness_k = 1.2 - 0.9 * pos_k`` logits (1.2 for the cheapest, 0.3 for the
+  dearest). ``min(T, K) - 1`` distinct cheaper models are *specialists*, each on its own topic:
+  there its skill is the dearest model's plus a margin ~ U(0.3, 1.0), so it beats the dearest
+  model on that topic's plain queries at a fraction of the cost. Each difficulty marker in a
+  query costs another ``hardness_k`` logits, so the dearest model's lead grows with difficulty
+  and it is the best model for most queries with two markers. An unexplained per-query offset
+  (same for all models) and a per-(query, model) offset (``query_noise``, not predictable from
+  the text) are added, then ``p = sigmoid(logit)``. With the defaults, mean expected quality
+  rises with price from about 0.48 to 0.90, the dearest model leads the next by about 0.05, and
+  both the topic and the difficulty can be read from the words, so a router can learn which
+  model is best where.
 * **Label noise.** With probability ``label_noise`` the grader's verdict is a fair coin. So
   ``expected_quality = (1 - label_noise) * p + label_noise / 2``, clipped to [0.02, 0.98] and
   rounded to 4 decimals; it is the exact ``E[quality | query, model]``. The realised
@@ -63,6 +73,19 @@ _VOWELS = ("a", "e", "i", "o", "u", "a", "o", "ou")
 _CODAS = ("", "", "", "n", "r", "s", "l", "m")
 
 _START = np.datetime64("2024-01-01T00:00:00", "s")
+
+#: Skill (logit) of a model at price position ``pos`` on a plain query of an easy topic:
+#: ``intercept + slope * pos``, so that dearer models are better on average.
+_BASE_SKILL_INTERCEPT, _BASE_SKILL_SLOPE = 0.8, 2.0
+#: Logits a model loses per unit of difficulty (a difficulty marker, or a topic's difficulty):
+#: ``cheapest + (dearest - cheapest) * pos``; weak models lose more on hard queries.
+_HARDNESS_CHEAPEST, _HARDNESS_DEAREST = 1.2, 0.3
+#: Std of a model's topic-to-topic skill deviation (averaging to zero over its topics).
+_TOPIC_DEVIATION_STD = 0.4
+#: Topic difficulties are drawn from U(0, this), in difficulty-marker units.
+_MAX_TOPIC_DIFFICULTY = 1.0
+#: A specialist's skill on its topic exceeds the dearest model's by U(low, high) logits.
+_SPECIALIST_MARGIN = (0.3, 1.0)
 
 
 @dataclass(frozen=True)
@@ -158,30 +181,51 @@ def _vocabulary(cfg: SynthConfig, rng: np.random.Generator) -> list[str]:
     return made[:n_topic_words] + shared + made[n_topic_words + shared_made :]
 
 
-def _world(cfg: SynthConfig, world_rng: np.random.Generator, drift_rng: np.random.Generator) -> _World:
-    """Vocabulary, models, prices and skills (they do not depend on the number of queries)."""
-    k, t = cfg.models, cfg.topics
-    vocabulary = _vocabulary(cfg, world_rng)
-    names, pos = _models(k)
-    verbosity = world_rng.uniform(0.6, 1.6, size=k)
+def _skills(pos: np.ndarray, topics: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(K, T) skill logits of each model on each topic's plain queries, and (K,) hardness.
 
-    base = -0.2 + 2.0 * pos  # dearer = better on average
-    deviation = world_rng.normal(0.0, 0.6, size=(k, t))  # topic-specific skill
-    specialist = world_rng.permutation(np.arange(t) % k) if t >= k else world_rng.permutation(k)[:t]
-    bonus = np.zeros((k, t))
-    bonus[specialist, np.arange(t)] = 0.5 + 1.8 * (1.0 - pos[specialist])  # cheap gain most
+    ``pos`` holds the price positions, sorted from cheapest to dearest. See the module docstring
+    for the formula. The ``min(T, K) - 1`` specialists are distinct cheaper models on distinct
+    topics, so at least one topic (two with the defaults) is led by the dearest model throughout.
+    """
+    k = len(pos)
+    hardness = _HARDNESS_CHEAPEST + (_HARDNESS_DEAREST - _HARDNESS_CHEAPEST) * pos
+    topic_difficulty = rng.uniform(0.0, _MAX_TOPIC_DIFFICULTY, size=topics)
+    deviation = rng.normal(0.0, _TOPIC_DEVIATION_STD, size=(k, topics))
+    deviation -= deviation.mean(axis=1, keepdims=True)
+    base = _BASE_SKILL_INTERCEPT + _BASE_SKILL_SLOPE * pos
+    skill = base[:, None] - hardness[:, None] * topic_difficulty[None, :] + deviation
+    n_specialists = min(topics, k) - 1
+    specialist = rng.permutation(k - 1)[:n_specialists]
+    own_topic = rng.permutation(topics)[:n_specialists]
+    margin = rng.uniform(*_SPECIALIST_MARGIN, size=n_specialists)
+    skill[specialist, own_topic] = skill[k - 1, own_topic] + margin
+    return skill, hardness
+
+
+def _world(
+    cfg: SynthConfig,
+    vocabulary_rng: np.random.Generator,
+    model_rng: np.random.Generator,
+    drift_rng: np.random.Generator,
+) -> _World:
+    """Vocabulary, models, prices and skills (they do not depend on the number of queries)."""
+    k = cfg.models
+    names, pos = _models(k)
+    verbosity = model_rng.uniform(0.6, 1.6, size=k)
+    skill, hardness = _skills(pos, cfg.topics, model_rng)
     drift_slope = np.zeros(k)
     if cfg.drift:
         movers = drift_rng.permutation(k)[: max(1, k // 2)]
         drift_slope[movers] = cfg.drift_strength * drift_rng.choice([-1.0, 1.0], size=len(movers))
     return _World(
-        vocabulary=vocabulary,
+        vocabulary=_vocabulary(cfg, vocabulary_rng),
         model_names=names,
         input_price=_round_sig(0.10 * 50.0**pos),
         output_price=_round_sig(0.30 * 50.0**pos),
         verbosity=verbosity,
-        skill=base[:, None] + deviation + bonus,
-        hardness=1.3 - 0.9 * pos,
+        skill=skill,
+        hardness=hardness,
         drift_slope=drift_slope,
     )
 
@@ -313,14 +357,14 @@ def _logging_policy(
 def generate(config: SynthConfig) -> SynthLog:
     """Generate a synthetic log and its ground truth from ``config`` (deterministic in seed).
 
-    Independent random streams (``default_rng(seed).spawn``) feed the world (vocabulary,
-    skills, prices), the queries, the outcomes and the logging policy, so switching ``bandit``
-    or ``drift`` on does not change the queries, and the vocabulary and skills do not depend
-    on the number of queries.
+    Independent random streams (``default_rng(seed).spawn``) feed the vocabulary, the queries,
+    the outcomes, the logging policy, the drift and the models (verbosity, skills), so switching
+    ``bandit`` or ``drift`` on does not change the queries, the vocabulary and skills do not
+    depend on the number of queries, and the skills do not depend on the vocabulary's size.
     """
-    streams = np.random.default_rng(config.seed).spawn(5)
-    world_rng, query_rng, outcome_rng, policy_rng, drift_rng = streams
-    world = _world(config, world_rng, drift_rng)
+    streams = np.random.default_rng(config.seed).spawn(6)
+    vocabulary_rng, query_rng, outcome_rng, policy_rng, drift_rng, model_rng = streams
+    world = _world(config, vocabulary_rng, model_rng, drift_rng)
     queries = _queries(config, world, query_rng)
     expected_quality, quality = _outcomes(config, world, queries, outcome_rng)
     action = propensity = probs = None
