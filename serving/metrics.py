@@ -38,12 +38,7 @@ class Metrics:
     def __init__(self) -> None:
         """Create the metrics in a fresh registry."""
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "routerl_requests",
-            "HTTP requests by route and status.",
-            ["route", "status"],
-            registry=self.registry,
-        )
+        self.requests = self._counter("routerl_requests", "HTTP requests by route and status.", "route", "status")
         self.latency = Histogram(
             "routerl_request_duration_seconds",
             "HTTP request latency by route.",
@@ -51,26 +46,19 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.decisions = Counter(
-            "routerl_decisions",
-            "Routing decisions by chosen model.",
-            ["model"],
-            registry=self.registry,
-        )
-        self.fallbacks = Counter(
-            "routerl_fallbacks",
-            "Fallbacks by reason (scoring, backend).",
-            ["reason"],
-            registry=self.registry,
-        )
-        self.connections_refused = Counter(
+        self.decisions = self._counter("routerl_decisions", "Routing decisions by chosen model.", "model")
+        self.fallbacks = self._counter("routerl_fallbacks", "Fallbacks by reason (scoring, backend).", "reason")
+        self.connections_refused = self._counter(
             "routerl_connections_refused",
             "Connections refused or closed before the app answered, by reason.",
-            ["reason"],
-            registry=self.registry,
+            "reason",
         )
         self._request_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         self._decision_children: dict[str, Counter] = {}
+
+    def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
+        """A counter with ``labels`` in this service's registry."""
+        return Counter(name, documentation, list(labels), registry=self.registry)
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         """Count one request of ``route`` answered with ``status`` and time it."""

@@ -43,7 +43,7 @@ import pytest
 from conftest import synthetic_log
 
 from data.synth import SynthConfig, SynthLog, generate
-from envs.estimators import PredictedOutcomes, RewardModel, estimators
+from envs.estimators import EstimatorName, PredictedOutcomes, RewardModel, estimators
 from evaluation.bootstrap import Bootstrap
 from evaluation.evaluate import EvaluationConfig, EvaluationPlan, evaluate, sweep_weights
 from evaluation.ope import off_policy_estimates
@@ -68,6 +68,7 @@ class World:
 
     @property
     def truth_rows(self) -> np.ndarray:
+        """Row indices of the truth part."""
         return np.arange(REPLICATES * ROUNDS, REPLICATES * ROUNDS + TRUTH_ROWS)
 
     def decide(self, rows: np.ndarray) -> Callable[[float], np.ndarray]:
@@ -126,18 +127,18 @@ def _check(
 
 @pytest.mark.parametrize("logging", ["uniform", "eps-greedy"])
 def test_off_policy_intervals_cover_the_true_value(logging: str) -> None:
-    """IPS, SNIPS and DR cover the target's true mean quality; DM covers what its m̂ predicts.
+    """IPS, SNIPS and DR cover the target's true mean quality; DM covers what its m̂ predicts there.
 
-    DM is unbiased only for the mean of m̂ at the target's choices (known here, on the truth
-    rows); its bias against the true value is m̂'s error there, which the check states.
+    DM is unbiased only for the mean of m̂ at the target's choices, known here from the truth
+    rows; its distance to the true value is m̂'s error under the target policy (printed).
     """
     world = _world()
     actions, propensities = _logging(world, logging)
     synth, truth_rows = world.synth, world.truth_rows
     value = float(synth.expected_quality[truth_rows, world.target[truth_rows]].mean())
     dm_value = float(world.predicted_quality[truth_rows, world.target[truth_rows]].mean())
-    names = ("dm", "ips", "snips", "dr")
-    chosen = {name: estimator for name, estimator in estimators().items() if name in names}
+    names: tuple[EstimatorName, ...] = ("dm", "ips", "snips", "dr")
+    chosen = {name: estimators()[name] for name in names}
     rounds = np.zeros((len(names), REPLICATES, ROUNDS))
     for r in range(REPLICATES):
         rows = world.replicate(r)

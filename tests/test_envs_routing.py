@@ -329,7 +329,10 @@ def test_vec_env_attribute_interface() -> None:
     assert env.cost_weight == env.task.multiplier.value and env.default_cost_weight is not None
 
 
-def test_ppo_learns_on_the_vec_env() -> None:
+def test_stable_baselines3_ppo_updates_on_the_vec_env() -> None:
+    """SB3's PPO collects rollouts from the vectorised env and updates its network on them (that
+    PPO learns to route is tests/test_ppo.py's)."""
+    import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecMonitor
 
@@ -344,7 +347,9 @@ def test_ppo_learns_on_the_vec_env() -> None:
         policy_kwargs={"net_arch": [16]},
         device="cpu",
     )
+    initial = [parameter.detach().clone() for parameter in model.policy.parameters()]
     model.learn(512)
     assert model.num_timesteps >= 512
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(initial, model.policy.parameters()))
     actions, _ = model.predict(env.reset(), deterministic=True)
     assert actions.shape == (32,)

@@ -69,9 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--refit-all",
         action="store_true",
-        help="after the held-out evaluation, refit the same configuration on every query (train + validation "
-        "+ test) and export that policy; the report's metrics stay those of the policy trained on the "
-        "training split, and report.json exported_policy says what policy.pt was trained on",
+        help="after the held-out evaluation, export the same configuration refit on every query (train + validation "
+        "+ test); the report's metrics stay the training split's policy's, and its exported_policy says so",
     )
     parser.add_argument("--strict", action="store_true", help="stop at the first rejected row")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (for logs and CI)")

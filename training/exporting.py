@@ -30,7 +30,8 @@ def export_policy(
     """Write ``policy.pt`` with the metadata of docs/contracts.md §2.5.
 
     ``metrics`` are the report's held-out ones; ``training_data`` (the report's ``exported_policy``)
-    says whether they are this policy's, or its evaluated predecessor's (``train.py --refit-all``).
+    says whether they are this policy's, or those of the policy evaluated before a refit on every
+    query (``train.py --refit-all``).
     """
     agent, frontier, test_metrics = exported.agent, report["frontier"], report["test"]
     linear_map = agent.linear_map()

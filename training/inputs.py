@@ -49,6 +49,13 @@ HELD_OUT_NOTE = (
     "policy.pt is the policy evaluated in this report, trained on the {train} training queries: the metrics "
     "are its held-out metrics; train.py --refit-all would refit it on all {queries} queries after the evaluation"
 )
+#: Where the exported default cost weight comes from, by :attr:`ExportedPolicy.cost_weight_source`.
+COST_WEIGHT_SOURCES = {
+    "evaluation": "the evaluated policy's operating weight",
+    "refit budget": "the budget multiplier the refit learned (reward.budget)",
+    "refit target": "the --target-* rule applied to the refit policy on every query (in-sample: no held-out "
+    "query is left)",
+}
 
 
 @dataclass(frozen=True)
@@ -58,24 +65,30 @@ class ExportedPolicy:
     Without ``--refit-all`` it is the evaluated agent, trained on the training split; with it,
     the same configuration refit on every query after the evaluation (:mod:`training.refit`).
     ``steps``: what its exported state learned from (rows fitted, or episodes played).
+    ``cost_weight``: its default, from :data:`COST_WEIGHT_SOURCES` ``[cost_weight_source]``;
+    ``calibration``: the refit's in-sample values at it, for a ``--target-*``.
     """
 
     agent: Agent
     featurizer: TextFeaturizer | None
-    cost_weight: float  # its default: the evaluation's operating weight, or a refit's own budget multiplier
+    cost_weight: float
     trained_on: Literal["train", "all"]
     steps: int
+    cost_weight_source: Literal["evaluation", "refit budget", "refit target"] = "evaluation"
+    calibration: dict[str, Any] | None = None
 
     def section(self, split_counts: dict[str, int]) -> dict[str, Any]:
         """The report's ``exported_policy`` and the metadata's ``training_data``: the same plain words."""
         total, train = sum(split_counts.values()), split_counts["train"]
         held_out = self.trained_on == "train"
         note = HELD_OUT_NOTE if held_out else REFIT_NOTE
-        return {
+        section = {
             "trained_on": self.trained_on,
             "queries": train if held_out else total,
             "steps": self.steps,
             "cost_weight": self.cost_weight,
+            "cost_weight_source": COST_WEIGHT_SOURCES[self.cost_weight_source],
             "held_out_metrics": held_out,
             "note": note.format(train=train, queries=total),
         }
+        return section if self.calibration is None else section | {"calibration": self.calibration}

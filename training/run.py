@@ -108,7 +108,8 @@ def _train(
     config: RunConfig, out: Path, strict: bool, quiet: bool, target: BudgetTarget | None, refit: bool
 ) -> RunResult:
     progress = not quiet
-    remove_killed_writes(out)  # a resumed run's: what writes killed before their rename left
+    remove_killed_writes(out)  # a resumed run's: the temporary files of writes a kill interrupted
+    (out / "report.md").unlink(missing_ok=True)  # a resumed run's: unfinished until its own report is in place
     dump_config(config, out / "config.yaml")  # first, so that --resume can read it
     loaded = load_log(
         config.data.path,
@@ -151,7 +152,7 @@ def _train(
     )
     learned = Learned(agent, training, learned_weight)
     held_out = HeldOutSplits(validation_set, test_set, test_predictions)
-    refit_on_all = partial(refit_all, config, log, out=out, progress=progress) if refit else None
+    refit_on_all = partial(refit_all, config, log, out=out, progress=progress, target=target) if refit else None
     return evaluate_and_export(config, out, inputs, learned, held_out, tensorboard, target, progress, refit_on_all)
 
 
