@@ -97,7 +97,8 @@ def one_partition(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "routerbench"))
+    parser.add_argument("--data", default=str(ROOT / "data" / "external" / "routerbench"),
+                        help="RouterBench folder (default: where python -m data fetch routerbench puts it)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--target-cost", type=float, help="train.py --target-cost USD for both runs")
     args = parser.parse_args()

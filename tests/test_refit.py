@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, run_train
 
+from agents.base import Agent, FeaturizedSplit
 from agents.linucb import LinUCB
 from data.featurizer import TextFeaturizer
 from data.loading import load_log
@@ -30,8 +31,9 @@ from policies.faults import FAULT_VARIABLE
 from training.checkpoints import CHECKPOINT, read_checkpoint
 from training.cli import main
 from training.config import RunConfig, load_config
-from training.refit import with_steps
+from training.learning import learn
 from training.run import RunResult, prepare_directory, train
+from training.tensorboard import TensorBoardLogger
 
 DEFAULT = ROOT / "configs" / "default.yaml"
 WEIGHTS = (0.0, 300.0, 3000.0)
@@ -67,7 +69,7 @@ def _linucb_on_every_query(config: RunConfig, log: RoutingLog) -> tuple[LinUCB, 
     return agent, features, log
 
 
-def _decisions(agent: LinUCB, features: np.ndarray, models: tuple[str, ...]) -> dict[float, list[str]]:
+def _decisions(agent: Agent, features: np.ndarray, models: tuple[str, ...]) -> dict[float, list[str]]:
     return {weight: [models[i] for i in agent.predict(features, weight)] for weight in WEIGHTS}
 
 
@@ -148,31 +150,41 @@ def test_a_target_cost_is_calibrated_anew_for_the_refit_policy_on_every_query(tm
     assert exported["cost_weight"] != result.report["budget"]["cost_weight"]  # not the evaluated policy's pick
 
 
-def test_a_step_wise_refit_learns_for_the_evaluated_policys_steps() -> None:
-    """The steps of the exported state (keep-best's ``best_step``), PPO in whole rollouts (rounded down, >= 1)."""
-    online = load_config(DEFAULT, ["agent.learning=online", "agent.online_steps=20000"])
-    assert with_steps(online, 350).agent.online_steps == 350
-    ppo = load_config(ROOT / "configs" / "ppo.yaml", ["agent.ppo.n_envs=64", "agent.ppo.n_steps=16"])
-    assert with_steps(ppo, 10_048).agent.ppo.total_steps == 9 * 1024
-    assert with_steps(ppo, 100).agent.ppo.total_steps == 1024
-    fit = load_config(DEFAULT, [])
-    assert with_steps(fit, 123) == fit
+ONLINE = ["agent.learning=online", "agent.online_steps=3000", "agent.checkpoint_every=200", "evaluation.bootstrap=0"]
 
 
-ONLINE = ["--set", "agent.learning=online", "--set", "agent.online_steps=600", "--set", "agent.checkpoint_every=200",
-          "--set", "evaluation.bootstrap=0"]
+@pytest.fixture(scope="module")
+def online_refit(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    """LinUCB learning online for 3,000 steps, keep-best every 200 on validation, with ``--refit-all``."""
+    return _train(tmp_path_factory.mktemp("online") / "run", ONLINE, refit=True)
+
+
+def test_an_online_refit_stops_in_the_evaluated_policys_state_of_learning(
+    online_refit: RunResult, tmp_path: Path
+) -> None:
+    """Keep-best exported step 2,000 of 3,000: the refit learns 2,000 steps on every query, as if configured so."""
+    policy = online_refit.report["policy"]
+    assert policy["best_step"] < policy["steps"] == 3000  # an earlier state was exported, so the refit stops
+    assert online_refit.report["exported_policy"]["steps"] == policy["best_step"]
+    config = load_config(DEFAULT, [*ONLINE[:1], f"agent.online_steps={policy['best_step']}", *ONLINE[2:]])
+    log = load_log(config.data.path).log
+    everything = FeaturizedSplit(log, TextFeaturizer(config.featurizer).fit(log.queries).transform(log.queries))
+    nothing = FeaturizedSplit(log.subset(np.arange(0)), everything.features[:0])
+    logger = TensorBoardLogger(tmp_path / "tb")
+    agent = learn(config, everything, nothing, logger, tmp_path / "checkpoints", False)[0]
+    logger.close()
+    expected = _decisions(agent, everything.features, log.models)
+    assert _routes(online_refit.directory / "policy.pt", log.queries) == expected
 
 
 def test_a_refit_killed_at_its_checkpoint_resumes_to_the_uninterrupted_refit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    online_refit: RunResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Online LinUCB: the run saves at steps 200, 400, 600 and the end (4 checkpoints); the 5th is the refit's."""
-    uninterrupted = _train(tmp_path / "uninterrupted", [arg for arg in ONLINE if arg != "--set"], refit=True)
-    steps = uninterrupted.report["exported_policy"]["steps"]
-    assert steps == uninterrupted.report["policy"]["best_step"] >= 200
+    """The run saves every 200 steps to 3,000 and at the end (16 checkpoints); the 17th is the refit's, at 200."""
     out = tmp_path / "run"
-    monkeypatch.setenv(FAULT_VARIABLE, "checkpoint-renamed:5")
-    killed = run_train("--out", str(out), *ONLINE, "--refit-all")
+    settings = [argument for setting in ONLINE for argument in ("--set", setting)]
+    monkeypatch.setenv(FAULT_VARIABLE, "checkpoint-renamed:17")
+    killed = run_train("--out", str(out), *settings, "--refit-all")
     monkeypatch.delenv(FAULT_VARIABLE)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert read_checkpoint(out / "checkpoints" / "refit" / CHECKPOINT)["learner"]["steps_done"] == 200
@@ -180,9 +192,9 @@ def test_a_refit_killed_at_its_checkpoint_resumes_to_the_uninterrupted_refit(
     assert resumed.returncode == 0, resumed.stderr
     assert "policy.pt: refit on all" in resumed.stdout
     report = json.loads((out / "report.json").read_text())
-    assert report["exported_policy"] == uninterrupted.report["exported_policy"]
+    assert report["exported_policy"] == online_refit.report["exported_policy"]
     queries = load_log(load_config(DEFAULT, []).data.path).log.queries
-    assert _routes(out / "policy.pt", queries) == _routes(uninterrupted.directory / "policy.pt", queries)
+    assert _routes(out / "policy.pt", queries) == _routes(online_refit.directory / "policy.pt", queries)
 
 
 def test_a_test_share_of_0_is_refused_with_the_way_to_train_on_everything() -> None:
@@ -194,3 +206,4 @@ def test_refit_all_with_ray_is_one_line_and_exit_2(tmp_path: Path, capsys: pytes
     assert main(["--quiet", "--out", str(tmp_path / "run"), "--refit-all", "--ray"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("train.py: error: --refit-all") and len(error.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # refused before anything is written

@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     from training.run import prepare_directory, run_inputs, train
 
     try:
+        if args.refit_all and args.ray is not None:  # before anything is written
+            raise DataError("--refit-all refits in this process on every query; --ray fits the training split "
+                            "on a cluster and has no refit: use one of them")
         overrides = list(args.overrides)
         if args.prices:
             overrides.append(f"data.prices={Path(args.prices).resolve()}")
@@ -134,9 +137,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if args.resume is not None:
                 raise DataError("--ray fits in one pass; there is nothing to --resume")
-            if args.refit_all:
-                raise DataError("--refit-all refits in this process on every query; --ray fits the training split "
-                                "on a cluster and has no refit: use one of them")
             try:
                 from training.distributed import train_distributed
             except ImportError:

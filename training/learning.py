@@ -8,11 +8,12 @@ patience) and checkpoints. A learner that learns in one pass calls none of them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from agents.base import Agent, FeaturizedSplit, TrainingTask
-from agents.callbacks import KeepBest
+from agents.callbacks import Callback, KeepBest
 from training.checkpoints import CheckpointCallback
 from training.config import RunConfig
 from training.factory import make_agent
@@ -26,13 +27,15 @@ def learn(
     tensorboard: TensorBoardLogger,
     checkpoint_folder: Path,
     progress: bool,
+    callbacks: Sequence[Callback] = (),
 ) -> tuple[Agent, dict[str, Any], float | None]:
     """Train the configured agent on the training split, continuing from ``checkpoint_folder``'s checkpoint if any.
 
     Returns the agent, what its training did (``steps`` learned, from the agent's state;
     ``best_step``, the step whose state is exported; ``resumed_from``, the checkpoint's step;
     ``stopped_early``), and the cost weight it learned (the averaged budget multiplier λ̄ when
-    the reward has a budget and the agent learns by interaction; None otherwise).
+    the reward has a budget and the agent learns by interaction; None otherwise). ``callbacks``
+    are called after the run's own (``train.py --refit-all`` stops its refit with one).
     """
     agent = make_agent(config.agent.kind, config, train_set.log.n_models, train_set.features.shape[1])
     validation = validation_set if validation_set.log.n_queries else None
@@ -50,7 +53,7 @@ def learn(
         seed=config.seed,
         progress=progress,
     )
-    agent.train(task, [TensorBoardCallback(tensorboard), keep_best, checkpoints])
+    agent.train(task, [TensorBoardCallback(tensorboard), keep_best, checkpoints, *callbacks])
     training = {
         "steps": agent.steps_done,
         "best_step": agent.steps_done if keep_best.best_step is None else keep_best.best_step,

@@ -12,9 +12,11 @@ no held-out estimate of its own, which the report and the metadata say
 What is refit, with the run's configuration unchanged: the featurizer, on every query's text
 (or the log's embeddings, as before); on a bandit-feedback log, the reward model and the table
 of ``env.feedback`` over every logged round; the agent, of the same kind and hyperparameters.
-Nothing is held out, so nothing is scored on validation: a step-wise learner learns for the
-steps of the evaluated policy's exported state (its ``best_step``, which keep-best chose on
-validation; PPO in whole rollouts, rounded down, at least one) and keeps its last state.
+Nothing is held out, so nothing is scored on validation: a step-wise learner learns the
+configured steps and keeps its last state, except that when keep-best exported an earlier state
+of the evaluated policy (its ``best_step``, chosen on validation), the refit stops at that step
+(:class:`StopAt`), in the same state of learning: LinUCB after that episode's update, PPO with
+the parameters of its last whole rollout before it, as keep-best took them.
 
 The exported default cost weight: the configured one; under ``reward.budget`` the multiplier
 the refit learned itself; with ``--target-cost``/``--target-quality``, the weight that the same
@@ -29,13 +31,13 @@ of the refit go to ``tb/refit``, its checkpoints to ``checkpoints/refit`` (``--r
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from agents.base import Agent, FeaturizedSplit
+from agents.callbacks import Callback, Outcomes
 from data.routing_log import RoutingLog
 from evaluation.budget import GRID_POINTS, BudgetTarget, calibrate, meets
 from evaluation.frontier import cost_weight_grid
@@ -70,10 +72,11 @@ def refit_all(
         everything = estimated_table(config, everything, model, learning_estimator(config))
     nothing = FeaturizedSplit(everything.log.subset(np.arange(0)), everything.features[:0])  # no validation
     tensorboard = TensorBoardLogger(out / "tb" / REFIT)
+    best, steps = evaluated.training["best_step"], evaluated.training["steps"]
+    stop = [StopAt(best)] if best < steps else []
     try:
-        refit_config = with_steps(config, evaluated.training["best_step"])
         agent, training, learned_weight = learn(
-            refit_config, everything, nothing, tensorboard, out / "checkpoints" / REFIT, progress
+            config, everything, nothing, tensorboard, out / "checkpoints" / REFIT, progress, stop
         )
     finally:
         tensorboard.close()
@@ -104,17 +107,18 @@ def calibrated(agent: Agent, everything: FeaturizedSplit, target: BudgetTarget) 
     }
 
 
-def with_steps(config: RunConfig, steps: int) -> RunConfig:
-    """``config`` with its step-wise learner set to learn ``steps`` episodes; a one-pass fit as it is.
+class StopAt(Callback):
+    """Ends training at the step ``steps``, in the state keep-best would have kept there.
 
-    PPO trains in whole rollouts of ``n_envs × n_steps`` episodes (``agent.ppo.total_steps`` must
-    be a multiple): ``steps`` is rounded down to one, and is at least one rollout.
+    Keep-best (:class:`agents.callbacks.KeepBest`) takes a learner's state in ``on_step``; so does
+    this, by stopping there: LinUCB has learned that episode, PPO stops before the update of the
+    rollout in progress (whose episodes it has not learned from yet).
     """
-    agent = config.agent
-    if agent.kind == "ppo":
-        rollout = agent.ppo.n_envs * agent.ppo.n_steps
-        ppo = replace(agent.ppo, total_steps=max(rollout, steps // rollout * rollout))
-        return replace(config, agent=replace(agent, ppo=ppo))
-    if agent.learning == "online":
-        return replace(config, agent=replace(agent, online_steps=steps))
-    return config
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.steps = steps
+
+    def on_step(self, step: int, outcomes: Outcomes) -> bool:
+        """False (stop) once ``steps`` are done."""
+        return step < self.steps

@@ -124,8 +124,8 @@ def _train(
     splits = split(log, config.data.fractions, config.seed, config.data.split)
     if len(splits.train) == 0 or len(splits.test) == 0:
         raise DataError(
-            f"{config.data.path}: too few queries ({log.n_queries}) to split into train and test "
-            "(the report's metrics are held out; train.py --refit-all then refits on every query)"
+            f"{config.data.path}: too few queries ({log.n_queries}) to split into train and test (the report's "
+            "metrics need held-out test queries; to train the exported policy on every query, add --refit-all)"
         )
     featurizer = fit_featurizer(config, log.subset(splits.train)) if config.input == "text" else None
     train_set, validation_set, test_set = (
