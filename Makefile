@@ -55,4 +55,5 @@ bench: setup
 	$(PY) bench/bench_load.py --queries 10000
 	$(PY) bench/bench_ppo_time_to_quality.py --datasets synth --synth-queries 5000 --total-steps 40960
 	$(PY) bench/bench_ppo_budget.py --seeds 0 --queries 10000 --set agent.ppo.total_steps=40960
+	$(PY) bench/bench_refit.py --repeats 1
 	$(PY) bench/bench_ray.py --queries 5000 --shards 4 --workers 2
