@@ -5,14 +5,19 @@
   training queries (cosine similarity of the features); k by 5-fold cross-validated squared error.
 * :class:`LogisticRouter`: one logistic regression per model for P(quality = 1 | query) (quality
   binarised at 0.5 when it is graded), with C by 5-fold cross-validated log loss
-  (scikit-learn's ``LogisticRegressionCV``), and one ridge regression per model for the cost.
+  (scikit-learn's ``LogisticRegressionCV``), and the per-model cost of :class:`RidgeCostModel`.
 
 Both score utility = estimated quality − w · estimated cost, so one fit serves every cost weight,
-and both export through the same "features → linear map → head" path as LinUCB. scikit-learn is
-an optional dependency (the ``dev`` extra), imported only here.
+and both export through the same "features → linear map → head" path as LinUCB. The MLP and
+matrix-factorisation peers (:mod:`agents.mlp`, :mod:`agents.factorisation`) share the cost model.
+scikit-learn is an optional dependency (the ``dev`` extra), imported only in this module.
 """
 
 from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +36,56 @@ class PeerConfig:
     inverse_regularisation: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # C candidates
     folds: int = 5  # cross-validation folds
     seed: int = 0  # fold assignment
+
+
+@dataclass(frozen=True)
+class RidgeCostModel:
+    """Per-model cost = features · ``weights`` + ``bias``: one multi-output ridge regression.
+
+    The ridge strength is chosen from ``ALPHAS`` by efficient leave-one-out error (scikit-learn's
+    ``RidgeCV``, the same strength for every model). Shared by the supervised peers.
+    """
+
+    weights: np.ndarray  # (d, K)
+    bias: np.ndarray  # (K,)
+
+    ALPHAS = (0.01, 0.1, 1.0, 10.0)
+
+    @classmethod
+    def fit(cls, features: np.ndarray, cost: np.ndarray) -> RidgeCostModel:
+        """Fit on (N, d) features and (N, K) cost."""
+        from sklearn.linear_model import RidgeCV
+
+        x, cost = np.asarray(features, dtype=np.float64), np.asarray(cost, dtype=np.float64)
+        ridge = RidgeCV(alphas=cls.ALPHAS).fit(x, cost)
+        n_models = cost.shape[1]
+        weights = np.asarray(ridge.coef_, dtype=np.float64).T.reshape(x.shape[1], n_models)
+        return cls(weights, np.asarray(ridge.intercept_, dtype=np.float64).reshape(n_models))
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """(N, K) estimated cost."""
+        return np.asarray(features, dtype=np.float64) @ self.weights + self.bias
+
+    def folded(self) -> np.ndarray:
+        """(d, K) weights with the intercepts added to the last row (the features' bias column of 1)."""
+        weights = self.weights.copy()
+        weights[-1] += self.bias
+        return weights
+
+
+def _logistic_cv_options() -> dict[str, Any]:
+    """Arguments that keep ``LogisticRegressionCV`` quiet and its meaning fixed across scikit-learn versions.
+
+    scikit-learn 1.8 warns (FutureWarning) that ``l1_ratios`` will default to (0.0,) and that the
+    fitted attributes change with ``use_legacy_attributes``; it asks for both to be given. Older
+    versions (pyproject allows ≥ 1.3) have no ``use_legacy_attributes`` and would warn that
+    ``l1_ratios`` is unused by an L2 penalty, so they get neither. The fit is plain L2 either way.
+    """
+    from sklearn.linear_model import LogisticRegressionCV
+
+    if "use_legacy_attributes" in inspect.signature(LogisticRegressionCV).parameters:
+        return {"l1_ratios": (0.0,), "use_legacy_attributes": False}
+    return {}
 
 
 def _unit(features: np.ndarray) -> np.ndarray:
@@ -104,8 +159,8 @@ class LogisticRouter(Peer):
     name = "logistic"
 
     def fit(self, features: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> LogisticRouter:
-        """Fit one cross-validated logistic regression and one ridge regression per model."""
-        from sklearn.linear_model import LogisticRegressionCV, RidgeCV
+        """Fit one cross-validated logistic regression per model and the ridge cost model."""
+        from sklearn.linear_model import LogisticRegressionCV
         from sklearn.model_selection import KFold
 
         x = np.asarray(features, dtype=np.float64)
@@ -121,14 +176,13 @@ class LogisticRouter(Peer):
                 self.chosen_c.append(float("nan"))
                 continue
             model = LogisticRegressionCV(
-                Cs=list(self.config.inverse_regularisation), cv=folds, scoring="neg_log_loss", max_iter=2000
+                Cs=list(self.config.inverse_regularisation), cv=folds, scoring="neg_log_loss", max_iter=2000,
+                **_logistic_cv_options(),
             ).fit(x, labels)
             self.quality_weights[:, arm] = model.coef_[0]
             self.quality_bias[arm] = model.intercept_[0]
-            self.chosen_c.append(float(model.C_[0]))
-        ridge = RidgeCV(alphas=(0.01, 0.1, 1.0, 10.0)).fit(x, cost)
-        self.cost_weights = np.asarray(ridge.coef_, dtype=np.float64).T.reshape(x.shape[1], n_models)
-        self.cost_bias = np.asarray(ridge.intercept_, dtype=np.float64).reshape(n_models)
+            self.chosen_c.append(float(np.ravel(model.C_)[0]))  # a float, or (1,) with the legacy attributes
+        self.cost_model = RidgeCostModel.fit(x, cost)
         self.steps_done = len(x)
         return self
 
@@ -136,13 +190,13 @@ class LogisticRouter(Peer):
         """Utility per model: P(good answer) − w × estimated cost."""
         x = np.asarray(features, dtype=np.float64)
         probability = 1.0 / (1.0 + np.exp(-(x @ self.quality_weights + self.quality_bias)))
-        return probability - cost_weight * (x @ self.cost_weights + self.cost_bias)
+        return probability - cost_weight * self.cost_model.predict(x)
 
     def linear_map(self) -> np.ndarray:
         """[logit weights | cost weights]; the intercepts ride on the features' bias column."""
-        stacked = np.hstack([self.quality_weights, self.cost_weights])
-        stacked[-1] += np.concatenate([self.quality_bias, self.cost_bias])
-        return stacked
+        logits = self.quality_weights.copy()
+        logits[-1] += self.quality_bias
+        return np.hstack([logits, self.cost_model.folded()])
 
     def head(self) -> torch.nn.Module:
         """sigmoid(logit) − w · cost."""

@@ -8,6 +8,10 @@ arXiv:1707.06347, as implemented by stable-baselines3 (Raffin et al., 2021, JMLR
 [low, high]) and appends f(w) = log1p(w / low) / log1p(high / low) to the query's features, so one
 actor π(k | x, f(w)) serves every trade-off (Abels et al., 2019, "Dynamic weights in
 multi-objective deep reinforcement learning", ICML). The reward is r_k = quality_k − w · cost_k.
+The range [low, high] is the training data's own unless ``preference`` is set: the span of the
+single models' break-even weights with a decade beyond each end
+(:meth:`~envs.rewards.PreferenceConfig.spanning`, the span the evaluation's frontier sweeps), so
+that a log whose costs are 100× smaller trains on weights 100× larger without a hand setting.
 
 **Episodes are one step long** (a contextual bandit), so the discount γ and GAE's λ never act:
 every step is terminal and the advantage is r − V(x, w). They are left at SB3's defaults and are
@@ -79,7 +83,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, field
+from dataclasses import asdict
 from typing import Any, Literal
 
 import numpy as np
@@ -126,8 +130,8 @@ class PPOConfig:
     eval_every: int = 10_000  # (c) steps between validation evaluations (needs validation data)
     patience: int = 20  # (c) evaluations without improvement before stopping (0 = never stop early)
     eval_weights: int = 12  # (c) validation sweep: w = 0 and this many log-spaced weights in [low, high]
-    preference: PreferenceConfig = field(
-        default_factory=lambda: PreferenceConfig(low=1.0, high=100_000.0, zero_share=0.1))  # w per episode
+    # w per episode; None: [low, high] from the training data (PreferenceConfig.spanning), zero_share 0.1
+    preference: PreferenceConfig | None = None
     seed: int = 0  # seeds the network, the sampling of actions and the environment
     threads: int = 1  # torch CPU threads while fitting (such small networks run fastest on one)
     device: str = "cpu"  # torch device of the networks while fitting ("cpu", "cuda", "cuda:1", ...); export is CPU
@@ -210,6 +214,7 @@ class PPORouter(Agent):
                  cost_weight: float = 0.0) -> None:
         super().__init__(n_models, dimension, cost_weight)  # cost_weight: λ̄ after training under a budget
         self.config = config or PPOConfig()
+        self._preference = self.config.preference  # resolved from the training data by train() when None
         self.budget: BudgetConfig | None = None  # the task's budget, once training has started
         self.multiplier: CostMultiplier | None = None  # the budget's λ, once training has started
         self.model: PPO | None = None
@@ -219,9 +224,16 @@ class PPORouter(Agent):
         self._candidate: tuple[State, tuple[np.ndarray, MlpLogitHead]] | None = None  # the last parameters()
 
     @property
+    def preference(self) -> PreferenceConfig:
+        """The weights trained on: ``config.preference``, or the one :meth:`train` derived from its data."""
+        if self._preference is None:
+            raise RuntimeError("PPORouter's cost-weight range comes from its training data: call train() first")
+        return self._preference
+
+    @property
     def cost_weight_range(self) -> list[float]:
         """[0, high]: the weights trained on; the head clamps others into it (metadata's range)."""
-        return [0.0, float(self.config.preference.high)]
+        return [0.0, float(self.preference.high)]
 
     @property
     def learned_cost_weight(self) -> float | None:
@@ -230,13 +242,13 @@ class PPORouter(Agent):
 
     def evaluation_weights(self) -> np.ndarray:
         """The validation sweep of (c): 0, then ``eval_weights`` log-spaced in [low, high]."""
-        preference = self.config.preference
+        preference = self.preference
         spaced = np.geomspace(preference.low, preference.high, self.config.eval_weights)
         return np.concatenate([[0.0], spaced])
 
     def _standardisation(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(e): mean and standard deviation of the features and of f(w) (a seeded sample of w)."""
-        preference = self.config.preference
+        preference = self.preference
         encoded = preference.encode(preference.sample(np.random.default_rng(self.config.seed), 100_000))
         observations = np.concatenate([features.mean(axis=0), [encoded.mean()]])
         spread = np.concatenate([features.std(axis=0), [encoded.std()]])
@@ -246,9 +258,9 @@ class PPORouter(Agent):
     def _environment(self, quality: np.ndarray, cost: np.ndarray, features: np.ndarray) -> ObservedEnv:
         log = FeaturizedSplit.of(features, quality, cost).log
         if self.budget is None:
-            reward = RewardConfig(preference=self.config.preference)
+            reward = RewardConfig(preference=self.preference)
         else:  # the initial λ is the configured cost weight (clamped into the trained range)
-            reward = RewardConfig(cost_weight=min(self.cost_weight, self.config.preference.high), budget=self.budget)
+            reward = RewardConfig(cost_weight=min(self.cost_weight, self.preference.high), budget=self.budget)
         seed = self.config.seed + self.steps_done
         env = RoutingVecEnv(log, features, self.config.n_envs, reward, seed=seed)
         counterfactual = CounterfactualReward(env, self.config.per_query_baseline, self.config.normalise_rewards)
@@ -258,7 +270,7 @@ class PPORouter(Agent):
                 self.multiplier = env.task.multiplier
             assert self.multiplier is not None  # a budget reward has one
             env.task.multiplier = self.multiplier  # resumed: continue the restored λ
-            shaped = MultiplierObservation(counterfactual, self.config.preference, self.multiplier)
+            shaped = MultiplierObservation(counterfactual, self.preference, self.multiplier)
         if not self.config.standardise_observations:
             return shaped
         if self.model is None:
@@ -300,6 +312,8 @@ class PPORouter(Agent):
             raise DataError(f"cannot resume: the checkpoint was written with reward.budget "
                             f"{_plain(_budget(self.budget))}, this run has {_plain(_budget(task.reward.budget))}")
         self.budget = task.reward.budget
+        if self._preference is None:
+            self._preference = PreferenceConfig.spanning(np.nanmean(quality, axis=0), np.nanmean(cost, axis=0))
         env = self._environment(quality, cost, x)
         if self.model is None:
             self.model = self._new_model(env)
@@ -371,7 +385,7 @@ class PPORouter(Agent):
             self._exported = self._export_state(state)
 
     def state_dict(self) -> State:
-        """SB3's zip as bytes, the progress, the observation statistics and the budget's multiplier."""
+        """SB3's zip as bytes, the progress, the observation statistics, the weights trained on, the budget's λ."""
         if self.model is None:
             raise RuntimeError("nothing to save: the agent has not been trained")
         archive = io.BytesIO()
@@ -383,6 +397,7 @@ class PPORouter(Agent):
             "observation_mean": self._mean.copy(),
             "observation_scale": self._scale.copy(),
             "config": asdict(self.config),
+            "preference": asdict(self.preference),
             "budget": _budget(self.budget),
             "multiplier": None if self.multiplier is None else self.multiplier.state_dict(),
         }
@@ -395,6 +410,7 @@ class PPORouter(Agent):
             raise DataError(f"the checkpoint was written with other agent.ppo settings: {', '.join(changed)}")
         self.model = PPO.load(io.BytesIO(np.asarray(state["model"]).tobytes()), device=self.config.device)
         self.steps_done, self.stopped_early = int(state["steps_done"]), bool(state["stopped_early"])
+        self._preference = PreferenceConfig(**state["preference"])
         self._mean = np.asarray(state["observation_mean"], dtype=np.float64)
         self._scale = np.asarray(state["observation_scale"], dtype=np.float64)
         self.budget = None if state["budget"] is None else BudgetConfig(**state["budget"])
@@ -426,7 +442,7 @@ class PPORouter(Agent):
             linear = torch.nn.Linear(weight.shape[1], weight.shape[0], dtype=torch.float64)
             linear.load_state_dict({"weight": weight.to(torch.float64), "bias": bias.to(torch.float64)})
             rest.append(linear)
-        preference = self.config.preference
+        preference = self.preference
         head = MlpLogitHead(first_weight[:, self.dimension], first_bias, rest, self.config.activation,
                             preference.low, preference.high)
         linear_map = first_weight[:, : self.dimension].T.numpy().copy()

@@ -11,7 +11,7 @@ kind learns and which options it reads, and :func:`check_options` refuses, in on
 names the option and says why, every combination that would be such a no-op:
 
 * ``agent.learning`` outside the kind's ``learnings`` (LinTS fitted from a log is LinUCB's ridge
-  fit; knn and logistic have no online learning; PPO learns only by interaction);
+  fit; knn, logistic, mlp and mf have no online learning; PPO learns only by interaction);
 * ``reward.budget`` unless the kind learns online (its multiplier is learned while interacting);
 * ``reward.preference`` unless the kind learns online in the routing environment, which draws
   the weights from it (PPO draws its own from ``agent.ppo.preference``);
@@ -32,8 +32,10 @@ from functools import reduce
 from typing import Any
 
 from agents.base import Agent, Learning
+from agents.factorisation import MatrixFactorisationRouter
 from agents.lints import LinTS
 from agents.linucb import LinUCB
+from agents.mlp import MlpRouter
 from agents.peers import LogisticRouter, NearestNeighbourRouter
 from agents.ppo import PPORouter
 from data.schema import DataError
@@ -93,6 +95,8 @@ REGISTRY: dict[str, Registration] = {
     "logistic": Registration(
         LogisticRouter, "peers", ("fit",), f"logistic {_SUPERVISED}", unread=("peers.neighbours",)
     ),
+    "mlp": Registration(MlpRouter, "mlp", ("fit",), f"mlp {_SUPERVISED}"),
+    "mf": Registration(MatrixFactorisationRouter, "mf", ("fit",), f"mf {_SUPERVISED}"),
 }
 KINDS: tuple[str, ...] = tuple(REGISTRY)
 #: Kinds that were the same model as another under their own name, and why they are gone.

@@ -10,8 +10,8 @@ There is still one definition of validity: this module only recognises blocks in
 row is valid** by :func:`data.validation.validate`, checking the rules of :mod:`data.rules` on
 whole columns (the same :class:`data.rules.ValueRule` predicates, blank-text rule and
 :class:`data.rules.Limits`), and deliberately conservatively. Anything else — a bad value, an
-unusual type (an integer ``query_id``, a boolean quality, a cost to compute from tokens, an
-embedding, numeric text under ``--strict``), a line pyarrow cannot parse, a CSV record with an
+unusual type (an integer ``query_id`` or JSON ``task``, a boolean quality, a cost to compute from
+tokens, an embedding, numeric text under ``--strict``, a blank task), a line pyarrow cannot parse, a CSV record with an
 unterminated quote, a block that breaks a cross-row rule — is handed back as a
 :class:`Fallback` span of positions, which :func:`data.loading.load_log` reads with the per-row
 path. Rejections, their reasons, details, positions and contents therefore all come from the
@@ -34,7 +34,7 @@ from data.decision_log import is_decision_log
 from data.log_builder import NO_TIME, OPTIONAL_COLUMNS
 from data.reading import check_file, csv_layout, first_unterminated_quote, parse_prompt, require_columns
 from data.rules import DEFAULT_LIMITS, VALUE_RULES, Invalid, Limits, all_non_blank, within_max_cost
-from data.schema import ROUTERBENCH_COST_SUFFIX
+from data.schema import ROUTERBENCH_COST_SUFFIX, ROUTERBENCH_TASK_COLUMN
 from data.validation import milliseconds, parse_timestamp
 
 #: Bytes of a JSONL or CSV file read per block: bounds the memory of one block.
@@ -44,6 +44,7 @@ _NUMBERS = tuple(rule.field for rule in VALUE_RULES)
 #: The fields of a JSONL line that validation reads, as pyarrow must type them; others are ignored.
 _JSON_SCHEMA = pa.schema(
     [("query_id", pa.string()), ("query", pa.string()), ("model", pa.string()), ("timestamp", pa.string())]
+    + [("task", pa.string())]  # a number or other type fails the block: the per-row path checks it
     + [(name, pa.float64()) for name in _NUMBERS]
     + [("embedding", pa.null())]  # a non-null embedding fails the block: the per-row path checks it
 )
@@ -71,6 +72,7 @@ class Block:
     optional: dict[str, np.ndarray]  # OPTIONAL_COLUMNS with a value in the block: (R,) float64, NaN = absent
     timestamps: np.ndarray | None  # (R,) int64 ms since the epoch, NO_TIME = absent; None: none at all
     bandit: bool  # every row has a propensity
+    record_tasks: Any = None  # pyarrow string array (M,): every record's task, null where absent; None: no task
 
     @property
     def rows(self) -> int:
@@ -295,10 +297,11 @@ def _long_block(name: str, locator: str, positions: np.ndarray, columns: dict[st
     if not all_non_blank(encoded.dictionary) or not all_non_blank(pc.unique(ids)):
         return None
     numbers = _numbers(columns)
-    if numbers is None:
+    tasks = _tasks(columns.get("task"))
+    if numbers is None or tasks is False:
         return None
     model_of_row = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-    return _block(name, locator, positions, ids, texts, None, models, model_of_row, numbers, columns)
+    return _block(name, locator, positions, ids, texts, None, models, model_of_row, numbers, columns, tasks)
 
 
 def _wide_block(name: str, positions: np.ndarray, columns: dict[str, Any], wide_models: list[str]) -> Block | None:
@@ -320,12 +323,13 @@ def _wide_block(name: str, positions: np.ndarray, columns: dict[str, Any], wide_
             np.stack([value[1] for value in parsed if value is not None], axis=1).ravel(),
         )
     checked = _check_numbers(numbers)
-    if checked is None:
+    tasks = _tasks(columns.get(ROUTERBENCH_TASK_COLUMN))
+    if checked is None or tasks is False:
         return None
     model_of_row = np.tile(np.arange(k, dtype=np.int64), m)
     return _block(
         name, "row", np.repeat(positions, k), ids, texts, np.repeat(np.arange(m), k), wide_models, model_of_row,
-        checked, {},
+        checked, {}, tasks,
     )  # fmt: skip
 
 
@@ -340,6 +344,7 @@ def _block(
     model_of_row: np.ndarray,
     numbers: Numbers,
     columns: dict[str, Any],
+    tasks: Any = None,
 ) -> Block | None:
     """Assemble a :class:`Block` once the values are known valid; timestamps and kind checked here."""
     timestamps = _timestamps(columns.get("timestamp"), len(positions))
@@ -368,6 +373,7 @@ def _block(
         optional=optional,
         timestamps=timestamps if isinstance(timestamps, np.ndarray) else None,
         bandit=bandit,
+        record_tasks=tasks,
     )
 
 
@@ -375,6 +381,22 @@ def _text(column: Any) -> Any:
     """A string column without nulls (as large_string), or None: a missing or non-string field fails."""
     if column is None or column.null_count or not _is_text(column):
         return None
+    return column.cast(pa.large_string())
+
+
+def _tasks(column: Any) -> Any:
+    """The records' tasks as a large_string column (nulls where absent), None without any, False if one is invalid.
+
+    Valid as :func:`data.validation.validate` reads a task: a non-blank string, or an integer
+    (Parquet) as its decimal string; any other type, or blank text, leaves the block to the
+    per-row path, which rejects the row (:data:`data.rules.TASK_BLANK`, :data:`data.rules.TASK_TYPE`).
+    """
+    if column is None or column.null_count == len(column):
+        return None
+    if pa.types.is_integer(column.type):
+        return column.cast(pa.large_string())
+    if not _is_text(column) or not all_non_blank(column.drop_null()):
+        return False
     return column.cast(pa.large_string())
 
 

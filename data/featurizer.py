@@ -12,8 +12,13 @@ Pipeline (fitted on the training split only):
    ``tf = 1 + ln(count)``, ``idf = ln((1 + n) / (1 + df)) + 1``, then the vector is L2-normalised.
    Unknown terms are ignored; a text with no known term gives the zero vector.
 4. **Projection** (latent semantic analysis, Deerwester et al., 1990): the top ``components``
-   right singular vectors of the training tf-idf matrix, each rescaled so that its projection has
-   unit root-mean-square over the training documents (so ridge penalties treat them alike).
+   right singular vectors of the training tf-idf matrix. ``whiten`` (the default) rescales each so
+   that its projection has unit root-mean-square over the training documents, so that a ridge
+   penalty treats every component alike; without it the components keep their relative spread
+   (the first has unit RMS), and a ridge penalty shrinks the weak directions most, as ridge
+   regression on the tf-idf itself does. ``components: 0`` keeps no text representation at all
+   (the structure features and the bias only). :mod:`training.tuning` chooses these by
+   cross-validation.
 5. **Structure**: the token count n as n / (mean training n) and ln(1 + n). Text length drives
    cost (tokens) and often difficulty, and normalised tf-idf alone cannot see it.
 6. A constant **bias** feature 1.
@@ -38,7 +43,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import ConfigDict
+from pydantic import ConfigDict, NonNegativeInt, PositiveInt
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from threadpoolctl import threadpool_limits
 
@@ -60,10 +65,11 @@ _TOKEN_BYTE[np.frombuffer(DELIMITERS, dtype=np.uint8)] = False
 class FeaturizerConfig:
     """Hyperparameters of the text featurizer."""
 
-    min_df: int = 2  # a term must occur in at least this many training documents
-    max_features: int = 20000  # vocabulary size cap (most frequent terms by document frequency)
-    components: int = 16  # dense dimensions of the LSA projection (16 led on RouterBench CV; BENCHMARKS.md)
-    fit_sample: int = 100_000  # at most this many training documents fit vocabulary and projection
+    min_df: PositiveInt = 2  # a term must occur in at least this many training documents
+    max_features: PositiveInt = 20000  # vocabulary size cap (most frequent terms by document frequency)
+    components: NonNegativeInt = 16  # dense dimensions of the LSA projection (0: none); train.py tunes it
+    whiten: bool = True  # each component rescaled to unit RMS; false: relative spread kept (the first unit RMS)
+    fit_sample: PositiveInt = 100_000  # at most this many training documents fit vocabulary and projection
     seed: int = 0  # seeds the sample and the SVD's start vector
 
 
@@ -75,6 +81,7 @@ class TextFeaturizer:
         self.vocabulary: dict[bytes, int] = {}
         self.idf = np.zeros(0)
         self.projection = np.zeros((0, 0))  # (V, components), rescaled
+        self.component_rms = np.zeros(0)  # RMS of each unscaled component over the training documents
         self.length_scale = 1.0  # mean token count of the training documents
         self._terms: tuple[dict[bytes, int], _VocabularyIndex] | None = None  # a cache of _index()
 
@@ -120,6 +127,7 @@ class TextFeaturizer:
         """
         rank = min(self.config.components, min(matrix.shape))
         if rank < 1:
+            self.component_rms = np.zeros(0)
             return np.zeros((matrix.shape[1], 0))
         with _one_blas_thread():
             return self._randomized_svd(matrix, rank)
@@ -140,7 +148,8 @@ class TextFeaturizer:
         projected = np.asarray(matrix @ vt.T)
         rms = np.sqrt(np.mean(projected**2, axis=0))
         rms[rms == 0] = 1.0
-        return (vt / rms[:, None]).T
+        self.component_rms = rms
+        return (vt / (rms[:, None] if self.config.whiten else rms[0])).T
 
     def analyze(self, texts: Sequence[str]) -> tuple[sp.csr_matrix, np.ndarray]:
         """tf-idf rows and the token count of every text, in one tokenization pass."""

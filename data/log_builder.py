@@ -13,6 +13,9 @@ are defined in :mod:`data.rules`, with the column forms that the columnar path a
   full-information log; a file or directory that mixes both is one :class:`DataError`.
 * **Models.** The arms are the models of accepted rows; a model named only by rejected rows
   is not one (it would otherwise make every full-information query incomplete).
+* **Task.** A query's task is that of its first accepted row that has one (no rule compares
+  the tasks of a query's rows: the task is metadata, as the embedding is); a query without any
+  has none (``None`` in :attr:`data.routing_log.RoutingLog.tasks`).
 * **Incomplete query.** In a full-information log every query must have every model. A query
   that lost a model's outcome (rejected or never logged) is dropped whole: its other rows are
   rejected as ``incomplete query``, so every reward the environment sees is exact.
@@ -42,6 +45,8 @@ if TYPE_CHECKING:
 OPTIONAL_COLUMNS = ("propensity", "latency_ms", "expected_quality")
 #: "No timestamp yet" in the per-query timestamp column (milliseconds since the epoch).
 NO_TIME = int(np.iinfo(np.int64).min)
+#: "No task yet" in the per-query task column (an index into the tasks seen).
+NO_TASK = -1
 
 
 @dataclass
@@ -72,6 +77,8 @@ class LogBuilder:
     _models_seen: list[int] = field(default_factory=list)  # bitmask over model indices
     _query_time: array = field(default_factory=lambda: array("q"))  # ms since epoch, or NO_TIME
     _embeddings: dict[int, np.ndarray] = field(default_factory=dict)
+    _query_task: array = field(default_factory=lambda: array("i"))  # index into _task_index, or NO_TASK
+    _task_index: dict[str, int] = field(default_factory=dict)  # the tasks seen, in order of first acceptance
     _model_index: dict[str, int] = field(default_factory=dict)
     _files: list[str] = field(default_factory=list)
     _locators: list[str] = field(default_factory=list)  # "line" or "row", per file
@@ -120,8 +127,11 @@ class LogBuilder:
             self._texts.append(outcome.query)
             self._models_seen.append(bit)
             self._query_time.append(NO_TIME)
+            self._query_task.append(NO_TASK)
         else:
             self._models_seen[query_index] |= bit
+        if outcome.task is not None and self._query_task[query_index] == NO_TASK:
+            self._query_task[query_index] = self._task_code(outcome.task)
         if outcome.embedding is not None:
             self._embeddings.setdefault(query_index, np.asarray(outcome.embedding, dtype=np.float32))
         if outcome.timestamp is not None and self._query_time[query_index] == NO_TIME:
@@ -190,6 +200,7 @@ class LogBuilder:
         for q, s in zip(known[old_groups].tolist(), seen[old_groups].tolist()):
             self._models_seen[q] |= s
         self._commit_times(block, group, known, new_groups, old_groups)
+        self._commit_tasks(block, group_of_record, known, new_groups, old_groups)
         rows_before = len(self._row_quality)
         for name in OPTIONAL_COLUMNS:
             values = block.optional.get(name)
@@ -220,6 +231,29 @@ class LogBuilder:
         for q, stamp in zip(query[old_groups].tolist(), first[old_groups].tolist()):
             if stamp != NO_TIME and self._query_time[q] == NO_TIME:
                 self._query_time[q] = stamp
+
+    def _commit_tasks(
+        self, block: Block, group: np.ndarray, query: np.ndarray, new_groups: np.ndarray, old_groups: np.ndarray
+    ) -> None:
+        """Each query's task: that of its first record that has one (as :meth:`add`); ``group``: each record's."""
+        import pyarrow.compute as pc
+
+        first = np.full(len(query), NO_TASK, dtype=np.int32)
+        if block.record_tasks is not None:
+            encoded = pc.dictionary_encode(block.record_tasks)
+            codes = np.array([self._task_code(task) for task in encoded.dictionary.to_pylist()], dtype=np.int32)
+            local = np.asarray(encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+            tasked = np.flatnonzero(local >= 0)
+            groups, where = np.unique(group[tasked], return_index=True)
+            first[groups] = codes[local[tasked[where]]]
+        self._query_task.frombytes(first[new_groups].tobytes())
+        for q, code in zip(query[old_groups].tolist(), first[old_groups].tolist()):
+            if code != NO_TASK and self._query_task[q] == NO_TASK:
+                self._query_task[q] = code
+
+    def _task_code(self, task: str) -> int:
+        """The index of ``task`` among the tasks seen (a new one takes the next)."""
+        return self._task_index.setdefault(task, len(self._task_index))
 
     def _set_kind(self, kind: Feedback, file: str, position: int, locator: str) -> None:
         """Record the log kind at its first row; a row of the other kind is a :class:`DataError`."""
@@ -316,6 +350,10 @@ class LogBuilder:
             if len(self._embeddings) < n_queries:
                 raise DataError("some queries carry an embedding and others do not; give every row one")
             embeddings = np.stack([self._embeddings[i] for i in kept_old.tolist()])
+        tasks = None
+        if self._task_index:  # NO_TASK (-1) indexes the None after the names
+            names = np.array([*self._task_index, None], dtype=object)
+            tasks = names[np.frombuffer(self._query_task, dtype=np.int32)[kept_old]]
         times = np.frombuffer(self._query_time, dtype=np.int64)
         timestamps = None
         if n_queries and (times != NO_TIME).all():
@@ -333,6 +371,7 @@ class LogBuilder:
             expected_quality=optional("expected_quality"),
             embeddings=embeddings,
             timestamps=timestamps,
+            tasks=tasks,
             stats=self._stats(files, len(cell)),
         )
         return replace(log, fingerprint=fingerprint(log))

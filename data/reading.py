@@ -25,6 +25,7 @@ from data.schema import (
     REQUIRED_COLUMNS,
     ROUTERBENCH_COST_SUFFIX,
     ROUTERBENCH_RESPONSE_SUFFIX,
+    ROUTERBENCH_TASK_COLUMN,
     DataError,
     RejectReason,
 )
@@ -340,9 +341,11 @@ def _wide_rows(
 
     ``sample_id`` is the query id, ``prompt`` the text (a Python-list string is parsed with
     :func:`ast.literal_eval`, which evaluates literals only, and its elements joined by newlines).
-    Every column that is not a model, its cost or its response is metadata and is dropped here.
+    ``eval_name`` (the benchmark a record comes from) is its ``task``. Every other column that is
+    not a model, its cost or its response is metadata and is dropped here.
     """
     column = {c: i for i, c in enumerate(header)}
+    task = column.get(ROUTERBENCH_TASK_COLUMN)
     for row, record in records:
         if isinstance(record, RowError):
             for _ in models:
@@ -367,6 +370,8 @@ def _wide_rows(
                 "quality": score if score != "" else None,
                 "cost": cost if cost != "" else None,
             }
+            if task is not None:
+                fields["task"] = record[task] or None
             if model + ROUTERBENCH_RESPONSE_SUFFIX in column:
                 fields["response"] = record[column[model + ROUTERBENCH_RESPONSE_SUFFIX]]
             yield ParsedRow(name, row, "row", fields)

@@ -50,6 +50,8 @@ class RoutingLog:
     expected_quality: np.ndarray | None = None  # (N, K) ground truth of synthetic logs; never a feature
     embeddings: np.ndarray | None = None  # (N, D) float32: the user's own query embeddings
     timestamps: np.ndarray | None = None  # (N,) datetime64[ms]
+    # (N,) object: each query's task (str; None for a query without one); None when no row has a task
+    tasks: np.ndarray | None = None
     stats: ReadStats = field(default_factory=lambda: ReadStats((), 0, 0, 0, {}))
     fingerprint: str = ""
 
@@ -82,6 +84,7 @@ class RoutingLog:
             expected_quality=take(self.expected_quality),
             embeddings=take(self.embeddings),
             timestamps=take(self.timestamps),
+            tasks=take(self.tasks),
         )
 
     def reward(self, cost_weight: float | np.ndarray) -> np.ndarray:

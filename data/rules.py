@@ -210,6 +210,15 @@ EMBEDDING_NOT_LIST = Rule(RejectReason.BAD_EMBEDDING, "embedding must be a non-e
 EMBEDDING_NOT_NUMBER = Rule(RejectReason.BAD_EMBEDDING, "embedding holds a value that is not a number")
 EMBEDDING_NOT_FINITE = Rule(RejectReason.BAD_EMBEDDING, "embedding values must be finite numbers")
 TIMESTAMP_FORMAT = Rule(RejectReason.BAD_TIMESTAMP, "timestamp={text!r} is not ISO 8601")
+#: The optional ``task`` (a query's group: a benchmark, a domain) is an identifier as ``query_id``
+#: is: a non-empty string, or an integer read as its decimal string. Absent (null, an empty CSV
+#: cell) it is no task; blank text or another type is refused, so that a typo never makes a task
+#: of its own in a leave-one-task-out comparison. A query's task is that of its first accepted row
+#: that has one; rows of a query with other tasks are not refused (the task is metadata, like the
+#: embedding). Columnar: a block with a task that is not a non-blank string (or integer, in
+#: Parquet) goes to the per-row path, which rejects it.
+TASK_BLANK = Rule(RejectReason.BAD_TASK, "task is blank")
+TASK_TYPE = Rule(RejectReason.BAD_TASK, "task={value!r} is not a string or integer")
 
 # --------------------------------------------------------------------------- cross-row rules
 

@@ -19,9 +19,12 @@ OPTIONAL_COLUMNS: tuple[str, ...] = (
     "embedding",
     "timestamp",
     "expected_quality",
+    "task",
 )
 ROUTERBENCH_COST_SUFFIX = "|total_cost"
 ROUTERBENCH_RESPONSE_SUFFIX = "|model_response"
+#: The RouterBench wide column read as each record's ``task`` (the benchmark it comes from).
+ROUTERBENCH_TASK_COLUMN = "eval_name"
 
 
 class RejectReason(str, Enum):
@@ -41,6 +44,7 @@ class RejectReason(str, Enum):
     BAD_EMBEDDING = "bad embedding"  # not a list of finite numbers, or a length unlike the others
     BAD_TIMESTAMP = "bad timestamp"  # not ISO 8601
     BAD_PROPENSITY = "bad propensity"  # propensity outside (0, 1]
+    BAD_TASK = "bad task"  # task blank, or neither a string nor an integer
     DUPLICATE_OUTCOME = "duplicate outcome"  # a later row for an already accepted (query_id, model)
     CONFLICTING_TEXT = "conflicting text"  # the query text differs from the first seen for its query_id
     NO_PRICE = "no price for model"  # cost must come from tokens but the price table lacks the model

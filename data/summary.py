@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 
 import numpy as np
 
@@ -68,12 +69,22 @@ def summarize(loaded: LoadedLog, name: str) -> str:
         f"rows       {stats.rows_read} read, {stats.rows_accepted} accepted, {stats.rows_rejected} rejected",
         f"rejected   {rejected or 'none'}",
     ]
+    if log.tasks is not None:
+        lines.append(f"tasks      {_task_counts(log.tasks)}")
     unpriced = loaded.quarantine.unpriced_models()
     if unpriced:
         lines.append(f"no price   {', '.join(unpriced)} (rows with tokens but no cost; see --prices)")
     lines.append("")
     lines.extend(_model_table(loaded))
     return "\n".join(lines)
+
+
+def _task_counts(tasks: np.ndarray) -> str:
+    """The tasks with their queries, most first, and how many queries have none."""
+    counts = Counter(task for task in tasks.tolist() if task is not None)
+    text = f"{len(counts)}: " + ", ".join(f"{task} ({n})" for task, n in counts.most_common())
+    missing = len(tasks) - sum(counts.values())
+    return text + (f"; {missing} queries without a task" if missing else "")
 
 
 def _model_table(loaded: LoadedLog) -> list[str]:

@@ -34,6 +34,7 @@ class Outcome(NamedTuple):
     expected_quality: float | None
     embedding: list[float] | None
     timestamp: datetime | None
+    task: str | None
 
 
 def _number(value: Any, rule: ValueRule, text_numbers: bool) -> float:
@@ -82,6 +83,19 @@ def _identifier(fields: dict[str, Any], field: str) -> str:
     if isinstance(value, (dict, list, bool, float)):
         raise rules.IDENTIFIER_TYPE.invalid(field=field, value=value)
     return str(value)
+
+
+def _task(value: Any) -> str | None:
+    """The optional task: a non-blank string, or an integer as its decimal string (:data:`data.rules.TASK_TYPE`)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if rules.is_blank(value):
+            raise rules.TASK_BLANK.invalid()
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise rules.TASK_TYPE.invalid(value=value)
 
 
 def _query(value: Any) -> str:
@@ -182,7 +196,8 @@ def validate(fields: dict[str, Any], prices: PriceTable | None, limits: Limits =
     ]
     embedding = _embedding(fields.get("embedding"))
     timestamp = _timestamp(fields.get("timestamp"))
+    task = _task(fields.get("task"))
     # Positional, in field order: built by keyword, a NamedTuple takes twice as long, once per row.
     return Outcome(
-        query_id, query, model, quality, cost, propensity, latency_ms, expected_quality, embedding, timestamp
+        query_id, query, model, quality, cost, propensity, latency_ms, expected_quality, embedding, timestamp, task
     )

@@ -66,6 +66,36 @@ class BudgetConfig:
             raise ValueError(f"averaging must be >= 0, got {self.averaging}")
 
 
+def break_even_weights(mean_quality: np.ndarray, mean_cost: np.ndarray) -> np.ndarray:
+    """The single models' break-even cost weights, in quality per USD.
+
+    For models i, j with c_i < c_j and q_i < q_j (mean cost and quality), the utilities
+    q − w · c are equal at w_ij = (q_j − q_i) / (c_j − c_i): below it the dearer, better model
+    wins, above it the cheaper one. Empty when no model is both dearer and better than another.
+    """
+    quality, cost = np.asarray(mean_quality, dtype=float), np.asarray(mean_cost, dtype=float)
+    dearer = cost[None, :] > cost[:, None]
+    better = quality[None, :] > quality[:, None]
+    rows, columns = np.nonzero(dearer & better)
+    return (quality[columns] - quality[rows]) / (cost[columns] - cost[rows])
+
+
+def trade_off_span(mean_quality: np.ndarray, mean_cost: np.ndarray) -> tuple[float, float]:
+    """The cost weights at which a log's single models trade quality for cost, a decade beyond each end.
+
+    [min w_ij / 10, max w_ij × 10] of :func:`break_even_weights`: below the smallest the best
+    model wins among the single models, above the largest the cheapest; a router deciding per
+    query changes its choices over roughly the same span. Without a break-even weight (one model
+    is cheapest and best), the span is a decade either side of 1 / (largest mean cost). The
+    evaluation's frontier sweep (``evaluation.frontier.cost_weight_grid``) and PPO's training
+    weights (``agents.ppo``) both cover this span.
+    """
+    weights = break_even_weights(mean_quality, mean_cost)
+    if len(weights) == 0:
+        weights = np.array([1.0 / max(float(np.max(mean_cost)), 1e-12)])
+    return float(np.min(weights)) / 10.0, float(np.max(weights)) * 10.0
+
+
 @pydantic_dataclass(frozen=True, config=STRICT)
 class PreferenceConfig:
     """Cost weight drawn per episode and shown to the policy (preference conditioning).
@@ -87,6 +117,12 @@ class PreferenceConfig:
             raise ValueError(f"need 0 < low < high < inf, got low={self.low}, high={self.high}")
         if not 0 <= self.zero_share <= 1:
             raise ValueError(f"zero_share must be in [0, 1], got {self.zero_share}")
+
+    @classmethod
+    def spanning(cls, mean_quality: np.ndarray, mean_cost: np.ndarray, zero_share: float = 0.1) -> PreferenceConfig:
+        """[low, high] = :func:`trade_off_span` of the single models' mean quality and cost."""
+        low, high = trade_off_span(mean_quality, mean_cost)
+        return cls(low=low, high=high, zero_share=zero_share)
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """n cost weights: 0 with probability ``zero_share``, else log-uniform on [low, high]."""

@@ -7,7 +7,7 @@ A router is seen only through ``decide(cost_weight) -> model index per query``
 (:class:`EvaluationPlan`): the operating weight or a budget to calibrate it, baselines, and,
 for a bandit-feedback log, the reward model's predictions. The sections are: metrics at the
 operating point with bootstrap intervals (``test``), the baselines, the cost-weight frontier
-with AIQ, costs to reach the reference model's quality and the single-model hull ("zero
+with AIQ, costs to reach the reference model's quality (by default the best single model's) and the single-model hull ("zero
 router") and per-query oracle beside it (``frontier``), the budget, and off-policy estimates.
 
 A bandit-feedback log is evaluated on its DR table of estimated outcomes
@@ -41,7 +41,8 @@ class EvaluationConfig:
 
     frontier_points: int = 41  # cost weights swept: 0, then log-spaced around the break-even weights
     bootstrap: int = 1000  # resamples of the test queries for the 95% intervals (0: none)
-    reference_model: str | None = None  # for "cost to reach x% of its quality"; None: the dearest model
+    # for "cost to reach x% of its quality"; None: the best single model (highest mean quality, cheaper on ties)
+    reference_model: str | None = None
     quality_targets: tuple[float, ...] = (0.95, 1.0)  # shares of the reference model's quality
 
 
@@ -129,6 +130,17 @@ def zero_router(log: RoutingLog) -> Frontier:
     return Frontier.from_points(log.cost.mean(axis=0), log.quality.mean(axis=0))
 
 
+def best_single_model(log: RoutingLog) -> str:
+    """The model of highest mean quality on ``log``, the cheaper on ties: the default reference.
+
+    "Cost to reach 95% of the reference's quality" then asks what a router pays for nearly the
+    best quality any single model gives (issue 16), not for the quality of the dearest model,
+    which on some logs (RouteProfile's) is not the best.
+    """
+    mean_quality, mean_cost = log.quality.mean(axis=0), log.cost.mean(axis=0)
+    return log.models[int(np.lexsort((mean_cost, -mean_quality))[0])]
+
+
 def sweep_weights(log: RoutingLog, config: EvaluationConfig) -> np.ndarray:
     """The cost weights to sweep, from ``log``'s single-model break-even weights."""
     return cost_weight_grid(np.nanmean(log.quality, axis=0), np.nanmean(log.cost, axis=0), config.frontier_points)
@@ -194,7 +206,7 @@ def frontier_report(
     aiq_range = AIQRange.of(log)
     hull, zero = sweep.frontier(), zero_router(log)
     mean_cost, mean_quality = log.cost.mean(axis=0), log.quality.mean(axis=0)
-    reference = config.reference_model or log.models[int(np.argmax(mean_cost))]
+    reference = config.reference_model or best_single_model(log)
     if reference not in log.models:
         raise ValueError(f"reference model {reference!r} is not among the log's models {list(log.models)}")
     ref_index = log.models.index(reference)

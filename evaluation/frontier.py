@@ -40,6 +40,8 @@ from typing import TypeAlias
 
 import numpy as np
 
+from envs.rewards import trade_off_span
+
 #: A (mean cost, mean quality) operating point.
 Point: TypeAlias = tuple[float, float]
 
@@ -104,18 +106,11 @@ class Frontier:
 def cost_weight_grid(mean_quality: np.ndarray, mean_cost: np.ndarray, points: int = 41) -> np.ndarray:
     """Cost weights to sweep: 0, then log-spaced around the single models' break-even weights.
 
-    The break-even weight of models i, j with c_i < c_j and q_i < q_j is (q_j − q_i)/(c_j − c_i):
-    above it the cheaper one wins. The grid spans a decade beyond the smallest and largest.
+    The span is :func:`envs.rewards.trade_off_span`: a decade beyond the smallest and largest
+    break-even weight (q_j − q_i)/(c_j − c_i) of models i, j with c_i < c_j and q_i < q_j.
     """
-    weights = []
-    for i in range(len(mean_cost)):
-        for j in range(len(mean_cost)):
-            if mean_cost[i] < mean_cost[j] and mean_quality[i] < mean_quality[j]:
-                weights.append((mean_quality[j] - mean_quality[i]) / (mean_cost[j] - mean_cost[i]))
-    if not weights:
-        weights = [1.0 / max(float(np.max(mean_cost)), 1e-12)]
-    low, high = np.log10(min(weights) / 10.0), np.log10(max(weights) * 10.0)
-    return np.concatenate([[0.0], np.logspace(low, high, points - 1)])
+    low, high = trade_off_span(mean_quality, mean_cost)
+    return np.concatenate([[0.0], np.logspace(np.log10(low), np.log10(high), points - 1)])
 
 
 def cost_to_reach(frontier: Frontier, target_quality: float) -> float | None:

@@ -48,6 +48,40 @@ def _usd(value: float | None) -> str:
     return "not reached" if value is None else f"{value:.6f}"
 
 
+#: The exported policy's ``trained_on`` in the report's words.
+TRAINED_ON = {
+    "train": "trained on the training split",
+    "train+validation": "trained on the training and validation splits",
+    "all": "refit on all the data",
+}
+
+
+def _tuning_lines(report: dict[str, Any]) -> list[str]:
+    """The tuning section: off, skipped (why), or the chosen values beside the configured ones and the best scores."""
+    tuning = report.get("tuning")
+    if tuning is None:
+        return []
+    lines = ["", "## Tuning", ""]
+    if not tuning["enabled"]:
+        return [*lines, "Off (--no-tune): the configured values were used as given."]
+    if "skipped" in tuning:
+        return [*lines, f"Not run: {tuning['skipped']}."]
+    lines += [
+        f"{tuning['folds']}-fold cross-validation on {tuning['queries']} training queries, objective "
+        f"{tuning['objective']}, {len(tuning['scores'])} candidates in {tuning['seconds']:.1f} s.",
+        "",
+        "| | min_df | components | whiten | ridge | score |",
+        "|---|---|---|---|---|---|",
+    ]
+    best = sorted(tuning["scores"], key=lambda entry: -entry["score"])[:5]
+    for name, entry in [("**chosen**", tuning["chosen"]), ("configured", tuning["given"])] + [("", e) for e in best]:
+        lines.append(
+            f"| {name} | {entry['min_df']} | {entry['components']} | {entry['whiten']} | {entry['ridge']:g} | "
+            f"{entry['score']:.4f} |"
+        )
+    return lines
+
+
 def _data_lines(report: dict[str, Any]) -> list[str]:
     """The data (rows by fate), the split, and what the exported policy was trained on (a training report)."""
     data = report["data"]
@@ -69,7 +103,7 @@ def _data_lines(report: dict[str, Any]) -> list[str]:
         ]
     if "exported_policy" in report:
         exported = report["exported_policy"]
-        heading = "trained on the training split" if exported["held_out_metrics"] else "refit on all the data"
+        heading = TRAINED_ON.get(exported["trained_on"], exported["trained_on"])
         lines += ["", f"**Exported policy ({heading}):** {exported['note']}."]
     return lines
 
@@ -131,6 +165,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| validation | {budget['validation']['mean_cost']:.6f} | {budget['validation']['mean_quality']:.4f} |",
             f"| test | {budget['test']['mean_cost']:.6f} | {budget['test']['mean_quality']:.4f} |",
         ]
+    lines += _tuning_lines(report)
     lines += ["", "## Share of queries per model (policy)", "", "| model | share |", "|---|---|"]
     lines += [f"| {m} | {s:.3f} |" for m, s in report["test"]["share_per_model"].items()]
     return "\n".join(lines) + "\n"

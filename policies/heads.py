@@ -40,6 +40,33 @@ class LogisticUtilityHead(torch.nn.Module):
         return torch.sigmoid(z[:, : self.n_models]) - cost_weight * z[:, self.n_models :]
 
 
+class HiddenLayerUtilityHead(torch.nn.Module):
+    """z = [hidden pre-activations (N, h) | estimated cost (N, K)] → sigmoid(act(z_h) V + b) − w · cost.
+
+    The MLP router (act = ReLU) and the matrix-factorisation router (act = identity: z_h = P x, the
+    rows of Vᵀ the model embeddings), :mod:`agents.quality_network`; ``score_kind`` "utility".
+    """
+
+    relu: bool
+    hidden: int
+    second: torch.Tensor
+    second_bias: torch.Tensor
+
+    def __init__(self, second: torch.Tensor, second_bias: torch.Tensor, relu: bool) -> None:
+        super().__init__()
+        self.register_buffer("second", second.detach().to(torch.float64).clone())
+        self.register_buffer("second_bias", second_bias.detach().to(torch.float64).clone())
+        self.hidden = int(second.shape[0])
+        self.relu = relu
+
+    def forward(self, z: torch.Tensor, cost_weight: float) -> torch.Tensor:
+        """Estimated probability of a good answer per model minus the weighted estimated cost."""
+        hidden = z[:, : self.hidden]
+        if self.relu:
+            hidden = torch.relu(hidden)
+        return torch.sigmoid(hidden @ self.second + self.second_bias) - cost_weight * z[:, self.hidden :]
+
+
 class NearestNeighbourHead(torch.nn.Module):
     """z = the query's dense features (N, d) → mean outcome of its k nearest training queries.
 

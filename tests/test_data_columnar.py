@@ -53,6 +53,7 @@ def assert_same(path: Path, chunk_bytes: int, **options: Any) -> LoadedLog:
     assert a.models == b.models
     assert a.query_ids.tolist() == b.query_ids.tolist()
     assert a.queries == b.queries
+    assert (a.tasks is None or a.tasks.tolist()) == (b.tasks is None or b.tasks.tolist())
     for name in ("quality", "cost", "action", "propensity", "latency_ms", "expected_quality", "embeddings"):
         left, right = getattr(a, name), getattr(b, name)
         assert (left is None) == (right is None), name

@@ -19,7 +19,8 @@ from data.loading import load_log
 from data.reading import ParsedRow, read_file
 from data.schema import DataError
 
-CANONICAL_FIELDS = {"query_id", "query", "model", "quality", "cost", "response"}
+#: What a RouterBench wide row becomes; ``task`` is its ``eval_name`` (docs/contracts.md §1.4).
+CANONICAL_FIELDS = {"query_id", "query", "model", "quality", "cost", "response", "task"}
 
 
 def rows_for(queries: range) -> list[dict[str, Any]]:
@@ -133,6 +134,7 @@ def test_routerbench_wide_csv_gives_one_outcome_per_model(tmp_path: Path) -> Non
     assert log.queries == ["What is 2+2?\nAnswer:", "Name a colour."]  # a Python-list prompt joined
     assert log.quality.tolist() == [[1.0, 0.0], [0.5, 1.0]]
     assert log.cost.tolist() == [[0.001, 0.01], [0.002, 0.02]]
+    assert log.tasks is not None and log.tasks.tolist() == ["math", "words"]  # eval_name
     # s3's m1 score is blank, so its m2 outcome is rejected too (the incomplete-query rule)
     assert log.stats.rejected_by_reason == {"blank score": 1, "incomplete query": 1}
     assert log.stats.rows_read == 6 == log.stats.rows_accepted + log.stats.rows_rejected

@@ -106,6 +106,9 @@ CASES: dict[str, Case] = {
     "embedding not JSON": Case(RejectReason.BAD_EMBEDDING, bad(embedding="[0.1, 0.2")),
     "embedding with a boolean": Case(RejectReason.BAD_EMBEDDING, bad(embedding=[0.5, True])),
     "timestamp": Case(RejectReason.BAD_TIMESTAMP, bad(timestamp="yesterday")),
+    "task blank": Case(RejectReason.BAD_TASK, bad(task=" ")),
+    "task a float": Case(RejectReason.BAD_TASK, bad(task=1.5)),
+    "task a boolean": Case(RejectReason.BAD_TASK, bad(task=True)),
     "propensity 0": Case(RejectReason.BAD_PROPENSITY, bad(propensity=0.0)),
     "propensity above 1": Case(RejectReason.BAD_PROPENSITY, bad(propensity=1.2)),
     "propensity text": Case(RejectReason.BAD_PROPENSITY, bad(propensity="half")),
@@ -274,6 +277,7 @@ def test_a_valid_row_becomes_an_outcome_field_by_field() -> None:
         "expected_quality": 0.125,
         "embedding": "[1, 2.5]",
         "timestamp": "2024-01-02T03:04:05Z",
+        "task": 42,
     }
     assert validate(row, None)._asdict() == {
         "query_id": "q7",
@@ -286,6 +290,7 @@ def test_a_valid_row_becomes_an_outcome_field_by_field() -> None:
         "expected_quality": 0.125,
         "embedding": [1.0, 2.5],
         "timestamp": datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+        "task": "42",  # an integer as its decimal string, as query_id
     }
 
 

@@ -21,7 +21,8 @@ from data.outputs import is_temporary
 from data.routing_log import RoutingLog
 from data.schema import DataError
 from data.synth import SynthConfig, generate
-from envs.rewards import BudgetConfig, PreferenceConfig, RewardConfig
+from envs.rewards import BudgetConfig, PreferenceConfig, RewardConfig, break_even_weights, trade_off_span
+from evaluation.frontier import cost_weight_grid
 from policies.export import PolicyMetadata, build_text_policy, save_policy
 from training.checkpoints import read_checkpoint, write_checkpoint
 from training.tensorboard import TensorBoardCallback
@@ -145,6 +146,54 @@ def test_same_seed_same_policy(world: World, trained: tuple[PPORouter, KeepBest]
     np.testing.assert_array_equal(again.linear_map(), agent.linear_map())
     np.testing.assert_array_equal(again.scores(x, 300.0), agent.scores(x, 300.0))
     assert again_kept.best_step == keep_best.best_step
+
+
+def test_trade_off_span_covers_every_break_even_weight_and_is_the_frontier_sweeps() -> None:
+    rng = np.random.default_rng(0)
+    quality, cost = rng.uniform(0.4, 0.9, 8), rng.uniform(1e-5, 3e-4, 8)
+    weights = break_even_weights(quality, cost)
+    i, j = np.argmin(cost), np.argmax(quality)  # the cheapest and the best: one of the pairs (if they differ)
+    assert len(weights) > 0 and ((quality[j] - quality[i]) / (cost[j] - cost[i]) in weights or i == j)
+    low, high = trade_off_span(quality, cost)
+    assert low == pytest.approx(weights.min() / 10) and high == pytest.approx(weights.max() * 10)
+    grid = cost_weight_grid(quality, cost, points=41)
+    assert grid[0] == 0.0 and grid[1] == pytest.approx(low) and grid[-1] == pytest.approx(high)
+    dominant = trade_off_span(np.array([0.9, 0.5]), np.array([1e-4, 2e-4]))  # no trade-off: around 1 / max cost
+    assert dominant == pytest.approx((500.0, 50_000.0))
+
+
+def test_weight_range_comes_from_the_training_data_and_survives_a_checkpoint(world: World, tmp_path: Path) -> None:
+    """Without ``preference`` PPO trains on the break-even span of its own data: costs 100× smaller,
+    weights 100× larger; the exported head, the metadata's range and a checkpoint carry that range."""
+    (train, x), (_, test_x) = world.parts["train"], world.parts["test"]
+    config = PPOConfig(total_steps=1024, n_envs=32, n_steps=16)
+    ranges = []
+    for scale in (1.0, 0.01):
+        agent = PPORouter(train.n_models, x.shape[1], config)
+        agent.train(TrainingTask(FeaturizedSplit.of(x, train.quality, train.cost * scale)))
+        weights = break_even_weights(train.quality.mean(axis=0), train.cost.mean(axis=0) * scale)
+        low, high = agent.preference.low, agent.preference.high
+        assert low <= weights.min() / 10 * 1.000001 and high >= weights.max() * 10 / 1.000001
+        assert agent.cost_weight_range == [0.0, high]
+        head = agent.head()
+        assert (head.low, head.high) == (low, high)
+        assert agent.evaluation_weights()[[1, -1]] == pytest.approx([low, high])
+        ranges.append((low, high))
+    assert ranges[1] == pytest.approx((100 * ranges[0][0], 100 * ranges[0][1]))
+    write_checkpoint(tmp_path / "derived.npz", {"learner": agent.state_dict()})
+    restored = PPORouter(train.n_models, x.shape[1], config)
+    restored.load_state_dict(read_checkpoint(tmp_path / "derived.npz")["learner"])
+    assert restored.preference == agent.preference
+    np.testing.assert_array_equal(restored.scores(test_x, 3e5), agent.scores(test_x, 3e5))
+
+
+def test_an_explicit_preference_is_kept_whatever_the_data() -> None:
+    x = np.hstack([np.random.default_rng(0).standard_normal((64, 2)), np.ones((64, 1))])
+    quality, cost = np.tile([0.5, 0.8], (64, 1)), np.tile([1e-6, 1e-5], (64, 1))  # break-even 33,333
+    agent = PPORouter(2, 3, PPOConfig(total_steps=512, n_envs=32, n_steps=16, preference=CONFIG.preference))
+    agent.fit(x, quality, cost)
+    assert agent.preference == CONFIG.preference and agent.cost_weight_range == [0.0, 10_000.0]
+    assert agent.head().high == 10_000.0
 
 
 class Scalars:

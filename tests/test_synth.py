@@ -430,7 +430,7 @@ def test_demo_file_is_the_documented_command_output(tmp_path: Path) -> None:
     """data/demo/demo.jsonl is exactly what `python -m data synth --out data/demo/demo.jsonl` writes
     (the command in the README): regenerating it reproduces every byte."""
     demo = ROOT / "data" / "demo" / "demo.jsonl"
-    assert demo.stat().st_size < 2_000_000
+    assert demo.stat().st_size < 2_100_000  # small enough for the repository (2.08 MB with its task column)
     fresh = tmp_path / "demo.jsonl"
     assert main(_parse(["--out", str(fresh)])) == 0
     assert fresh.read_bytes() == demo.read_bytes()

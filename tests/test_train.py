@@ -73,7 +73,7 @@ def test_linucb_beats_single_models_and_closes_the_gap(demo_run: RunResult) -> N
 
 def test_demo_report_tells_the_truth_about_routing(demo_run: RunResult) -> None:
     """The README's demo story: frontier-xl, the dearest model, is the best single model on the
-    held-out queries; the policy gets 95% of its quality at under half its cost and reaches 100%;
+    held-out queries (the reference); the policy gets 95% of its quality at under half its cost and reaches 100%;
     and at a small cost weight it sends frontier-xl the hard queries (two difficulty markers,
     ground truth from the generator) more often than the plain ones."""
     import torch
@@ -82,8 +82,8 @@ def test_demo_report_tells_the_truth_about_routing(demo_run: RunResult) -> None:
 
     frontier = demo_run.report["frontier"]
     single = frontier["single_models"]
-    assert frontier["reference_model"] == "frontier-xl" == max(single, key=lambda m: single[m]["cost"])
-    assert max(single, key=lambda m: single[m]["quality"]) == "frontier-xl"
+    assert frontier["reference_model"] == "frontier-xl" == max(single, key=lambda m: single[m]["quality"])
+    assert max(single, key=lambda m: single[m]["cost"]) == "frontier-xl"
     assert frontier["cost_to_reach"]["95%"]["policy_cost_share_of_reference"] < 0.5
     assert frontier["cost_to_reach"]["100%"]["policy_cost"] is not None
 

@@ -72,6 +72,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="after the held-out evaluation, export the same configuration refit on every query (train + validation "
         "+ test); the report's metrics stay the training split's policy's, and its exported_policy says so",
     )
+    parser.add_argument(
+        "--no-tune",
+        action="store_true",
+        help="keep the configured featurizer and ridge values instead of choosing them by cross-validation on the "
+        "training split (same as --set tuning.enabled=false)",
+    )
     parser.add_argument("--strict", action="store_true", help="stop at the first rejected row")
     parser.add_argument("--quiet", action="store_true", help="no progress bars (for logs and CI)")
     parser.add_argument(
@@ -115,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides.append(f"data.split={args.split}")
         if args.allow_pickle:
             overrides.append("data.allow_pickle=true")
+        if args.no_tune:
+            overrides.append("tuning.enabled=false")
         if args.resume is not None:
             if not (args.resume / "config.yaml").is_file():
                 raise DataError(f"{args.resume}: not a run directory (no config.yaml) to resume")

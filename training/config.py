@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, ConfigDict, PositiveFloat, PositiveInt, ValidationError
+from pydantic import AfterValidator, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
 from pydantic.dataclasses import dataclass
 
+from agents.factorisation import FactorisationConfig
 from agents.lints import LinTSConfig
 from agents.linucb import LinUCBConfig
+from agents.mlp import MlpConfig
 from agents.peers import PeerConfig
 from agents.ppo import PPOConfig
 from agents.registry import check_options, default_learning, registration
@@ -55,10 +57,10 @@ def _registered_kind(kind: str) -> str:
 class AgentConfig:
     """Which learner, how it learns, and its hyperparameters."""
 
-    # one of agents.registry.KINDS: linucb | lints (Thompson sampling) | ppo | knn, logistic (supervised peers)
+    # one of agents.registry.KINDS: linucb | lints (Thompson sampling) | ppo | knn, logistic, mlp, mf (supervised peers)
     kind: Annotated[str, AfterValidator(_registered_kind)] = "linucb"
     # fit: one pass over the log; online: interaction with the env. null: the kind's own (fit for linucb,
-    # knn, logistic; online for lints, ppo). What each kind accepts and reads: agents/registry.py
+    # knn, logistic, mlp, mf; online for lints, ppo). What each kind accepts and reads: agents/registry.py
     learning: Literal["fit", "online"] | None = None
     online_steps: int = 20000  # episodes of env interaction when learning online
     checkpoint_every: int = 5000  # online learning and PPO: steps between checkpoints (atomic; --resume continues)
@@ -66,11 +68,45 @@ class AgentConfig:
     lints: LinTSConfig = field(default_factory=LinTSConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)  # agents/ppo.py documents every field
     peers: PeerConfig = field(default_factory=PeerConfig)  # grids searched for knn and logistic
+    mlp: MlpConfig = field(default_factory=MlpConfig)  # grids searched for mlp (agents/mlp.py)
+    mf: FactorisationConfig = field(default_factory=FactorisationConfig)  # grids searched for mf
 
     def __post_init__(self) -> None:
         """Resolve ``learning`` left out to the kind's own, so that config.yaml and the report say it."""
         if self.learning is None:
             object.__setattr__(self, "learning", default_learning(self.kind))  # frozen: set once, here
+
+
+@dataclass(frozen=True, config=STRICT)
+class TuningConfig:
+    """Self-tuning: the hyperparameters that matter, chosen by cross-validation on the training split.
+
+    :mod:`training.tuning` documents the method. Every candidate of the grid (and the configured
+    values themselves) is scored on the pooled out-of-fold decisions of a ridge fit (LinUCB's own
+    greedy rule); the best replaces the configured ``featurizer`` values for every kind, and
+    ``agent.linucb.ridge`` / ``agent.lints.ridge`` for those kinds. ``train.py --no-tune`` (or
+    ``enabled: false``) keeps the configured values exactly.
+    """
+
+    enabled: bool = True
+    # aiq: AIQ of the out-of-fold frontier over the single models' cost range (every trade-off);
+    # reward: mean reward at reward.cost_weight (the one operating point)
+    objective: Literal["aiq", "reward"] = "aiq"
+    folds: Annotated[int, Field(ge=2)] = 5  # k of the k-fold cross-validation by query
+    # at most this many training queries are cross-validated (those first by query-id hash): the
+    # cost of tuning is bounded whatever the log's size
+    max_queries: PositiveInt = 20_000
+    min_df: tuple[PositiveInt, ...] = (1, 2, 3)  # featurizer.min_df candidates
+    components: tuple[NonNegativeInt, ...] = (0, 8, 16, 32, 64)  # featurizer.components (0: no text representation)
+    whiten: tuple[bool, ...] = (True, False)  # featurizer.whiten candidates
+    ridge: tuple[PositiveFloat, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)  # λ candidates
+    ppo_seconds: PositiveFloat = 300.0  # agent.kind ppo: time for trying PPO's settings (training/ppo_tuning.py)
+
+    def __post_init__(self) -> None:
+        """Every grid needs at least one value."""
+        for name in ("min_df", "components", "whiten", "ridge"):
+            if not getattr(self, name):
+                raise ValueError(f"tuning.{name} needs at least one candidate")
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -95,6 +131,7 @@ class RunConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)  # cross-validated choice of hyperparameters
 
     def __post_init__(self) -> None:
         """Refuse a setting the agent would not read (:func:`agents.registry.check_options`): a :class:`DataError`."""

@@ -254,6 +254,10 @@ def fit_statistics(
         dimension=featurizer.dimension,
         train_mean_quality=statistics.mean_quality(),
         train_mean_cost=statistics.mean_cost(),
+        tuning={"enabled": False}
+        if not config.tuning.enabled
+        else {"enabled": True, "skipped": "train.py --ray fits the configured values (tune them on a sample with "
+              "train.py, then pin them)"},
     )
     return DistributedFit(inputs, statistics, validation, test, info)
 

@@ -3,7 +3,7 @@ the data's summary, the learned agent and the exported policy."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -28,6 +28,12 @@ class RunInputs:
     dimension: int  # features per query
     train_mean_quality: np.ndarray  # (K,) on the training split: baselines and the cost-weight grid
     train_mean_cost: np.ndarray  # (K,)
+    # the report's tuning section (training.tuning): what was chosen, from which grid, by which scores
+    tuning: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
+
+
+#: What the learner learned from: the training split, with the validation split, or every query (refit).
+TrainedOn = Literal["train", "train+validation", "all"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,7 @@ class Learned:
     agent: Agent
     training: dict[str, Any]
     weight: float | None  # the averaged budget multiplier of online learning, else None
+    trained_on: TrainedOn = "train"  # "train+validation" when tuning left the validation split nothing to do
 
 
 #: What a policy trained on every query is, said where its metrics are (report.json, metadata.json, report.md).
@@ -46,7 +53,7 @@ REFIT_NOTE = (
     "after that evaluation, and has no held-out estimate of its own"
 )
 HELD_OUT_NOTE = (
-    "policy.pt is the policy evaluated in this report, trained on the {train} training queries: the metrics "
+    "policy.pt is the policy evaluated in this report, trained on the {train} {learned} queries: the metrics "
     "are its held-out metrics; train.py --refit-all would refit it on all {queries} queries after the evaluation"
 )
 #: Where the exported default cost weight comes from, by :attr:`ExportedPolicy.cost_weight_source`.
@@ -72,7 +79,7 @@ class ExportedPolicy:
     agent: Agent
     featurizer: TextFeaturizer | None
     cost_weight: float
-    trained_on: Literal["train", "all"]
+    trained_on: TrainedOn
     steps: int
     cost_weight_source: Literal["evaluation", "refit budget", "refit target"] = "evaluation"
     calibration: dict[str, Any] | None = None
@@ -80,7 +87,10 @@ class ExportedPolicy:
     def section(self, split_counts: dict[str, int]) -> dict[str, Any]:
         """The report's ``exported_policy`` and the metadata's ``training_data``: the same plain words."""
         total, train = sum(split_counts.values()), split_counts["train"]
-        held_out = self.trained_on == "train"
+        held_out = self.trained_on != "all"
+        learned = "training"
+        if self.trained_on == "train+validation":
+            train, learned = train + split_counts["validation"], "training and validation"
         note = HELD_OUT_NOTE if held_out else REFIT_NOTE
         section = {
             "trained_on": self.trained_on,
@@ -89,6 +99,6 @@ class ExportedPolicy:
             "cost_weight": self.cost_weight,
             "cost_weight_source": COST_WEIGHT_SOURCES[self.cost_weight_source],
             "held_out_metrics": held_out,
-            "note": note.format(train=train, queries=total),
+            "note": note.format(train=train, queries=total, learned=learned),
         }
         return section if self.calibration is None else section | {"calibration": self.calibration}

@@ -21,7 +21,7 @@ from data.outputs import Inputs, OutputKind, claim_output, remove_killed_writes,
 from data.prices import DEFAULT_PRICES, PriceTable
 from data.quarantine import Quarantine
 from data.schema import DataError
-from data.splits import split
+from data.splits import Splits, split
 from envs.estimators import PredictedOutcomes
 from evaluation.budget import GRID_POINTS, BudgetCalibration, BudgetTarget
 from evaluation.evaluate import EvaluationPlan, evaluate
@@ -33,10 +33,11 @@ from policies.faults import fault_point
 from training.config import RunConfig, dump_config
 from training.exporting import export_policy, featurizer_summary
 from training.features import counterfactual_splits, featurize, fit_featurizer
-from training.inputs import ExportedPolicy, Learned, RunInputs
+from training.inputs import ExportedPolicy, Learned, RunInputs, TrainedOn
 from training.learning import learn
 from training.refit import refit_all
 from training.tensorboard import TensorBoardLogger
+from training.tuning import Tuning, tune
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,13 @@ def _train(
             f"{config.data.path}: too few queries ({log.n_queries}) to split into train and test (the report's "
             "metrics need held-out test queries; to train the exported policy on every query, add --refit-all)"
         )
-    featurizer = fit_featurizer(config, log.subset(splits.train)) if config.input == "text" else None
+    tuning = tune(config, log.subset(splits.train), progress)
+    config = tuning.config
+    learning_rows = _learning_rows(config, splits, tuning, target, refit)
+    featurizer = fit_featurizer(config, log.subset(learning_rows)) if config.input == "text" else None
     train_set, validation_set, test_set = (
         featurize(part, featurizer)
-        for part in (log.subset(splits.train), log.subset(splits.validation), log.subset(splits.test))
+        for part in (log.subset(learning_rows), log.subset(splits.validation), log.subset(splits.test))
     )
     test_predictions = None
     if log.feedback == "bandit":
@@ -140,6 +144,7 @@ def _train(
     agent, training, learned_weight = learn(
         config, train_set, validation_set, tensorboard, out / "checkpoints", progress
     )
+    trained_on: TrainedOn = "train" if len(learning_rows) == len(splits.train) else "train+validation"
     inputs = RunInputs(
         data=data_section(log, config.data.path),
         models=log.models,
@@ -149,11 +154,34 @@ def _train(
         dimension=train_set.features.shape[1],
         train_mean_quality=np.nanmean(train_set.log.quality, axis=0),
         train_mean_cost=np.nanmean(train_set.log.cost, axis=0),
+        tuning=tuning.report,
     )
-    learned = Learned(agent, training, learned_weight)
+    learned = Learned(agent, training, learned_weight, trained_on)
     held_out = HeldOutSplits(validation_set, test_set, test_predictions)
     refit_on_all = partial(refit_all, config, log, out=out, progress=progress, target=target) if refit else None
     return evaluate_and_export(config, out, inputs, learned, held_out, tensorboard, target, progress, refit_on_all)
+
+
+def _learning_rows(
+    config: RunConfig, splits: Splits, tuning: Tuning, target: BudgetTarget | None, refit: bool
+) -> np.ndarray:
+    """The queries the agent learns from: the training split, and the validation split when nothing else needs it.
+
+    Once tuning has chosen the hyperparameters on the training split by cross-validation, the
+    validation split has no use left for a learner that fits in one pass: it then learns from
+    both (issue: "the exported policy uses all the training data it may"). It stays held out for
+    a learner that keeps its best state or stops early on it, for a ``--target-*`` calibration,
+    on a bandit-feedback log (where tuning does not run), and under ``--refit-all`` (which refits
+    on every query after the evaluation anyway).
+    """
+    merge = (
+        tuning.report.get("chosen") is not None
+        and config.agent.learning == "fit"
+        and target is None
+        and not refit
+        and len(splits.validation) > 0
+    )
+    return np.sort(np.concatenate([splits.train, splits.validation])) if merge else splits.train
 
 
 def evaluate_and_export(
@@ -195,7 +223,7 @@ def evaluate_and_export(
     weight, actions = evaluation.cost_weight, evaluation.actions
     assert weight is not None and actions is not None  # the plan has an operating weight
     if refit is None:
-        exported = ExportedPolicy(agent, inputs.featurizer, weight, "train", learned.training["best_step"])
+        exported = ExportedPolicy(agent, inputs.featurizer, weight, learned.trained_on, learned.training["best_step"])
     else:
         exported = refit(learned, weight)
     report = evaluation.report(_header(config, inputs, learned, weight, exported))
@@ -249,6 +277,7 @@ def _header(
     return {
         "data": inputs.data,
         "split": split_section,
+        "tuning": inputs.tuning,
         "featurizer": featurizer_summary(config, inputs.featurizer, inputs.dimension),
         "policy": policy,
         "exported_policy": exported.section(inputs.split_counts),
@@ -289,6 +318,7 @@ def _log_to_tensorboard(
     tensorboard.log_metrics(test_metrics, steps)
     tensorboard.log_choices(actions, n_models, steps)
     tensorboard.log_config(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    tensorboard.log_tuning(report["tuning"])
     tensorboard.log_hparams(
         _flatten(config.to_dict()),
         {

@@ -54,6 +54,17 @@ class TensorBoardLogger:
         }
         self.writer.add_hparams(flat, {f"hparams/{key}": value for key, value in metrics.items()}, run_name=".")
 
+    def log_tuning(self, tuning: dict[str, Any]) -> None:
+        """Every tuning candidate as an HParams session (``tuning/NNN``) with its cross-validated score.
+
+        The HParams plugin then shows the grid as a table and parallel coordinates, beside the run's own session.
+        """
+        for index, entry in enumerate(tuning.get("scores", [])):
+            hparams = {key: value for key, value in entry.items() if key != "score"}
+            self.writer.add_hparams(
+                hparams, {"hparams/tuning_score": entry["score"]}, run_name=f"tuning/{index:03d}"
+            )
+
     def log_figure(self, tag: str, figure: Figure, step: int) -> None:
         """A matplotlib figure as an image (the frontier at each evaluation)."""
         self.writer.add_figure(tag, figure, step, close=True)

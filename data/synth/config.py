@@ -190,6 +190,11 @@ class SynthLog:
         return len(self.query_ids), len(self.model_names)
 
     @property
+    def tasks(self) -> list[str]:
+        """Per query its task, the name of its main topic (``topic-0`` ...): the log's ``task`` column."""
+        return [f"topic-{topic}" for topic in self.topic.tolist()]
+
+    @property
     def is_bandit(self) -> bool:
         """True when this is a bandit-feedback log (one logged row per query)."""
         return self.action is not None

@@ -2,9 +2,10 @@
 
 Rows follow docs/contracts.md §1: one per (query, model) for full information, in query-major
 order, or one per query (the logged model) for a bandit log. Columns, in order: ``query_id,
-query, model, quality, cost, prompt_tokens, completion_tokens, [propensity,] expected_quality,
-timestamp``. ``expected_quality`` is ground-truth metadata for evaluation, never a feature;
-``timestamp`` is ISO 8601 UTC (``2024-01-01T00:00:00Z``).
+query, task, model, quality, cost, prompt_tokens, completion_tokens, [propensity,]
+expected_quality, timestamp``. ``task`` is the query's main topic (``topic-0`` ...), the group
+of a leave-one-task-out comparison. ``expected_quality`` is ground-truth metadata for
+evaluation, never a feature; ``timestamp`` is ISO 8601 UTC (``2024-01-01T00:00:00Z``).
 
 pyarrow is imported lazily, to write ``.parquet`` only.
 """
@@ -24,6 +25,7 @@ from data.synth.config import SynthLog
 COLUMNS: tuple[str, ...] = (
     "query_id",
     "query",
+    "task",
     "model",
     "quality",
     "cost",
@@ -45,6 +47,7 @@ def _row_blocks(log: SynthLog, block: int = 20000) -> Iterator[tuple[list[str], 
     names = np.array(log.model_names, dtype=object)
     stamps = np.char.add(np.datetime_as_string(log.timestamps, unit="s"), "Z")
     cols = [c for c in COLUMNS if c != "propensity" or log.is_bandit]
+    tasks = log.tasks
     for a in range(0, n, block):
         b = min(n, a + block)
         if log.action is not None:
@@ -58,6 +61,7 @@ def _row_blocks(log: SynthLog, block: int = 20000) -> Iterator[tuple[list[str], 
         out: dict[str, list] = {
             "query_id": [q for q in log.query_ids[a:b] for _ in range(reps)],
             "query": [q for q in log.queries[a:b] for _ in range(reps)],
+            "task": [t for t in tasks[a:b] for _ in range(reps)],
             "model": names[model].tolist(),
             "quality": log.quality[rows, model].tolist(),
             "cost": log.cost[rows, model].tolist(),
@@ -88,6 +92,7 @@ def _write_jsonl(log: SynthLog, path: Path) -> int:
     """
     n, k = log.shape
     stamps = np.char.add(np.datetime_as_string(log.timestamps, unit="s"), "Z").tolist()
+    tasks = log.tasks
     prop = ',"propensity":{!r}'
     # "model":"<name>","quality":<q>,"cost":   indexed by 2 * model + quality
     model_quality = np.array(
@@ -106,8 +111,8 @@ def _write_jsonl(log: SynthLog, path: Path) -> int:
             midx = log.action[a:b] if log.action is not None else np.tile(np.arange(k), b - a)
             head = np.array(
                 [
-                    f'{{"query_id":"{i}","query":{json.dumps(q)},'
-                    for i, q in zip(log.query_ids[a:b], log.queries[a:b], strict=True)
+                    f'{{"query_id":"{i}","query":{json.dumps(q)},"task":"{t}",'
+                    for i, q, t in zip(log.query_ids[a:b], log.queries[a:b], tasks[a:b], strict=True)
                 ],
                 dtype=object,
             )[qidx - a].tolist()
