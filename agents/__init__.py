@@ -12,7 +12,11 @@ Modules:
 - :mod:`agents.linucb` -- LinUCB with disjoint arms and separate quality and cost models.
 - :mod:`agents.linucb_statistics` -- LinUCB's sufficient statistics, summable over blocks.
 - :mod:`agents.lints` -- linear Thompson sampling on LinUCB's ridge statistics.
-- :mod:`agents.peers` -- supervised routers from the literature (logistic, k nearest neighbours).
+- :mod:`agents.peers` -- supervised routers from the literature (logistic, k nearest neighbours)
+  and the ridge cost model the supervised peers share.
+- :mod:`agents.quality_network` -- one hidden layer to every model's quality, fitted and tuned by
+  cross-validation: the network of the MLP and MF peers.
+- :mod:`agents.mlp`, :mod:`agents.factorisation` -- the MLP and matrix-factorisation routers.
 - :mod:`agents.ppo` -- PPO (stable-baselines3) on the batched routing environment.
 - :mod:`agents.ppo_envs` -- the environment wrappers PPO trains on (reward shaping, λ, standardising).
 - :mod:`agents.baselines` -- random, cheapest and best-single-model baselines.

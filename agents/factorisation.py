@@ -1,11 +1,11 @@
 """The matrix-factorisation router, in the spirit of RouteLLM's MF router (Ong et al., 2024, arXiv:2406.18665).
 
-    logit P(quality = 1 | query x, model m) = v_mᵀ (P x) + b_m
+    logit P(quality = 1 | query x, model m) = v_mᵀ (P x) + b_m     (graded quality: logit E[quality])
 
 with a learned rank-r projection P of the query features and an embedding v_m per model, trained
 by binary cross-entropy with weight decay (:mod:`agents.quality_network`, the identity-activation
-case: training and tuning are described there). Cost per model by
-:class:`agents.peers.RidgeCostModel`; utility = P(good) − w · estimated cost. The rank and the
+case: training, targets and tuning are described there). Cost per model by
+:class:`agents.peers.RidgeCostModel`; utility = estimated quality − w · estimated cost. The rank and the
 weight decay are chosen by k-fold cross-validated log loss on the training split, from the grids
 of ``agent.mf``. RouteLLM trains on pairwise preferences between two models; here every model's
 own outcome on every query is known, so each cell is one Bernoulli observation.

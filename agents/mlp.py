@@ -1,9 +1,9 @@
-"""The MLP router: one multi-output network predicts P(good answer) for every model.
+"""The MLP router: one multi-output network predicts every model's quality (P(good answer) for 0/1 quality).
 
 RouteLLM and LLMRouter ship such a router: the query's features → one ReLU hidden layer → a
-logistic output per model (:mod:`agents.quality_network`, where training and tuning are
+logistic output per model (:mod:`agents.quality_network`, where training, targets and tuning are
 described), with the per-model cost of :class:`agents.peers.RidgeCostModel`; utility =
-P(good) − w · estimated cost. The hidden size and the weight decay are chosen by k-fold
+estimated quality − w · estimated cost. The hidden size and the weight decay are chosen by k-fold
 cross-validated log loss on the training split, from the grids of ``agent.mlp``.
 """
 

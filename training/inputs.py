@@ -48,7 +48,8 @@ class Learned:
 
 #: What a policy trained on every query is, said where its metrics are (report.json, metadata.json, report.md).
 REFIT_NOTE = (
-    "the metrics of this report are held-out metrics of the policy trained on the {train} training queries; "
+    "the metrics of this report are held-out metrics of the evaluated policy, which did not see the {test} test "
+    "queries; "
     "policy.pt was refit with the same configuration on all {queries} queries (train + validation + test) "
     "after that evaluation, and has no held-out estimate of its own"
 )
@@ -99,6 +100,6 @@ class ExportedPolicy:
             "cost_weight": self.cost_weight,
             "cost_weight_source": COST_WEIGHT_SOURCES[self.cost_weight_source],
             "held_out_metrics": held_out,
-            "note": note.format(train=train, queries=total, learned=learned),
+            "note": note.format(train=train, queries=total, learned=learned, test=split_counts["test"]),
         }
         return section if self.calibration is None else section | {"calibration": self.calibration}

@@ -2,14 +2,22 @@
 
 :func:`tune_ppo` runs a **coordinate search** over :data:`PPO_GRID`: the given configuration is the
 first candidate; then, axis by axis in the grid's order, each other value of that axis is tried
-with the best values found so far on the axes before it, and the axis keeps its best value. Every
-candidate is a fresh :class:`~agents.ppo.PPORouter` trained for a shortened budget (at most
-``steps`` episodes, whole rollouts) with keep-best and early stopping on the validation split,
-and is scored by PPO's own validation rule (:meth:`~agents.ppo.PPORouter.validation_rule`, the
-share of the random-to-oracle gap closed over a sweep of cost weights) at its kept state. The
-chosen configuration is the best candidate's settings with the given ``total_steps``: the final
-run trains for the full budget. Ties keep the earlier candidate, so the given values win unless
-another is strictly better.
+on the best configuration found when the axis starts. Every candidate is a fresh
+:class:`~agents.ppo.PPORouter` trained for a shortened budget (at most ``steps`` episodes, whole
+rollouts) with keep-best and early stopping on the validation split, and is scored by PPO's own
+validation criterion (:meth:`~agents.ppo.PPORouter.validation_rule`: the share of the
+random-to-oracle gap closed over a sweep of cost weights) at its kept state. The chosen
+configuration is the best candidate's settings with the given ``total_steps``: the final run
+trains for the full budget.
+
+**Noise.** Validation splits of routing logs are small (42 queries on RouteProfile's default
+split), and a candidate's score moves by a few hundredths with nothing but the noise of which
+queries were held out. So a candidate replaces the best one only if it is better by more than
+one standard error of the paired difference: the criterion is a mean over validation queries of
+per-query shares (:func:`~agents.ppo.oracle_gap_shares`), and with d_n the difference of query
+n's shares, the gain d̄ must exceed sd(d) / √N (the one-standard-error rule of Hastie,
+Tibshirani & Friedman, "The Elements of Statistical Learning", 2nd ed., 2009, §7.10, applied to
+a paired comparison). The given values therefore stay unless the data clearly prefer others.
 
 **Which settings.** The axes are those that moved PPO's cross-validated AIQ on RouterBench and
 RouteProfile (BENCHMARKS.md, "PPO's settings"); ``n_epochs``, ``clip_range`` and the measures
@@ -26,9 +34,11 @@ seed (``agent.ppo.seed``; PPO on the CPU with one thread repeats exactly).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+import numpy as np
 
 from agents.base import FeaturizedSplit, TrainingTask
 from agents.callbacks import KeepBest
@@ -59,10 +69,13 @@ PPO_GRID: tuple[Axis, ...] = (
 
 @dataclass(frozen=True)
 class Trial:
-    """One candidate: its settings on the grid's axes, its validation score, where it stopped, how long."""
+    """One candidate: its settings on the grid's axes, its validation score, how it compared, where it stopped."""
 
     settings: dict[str, Any]
-    score: float
+    score: float  # the validation score of its kept state (the oracle gap closed)
+    improvement: float | None  # paired mean gain over the best candidate before it (None: the first)
+    standard_error: float | None  # the standard error of that paired mean
+    accepted: bool  # whether it became the best candidate (the first always does)
     best_step: int | None
     steps: int
     seconds: float
@@ -81,13 +94,13 @@ def tune_ppo(
 
     ``config.agent.ppo`` is the first candidate and the fallback; ``config.reward`` the reward.
     Under a reward budget, or without validation queries, nothing can be scored: the given
-    settings come back with the reason. The report holds the grid, every trial (settings,
-    score, best step, steps, seconds), the candidates not reached, the seconds used and the choice.
+    settings come back with the reason. The report holds the grid, every trial (:class:`Trial`),
+    the number of candidates not reached, the seconds used and the choice.
     """
     base = config.agent.ppo
     start = clock()
     report: dict[str, Any] = {
-        "objective": "validation oracle gap closed (agents.ppo.PPORouter.validation_rule)",
+        "objective": "validation oracle gap closed (agents.ppo.PPORouter.validation_rule), paired, one standard error",
         "grid": {axis.name: [_plain(value) for value in axis.values] for axis in grid},
         "steps_per_candidate": _shortened(base, steps).total_steps,
         "seconds_budget": seconds,
@@ -95,45 +108,77 @@ def tune_ppo(
     reason = _unscorable(config, validation)
     if reason:
         return base, report | {"skipped": reason, "trials": [], "seconds_used": 0.0, "chosen": _settings(base, grid)}
-    trials: list[Trial] = []
-    not_reached = 0
-
-    def scored(candidate: PPOConfig) -> float | None:
-        """The candidate's score, or None when the time is spent (it is then not reached)."""
-        nonlocal not_reached
-        began = clock()
-        if began - start >= seconds:
-            not_reached += 1
-            return None
-        score, best_step, steps_done = _trial(config, _shortened(candidate, steps), train, validation)
-        trials.append(Trial(_settings(candidate, grid), score, best_step, steps_done, clock() - began))
-        return score
-
-    chosen, best_score = base, scored(base)
-    for axis in grid:
-        incumbent = chosen
-        for value in axis.values:
-            if _plain(value) == _plain(getattr(incumbent, axis.name)):
-                continue
-            candidate = replace(incumbent, **{axis.name: value})
-            score = scored(candidate)
-            if score is not None and (best_score is None or score > best_score):
-                chosen, best_score = candidate, score
-    return chosen, report | {
-        "trials": [asdict(trial) for trial in trials],
-        "not_reached": not_reached,
+    search = _CoordinateSearch(config, train, validation, grid, steps)
+    for candidate in search.candidates():
+        if clock() - start >= seconds:
+            break
+        search.attempt(candidate, clock)
+    return search.chosen, report | {
+        "trials": [asdict(trial) for trial in search.trials],
+        "not_reached": _count(base, grid) - len(search.trials),
         "seconds_used": clock() - start,
-        "chosen": _settings(chosen, grid),
+        "chosen": _settings(search.chosen, grid),
     }
 
 
+class _CoordinateSearch:
+    """The search's state: the best candidate so far and its per-query validation shares, and the trials."""
+
+    def __init__(self, config: RunConfig, train: FeaturizedSplit, validation: FeaturizedSplit,
+                 grid: Sequence[Axis], steps: int) -> None:
+        self.config, self.train, self.validation, self.grid, self.steps = config, train, validation, grid, steps
+        self.chosen = config.agent.ppo
+        self.best_shares: np.ndarray | None = None
+        self.trials: list[Trial] = []
+
+    def candidates(self) -> Iterator[PPOConfig]:
+        """The given configuration, then per axis its other values on the best configuration when the axis starts."""
+        yield self.chosen
+        for axis in self.grid:
+            incumbent = self.chosen
+            for value in axis.values:
+                if _plain(value) != _plain(getattr(incumbent, axis.name)):
+                    yield replace(incumbent, **{axis.name: value})
+
+    def attempt(self, candidate: PPOConfig, clock: Callable[[], float]) -> None:
+        """Train and score ``candidate``; it becomes the best if its paired gain exceeds one standard error."""
+        began = clock()
+        shares, best_step, steps_done = _trial(self.config, _shortened(candidate, self.steps), self.train,
+                                               self.validation)
+        gain: float | None = None
+        error: float | None = None
+        if self.best_shares is not None:
+            gain, error = _paired(shares, self.best_shares)
+        accepted = gain is None or (error is not None and gain > error)
+        if accepted:
+            self.chosen, self.best_shares = candidate, shares
+        self.trials.append(Trial(_settings(candidate, self.grid), float(shares.mean()), gain, error, accepted,
+                                 best_step, steps_done, clock() - began))
+
+
+def _count(base: PPOConfig, grid: Sequence[Axis]) -> int:
+    """How many candidates the whole search has: the first, and per axis its values but the incumbent's.
+
+    The incumbent's value on an axis not yet searched is the first candidate's, so the count does
+    not depend on which candidates won."""
+    return 1 + sum(sum(_plain(value) != _plain(getattr(base, axis.name)) for value in axis.values) for axis in grid)
+
+
+def _paired(shares: np.ndarray, best_shares: np.ndarray) -> tuple[float, float]:
+    """The mean over validation queries of the gain d_n = share_n − best_n, and its standard error sd(d) / √N."""
+    gain = shares - best_shares
+    error = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0
+    return float(gain.mean()), error
+
+
 def _trial(config: RunConfig, candidate: PPOConfig, train: FeaturizedSplit,
-           validation: FeaturizedSplit) -> tuple[float, int | None, int]:
-    """Train one candidate with keep-best on ``validation``: the kept state's score, its step, the steps trained."""
+           validation: FeaturizedSplit) -> tuple[np.ndarray, int | None, int]:
+    """Train one candidate with keep-best on ``validation``: per query its kept state's share of the score,
+    the step of that state and the steps trained."""
     agent = PPORouter(train.log.n_models, train.features.shape[1], candidate, config.reward.cost_weight)
     keep_best = KeepBest(validation, config.agent.checkpoint_every)
     agent.train(TrainingTask(train, validation, reward=config.reward, learning="online", seed=config.seed), [keep_best])
-    return float(keep_best.best_score), keep_best.best_step, agent.steps_done
+    return agent.validation_shares(validation), keep_best.best_step, agent.steps_done
 
 
 def _shortened(candidate: PPOConfig, steps: int) -> PPOConfig:

@@ -130,7 +130,7 @@ def _train(
         )
     tuning = tune(config, log.subset(splits.train), progress)
     config = tuning.config
-    learning_rows = _learning_rows(config, splits, tuning, target, refit)
+    learning_rows = _learning_rows(config, splits, tuning, target)
     featurizer = fit_featurizer(config, log.subset(learning_rows)) if config.input == "text" else None
     train_set, validation_set, test_set = (
         featurize(part, featurizer)
@@ -156,29 +156,26 @@ def _train(
         train_mean_cost=np.nanmean(train_set.log.cost, axis=0),
         tuning=tuning.report,
     )
+    tensorboard.log_scalars({"tuning/seconds": tuning.seconds}, 0)
     learned = Learned(agent, training, learned_weight, trained_on)
     held_out = HeldOutSplits(validation_set, test_set, test_predictions)
     refit_on_all = partial(refit_all, config, log, out=out, progress=progress, target=target) if refit else None
     return evaluate_and_export(config, out, inputs, learned, held_out, tensorboard, target, progress, refit_on_all)
 
 
-def _learning_rows(
-    config: RunConfig, splits: Splits, tuning: Tuning, target: BudgetTarget | None, refit: bool
-) -> np.ndarray:
+def _learning_rows(config: RunConfig, splits: Splits, tuning: Tuning, target: BudgetTarget | None) -> np.ndarray:
     """The queries the agent learns from: the training split, and the validation split when nothing else needs it.
 
     Once tuning has chosen the hyperparameters on the training split by cross-validation, the
     validation split has no use left for a learner that fits in one pass: it then learns from
     both (issue: "the exported policy uses all the training data it may"). It stays held out for
     a learner that keeps its best state or stops early on it, for a ``--target-*`` calibration,
-    on a bandit-feedback log (where tuning does not run), and under ``--refit-all`` (which refits
-    on every query after the evaluation anyway).
+    and on a bandit-feedback log (where tuning does not run).
     """
     merge = (
         tuning.report.get("chosen") is not None
         and config.agent.learning == "fit"
         and target is None
-        and not refit
         and len(splits.validation) > 0
     )
     return np.sort(np.concatenate([splits.train, splits.validation])) if merge else splits.train

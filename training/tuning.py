@@ -8,7 +8,8 @@ queries, and the run goes on with the best:
 * ``featurizer.min_df``, ``featurizer.components`` (0: no text representation, only the length
   features and the bias) and ``featurizer.whiten``, for every agent kind;
 * the ridge strength λ, ``agent.linucb.ridge`` (``agent.lints.ridge``) for the kinds that use it;
-* PPO's few sensitive settings, within ``tuning.ppo_seconds`` (:mod:`training.ppo_tuning`).
+* PPO's few sensitive settings, within ``tuning.ppo_seconds`` (:mod:`training.ppo_tuning`), on the
+  chosen representation, trained on four fifths of the cross-validated queries and scored on the rest.
 
 **The criterion.** Each candidate is scored by the greedy rule of a ridge fit of quality and cost,
 u_k(x) = xᵀθ_k^q − w · xᵀθ_k^c, which is LinUCB's (and LinTS's) exported decision, and for the
@@ -45,6 +46,8 @@ from data.splits import hash_unit
 from evaluation.evaluate import sweep_weights
 from evaluation.sweep import AIQRange, WeightSweep
 from training.config import RunConfig
+from training.features import featurize
+from training.ppo_tuning import tune_ppo
 
 #: Agent kinds whose ``ridge`` is the tuned λ, by their config section.
 RIDGE_SECTIONS = {"linucb": "linucb", "lints": "lints"}
@@ -66,27 +69,37 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Tuning:
-    """The configuration the run goes on with, and the report section that says how it was chosen."""
+    """The configuration the run goes on with, the report section that says how it was chosen, and its time.
+
+    The report holds no clock reading, so that a seed gives the same ``report.json`` in every run;
+    the time goes to TensorBoard (``tuning/seconds``) and the benchmark.
+    """
 
     config: RunConfig
     report: dict[str, Any]
+    seconds: float = 0.0
 
 
-def tune(config: RunConfig, train: RoutingLog, progress: bool = False) -> Tuning:
-    """``config`` with the hyperparameters chosen on ``train`` (unchanged when tuning is off or cannot run)."""
+def tune(config: RunConfig, train: RoutingLog, progress: bool = False, kind: str | None = None) -> Tuning:
+    """``config`` with the hyperparameters chosen on ``train`` (unchanged when tuning is off or cannot run).
+
+    ``kind``: the agent kind tuned for (default ``config.agent.kind``; the cross-validated
+    comparison tunes one configuration for each kind it compares).
+    """
     settings = config.tuning
+    kind = kind or config.agent.kind
     if not settings.enabled:
         return Tuning(config, {"enabled": False})
-    skipped = _why_not_tuned(config, train)
+    skipped = _why_not_tuned(config, train, kind)
     if skipped is not None:
         return Tuning(config, {"enabled": True, "skipped": skipped})
     started = time.perf_counter()
     sample = _sample(train, settings.max_queries, config.seed)
-    given = _given(config)
+    given = _given(config, kind)
     candidates = _candidates(config, given)
     scores = cross_validated_scores(config, sample, candidates, progress)
     best = max(candidates, key=lambda candidate: scores[candidate])  # max keeps the first of equals
-    tuned = _apply(config, best)
+    tuned = _apply(config, best, kind)
     report: dict[str, Any] = {
         "enabled": True,
         "objective": settings.objective,
@@ -102,15 +115,33 @@ def tune(config: RunConfig, train: RoutingLog, progress: bool = False) -> Tuning
         "chosen": asdict(best) | {"score": scores[best]},
         "scores": [asdict(candidate) | {"score": scores[candidate]} for candidate in candidates],
     }
-    report["seconds"] = time.perf_counter() - started
-    return Tuning(tuned, report)
+    if kind == "ppo":
+        tuned, report["ppo"] = _tune_ppo(tuned, sample)
+    return Tuning(tuned, report, time.perf_counter() - started)
 
 
-def _why_not_tuned(config: RunConfig, train: RoutingLog) -> str | None:
-    """Why tuning cannot run on ``train`` (None: it can)."""
+def _tune_ppo(config: RunConfig, sample: RoutingLog) -> tuple[RunConfig, dict[str, Any]]:
+    """PPO's sensitive settings (:func:`training.ppo_tuning.tune_ppo`) on the chosen representation.
+
+    The cross-validated sample is split by query-id hash: a fifth scores the candidates (PPO's
+    validation rule), the rest trains them, within ``tuning.ppo_seconds``.
+    """
+    scoring = hash_unit(sample.query_ids, config.seed + 3) < 0.2
+    train, validation = sample.subset(np.flatnonzero(~scoring)), sample.subset(np.flatnonzero(scoring))
+    featurizer = TextFeaturizer(config.featurizer).fit(train.queries) if config.input == "text" else None
+    chosen, report = tune_ppo(
+        config, featurize(train, featurizer), featurize(validation, featurizer), config.tuning.ppo_seconds
+    )
+    report = {key: value for key, value in report.items() if key != "seconds_used"}
+    report["trials"] = [{key: value for key, value in trial.items() if key != "seconds"} for trial in report["trials"]]
+    return replace(config, agent=replace(config.agent, ppo=chosen)), report
+
+
+def _why_not_tuned(config: RunConfig, train: RoutingLog, kind: str) -> str | None:
+    """Why tuning cannot run on ``train`` for ``kind`` (None: it can)."""
     if train.feedback != "full":
         return "a bandit-feedback log: its outcome tables are estimated from the features being chosen"
-    if config.input != "text" and not any(kind == config.agent.kind for kind in RIDGE_SECTIONS):
+    if config.input != "text" and kind not in RIDGE_SECTIONS:
         return "input: embedding has no text representation to choose, and this kind has no ridge"
     if train.n_queries < 2 * config.tuning.folds:
         return f"{train.n_queries} training queries are too few for {config.tuning.folds}-fold cross-validation"
@@ -125,10 +156,10 @@ def _sample(train: RoutingLog, max_queries: int, seed: int) -> RoutingLog:
     return train.subset(np.sort(np.argsort(keys, kind="stable")[:max_queries]))
 
 
-def _given(config: RunConfig) -> Candidate:
+def _given(config: RunConfig, kind: str) -> Candidate:
     """The configured values as a candidate (λ: the kind's own ridge, else LinUCB's)."""
     featurizer = config.featurizer
-    section = RIDGE_SECTIONS.get(config.agent.kind, "linucb")
+    section = RIDGE_SECTIONS.get(kind, "linucb")
     ridge = float(getattr(config.agent, section).ridge)
     return Candidate(featurizer.min_df, featurizer.components, featurizer.whiten, ridge)
 
@@ -154,11 +185,11 @@ def _candidates(config: RunConfig, given: Candidate) -> list[Candidate]:
     return list(dict.fromkeys([given, *grid]))
 
 
-def _apply(config: RunConfig, best: Candidate) -> RunConfig:
+def _apply(config: RunConfig, best: Candidate, kind: str) -> RunConfig:
     """``config`` with the chosen featurizer values and, for a ridge kind, the chosen λ."""
     featurizer = replace(config.featurizer, min_df=best.min_df, components=best.components, whiten=best.whiten)
     agent = config.agent
-    section = RIDGE_SECTIONS.get(agent.kind)
+    section = RIDGE_SECTIONS.get(kind)
     if section is not None:
         agent = replace(agent, **{section: replace(getattr(agent, section), ridge=best.ridge)})
     return replace(config, featurizer=featurizer, agent=agent)
