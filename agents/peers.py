@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ class RidgeCostModel:
     weights: np.ndarray  # (d, K)
     bias: np.ndarray  # (K,)
 
-    ALPHAS = (0.01, 0.1, 1.0, 10.0)
+    ALPHAS: ClassVar[tuple[float, ...]] = (0.01, 0.1, 1.0, 10.0)
 
     @classmethod
     def fit(cls, features: np.ndarray, cost: np.ndarray) -> RidgeCostModel:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from conftest import ROOT, run_isolated, run_train
 
 from agents.factorisation import FactorisationConfig, MatrixFactorisationRouter
@@ -26,7 +27,7 @@ from data.loading import load_log
 from data.schema import DataError
 from data.splits import split
 from policies.artifact import load_policy
-from policies.export import PolicyMetadata, build_text_policy, save_policy
+from policies.export import PolicyMetadata, build_embedding_policy, build_text_policy, save_policy
 from training.config import load_config
 
 DEFAULT = ROOT / "configs" / "default.yaml"
@@ -199,3 +200,17 @@ def test_train_py_trains_and_exports_a_network_router(tmp_path: Path) -> None:
     assert report["test"]["mean_reward"] > report["baselines"]["random"]["mean_reward"]
     policy = load_policy(out / "policy.pt")
     assert policy.metadata["agent"] == kind and policy.score_kind == "utility"
+
+
+@pytest.mark.parametrize("make", [mlp, mf], ids=["mlp", "mf"])
+def test_embedding_policy_scores_equal_the_agents(make: Callable[..., QualityNetworkRouter]) -> None:
+    """``input: embedding``: the policy takes the embedding without its bias column and adds the map's last row."""
+    x, quality, cost = routed_world(300)
+    agent = make().fit(x, quality, cost * (1.0 + x[:, :3] ** 2))
+    metadata = PolicyMetadata(models=["a", "b", "c"], default_cost_weight=30.0, cost_weight_range=[0.0, 3000.0],
+                              score_kind="utility", agent=agent.name, featurizer={}, data_fingerprint="",
+                              input_kind="embedding")
+    policy = build_embedding_policy(agent.linear_map(), agent.head(), metadata)
+    for weight in (0.0, 3000.0):
+        scores = policy.scores_features(torch.from_numpy(x[:, :-1]), weight).numpy()
+        np.testing.assert_allclose(scores, agent.scores(x, weight), rtol=1e-5, atol=1e-6)

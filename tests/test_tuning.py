@@ -128,3 +128,13 @@ def test_no_tune_trains_with_the_given_values_exactly(tmp_path: Path) -> None:
     config = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
     assert config["tuning"]["enabled"] is False and config["agent"]["linucb"]["ridge"] == 3
     assert "Off (--no-tune)" in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_a_supervised_peer_is_not_tuned_here_and_the_report_says_why() -> None:
+    config = topic_config("agent.kind=mlp")
+    tuned = tune(config, topic_log())
+    assert tuned.config is config
+    assert tuned.report == {
+        "enabled": True,
+        "skipped": "mlp chooses its own hyperparameters by cross-validation when it fits (agent.mlp)",
+    }

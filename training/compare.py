@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, cast, get_args
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from agents.base import Agent, FeaturizedSplit, TrainingTask
 from agents.callbacks import KeepBest
@@ -238,7 +239,8 @@ def compare(
         raise DataError("--inputs embedding needs an 'embedding' column on every row of the log")
     routers = [Router(kind, source) for source in inputs for kind in kinds]
     weights = sweep_weights(log, config.evaluation)
-    out_of_fold = cross_validate(log, config, routers, folds, weights)
+    with threadpool_limits(limits=config.blas_threads, user_api="blas"):  # as train.py (RunConfig.blas_threads)
+        out_of_fold = cross_validate(log, config, routers, folds, weights)
     resampled = replace(config.evaluation, bootstrap=max(config.evaluation.bootstrap, 1))
     plan = EvaluationPlan(resampled, config.seed, cost_weight=None, weights=weights)
     evaluations = {name: evaluate(log, sweep.decide, plan) for name, sweep in out_of_fold.sweeps.items()}

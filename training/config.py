@@ -83,8 +83,9 @@ class TuningConfig:
 
     :mod:`training.tuning` documents the method. Every candidate of the grid (and the configured
     values themselves) is scored on the pooled out-of-fold decisions of a ridge fit (LinUCB's own
-    greedy rule); the best replaces the configured ``featurizer`` values for every kind, and
-    ``agent.linucb.ridge`` / ``agent.lints.ridge`` for those kinds. ``train.py --no-tune`` (or
+    greedy rule); the best replaces the configured ``featurizer`` values and
+    ``agent.linucb.ridge`` / ``agent.lints.ridge`` for linucb, lints and ppo (PPO's own settings are
+    then tried within ``ppo_seconds``); the supervised peers tune themselves when they fit. ``train.py --no-tune`` (or
     ``enabled: false``) keeps the configured values exactly.
     """
 
