@@ -138,3 +138,25 @@ def test_a_supervised_peer_is_not_tuned_here_and_the_report_says_why() -> None:
         "enabled": True,
         "skipped": "mlp chooses its own hyperparameters by cross-validation when it fits (agent.mlp)",
     }
+
+
+def test_tuning_folds_hold_out_whole_tasks_when_the_log_has_enough_of_them() -> None:
+    from dataclasses import replace
+
+    from data.schema import DataError
+    from training.tuning import tuning_folds
+
+    log = topic_log(n=300)
+    tasks = np.array([f"task-{i % 7}" for i in range(log.n_queries)], dtype=object)
+    with_tasks = replace(log, tasks=tasks)
+    folds = tuning_folds(with_tasks, 5, "auto", seed=0)
+    assert sorted(set(folds.tolist())) == [0, 1, 2, 3, 4]
+    for task in set(tasks.tolist()):  # every task lies in one fold
+        assert len(set(folds[tasks == task].tolist())) == 1
+    assert np.array_equal(folds, tuning_folds(with_tasks, 5, "auto", seed=0))
+    by_query = tuning_folds(with_tasks, 5, "query", seed=0)
+    assert any(len(set(by_query[tasks == task].tolist())) > 1 for task in set(tasks.tolist()))
+    assert np.array_equal(tuning_folds(log, 5, "auto", seed=0), tuning_folds(log, 5, "query", seed=0))  # no tasks
+    assert load_config(None, []).tuning.folds_by == "query"
+    with pytest.raises(DataError, match="needs a task on every training query"):
+        tuning_folds(log, 5, "task", seed=0)

@@ -93,7 +93,10 @@ class TuningConfig:
     # aiq: AIQ of the out-of-fold frontier over the single models' cost range (every trade-off);
     # reward: mean reward at reward.cost_weight (the one operating point)
     objective: Literal["aiq", "reward"] = "aiq"
-    folds: Annotated[int, Field(ge=2)] = 5  # k of the k-fold cross-validation by query
+    folds: Annotated[int, Field(ge=2)] = 5  # k of the k-fold cross-validation
+    # query: by query-id hash; task: whole tasks per fold (every training query needs a task, and at
+    # least `folds` tasks); auto: task when it can, else query. By task lost on RouteProfile (BENCHMARKS.md)
+    folds_by: Literal["auto", "query", "task"] = "query"
     # at most this many training queries are cross-validated (those first by query-id hash): the
     # cost of tuning is bounded whatever the log's size
     max_queries: PositiveInt = 20_000

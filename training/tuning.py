@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from data.featurizer import N_DENSE_EXTRAS, TextFeaturizer
 from data.routing_log import RoutingLog
+from data.schema import DataError
 from data.splits import hash_unit
 from evaluation.evaluate import sweep_weights
 from evaluation.sweep import AIQRange, WeightSweep
@@ -110,6 +111,7 @@ def tune(config: RunConfig, train: RoutingLog, progress: bool = False, kind: str
         "enabled": True,
         "objective": settings.objective,
         "folds": settings.folds,
+        "folds_by": "task" if settings.folds_by != "query" and _has_tasks(sample, settings.folds) else "query",
         "queries": sample.n_queries,
         "grid": {
             "min_df": list(settings.min_df),
@@ -209,7 +211,7 @@ def cross_validated_scores(
     """The objective of every candidate on ``log``'s pooled out-of-fold decisions."""
     settings = config.tuning
     objective = _Objective.of(config, log)
-    fold_of = np.floor(hash_unit(log.query_ids, config.seed + 1) * settings.folds).astype(np.int64)
+    fold_of = tuning_folds(log, settings.folds, settings.folds_by, config.seed)
     actions = {candidate: np.zeros((len(objective.weights), log.n_queries), dtype=np.int64) for candidate in candidates}
     targets = np.hstack([log.quality, log.cost])
     min_dfs = sorted({candidate.min_df for candidate in candidates})
@@ -232,6 +234,36 @@ def cross_validated_scores(
             steps.update()
     steps.close()
     return {candidate: objective.score(log, chosen) for candidate, chosen in actions.items()}
+
+
+def tuning_folds(log: RoutingLog, folds: int, folds_by: str, seed: int) -> np.ndarray:
+    """The fold of every query: by query-id hash, or whole tasks per fold (``task``; ``auto`` when it can).
+
+    Folds by task hold out whole tasks, as production traffic drifts to a mix the logs did not
+    have: a representation chosen so holds up on unseen tasks (issue 16 item 5). ``auto`` folds by
+    task when every query has a task and there are at least ``folds`` of them, else by query.
+    Tasks go to folds largest first, each to the fold with the fewest queries (ties: the lower
+    fold), in name order among equal sizes, so that the folds are about equal and deterministic.
+    """
+    by_task = _has_tasks(log, folds)
+    if folds_by == "task" and not by_task:
+        raise DataError(f"tuning.folds_by: task needs a task on every training query and at least {folds} tasks")
+    if folds_by == "query" or not by_task:
+        return np.floor(hash_unit(log.query_ids, seed + 1) * folds).astype(np.int64)
+    assert log.tasks is not None
+    names, codes, sizes = np.unique(log.tasks.astype(str), return_inverse=True, return_counts=True)
+    fold_of_task = np.zeros(len(names), dtype=np.int64)
+    load = np.zeros(folds, dtype=np.int64)
+    for task in sorted(range(len(names)), key=lambda index: (-sizes[index], names[index])):
+        fold_of_task[task] = int(np.argmin(load))
+        load[fold_of_task[task]] += sizes[task]
+    return fold_of_task[codes]
+
+
+def _has_tasks(log: RoutingLog, folds: int) -> bool:
+    """Whether every query of ``log`` has a task and there are at least ``folds`` tasks."""
+    tasks = log.tasks
+    return tasks is not None and all(task is not None for task in tasks) and len(set(tasks.tolist())) >= folds
 
 
 @dataclass(frozen=True)
