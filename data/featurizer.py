@@ -112,12 +112,18 @@ class TextFeaturizer:
                     raise ValueError(f"{len(sample_keys)} sample keys for {len(texts)} texts")
                 chosen = np.argsort(sample_keys, kind="stable")[: config.fit_sample]
             texts = [texts[i] for i in np.sort(chosen).tolist()]
+        self._fit_texts(texts)
+        return self
+
+    def _fit_texts(self, texts: Sequence[str]) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Fit on exactly ``texts``; return their tf-idf rows and token counts (for :meth:`fit_transform`)."""
+        config = self.config
         self.vocabulary, frequencies = _vocabulary(texts, config.min_df, config.max_features)
         self.idf = np.log((1.0 + len(texts)) / (1.0 + frequencies)) + 1.0
         matrix, n_tokens = self.analyze(texts)
         self.length_scale = max(float(np.mean(n_tokens)), 1.0) if len(n_tokens) else 1.0
         self.projection = self._fit_projection(matrix)
-        return self
+        return matrix, n_tokens
 
     def _fit_projection(self, matrix: sp.csr_matrix) -> np.ndarray:
         """Top right singular vectors of the tf-idf matrix, signs fixed, rescaled to unit RMS.
@@ -190,10 +196,23 @@ class TextFeaturizer:
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         for start in range(0, len(texts), _BATCH):
             matrix, n_tokens = self._analyze_batch(texts[start : start + _BATCH])
-            projected = np.asarray(matrix @ self.projection)
-            extras = np.stack([n_tokens / self.length_scale, np.log1p(n_tokens), np.ones(len(n_tokens))], axis=1)
-            out[start : start + len(n_tokens)] = np.hstack([projected, extras])
+            out[start : start + len(n_tokens)] = self._dense(matrix, n_tokens)
         return out
+
+    def fit_transform(self, texts: Sequence[str]) -> np.ndarray:
+        """:meth:`fit` then :meth:`transform` of the same texts, tokenizing them once when all of them fit.
+
+        The same numbers as the two calls (each row's features depend on that row alone).
+        """
+        if len(texts) > self.config.fit_sample:
+            return self.fit(texts).transform(texts)
+        return self._dense(*self._fit_texts(texts))
+
+    def _dense(self, matrix: sp.csr_matrix, n_tokens: np.ndarray) -> np.ndarray:
+        """The dense features of analyzed rows: projected tf-idf, then length / mean length, ln(1 + length), 1."""
+        projected = np.asarray(matrix @ self.projection)
+        extras = np.stack([n_tokens / self.length_scale, np.log1p(n_tokens), np.ones(len(n_tokens))], axis=1)
+        return np.hstack([projected, extras]).astype(np.float32)
 
     def terms_as_text(self) -> list[str]:
         """The vocabulary as UTF-8 strings in index order (for the TorchScript twin)."""

@@ -288,8 +288,8 @@ def _features(
         return _TrainFeatures(with_bias[kept], np.ones(0)), with_bias[held]
     most = max(candidate.components for candidate in chosen)
     featurizer_config = replace(config.featurizer, min_df=chosen[0].min_df, components=most, whiten=True)
-    featurizer = TextFeaturizer(featurizer_config).fit([log.queries[i] for i in kept.tolist()])
-    train_x = featurizer.transform([log.queries[i] for i in kept.tolist()]).astype(np.float64)
+    featurizer = TextFeaturizer(featurizer_config)
+    train_x = featurizer.fit_transform([log.queries[i] for i in kept.tolist()]).astype(np.float64)
     held_x = featurizer.transform([log.queries[i] for i in held.tolist()]).astype(np.float64)
     return _TrainFeatures(train_x, featurizer.component_rms), held_x
 
