@@ -147,6 +147,7 @@ class TextFeaturizer:
         small = np.asarray((matrix.T @ basis).T)  # (sketch, V): the row space, compressed
         eigenvalues, left = np.linalg.eigh(small @ small.T)  # singular values², ascending
         order = np.argsort(-eigenvalues)[:rank]
+        rank = len(order)  # fewer when the texts span fewer directions than asked for (a tiny training set)
         singular = np.sqrt(np.maximum(eigenvalues[order], 1e-300))
         vt = (left[:, order].T @ small) / singular[:, None]
         signs = np.sign(vt[np.arange(rank), np.abs(vt).argmax(axis=1)])

@@ -126,7 +126,8 @@ def test_resume_after_editing_the_agent_settings_is_a_data_error(tmp_path: Path)
     ``train.py --resume`` prints a :class:`DataError` as one line and exits 2 (tests/test_train.py).
     """
     out = tmp_path / "run"
-    ppo = ["evaluation.bootstrap=0", "agent.ppo.total_steps=1024", "agent.checkpoint_every=1024"]
+    ppo = ["evaluation.bootstrap=0", "agent.ppo.total_steps=1024", "agent.checkpoint_every=1024",
+           "tuning.enabled=false"]  # the configured settings, as written: no tuning to move them
     prepare_directory(out, overwrite=False)
     report = train(load_config(ROOT / "configs" / "ppo.yaml", ppo), out, quiet=True).report
     assert report["policy"]["learning"] == "online" and report["policy"]["steps"] == 1024

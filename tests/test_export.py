@@ -44,11 +44,18 @@ print(json.dumps(answer))
 
 
 def _agent_and_test_queries(run: RunResult) -> tuple[LinUCB, TextFeaturizer, list[str]]:
-    """Refit the run's agent in-process (same config, same seed: same numbers)."""
-    config = load_config(ROOT / "configs" / "default.yaml", [])
+    """Refit the run's agent in-process (the values its tuning chose, the same seed: same numbers).
+
+    Tuned, the run learned from the training and validation splits together (docs/contracts.md §3.2).
+    """
+    chosen = run.report["tuning"]["chosen"]
+    pinned = [f"featurizer.{key}={chosen[key]}" for key in ("min_df", "components", "whiten")]
+    config = load_config(ROOT / "configs" / "default.yaml", [*pinned, f"agent.linucb.ridge={chosen['ridge']}"])
     log = load_log(config.data.path).log
     splits = split(log, config.data.fractions, config.seed)
-    train, test = log.subset(splits.train), log.subset(splits.test)
+    assert run.report["exported_policy"]["trained_on"] == "train+validation"
+    train = log.subset(np.sort(np.concatenate([splits.train, splits.validation])))
+    test = log.subset(splits.test)
     featurizer = TextFeaturizer(config.featurizer).fit(train.queries)
     agent = LinUCB(log.n_models, featurizer.dimension, config.agent.linucb, config.reward.cost_weight)
     agent.fit(featurizer.transform(train.queries), train.quality, train.cost)

@@ -33,3 +33,11 @@ def test_no_components_leaves_only_the_length_features_and_the_bias() -> None:
     features = TextFeaturizer(FeaturizerConfig(min_df=1, components=0)).fit_transform(TEXTS)
     assert features.shape == (len(TEXTS), N_DENSE_EXTRAS)
     np.testing.assert_array_equal(features[:, -1], 1.0)
+
+
+def test_more_components_than_the_texts_span_gives_as_many_as_they_do() -> None:
+    texts = ["alpha beta", "alpha beta", "gamma delta", "gamma delta", "epsilon zeta"]  # 5 texts, 3 directions
+    featurizer = TextFeaturizer(FeaturizerConfig(min_df=1, components=64))
+    features = featurizer.fit_transform(texts)
+    assert featurizer.projection.shape[1] == 3 and features.shape[1] == featurizer.dimension
+    np.testing.assert_array_equal(features, featurizer.transform(texts))

@@ -13,7 +13,9 @@ from conftest import ROOT, run_train
 from policies.artifact import load_policy
 from policies.faults import FAULT_VARIABLE
 
-PPO_SMALL = ["--config", str(ROOT / "configs" / "ppo.yaml"), "--set", "evaluation.bootstrap=0",
+#: A short PPO run; --no-tune: these tests are about training, resuming and exporting (tests/test_tuning.py
+#: covers PPO's tuning, which would try up to nine such runs first).
+PPO_SMALL = ["--config", str(ROOT / "configs" / "ppo.yaml"), "--no-tune", "--set", "evaluation.bootstrap=0",
              "--set", "agent.ppo.total_steps=40960", "--set", "agent.ppo.eval_every=5000"]
 
 

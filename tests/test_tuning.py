@@ -160,3 +160,18 @@ def test_tuning_folds_hold_out_whole_tasks_when_the_log_has_enough_of_them() -> 
     assert load_config(None, []).tuning.folds_by == "query"
     with pytest.raises(DataError, match="needs a task on every training query"):
         tuning_folds(log, 5, "task", seed=0)
+
+
+def test_ppo_tries_its_settings_on_the_chosen_representation_within_its_time() -> None:
+    config = topic_config(
+        "agent.kind=ppo", "agent.ppo.total_steps=1024", "agent.ppo.eval_every=512", "tuning.ppo_seconds=3",
+        "reward.cost_weight=100",
+    )
+    tuned = tune(config, topic_log())
+    assert tuned.report["chosen"]["components"] == 8  # the representation first, by the ridge criterion
+    ppo = tuned.report["ppo"]
+    assert ppo["trials"] and ppo["seconds_budget"] == 3
+    assert ppo["trials"][0]["settings"]["learning_rate"] == config.agent.ppo.learning_rate  # the given values first
+    chosen = {key: getattr(tuned.config.agent.ppo, key) for key in ppo["chosen"]}
+    assert {key: list(value) if isinstance(value, tuple) else value for key, value in chosen.items()} == ppo["chosen"]
+    assert "seconds" not in ppo["trials"][0] and "seconds_used" not in ppo  # no clock reading in the report

@@ -100,7 +100,7 @@ class TuningConfig:
     # at most this many training queries are cross-validated (those first by query-id hash): the
     # cost of tuning is bounded whatever the log's size
     max_queries: PositiveInt = 20_000
-    min_df: tuple[PositiveInt, ...] = (1, 2, 3)  # featurizer.min_df candidates
+    min_df: tuple[PositiveInt, ...] = (1, 2)  # featurizer.min_df candidates
     components: tuple[NonNegativeInt, ...] = (0, 8, 16, 32, 64)  # featurizer.components (0: no text representation)
     whiten: tuple[bool, ...] = (True, False)  # featurizer.whiten candidates
     ridge: tuple[PositiveFloat, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)  # λ candidates

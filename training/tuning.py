@@ -283,8 +283,7 @@ def _features(
 ) -> tuple[_TrainFeatures, np.ndarray]:
     """Training and held-out features of a fold for ``chosen`` (one ``min_df``), whitened, at the most components."""
     if config.input != "text":
-        assert log.embeddings is not None  # input: embedding requires the column (training.features)
-        with_bias = np.hstack([log.embeddings, np.ones((log.n_queries, 1), dtype=np.float32)]).astype(np.float64)
+        with_bias = featurize(log, None).features.astype(np.float64)  # a DataError without the embedding column
         return _TrainFeatures(with_bias[kept], np.ones(0)), with_bias[held]
     most = max(candidate.components for candidate in chosen)
     featurizer_config = replace(config.featurizer, min_df=chosen[0].min_df, components=most, whiten=True)
