@@ -15,7 +15,7 @@ from conftest import run_isolated
 from agents.base import FeaturizedSplit, TrainingTask
 from agents.baselines import RandomRouter, SingleModelRouter
 from agents.callbacks import Callback, KeepBest, Outcomes
-from agents.ppo import PPOConfig, PPORouter
+from agents.ppo import DERIVED_ZERO_SHARE, PPOConfig, PPORouter
 from data.featurizer import FeaturizerConfig, TextFeaturizer
 from data.outputs import is_temporary
 from data.routing_log import RoutingLog
@@ -174,7 +174,7 @@ def test_weight_range_comes_from_the_training_data_and_survives_a_checkpoint(wor
         weights = break_even_weights(train.quality.mean(axis=0), train.cost.mean(axis=0) * scale)
         low, high = agent.preference.low, agent.preference.high
         assert low <= weights.min() / 10 * 1.000001 and high >= weights.max() * 10 / 1.000001
-        assert agent.cost_weight_range == [0.0, high]
+        assert agent.cost_weight_range == [0.0, high] and agent.preference.zero_share == DERIVED_ZERO_SHARE
         head = agent.head()
         assert (head.low, head.high) == (low, high)
         assert agent.evaluation_weights()[[1, -1]] == pytest.approx([low, high])
