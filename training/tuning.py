@@ -18,8 +18,8 @@ PPO a fast proxy of how well the representation carries the signal. The out-of-f
 decisions of every fold are pooled, and the objective (``tuning.objective``) is computed on them
 as the held-out evaluation does: ``aiq``, the AIQ of their frontier over the cost-weight sweep of
 the training queries (every trade-off at once), or ``reward``, their mean reward at
-``reward.cost_weight``. The highest score wins; ties go to the earlier candidate in the grid's
-order, then the configured values (which are always a candidate) before all.
+``reward.cost_weight``. The highest score wins; ties go to the configured values (always the first candidate),
+then to the earlier candidate in the grid's order.
 
 **Closed forms.** Per fold, one eigendecomposition of the Gram matrix XᵀX = QΛQᵀ gives the ridge
 solution for every λ at once, θ(λ) = Q (Λ + λI)⁻¹ QᵀXᵀY (Hoerl & Kennard, 1970; Hastie,
@@ -60,7 +60,7 @@ RIDGE_SECTIONS = {"linucb": "linucb", "lints": "lints"}
 TUNED_KINDS = (*RIDGE_SECTIONS, "ppo")
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Candidate:
     """One point of the grid: a text representation and a ridge strength."""
 
