@@ -96,12 +96,12 @@ def test_tuning_under_a_budget_keeps_the_given_settings(splits: tuple[Featurized
     assert chosen == given and report["trials"] == [] and "reward.budget" in report["skipped"]
 
 
-def test_tuning_keeps_the_given_settings_unless_the_gain_exceeds_one_standard_error(
+def test_tuning_keeps_the_given_settings_unless_the_gain_exceeds_two_standard_errors(
         monkeypatch: pytest.MonkeyPatch, splits: tuple[FeaturizedSplit, FeaturizedSplit]) -> None:
-    """Per-query shares: 3e-4 gains 0.01 on average with a spread of 0.3 per query (noise), 3e-3 gains 0.1."""
+    """Per-query shares spread by 0.3 (standard error 0.021 over 200 queries): 3e-4 gains 0.03, 3e-3 gains 0.1."""
     noise = np.random.default_rng(1).normal(0.0, 0.3, splits[1].log.n_queries)
     noise -= noise.mean()
-    shares = {1e-3: np.full(len(noise), 0.5), 3e-4: 0.51 + noise, 3e-3: 0.6 + noise}
+    shares = {1e-3: np.full(len(noise), 0.5), 3e-4: 0.53 + noise, 3e-3: 0.6 + noise}
 
     def trial(config: RunConfig, candidate: PPOConfig, train: FeaturizedSplit,
               validation: FeaturizedSplit) -> tuple[np.ndarray, int | None, int]:
@@ -111,7 +111,7 @@ def test_tuning_keeps_the_given_settings_unless_the_gain_exceeds_one_standard_er
     noisy = (Axis("learning_rate", (3e-4, 1e-3)),)
     chosen, report = tune_ppo(_config(TINY), *splits, 600.0, grid=noisy)
     assert chosen == TINY and [trial["accepted"] for trial in report["trials"]] == [True, False]
-    assert report["trials"][1]["score"] > report["trials"][0]["score"]  # higher, but within one standard error
+    assert report["trials"][1]["score"] > report["trials"][0]["score"]  # higher, but within two standard errors
     clear = (Axis("learning_rate", (3e-4, 1e-3, 3e-3)),)
     chosen, report = tune_ppo(_config(TINY), *splits, 600.0, grid=clear)
     assert chosen.learning_rate == 3e-3 and [trial["accepted"] for trial in report["trials"]] == [True, False, True]
