@@ -51,8 +51,7 @@ from training.config import RunConfig, load_config  # noqa: E402
 def synthetic_log(queries: int, seed: int) -> RoutingLog:
     """A full-information synthetic log: 11 models, ~30-word queries, graded quality."""
     synth = generate(SynthConfig(queries=queries, models=11, words_per_query=30, seed=seed))
-    return RoutingLog(models=tuple(synth.model_names), query_ids=np.array(synth.query_ids, dtype=object),
-                      queries=synth.queries, quality=synth.quality, cost=synth.cost)
+    return synth.routing_log()
 
 
 def validation_reward(log: RoutingLog, actions: np.ndarray, weight: float) -> float:

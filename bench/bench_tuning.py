@@ -23,9 +23,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-
-from data.routing_log import RoutingLog  # noqa: E402
 from data.synth.config import SynthConfig  # noqa: E402
 from data.synth.generator import generate  # noqa: E402
 from training.config import load_config  # noqa: E402
@@ -67,14 +64,7 @@ def scale(sizes: list[int]) -> None:
     config = load_config(None, [])
     print("\n| queries | cross-validated | tune() s |\n|---|---|---|")
     for size in sizes:
-        world = generate(SynthConfig(queries=size, seed=0))
-        log = RoutingLog(
-            models=tuple(world.model_names),
-            query_ids=np.array(world.query_ids, dtype=object),
-            queries=world.queries,
-            quality=world.quality,
-            cost=world.cost,
-        )
+        log = generate(SynthConfig(queries=size, seed=0)).routing_log()
         started = time.perf_counter()
         tuning = tune(config, log)
         print(f"| {size} | {tuning.report['queries']} | {time.perf_counter() - started:.2f} |")

@@ -17,7 +17,6 @@ from conftest import ROOT, linear_world, run_train
 
 from agents.lints import LinTS
 from agents.linucb import LinUCB
-from data.routing_log import RoutingLog
 from data.schema import DataError
 from data.synth import SynthConfig, generate
 from data.synth.writers import write
@@ -90,8 +89,7 @@ def test_lints_fitted_from_a_log_would_be_linucb() -> None:
 def test_the_comparison_runs_lints_its_own_way() -> None:
     """``training.compare`` learns each kind as it learns by default: lints online, so it is not linucb again."""
     synth = generate(SynthConfig(queries=300, seed=3))
-    log = RoutingLog(models=tuple(synth.model_names), query_ids=np.array(synth.query_ids, dtype=object),
-                     queries=synth.queries, quality=synth.quality, cost=synth.cost)
+    log = synth.routing_log()
     config = load_config(DEFAULT, ["agent.online_steps=400", "agent.learning=online", "featurizer.components=4"])
     weights = np.array([0.0, 300.0, 3000.0])
     sweeps = cross_validated_sweeps(log, config, ["linucb", "lints"], 2, weights)

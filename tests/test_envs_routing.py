@@ -227,13 +227,7 @@ def test_linucb_with_budget_ends_at_the_budget_on_held_out_queries() -> None:
     from data.synth import SynthConfig, generate
 
     synth = generate(SynthConfig(queries=40_000, models=5, seed=1))
-    log = RoutingLog(
-        models=tuple(synth.model_names),
-        query_ids=np.array(synth.query_ids, dtype=object),
-        queries=synth.queries,
-        quality=synth.expected_quality,
-        cost=synth.cost,
-    )
+    log = synth.routing_log(expected=True)
     train, test = log.subset(np.arange(20_000)), log.subset(np.arange(20_000, 40_000))
     featurizer = TextFeaturizer(FeaturizerConfig(components=16, fit_sample=3000)).fit(train.queries)
     train_x, test_x = featurizer.transform(train.queries), featurizer.transform(test.queries)

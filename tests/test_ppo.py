@@ -53,8 +53,7 @@ class World:
 @pytest.fixture(scope="module")
 def world() -> World:
     synth = generate(SynthConfig(queries=3000, models=5, seed=0))
-    log = RoutingLog(models=tuple(synth.model_names), query_ids=np.array(synth.query_ids, dtype=object),
-                     queries=synth.queries, quality=synth.expected_quality, cost=synth.cost)
+    log = synth.routing_log(expected=True)
     index = {"train": np.arange(0, 1800), "validation": np.arange(1800, 2100), "test": np.arange(2100, 3000)}
     train = log.subset(index["train"])
     featurizer = TextFeaturizer(FeaturizerConfig(components=8)).fit(train.queries)
@@ -266,8 +265,7 @@ def test_budget_ppo_spends_the_budget_on_held_out_queries() -> None:
     B = cheapest + 0.15 × (dearest − cheapest) of the models' mean training costs.
     """
     synth = generate(SynthConfig(queries=40_000, models=5, seed=1))
-    log = RoutingLog(models=tuple(synth.model_names), query_ids=np.array(synth.query_ids, dtype=object),
-                     queries=synth.queries, quality=synth.expected_quality, cost=synth.cost)
+    log = synth.routing_log(expected=True)
     train, test = log.subset(np.arange(20_000)), log.subset(np.arange(20_000, 40_000))
     featurizer = TextFeaturizer(FeaturizerConfig(components=16, fit_sample=3000)).fit(train.queries)
     x, test_x = featurizer.transform(train.queries), featurizer.transform(test.queries)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from data.routing_log import RoutingLog
+
 #: The logging policies a bandit log can be drawn with.
 LOGGING_POLICIES: tuple[str, ...] = ("uniform", "eps-greedy", "softmax")
 
@@ -198,3 +200,16 @@ class SynthLog:
     def is_bandit(self) -> bool:
         """True when this is a bandit-feedback log (one logged row per query)."""
         return self.action is not None
+
+    def routing_log(self, expected: bool = False) -> RoutingLog:
+        """The full table as an in-memory :class:`~data.routing_log.RoutingLog`, without writing a file.
+
+        ``expected``: the ground truth ``expected_quality`` as the quality (noise-free), else the drawn one.
+        """
+        return RoutingLog(
+            models=tuple(self.model_names),
+            query_ids=np.array(self.query_ids, dtype=object),
+            queries=self.queries,
+            quality=self.expected_quality if expected else self.quality,
+            cost=self.cost,
+        )
