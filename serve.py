@@ -2,7 +2,9 @@
 
     python serve.py --policy runs/demo/policy.pt [--host 127.0.0.1] [--port 8000]
         [--backends configs/backends.yaml] [--decision-log decisions.jsonl]
-        [--explore-epsilon 0.05 [--explore-seed 0]] [--fallback-model small-7b] [--log-queries full|hash|none]
+        [--explore-epsilon 0.05 | --explore softmax --explore-temperature 0.05] [--explore-seed 0]
+        [--explore-floor 0.01 [--explore-floor-models new-13b]]
+        [--fallback-model small-7b] [--log-queries full|hash|none]
         [--max-feedback-cost 100] [--header-timeout 10] [--body-timeout 30] [--max-connections 1000]
 
 Tokens come from the environment: ``ROUTERL_API_TOKEN`` (every route but ``/healthz``) and
@@ -70,6 +72,45 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, type=kind, default=default, metavar=metavar, help=f"{meaning} (default: %(default)s)")
 
 
+def _model_names(text: str) -> tuple[str, ...]:
+    """``a,b`` -> ``("a", "b")``; empty names are kept for :class:`Settings` to refuse in one line."""
+    return tuple(name.strip() for name in text.split(","))
+
+
+def _add_exploration(parser: argparse.ArgumentParser) -> None:
+    """Add the exploration flags (docs/contracts.md §4.1; :class:`serving.decisions.Exploration`)."""
+    parser.add_argument(
+        "--explore",
+        choices=("greedy", "epsilon", "softmax"),
+        help="exploration rule (default: epsilon with --explore-epsilon > 0, else greedy)",
+    )
+    parser.add_argument(
+        "--explore-epsilon",
+        type=float,
+        default=0.0,
+        help="epsilon rule: probability of a uniformly random allowed model (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--explore-temperature",
+        type=float,
+        metavar="T",
+        help="softmax rule (required there): p(k) proportional to exp(score_k / T), T in the policy's score units",
+    )
+    parser.add_argument(
+        "--explore-floor",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="least probability of every (floored) allowed model, on top of the rule (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--explore-floor-models",
+        type=_model_names,
+        metavar="A,B",
+        help="the models that --explore-floor applies to (default: every model)",
+    )
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line (``--policy`` is required)."""
     parser = argparse.ArgumentParser(prog="serve.py", description="Serve an exported routerl policy over HTTP.")
@@ -91,12 +132,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="what the decision log keeps of a query: text, sha256, nothing (default: %(default)s)",
     )
     parser.add_argument("--fallback-model", help="model to route to when the policy fails to score")
-    parser.add_argument(
-        "--explore-epsilon",
-        type=float,
-        default=0.0,
-        help="probability of a uniformly random allowed model (default: %(default)s)",
-    )
+    _add_exploration(parser)
     parser.add_argument(
         "--explore-seed",
         type=int,

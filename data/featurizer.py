@@ -36,9 +36,10 @@ twin that runs inside the exported policy; a parity test proves both give the sa
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -214,6 +215,36 @@ class TextFeaturizer:
         projected = np.asarray(matrix @ self.projection)
         extras = np.stack([n_tokens / self.length_scale, np.log1p(n_tokens), np.ones(len(n_tokens))], axis=1)
         return np.hstack([projected, extras]).astype(np.float32)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The fitted state as plain arrays (``numpy.savez`` without pickle): :meth:`from_arrays` inverts it.
+
+        The vocabulary is one byte string of the terms in index order and their end offsets; the
+        configuration is its JSON text as bytes.
+        """
+        ordered = sorted(self.vocabulary, key=self.vocabulary.__getitem__)
+        return {
+            "terms": np.frombuffer(b"".join(ordered), dtype=np.uint8),
+            "term_ends": np.cumsum([len(term) for term in ordered], dtype=np.int64),
+            "idf": self.idf,
+            "projection": self.projection,
+            "component_rms": self.component_rms,
+            "length_scale": np.asarray(self.length_scale),
+            "config": np.frombuffer(json.dumps(asdict(self.config)).encode(), dtype=np.uint8),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> TextFeaturizer:
+        """The featurizer that :meth:`to_arrays` wrote."""
+        featurizer = cls(FeaturizerConfig(**json.loads(bytes(arrays["config"]).decode())))
+        blob, ends = bytes(arrays["terms"]), np.asarray(arrays["term_ends"]).tolist()
+        starts = [0, *ends[:-1]]
+        featurizer.vocabulary = {blob[start:end]: index for index, (start, end) in enumerate(zip(starts, ends))}
+        featurizer.idf = np.asarray(arrays["idf"], dtype=np.float64)
+        featurizer.projection = np.asarray(arrays["projection"], dtype=np.float64)
+        featurizer.component_rms = np.asarray(arrays["component_rms"], dtype=np.float64)
+        featurizer.length_scale = float(arrays["length_scale"])
+        return featurizer
 
     def terms_as_text(self) -> list[str]:
         """The vocabulary as UTF-8 strings in index order (for the TorchScript twin)."""

@@ -19,7 +19,8 @@ Modules (imported explicitly, so that ``import serving.settings`` stays light):
   content-type check.
 - :mod:`serving.policy` -- the serving checks on a loaded policy and its atomic hot reload.
 - :mod:`serving.batching` -- scoring the queries of concurrent requests in one call.
-- :mod:`serving.decisions` -- greedy / ε-greedy choice with propensities, the JSONL decision log.
+- :mod:`serving.decisions` -- the exploration rule (greedy, ε-greedy, softmax, floor) with exact
+  propensities, the JSONL decision log.
 - :mod:`serving.errors` -- the one error body format and the exception handlers (FastAPI).
 - :mod:`serving.auth` -- bearer tokens (ASGI middleware).
 - :mod:`serving.metrics` -- Prometheus metrics and the middleware that counts requests.

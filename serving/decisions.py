@@ -1,6 +1,12 @@
-"""Choosing a model from scores (greedy or ε-greedy) and the JSONL decision log.
+"""Choosing a model from scores (the exploration rule) and the JSONL decision log.
 
-Decision log format (docs/contracts.md §4), one JSON object per line, appended:
+The rule (:class:`Exploration`, docs/contracts.md §4.1 and §5.2) is greedy, ε-greedy
+(``--explore-epsilon``) or softmax over the scores (``--explore softmax --explore-temperature
+T``), optionally with a guaranteed minimum share per model (``--explore-floor P``, for the models
+of ``--explore-floor-models`` or all). Every rule goes through one code path: the probability of
+each allowed model, then one seeded draw from it (``--explore-seed``).
+
+Decision log format (docs/contracts.md §5), one JSON object per line, appended:
 
 - a **decision**: ``{"query_id", "query", "model", "propensity", "cost_weight",
   "policy_version", "timestamp"}``; proxied requests add ``"prompt_tokens"`` and
@@ -9,8 +15,10 @@ Decision log format (docs/contracts.md §4), one JSON object per line, appended:
 - a **feedback**: ``{"query_id", "quality", "cost"}`` (``cost`` is null when not given).
 
 ``query`` is the text (``--log-queries full``), its sha256 hex (``hash``) or null (``none``).
-``propensity`` is the exact probability with which the service chose ``model``:
-``1 - ε + ε/K`` for the greedy model and ``ε/K`` for another, K = number of allowed models.
+``propensity`` is the exact probability with which the service chose ``model``: the chosen
+model's entry of :meth:`Exploration.probabilities` for the request's scores and allowed models
+(e.g. ``1 - ε + ε/K`` for the greedy model and ``ε/K`` for another under ε-greedy over K allowed
+models; 1 without exploration or for a scoring fallback).
 """
 
 from __future__ import annotations
@@ -18,14 +26,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import random
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from policies.faults import fault_point
-from serving.settings import LogQueries
+from serving.settings import ExploreRule, LogQueries, Settings
 
 logger = logging.getLogger("routerl.serving")
 
@@ -44,22 +55,122 @@ def ranking(scores: list[float], allowed: list[int]) -> list[int]:
     return sorted(allowed, key=lambda index: (-scores[index], index))
 
 
-def choose(scores: list[float], allowed: list[int], epsilon: float, rng: random.Random) -> tuple[int, float]:
-    """ε-greedy choice among ``allowed`` (sorted indices): ``(index, propensity)``.
+@dataclass(frozen=True)
+class Exploration:
+    """The exploration rule of the service: the probability of each model, and a draw from it.
 
-    With probability ``epsilon`` a uniformly random allowed model, else the greedy one; the
-    propensity is the exact probability of the returned index under that rule.
+    ``rule`` (``--explore``) gives the rule's own probabilities ``p_rule`` over the K allowed
+    models:
+
+    - ``greedy``: 1 for :func:`best`, 0 for the others;
+    - ``epsilon``: ``1 − ε + ε/K`` for :func:`best`, ``ε/K`` for another (``--explore-epsilon``);
+    - ``softmax``: ``exp(s_k / T) / Σ_j exp(s_j / T)`` over the allowed scores (Boltzmann
+      exploration: the soft-max or Gibbs distribution of Sutton & Barto, *Reinforcement
+      Learning*, 2nd ed. 2018, §2.8), computed as ``exp((s_k − max s) / T)``
+      so that no term overflows. ``T`` (``--explore-temperature``) is in the policy's score
+      units (§2.3 of docs/contracts.md): for a ``utility`` policy a model ``T`` below the best
+      in quality − w·cost is chosen e⁻¹ ≈ 0.37 times as often as the best; T → 0 is greedy
+      (ties shared), T → ∞ uniform.
+
+    The floor (``--explore-floor P``) then mixes in a uniform share for the ``K_f`` floored
+    models among the allowed ones (``floored``, model indices: ``--explore-floor-models``; None =
+    every model): ``p_k = (1 − K_f·P)·p_rule_k + P·[k floored]``, so each floored model gets at
+    least P and the whole still sums to 1. When ``K_f·P`` would reach 1 (a reloaded policy with
+    more models; the start refuses it, :meth:`check_floor`), P is capped at ``1/K_f`` for that
+    request: uniform over the floored models, nothing left for the rule.
+
+    :meth:`choose` draws from exactly these probabilities and returns the drawn model's one as
+    its propensity, so the decision log's ``propensity`` is the probability under the rule that
+    chose, whatever the rule, the floor and the request's ``allowed_models``. The values are
+    checked where they come from, as flags (:class:`serving.settings.Settings`).
+
+    Attributes:
+        rule: ``greedy``, ``epsilon`` or ``softmax``.
+        epsilon: ε of the ``epsilon`` rule, in (0, 1].
+        temperature: T of the ``softmax`` rule, finite and > 0.
+        floor: P, in [0, 1); 0 = no floor.
+        floored: indices of the floored models in the policy's ``models()``; None = every model.
     """
-    greedy = best(scores, allowed)
-    if epsilon == 0.0:
-        return greedy, 1.0
-    chosen = rng.choice(allowed) if rng.random() < epsilon else greedy
-    return chosen, propensity(chosen, greedy, epsilon, len(allowed))
 
+    rule: ExploreRule = "greedy"
+    epsilon: float = 0.0
+    temperature: float = 1.0
+    floor: float = 0.0
+    floored: frozenset[int] | None = None
 
-def propensity(chosen: int, greedy: int, epsilon: float, k: int) -> float:
-    """Probability that ε-greedy over ``k`` models picks ``chosen`` when ``greedy`` is best."""
-    return (1.0 - epsilon if chosen == greedy else 0.0) + epsilon / k
+    @classmethod
+    def of(cls, settings: Settings, models: Sequence[str]) -> Exploration:
+        """The rule of ``settings`` for a policy with ``models`` (floored names become indices)."""
+        names = settings.explore_floor_models
+        return cls(
+            settings.explore_rule,
+            settings.explore_epsilon,
+            settings.explore_temperature or 1.0,
+            settings.explore_floor,
+            None if names is None else frozenset(models.index(name) for name in names),
+        )
+
+    def check_floor(self, model_count: int) -> None:
+        """Raise ``ValueError`` (naming the flags) unless the floor leaves the rule a share
+        (``K_f·P < 1``) for a policy of ``model_count`` models."""
+        floored = model_count if self.floored is None else len(self.floored)
+        if self.floor * floored >= 1.0:
+            which = "--explore-floor-models" if self.floored is not None else "the policy's models"
+            raise ValueError(
+                f"--explore-floor {self.floor:g} for each of {floored} floored models ({which}) leaves "
+                f"nothing to the rule; it must be < 1/{floored}"
+            )
+
+    def probabilities(self, scores: list[float], allowed: list[int]) -> list[float]:
+        """The probability of each model (index into ``scores``; 0 for a model not allowed)."""
+        result = [0.0] * len(scores)
+        for index, probability in zip(allowed, self._allowed_probabilities(scores, allowed), strict=True):
+            result[index] = probability
+        return result
+
+    def choose(self, scores: list[float], allowed: list[int], rng: random.Random) -> tuple[int, float]:
+        """Draw a model among ``allowed`` (sorted indices): ``(index, its probability)``.
+
+        One uniform draw from ``rng``, inverted through the cumulative probabilities in index
+        order (a model of probability 0 is never drawn); the greedy rule without a floor draws
+        nothing.
+        """
+        if self.rule == "greedy" and self.floor == 0.0:
+            return best(scores, allowed), 1.0
+        probabilities = self._allowed_probabilities(scores, allowed)
+        draw = rng.random()
+        cumulative = 0.0
+        for index, probability in zip(allowed, probabilities, strict=True):
+            cumulative += probability
+            if draw < cumulative:
+                return index, probability
+        last = max(j for j, probability in enumerate(probabilities) if probability > 0.0)  # rounding
+        return allowed[last], probabilities[last]
+
+    def _allowed_probabilities(self, scores: list[float], allowed: list[int]) -> list[float]:
+        """The probabilities of ``allowed``'s models, in its order: the rule's, then the floor."""
+        rule = self._rule_probabilities(scores, allowed)
+        if self.floor == 0.0:
+            return rule
+        floored = [self.floored is None or index in self.floored for index in allowed]
+        count = sum(floored)
+        if count == 0:
+            return rule
+        floor = min(self.floor, 1.0 / count)
+        kept = max(0.0, 1.0 - count * floor)
+        return [kept * p + (floor if is_floored else 0.0) for p, is_floored in zip(rule, floored, strict=True)]
+
+    def _rule_probabilities(self, scores: list[float], allowed: list[int]) -> list[float]:
+        """``p_rule`` of ``allowed``'s models, in its order (greedy, ε-greedy or softmax)."""
+        if self.rule == "softmax":
+            top = max(scores[index] for index in allowed)
+            weights = [math.exp((scores[index] - top) / self.temperature) for index in allowed]
+            total = math.fsum(weights)
+            return [weight / total for weight in weights]
+        greedy = best(scores, allowed)
+        epsilon = self.epsilon if self.rule == "epsilon" else 0.0
+        share = epsilon / len(allowed)
+        return [(1.0 - epsilon if index == greedy else 0.0) + share for index in allowed]
 
 
 #: The fault points a record passes (:mod:`policies.faults`): before its line is written, and after.

@@ -3,7 +3,8 @@
 Loading and checking the artifact is :mod:`policies.artifact`'s job (torch only, never the
 training code). The service adds what serving needs: the policy must route text
 (``input_kind`` ``"text"``) and must still know every model that ``--backends`` and
-``--fallback-model`` name, so that a reload can never leave a backend without a model.
+``--fallback-model`` (and ``--explore-floor-models``) name, so that a reload can never leave a
+backend without a model.
 
 A reload names any path, so the loader reads only a regular file of at most
 :data:`policies.artifact.MAX_POLICY_BYTES` (a FIFO, a device, a directory or a larger file is
@@ -52,8 +53,8 @@ def check_serving_policy(loaded: LoadedPolicy, required_models: Iterable[str] = 
     missing = [name for name in required_models if name not in loaded.models]
     if missing:
         raise PolicyError(
-            f"{loaded.path}: it lacks model(s) {missing} that --backends or --fallback-model "
-            f"name; its models are {list(loaded.models)}"
+            f"{loaded.path}: it lacks model(s) {missing} that --backends, --fallback-model or "
+            f"--explore-floor-models name; its models are {list(loaded.models)}"
         )
     return loaded
 

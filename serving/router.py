@@ -2,8 +2,8 @@
 
 :class:`Router` turns a validated request into decisions: it checks the size limits and the
 allowed models, scores the queries with the current policy, chooses a model per query
-(greedy, or ε-greedy with ``--explore-epsilon``), counts the choice and appends it to the
-decision log. The FastAPI routes (:mod:`serving.app`) and the fast path
+(greedy, or an exploration draw of :class:`serving.decisions.Exploration`: ``--explore``), counts
+the choice and appends it to the decision log. The FastAPI routes (:mod:`serving.app`) and the fast path
 (:class:`serving.middleware.LeanRoutes`) both call it, so a decision is made one way only.
 
 Decisions worth knowing:
@@ -36,7 +36,7 @@ from typing import Any
 from starlette.responses import Response
 
 from serving.batching import ScoreBatcher
-from serving.decisions import DecisionLog, choose, ranking
+from serving.decisions import DecisionLog, Exploration, ranking
 from serving.errors import ApiError
 from serving.metrics import Metrics
 from serving.policy import LoadedPolicy, PolicySlot
@@ -68,6 +68,25 @@ class Router:
         self.log = log
         self.rng = random.Random(settings.explore_seed)
         self.batcher = ScoreBatcher()
+        exploration = Exploration.of(settings, slot.current.models)
+        exploration.check_floor(len(slot.current.models))  # a ValueError stops the start (exit 2)
+        self._exploration = (slot.current, exploration)
+
+    def exploration(self, policy: LoadedPolicy) -> Exploration:
+        """The exploration rule for ``policy`` (built again after a reload: model indices may move).
+
+        A reloaded policy with more models can leave an all-models floor no room (``K·P >= 1``):
+        it is then capped per request (:class:`Exploration`), with a warning here.
+        """
+        cached_policy, exploration = self._exploration
+        if policy is not cached_policy:
+            exploration = Exploration.of(self.settings, policy.models)
+            try:
+                exploration.check_floor(len(policy.models))
+            except ValueError as exc:
+                logger.warning("policy %s: %s; the floor is capped at 1/K_f per request", policy.version, exc)
+            self._exploration = (policy, exploration)
+        return exploration
 
     def check_length(self, queries: list[str]) -> None:
         """Answer 413 when a query is over ``--max-query-chars``."""
@@ -141,7 +160,8 @@ class Router:
         self, policy: LoadedPolicy, rows: list[list[float]] | None, count: int, allowed: list[int]
     ) -> list[Decision]:
         """Choose a model for each of ``count`` queries from their ``rows`` of scores (None: the
-        fallback model), ε-greedy with ``--explore-epsilon``, and count it."""
+        fallback model) with the exploration rule, and count it."""
+        exploration = self.exploration(policy)
         decisions = []
         for i in range(count):
             if rows is None:
@@ -149,7 +169,7 @@ class Router:
                 index = fallback if fallback in allowed else allowed[0]
                 decision = Decision(uuid.uuid4().hex, index, 1.0, None)
             else:
-                index, propensity = choose(rows[i], allowed, self.settings.explore_epsilon, self.rng)
+                index, propensity = exploration.choose(rows[i], allowed, self.rng)
                 decision = Decision(uuid.uuid4().hex, index, propensity, rows[i])
             self.metrics.decided(policy.models[decision.index])
             decisions.append(decision)

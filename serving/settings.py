@@ -25,6 +25,8 @@ DEFAULT_MAX_CONNECTIONS = 1000
 
 #: How much of a query the decision log keeps: the text, its sha256 hex, or nothing.
 LogQueries = Literal["full", "hash", "none"]
+#: How the service explores (``--explore``): always the best score, ε-greedy, or softmax.
+ExploreRule = Literal["greedy", "epsilon", "softmax"]
 #: Which text of a chat request the proxy routes on.
 RouteOn = Literal["last-user", "conversation"]
 
@@ -58,8 +60,19 @@ class Settings:
             (``--decision-log``); none without it.
         log_queries: what the decision log keeps of a query (``--log-queries``).
         fallback_model: model to route to when scoring fails (``--fallback-model``).
+        explore: the exploration rule (``--explore``, :class:`serving.decisions.Exploration`);
+            None: ``epsilon`` when ``explore_epsilon`` > 0, else ``greedy`` (what
+            ``--explore-epsilon`` alone always meant). :attr:`explore_rule` resolves it.
         explore_epsilon: probability of routing to a uniformly random allowed model
-            (``--explore-epsilon``).
+            (``--explore-epsilon``); only with the ``epsilon`` rule.
+        explore_temperature: temperature of the ``softmax`` rule (``--explore-temperature``), in
+            the policy's score units (utility for ``utility`` policies: quality − w·cost);
+            required by that rule and refused with another, since no default fits every scale.
+        explore_floor: least probability of each floored allowed model (``--explore-floor``), in
+            [0, 1), on top of any rule; its count times this must stay below 1 (checked against
+            the policy at start, :meth:`serving.decisions.Exploration.check_floor`).
+        explore_floor_models: the models the floor applies to (``--explore-floor-models a,b``);
+            None: every model. Each must be a model of the policy, like ``--fallback-model``.
         explore_seed: seed of the exploration draws (``--explore-seed``), so a replayed traffic
             log explores the same way; ``None`` draws from the operating system's entropy.
             Worker ``i`` of ``--workers`` uses ``explore_seed + i``.
@@ -83,7 +96,11 @@ class Settings:
     decision_log: Path | None = None
     log_queries: LogQueries = "full"
     fallback_model: str | None = None
+    explore: ExploreRule | None = None
     explore_epsilon: float = 0.0
+    explore_temperature: float | None = None
+    explore_floor: float = 0.0
+    explore_floor_models: tuple[str, ...] | None = None
     explore_seed: int | None = None
     route_on: RouteOn = "last-user"
     api_token: str | None = field(default=None, repr=False)
@@ -110,10 +127,40 @@ class Settings:
         ):
             if not (math.isfinite(number) and number > 0):
                 raise ValueError(f"{flag} must be a finite number > 0, got {number}")
-        if not (math.isfinite(self.explore_epsilon) and 0.0 <= self.explore_epsilon <= 1.0):
-            raise ValueError(f"--explore-epsilon must be in [0, 1], got {self.explore_epsilon}")
+        self._check_exploration()
         if self.fallback_model == "":
             raise ValueError("--fallback-model must not be empty")
+
+    @property
+    def explore_rule(self) -> ExploreRule:
+        """``explore``, or the rule that ``--explore-epsilon`` alone implies."""
+        if self.explore is not None:
+            return self.explore
+        return "epsilon" if self.explore_epsilon > 0.0 else "greedy"
+
+    def _check_exploration(self) -> None:
+        """Reject exploration flags out of range or meaningless for the rule."""
+        if not (math.isfinite(self.explore_epsilon) and 0.0 <= self.explore_epsilon <= 1.0):
+            raise ValueError(f"--explore-epsilon must be in [0, 1], got {self.explore_epsilon}")
+        temperature = self.explore_temperature
+        if temperature is not None and not (math.isfinite(temperature) and temperature > 0.0):
+            raise ValueError(f"--explore-temperature must be a finite number > 0, got {temperature}")
+        if not (math.isfinite(self.explore_floor) and 0.0 <= self.explore_floor < 1.0):
+            raise ValueError(f"--explore-floor must be in [0, 1), got {self.explore_floor}")
+        rule = self.explore_rule
+        if self.explore_epsilon > 0.0 and rule != "epsilon":
+            raise ValueError(f"--explore-epsilon applies to --explore epsilon only, not --explore {rule}")
+        if rule == "epsilon" and self.explore_epsilon == 0.0:
+            raise ValueError("--explore epsilon needs --explore-epsilon > 0")
+        if rule == "softmax" and temperature is None:
+            raise ValueError("--explore softmax needs --explore-temperature T > 0 (in the policy's score units)")
+        if rule != "softmax" and temperature is not None:
+            raise ValueError(f"--explore-temperature applies to --explore softmax only, not --explore {rule}")
+        if self.explore_floor_models is not None:
+            if self.explore_floor == 0.0:
+                raise ValueError("--explore-floor-models needs --explore-floor > 0")
+            if not self.explore_floor_models or "" in self.explore_floor_models:
+                raise ValueError(f"--explore-floor-models has an empty name: {','.join(self.explore_floor_models)!r}")
 
     @staticmethod
     def tokens_from_env() -> dict[str, str | None]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import AfterValidator, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
@@ -32,6 +32,7 @@ from evaluation.evaluate import EvaluationConfig
 from policies.faults import fault_point
 
 STRICT = ConfigDict(extra="forbid")
+Config = TypeVar("Config")
 
 
 @dataclass(frozen=True, config=STRICT)
@@ -184,21 +185,31 @@ def load_config(
             for key in ("path", "prices"):
                 if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
                     data[key] = str((path.parent / data[key]).resolve())
+    apply_overrides(tree, overrides)
+    if cli_data is not None:
+        _set(tree, "data.path", cli_data)
+    if seed is not None:
+        tree["seed"] = seed
+    return validated(RunConfig, tree, path)
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> None:
+    """Apply ``--set key=value`` overrides (dotted keys; values parsed as YAML) to a configuration tree."""
     for override in overrides:
         key, separator, raw = override.partition("=")
         if not separator or not key:
             raise DataError(f"--set {override!r}: expected key=value, e.g. agent.linucb.ridge=3")
         _set(tree, key.strip(), yaml.safe_load(raw))
-    if cli_data is not None:
-        _set(tree, "data.path", cli_data)
-    if seed is not None:
-        tree["seed"] = seed
+
+
+def validated(kind: type[Config], tree: dict[str, Any], path: Path | None) -> Config:
+    """``kind(**tree)``, every invalid field one :class:`DataError` naming the file and the fields."""
     try:
-        return RunConfig(**tree)
+        return kind(**tree)
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
         raise DataError(f"invalid configuration{f' {path}' if path else ''}: {problems}") from None
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         raise DataError(f"invalid configuration{f' {path}' if path else ''}: {error}") from None
 
 

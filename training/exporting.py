@@ -1,4 +1,5 @@
-"""The run's ``policy.pt``: the exported agent, its featurizer and the metadata of docs/contracts.md §2."""
+"""The run's ``policy.pt`` (the exported agent, its featurizer and the metadata of docs/contracts.md §2) and,
+for a text policy, ``learner.npz``: what ``python -m training.follow`` continues from."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from data.featurizer import TextFeaturizer
 from policies.export import PolicyMetadata, build_embedding_policy, build_text_policy, save_policy
 from training.config import RunConfig
 from training.inputs import ExportedPolicy, RunInputs
+from training.live_learner import LEARNER_FILE, save_learner
 
 
 def featurizer_summary(config: RunConfig, featurizer: TextFeaturizer | None, dimension: int) -> dict[str, Any]:
@@ -27,7 +29,7 @@ def featurizer_summary(config: RunConfig, featurizer: TextFeaturizer | None, dim
 def export_policy(
     config: RunConfig, inputs: RunInputs, exported: ExportedPolicy, report: dict[str, Any], out: Path
 ) -> None:
-    """Write ``policy.pt`` with the metadata of docs/contracts.md §2.5.
+    """Write ``policy.pt`` with the metadata of docs/contracts.md §2.5 (and, for text, ``learner.npz``).
 
     ``metrics`` are the report's held-out ones; ``training_data`` (the report's ``exported_policy``)
     says whether they are this policy's, or those of the policy evaluated before a refit on every
@@ -55,4 +57,5 @@ def export_policy(
         module = build_embedding_policy(linear_map, agent.head(), metadata, clamp_cost_weight=clamp)
     else:
         module = build_text_policy(featurizer, linear_map, agent.head(), metadata, clamp_cost_weight=clamp)
+        save_learner(out / LEARNER_FILE, featurizer, list(inputs.models), config.agent.linucb.ridge, agent)
     save_policy(module, metadata, out / "policy.pt")

@@ -67,7 +67,17 @@ Refit = Callable[[Learned, float], ExportedPolicy]
 RUN_DIRECTORY = OutputKind(
     "run directory",
     frozenset(
-        {"config.yaml", "rejected.jsonl", "checkpoints", "tb", "frontier.png", "policy.pt", "report.json", "report.md"}
+        {
+            "config.yaml",
+            "rejected.jsonl",
+            "checkpoints",
+            "tb",
+            "frontier.png",
+            "policy.pt",
+            "learner.npz",
+            "report.json",
+            "report.md",
+        }
     ),
     overwrite_hint="pass --overwrite or --resume",
 )

@@ -1,0 +1,394 @@
+"""The production learning loop (``python -m training.follow``): exact statistics, kills, the gate, drift, rollback.
+
+Most decision logs here are written as ``serve.py`` writes them (:func:`serve_offline`: the policy
+in service decides ε-greedy, each decision with its exact propensity, and the feedback follows
+with the logged world's outcome); the last test runs the loop through the real service over HTTP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from conftest import ROOT, run_train
+from test_serve import _start_server, _stop
+
+from agents.linucb_statistics import LinUCBStatistics
+from data.loading import load_log
+from data.routing_log import RoutingLog
+from data.splits import hash_unit
+from policies.artifact import load_policy
+from training.checkpoints import read_checkpoint
+from training.drift import PageHinkley
+from training.follower import CHECKPOINT, FollowConfig, Follower
+from training.live_learner import LEARNER_FILE, LiveLearner
+from training.promotion import compare
+from training.run import RunResult
+
+DEMO = ROOT / "data" / "demo" / "demo.jsonl"
+
+
+def serve_offline(
+    policy: Path, log: RoutingLog, path: Path, order: np.ndarray, epsilon: float = 0.2, seed: int = 0
+) -> None:
+    """Append the decisions and feedback of ``log``'s queries in ``order`` as serve.py would, ε-greedy."""
+    served = load_policy(policy)
+    rng = random.Random(seed)
+    weight = served.default_cost_weight
+    scores = served.scores([log.queries[i] for i in order], weight).double().numpy()
+    k = log.n_models
+    with open(path, "a", encoding="utf-8") as out:
+        for row, i in zip(scores, order.tolist()):
+            greedy = int(np.argmax(row))
+            action = rng.randrange(k) if rng.random() < epsilon else greedy
+            propensity = (1 - epsilon if action == greedy else 0.0) + epsilon / k
+            query_id = uuid.UUID(int=rng.getrandbits(128)).hex
+            decision = {
+                "query_id": query_id,
+                "query": log.queries[i],
+                "model": log.models[action],
+                "propensity": propensity,
+                "cost_weight": weight,
+                "policy_version": served.version,
+                "timestamp": "2025-01-01T00:00:00+00:00",
+            }
+            feedback = {
+                "query_id": query_id,
+                "quality": float(log.quality[i, action]),
+                "cost": float(log.cost[i, action]),
+            }
+            out.write(json.dumps(decision) + "\n" + json.dumps(feedback) + "\n")
+
+
+def follow_cli(*args: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m training.follow ARGS``, optionally killed at a fault point."""
+    env = {**os.environ, "ROUTERL_FAULT": fault or ""}
+    return subprocess.run(
+        [sys.executable, "-m", "training.follow", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_log() -> RoutingLog:
+    return load_log(DEMO).log
+
+
+@pytest.fixture(scope="module")
+def stale_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A policy trained on 80 queries of the demo's world: production traffic can prove a better one."""
+    folder = tmp_path_factory.mktemp("stale")
+    small = folder / "small.jsonl"
+    subprocess.run(
+        [sys.executable, "-m", "data", "synth", "--queries", "80", "--out", str(small)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    result = run_train("--data", str(small), "--out", str(folder / "run"), "--no-tune")
+    assert result.returncode == 0, result.stderr
+    return folder / "run"
+
+
+def test_statistics_equal_a_batch_fit_on_the_same_rounds(stale_run: Path, demo_log: RoutingLog, tmp_path: Path) -> None:
+    """With discount 1 the learner's statistics are the run's plus LinUCB's batch statistics of the
+    learned rounds, as the batch reader (data.loading) joins them from the same log."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    serve_offline(stale_run / "policy.pt", demo_log, logs / "decisions.jsonl", np.arange(600))
+    with open(logs / "decisions.jsonl", "a") as log:  # two rejected records, counted
+        log.write('{"query_id": "x", "quality": 0.5, "cost": 0}\n{"query_id": "x", "quality": 0.5, "cost": 0}\n')
+    config = FollowConfig(poll_bytes=30_000)
+    follower = Follower(stale_run, logs, tmp_path / "live", config)
+    while follower.step():
+        pass
+    batch = load_log(logs).log
+    assert follower.rounds == batch.n_queries == 600
+    assert follower.stream.rejected == {"duplicate outcome": 1} and list(follower.stream.early) == ["x"]
+    learned = hash_unit(batch.query_ids, config.seed) >= config.holdout_share
+    assert follower.learned == learned.sum() and len(follower.holdout) == 600 - learned.sum()
+    start = LiveLearner.load(stale_run / LEARNER_FILE)
+    assert batch.action is not None
+    actions = batch.action[learned]
+    rows = np.arange(batch.n_queries)[learned]
+    expected = LinUCBStatistics.of(
+        start.features([batch.queries[i] for i in rows]),
+        batch.quality[rows, actions],
+        batch.cost[rows, actions],
+        actions,
+        n_models=batch.n_models,
+    )
+    assert np.allclose(follower.learner.statistics["gram"], start.statistics["gram"] + expected.gram, rtol=1e-12)
+    assert np.allclose(
+        follower.learner.statistics["target_quality"],
+        start.statistics["target_quality"] + expected.target_quality,
+        rtol=1e-12,
+    )
+    assert np.array_equal(
+        follower.learner.statistics["observations"], start.statistics["observations"] + expected.observations
+    )
+
+
+def test_discount_weights_rounds_by_age_whatever_the_batching(stale_run: Path, demo_log: RoutingLog) -> None:
+    """Adding rounds in two batches with γ < 1 equals adding them at once: round i of n weighs γ^(n−1−i)."""
+    learner = LiveLearner.load(stale_run / LEARNER_FILE)
+    x = learner.features(demo_log.queries[:50])
+    actions, quality, cost = np.arange(50) % demo_log.n_models, np.linspace(0, 1, 50), np.full(50, 1e-4)
+    once, twice = LiveLearner.load(stale_run / LEARNER_FILE), LiveLearner.load(stale_run / LEARNER_FILE)
+    once.add(x, actions, quality, cost, 0.99)
+    twice.add(x[:20], actions[:20], quality[:20], cost[:20], 0.99)
+    twice.add(x[20:], actions[20:], quality[20:], cost[20:], 0.99)
+    for name, value in once.statistics.items():
+        assert np.allclose(value, twice.statistics[name], rtol=1e-12, atol=1e-15), name
+    assert once.statistics["observations"].sum() == pytest.approx(
+        0.99**50 * learner.statistics["observations"].sum() + sum(0.99**age for age in range(50))
+    )
+
+
+@pytest.mark.parametrize("fault", ["checkpoint-written:3", "checkpoint-renamed:5", "policy-written:2"])
+def test_a_kill_at_any_point_then_a_restart_ends_as_an_uninterrupted_run(
+    fault: str, stale_run: Path, demo_log: RoutingLog, tmp_path: Path
+) -> None:
+    """SIGKILL inside a step (before or after its checkpoint, or while promoting), then a restart:
+    the checkpoint, the versions and the events equal those of a run that was never killed."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    serve_offline(stale_run / "policy.pt", demo_log, logs / "decisions.jsonl", np.tile(np.arange(1500), 1)[:1400])
+    settings = ["--set", "poll_bytes=60000", "--set", "gate_every=300", "--set", "min_holdout=100"]
+    common = ["--run", str(stale_run), "--logs", str(logs), "--exit-when-idle", *settings]
+    whole = follow_cli("--out", str(tmp_path / "whole"), *common)
+    assert whole.returncode == 0, whole.stderr
+    killed = follow_cli("--out", str(tmp_path / "killed"), *common, fault=fault)
+    assert killed.returncode == -9, killed.stderr
+    again = follow_cli("--out", str(tmp_path / "killed"), *common)
+    assert again.returncode == 0, again.stderr
+    expected, got = read_checkpoint(tmp_path / "whole" / CHECKPOINT), read_checkpoint(tmp_path / "killed" / CHECKPOINT)
+    for name, value in expected["learner"].items():
+        assert np.array_equal(value, got["learner"][name]), name
+    for key in ("stream", "holdout", "rounds", "learned", "version", "drift"):
+        assert expected[key] == got[key], key
+    assert [e["kind"] for e in expected["events"]] == [e["kind"] for e in got["events"]]
+    assert "promote" in [e["kind"] for e in expected["events"]]
+    versions = sorted(p.name for p in (tmp_path / "whole" / "versions").glob("v*.pt"))
+    assert versions == sorted(p.name for p in (tmp_path / "killed" / "versions").glob("v*.pt"))
+    whole_policy, killed_policy = (
+        load_policy(tmp_path / "whole" / "policy.pt"),
+        load_policy(tmp_path / "killed" / "policy.pt"),
+    )
+    assert whole_policy.fingerprint == killed_policy.fingerprint  # the same data (the file's bytes hold its time)
+    queries = demo_log.queries[:200]
+    assert np.array_equal(whole_policy.scores(queries, 300.0).numpy(), killed_policy.scores(queries, 300.0).numpy())
+
+
+def test_a_stale_policy_is_replaced_and_rollback_restores_it(
+    stale_run: Path, demo_log: RoutingLog, tmp_path: Path
+) -> None:
+    """From a policy trained on 80 queries, replayed demo traffic proves a better one within 1,500 rounds;
+    ``--rollback 0`` puts the starting policy back in service."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    serve_offline(stale_run / "policy.pt", demo_log, logs / "decisions.jsonl", np.arange(1500))
+    out = tmp_path / "live"
+    result = follow_cli("--run", str(stale_run), "--logs", str(logs), "--out", str(out), "--exit-when-idle")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    promotions = [e for e in events if e["kind"] == "promote"]
+    assert promotions and promotions[0]["round"] <= 1500 and promotions[0]["detail"]["lower"] > 0
+    record = json.loads((out / "versions" / "v0001.json").read_text())
+    assert record["evaluation"]["promoted"] and record["policy_version"] == load_policy(out / "policy.pt").version
+    back = follow_cli("--out", str(out), "--rollback", "0")
+    assert back.returncode == 0 and "version 0 installed" in back.stdout
+    assert load_policy(out / "policy.pt").version == load_policy(stale_run / "policy.pt").version
+    missing = follow_cli("--out", str(out), "--rollback", "7")
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no version 7" in missing.stderr
+
+
+def test_the_gate_refuses_a_candidate_built_to_be_worse(
+    tmp_path: Path, demo_run: RunResult, demo_log: RoutingLog
+) -> None:
+    """A learner whose prior swaps the models' quality estimates yields candidates worse than the
+    trained policy in service: every decision of the gate is a refusal, each estimate negative."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "policy.pt").write_bytes((demo_run.directory / "policy.pt").read_bytes())
+    with np.load(demo_run.directory / LEARNER_FILE) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    arrays["target_quality"] = arrays["target_quality"][::-1].copy()  # the best model's estimate to the worst
+    np.savez(run / LEARNER_FILE, **arrays)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    serve_offline(run / "policy.pt", demo_log, logs / "decisions.jsonl", np.arange(1500))
+    follower = Follower(run, logs, tmp_path / "live", FollowConfig(gate_every=400))
+    follower.step()
+    decisions = [e for e in follower.events if e["kind"] in ("promote", "refuse")]
+    assert decisions and all(e["kind"] == "refuse" for e in decisions)
+    assert all(e["detail"]["estimate"] < 0 for e in decisions if "estimate" in e["detail"])
+    assert follower.history.versions() == [0]
+
+
+def test_compare_is_the_paired_doubly_robust_difference() -> None:
+    """Rounds where both policies agree add 0; with m̂ = 0 the estimate is IPS of the difference."""
+    actions = np.array([0, 1, 0, 1])
+    rewards = np.array([1.0, 0.0, 1.0, 0.5])
+    propensities = np.full(4, 0.5)
+    result = compare(
+        np.array([0, 0, 0, 0]),
+        np.array([1, 1, 0, 1]),
+        np.zeros((4, 2)),
+        actions,
+        rewards,
+        propensities,
+        margin=0.0,
+        confidence=0.95,
+    )
+    per_round = np.array([1.0 / 0.5, -0.0 / 0.5, 0.0, -0.5 / 0.5])
+    assert result.estimate == pytest.approx(per_round.mean())
+    assert result.differing == 3 and result.rounds == 4
+    half = 1.6448536269514722 * per_round.std(ddof=1) / 2
+    assert result.lower == pytest.approx(per_round.mean() - half) and result.promoted == (result.lower > 0)
+
+
+def test_page_hinkley_alarms_soon_after_a_known_drop_and_not_before() -> None:
+    """Rewards Bernoulli(0.8) for 3,000 rounds, then Bernoulli(0.5): no alarm before, one within 400 after."""
+    rng = np.random.default_rng(0)
+    rewards = np.concatenate([rng.random(3000) < 0.8, rng.random(2000) < 0.5]).astype(float)
+    test = PageHinkley(tolerance=0.05, threshold=50.0)
+    alarms = test.update(rewards)
+    assert alarms and 3000 <= alarms[0] <= 3400
+
+
+def test_drift_at_a_known_round_is_detected_and_the_policy_recovers(
+    demo_run: RunResult, demo_log: RoutingLog, tmp_path: Path
+) -> None:
+    """After round 1,500 the model the trained policy serves most and the worst model swap answers:
+    the follower raises a drift alarm after the change (not before), forgets, and promotes a policy
+    learned from the new world."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    follower = Follower(demo_run.directory, logs, tmp_path / "live", FollowConfig(gate_every=300, min_holdout=100))
+    served = load_policy(demo_run.directory / "policy.pt")
+    choices = served.scores(demo_log.queries, served.default_cost_weight).numpy().argmax(axis=1)
+    most, worst = int(np.bincount(choices).argmax()), int(demo_log.quality.mean(axis=0).argmin())
+    swap = np.arange(demo_log.n_models)
+    swap[most], swap[worst] = worst, most
+    changed = dataclasses.replace(demo_log, quality=demo_log.quality[:, swap])
+    for chunk in range(12):  # 6 x 250 rounds of the old world, then 6 of the new; the policy in service decides
+        world = demo_log if chunk < 6 else changed
+        serve_offline(
+            follower.history.serving,
+            world,
+            logs / "decisions.jsonl",
+            np.arange(chunk * 250, (chunk + 1) * 250) % 1500,
+            seed=chunk,
+        )
+        while follower.step():
+            pass
+    drifts = [e for e in follower.events if e["kind"] == "drift"]
+    assert drifts and all(e["round"] > 1500 for e in drifts)
+    assert any(e["kind"] == "promote" and e["round"] > drifts[0]["round"] for e in follower.events)
+
+
+def test_through_the_real_service_a_promotion_reloads_it_and_new_decisions_carry_its_version(
+    stale_run: Path, demo_log: RoutingLog, tmp_path: Path
+) -> None:
+    """serve.py explores (ε = 0.5, so that DR has the power to tell within 3,000 rounds) and logs;
+    clients route by HTTP and send feedback one batch late; the follower (query ids are random, so
+    its held-out split is too, and the traffic is long enough for the gate whatever the split),
+    told the service's address and admin token, promotes a better policy and reloads the running
+    service, whose next decisions are logged with the new version."""
+    logs, out = tmp_path / "logs", tmp_path / "live"
+    logs.mkdir()
+    first = follow_cli("--run", str(stale_run), "--logs", str(logs), "--out", str(out), "--exit-when-idle")
+    assert first.returncode == 0, first.stderr  # the folder exists, version 0 in service
+    token = {"ROUTERL_ADMIN_TOKEN": "admin-secret"}
+    server = _start_server(
+        out / "policy.pt",
+        tmp_path,
+        "--decision-log",
+        str(logs / "decisions.jsonl"),
+        "--explore-epsilon",
+        "0.5",
+        "--explore-seed",
+        "3",
+        env=token,
+    )
+    try:
+        with httpx.Client(base_url=server.base_url, timeout=30) as client:
+            late: list[tuple[str, int, str]] = []
+            for start in range(0, 3000, 50):  # the demo's queries twice
+                rows = [i % 1500 for i in range(start, start + 50)]
+                answer = client.post("/route/batch", json={"queries": [demo_log.queries[i] for i in rows]}).json()
+                for query_id, i, model in late:  # the previous batch's outcomes arrive now
+                    k = demo_log.models.index(model)
+                    sent = {
+                        "query_id": query_id,
+                        "quality": float(demo_log.quality[i, k]),
+                        "cost": float(demo_log.cost[i, k]),
+                    }
+                    assert client.post("/feedback", json=sent).status_code == 200
+                late = list(zip(answer["query_ids"], rows, answer["models"]))
+            env = {**os.environ, **token}
+            followed = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "training.follow",
+                    "--run",
+                    str(stale_run),
+                    "--logs",
+                    str(logs),
+                    "--out",
+                    str(out),
+                    "--service",
+                    server.base_url,
+                    "--exit-when-idle",
+                    "--set",
+                    "gate_every=300",
+                    "--set",
+                    "min_holdout=100",
+                ],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert followed.returncode == 0, followed.stderr
+            events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+            promotions = [e for e in events if e["kind"] == "promote"]
+            assert promotions and all(e["detail"]["service"] == "reloaded" for e in promotions)
+            live = load_policy(out / "policy.pt").version
+            assert client.get("/healthz").json()["policy"]["version"] == live
+            client.post("/route/batch", json={"queries": demo_log.queries[:20]})
+    finally:
+        _stop(server.process)
+    records = [json.loads(line) for line in (logs / "decisions.jsonl").read_text().splitlines()]
+    decisions = [r for r in records if "policy_version" in r]
+    assert len(decisions) == 3020 and {r["policy_version"] for r in decisions[-20:]} == {live}
+    assert sum(r["propensity"] < 1 for r in decisions) > 0
+
+
+def test_the_learner_file_continues_the_run_exactly(demo_run: RunResult, demo_log: RoutingLog) -> None:
+    """``learner.npz`` holds the run's featurizer, λ and statistics: solved with no new round, it
+    scores the queries as the run's exported ``policy.pt`` does."""
+    learner = LiveLearner.load(demo_run.directory / LEARNER_FILE)
+    served = load_policy(demo_run.directory / "policy.pt")
+    queries = demo_log.queries[:300]
+    ours = learner.agent().scores(learner.features(queries), served.default_cost_weight)
+    theirs = served.scores(queries, served.default_cost_weight).double().numpy()
+    assert learner.models == list(served.models)
+    assert np.allclose(ours, theirs, atol=1e-5)
+    assert np.array_equal(ours.argmax(axis=1), theirs.argmax(axis=1))
