@@ -27,10 +27,11 @@ from data.loading import load_log
 from data.routing_log import RoutingLog
 from data.splits import hash_unit
 from policies.artifact import load_policy
+from policies.export import PolicyMetadata, build_text_policy, save_policy
 from training.checkpoints import read_checkpoint
 from training.drift import PageHinkley
 from training.follower import CHECKPOINT, FollowConfig, Follower
-from training.live_learner import LEARNER_FILE, LiveLearner
+from training.live_learner import LEARNER_FILE, LiveLearner, save_learner
 from training.promotion import compare
 from training.run import RunResult
 
@@ -101,6 +102,24 @@ def stale_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = run_train("--data", str(small), "--out", str(folder / "run"), "--no-tune")
     assert result.returncode == 0, result.stderr
     return folder / "run"
+
+
+@pytest.fixture(scope="module")
+def reversed_run(demo_run: RunResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run whose policy was built to be bad (the demo run's quality estimates given to the models
+    in reverse order) and whose learner keeps the demo's featurizer but no statistics: production
+    traffic proves a better policy within a few hundred held-out rounds whatever the split."""
+    run = tmp_path_factory.mktemp("reversed")
+    learner = LiveLearner.load(demo_run.directory / LEARNER_FILE)
+    learner.statistics["target_quality"] = learner.statistics["target_quality"][::-1].copy()
+    agent = learner.agent()
+    metadata = load_policy(demo_run.directory / "policy.pt").metadata
+    kept = ("models", "default_cost_weight", "cost_weight_range", "score_kind", "agent", "featurizer")
+    described = PolicyMetadata(**{key: metadata[key] for key in kept}, data_fingerprint="reversed")
+    module = build_text_policy(learner.featurizer, agent.linear_map(), agent.head(), described)
+    save_policy(module, described, run / "policy.pt")
+    save_learner(run / LEARNER_FILE, learner.featurizer, learner.models, learner.ridge, None)
+    return run
 
 
 def test_statistics_equal_a_batch_fit_on_the_same_rounds(stale_run: Path, demo_log: RoutingLog, tmp_path: Path) -> None:
@@ -302,16 +321,16 @@ def test_drift_at_a_known_round_is_detected_and_the_policy_recovers(
 
 
 def test_through_the_real_service_a_promotion_reloads_it_and_new_decisions_carry_its_version(
-    stale_run: Path, demo_log: RoutingLog, tmp_path: Path
+    reversed_run: Path, demo_log: RoutingLog, tmp_path: Path
 ) -> None:
-    """serve.py explores (ε = 0.5, so that DR has the power to tell within 3,000 rounds) and logs;
+    """A policy built to be bad is served; serve.py explores (ε = 0.5) and logs;
     clients route by HTTP and send feedback one batch late; the follower (query ids are random, so
     its held-out split is too, and the traffic is long enough for the gate whatever the split),
     told the service's address and admin token, promotes a better policy and reloads the running
     service, whose next decisions are logged with the new version."""
     logs, out = tmp_path / "logs", tmp_path / "live"
     logs.mkdir()
-    first = follow_cli("--run", str(stale_run), "--logs", str(logs), "--out", str(out), "--exit-when-idle")
+    first = follow_cli("--run", str(reversed_run), "--logs", str(logs), "--out", str(out), "--exit-when-idle")
     assert first.returncode == 0, first.stderr  # the folder exists, version 0 in service
     token = {"ROUTERL_ADMIN_TOKEN": "admin-secret"}
     server = _start_server(
@@ -347,7 +366,7 @@ def test_through_the_real_service_a_promotion_reloads_it_and_new_decisions_carry
                     "-m",
                     "training.follow",
                     "--run",
-                    str(stale_run),
+                    str(reversed_run),
                     "--logs",
                     str(logs),
                     "--out",
