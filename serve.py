@@ -3,7 +3,7 @@
     python serve.py --policy runs/demo/policy.pt [--host 127.0.0.1] [--port 8000]
         [--backends configs/backends.yaml] [--decision-log decisions.jsonl]
         [--explore-epsilon 0.05 | --explore softmax --explore-temperature 0.05] [--explore-seed 0]
-        [--explore-floor 0.01 [--explore-floor-models new-13b]]
+        [--explore-floor 0.01 [--explore-floor-models new-13b] [--explore-new-models brand-new-9b]]
         [--fallback-model small-7b] [--log-queries full|hash|none]
         [--max-feedback-cost 100] [--header-timeout 10] [--body-timeout 30] [--max-connections 1000]
 
@@ -107,7 +107,15 @@ def _add_exploration(parser: argparse.ArgumentParser) -> None:
         "--explore-floor-models",
         type=_model_names,
         metavar="A,B",
-        help="the models that --explore-floor applies to (default: every model)",
+        help="the models that --explore-floor applies to (default: every model; only the new ones with "
+        "--explore-new-models)",
+    )
+    parser.add_argument(
+        "--explore-new-models",
+        type=_model_names,
+        metavar="A,B",
+        help="models added to the pool that the policy may not know yet: each gets exactly --explore-floor of the "
+        "requests that allow it (a floored model once a policy knows it); with --backends each needs a backend",
     )
 
 

@@ -89,8 +89,7 @@ class Service:
     def build(cls, policy: str | Path | LoadedPolicy, settings: Settings, shared_policy_file: Path | None) -> Service:
         """Load and check the policy, read the backends, open the decision log."""
         backends = load_backends(settings.backends) if settings.backends else {}
-        fallback = [settings.fallback_model] if settings.fallback_model else []
-        required = [*backends, *fallback, *(settings.explore_floor_models or ())]
+        required = settings.required_models(backends)
         loaded = policy if isinstance(policy, LoadedPolicy) else load_policy(policy)
         slot = PolicySlot(check_serving_policy(loaded, required), required)
         metrics = Metrics()

@@ -3,8 +3,9 @@
 The rule (:class:`Exploration`, docs/contracts.md §4.1 and §5.2) is greedy, ε-greedy
 (``--explore-epsilon``) or softmax over the scores (``--explore softmax --explore-temperature
 T``), optionally with a guaranteed minimum share per model (``--explore-floor P``, for the models
-of ``--explore-floor-models`` or all). Every rule goes through one code path: the probability of
-each allowed model, then one seeded draw from it (``--explore-seed``).
+of ``--explore-floor-models`` or all) and models that the policy does not know yet, each explored
+with exactly that share (``--explore-new-models``). Every rule goes through one code path: the
+probability of each allowed model, then one seeded draw from it (``--explore-seed``).
 
 Decision log format (docs/contracts.md §5), one JSON object per line, appended:
 
@@ -23,6 +24,7 @@ models; 1 without exploration or for a scoring fallback).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import logging
@@ -51,8 +53,12 @@ def best(scores: list[float], allowed: list[int]) -> int:
 
 
 def ranking(scores: list[float], allowed: list[int]) -> list[int]:
-    """``allowed`` from the highest score to the lowest; ties keep the lower index first."""
-    return sorted(allowed, key=lambda index: (-scores[index], index))
+    """``allowed`` from the highest score to the lowest; ties keep the lower index first.
+
+    An index past ``scores`` (a new model, :attr:`Exploration.new_models`: no score) comes last.
+    """
+    scored = len(scores)
+    return sorted(allowed, key=lambda index: (-scores[index] if index < scored else math.inf, index))
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,14 @@ class Exploration:
     more models; the start refuses it, :meth:`check_floor`), P is capped at ``1/K_f`` for that
     request: uniform over the floored models, nothing left for the rule.
 
+    New models (``--explore-new-models``, :attr:`new_models`: named, but not models of the policy,
+    so without a score) take the indices after the policy's K models, ``K + j`` for the j-th, and
+    are floored models whose ``p_rule`` is 0: each allowed one gets exactly P, and the policy's
+    allowed models share the remaining ``1 − n·P`` by the rule and its floor (n new models allowed
+    in the request), so ``K_f`` above counts them too. A request that allows only new models is
+    uniform over them. A new model that the policy knows (a promoted policy learned it) is an
+    ordinary floored model, in :attr:`floored`.
+
     :meth:`choose` draws from exactly these probabilities and returns the drawn model's one as
     its propensity, so the decision log's ``propensity`` is the probability under the rule that
     chose, whatever the rule, the floor and the request's ``allowed_models``. The values are
@@ -90,6 +104,8 @@ class Exploration:
         temperature: T of the ``softmax`` rule, finite and > 0.
         floor: P, in [0, 1); 0 = no floor.
         floored: indices of the floored models in the policy's ``models()``; None = every model.
+        new_models: names of the models after the policy's (indices ``K``, ``K + 1``, ...), always
+            floored, never scored; empty without ``--explore-new-models``.
     """
 
     rule: ExploreRule = "greedy"
@@ -97,39 +113,55 @@ class Exploration:
     temperature: float = 1.0
     floor: float = 0.0
     floored: frozenset[int] | None = None
+    new_models: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, settings: Settings, models: Sequence[str]) -> Exploration:
-        """The rule of ``settings`` for a policy with ``models`` (floored names become indices)."""
+        """The rule of ``settings`` for a policy with ``models``: floored names become indices, and
+        the ``--explore-new-models`` that the policy knows are floored, the others appended.
+
+        With ``--explore-new-models`` the floor applies to those and to the models of
+        ``--explore-floor-models`` only (not to every model, the default without new models).
+        """
+        new = settings.explore_new_models or ()
         names = settings.explore_floor_models
+        floored = None
+        if names is not None or new:
+            known_new = [name for name in new if name in models]
+            floored = frozenset(models.index(name) for name in (*(names or ()), *known_new))
         return cls(
             settings.explore_rule,
             settings.explore_epsilon,
             settings.explore_temperature or 1.0,
             settings.explore_floor,
-            None if names is None else frozenset(models.index(name) for name in names),
+            floored,
+            tuple(name for name in new if name not in models),
         )
 
     def check_floor(self, model_count: int) -> None:
         """Raise ``ValueError`` (naming the flags) unless the floor leaves the rule a share
-        (``K_f·P < 1``) for a policy of ``model_count`` models."""
-        floored = model_count if self.floored is None else len(self.floored)
+        (``K_f·P < 1``, new models counted) for a policy of ``model_count`` models."""
+        in_policy = model_count if self.floored is None else len(self.floored)
+        floored = in_policy + len(self.new_models)
         if self.floor * floored >= 1.0:
             which = "--explore-floor-models" if self.floored is not None else "the policy's models"
+            if self.new_models:
+                which = f"{in_policy} in the policy, {len(self.new_models)} of --explore-new-models not in it"
             raise ValueError(
                 f"--explore-floor {self.floor:g} for each of {floored} floored models ({which}) leaves "
                 f"nothing to the rule; it must be < 1/{floored}"
             )
 
     def probabilities(self, scores: list[float], allowed: list[int]) -> list[float]:
-        """The probability of each model (index into ``scores``; 0 for a model not allowed)."""
-        result = [0.0] * len(scores)
+        """The probability of each model: the policy's (``scores``' indices), then the new models
+        (0 for a model not allowed)."""
+        result = [0.0] * (len(scores) + len(self.new_models))
         for index, probability in zip(allowed, self._allowed_probabilities(scores, allowed), strict=True):
             result[index] = probability
         return result
 
     def choose(self, scores: list[float], allowed: list[int], rng: random.Random) -> tuple[int, float]:
-        """Draw a model among ``allowed`` (sorted indices): ``(index, its probability)``.
+        """Draw a model among ``allowed`` (sorted indices, new models' last): ``(index, its probability)``.
 
         One uniform draw from ``rng``, inverted through the cumulative probabilities in index
         order (a model of probability 0 is never drawn); the greedy rule without a floor draws
@@ -148,15 +180,25 @@ class Exploration:
         return allowed[last], probabilities[last]
 
     def _allowed_probabilities(self, scores: list[float], allowed: list[int]) -> list[float]:
-        """The probabilities of ``allowed``'s models, in its order: the rule's, then the floor."""
-        rule = self._rule_probabilities(scores, allowed)
+        """The probabilities of ``allowed``'s models, in its order: the rule's, then the floor.
+
+        New models (indices past ``scores``, at the end of the sorted ``allowed``) get nothing from
+        the rule and are floored; with no scored model allowed the floor is uniform over them.
+        """
+        scored = len(scores)
+        if allowed[-1] < scored:  # no new model allowed: always so without --explore-new-models
+            rule = self._rule_probabilities(scores, allowed)
+        else:
+            first_new = bisect.bisect_left(allowed, scored)
+            rule = self._rule_probabilities(scores, allowed[:first_new]) if first_new else []
+            rule += [0.0] * (len(allowed) - first_new)
         if self.floor == 0.0:
             return rule
-        floored = [self.floored is None or index in self.floored for index in allowed]
+        floored = [self.floored is None or index in self.floored or index >= scored for index in allowed]
         count = sum(floored)
         if count == 0:
             return rule
-        floor = min(self.floor, 1.0 / count)
+        floor = min(self.floor, 1.0 / count) if allowed[0] < scored else 1.0 / count
         kept = max(0.0, 1.0 - count * floor)
         return [kept * p + (floor if is_floored else 0.0) for p, is_floored in zip(rule, floored, strict=True)]
 

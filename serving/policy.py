@@ -4,7 +4,8 @@ Loading and checking the artifact is :mod:`policies.artifact`'s job (torch only,
 training code). The service adds what serving needs: the policy must route text
 (``input_kind`` ``"text"``) and must still know every model that ``--backends`` and
 ``--fallback-model`` (and ``--explore-floor-models``) name, so that a reload can never leave a
-backend without a model.
+backend without a model; the models of ``--explore-new-models`` are exempt (their backends
+serve them whether or not the policy knows them, :meth:`serving.settings.Settings.required_models`).
 
 A reload names any path, so the loader reads only a regular file of at most
 :data:`policies.artifact.MAX_POLICY_BYTES` (a FIFO, a device, a directory or a larger file is

@@ -158,7 +158,8 @@ class ChatProxy:
     """Forwards chat requests to the backends, in the order the router ranks them."""
 
     def __init__(self, backends: dict[str, Backend], metrics: Metrics) -> None:
-        """Proxy to ``backends`` ({policy model: backend}); count fallbacks in ``metrics``."""
+        """Proxy to ``backends`` ({model of the policy or of ``--explore-new-models``: backend});
+        count fallbacks in ``metrics``."""
         self.backends = backends
         self.metrics = metrics
         self.client = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000))

@@ -12,6 +12,9 @@ Decisions worth knowing:
   by the operator, whose remedy is to send less, unlike a 422, which means the request is wrong.
 - ``allowed_models`` restricts the choice to those models; ``/route`` still reports the scores
   of every model. Ties go to the lower model index.
+- The models of ``--explore-new-models`` that the policy does not know are chosen, logged and
+  counted like the policy's (after them in index order), may be named in ``allowed_models``, and
+  have no entry in ``scores``: the policy cannot score them.
 - Scoring runs inline on the event loop: one query takes a fraction of a millisecond, less than
   a hop to a worker thread. The single queries of concurrent ``/route`` and proxy requests are
   scored in one call (:mod:`serving.batching`). The policy is read once per request from the
@@ -49,10 +52,11 @@ logger = logging.getLogger("routerl.serving")
 
 @dataclass(frozen=True)
 class Decision:
-    """One routed query: its id, chosen model index, propensity and scores (None: fallback)."""
+    """One routed query: its id, chosen model (index and name), propensity and scores (None: fallback)."""
 
     query_id: str
     index: int
+    model: str
     propensity: float
     scores: list[float] | None
 
@@ -70,23 +74,31 @@ class Router:
         self.batcher = ScoreBatcher()
         exploration = Exploration.of(settings, slot.current.models)
         exploration.check_floor(len(slot.current.models))  # a ValueError stops the start (exit 2)
-        self._exploration = (slot.current, exploration)
+        self._rule = (slot.current, exploration, (*slot.current.models, *exploration.new_models))
 
-    def exploration(self, policy: LoadedPolicy) -> Exploration:
-        """The exploration rule for ``policy`` (built again after a reload: model indices may move).
-
-        A reloaded policy with more models can leave an all-models floor no room (``K·P >= 1``):
-        it is then capped per request (:class:`Exploration`), with a warning here.
-        """
-        cached_policy, exploration = self._exploration
-        if policy is not cached_policy:
+    def _rule_of(self, policy: LoadedPolicy) -> tuple[LoadedPolicy, Exploration, tuple[str, ...]]:
+        """``(policy, its exploration rule, its models then the new ones)``, built once per policy."""
+        if policy is not self._rule[0]:
             exploration = Exploration.of(self.settings, policy.models)
             try:
                 exploration.check_floor(len(policy.models))
             except ValueError as exc:
                 logger.warning("policy %s: %s; the floor is capped at 1/K_f per request", policy.version, exc)
-            self._exploration = (policy, exploration)
-        return exploration
+            self._rule = (policy, exploration, (*policy.models, *exploration.new_models))
+        return self._rule
+
+    def exploration(self, policy: LoadedPolicy) -> Exploration:
+        """The exploration rule for ``policy`` (built again after a reload: model indices may move,
+        and a new model the policy now knows becomes one of its floored models).
+
+        A reloaded policy with more models can leave an all-models floor no room (``K·P >= 1``):
+        it is then capped per request (:class:`Exploration`), with a warning here.
+        """
+        return self._rule_of(policy)[1]
+
+    def models(self, policy: LoadedPolicy) -> tuple[str, ...]:
+        """The names a decision's index refers to: ``policy``'s models, then the new models it lacks."""
+        return self._rule_of(policy)[2]
 
     def check_length(self, queries: list[str]) -> None:
         """Answer 413 when a query is over ``--max-query-chars``."""
@@ -95,19 +107,21 @@ class Router:
             if len(query) > limit:
                 raise ApiError(413, f"query has {len(query)} characters; the limit is {limit}", "query_too_long")
 
-    @staticmethod
-    def allowed(policy: LoadedPolicy, names: list[str] | None) -> list[int]:
-        """Sorted indices of ``names`` (all models when None); 422 for an unknown name."""
+    def allowed(self, policy: LoadedPolicy, names: list[str] | None) -> list[int]:
+        """Sorted indices of ``names`` (all models, new ones included, when None); 422 for a name
+        that is neither the policy's nor a new model."""
+        models = self.models(policy)
         if names is None:
-            return list(range(len(policy.models)))
-        index_of = {name: i for i, name in enumerate(policy.models)}
+            return list(range(len(models)))
+        index_of = {name: i for i, name in enumerate(models)}
         unknown = [name for name in names if name not in index_of]
         if unknown:
             shown = ", ".join(repr(name[:100]) for name in unknown[:5])
+            new = models[len(policy.models) :]
             raise ApiError(
                 422,
-                f"invalid request: allowed_models: unknown model(s) {shown}; "
-                f"the policy's models are {list(policy.models)}",
+                f"invalid request: allowed_models: unknown model(s) {shown}; the policy's models are "
+                f"{list(policy.models)}" + (f", and the new models (--explore-new-models) {list(new)}" if new else ""),
             )
         return sorted({index_of[name] for name in names})
 
@@ -161,17 +175,17 @@ class Router:
     ) -> list[Decision]:
         """Choose a model for each of ``count`` queries from their ``rows`` of scores (None: the
         fallback model) with the exploration rule, and count it."""
-        exploration = self.exploration(policy)
+        _, exploration, models = self._rule_of(policy)
         decisions = []
         for i in range(count):
             if rows is None:
                 fallback = policy.models.index(self.settings.fallback_model or "")
                 index = fallback if fallback in allowed else allowed[0]
-                decision = Decision(uuid.uuid4().hex, index, 1.0, None)
+                decision = Decision(uuid.uuid4().hex, index, models[index], 1.0, None)
             else:
                 index, propensity = exploration.choose(rows[i], allowed, self.rng)
-                decision = Decision(uuid.uuid4().hex, index, propensity, rows[i])
-            self.metrics.decided(policy.models[decision.index])
+                decision = Decision(uuid.uuid4().hex, index, models[index], propensity, rows[i])
+            self.metrics.decided(decision.model)
             decisions.append(decision)
         return decisions
 
@@ -187,7 +201,7 @@ class Router:
         """Append the decision to the log (if any); ``model``: the one served, if different."""
         if self.log is None:
             return
-        chosen = policy.models[decision.index]
+        chosen = decision.model
         extra: dict[str, object] = {}
         if usage is not None:
             extra.update(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
@@ -213,7 +227,7 @@ class Router:
         self.record(current, body.query, decision, cost_weight)
         return {
             "query_id": decision.query_id,
-            "model": current.models[decision.index],
+            "model": decision.model,
             "scores": dict(zip(current.models, decision.scores or [], strict=False)),
             "score_kind": current.score_kind,
             "policy": current.info,
@@ -236,7 +250,7 @@ class Router:
             self.record(current, query, decision, cost_weight)
         return {
             "query_ids": [d.query_id for d in decisions],
-            "models": [current.models[d.index] for d in decisions],
+            "models": [d.model for d in decisions],
             "policy": current.info,
         }
 
@@ -258,16 +272,17 @@ class Router:
 
     async def route_chat(self, body: ChatRequest, proxy: ChatProxy) -> Response:
         """Answer ``POST /v1/chat/completions``: route the chat's text among the models that have a
-        backend, then forward it through ``proxy`` in ranking order (the chosen model first)."""
+        backend (new models included), then forward it through ``proxy`` in ranking order (the
+        chosen model first, new models that were not chosen last)."""
         current = self.slot.current
         cost_weight = cost_weight_of(body.model, current.default_cost_weight)
         text = routing_text(body, self.settings.route_on)
         self.check_length([text])
-        allowed = self.allowed(current, [name for name in current.models if name in proxy.backends])
+        models = self.models(current)
+        allowed = self.allowed(current, [name for name in models if name in proxy.backends])
         (decision,) = self.decide(current, await self.score_one(current, text, cost_weight), 1, allowed)
         others = ranking(decision.scores, allowed) if decision.scores else allowed
-        order = [current.models[decision.index]]
-        order += [current.models[i] for i in others if i != decision.index]
+        order = [decision.model] + [models[i] for i in others if i != decision.index]
 
         def on_served(model: str, usage: Usage | None) -> None:
             self.record(current, text, decision, cost_weight, model, usage)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -72,7 +73,13 @@ class Settings:
             [0, 1), on top of any rule; its count times this must stay below 1 (checked against
             the policy at start, :meth:`serving.decisions.Exploration.check_floor`).
         explore_floor_models: the models the floor applies to (``--explore-floor-models a,b``);
-            None: every model. Each must be a model of the policy, like ``--fallback-model``.
+            None: every model (only the new models with ``explore_new_models``). Each must be a
+            model of the policy, like ``--fallback-model``.
+        explore_new_models: models added to the pool that the policy may not know yet
+            (``--explore-new-models a,b``): each allowed one that the policy does not know gets
+            exactly ``explore_floor`` of every request, one that it knows is floored
+            (:class:`serving.decisions.Exploration`). Needs ``explore_floor`` > 0; with
+            ``backends`` each must have a backend (:meth:`required_models`).
         explore_seed: seed of the exploration draws (``--explore-seed``), so a replayed traffic
             log explores the same way; ``None`` draws from the operating system's entropy.
             Worker ``i`` of ``--workers`` uses ``explore_seed + i``.
@@ -101,6 +108,7 @@ class Settings:
     explore_temperature: float | None = None
     explore_floor: float = 0.0
     explore_floor_models: tuple[str, ...] | None = None
+    explore_new_models: tuple[str, ...] | None = None
     explore_seed: int | None = None
     route_on: RouteOn = "last-user"
     api_token: str | None = field(default=None, repr=False)
@@ -161,6 +169,34 @@ class Settings:
                 raise ValueError("--explore-floor-models needs --explore-floor > 0")
             if not self.explore_floor_models or "" in self.explore_floor_models:
                 raise ValueError(f"--explore-floor-models has an empty name: {','.join(self.explore_floor_models)!r}")
+        new = self.explore_new_models
+        if new is not None:
+            if self.explore_floor == 0.0:
+                raise ValueError("--explore-new-models needs --explore-floor P > 0 (each new model's share)")
+            if not new or "" in new:
+                raise ValueError(f"--explore-new-models has an empty name: {','.join(new)!r}")
+            twice = sorted({name for name in new if new.count(name) > 1})
+            if twice:
+                raise ValueError(f"--explore-new-models names {', '.join(map(repr, twice))} more than once")
+
+    def required_models(self, backends: Collection[str]) -> list[str]:
+        """The models every served policy must know: those of ``backends`` (the ``--backends``
+        file's names), ``--fallback-model`` and ``--explore-floor-models``, but not the new models
+        (``--explore-new-models``), which need only a backend when there are backends.
+
+        Raises:
+            ValueError: ``backends`` is not empty and lacks a new model; one line naming the flags.
+        """
+        new = self.explore_new_models or ()
+        if backends:
+            missing = [name for name in new if name not in backends]
+            if missing:
+                raise ValueError(
+                    f"--explore-new-models: no backend for {', '.join(map(repr, missing))} in --backends "
+                    f"{self.backends}; its backends are {sorted(backends)}"
+                )
+        fallback = [self.fallback_model] if self.fallback_model else []
+        return [*(name for name in backends if name not in new), *fallback, *(self.explore_floor_models or ())]
 
     @staticmethod
     def tokens_from_env() -> dict[str, str | None]:

@@ -5,11 +5,14 @@ with the probability the rule states: they must agree within :func:`_tolerance`,
 standard errors (at most 0.014 for 20,000 draws), and a model of probability 0 is never drawn.
 Each draw's returned propensity must be, exactly, the rule's probability of the drawn model.
 One test runs the real ``serve.py`` with softmax and a floor, and recomputes every logged
-propensity from the scores that ``/route`` answered.
+propensity from the scores that ``/route`` answered; another does the same with a model that the
+policy does not know (``--explore-new-models``), which must get its share P of the requests.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -21,12 +24,18 @@ from typing import Any
 
 import httpx
 import pytest
+import torch
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.responses import Response
 from test_serve import _assert_one_line_error, _run_serve, _start_server, _stop
 
 from data.loading import load_log
-from serving.decisions import Exploration, best
+from serving.decisions import Exploration, best, ranking
+from serving.errors import ApiError
 from serving.metrics import Metrics
+from serving.proxy import ChatRequest
 from serving.router import Router
+from serving.schemas import RouteRequest
 from serving.settings import Settings
 
 DRAWS = 20_000
@@ -239,6 +248,10 @@ def test_old_command_lines_keep_their_meaning() -> None:
         serve.parse_args(["--policy", "p.pt", "--explore-floor", "0.1", "--explore-floor-models", "a, b"])
     )
     assert settings.explore_floor_models == ("a", "b")
+    settings = serve._settings(
+        serve.parse_args(["--policy", "p.pt", "--explore-floor", "0.1", "--explore-new-models", "x, y"])
+    )
+    assert settings.explore_new_models == ("x", "y") and settings.explore_rule == "greedy"
 
 
 @pytest.mark.parametrize(
@@ -258,6 +271,10 @@ def test_old_command_lines_keep_their_meaning() -> None:
         (["--explore-floor", "nan"], "--explore-floor"),
         (["--explore-floor-models", "a"], "--explore-floor > 0"),
         (["--explore-floor", "0.1", "--explore-floor-models", "a,,b"], "--explore-floor-models"),
+        (["--explore-new-models", "brand-new-9b"], "--explore-new-models needs --explore-floor P > 0"),
+        (["--explore-floor", "0", "--explore-new-models", "brand-new-9b"], "--explore-floor P > 0"),
+        (["--explore-floor", "0.1", "--explore-new-models", "a,"], "--explore-new-models has an empty name"),
+        (["--explore-floor", "0.1", "--explore-new-models", "a,b,a"], "'a' more than once"),
     ],
 )
 def test_bad_exploration_flags_exit_2_naming_the_flag(
@@ -355,3 +372,297 @@ def test_served_propensities_are_the_rules_probabilities(demo_policy: Path, tmp_
     assert loaded.propensity is not None and all(0.0 < p <= 1.0 for p in loaded.propensity)
     by_id = dict(zip(loaded.query_ids, loaded.propensity, strict=True))
     assert all(by_id[query_id] == record["propensity"] for query_id, record in records.items())
+
+
+# ----------------------------------------------------------------------------- new models (--explore-new-models)
+
+NEW = "brand-new-9b"
+NEW_FLOOR = 0.1
+DEMO_MODELS = ["tiny-1b", "small-7b", "medium-34b", "large-70b", "frontier-xl"]
+
+
+@pytest.mark.parametrize(
+    ("exploration", "allowed"),
+    [
+        (Exploration("greedy", floor=0.1, floored=frozenset(), new_models=(NEW,)), [0, 1, 2, 3, 4, 5]),
+        (Exploration("epsilon", epsilon=0.2, floor=0.05, floored=frozenset(), new_models=("x", "y")), [0, 2, 4, 5, 6]),
+        (
+            Exploration("softmax", temperature=0.05, floor=0.1, floored=frozenset(), new_models=(NEW,)),
+            [0, 1, 2, 3, 4, 5],
+        ),
+        (
+            Exploration("softmax", temperature=0.05, floor=0.1, floored=frozenset({4}), new_models=("x", "y")),
+            [1, 4, 5, 6],
+        ),
+        (Exploration("softmax", temperature=0.05, floor=0.1, new_models=("x", "y")), [0, 1, 2, 3, 4, 5, 6]),
+        (Exploration("epsilon", epsilon=0.3, floor=0.1, floored=frozenset(), new_models=("x", "y")), [0, 3, 6]),
+    ],
+    ids=[
+        "greedy-one-new",
+        "epsilon-two-new",
+        "softmax-one-new",
+        "softmax-policy-floor-and-two-new",
+        "softmax-floor-on-every-model-and-two-new",
+        "epsilon-one-of-two-new-allowed",
+    ],
+)
+def test_each_allowed_new_model_gets_exactly_p_and_the_policy_the_rest(
+    exploration: Exploration, allowed: list[int]
+) -> None:
+    probabilities = _assert_draws_follow_probabilities(exploration, SCORES, allowed)
+    assert len(probabilities) == len(SCORES) + len(exploration.new_models)
+    new = [index for index in allowed if index >= len(SCORES)]
+    assert new and all(probabilities[index] == exploration.floor for index in new)
+    assert math.fsum(probabilities[: len(SCORES)]) == pytest.approx(1 - len(new) * exploration.floor, abs=1e-12)
+    assert math.fsum(probabilities) == pytest.approx(1.0, abs=1e-12)
+    assert all(probabilities[index] == 0.0 for index in set(range(len(probabilities))) - set(allowed))
+
+
+def test_without_a_policy_floor_new_models_scale_the_rule_by_what_they_leave() -> None:
+    """The policy's rule is unchanged in shape: ``(1 − n·P)·p_rule``, n the new models allowed."""
+    rule = Exploration("softmax", temperature=0.05).probabilities(SCORES, [0, 1, 2, 3, 4])
+    with_new = Exploration("softmax", temperature=0.05, floor=0.1, floored=frozenset(), new_models=("x", "y"))
+    assert with_new.probabilities(SCORES, [0, 1, 2, 3, 4, 5, 6]) == pytest.approx([0.8 * p for p in rule] + [0.1, 0.1])
+    assert with_new.probabilities(SCORES, [0, 1, 2, 3, 4, 6]) == pytest.approx([0.9 * p for p in rule] + [0.0, 0.1])
+
+
+def test_a_request_that_allows_only_new_models_is_uniform_over_them() -> None:
+    exploration = Exploration("softmax", temperature=0.05, floor=0.1, floored=frozenset(), new_models=("x", "y"))
+    assert _assert_draws_follow_probabilities(exploration, SCORES, [5, 6]) == [0.0] * 5 + [0.5, 0.5]
+    assert exploration.probabilities(SCORES, [6]) == [0.0] * 6 + [1.0]
+    assert exploration.choose(SCORES, [6], random.Random(0)) == (6, 1.0)
+
+
+def test_probabilities_with_new_models_sum_to_one_on_random_scores() -> None:
+    """Any rule, policy floor, number of new models and allowed set: the probabilities sum to 1, and
+    each allowed new model gets P (capped at 1/count when the floored ones do not fit)."""
+    rng = random.Random(2)
+    for _ in range(1000):
+        k, n = rng.randint(1, 20), rng.randint(1, 4)
+        floor = rng.choice([0.01, 0.1, 0.3])
+        exploration = Exploration(
+            rng.choice(["greedy", "epsilon", "softmax"]),
+            epsilon=0.2,
+            temperature=0.5,
+            floor=floor,
+            floored=frozenset(rng.sample(range(k), rng.randint(0, k))),
+            new_models=tuple(f"new-{j}" for j in range(n)),
+        )
+        scores = [rng.gauss(0.0, 1.0) for _ in range(k)]
+        allowed = sorted(rng.sample(range(k + n), rng.randint(1, k + n)))
+        probabilities = exploration.probabilities(scores, allowed)
+        assert math.fsum(probabilities) == pytest.approx(1.0, abs=1e-12)
+        assert all(p >= 0.0 for p in probabilities)
+        new = [index for index in allowed if index >= k]
+        if new:
+            floored = [index for index in allowed if index >= k or index in (exploration.floored or ())]
+            share = min(floor, 1 / len(floored)) if len(new) < len(allowed) else 1 / len(new)
+            assert all(probabilities[index] == pytest.approx(share, abs=1e-15) for index in new)
+
+
+def test_a_new_model_that_the_policy_knows_is_a_floored_model() -> None:
+    """Once a promoted policy has learned a new model, the rule is the one ``--explore-floor-models``
+    gives that model: nothing changes for the operator."""
+    settings = Settings(explore="softmax", explore_temperature=0.05, explore_floor=0.1, explore_new_models=("c", "x"))
+    floored = Settings(explore="softmax", explore_temperature=0.05, explore_floor=0.1, explore_floor_models=("c",))
+    before = Exploration.of(settings, ["a", "b"])
+    assert before.floored == frozenset() and before.new_models == ("c", "x")
+    after = Exploration.of(settings, ["a", "b", "c"])
+    assert after.floored == Exploration.of(floored, ["a", "b", "c"]).floored == frozenset({2})
+    assert after.new_models == ("x",)
+    probabilities = _assert_draws_follow_probabilities(after, [0.69, 0.59, 0.54], [0, 1, 2, 3])
+    assert probabilities[3] == 0.1 and probabilities[2] > 0.1  # floored: P plus its share of the rule
+    learned = Settings(explore="softmax", explore_temperature=0.05, explore_floor=0.1, explore_new_models=("c",))
+    assert Exploration.of(learned, ["c", "a", "b"]) == Exploration.of(floored, ["c", "a", "b"])
+
+
+def test_new_models_count_against_the_floors_room() -> None:
+    """(K_f + n)·P must stay below 1: checked with the policy (at start, :class:`Router`); a policy
+    that learned a new model counts it among its floored models, so the sum does not change."""
+    settings = Settings(explore_floor=0.25, explore_floor_models=("a", "b"), explore_new_models=("x", "y"))
+    with pytest.raises(ValueError, match=r"for each of 4 floored models \(2 in the policy, 2 of --explore-new-models"):
+        Exploration.of(settings, ["a", "b", "c"]).check_floor(3)
+    with pytest.raises(ValueError, match=r"for each of 4 floored models \(3 in the policy, 1 of --explore-new-models"):
+        Exploration.of(settings, ["a", "b", "x"]).check_floor(3)
+    Exploration.of(dataclasses.replace(settings, explore_floor=0.24), ["a", "b", "c"]).check_floor(3)
+
+
+def test_new_models_need_a_backend_only_with_backends() -> None:
+    settings = Settings(fallback_model="a", explore_floor=0.1, explore_floor_models=("b",), explore_new_models=(NEW,))
+    assert settings.required_models([]) == ["a", "b"]  # no proxy: the client calls the model itself
+    assert settings.required_models(["a", "c", NEW]) == ["a", "c", "a", "b"]  # the policy needs no backend of NEW
+    with pytest.raises(ValueError, match=f"--explore-new-models: no backend for '{NEW}'"):
+        settings.required_models(["a", "c"])
+
+
+def _stub_policy(models: list[str], version: str, row: list[float]) -> Any:
+    """A policy for :class:`Router` that gives every query the scores ``row``."""
+    return SimpleNamespace(
+        models=tuple(models),
+        version=version,
+        info={"version": version, "fingerprint": "f"},
+        default_cost_weight=1.0,
+        score_kind="utility",
+        scores=lambda queries, weight: torch.tensor([row] * len(queries)),
+    )
+
+
+def test_the_router_routes_logs_and_counts_new_models_and_rebuilds_the_rule_on_reload(tmp_path: Path) -> None:
+    from serving.decisions import DecisionLog
+    from serving.schemas import BatchRequest
+
+    first = _stub_policy(["a", "b", "c"], "v1", [0.1, 0.9, 0.3])
+    settings = Settings(explore_floor=0.25, explore_new_models=(NEW,), explore_seed=0)
+    metrics, log = Metrics(), DecisionLog(tmp_path / "decisions.jsonl")
+    router = Router(SimpleNamespace(current=first), settings, metrics, log)  # type: ignore[arg-type]
+    assert router.models(first) == ("a", "b", "c", NEW)
+    assert router.allowed(first, None) == [0, 1, 2, 3] and router.allowed(first, [NEW, "a"]) == [0, 3]
+    with pytest.raises(ApiError, match=f"'gpt-9'.*new models.*{NEW}") as refused:
+        router.allowed(first, ["gpt-9", "a"])
+    assert refused.value.status_code == 422
+
+    async def route_all() -> list[dict[str, Any]]:
+        return [await router.route(RouteRequest(query=f"q{i}")) for i in range(400)]
+
+    answers = asyncio.run(route_all())
+    chosen = Counter(answer["model"] for answer in answers)
+    assert set(chosen) == {"b", NEW}  # greedy: the best policy model, or the new one
+    assert abs(chosen[NEW] - 400 * 0.25) <= 4 * math.sqrt(400 * 0.25 * 0.75), chosen
+    assert all(list(answer["scores"]) == ["a", "b", "c"] for answer in answers)  # the policy's scores only
+    batch = asyncio.run(router.route_batch(BatchRequest(queries=["x", "y"], allowed_models=[NEW])))
+    assert batch["models"] == [NEW, NEW]
+    assert metrics.registry.get_sample_value("routerl_decisions_total", {"model": NEW}) == chosen[NEW] + 2
+    log.close()
+    records = [json.loads(line) for line in (tmp_path / "decisions.jsonl").read_text().splitlines()]
+    assert {(r["model"], r["propensity"]) for r in records} == {("b", 0.75), (NEW, 0.25), (NEW, 1.0)}
+
+    learned = _stub_policy([NEW, "a", "b", "c"], "v2", [0.0, 0.1, 0.9, 0.3])  # a promoted policy knows NEW
+    assert router.models(learned) == (NEW, "a", "b", "c")
+    assert router.exploration(learned) == Exploration(floor=0.25, floored=frozenset({0}))
+
+
+class _RecordingProxy:
+    """Stands for :class:`serving.proxy.ChatProxy`: records the order of backends it would try."""
+
+    def __init__(self, backends: set[str]) -> None:
+        self.backends = backends
+        self.orders: list[list[str]] = []
+
+    async def forward(self, order: list[str], body: ChatRequest, headers: dict[str, str], on_served: Any) -> Response:
+        self.orders.append(order)
+        on_served(order[0], None)
+        return Response(b"{}")
+
+
+def test_the_proxy_tries_a_chosen_new_model_first_and_an_unchosen_one_last() -> None:
+    policy = _stub_policy(["a", "b", "c"], "v1", [0.5, 0.9, 0.1])
+    settings = Settings(explore_floor=0.3, explore_new_models=(NEW,), explore_seed=1)
+    router = Router(SimpleNamespace(current=policy), settings, Metrics(), None)  # type: ignore[arg-type]
+    proxy = _RecordingProxy({"a", "b", NEW})  # "c" has no backend
+    chat = ChatRequest.model_validate({"model": "router", "messages": [{"role": "user", "content": "hi"}]})
+
+    async def chat_all() -> None:
+        for _ in range(300):
+            await router.route_chat(chat, proxy)  # type: ignore[arg-type]
+
+    asyncio.run(chat_all())
+    orders = Counter(tuple(order) for order in proxy.orders)
+    assert set(orders) == {(NEW, "b", "a"), ("b", "a", NEW)}
+    assert abs(orders[(NEW, "b", "a")] - 300 * 0.3) <= 4 * math.sqrt(300 * 0.3 * 0.7), orders
+    assert ranking([0.5, 0.9], [0, 1, 2, 3]) == [1, 0, 2, 3]
+
+
+def test_serve_refuses_bad_new_model_settings_with_one_line(demo_policy: Path, tmp_path: Path) -> None:
+    """The real ``serve.py``: new models that leave the rule nothing, and a new model without a backend."""
+    policy = ("--policy", str(demo_policy), "--port", "0")
+    _assert_one_line_error(
+        _run_serve(*policy, "--explore-floor", "0.34", "--explore-new-models", "n1,n2,n3"),
+        "--explore-floor 0.34 for each of 3 floored models",
+        "--explore-new-models",
+    )
+    _assert_one_line_error(
+        _run_serve(
+            *policy, "--explore-floor", "0.25", "--explore-floor-models", "tiny-1b", "--explore-new-models", "n1,n2,n3"
+        ),
+        "4 floored models (1 in the policy, 3 of --explore-new-models",
+    )
+    backends = tmp_path / "backends.yaml"
+    spec = {name: {"base_url": "http://127.0.0.1:9/v1", "model": name} for name in [*DEMO_MODELS, "other-new"]}
+    backends.write_text(json.dumps({"backends": spec}), encoding="utf-8")  # JSON is YAML
+    flags = ("--backends", str(backends), "--explore-floor", "0.1")
+    _assert_one_line_error(
+        _run_serve(*policy, *flags, "--explore-new-models", f"other-new,{NEW}"),
+        f"--explore-new-models: no backend for '{NEW}'",
+        "--backends",
+    )
+
+
+def test_a_served_new_model_gets_its_share_with_exact_propensities(demo_policy: Path, tmp_path: Path) -> None:
+    """300 real ``/route`` requests (and a batch) with ``--explore-new-models``: the new model gets
+    P of the requests that allow it, every logged propensity is the rule's probability recomputed
+    from the answered scores, the metrics count it, and feedback to its decisions is accepted."""
+    log = tmp_path / "decisions.jsonl"
+    flags = ["--explore-new-models", NEW, "--explore-floor", str(NEW_FLOOR), "--explore-seed", "1"]
+    running = _start_server(demo_policy, tmp_path, *flags, "--decision-log", str(log), "--no-access-log")
+    allowed_sets: list[list[str] | None] = [None, None, [NEW, "small-7b", "large-70b"], ["tiny-1b", "medium-34b"]]
+    answers: list[dict[str, Any]] = []
+    try:
+        with httpx.Client(base_url=running.base_url, timeout=60) as http:
+            for i in range(300):
+                allowed = allowed_sets[i % len(allowed_sets)]
+                body: dict[str, Any] = {"query": f"question {i} about {TOPICS[i % len(TOPICS)]}"}
+                if allowed is not None:
+                    body["allowed_models"] = allowed
+                response = http.post("/route", json=body)
+                assert response.status_code == 200, response.text
+                answers.append({**response.json(), "allowed": allowed})
+            batch = http.post("/route/batch", json={"queries": [f"batch {i}" for i in range(100)]}).json()
+            unknown = http.post("/route", json={"query": "q", "allowed_models": ["gpt-9", NEW]})
+            assert unknown.status_code == 422 and "gpt-9" in unknown.json()["error"]["message"]
+            for i, query_id in enumerate([answer["query_id"] for answer in answers] + batch["query_ids"]):
+                feedback = {"query_id": query_id, "quality": float(i % 2), "cost": 0.001}
+                assert http.post("/feedback", json=feedback).status_code == 200
+            metrics = {
+                sample.labels["model"]: sample.value
+                for family in text_string_to_metric_families(http.get("/metrics").text)
+                for sample in family.samples
+                if sample.name == "routerl_decisions_total"
+            }
+    finally:
+        _stop(running.process)
+
+    records = {r["query_id"]: r for r in map(json.loads, log.read_text().splitlines()) if "model" in r}
+    models = list(answers[0]["scores"])
+    assert NEW not in models and sorted(models) == sorted(DEMO_MODELS)
+    exploration = Exploration(floor=NEW_FLOOR, floored=frozenset(), new_models=(NEW,))
+    chosen_new, new_requests = 0, 0
+    for answer in answers:
+        record = records[answer["query_id"]]
+        assert record["model"] == answer["model"]
+        names = [*models, NEW]
+        indices = sorted(names.index(m) for m in answer["allowed"] or names)
+        probabilities = exploration.probabilities([answer["scores"][m] for m in models], indices)
+        assert record["propensity"] == pytest.approx(probabilities[names.index(record["model"])], rel=1e-12)
+        if NEW in (answer["allowed"] or names):
+            assert probabilities[-1] == NEW_FLOOR
+            chosen_new += record["model"] == NEW
+            new_requests += 1
+        else:
+            assert record["model"] != NEW and record["propensity"] == 1.0
+    assert new_requests == 225
+    assert abs(chosen_new - NEW_FLOOR * new_requests) <= 4 * math.sqrt(new_requests * NEW_FLOOR * (1 - NEW_FLOOR))
+    batch_new = batch["models"].count(NEW)
+    assert abs(batch_new - NEW_FLOOR * 100) <= 4 * math.sqrt(100 * NEW_FLOOR * (1 - NEW_FLOOR)), batch_new
+    assert all(
+        records[q]["propensity"] == (NEW_FLOOR if m == NEW else 1 - NEW_FLOOR)
+        for q, m in zip(batch["query_ids"], batch["models"], strict=True)
+    )
+    assert metrics[NEW] == chosen_new + batch_new
+
+    loaded = load_log(log).log
+    assert loaded.feedback == "bandit" and loaded.stats.rows_accepted == 400
+    assert loaded.propensity is not None and loaded.action is not None
+    by_id = dict(zip(loaded.query_ids, loaded.propensity, strict=True))
+    assert all(by_id[query_id] == record["propensity"] for query_id, record in records.items())
+    served_new = sum(loaded.models[action] == NEW for action in loaded.action)
+    assert served_new == chosen_new + batch_new  # the follower sees the new arm, with its feedback

@@ -20,11 +20,12 @@ import httpx
 import numpy as np
 import pytest
 from conftest import ROOT, run_train
-from test_serve import _start_server, _stop
+from test_serve import RunningServer, _start_server, _stop
 
 from agents.linucb_statistics import LinUCBStatistics
 from data.loading import load_log
 from data.routing_log import RoutingLog
+from data.schema import DataError
 from data.splits import hash_unit
 from policies.artifact import load_policy
 from policies.export import PolicyMetadata, build_text_policy, save_policy
@@ -39,24 +40,39 @@ DEMO = ROOT / "data" / "demo" / "demo.jsonl"
 
 
 def serve_offline(
-    policy: Path, log: RoutingLog, path: Path, order: np.ndarray, epsilon: float = 0.2, seed: int = 0
+    policy: Path,
+    log: RoutingLog,
+    path: Path,
+    order: np.ndarray,
+    epsilon: float = 0.2,
+    seed: int = 0,
+    new_models: tuple[str, ...] = (),
+    share: float = 0.0,
 ) -> None:
-    """Append the decisions and feedback of ``log``'s queries in ``order`` as serve.py would, ε-greedy."""
+    """Append the decisions and feedback of ``log``'s queries in ``order`` as serve.py would: ε-greedy
+    over the policy's models and, as ``--explore-new-models`` with ``--explore-floor share``, each of
+    ``new_models`` (models of ``log`` the policy does not know) with probability ``share``."""
     served = load_policy(policy)
     rng = random.Random(seed)
     weight = served.default_cost_weight
     scores = served.scores([log.queries[i] for i in order], weight).double().numpy()
-    k = log.n_models
+    k, rest = len(served.models), 1.0 - share * len(new_models)
     with open(path, "a", encoding="utf-8") as out:
         for row, i in zip(scores, order.tolist()):
             greedy = int(np.argmax(row))
-            action = rng.randrange(k) if rng.random() < epsilon else greedy
-            propensity = (1 - epsilon if action == greedy else 0.0) + epsilon / k
+            draw = rng.random() if new_models else 1.0
+            if draw < share * len(new_models):
+                model, propensity = new_models[int(draw / share)], share
+            else:
+                action = rng.randrange(k) if rng.random() < epsilon else greedy
+                model = served.models[action]
+                propensity = rest * ((1 - epsilon if action == greedy else 0.0) + epsilon / k)
+            column = log.models.index(model)
             query_id = uuid.UUID(int=rng.getrandbits(128)).hex
             decision = {
                 "query_id": query_id,
                 "query": log.queries[i],
-                "model": log.models[action],
+                "model": model,
                 "propensity": propensity,
                 "cost_weight": weight,
                 "policy_version": served.version,
@@ -64,8 +80,8 @@ def serve_offline(
             }
             feedback = {
                 "query_id": query_id,
-                "quality": float(log.quality[i, action]),
-                "cost": float(log.cost[i, action]),
+                "quality": float(log.quality[i, column]),
+                "cost": float(log.cost[i, column]),
             }
             out.write(json.dumps(decision) + "\n" + json.dumps(feedback) + "\n")
 
@@ -320,36 +336,39 @@ def test_drift_at_a_known_round_is_detected_and_the_policy_recovers(
     assert any(e["kind"] == "promote" and e["round"] > drifts[0]["round"] for e in follower.events)
 
 
-def test_through_the_real_service_a_promotion_reloads_it_and_new_decisions_carry_its_version(
+def test_through_the_real_service_killed_once_the_follower_counts_each_round_once_and_promotes_live(
     reversed_run: Path, demo_log: RoutingLog, tmp_path: Path
 ) -> None:
-    """A policy built to be bad is served; serve.py explores (ε = 0.5) and logs;
-    clients route by HTTP and send feedback one batch late; the follower (query ids are random, so
-    its held-out split is too, and the traffic is long enough for the gate whatever the split),
-    told the service's address and admin token, promotes a better policy and reloads the running
-    service, whose next decisions are logged with the new version."""
+    """A policy built to be bad is served; serve.py explores (ε = 0.5) and logs; clients route by
+    HTTP and send feedback one batch late. The service is SIGKILLed once, after writing a decision
+    it never answered (fault point ``decision-written``), and restarted on the same log. The
+    follower then joins exactly the rounds whose feedback was acknowledged (the unanswered batch
+    stays pending, nothing is rejected or counted twice), promotes a better policy (query ids are
+    random, so the held-out split is too; the traffic is long enough for the gate whatever the
+    split) and, with the service's address and admin token, reloads the running service, whose
+    next decisions are logged with the new version."""
     logs, out = tmp_path / "logs", tmp_path / "live"
     logs.mkdir()
     first = follow_cli("--run", str(reversed_run), "--logs", str(logs), "--out", str(out), "--exit-when-idle")
     assert first.returncode == 0, first.stderr  # the folder exists, version 0 in service
     token = {"ROUTERL_ADMIN_TOKEN": "admin-secret"}
-    server = _start_server(
-        out / "policy.pt",
-        tmp_path,
-        "--decision-log",
-        str(logs / "decisions.jsonl"),
-        "--explore-epsilon",
-        "0.5",
-        "--explore-seed",
-        "3",
-        env=token,
-    )
+
+    def start(fault: str = "") -> RunningServer:
+        log = ["--decision-log", str(logs / "decisions.jsonl"), "--explore-epsilon", "0.5", "--explore-seed", "3"]
+        return _start_server(out / "policy.pt", tmp_path, *log, env={**token, "ROUTERL_FAULT": fault})
+
+    servers = [start("decision-written:700")]  # dies inside the 14th batch of 50
+    acknowledged, start_row, late = 0, 0, []
     try:
-        with httpx.Client(base_url=server.base_url, timeout=30) as client:
-            late: list[tuple[str, int, str]] = []
-            for start in range(0, 3000, 50):  # the demo's queries twice
-                rows = [i % 1500 for i in range(start, start + 50)]
-                answer = client.post("/route/batch", json={"queries": [demo_log.queries[i] for i in rows]}).json()
+        while start_row < 3000:  # the demo's queries twice
+            rows = [i % 1500 for i in range(start_row, start_row + 50)]
+            with httpx.Client(base_url=servers[-1].base_url, timeout=30) as client:
+                try:
+                    answer = client.post("/route/batch", json={"queries": [demo_log.queries[i] for i in rows]}).json()
+                except httpx.TransportError:  # killed: its decisions were written, never answered
+                    servers[-1].process.wait(timeout=30)
+                    servers.append(start())
+                    continue
                 for query_id, i, model in late:  # the previous batch's outcomes arrive now
                     k = demo_log.models.index(model)
                     sent = {
@@ -358,46 +377,48 @@ def test_through_the_real_service_a_promotion_reloads_it_and_new_decisions_carry
                         "cost": float(demo_log.cost[i, k]),
                     }
                     assert client.post("/feedback", json=sent).status_code == 200
-                late = list(zip(answer["query_ids"], rows, answer["models"]))
-            env = {**os.environ, **token}
-            followed = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "training.follow",
-                    "--run",
-                    str(reversed_run),
-                    "--logs",
-                    str(logs),
-                    "--out",
-                    str(out),
-                    "--service",
-                    server.base_url,
-                    "--exit-when-idle",
-                    "--set",
-                    "gate_every=300",
-                    "--set",
-                    "min_holdout=100",
-                ],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            assert followed.returncode == 0, followed.stderr
-            events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
-            promotions = [e for e in events if e["kind"] == "promote"]
-            assert promotions and all(e["detail"]["service"] == "reloaded" for e in promotions)
-            live = load_policy(out / "policy.pt").version
+                    acknowledged += 1
+            late = list(zip(answer["query_ids"], rows, answer["models"]))
+            start_row += 50
+        assert len(servers) == 2 and servers[0].process.returncode == -9
+        settings = ["--set", "gate_every=300", "--set", "min_holdout=100", "--exit-when-idle"]
+        followed = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "training.follow",
+                "--run",
+                str(reversed_run),
+                "--logs",
+                str(logs),
+                "--out",
+                str(out),
+                "--service",
+                servers[-1].base_url,
+                *settings,
+            ],
+            cwd=ROOT,
+            env={**os.environ, **token},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert followed.returncode == 0, followed.stderr
+        state = read_checkpoint(out / CHECKPOINT)
+        assert state["rounds"] == acknowledged == 59 * 50  # every answered batch but the last
+        assert len(state["stream"]["pending"]) == 100 and state["stream"]["rejected"] == {}
+        promotions = [e for e in state["events"] if e["kind"] == "promote"]
+        assert promotions and all(e["detail"]["service"] == "reloaded" for e in promotions)
+        live = load_policy(out / "policy.pt").version
+        with httpx.Client(base_url=servers[-1].base_url, timeout=30) as client:
             assert client.get("/healthz").json()["policy"]["version"] == live
             client.post("/route/batch", json={"queries": demo_log.queries[:20]})
     finally:
-        _stop(server.process)
+        for server in servers:
+            _stop(server.process)
     records = [json.loads(line) for line in (logs / "decisions.jsonl").read_text().splitlines()]
     decisions = [r for r in records if "policy_version" in r]
-    assert len(decisions) == 3020 and {r["policy_version"] for r in decisions[-20:]} == {live}
-    assert sum(r["propensity"] < 1 for r in decisions) > 0
+    assert len(decisions) == 3000 + 50 + 20 and {r["policy_version"] for r in decisions[-20:]} == {live}
 
 
 def test_the_learner_file_continues_the_run_exactly(demo_run: RunResult, demo_log: RoutingLog) -> None:
@@ -411,3 +432,65 @@ def test_the_learner_file_continues_the_run_exactly(demo_run: RunResult, demo_lo
     assert learner.models == list(served.models)
     assert np.allclose(ours, theirs, atol=1e-5)
     assert np.array_equal(ours.argmax(axis=1), theirs.argmax(axis=1))
+
+
+@pytest.fixture(scope="module")
+def four_model_run(demo_log: RoutingLog, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run trained on the demo log without ``medium-34b``: its policy knows four models."""
+    folder = tmp_path_factory.mktemp("four")
+    lines = DEMO.read_text(encoding="utf-8").splitlines(keepends=True)
+    (folder / "four.jsonl").write_text("".join(line for line in lines if json.loads(line)["model"] != NEW_MODEL))
+    result = run_train("--data", str(folder / "four.jsonl"), "--out", str(folder / "run"), "--no-tune")
+    assert result.returncode == 0, result.stderr
+    return folder / "run"
+
+
+NEW_MODEL = "medium-34b"
+
+
+def test_a_model_added_to_the_pool_is_explored_learned_and_then_used(
+    four_model_run: Path, demo_log: RoutingLog, tmp_path: Path
+) -> None:
+    """A fifth model joins the pool, as good as the best of the three dearest at a middle price. The
+    service explores it with share 0.1 (``--explore-new-models``); the follower (``add_models``) learns
+    it, keeps it out of candidates until ``min_observations``, then promotes a policy that routes to it."""
+    quality = demo_log.quality.copy()
+    column = demo_log.models.index(NEW_MODEL)
+    quality[:, column] = quality[:, :3].max(axis=1)
+    world = dataclasses.replace(demo_log, quality=quality)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    config = FollowConfig(gate_every=300, min_holdout=100, add_models=[NEW_MODEL])
+    follower = Follower(four_model_run, logs, tmp_path / "live", config)
+    for chunk in range(6):  # 6 x 250 rounds; the policy in service decides each chunk
+        in_service = load_policy(follower.history.serving)
+        new = () if NEW_MODEL in in_service.models else (NEW_MODEL,)
+        rows = np.arange(chunk * 250, (chunk + 1) * 250)
+        serve_offline(follower.history.serving, world, logs / "d.jsonl", rows, seed=chunk, new_models=new, share=0.1)
+        while follower.step():
+            pass
+    assert follower.learner.models == [*load_policy(four_model_run / "policy.pt").models, NEW_MODEL]
+    promotions = [e for e in follower.events if e["kind"] == "promote"]
+    assert promotions, follower.events
+    promoted = load_policy(follower.history.policy_path(promotions[0]["detail"]["version"]))
+    assert promoted.models[-1] == NEW_MODEL
+    choices = promoted.scores(demo_log.queries, promoted.default_cost_weight).numpy().argmax(axis=1)
+    assert (choices == len(promoted.models) - 1).mean() > 0.2  # used for a good share of the queries
+
+
+def test_an_added_model_is_masked_until_observed_and_a_removed_one_always(stale_run: Path, tmp_path: Path) -> None:
+    """A candidate never chooses an added model with fewer than ``min_observations`` rounds, nor a removed one."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    config = FollowConfig(add_models=["brand-new-9b"], remove_models=["tiny-1b"], min_observations=5)
+    follower = Follower(stale_run, logs, tmp_path / "live", config)
+    models = follower.learner.models
+    assert follower.masked_arms() == [models.index("tiny-1b"), models.index("brand-new-9b")]
+    features = follower.learner.features(["What is 2+2?", "Prove that there are infinitely many primes."])
+    scores = follower.learner.agent(follower.masked_arms()).scores(features, 0.0)
+    assert (scores[:, follower.masked_arms()] < -1e5).all()
+    x = follower.learner.features(["a question"] * 5)
+    follower.learner.add(x, np.full(5, models.index("brand-new-9b")), np.ones(5), np.zeros(5))
+    assert follower.masked_arms() == [models.index("tiny-1b")]
+    with pytest.raises(DataError, match="unknown-7b"):
+        Follower(stale_run, logs, tmp_path / "other", FollowConfig(remove_models=["unknown-7b"]))

@@ -19,6 +19,11 @@ and what follows from the rounds it joined, in their order:
    kept as the next version with its evaluation, installed as ``policy.pt`` atomically and the
    service reloaded. Every decision, taken or refused, is an event.
 
+**The model pool.** ``add_models`` are new arms after the run's models, learned from the share
+of traffic the service explores them with (``serve.py --explore-new-models``); a candidate may
+choose one only once it has ``min_observations`` learned rounds, and never a model of
+``remove_models`` (:meth:`Follower.masked_arms`, :meth:`training.live_learner.LiveLearner.agent`).
+
 The state after a step (the stream's offsets and waiting records, the statistics, the test, the
 window, the events) is one checkpoint, ``follower.npz``, written atomically at the end of the
 step: a follower killed at any moment and started again redoes the step from the same offsets,
@@ -77,6 +82,9 @@ class FollowConfig:
     drift: DriftConfig = field(default_factory=DriftConfig)
     seed: int = 0  # seeds the hash that splits rounds into learning and held-out
     poll_bytes: PositiveInt = 16 * 2**20  # a poll reads at most this much of each log file
+    add_models: list[str] = field(default_factory=list)  # models added to the pool: new arms, masked until observed
+    min_observations: PositiveInt = 50  # learned rounds an added model needs before a candidate may choose it
+    remove_models: list[str] = field(default_factory=list)  # models taken out of the pool: masked in candidates
 
 
 @pydantic_dataclass(frozen=True)
@@ -102,6 +110,11 @@ class Follower:
     ) -> None:
         self.config, self.service, self.out = config, service, out
         self.learner = LiveLearner.load(run / LEARNER_FILE)
+        self.run_models = list(self.learner.models)
+        self.learner.add_arms(list(config.add_models))
+        unknown = sorted(set(config.remove_models) - set(self.learner.models))
+        if unknown:
+            raise DataError(f"remove_models: {', '.join(unknown)} not among the models {self.learner.models}")
         self.stream = DecisionStream(
             logs, self.learner.models, prices or PriceTable.load_or_default(None), config.poll_bytes
         )
@@ -125,7 +138,7 @@ class Follower:
     def _start(self, run: Path) -> None:
         """A new follower folder: the run's policy becomes version 0, in service."""
         started = load_policy(run / "policy.pt")
-        if list(started.models) != self.learner.models:
+        if list(started.models) != self.run_models:
             raise DataError(f"{run}: policy.pt and {LEARNER_FILE} name different models")
         copy = self.out / "versions" / ".start.pt"
         copy.parent.mkdir(parents=True, exist_ok=True)
@@ -137,6 +150,11 @@ class Follower:
 
     def _resume(self) -> None:
         state = read_checkpoint(self.out / CHECKPOINT)
+        if self.learner.models[: len(state["models"])] != state["models"]:
+            raise DataError(
+                f"{self.out}: the follower learned the models {state['models']}; add_models may only add "
+                f"after them (now {self.learner.models})"
+            )
         self.stream.load_state(state["stream"])
         self.learner.load_state(state["learner"])
         self.drift = PageHinkley(**state["drift"])
@@ -212,13 +230,13 @@ class Follower:
         if len(window) < self.config.min_holdout:
             self._event("refuse", {"reason": f"{len(window)} held-out rounds, fewer than min_holdout"})
             return
-        agent = self.learner.agent()
+        agent = self.learner.agent(self.masked_arms())
         queries = [r["query"] for r in window]
         weights = np.array([r["cost_weight"] for r in window])
         predictions = agent.scores(self.learner.features(queries), weights)
         result = compare(
             np.argmax(predictions, axis=1),
-            _choices(self.history.serving, queries, weights),
+            _choices(self.history.serving, queries, weights, self.learner.models),
             predictions,
             np.array([r["action"] for r in window]),
             np.array([r["quality"] - r["cost_weight"] * r["cost"] for r in window]),
@@ -240,6 +258,16 @@ class Follower:
             self._event("refuse", {"reason": "lower bound not above the margin", **result.as_json()})
             return
         self._promote(agent, result)
+
+    def masked_arms(self) -> list[int]:
+        """Arms no candidate may choose: removed models, and added ones observed < ``min_observations`` times."""
+        observations = self.learner.statistics["observations"]
+        added = set(self.config.add_models)
+        return [
+            arm
+            for arm, name in enumerate(self.learner.models)
+            if name in self.config.remove_models or (name in added and observations[arm] < self.config.min_observations)
+        ]
 
     def _promote(self, agent: Any, result: GateResult) -> None:
         """Export the candidate as the next version, install it and reload the service."""
@@ -301,6 +329,7 @@ class Follower:
     def state(self) -> dict[str, Any]:
         """Everything the next step depends on (the checkpoint)."""
         return {
+            "models": self.learner.models,
             "stream": self.stream.state(),
             "learner": self.learner.state(),
             "drift": self.drift.state(),
@@ -313,12 +342,13 @@ class Follower:
         }
 
 
-def _choices(policy: Path, queries: list[str], weights: np.ndarray) -> np.ndarray:
-    """The greedy choice of the policy file in service for each query at its own cost weight."""
+def _choices(policy: Path, queries: list[str], weights: np.ndarray, models: list[str]) -> np.ndarray:
+    """The greedy choice of the policy in service for each query at its own cost weight (an index of ``models``)."""
     loaded = load_policy(policy)
+    index = np.array([models.index(name) for name in loaded.models])
     choices = np.empty(len(queries), dtype=np.int64)
     for weight in np.unique(weights):
         rows = np.flatnonzero(weights == weight)
         scores = loaded.scores([queries[i] for i in rows], float(weight)).double().numpy()
-        choices[rows] = np.argmax(scores, axis=1)
+        choices[rows] = index[np.argmax(scores, axis=1)]
     return choices

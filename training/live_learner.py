@@ -18,6 +18,7 @@ the same rounds exactly. :meth:`LiveLearner.agent` solves the statistics into a 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from data.schema import DataError
 
 #: The learner's file in a run directory.
 LEARNER_FILE = "learner.npz"
+#: θ^q on the bias feature of an arm that must not be chosen (:meth:`LiveLearner.agent`): quality −10⁶.
+MASKED_QUALITY = -1e6
 #: Arrays of the statistics, in :class:`LinUCBStatistics`' names (``observations`` may be fractional).
 STATISTICS = ("gram", "target_quality", "target_cost", "observations", "sum_quality", "sum_cost")
 
@@ -142,8 +145,23 @@ class LiveLearner:
         for name in STATISTICS:
             self.statistics[name] = keep * self.statistics[name]
 
-    def agent(self) -> LinUCB:
-        """LinUCB solved from the statistics: θ_k = (λI + G_k)⁻¹ b_k."""
+    def add_arms(self, models: list[str]) -> None:
+        """New arms with no statistics (models added to the service's pool), after the existing ones."""
+        known = [name for name in models if name in self.models]
+        if known:
+            raise DataError(f"cannot add {', '.join(known)}: already a model of the learner")
+        extra = len(models)
+        for name, value in self.statistics.items():
+            self.statistics[name] = np.concatenate([value, np.zeros((extra, *value.shape[1:]))])
+        self.models += models
+
+    def agent(self, masked: Iterable[int] = ()) -> LinUCB:
+        """LinUCB solved from the statistics: θ_k = (λI + G_k)⁻¹ b_k; a ``masked`` arm is never the greedy choice.
+
+        A masked arm (a model removed from the pool, or added and not yet observed enough) gets
+        θ^q_k = :data:`MASKED_QUALITY` on the bias feature (the featurizer's last) and 0 elsewhere:
+        its estimated quality is far below any real model's utility at any cost weight.
+        """
         statistics = LinUCBStatistics(
             self.statistics["gram"],
             self.statistics["target_quality"],
@@ -153,19 +171,27 @@ class LiveLearner:
             self.statistics["sum_cost"],
             np.asarray(int(np.rint(self.statistics["observations"].sum()))),
         )
-        return linucb_from_statistics(statistics, LinUCBConfig(ridge=self.ridge))
+        agent = linucb_from_statistics(statistics, LinUCBConfig(ridge=self.ridge))
+        for arm in masked:
+            agent.theta_quality[arm] = 0.0
+            agent.theta_quality[arm, -1] = MASKED_QUALITY
+        return agent
 
     def state(self) -> dict[str, np.ndarray]:
         """The statistics, for the follower's checkpoint."""
         return {name: value.copy() for name, value in self.statistics.items()}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state`; another shape (models, features) than this learner's is a DataError."""
+        """Restore :meth:`state`; arms beyond the state's (models added since) keep no statistics.
+
+        Another feature dimension, or more arms than this learner has, is a DataError.
+        """
         for name in STATISTICS:
             value = np.asarray(state[name], dtype=np.float64)
-            if value.shape != self.statistics[name].shape:
+            mine = self.statistics[name]
+            if value.shape[1:] != mine.shape[1:] or len(value) > len(mine):
                 raise DataError(
                     f"the follower's checkpoint has {name} of shape {value.shape}, "
-                    f"the learner {self.statistics[name].shape}: is it another run's?"
+                    f"the learner {mine.shape}: is it another run's?"
                 )
-            self.statistics[name] = value
+            self.statistics[name] = np.concatenate([value, mine[len(value) :]])
