@@ -44,7 +44,7 @@ def serve_offline(
     log: RoutingLog,
     path: Path,
     order: np.ndarray,
-    epsilon: float = 0.2,
+    epsilon: float = 0.5,
     seed: int = 0,
     new_models: tuple[str, ...] = (),
     share: float = 0.0,
@@ -195,15 +195,15 @@ def test_discount_weights_rounds_by_age_whatever_the_batching(stale_run: Path, d
 
 @pytest.mark.parametrize("fault", ["checkpoint-written:3", "checkpoint-renamed:5", "policy-written:2"])
 def test_a_kill_at_any_point_then_a_restart_ends_as_an_uninterrupted_run(
-    fault: str, stale_run: Path, demo_log: RoutingLog, tmp_path: Path
+    fault: str, reversed_run: Path, demo_log: RoutingLog, tmp_path: Path
 ) -> None:
     """SIGKILL inside a step (before or after its checkpoint, or while promoting), then a restart:
     the checkpoint, the versions and the events equal those of a run that was never killed."""
     logs = tmp_path / "logs"
     logs.mkdir()
-    serve_offline(stale_run / "policy.pt", demo_log, logs / "decisions.jsonl", np.tile(np.arange(1500), 1)[:1400])
+    serve_offline(reversed_run / "policy.pt", demo_log, logs / "decisions.jsonl", np.tile(np.arange(1500), 1)[:1400])
     settings = ["--set", "poll_bytes=60000", "--set", "gate_every=300", "--set", "min_holdout=100"]
-    common = ["--run", str(stale_run), "--logs", str(logs), "--exit-when-idle", *settings]
+    common = ["--run", str(reversed_run), "--logs", str(logs), "--exit-when-idle", *settings]
     whole = follow_cli("--out", str(tmp_path / "whole"), *common)
     assert whole.returncode == 0, whole.stderr
     killed = follow_cli("--out", str(tmp_path / "killed"), *common, fault=fault)
@@ -229,15 +229,15 @@ def test_a_kill_at_any_point_then_a_restart_ends_as_an_uninterrupted_run(
 
 
 def test_a_stale_policy_is_replaced_and_rollback_restores_it(
-    stale_run: Path, demo_log: RoutingLog, tmp_path: Path
+    reversed_run: Path, demo_log: RoutingLog, tmp_path: Path
 ) -> None:
-    """From a policy trained on 80 queries, replayed demo traffic proves a better one within 1,500 rounds;
+    """From a policy built to be bad, replayed demo traffic proves a better one within 1,500 rounds;
     ``--rollback 0`` puts the starting policy back in service."""
     logs = tmp_path / "logs"
     logs.mkdir()
-    serve_offline(stale_run / "policy.pt", demo_log, logs / "decisions.jsonl", np.arange(1500))
+    serve_offline(reversed_run / "policy.pt", demo_log, logs / "decisions.jsonl", np.arange(1500))
     out = tmp_path / "live"
-    result = follow_cli("--run", str(stale_run), "--logs", str(logs), "--out", str(out), "--exit-when-idle")
+    result = follow_cli("--run", str(reversed_run), "--logs", str(logs), "--out", str(out), "--exit-when-idle")
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     promotions = [e for e in events if e["kind"] == "promote"]
@@ -246,7 +246,7 @@ def test_a_stale_policy_is_replaced_and_rollback_restores_it(
     assert record["evaluation"]["promoted"] and record["policy_version"] == load_policy(out / "policy.pt").version
     back = follow_cli("--out", str(out), "--rollback", "0")
     assert back.returncode == 0 and "version 0 installed" in back.stdout
-    assert load_policy(out / "policy.pt").version == load_policy(stale_run / "policy.pt").version
+    assert load_policy(out / "policy.pt").version == load_policy(reversed_run / "policy.pt").version
     missing = follow_cli("--out", str(out), "--rollback", "7")
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no version 7" in missing.stderr
 
@@ -291,9 +291,21 @@ def test_compare_is_the_paired_doubly_robust_difference() -> None:
     )
     per_round = np.array([1.0 / 0.5, -0.0 / 0.5, 0.0, -0.5 / 0.5])
     assert result.estimate == pytest.approx(per_round.mean())
-    assert result.differing == 3 and result.rounds == 4
+    assert result.differing == 3 and result.rounds == 4 and result.support == 1  # round 0 logged the candidate's 0
     half = 1.6448536269514722 * per_round.std(ddof=1) / 2
     assert result.lower == pytest.approx(per_round.mean() - half) and result.promoted == (result.lower > 0)
+
+
+def test_a_candidate_never_logged_on_its_own_choices_is_refused_whatever_its_estimate() -> None:
+    """m̂ alone says the candidate gains 0.5 on every round, but no held-out round was logged on its
+    choice: with ``min_support`` 1 it is refused, with 0 it would pass."""
+    n = 50
+    predictions = np.tile([0.5, 1.0], (n, 1))
+    rounds = (np.ones(n, dtype=int), np.zeros(n, dtype=int), predictions, np.zeros(n, dtype=int), np.full(n, 0.5))
+    strict = compare(*rounds, np.full(n, 0.5), margin=0.0, confidence=0.95, min_support=1)
+    assert strict.estimate == pytest.approx(0.5) and strict.lower > 0 and strict.support == 0
+    assert not strict.promoted
+    assert compare(*rounds, np.full(n, 0.5), margin=0.0, confidence=0.95, min_support=0).promoted
 
 
 def test_page_hinkley_alarms_soon_after_a_known_drop_and_not_before() -> None:
@@ -320,7 +332,7 @@ def test_drift_at_a_known_round_is_detected_and_the_policy_recovers(
     swap = np.arange(demo_log.n_models)
     swap[most], swap[worst] = worst, most
     changed = dataclasses.replace(demo_log, quality=demo_log.quality[:, swap])
-    for chunk in range(12):  # 6 x 250 rounds of the old world, then 6 of the new; the policy in service decides
+    for chunk in range(16):  # 6 x 250 rounds of the old world, then 10 of the new; the policy in service decides
         world = demo_log if chunk < 6 else changed
         serve_offline(
             follower.history.serving,
@@ -494,3 +506,15 @@ def test_an_added_model_is_masked_until_observed_and_a_removed_one_always(stale_
     assert follower.masked_arms() == [models.index("tiny-1b")]
     with pytest.raises(DataError, match="unknown-7b"):
         Follower(stale_run, logs, tmp_path / "other", FollowConfig(remove_models=["unknown-7b"]))
+
+
+def test_a_line_longer_than_a_poll_reads_is_read_whole(stale_run: Path, demo_log: RoutingLog, tmp_path: Path) -> None:
+    """``poll_bytes`` bounds a poll, not a record: a 20 kB query under a 1 kB poll still joins."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    long = dataclasses.replace(demo_log, queries=["word " * 4000, *demo_log.queries[1:]])
+    serve_offline(stale_run / "policy.pt", long, logs / "decisions.jsonl", np.arange(3))
+    follower = Follower(stale_run, logs, tmp_path / "live", FollowConfig(poll_bytes=1000))
+    while follower.step():
+        pass
+    assert follower.rounds == 3 and not follower.stream.pending and not follower.stream.rejected

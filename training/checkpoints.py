@@ -113,8 +113,10 @@ class CheckpointCallback(Callback):
                 raise DataError(f"it was written by agent {saved['agent']!r}, this run's is {learner.name!r}")
             learner.load_state_dict(saved["learner"])
         except DataError as error:
-            raise DataError(f"{self.path}: cannot resume: {error} (resume with the configuration it was "
-                            "written with, or start a new run)") from None
+            raise DataError(
+                f"{self.path}: cannot resume: {error} (resume with the configuration it was "
+                "written with, or start a new run)"
+            ) from None
         for name, callback in self.stateful.items():
             callback.load_state_dict(saved["callbacks"][name])
         return learner.steps_done

@@ -3,7 +3,6 @@
 Heavy imports (torch, the agents) happen inside :func:`main`, so ``--help`` answers at once.
 """
 
-
 from __future__ import annotations
 
 import argparse
@@ -117,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.refit_all and args.ray is not None:  # before anything is written
-            raise DataError("--refit-all refits in this process on every query; --ray fits the training split "
-                            "on a cluster and has no refit: use one of them")
+            raise DataError(
+                "--refit-all refits in this process on every query; --ray fits the training split "
+                "on a cluster and has no refit: use one of them"
+            )
         overrides = list(args.overrides)
         if args.prices:
             overrides.append(f"data.prices={Path(args.prices).resolve()}")
@@ -143,8 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.target_quality is not None:
             target = BudgetTarget("quality", args.target_quality)
         if target is not None and config.reward.budget is not None:
-            raise DataError("--target-cost/--target-quality choose the exported cost weight on validation, and "
-                            "reward.budget learns it online (its average λ̄): use one of them")
+            raise DataError(
+                "--target-cost/--target-quality choose the exported cost weight on validation, and "
+                "reward.budget learns it online (its average λ̄): use one of them"
+            )
         if args.ray is None:
             result = train(config, out, strict=args.strict, quiet=args.quiet, target=target, refit=args.refit_all)
         else:
@@ -174,4 +177,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"serve it:  python serve.py --policy {out / 'policy.pt'}")
     print(f"watch it:  tensorboard --logdir {out / 'tb'}   (frontier figure: {out / 'frontier.png'})")
     return 0
-

@@ -14,6 +14,8 @@ byte offset per file) up to the last complete line, and joins as §5.5 does, inc
   ``duplicate outcome``, a decision served by a fallback as ``not the policy's choice``, a bad
   value by its rule of :mod:`data.rules`, a model the learner does not know as ``missing column``.
 
+A repeat is recognised among the latest ``remembered`` joined ids (the checkpoint holds them: about
+35 bytes each); an older one would wait for a decision that never comes, and is never counted.
 Its whole state (offsets, waiting records, joined ids, rejection counts) is :meth:`state`, which
 the follower writes in the same atomic checkpoint as the statistics it fed: after a kill, a
 restart from the checkpoint reads from the same offsets and neither loses nor double-counts a
@@ -66,7 +68,14 @@ class Rejection:
 class DecisionStream:
     """Decision and feedback records of every ``*.jsonl`` decision log in ``folder``, joined incrementally."""
 
-    def __init__(self, folder: Path, models: list[str], prices: PriceTable, max_bytes: int = 16 * 2**20) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        models: list[str],
+        prices: PriceTable,
+        max_bytes: int = 16 * 2**20,
+        remembered: int = 100_000,
+    ) -> None:
         self.folder = folder
         self.models = {name: index for index, name in enumerate(models)}
         self.prices = prices
@@ -75,7 +84,8 @@ class DecisionStream:
         self.lines: dict[str, int] = {}  # file name -> lines consumed
         self.pending: dict[str, dict[str, Any]] = {}  # query_id -> decision waiting for feedback
         self.early: dict[str, dict[str, Any]] = {}  # query_id -> feedback waiting for its decision
-        self.joined: set[str] = set()
+        self.remembered = remembered  # joined ids kept to refuse a repeat (the latest ones)
+        self.joined: dict[str, None] = {}  # in joining order
         self.rejected: Counter[str] = Counter()
 
     def state(self) -> dict[str, Any]:
@@ -85,7 +95,7 @@ class DecisionStream:
             "lines": dict(self.lines),
             "pending": dict(self.pending),
             "early": dict(self.early),
-            "joined": sorted(self.joined),
+            "joined": list(self.joined),
             "rejected": dict(self.rejected),
         }
 
@@ -93,7 +103,7 @@ class DecisionStream:
         """Continue from :meth:`state`."""
         self.offsets, self.lines = dict(state["offsets"]), dict(state["lines"])
         self.pending, self.early = dict(state["pending"]), dict(state["early"])
-        self.joined, self.rejected = set(state["joined"]), Counter(state["rejected"])
+        self.joined, self.rejected = dict.fromkeys(state["joined"]), Counter(state["rejected"])
 
     def files(self) -> list[Path]:
         """The folder's decision logs, by name (a file whose first line is not yet complete waits)."""
@@ -111,6 +121,8 @@ class DecisionStream:
             with open(path, "rb") as handle:
                 handle.seek(offset)
                 chunk = handle.read(self.max_bytes)
+                if b"\n" not in chunk and len(chunk) == self.max_bytes:  # one line longer than a poll reads
+                    chunk += handle.readline()
             end = chunk.rfind(b"\n") + 1
             line = self.lines.get(name, 0)
             for raw in chunk[:end].splitlines():
@@ -179,7 +191,9 @@ class DecisionStream:
 
     def _join(self, query_id: str, decision: dict[str, Any], feedback: dict[str, Any]) -> Round:
         """The round of a decision and its feedback; the id counts as joined even when a value is bad."""
-        self.joined.add(query_id)
+        self.joined[query_id] = None
+        if len(self.joined) > self.remembered:
+            del self.joined[next(iter(self.joined))]
         quality = rules.QUALITY.check(_number(feedback["quality"], rules.QUALITY))
         cost = feedback["cost"]
         if cost is None:

@@ -256,8 +256,10 @@ def fit_statistics(
         train_mean_cost=statistics.mean_cost(),
         tuning={"enabled": False}
         if not config.tuning.enabled
-        else {"enabled": True, "skipped": "train.py --ray fits the configured values (tune them on a sample with "
-              "train.py, then pin them)"},
+        else {
+            "enabled": True,
+            "skipped": "train.py --ray fits the configured values (tune them on a sample with train.py, then pin them)",
+        },
     )
     return DistributedFit(inputs, statistics, validation, test, info)
 

@@ -27,7 +27,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 class DriftConfig:
     """The Page–Hinkley test's settings and what an alarm does."""
 
-    tolerance: float = 0.05  # δ: a drop of the mean reward smaller than this is not drift
+    tolerance: float = 0.02  # δ: a drop of the mean reward smaller than this is not drift
     threshold: PositiveFloat = 50.0  # λ: the cumulative drop (reward units) that raises the alarm
     keep: float = 0.0  # share of the learner's statistics kept at an alarm (0: learn again from λI alone)
 

@@ -103,6 +103,7 @@ def _follow(args: argparse.Namespace) -> int:
             if args.exit_when_idle:
                 break
             time.sleep(args.poll_seconds)
+    follower.close()
     print(
         f"followed {follower.rounds} rounds; latest version {follower.version}; events in {args.out / 'events.jsonl'}"
     )

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import ConfigDict, Field, NonNegativeFloat, PositiveInt
+from pydantic import ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveInt
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from data.outputs import OutputKind, claim_output, write_text_atomically
@@ -73,15 +73,17 @@ class FollowConfig:
 
     gate_every: PositiveInt = 500  # training rounds learned between two decisions of the gate
     window: PositiveInt = 2000  # the gate evaluates on the latest this many held-out rounds
-    min_holdout: PositiveInt = 200  # held-out rounds needed before the gate decides at all
+    min_holdout: PositiveInt = 100  # held-out rounds needed before the gate decides at all
     holdout_share: float = Field(default=0.2, gt=0.0, lt=1.0)  # share of rounds kept out of learning
     margin: float = 0.0  # promote only if the lower bound of candidate − incumbent exceeds this (reward)
     confidence: float = Field(default=0.95, ge=0.5, lt=1.0)  # one-sided level of the lower bound
+    min_support: NonNegativeInt = 10  # held-out rounds logged on the candidate's choice where it differs
     max_weight: NonNegativeFloat | None = None  # clip DR's importance weights at this (None: no clipping)
     discount: float = Field(default=1.0, gt=0.0, le=1.0)  # γ per round: statistics fade as γ^age
     drift: DriftConfig = field(default_factory=DriftConfig)
     seed: int = 0  # seeds the hash that splits rounds into learning and held-out
     poll_bytes: PositiveInt = 16 * 2**20  # a poll reads at most this much of each log file
+    remembered: PositiveInt = 100_000  # latest joined query ids kept to reject a repeated record
     add_models: list[str] = field(default_factory=list)  # models added to the pool: new arms, masked until observed
     min_observations: PositiveInt = 50  # learned rounds an added model needs before a candidate may choose it
     remove_models: list[str] = field(default_factory=list)  # models taken out of the pool: masked in candidates
@@ -116,7 +118,7 @@ class Follower:
         if unknown:
             raise DataError(f"remove_models: {', '.join(unknown)} not among the models {self.learner.models}")
         self.stream = DecisionStream(
-            logs, self.learner.models, prices or PriceTable.load_or_default(None), config.poll_bytes
+            logs, self.learner.models, prices or PriceTable.load_or_default(None), config.poll_bytes, config.remembered
         )
         self.history = PolicyHistory(out)
         self.drift = PageHinkley(config.drift.tolerance, config.drift.threshold)
@@ -243,6 +245,7 @@ class Follower:
             np.array([r["propensity"] for r in window]),
             self.config.margin,
             self.config.confidence,
+            self.config.min_support,
             self.config.max_weight,
         )
         self.board.log_scalars(
@@ -255,7 +258,8 @@ class Follower:
             self.rounds,
         )
         if not result.promoted:
-            self._event("refuse", {"reason": "lower bound not above the margin", **result.as_json()})
+            reason = "lower bound not above the margin" if result.lower <= result.margin else "too little support"
+            self._event("refuse", {"reason": reason, **result.as_json()})
             return
         self._promote(agent, result)
 
@@ -325,6 +329,10 @@ class Follower:
         write_checkpoint(self.out / CHECKPOINT, self.state())
         write_text_atomically(self.out / EVENTS, "".join(json.dumps(e, sort_keys=True) + "\n" for e in self.events))
         self.board.writer.flush()
+
+    def close(self) -> None:
+        """Close the TensorBoard writer (its thread and file)."""
+        self.board.close()
 
     def state(self) -> dict[str, Any]:
         """Everything the next step depends on (the checkpoint)."""

@@ -134,8 +134,9 @@ def tune_ppo(
 class _CoordinateSearch:
     """The search's state: the best candidate so far and its per-query validation shares, and the trials."""
 
-    def __init__(self, config: RunConfig, train: FeaturizedSplit, validation: FeaturizedSplit,
-                 grid: Sequence[Axis], steps: int) -> None:
+    def __init__(
+        self, config: RunConfig, train: FeaturizedSplit, validation: FeaturizedSplit, grid: Sequence[Axis], steps: int
+    ) -> None:
         self.config, self.train, self.validation, self.grid, self.steps = config, train, validation, grid, steps
         self.chosen = config.agent.ppo
         self.best_shares: np.ndarray | None = None
@@ -153,8 +154,9 @@ class _CoordinateSearch:
     def attempt(self, candidate: PPOConfig, clock: Callable[[], float]) -> None:
         """Train and score ``candidate``: the new best if its paired gain exceeds :data:`MARGIN` standard errors."""
         began = clock()
-        shares, best_step, steps_done = _trial(self.config, _shortened(candidate, self.steps), self.train,
-                                               self.validation)
+        shares, best_step, steps_done = _trial(
+            self.config, _shortened(candidate, self.steps), self.train, self.validation
+        )
         gain: float | None = None
         error: float | None = None
         if self.best_shares is not None:
@@ -162,8 +164,18 @@ class _CoordinateSearch:
         accepted = gain is None or (error is not None and gain > MARGIN * error)
         if accepted:
             self.chosen, self.best_shares = candidate, shares
-        self.trials.append(Trial(_settings(candidate, self.grid), float(shares.mean()), gain, error, accepted,
-                                 best_step, steps_done, clock() - began))
+        self.trials.append(
+            Trial(
+                _settings(candidate, self.grid),
+                float(shares.mean()),
+                gain,
+                error,
+                accepted,
+                best_step,
+                steps_done,
+                clock() - began,
+            )
+        )
 
 
 def _count(base: PPOConfig, grid: Sequence[Axis]) -> int:
@@ -181,8 +193,9 @@ def _paired(shares: np.ndarray, best_shares: np.ndarray) -> tuple[float, float]:
     return float(gain.mean()), error
 
 
-def _trial(config: RunConfig, candidate: PPOConfig, train: FeaturizedSplit,
-           validation: FeaturizedSplit) -> tuple[np.ndarray, int | None, int]:
+def _trial(
+    config: RunConfig, candidate: PPOConfig, train: FeaturizedSplit, validation: FeaturizedSplit
+) -> tuple[np.ndarray, int | None, int]:
     """Train one candidate with keep-best on ``validation``: per query its kept state's share of the score,
     the step of that state and the steps trained."""
     agent = PPORouter(train.log.n_models, train.features.shape[1], candidate, config.reward.cost_weight)

@@ -61,9 +61,7 @@ class TensorBoardLogger:
         """
         for index, entry in enumerate(tuning.get("scores", [])):
             hparams = {key: value for key, value in entry.items() if key != "score"}
-            self.writer.add_hparams(
-                hparams, {"hparams/tuning_score": entry["score"]}, run_name=f"tuning/{index:03d}"
-            )
+            self.writer.add_hparams(hparams, {"hparams/tuning_score": entry["score"]}, run_name=f"tuning/{index:03d}")
 
     def log_figure(self, tag: str, figure: Figure, step: int) -> None:
         """A matplotlib figure as an image (the frontier at each evaluation)."""

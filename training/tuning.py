@@ -226,8 +226,11 @@ def cross_validated_scores(
                 scale = _scale(representation, train_x.scale, config.input)
                 ridges = [candidate for candidate in chosen if candidate.representation() == representation]
                 choices = _ridge_decisions(
-                    train_x.values[:, columns] * scale, targets[kept], held_x[:, columns] * scale,
-                    [candidate.ridge for candidate in ridges], objective.weights,
+                    train_x.values[:, columns] * scale,
+                    targets[kept],
+                    held_x[:, columns] * scale,
+                    [candidate.ridge for candidate in ridges],
+                    objective.weights,
                 )
                 for candidate, decided in zip(ridges, choices):
                     actions[candidate][:, held] = decided
