@@ -52,6 +52,7 @@ bench: setup
 	$(PY) bench/bench_e2e.py --queries 20000
 	$(PY) bench/bench_quality.py --folds 2
 	$(PY) bench/bench_env.py --repeats 3 --ppo-steps 0
+	$(PY) bench/bench_follow.py --quick
 	$(PY) bench/bench_load.py --queries 10000
 	$(PY) bench/bench_ppo_time_to_quality.py --datasets synth --synth-queries 5000 --total-steps 40960
 	$(PY) bench/bench_ppo_budget.py --seeds 0 --queries 10000 --set agent.ppo.total_steps=40960
