@@ -99,6 +99,26 @@ def follow_cli(*args: str, fault: str | None = None) -> subprocess.CompletedProc
     )
 
 
+Answered = list[tuple[str, int, str]]  # (query_id, row of the world, model) of routed queries
+
+
+def route_batch(client: httpx.Client, world: RoutingLog, rows: list[int]) -> Answered:
+    """``POST /route/batch`` the rows' queries; what the service answered for each."""
+    answer = client.post("/route/batch", json={"queries": [world.queries[i] for i in rows]})
+    answer.raise_for_status()
+    body = answer.json()
+    return list(zip(body["query_ids"], rows, body["models"]))
+
+
+def send_feedback(client: httpx.Client, world: RoutingLog, answered: Answered) -> int:
+    """``POST /feedback`` each answered query's outcome in ``world`` (the served model's); the number sent."""
+    for query_id, row, model in answered:
+        k = world.models.index(model)
+        sent = {"query_id": query_id, "quality": float(world.quality[row, k]), "cost": float(world.cost[row, k])}
+        assert client.post("/feedback", json=sent).status_code == 200
+    return len(answered)
+
+
 @pytest.fixture(scope="module")
 def demo_log() -> RoutingLog:
     return load_log(DEMO).log
@@ -251,11 +271,13 @@ def test_a_stale_policy_is_replaced_and_rollback_restores_it(
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no version 7" in missing.stderr
 
 
-def test_the_gate_refuses_a_candidate_built_to_be_worse(
+def test_through_the_real_service_the_gate_refuses_a_candidate_built_to_be_worse(
     tmp_path: Path, demo_run: RunResult, demo_log: RoutingLog
 ) -> None:
-    """A learner whose prior swaps the models' quality estimates yields candidates worse than the
-    trained policy in service: every decision of the gate is a refusal, each estimate negative."""
+    """The trained policy is served (serve.py, ε = 0.5, 1,500 queries by HTTP with their feedback);
+    the follower's learner starts from a prior that swaps the models' quality estimates, so its
+    candidates are worse than the policy in service: every decision of the gate is a refusal, each
+    estimate negative, and version 0 stays in service."""
     run = tmp_path / "run"
     run.mkdir()
     (run / "policy.pt").write_bytes((demo_run.directory / "policy.pt").read_bytes())
@@ -265,8 +287,15 @@ def test_the_gate_refuses_a_candidate_built_to_be_worse(
     np.savez(run / LEARNER_FILE, **arrays)
     logs = tmp_path / "logs"
     logs.mkdir()
-    serve_offline(run / "policy.pt", demo_log, logs / "decisions.jsonl", np.arange(1500))
     follower = Follower(run, logs, tmp_path / "live", FollowConfig(gate_every=400))
+    log = ["--decision-log", str(logs / "decisions.jsonl"), "--explore-epsilon", "0.5", "--explore-seed", "5"]
+    server = _start_server(follower.history.serving, tmp_path, *log)
+    try:
+        with httpx.Client(base_url=server.base_url, timeout=30) as client:
+            for start in range(0, 1500, 100):
+                send_feedback(client, demo_log, route_batch(client, demo_log, list(range(start, start + 100))))
+    finally:
+        _stop(server.process)
     follower.step()
     decisions = [e for e in follower.events if e["kind"] in ("promote", "refuse")]
     assert decisions and all(e["kind"] == "refuse" for e in decisions)
@@ -370,27 +399,19 @@ def test_through_the_real_service_killed_once_the_follower_counts_each_round_onc
         return _start_server(out / "policy.pt", tmp_path, *log, env={**token, "ROUTERL_FAULT": fault})
 
     servers = [start("decision-written:700")]  # dies inside the 14th batch of 50
-    acknowledged, start_row, late = 0, 0, []
+    acknowledged, start_row, late = 0, 0, Answered()
     try:
         while start_row < 3000:  # the demo's queries twice
             rows = [i % 1500 for i in range(start_row, start_row + 50)]
             with httpx.Client(base_url=servers[-1].base_url, timeout=30) as client:
                 try:
-                    answer = client.post("/route/batch", json={"queries": [demo_log.queries[i] for i in rows]}).json()
+                    answered = route_batch(client, demo_log, rows)
                 except httpx.TransportError:  # killed: its decisions were written, never answered
                     servers[-1].process.wait(timeout=30)
                     servers.append(start())
                     continue
-                for query_id, i, model in late:  # the previous batch's outcomes arrive now
-                    k = demo_log.models.index(model)
-                    sent = {
-                        "query_id": query_id,
-                        "quality": float(demo_log.quality[i, k]),
-                        "cost": float(demo_log.cost[i, k]),
-                    }
-                    assert client.post("/feedback", json=sent).status_code == 200
-                    acknowledged += 1
-            late = list(zip(answer["query_ids"], rows, answer["models"]))
+                acknowledged += send_feedback(client, demo_log, late)  # the previous batch's outcomes arrive now
+            late = answered
             start_row += 50
         assert len(servers) == 2 and servers[0].process.returncode == -9
         settings = ["--set", "gate_every=300", "--set", "min_holdout=100", "--exit-when-idle"]
