@@ -68,8 +68,9 @@ from data.synth.generator import generate  # noqa: E402
 from data.synth.writers import write  # noqa: E402
 from policies.artifact import load_policy  # noqa: E402
 from serving.decisions import DecisionLog, Exploration  # noqa: E402
-from training.config import apply_overrides, load_config, validated  # noqa: E402
-from training.follower import FollowConfig, Follower  # noqa: E402
+from training.cli import add_set_argument  # noqa: E402
+from training.config import load_config  # noqa: E402
+from training.follower import FollowConfig, Follower, load_follow_config  # noqa: E402
 from training.live_learner import LEARNER_FILE, STATISTICS  # noqa: E402
 from training.promotion import PolicyHistory  # noqa: E402
 from training.run import prepare_directory, train  # noqa: E402
@@ -223,7 +224,7 @@ def follow(simulation: Simulation) -> Trace:
                 follower.step()
         finally:
             log.close()
-            follower.board.writer.close()  # the Follower leaves its TensorBoard writer (a thread) open
+            follower.close()
         choices = {version: service.choices(version) for version in range(follower.version + 1)}
     values = {version: truth.value(chosen, service.weight) for version, chosen in choices.items()}
     return Trace(service.weight, np.concatenate(served), follower.events, choices, values)
@@ -443,13 +444,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--checkpoints", default="1000,2000,5000,10000")
     parser.add_argument("--routerbench", type=Path, default=ROOT.parent / "shared" / "data" / "routerbench")
     parser.add_argument("--workers", type=int, default=2, help="simulations run at once (processes)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a follower setting for every simulation (FollowConfig, as python -m training.follow --set), "
+    add_set_argument(
+        parser,
+        "a follower setting for every simulation (FollowConfig, as python -m training.follow --set), "
         "e.g. --set drift.tolerance=0.02; --margins still sets the margin of parts 1 and 2",
     )
     args = parser.parse_args()
@@ -462,9 +459,7 @@ def parse_args() -> argparse.Namespace:
     unknown = set(args.part_list) - set(PARTS)
     if unknown:
         parser.error(f"--parts: unknown {', '.join(sorted(unknown))} (known: {', '.join(PARTS)})")
-    tree: dict[str, object] = {}
-    apply_overrides(tree, args.overrides)
-    args.follow = validated(FollowConfig, tree, None)
+    args.follow = load_follow_config(None, args.overrides)
     return args
 
 

@@ -314,6 +314,21 @@ TEMPERATURE, FLOOR, FLOORED = 0.05, 0.05, "tiny-1b"
 TOPICS = ["primes", "sorting lists in Python", "the capital of France", "a haiku about rain", "tax law", "SQL joins"]
 
 
+def _route_300(http: httpx.Client, allowed_sets: list[list[str] | None]) -> list[dict[str, Any]]:
+    """300 ``/route`` requests, the i-th allowing ``allowed_sets[i % len]`` (None: every model); each
+    answer with its ``allowed`` set."""
+    answers = []
+    for i in range(300):
+        allowed = allowed_sets[i % len(allowed_sets)]
+        body: dict[str, Any] = {"query": f"question {i} about {TOPICS[i % len(TOPICS)]}"}
+        if allowed is not None:
+            body["allowed_models"] = allowed
+        response = http.post("/route", json=body)
+        assert response.status_code == 200, response.text
+        answers.append({**response.json(), "allowed": allowed})
+    return answers
+
+
 def test_served_propensities_are_the_rules_probabilities(demo_policy: Path, tmp_path: Path) -> None:
     """300 real ``/route`` requests with softmax and a floor on one model: every logged propensity
     is the rule's probability recomputed from the answered scores, the floored model gets its
@@ -322,7 +337,6 @@ def test_served_propensities_are_the_rules_probabilities(demo_policy: Path, tmp_
     flags = ["--explore", "softmax", "--explore-temperature", str(TEMPERATURE), "--explore-seed", "0"]
     flags += ["--explore-floor", str(FLOOR), "--explore-floor-models", FLOORED, "--decision-log", str(log)]
     running = _start_server(demo_policy, tmp_path, *flags, "--no-access-log")
-    answers: list[dict[str, Any]] = []
     allowed_sets: list[list[str] | None] = [
         None,
         None,
@@ -331,15 +345,9 @@ def test_served_propensities_are_the_rules_probabilities(demo_policy: Path, tmp_
     ]
     try:
         with httpx.Client(base_url=running.base_url, timeout=60) as http:
-            for i in range(300):
-                allowed = allowed_sets[i % len(allowed_sets)]
-                body: dict[str, Any] = {"query": f"question {i} about {TOPICS[i % len(TOPICS)]}"}
-                if allowed is not None:
-                    body["allowed_models"] = allowed
-                response = http.post("/route", json=body)
-                assert response.status_code == 200, response.text
-                answers.append({**response.json(), "allowed": allowed})
-                feedback = {"query_id": response.json()["query_id"], "quality": float(i % 2), "cost": 0.001}
+            answers = _route_300(http, allowed_sets)
+            for i, answer in enumerate(answers):
+                feedback = {"query_id": answer["query_id"], "quality": float(i % 2), "cost": 0.001}
                 assert http.post("/feedback", json=feedback).status_code == 200
     finally:
         _stop(running.process)
@@ -605,17 +613,9 @@ def test_a_served_new_model_gets_its_share_with_exact_propensities(demo_policy: 
     flags = ["--explore-new-models", NEW, "--explore-floor", str(NEW_FLOOR), "--explore-seed", "1"]
     running = _start_server(demo_policy, tmp_path, *flags, "--decision-log", str(log), "--no-access-log")
     allowed_sets: list[list[str] | None] = [None, None, [NEW, "small-7b", "large-70b"], ["tiny-1b", "medium-34b"]]
-    answers: list[dict[str, Any]] = []
     try:
         with httpx.Client(base_url=running.base_url, timeout=60) as http:
-            for i in range(300):
-                allowed = allowed_sets[i % len(allowed_sets)]
-                body: dict[str, Any] = {"query": f"question {i} about {TOPICS[i % len(TOPICS)]}"}
-                if allowed is not None:
-                    body["allowed_models"] = allowed
-                response = http.post("/route", json=body)
-                assert response.status_code == 200, response.text
-                answers.append({**response.json(), "allowed": allowed})
+            answers = _route_300(http, allowed_sets)
             batch = http.post("/route/batch", json={"queries": [f"batch {i}" for i in range(100)]}).json()
             unknown = http.post("/route", json={"query": "q", "allowed_models": ["gpt-9", NEW]})
             assert unknown.status_code == 422 and "gpt-9" in unknown.json()["error"]["message"]

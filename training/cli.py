@@ -26,14 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--data", help="log file or directory; overrides data.path")
     parser.add_argument("--out", type=Path, help="run directory (default: runs/<config name>)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set agent.linucb.ridge=3 (repeatable)",
-    )
+    add_set_argument(parser, "override a config value, e.g. --set agent.linucb.ridge=3 (repeatable)")
     parser.add_argument(
         "--prices",
         help="price table (YAML, USD per 1M tokens) for rows with tokens "
@@ -53,6 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, help="overrides the config's seed")
     _add_run_arguments(parser)
     return parser.parse_args(argv)
+
+
+def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--set KEY=VALUE`` (repeatable) into ``args.overrides``, applied by :func:`training.config.apply_overrides`."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:

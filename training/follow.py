@@ -23,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 
 from data.schema import DataError
+from training.cli import add_set_argument
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,14 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--logs", type=Path, help="folder of the service's decision logs (every worker's)")
     parser.add_argument("--service", help="base URL of serve.py, reloaded after each promotion or rollback")
     parser.add_argument("--config", type=Path, help="YAML of the follower's settings (training.follower.FollowConfig)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a setting, e.g. --set margin=0.01 (repeatable)",
-    )
+    add_set_argument(parser, "override a setting, e.g. --set margin=0.01 (repeatable)")
     parser.add_argument(
         "--prices", type=Path, help="price table for feedback without cost (default configs/prices.yaml)"
     )
@@ -75,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 def _follow(args: argparse.Namespace) -> int:
     """Build the follower and poll until stopped."""
     from data.prices import PriceTable
-    from training.config import apply_overrides, read_yaml, validated
-    from training.follower import FollowConfig, Follower
+    from training.follower import Follower, load_follow_config
 
     if args.run is None or args.logs is None:
         raise DataError("--run and --logs are needed to follow (or --rollback VERSION)")
@@ -84,11 +77,7 @@ def _follow(args: argparse.Namespace) -> int:
         raise DataError(f"{args.logs}: not a folder of decision logs")
     if not args.poll_seconds > 0:
         raise DataError(f"--poll-seconds must be > 0, got {args.poll_seconds}")
-    tree = (read_yaml(args.config, "config") or {}) if args.config else {}
-    if not isinstance(tree, dict):
-        raise DataError(f"{args.config}: the follower's config must be a mapping")
-    apply_overrides(tree, args.overrides)
-    config = validated(FollowConfig, tree, args.config)
+    config = load_follow_config(args.config, args.overrides)
     prices = PriceTable.load_or_default(args.prices)
     follower = Follower(args.run, args.logs, args.out, config, args.service, prices)
     stopping = []

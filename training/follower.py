@@ -51,6 +51,7 @@ from data.splits import hash_unit
 from policies.artifact import load_policy
 from policies.export import PolicyMetadata, build_text_policy, save_policy
 from training.checkpoints import read_checkpoint, write_checkpoint
+from training.config import apply_overrides, read_yaml, validated
 from training.decision_stream import DecisionStream, Rejection, Round
 from training.drift import DriftConfig, PageHinkley
 from training.live_learner import LEARNER_FILE, LiveLearner
@@ -87,6 +88,15 @@ class FollowConfig:
     add_models: list[str] = field(default_factory=list)  # models added to the pool: new arms, masked until observed
     min_observations: PositiveInt = 50  # learned rounds an added model needs before a candidate may choose it
     remove_models: list[str] = field(default_factory=list)  # models taken out of the pool: masked in candidates
+
+
+def load_follow_config(path: Path | None, overrides: list[str]) -> FollowConfig:
+    """The settings of a YAML file (or the defaults) with ``--set key=value`` overrides; invalid: a DataError."""
+    tree = (read_yaml(path, "config") or {}) if path is not None else {}
+    if not isinstance(tree, dict):
+        raise DataError(f"{path}: the follower's config must be a mapping")
+    apply_overrides(tree, overrides)
+    return validated(FollowConfig, tree, path)
 
 
 @pydantic_dataclass(frozen=True)
