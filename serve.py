@@ -5,10 +5,13 @@
         [--explore-epsilon 0.05 | --explore softmax --explore-temperature 0.05] [--explore-seed 0]
         [--explore-floor 0.01 [--explore-floor-models new-13b] [--explore-new-models brand-new-9b]]
         [--fallback-model small-7b] [--log-queries full|hash|none]
+        [--budget 0.0004 [--budget-step 0.05]] [--prices prices.yaml] [--tenants tenants.yaml]
+        [--session-switch-cost 0.05 [--session-ttl 3600]]
         [--max-feedback-cost 100] [--header-timeout 10] [--body-timeout 30] [--max-connections 1000]
 
 Tokens come from the environment: ``ROUTERL_API_TOKEN`` (every route but ``/healthz``) and
-``ROUTERL_ADMIN_TOKEN`` (``/admin/reload``). ``SIGHUP`` reloads the policy file.
+``ROUTERL_ADMIN_TOKEN`` (``/admin/reload``, ``/admin/prices``); ``--tenants`` adds a token per
+tenant. ``SIGHUP`` reloads the policy file.
 
 ``--workers N`` (N > 1) runs N server processes on the same port (:mod:`serving.workers`): each
 appends to its own decision log (``decisions.jsonl`` -> ``decisions-0.jsonl``, ...), ``/metrics``
@@ -36,6 +39,7 @@ from typing import Any, NoReturn
 from serving.server import EXIT_USER_ERROR, ServeOptions, StartupError, run
 from serving.settings import (
     DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_BUDGET_STEP,
     DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_HOST,
     DEFAULT_MAX_BATCH,
@@ -44,6 +48,7 @@ from serving.settings import (
     DEFAULT_MAX_FEEDBACK_COST,
     DEFAULT_MAX_QUERY_CHARS,
     DEFAULT_PORT,
+    DEFAULT_SESSION_TTL_S,
     Settings,
 )
 
@@ -119,6 +124,45 @@ def _add_exploration(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_spending(parser: argparse.ArgumentParser) -> None:
+    """Add the flags of the live budget, prices, tenants and sessions (docs/contracts.md §4.10)."""
+    parser.add_argument(
+        "--budget",
+        type=float,
+        metavar="USD",
+        help="live budget: mean cost per query to hold; the cost weight is steered online (default: none)",
+    )
+    parser.add_argument(
+        "--budget-step",
+        type=float,
+        default=DEFAULT_BUDGET_STEP,
+        metavar="ETA",
+        help="step of the budget's update of log(weight) per query, relative to the budget (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--prices",
+        type=Path,
+        metavar="FILE",
+        help="price table (YAML, USD per 1M tokens): token-mode policies route at these prices; also prices the "
+        "proxy's token usage (default: the policy's own)",
+    )
+    parser.add_argument("--tenants", type=Path, metavar="FILE", help="tenants file: tokens, models, weights, budgets")
+    parser.add_argument(
+        "--session-switch-cost",
+        type=float,
+        metavar="S",
+        help="keep a conversation (x-routerl-session header, or the proxy's user field) on its model unless "
+        "switching gains more than S in score units (default: no sessions)",
+    )
+    parser.add_argument(
+        "--session-ttl",
+        type=float,
+        default=DEFAULT_SESSION_TTL_S,
+        metavar="SECONDS",
+        help="forget a session this long after its last turn (default: %(default)s)",
+    )
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line (``--policy`` is required)."""
     parser = argparse.ArgumentParser(prog="serve.py", description="Serve an exported routerl policy over HTTP.")
@@ -141,6 +185,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--fallback-model", help="model to route to when the policy fails to score")
     _add_exploration(parser)
+    _add_spending(parser)
     parser.add_argument(
         "--explore-seed",
         type=int,

@@ -92,7 +92,10 @@ class TrainingTask:
     interacts, for its own ``total_steps``. ``validation`` (None when the split is empty) is what
     keep-best and early stopping score on, through :meth:`Agent.validation_rule`. Which ways of
     learning and which reward options each kind reads is declared in :mod:`agents.registry`,
-    which refuses the others before training.
+    which refuses the others before training. ``prices`` (K, 2), USD per 1M input and output
+    tokens, when the run is in token mode (:func:`data.prices.token_mode_prices`): the training
+    split's log then has every token count, and a learner that can (:attr:`Agent.token_mode`)
+    estimates tokens and exports a head that prices them (docs/contracts.md §2.10).
     """
 
     train: FeaturizedSplit
@@ -102,6 +105,7 @@ class TrainingTask:
     online_steps: int = 0
     seed: int = 0
     progress: bool = False
+    prices: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,8 @@ class Agent(ABC):
     #: Whether training stops early on a validation split, which a caller then holds out of the
     #: training data (the cross-validated comparison does, for PPO).
     stops_early: ClassVar[bool] = False
+    #: The ways of learning with which the kind can estimate tokens in a token-mode run (none: USD only).
+    token_mode: ClassVar[tuple[Learning, ...]] = ()
 
     def __init__(self, n_models: int, dimension: int, cost_weight: float = 0.0) -> None:
         self.n_models = n_models
@@ -159,6 +165,11 @@ class Agent(ABC):
         """Learn from ``task``: by default one pass of :meth:`fit` over the training split (no callbacks)."""
         self.fit(task.train.features, task.train.log.quality, task.train.log.cost)
         return self
+
+    @property
+    def cost_mode(self) -> str:
+        """``"tokens"`` when :meth:`head` prices estimated tokens with a table it carries, else "usd"."""
+        return "usd"
 
     @property
     def cost_weight_range(self) -> list[float] | None:

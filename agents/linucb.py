@@ -26,6 +26,13 @@ budget's multiplier) lets a resumed run continue exactly where it stopped.
 
 The exported policy needs only the greedy decision, so :meth:`linear_map` hands over the
 (d, 2K) matrix [θ^q | θ^c]; the d × d matrices stay here.
+
+**Token mode** (a task with ``prices``, docs/contracts.md §2.10). The same Gram matrices also
+regress each arm's prompt and completion tokens, b_k^t = Σ x · tokens (t = in, out), and the
+export is [θ^q | θ^in | θ^out] (d, 3K) with a head that prices them,
+cost_k = (p_in,k xᵀθ_k^in + p_out,k xᵀθ_k^out) / 1e6. Ridge regression is linear in its target and
+the training cost is (p_in · in + p_out · out) / 1e6 cell by cell, so at the training prices this is
+xᵀθ_k^c exactly (up to rounding); other prices reprice the policy without retraining.
 """
 
 from __future__ import annotations
@@ -44,10 +51,12 @@ from agents.callbacks import Callback, CallbackList, Outcomes
 from agents.linucb_statistics import LinUCBStatistics
 from data.schema import DataError
 from envs.routing_env import RoutingEnv
-from policies.heads import UtilityHead
+from policies.heads import TokenUtilityHead, UtilityHead
 
 #: The arrays of the ridge statistics: what decides, and what keep-best stores.
 PARAMETERS = ("gram", "gram_inverse", "target_quality", "target_cost", "observations")
+#: Rows of features widened to float64 at a time for the token targets (:func:`_cross`).
+_CHUNK_ROWS = 8192
 
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -63,6 +72,7 @@ class LinUCB(Agent):
 
     name = "linucb"
     score_kind = "utility"
+    token_mode = ("fit", "online")
 
     def __init__(
         self, n_models: int, dimension: int, config: LinUCBConfig | None = None, cost_weight: float = 0.0
@@ -73,6 +83,9 @@ class LinUCB(Agent):
             raise ValueError(f"ridge must be > 0, got {self.config.ridge}")
         self.env: RoutingEnv | None = None  # the environment of online learning, once it has started
         self._restored_env: dict[str, Any] | None = None  # a checkpoint's generator and multiplier
+        self.token_prices: np.ndarray | None = None  # (K, 2) USD per 1M tokens in token mode (train sets it)
+        self._tokens: np.ndarray | None = None  # (N, K, 2) the training split's token counts, learning online
+        self.target_tokens: np.ndarray | None = None  # (K, d, 2) Σ x · (prompt, completion) tokens in token mode
         self._reset()
 
     def _reset(self, solve: bool = True) -> None:
@@ -81,6 +94,7 @@ class LinUCB(Agent):
         self.target_quality = np.zeros((k, d))  # b_k^q
         self.target_cost = np.zeros((k, d))  # b_k^c
         self.observations = np.zeros(k, dtype=np.int64)
+        self.target_tokens = None  # b_k^in, b_k^out: only train() of a token-mode task fills them
         if solve:
             self._solve()
 
@@ -144,6 +158,7 @@ class LinUCB(Agent):
         if actions is None and (np.shape(quality) != (len(x), self.n_models) or np.shape(cost) != np.shape(quality)):
             raise ValueError(f"full-information outcomes must be (N, {self.n_models})")
         statistics = LinUCBStatistics.of(x, quality, cost, actions, n_models=self.n_models)
+        self.target_tokens = None  # statistics without tokens: no longer in token mode
         self.gram += statistics.gram
         self.target_quality += statistics.target_quality
         self.target_cost += statistics.target_cost
@@ -176,10 +191,15 @@ class LinUCB(Agent):
         multiplier, so its run continues exactly the uninterrupted one.
         """
         train = task.train
+        tokens = self._use_prices(task)
         if task.learning == "fit":
             if task.reward.budget is not None:
                 raise DataError("a budget reward needs agent.learning=online (the multiplier is learned online)")
-            return self.fit(train.features, train.log.quality, train.log.cost)
+            self.fit(train.features, train.log.quality, train.log.cost)
+            if tokens is not None:
+                self.target_tokens = _cross(np.asarray(train.features), tokens)
+            return self._price_cost()
+        self._tokens = tokens
         env = RoutingEnv(train.outcome_table(), train.features, task.reward)
         seed: int | None = task.seed
         if self._restored_env is not None:
@@ -191,7 +211,34 @@ class LinUCB(Agent):
                 env.task.multiplier.load_state_dict(self._restored_env["multiplier"])
             seed, self._restored_env = None, None
         remaining = 0 if self.stopped_early else max(task.online_steps - self.steps_done, 0)
-        return self.learn(env, remaining, seed=seed, callbacks=callbacks, progress=task.progress)
+        self.learn(env, remaining, seed=seed, callbacks=callbacks, progress=task.progress)
+        return self._price_cost()
+
+    def _use_prices(self, task: TrainingTask) -> np.ndarray | None:
+        """Enter token mode when ``task`` has prices: the training split's (N, K, 2) token counts, else None."""
+        if task.prices is None:
+            return None
+        log = task.train.log
+        if log.prompt_tokens is None or log.completion_tokens is None:
+            raise DataError("token mode needs the training split's prompt_tokens and completion_tokens")
+        self.token_prices = np.asarray(task.prices, dtype=np.float64)
+        if self.target_tokens is None and task.learning == "online":  # else restored from a checkpoint
+            self.target_tokens = np.zeros((self.n_models, self.dimension, 2))
+        return np.stack([log.prompt_tokens, log.completion_tokens], axis=2)
+
+    def _price_cost(self) -> LinUCB:
+        """In token mode, decide on the estimated tokens priced at the training prices, as the export does.
+
+        θ_k^c = (p_in,k θ_k^in + p_out,k θ_k^out) / 1e6: where the log's cost is its priced tokens,
+        this is the USD estimate up to rounding (ridge is linear in its target); where a row gave
+        another cost, the evaluated agent still decides exactly as its exported policy.
+        """
+        if self.cost_mode == "tokens":
+            assert self.token_prices is not None
+            tokens = self.theta_tokens()
+            prices = self.token_prices[:, None, :]
+            self.theta_cost = (tokens * prices).sum(axis=2) / 1e6
+        return self
 
     def learn(
         self,
@@ -246,6 +293,8 @@ class LinUCB(Agent):
         self.gram[arm] += np.outer(x, x)
         self.target_quality[arm] += info["quality"] * x
         self.target_cost[arm] += info["cost"] * x
+        if self.target_tokens is not None and self._tokens is not None:
+            self.target_tokens[arm] += np.outer(x, self._tokens[info["query_index"], arm])
         self.theta_quality[arm] = self.gram_inverse[arm] @ self.target_quality[arm]
         self.theta_cost[arm] = self.gram_inverse[arm] @ self.target_cost[arm]
         self.observations[arm] += 1
@@ -271,8 +320,11 @@ class LinUCB(Agent):
         return ValidationRule(reward)
 
     def parameters(self) -> State:
-        """A copy of the ridge statistics; θ is re-derived on load."""
-        return {name: getattr(self, name).copy() for name in PARAMETERS}
+        """A copy of the ridge statistics (with the token targets in token mode); θ is re-derived on load."""
+        parameters = {name: getattr(self, name).copy() for name in PARAMETERS}
+        if self.target_tokens is not None:
+            parameters["target_tokens"] = self.target_tokens.copy()
+        return parameters
 
     def load_parameters(self, parameters: State) -> None:
         """Restore :meth:`parameters`; other shapes than this agent's (models, features) are a :class:`DataError`."""
@@ -283,6 +335,8 @@ class LinUCB(Agent):
         self.target_quality = np.array(parameters["target_quality"], dtype=np.float64)
         self.target_cost = np.array(parameters["target_cost"], dtype=np.float64)
         self.observations = np.array(parameters["observations"], dtype=np.int64)
+        tokens = parameters.get("target_tokens")
+        self.target_tokens = None if tokens is None else np.array(tokens, dtype=np.float64)
         self.gram_inverse = np.array(parameters["gram_inverse"], dtype=np.float64)
         self.theta_quality = np.einsum("kij,kj->ki", self.gram_inverse, self.target_quality)
         self.theta_cost = np.einsum("kij,kj->ki", self.gram_inverse, self.target_cost)
@@ -309,13 +363,45 @@ class LinUCB(Agent):
         self.steps_done, self.stopped_early = int(state["steps_done"]), bool(state["stopped_early"])
         self._restored_env = state["env"]
 
+    @property
+    def cost_mode(self) -> str:
+        """``"tokens"`` when the statistics regress tokens (a task with prices), else "usd"."""
+        return "usd" if self.token_prices is None or self.target_tokens is None else "tokens"
+
+    def theta_tokens(self) -> np.ndarray:
+        """(K, d, 2) θ_k^in, θ_k^out = A_k⁻¹ b_k^t, solved as θ^c is (one factorisation when shared)."""
+        if self.target_tokens is None:
+            raise RuntimeError("LinUCB is not in token mode: train it on a task with prices")
+        if self._shared_gram():
+            k, d = self.n_models, self.dimension
+            stacked = self.target_tokens.transpose(1, 0, 2).reshape(d, 2 * k)
+            return np.linalg.solve(self.gram[0], stacked).reshape(d, k, 2).transpose(1, 0, 2)
+        return np.einsum("kij,kjt->kit", self.gram_inverse, self.target_tokens)
+
     def linear_map(self) -> np.ndarray:
-        """The (d, 2K) matrix [θ^q | θ^c] that the exported utility head needs."""
+        """[θ^q | θ^c] (d, 2K) for the utility head; in token mode [θ^q | θ^in | θ^out] (d, 3K)."""
+        if self.cost_mode == "tokens":
+            tokens = self.theta_tokens()
+            return np.hstack([self.theta_quality.T, tokens[:, :, 0].T, tokens[:, :, 1].T])
         return np.hstack([self.theta_quality.T, self.theta_cost.T])
 
     def head(self) -> torch.nn.Module:
-        """Estimated quality − w × estimated cost."""
+        """Estimated quality − w × estimated cost; in token mode the cost priced from estimated tokens."""
+        if self.cost_mode == "tokens":
+            assert self.token_prices is not None
+            return TokenUtilityHead(torch.from_numpy(self.token_prices))
         return UtilityHead(self.n_models)
+
+
+def _cross(features: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """(K, d, 2) Σ_rows x · tokens of every arm: Xᵀ T in float64, ``_CHUNK_ROWS`` rows widened at a time."""
+    n, k = tokens.shape[:2]
+    flat = tokens.reshape(n, 2 * k)
+    total = np.zeros((features.shape[1], 2 * k))
+    for start in range(0, n, _CHUNK_ROWS):
+        rows = slice(start, start + _CHUNK_ROWS)
+        total += np.asarray(features[rows], dtype=np.float64).T @ flat[rows]
+    return total.reshape(-1, k, 2).transpose(1, 0, 2)
 
 
 def linucb_from_statistics(

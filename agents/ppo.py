@@ -217,6 +217,7 @@ class PPORouter(Agent):
         self.model: PPO | None = None
         self._mean = np.zeros(dimension + 1)  # (e) observation statistics, identity until fitted
         self._scale = np.ones(dimension + 1)
+        self._mean_cost = np.full(n_models, np.nan)  # USD per model on the training split: the head's costs
         self._exported: tuple[np.ndarray, MlpLogitHead] | None = None
         self._candidate: tuple[State, tuple[np.ndarray, MlpLogitHead]] | None = None  # the last parameters()
 
@@ -309,6 +310,7 @@ class PPORouter(Agent):
             raise DataError(f"cannot resume: the checkpoint was written with reward.budget "
                             f"{_plain(_budget(self.budget))}, this run has {_plain(_budget(task.reward.budget))}")
         self.budget = task.reward.budget
+        self._mean_cost = np.nanmean(cost, axis=0)
         if self._preference is None:
             means = np.nanmean(quality, axis=0), np.nanmean(cost, axis=0)
             self._preference = PreferenceConfig.spanning(*means, zero_share=DERIVED_ZERO_SHARE)
@@ -448,7 +450,7 @@ class PPORouter(Agent):
             rest.append(linear)
         preference = self.preference
         head = MlpLogitHead(first_weight[:, self.dimension], first_bias, rest, self.config.activation,
-                            preference.low, preference.high)
+                            preference.low, preference.high, torch.from_numpy(self._mean_cost))
         linear_map = first_weight[:, : self.dimension].T.numpy().copy()
         return linear_map, head
 

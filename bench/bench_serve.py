@@ -14,6 +14,7 @@ the policy's scoring alone in this process, to show how much of a request is sco
     python bench/bench_serve.py --seconds 60
     python bench/bench_serve.py --seconds 60 --workers 2
     python bench/bench_serve.py --seconds 15 --decision-log     # the cost of logging every decision
+    python bench/bench_serve.py --seconds 15 --budget 0.0003    # the cost of the live budget
 """
 
 from __future__ import annotations
@@ -191,8 +192,11 @@ def _client(args: tuple[str, str, int, int, float, float]) -> dict[str, Any]:
     return result
 
 
-def _start_server(policy: Path, workers: int, decision_log: Path | None) -> tuple[subprocess.Popen[str], str]:
-    """Start ``serve.py --port 0`` without access log (with ``decision_log`` if given); return it and its URL."""
+def _start_server(
+    policy: Path, workers: int, decision_log: Path | None, budget: float | None
+) -> tuple[subprocess.Popen[str], str]:
+    """Start ``serve.py --port 0`` without access log (with ``decision_log`` and a live ``budget``
+    if given); return it and its URL."""
     process = subprocess.Popen(
         [
             sys.executable,
@@ -204,6 +208,7 @@ def _start_server(policy: Path, workers: int, decision_log: Path | None) -> tupl
             "--no-access-log",
             *(["--workers", str(workers)] if workers > 1 else []),
             *(["--decision-log", str(decision_log)] if decision_log else []),
+            *(["--budget", str(budget)] if budget is not None else []),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -267,6 +272,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1, help="client processes (default: 1)")
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections per client (default: 8)")
     parser.add_argument("--decision-log", action="store_true", help="serve with a decision log (in a temporary folder)")
+    parser.add_argument("--budget", type=float, metavar="USD", help="serve with a live budget (serve.py --budget)")
     parser.add_argument(
         "--target",
         choices=("route", "healthz"),
@@ -280,7 +286,8 @@ def main() -> None:
     load_before = os.getloadavg()
     scoring = _scoring_only(args.policy)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    server, url = _start_server(args.policy, args.workers, log_dir / "decisions.jsonl" if args.decision_log else None)
+    decision_log = log_dir / "decisions.jsonl" if args.decision_log else None
+    server, url = _start_server(args.policy, args.workers, decision_log, args.budget)
     try:
         cpu_before = _tree_cpu_seconds(server.pid)
         jobs = [(url, args.target, i, args.connections, args.warmup, args.seconds) for i in range(args.clients)]
@@ -305,6 +312,7 @@ def main() -> None:
                 "seconds": args.seconds,
                 "workers": args.workers,
                 "decision_log": args.decision_log,
+                "budget": args.budget,
                 "clients": args.clients,
                 "connections": args.connections,
                 "requests": len(latencies),

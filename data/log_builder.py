@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from data.columnar import Block
 
 #: Optional per-row float columns of :class:`Outcome`; each is stored only once a row has it.
-OPTIONAL_COLUMNS = ("propensity", "latency_ms", "expected_quality")
+OPTIONAL_COLUMNS = ("propensity", "latency_ms", "expected_quality", "prompt_tokens", "completion_tokens")
 #: "No timestamp yet" in the per-query timestamp column (milliseconds since the epoch).
 NO_TIME = int(np.iinfo(np.int64).min)
 #: "No task yet" in the per-query task column (an index into the tasks seen).
@@ -369,6 +369,8 @@ class LogBuilder:
             propensity=propensity,
             latency_ms=optional("latency_ms"),
             expected_quality=optional("expected_quality"),
+            prompt_tokens=optional("prompt_tokens"),
+            completion_tokens=optional("completion_tokens"),
             embeddings=embeddings,
             timestamps=timestamps,
             tasks=tasks,

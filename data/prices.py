@@ -1,13 +1,24 @@
-"""Price tables: USD per 1M input and output tokens per model, to compute ``cost`` from tokens."""
+"""Price tables: USD per 1M input and output tokens per model, to compute ``cost`` from tokens.
+
+A table prices the rows of a log that have tokens but no cost (docs/contracts.md §1.5) and, when
+every outcome of a log has token counts, the token mode of a run (:func:`token_mode_prices`): the
+agent then estimates tokens, and the exported policy prices them with a table it carries.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 import yaml
 
+from data.routing_log import RoutingLog
 from data.schema import DataError
+
+#: ``data.cost_mode``: token mode where the log allows it (auto), never (usd), or required (tokens).
+CostMode = Literal["auto", "usd", "tokens"]
 
 #: The table used when none is given (``--prices``): ``configs/prices.yaml`` of this checkout.
 DEFAULT_PRICES = Path(__file__).resolve().parent.parent / "configs" / "prices.yaml"
@@ -62,3 +73,41 @@ class PriceTable:
                 raise DataError(f"{path}: model {name!r}: prices must be >= 0")
             prices[str(name)] = price
         return cls(prices)
+
+
+def token_mode_prices(log: RoutingLog, table: PriceTable, requested: CostMode) -> np.ndarray | None:
+    """The (K, 2) prices of ``log.models`` (USD per 1M input, output tokens) if the run is in token mode, else None.
+
+    Token mode needs a full-information log whose every accepted outcome has ``prompt_tokens`` and
+    ``completion_tokens``, and a price table that prices every model. ``auto`` is token mode
+    exactly then; ``usd`` never; ``tokens`` requires it, and a log or table that does not allow
+    it is a :class:`DataError` naming the first query and model without token counts, or the
+    models without a price.
+    """
+    if requested == "usd":
+        return None
+    reason = _token_mode_refusal(log, table)
+    if reason is not None:
+        if requested == "tokens":
+            raise DataError(f"data.cost_mode=tokens: {reason}")
+        return None
+    prices = [table.prices[model] for model in log.models]
+    return np.array([[price.input_per_million, price.output_per_million] for price in prices], dtype=np.float64)
+
+
+def _token_mode_refusal(log: RoutingLog, table: PriceTable) -> str | None:
+    """Why ``log`` and ``table`` cannot make a token-mode run, or None when they can."""
+    if log.feedback != "full":
+        return "token mode needs a full-information log (this one has bandit feedback)"
+    prompt, completion = log.prompt_tokens, log.completion_tokens
+    if prompt is None or completion is None:
+        return "no accepted row of the log has prompt_tokens and completion_tokens"
+    lacking = ~(np.isfinite(prompt) & np.isfinite(completion))
+    if lacking.any():
+        row, model = (int(i) for i in np.argwhere(lacking)[0])
+        return (f"query_id {log.query_ids[row]!r}, model {log.models[model]!r} has no prompt_tokens and "
+                "completion_tokens")  # fmt: skip
+    unpriced = [model for model in log.models if table.get(model) is None]
+    if unpriced:
+        return f"the price table does not price model(s) {', '.join(unpriced)}"
+    return None

@@ -48,6 +48,9 @@ class RoutingLog:
     propensity: np.ndarray | None = None  # (N,) float64 in (0, 1], bandit only
     latency_ms: np.ndarray | None = None  # (N, K) float64
     expected_quality: np.ndarray | None = None  # (N, K) ground truth of synthetic logs; never a feature
+    # (N, K) float64 token counts of each outcome, NaN where its row had none; None when no row had them
+    prompt_tokens: np.ndarray | None = None
+    completion_tokens: np.ndarray | None = None
     embeddings: np.ndarray | None = None  # (N, D) float32: the user's own query embeddings
     timestamps: np.ndarray | None = None  # (N,) datetime64[ms]
     # (N,) object: each query's task (str; None for a query without one); None when no row has a task
@@ -82,6 +85,8 @@ class RoutingLog:
             propensity=take(self.propensity),
             latency_ms=take(self.latency_ms),
             expected_quality=take(self.expected_quality),
+            prompt_tokens=take(self.prompt_tokens),
+            completion_tokens=take(self.completion_tokens),
             embeddings=take(self.embeddings),
             timestamps=take(self.timestamps),
             tasks=take(self.tasks),

@@ -35,6 +35,8 @@ class Outcome(NamedTuple):
     embedding: list[float] | None
     timestamp: datetime | None
     task: str | None
+    prompt_tokens: float | None  # kept for token mode (docs/contracts.md §2.10), also when cost is given
+    completion_tokens: float | None
 
 
 def _number(value: Any, rule: ValueRule, text_numbers: bool) -> float:
@@ -199,5 +201,6 @@ def validate(fields: dict[str, Any], prices: PriceTable | None, limits: Limits =
     task = _task(fields.get("task"))
     # Positional, in field order: built by keyword, a NamedTuple takes twice as long, once per row.
     return Outcome(
-        query_id, query, model, quality, cost, propensity, latency_ms, expected_quality, embedding, timestamp, task
-    )
+        query_id, query, model, quality, cost, propensity, latency_ms, expected_quality, embedding, timestamp, task,
+        prompt_tokens, completion_tokens,
+    )  # fmt: skip

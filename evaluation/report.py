@@ -48,6 +48,12 @@ def _usd(value: float | None) -> str:
     return "not reached" if value is None else f"{value:.6f}"
 
 
+#: The exported policy's ``cost_mode`` in the report's words (docs/contracts.md §2.10).
+COST_MODES = {
+    "usd": "the policy estimates USD costs as the log gave or priced them; new prices need retraining",
+    "tokens": "the policy estimates prompt and completion tokens and prices them with the table it carries; "
+    "serve.py --prices replaces the table without retraining",
+}
 #: The exported policy's ``trained_on`` in the report's words.
 TRAINED_ON = {
     "train": "trained on the training split",
@@ -113,6 +119,8 @@ def _data_lines(report: dict[str, Any]) -> list[str]:
         exported = report["exported_policy"]
         heading = TRAINED_ON.get(exported["trained_on"], exported["trained_on"])
         lines += ["", f"**Exported policy ({heading}):** {exported['note']}."]
+        if "cost_mode" in exported:
+            lines += ["", f"Cost mode: **{exported['cost_mode']}** ({COST_MODES[exported['cost_mode']]})."]
     return lines
 
 

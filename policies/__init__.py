@@ -10,7 +10,9 @@ Modules:
 - :mod:`policies.embedding_policy` -- the policy for logs that carry the user's own query embeddings.
 - :mod:`policies.scripted_featurizer` -- the TorchScript twin of :class:`data.featurizer.TextFeaturizer`.
 - :mod:`policies.heads` -- scoring heads: linear-map outputs and a cost weight to one score per model.
-- :mod:`policies.arms` -- the model names, the cost-weight check and the argmax decision.
+- :mod:`policies.arms` -- the model names, the cost-weight check, the rules and the argmax decision.
+- :mod:`policies.rules` -- rule overrides: the rules file, its checks, and its TorchScript mask (first match wins).
+- :mod:`policies.glob` -- glob matching in TorchScript, for the rules' ``pattern``.
 - :mod:`policies.faults` -- fault injection for tests (``ROUTERL_FAULT``): a kill at a named point of a
   durable write; here because every writer, the service included, may import :mod:`policies`.
 """

@@ -2,16 +2,21 @@
 
 Both policy kinds (text, embedding) hold one :class:`Arms`: the model names, the default cost
 weight, the weight check (finite and >= 0; clamped into ``cost_weight_range`` for a policy
-conditioned on the weight) and the decision (argmax, ties to the lower index).
+conditioned on the weight), the rule overrides (:class:`policies.rules.RuleSet`, §2.9) and the
+decision (argmax over the models the rules allow, ties to the lower index).
 """
 
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
+from policies.rules import RuleSet, from_canonical
+
 
 class Arms(torch.nn.Module):
-    """Model names, the default weight and its range, and the argmax decision."""
+    """Model names, the default weight and its range, the rule overrides, and the argmax decision."""
 
     model_names: list[str]
     default_weight: float
@@ -25,13 +30,16 @@ class Arms(torch.nn.Module):
         default_cost_weight: float,
         cost_weight_range: list[float],
         clamp_cost_weight: bool,
+        rules: Sequence[Mapping[str, Any]] = (),
     ) -> None:
+        """``rules``: the metadata's canonical rules (:func:`policies.rules.canonical`), compiled here."""
         super().__init__()
         self.model_names = list(models)
         self.default_weight = float(default_cost_weight)
         self.weight_low = float(cost_weight_range[0])
         self.weight_high = float(cost_weight_range[1])
         self.clamp_weight = clamp_cost_weight
+        self.rules = RuleSet(from_canonical(rules), self.model_names)
 
     def weight(self, cost_weight: float) -> float:
         """Refuse a weight that is not finite and >= 0; clamp it into the range when asked."""
@@ -41,11 +49,21 @@ class Arms(torch.nn.Module):
             return min(max(cost_weight, self.weight_low), self.weight_high)
         return cost_weight
 
-    def choose(self, scores: torch.Tensor) -> list[str]:
-        """The name of the best-scoring model per row (ties to the lower index)."""
+    def best(self, scores: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """(N,) int64: the best-scoring model per row among the ``allowed`` ones (N, K bool; None: all).
+
+        Ties go to the lower index; disallowed models score -inf, so with finite scores one of the
+        allowed models (every row allows at least one) is always chosen.
+        """
+        if allowed is not None:
+            scores = scores.masked_fill(torch.logical_not(allowed), float("-inf"))
+        return torch.argmax(scores, dim=1)
+
+    def choose(self, scores: torch.Tensor, allowed: torch.Tensor | None = None) -> list[str]:
+        """The name of :meth:`best`'s model per row."""
         if scores.shape[0] == 0:
             return []
-        chosen: list[int] = torch.argmax(scores, dim=1).tolist()
+        chosen: list[int] = self.best(scores, allowed).tolist()
         return [self.model_names[index] for index in chosen]
 
 
@@ -66,3 +84,8 @@ class ArmsPolicy(torch.nn.Module):
     def default_cost_weight(self) -> float:
         """The trade-off the policy was trained or calibrated for."""
         return self.arms.default_weight
+
+    @torch.jit.export
+    def rule_mask(self, queries: list[str]) -> torch.Tensor:
+        """(N, K) bool: the models each query may go to, by the first rule that matches it (all: none does)."""
+        return self.arms.rules(queries)

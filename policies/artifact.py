@@ -16,7 +16,7 @@ import math
 import os
 import stat
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +56,9 @@ MAX_POLICY_BYTES = 2 * 1024**3
 #: Text queries every text policy is asked to score once when it is loaded.
 _PROBE_QUERIES = ["", "routerl smoke test"]
 
+#: Metadata ``cost_mode`` values (docs/contracts.md §2.10); a file without the key is "usd".
+COST_MODES: tuple[str, ...] = ("usd", "tokens")
+
 
 class PolicyError(Exception):
     """The file is missing, unreadable or not a valid routerl policy (a user error)."""
@@ -88,6 +91,9 @@ class LoadedPolicy:
         fingerprint: metadata ``data_fingerprint`` (the training data's fingerprint).
         cost_weight_range: metadata ``cost_weight_range`` as ``(low, high)``.
         metadata: the whole metadata JSON object.
+        cost_mode: metadata ``cost_mode``: ``"tokens"`` (the policy prices predicted tokens with a
+            table that :meth:`set_prices` replaces) or ``"usd"`` (also for files without the key).
+        has_costs: the module has ``scores_costs`` and ``costs`` (files written before them lack both).
     """
 
     path: Path
@@ -100,6 +106,8 @@ class LoadedPolicy:
     fingerprint: str
     cost_weight_range: tuple[float, float]
     metadata: dict[str, Any] = field(repr=False)
+    cost_mode: str = "usd"
+    has_costs: bool = False
 
     @property
     def info(self) -> dict[str, str]:
@@ -114,6 +122,59 @@ class LoadedPolicy:
         """
         with torch.inference_mode():
             return self.module.scores(queries, float(cost_weight))
+
+    def score_costs(self, queries: list[str], cost_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores as :meth:`scores` and the predicted USD cost per model, ``[N, K]`` float32 each, at once.
+
+        One featurization for both; only for a policy that :attr:`has_costs`.
+        """
+        with torch.inference_mode():
+            scores, costs = self.module.scores_costs(queries, float(cost_weight))
+            return scores, costs
+
+    def prices_table(self) -> dict[str, tuple[float, float]]:
+        """The policy's price table: model → (USD per 1M input, per 1M output tokens); {} in "usd" mode."""
+        if self.cost_mode != "tokens":
+            return {}
+        rows: list[list[float]] = self.module.prices().tolist()
+        return {model: (row[0], row[1]) for model, row in zip(self.models, rows)}
+
+    def set_prices(self, table: Mapping[str, tuple[float, float]]) -> None:
+        """Replace the policy's prices with ``table`` (model → (input, output) USD per 1M tokens), in place.
+
+        The next :meth:`scores`, :meth:`score_costs` and ``route`` use them: no retraining, no
+        reload. The table must name exactly the policy's models, each with two finite prices >= 0.
+
+        Raises:
+            PolicyError: (one line) the policy is in "usd" mode, the table lacks one of the
+                policy's models or names one it lacks, or a price is not a finite number >= 0.
+        """
+        if self.cost_mode != "tokens":
+            raise PolicyError(
+                f"{self.path}: this policy was trained on USD costs (cost_mode 'usd'); it has no price table to replace"
+            )
+        missing = [model for model in self.models if model not in table]
+        unknown = sorted(str(model) for model in table if model not in self.models)
+        if missing:
+            raise PolicyError(f"the price table lacks the policy's model(s) {', '.join(missing)}")
+        if unknown:
+            raise PolicyError(f"the price table names model(s) {', '.join(unknown)} that the policy does not route to")
+        rows = [_price_row(model, table[model]) for model in self.models]
+        try:
+            self.module.set_prices(torch.tensor(rows, dtype=torch.float64))
+        except Exception as exc:  # TorchScript raises its ValueError as torch.jit.Error, message last
+            raise PolicyError(f"set_prices() refused the table: {str(exc).strip().splitlines()[-1]}") from None
+
+
+def _price_row(model: str, prices: Any) -> list[float]:
+    """``(input, output)`` USD per 1M tokens of ``model`` as two finite floats >= 0; PolicyError otherwise."""
+    try:
+        row = [float(price) for price in prices if not isinstance(price, bool)]
+    except (TypeError, ValueError):
+        row = []
+    if len(row) != 2 or len(prices) != 2 or not all(math.isfinite(price) and price >= 0 for price in row):
+        raise PolicyError(f"model {model!r}: prices must be two finite numbers >= 0 (input, output USD per 1M tokens)")
+    return row
 
 
 def _one_line(exc: BaseException, limit: int = 160) -> str:
@@ -148,6 +209,8 @@ def _parse_metadata(raw: str) -> dict[str, Any]:
     missing = [key for key in REQUIRED_METADATA if key not in meta]
     if missing:
         raise PolicyError(f"metadata lacks {', '.join(missing)}")
+    if meta.get("cost_mode", "usd") not in COST_MODES:
+        raise PolicyError(f"metadata cost_mode must be one of {', '.join(COST_MODES)}, got {meta['cost_mode']!r}")
     for key in _STRING_METADATA:
         if not isinstance(meta[key], str) or not meta[key]:
             raise PolicyError(f"metadata {key!r} must be a non-empty string")
@@ -212,6 +275,15 @@ def _check_module(module: torch.jit.ScriptModule, meta: dict[str, Any]) -> tuple
     return models, float(default_cost_weight)
 
 
+def _check_prices(module: torch.jit.ScriptModule, meta: dict[str, Any], n_models: int) -> None:
+    """A "tokens" policy must carry a (K, 2) price table (docs/contracts.md §2.10)."""
+    if meta.get("cost_mode", "usd") != "tokens":
+        return
+    table = module.prices() if hasattr(module, "prices") else None
+    if not isinstance(table, torch.Tensor) or tuple(table.shape) != (n_models, 2):
+        raise PolicyError(f"metadata cost_mode is 'tokens' but prices() is not a ({n_models}, 2) table")
+
+
 def _check_regular_file(path: Path, status: os.stat_result) -> None:
     """Refuse what is not a regular file of at most :data:`MAX_POLICY_BYTES`."""
     if stat.S_ISDIR(status.st_mode):
@@ -263,6 +335,7 @@ def load_policy(path: str | Path) -> LoadedPolicy:
         meta = _parse_metadata(raw)
         models, default_cost_weight = _check_module(module, meta)
         cost_weight_range = _cost_weight_range(meta)
+        _check_prices(module, meta, len(models))
     except PolicyError as exc:
         raise PolicyError(f"{path}: {exc}") from None
     return LoadedPolicy(
@@ -276,4 +349,6 @@ def load_policy(path: str | Path) -> LoadedPolicy:
         fingerprint=meta["data_fingerprint"],
         cost_weight_range=cost_weight_range,
         metadata=meta,
+        cost_mode=meta.get("cost_mode", "usd"),
+        has_costs=hasattr(module, "scores_costs"),
     )

@@ -43,6 +43,8 @@ class PolicyMetadata:
     metrics: dict[str, Any] = field(default_factory=dict)
     training_data: dict[str, Any] = field(default_factory=dict)  # what it was trained on (docs/contracts.md §2.5)
     input_kind: str = "text"
+    rules: list[dict[str, Any]] = field(default_factory=list)  # rule overrides, canonical (docs/contracts.md §2.9)
+    cost_mode: str = "usd"  # "tokens": the head prices predicted tokens with a replaceable table (§2.10)
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     routerl_version: str = ROUTERL_VERSION
     torch_version: str = torch.__version__
@@ -76,7 +78,9 @@ def build_text_policy(
         text_map=torch.from_numpy(np.ascontiguousarray(text_map, dtype=np.float64)),
         dense_map=torch.from_numpy(np.ascontiguousarray(linear_map[components:], dtype=np.float64)),
         head=head,
-        arms=Arms(metadata.models, metadata.default_cost_weight, metadata.cost_weight_range, clamp_cost_weight),
+        arms=Arms(
+            metadata.models, metadata.default_cost_weight, metadata.cost_weight_range, clamp_cost_weight, metadata.rules
+        ),
     )
     return script(policy)
 

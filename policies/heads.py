@@ -2,6 +2,12 @@
 
 Every agent reduces to "features → one linear map → a small head" (docs/architecture.md, one decision
 rule), which lets the exporter fold the featurizer's projection into the linear map.
+
+Every head also gives its predicted USD cost per model (N, K) from the same z: ``scores_costs(z, w)``
+returns both, ``forward(z, w)`` is its first half, so the scores of the two agree exactly. A head
+whose costs are token estimates priced by a table it carries (:class:`TokenUtilityHead`,
+``cost_mode`` "tokens") can have that table replaced (``set_prices``); the others estimate USD
+directly (``cost_mode`` "usd") and refuse (docs/contracts.md §2.10).
 """
 
 import math
@@ -9,7 +15,35 @@ import math
 import torch
 
 
-class UtilityHead(torch.nn.Module):
+class CostHead(torch.nn.Module):
+    """Base of every head: ``forward`` is ``scores_costs``' scores; by default no price table ("usd").
+
+    Subclasses implement ``scores_costs(z, cost_weight) -> (scores, costs)``, both (N, K) float64;
+    :class:`TokenUtilityHead` also overrides the price methods.
+    """
+
+    def forward(self, z: torch.Tensor, cost_weight: float) -> torch.Tensor:
+        """(N, K) scores at ``cost_weight``."""
+        return self.scores_costs(z, cost_weight)[0]
+
+    def costs(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, K) predicted USD per query."""
+        return self.scores_costs(z, 0.0)[1]
+
+    def prices(self) -> torch.Tensor:
+        """An empty (0, 2) table: the costs are USD estimates, not priced tokens."""
+        return torch.zeros(0, 2, dtype=torch.float64)
+
+    def set_prices(self, prices: torch.Tensor) -> None:
+        """Refused: there is no price table to replace (the message is docs/contracts.md §2.10's)."""
+        raise ValueError("this policy was trained on USD costs (cost_mode 'usd'); it has no price table to replace")
+
+    def scores_costs(self, z: torch.Tensor, cost_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores, costs), both (N, K) float64: every subclass defines it."""
+        raise NotImplementedError("a head must define scores_costs")
+
+
+class UtilityHead(CostHead):
     """z = [estimated quality | estimated cost] (N, 2K) → utility = quality − w · cost.
 
     ``score_kind`` "utility", as LinUCB and the other linear agents give.
@@ -21,12 +55,60 @@ class UtilityHead(torch.nn.Module):
         super().__init__()
         self.n_models = n_models
 
-    def forward(self, z: torch.Tensor, cost_weight: float) -> torch.Tensor:
-        """Utility per arm at ``cost_weight``."""
-        return torch.sub(z[:, : self.n_models], z[:, self.n_models :], alpha=cost_weight)
+    def scores_costs(self, z: torch.Tensor, cost_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Utility per arm at ``cost_weight``, and the estimated cost (the second half of z)."""
+        cost = z[:, self.n_models :]
+        return torch.sub(z[:, : self.n_models], cost, alpha=cost_weight), cost
 
 
-class LogisticUtilityHead(torch.nn.Module):
+class TokenUtilityHead(CostHead):
+    """z = [quality | prompt tokens | completion tokens] (N, 3K) → quality − w · cost at the carried prices.
+
+    cost_k = (p_in,k · tokens_in,k + p_out,k · tokens_out,k) / 1e6 USD, with ``price_table`` (K, 2)
+    USD per one million (input, output) tokens (docs/contracts.md §1.5). Ridge regression is linear
+    in its target, so at the training prices this cost equals the USD estimate of
+    :class:`UtilityHead` fitted on the priced costs; a new table (``set_prices``) reprices every
+    model at once, with no retraining (``cost_mode`` "tokens", ``score_kind`` "utility").
+    """
+
+    n_models: int
+    price_table: torch.Tensor
+
+    def __init__(self, prices: torch.Tensor) -> None:
+        super().__init__()
+        self.n_models = int(prices.shape[0])
+        self.register_buffer("price_table", _checked_prices(prices.detach().to(torch.float64), self.n_models))
+
+    def costs(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, K) predicted USD per query at the current prices."""
+        k = self.n_models
+        table = self.price_table  # read once: a concurrent set_prices swaps the whole table
+        return (z[:, k : 2 * k] * table[:, 0] + z[:, 2 * k :] * table[:, 1]) / 1e6
+
+    def scores_costs(self, z: torch.Tensor, cost_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Utility per arm at ``cost_weight``, and the priced cost."""
+        cost = self.costs(z)
+        return torch.sub(z[:, : self.n_models], cost, alpha=cost_weight), cost
+
+    def prices(self) -> torch.Tensor:
+        """(K, 2) float64 USD per one million (input, output) tokens, in model order (a copy)."""
+        return self.price_table.clone()
+
+    def set_prices(self, prices: torch.Tensor) -> None:
+        """Replace the table (K, 2), finite and >= 0 (else ValueError); the next call prices with it."""
+        self.price_table = _checked_prices(prices.to(torch.float64).clone(), self.n_models)
+
+
+def _checked_prices(prices: torch.Tensor, n_models: int) -> torch.Tensor:
+    """``prices`` if it is (K, 2), finite and >= 0; ValueError otherwise."""
+    if prices.dim() != 2 or prices.shape[0] != n_models or prices.shape[1] != 2:
+        raise ValueError("prices must be a (K, 2) tensor: USD per 1M input and output tokens per model")
+    if not bool(torch.isfinite(prices).all()) or bool((prices < 0).any()):
+        raise ValueError("prices must be finite and >= 0 (USD per 1M tokens)")
+    return prices
+
+
+class LogisticUtilityHead(CostHead):
     """z = [quality logits | estimated cost] (N, 2K) → sigmoid(logit) − w · cost (``score_kind`` "utility")."""
 
     n_models: int
@@ -35,12 +117,13 @@ class LogisticUtilityHead(torch.nn.Module):
         super().__init__()
         self.n_models = n_models
 
-    def forward(self, z: torch.Tensor, cost_weight: float) -> torch.Tensor:
-        """Estimated probability of a good answer minus the weighted estimated cost."""
-        return torch.sigmoid(z[:, : self.n_models]) - cost_weight * z[:, self.n_models :]
+    def scores_costs(self, z: torch.Tensor, cost_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Estimated probability of a good answer minus the weighted estimated cost; the cost."""
+        cost = z[:, self.n_models :]
+        return torch.sigmoid(z[:, : self.n_models]) - cost_weight * cost, cost
 
 
-class HiddenLayerUtilityHead(torch.nn.Module):
+class HiddenLayerUtilityHead(CostHead):
     """z = [hidden pre-activations (N, h) | estimated cost (N, K)] → sigmoid(act(z_h) V + b) − w · cost.
 
     The MLP router (act = ReLU) and the matrix-factorisation router (act = identity: z_h = P x, the
@@ -59,15 +142,16 @@ class HiddenLayerUtilityHead(torch.nn.Module):
         self.hidden = int(second.shape[0])
         self.relu = relu
 
-    def forward(self, z: torch.Tensor, cost_weight: float) -> torch.Tensor:
-        """Estimated quality per model (a probability of a good answer) minus the weighted estimated cost."""
+    def scores_costs(self, z: torch.Tensor, cost_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Estimated quality per model (a probability of a good answer) minus the weighted estimated cost; the cost."""
         hidden = z[:, : self.hidden]
         if self.relu:
             hidden = torch.relu(hidden)
-        return torch.sigmoid(hidden @ self.second + self.second_bias) - cost_weight * z[:, self.hidden :]
+        cost = z[:, self.hidden :]
+        return torch.sigmoid(hidden @ self.second + self.second_bias) - cost_weight * cost, cost
 
 
-class NearestNeighbourHead(torch.nn.Module):
+class NearestNeighbourHead(CostHead):
     """z = the query's dense features (N, d) → mean outcome of its k nearest training queries.
 
     Cosine similarity against the stored training features; each model's quality and cost are
@@ -87,14 +171,15 @@ class NearestNeighbourHead(torch.nn.Module):
         self.register_buffer("cost", cost.to(torch.float64))
         self.k = k
 
-    def forward(self, z: torch.Tensor, cost_weight: float) -> torch.Tensor:
-        """Utility per model from the k most similar training queries."""
+    def scores_costs(self, z: torch.Tensor, cost_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Utility per model from the k most similar training queries, and their mean cost."""
         unit = z / torch.linalg.vector_norm(z, dim=1, keepdim=True).clamp_min(1e-12)
         neighbours = torch.topk(unit @ self.train_unit.T, self.k, dim=1).indices
-        return self.quality[neighbours].mean(dim=1) - cost_weight * self.cost[neighbours].mean(dim=1)
+        cost = self.cost[neighbours].mean(dim=1)
+        return self.quality[neighbours].mean(dim=1) - cost_weight * cost, cost
 
 
-class MlpLogitHead(torch.nn.Module):
+class MlpLogitHead(CostHead):
     """A preference-conditioned actor's logits from its first layer's text part (``score_kind`` "logit").
 
     The actor is an MLP on the observation [x, f(w)] (features, then the cost-weight feature of
@@ -107,6 +192,9 @@ class MlpLogitHead(torch.nn.Module):
 
     ``layers`` are the actor's linear layers after the first, the last one giving the K logits.
     Weights above ``high`` were never trained on, so they are clamped (docs/contracts.md §2).
+
+    The actor has no per-query cost estimate: its ``costs`` are each model's mean training cost
+    ``mean_cost`` (K,) USD, the same for every query (docs/contracts.md §2.10).
     """
 
     low: float
@@ -114,6 +202,7 @@ class MlpLogitHead(torch.nn.Module):
     activation: str
     weight_column: torch.Tensor
     first_bias: torch.Tensor
+    mean_cost: torch.Tensor
 
     def __init__(
         self,
@@ -123,12 +212,14 @@ class MlpLogitHead(torch.nn.Module):
         activation: str,
         low: float,
         high: float,
+        mean_cost: torch.Tensor,
     ) -> None:
         super().__init__()
         if activation not in ("tanh", "relu"):
             raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
         self.register_buffer("weight_column", weight_column.detach().to(torch.float64).clone())
         self.register_buffer("first_bias", first_bias.detach().to(torch.float64).clone())
+        self.register_buffer("mean_cost", mean_cost.detach().to(torch.float64).clone())
         self.layers = torch.nn.ModuleList()
         for layer in layers:
             copy = torch.nn.Linear(layer.in_features, layer.out_features, dtype=torch.float64)
@@ -144,11 +235,15 @@ class MlpLogitHead(torch.nn.Module):
     def _act(self, hidden: torch.Tensor) -> torch.Tensor:
         return torch.tanh(hidden) if self.activation == "tanh" else torch.relu(hidden)
 
-    def forward(self, z: torch.Tensor, cost_weight: float) -> torch.Tensor:
-        """(N, K) actor logits at the clamped ``cost_weight``."""
+    def costs(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, K): each model's mean training cost, for every query."""
+        return self.mean_cost.expand(z.shape[0], self.mean_cost.shape[0])
+
+    def scores_costs(self, z: torch.Tensor, cost_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, K) actor logits at the clamped ``cost_weight``, and the mean training costs."""
         weight = min(max(cost_weight, 0.0), self.high)
         feature = math.log1p(weight / self.low) / math.log1p(self.high / self.low)
         hidden = z + feature * self.weight_column + self.first_bias
         for layer in self.layers:
             hidden = layer(self._act(hidden))
-        return hidden
+        return hidden, self.costs(z)

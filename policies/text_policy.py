@@ -5,17 +5,19 @@ scores(queries, w) = head(tfidf(queries) @ text_map + extras(queries) @ dense_ma
 ``featurizer`` is the TorchScript twin of the training featurizer (sparse tf-idf and the dense
 extras: length, log length, bias); ``text_map`` (V, m) is the agent's first linear map with the
 featurizer's projection folded in, ``dense_map`` (3, m) its rows for the extras; ``head`` turns
-the m outputs and the cost weight into K scores. Everything is computed in float64; ``scores``
-returns float32 and ``route`` takes the argmax of the float64 scores (ties to the lower index).
+the m outputs and the cost weight into K scores, and ``costs`` into the K predicted USD costs.
+Everything is computed in float64; ``scores``, ``costs`` and ``scores_costs`` return float32 and
+``route`` takes the argmax of the float64 scores (ties to the lower index).
 """
 
 import torch
 
-from policies.arms import Arms, ArmsPolicy
+from policies.arms import Arms
+from policies.priced import PricedPolicy
 from policies.scripted_featurizer import ScriptedFeaturizer
 
 
-class TextRoutingPolicy(ArmsPolicy):
+class TextRoutingPolicy(PricedPolicy):
     """Featurizer + linear map + head, with the arms and trade-off defaults."""
 
     text_map: torch.Tensor
@@ -34,16 +36,20 @@ class TextRoutingPolicy(ArmsPolicy):
         self.register_buffer("text_map", text_map.to(torch.float64))
         self.register_buffer("dense_map", dense_map.to(torch.float64))
 
-    def _scores64(self, queries: list[str], cost_weight: float) -> torch.Tensor:
-        """tfidf @ text_map as one weighted ``embedding_bag`` sum of text_map rows, plus extras @ dense_map.
+    def _hidden(self, queries: list[str]) -> torch.Tensor:
+        """z (N, m) = tfidf @ text_map, as one weighted ``embedding_bag`` sum of text_map rows, plus extras @ dense_map.
 
         Few tensor ops whatever the batch size: a single query is bound by op dispatch (µs per op).
         """
-        weight = self.arms.weight(cost_weight)
         cols, offsets, values, extras = self.featurizer.bags(queries)
         # embedding_bag(weight, indices, offsets, scale_grad_by_freq, mode 0 = sum, sparse, per_sample_weights)
         text = torch.embedding_bag(self.text_map, cols, offsets, False, 0, False, values)[0]
-        return self.head(torch.addmm(text, extras, self.dense_map), weight)
+        return torch.addmm(text, extras, self.dense_map)
+
+    def _scores64(self, queries: list[str], cost_weight: float) -> torch.Tensor:
+        """(N, K) float64 scores at the checked ``cost_weight``."""
+        weight = self.arms.weight(cost_weight)
+        return self.head(self._hidden(queries), weight)
 
     @torch.jit.export
     def scores(self, queries: list[str], cost_weight: float) -> torch.Tensor:
@@ -51,14 +57,26 @@ class TextRoutingPolicy(ArmsPolicy):
         return self._scores64(queries, cost_weight).to(torch.float32)
 
     @torch.jit.export
+    def costs(self, queries: list[str]) -> torch.Tensor:
+        """(N, K) float32 predicted USD per query of each model, at the policy's current prices."""
+        return self.head.costs(self._hidden(queries)).to(torch.float32)
+
+    @torch.jit.export
+    def scores_costs(self, queries: list[str], cost_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``scores(queries, cost_weight)`` and ``costs(queries)``, (N, K) float32 each, from one featurization."""
+        weight = self.arms.weight(cost_weight)
+        scores, costs = self.head.scores_costs(self._hidden(queries), weight)
+        return scores.to(torch.float32), costs.to(torch.float32)
+
+    @torch.jit.export
     def route(self, queries: list[str], cost_weight: float) -> list[str]:
-        """The chosen model's name per query."""
+        """The chosen model's name per query: the best-scoring one the rules allow (``rule_mask``, §2.9)."""
         if len(queries) == 0:
             return []
-        return self.arms.choose(self._scores64(queries, cost_weight))
+        return self.arms.choose(self._scores64(queries, cost_weight), self.rule_mask(queries))
 
     def forward(self, queries: list[str]) -> torch.Tensor:
-        """(N,) int64 model indices at the default cost weight."""
+        """(N,) int64 model indices at the default cost weight, among the models the rules allow."""
         if len(queries) == 0:
             return torch.zeros(0, dtype=torch.int64)
-        return torch.argmax(self._scores64(queries, self.arms.default_weight), dim=1)
+        return self.arms.best(self._scores64(queries, self.arms.default_weight), self.rule_mask(queries))

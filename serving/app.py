@@ -35,18 +35,21 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 
 from serving.auth import AuthMiddleware
 from serving.backends import load_backends
+from serving.budget import Account, BudgetController
+from serving.caller import caller_of
 from serving.decisions import DecisionLog
 from serving.errors import ApiError, SafeJSONResponse, install_error_handlers
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.middleware import BodyLimitMiddleware, LeanRoutes, require_json, require_json_if_body
 from serving.policy import LoadedPolicy, PolicyError, PolicySlot, check_serving_policy, load_policy
+from serving.pricing import PriceDocument, Pricing, read_price_file
 from serving.proxy import ChatProxy, ChatRequest
-from serving.router import Router
+from serving.router import Router, Spending
 from serving.schemas import (
     BatchRequest,
     BatchResponse,
@@ -57,9 +60,17 @@ from serving.schemas import (
     RouteRequest,
     RouteResponse,
 )
+from serving.sessions import Sessions
 from serving.settings import Settings
+from serving.shared_memory import SharedMemory
+from serving.tenants import Tenant, load_tenants
+from serving.workers import POLICY_FILE, PRICES_FILE, SHARED_FILE
 
 logger = logging.getLogger("routerl.serving")
+
+#: Bytes of the memory the workers share (:mod:`serving.shared_memory`), besides 64 per budget
+#: account: room for the pending costs and sessions; untouched pages cost no memory.
+SHARED_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -73,8 +84,9 @@ class Service:
         log: the decision log (``--decision-log``), or None.
         router: the routing logic of ``/route``, ``/route/batch`` and the proxy.
         proxy: the chat proxy (``--backends``), or None.
-        shared_policy_file: where a worker of ``serve.py --workers`` writes a reloaded policy's
-            path for the other workers, or None (a single process).
+        tenants: the tenants by token (``--tenants``), empty without.
+        state_dir: the supervisor's state folder shared by the workers of ``serve.py --workers``
+            (:mod:`serving.workers`), or None (a single process).
     """
 
     settings: Settings
@@ -83,20 +95,54 @@ class Service:
     log: DecisionLog | None
     router: Router
     proxy: ChatProxy | None
-    shared_policy_file: Path | None
+    tenants: dict[str, Tenant]
+    state_dir: Path | None
+
+    @property
+    def shared_policy_file(self) -> Path | None:
+        """Where a worker writes a reloaded policy's path for the other workers (None: one process)."""
+        return self.state_dir / POLICY_FILE if self.state_dir is not None else None
 
     @classmethod
-    def build(cls, policy: str | Path | LoadedPolicy, settings: Settings, shared_policy_file: Path | None) -> Service:
-        """Load and check the policy, read the backends, open the decision log."""
+    def build(cls, policy: str | Path | LoadedPolicy, settings: Settings, state_dir: Path | None) -> Service:
+        """Load and check the policy, read the backends, tenants and prices, open the decision log.
+
+        Raises:
+            PolicyError: the policy is invalid or cannot serve these settings.
+            ValueError: the backends, tenants or prices file is invalid (one line).
+        """
         backends = load_backends(settings.backends) if settings.backends else {}
-        required = settings.required_models(backends)
         loaded = policy if isinstance(policy, LoadedPolicy) else load_policy(policy)
-        slot = PolicySlot(check_serving_policy(loaded, required), required)
+        known = (*loaded.models, *(settings.explore_new_models or ()))
+        tenants = load_tenants(settings.tenants, known) if settings.tenants else {}
+        required = [*settings.required_models(backends), *(m for t in tenants.values() for m in t.models or ())]
+        needs_costs = settings.budget is not None or any(t.budget is not None for t in tenants.values())
+        check_serving_policy(loaded, required, needs_costs)
         metrics = Metrics()
+        spending = _spending(settings, tenants, known, loaded, metrics, state_dir)
+        slot = PolicySlot(loaded, required, needs_costs, spending.pricing.apply)
         log = DecisionLog(settings.decision_log, settings.log_queries) if settings.decision_log else None
-        router = Router(slot, settings, metrics, log)
+        router = Router(slot, settings, metrics, log, spending)
         proxy = ChatProxy(backends, metrics) if backends else None
-        return cls(settings, slot, metrics, log, router, proxy, shared_policy_file)
+        return cls(settings, slot, metrics, log, router, proxy, tenants, state_dir)
+
+    async def replace_prices(self, body: PriceDocument) -> SafeJSONResponse:
+        """Take a new price table (``PUT /admin/prices``); 422 names a model the service does not route to."""
+        current = self.slot.current
+        try:
+            table = body.table(self.router.models(current), "prices")
+        except ValueError as exc:
+            raise ApiError(422, f"invalid request: {exc}") from None
+        pricing = self.router.spending.pricing
+        routing = pricing.replace(table, current)
+        return SafeJSONResponse(
+            {
+                "status": "replaced",
+                "cost_mode": current.cost_mode,
+                "routing_follows": routing,
+                "prices": {name: {"input": a, "output": b} for name, (a, b) in sorted(pricing.table.items())},
+            }
+        )
 
     async def reload(self, body: ReloadRequest | None) -> SafeJSONResponse:
         """Swap in the policy file ``body`` names (default: the current file again); 422 keeps the
@@ -143,6 +189,31 @@ class Service:
         return lifespan
 
 
+def _spending(
+    settings: Settings,
+    tenants: dict[str, Tenant],
+    known_models: tuple[str, ...],
+    policy: LoadedPolicy,
+    metrics: Metrics,
+    state_dir: Path | None,
+) -> Spending:
+    """The live budget's accounts, the price table and the sessions, in memory every worker shares."""
+    budgeted = [t for t in tenants.values() if t.budget is not None]
+    accounts = [Account(t.name, t.budget or 0.0, t.cost_weight or policy.default_cost_weight) for t in budgeted]
+    if settings.budget is not None:
+        accounts.insert(0, Account("", settings.budget, policy.default_cost_weight))
+    memory = SharedMemory(SHARED_BYTES + 64 * len(accounts), state_dir / SHARED_FILE if state_dir else None)
+    prices = read_price_file(settings.prices, known_models) if settings.prices else {}
+    pricing = Pricing(prices, memory, state_dir / PRICES_FILE if state_dir else None)
+    pricing.apply(policy)
+    budget = BudgetController(accounts, memory, settings.budget_step) if accounts else None
+    if budget is not None:
+        metrics.before_render = lambda: metrics.observe_budget(budget.snapshot())
+    switch_cost = settings.session_switch_cost
+    sessions = Sessions(memory, switch_cost, settings.session_ttl) if switch_cost is not None else None
+    return Spending(pricing, budget, sessions)
+
+
 def _add_routes(app: FastAPI, service: Service) -> None:
     """Declare the service's routes on ``app`` (the proxy's only with ``--backends``)."""
     slot, router, proxy = service.slot, service.router, service.proxy
@@ -159,20 +230,25 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         return Response(body, media_type=content_type)
 
     @app.post("/route", response_model=RouteResponse, dependencies=[Depends(require_json)])
-    async def route(body: RouteRequest) -> SafeJSONResponse:
+    async def route(body: RouteRequest, request: Request) -> SafeJSONResponse:
         """Score one query with the policy and return the chosen model (see :class:`LeanRoutes`)."""
-        return SafeJSONResponse(await router.route(body))
+        return SafeJSONResponse(await router.route(body, caller_of(request.scope)))
 
     @app.post("/route/batch", response_model=BatchResponse, dependencies=[Depends(require_json)])
-    async def route_batch(body: BatchRequest) -> SafeJSONResponse:
+    async def route_batch(body: BatchRequest, request: Request) -> SafeJSONResponse:
         """Route many queries with one forward pass (see :class:`LeanRoutes`)."""
-        return SafeJSONResponse(await router.route_batch(body))
+        return SafeJSONResponse(await router.route_batch(body, caller_of(request.scope)))
 
     @app.post("/feedback", dependencies=[Depends(require_json)])
     async def feedback(body: FeedbackRequest) -> SafeJSONResponse:
         """Append the observed quality (and cost) of an earlier decision to the log."""
         router.feedback(body)
         return SafeJSONResponse({"ok": True})
+
+    @app.put("/admin/prices", dependencies=[Depends(require_json)])
+    async def prices(body: PriceDocument) -> SafeJSONResponse:
+        """Replace prices (models not named keep theirs); token-mode policies route at them at once."""
+        return await service.replace_prices(body)
 
     @app.post("/admin/reload", response_model=ReloadResponse, dependencies=[Depends(require_json_if_body)])
     async def reload(body: ReloadRequest | None = None) -> SafeJSONResponse:
@@ -182,31 +258,32 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     if proxy is not None:
 
         @app.post("/v1/chat/completions", dependencies=[Depends(require_json)])
-        async def chat_completions(body: ChatRequest) -> Response:
+        async def chat_completions(body: ChatRequest, request: Request) -> Response:
             """Route a chat request and forward it to the chosen model's backend."""
-            return await router.route_chat(body, proxy)
+            return await router.route_chat(body, proxy, caller_of(request.scope))
 
 
 def create_app(
     policy: str | Path | LoadedPolicy,
     settings: Settings | None = None,
     handle_sighup: bool = False,
-    shared_policy_file: Path | None = None,
+    state_dir: Path | None = None,
 ) -> FastAPI:
     """Build the router service for ``policy`` (a path, or an already loaded policy).
 
     ``handle_sighup`` makes ``SIGHUP`` reload the policy file (main thread of ``serve.py`` only).
-    ``shared_policy_file`` (a worker of ``serve.py --workers``, :mod:`serving.workers`): a
-    successful ``POST /admin/reload`` writes the new policy's path there and sends ``SIGHUP`` to
-    the supervisor, which forwards it to every worker; ``SIGHUP`` reloads from the path written
-    there, when there is one.
+    ``state_dir`` (a worker of ``serve.py --workers``, :mod:`serving.workers`): the folder the
+    workers share. A successful ``POST /admin/reload`` writes the new policy's path there and
+    sends ``SIGHUP`` to the supervisor, which forwards it to every worker; ``SIGHUP`` reloads from
+    the path written there, when there is one. The live budget, the sessions and the price table
+    live in a memory-mapped file there (:mod:`serving.shared_memory`).
 
     Raises:
         PolicyError: the policy is missing, invalid, or lacks a model the settings name.
-        ValueError: the ``--backends`` file is invalid.
+        ValueError: the ``--backends``, ``--tenants`` or ``--prices`` file is invalid.
     """
     settings = settings or Settings()
-    service = Service.build(policy, settings, shared_policy_file)
+    service = Service.build(policy, settings, state_dir)
     app = FastAPI(
         title="routerl router",
         summary="Routes each query to an LLM with an exported routerl policy.",
@@ -226,6 +303,8 @@ def create_app(
     routes = {route.path for route in app.routes if hasattr(route, "path")}
     app.add_middleware(LeanRoutes, router=service.router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout)
-    app.add_middleware(AuthMiddleware, api_token=settings.api_token, admin_token=settings.admin_token)
+    app.add_middleware(
+        AuthMiddleware, api_token=settings.api_token, admin_token=settings.admin_token, tenants=service.tenants
+    )
     app.add_middleware(MetricsMiddleware, metrics=service.metrics, routes=routes)
     return app

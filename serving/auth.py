@@ -7,6 +7,10 @@
 - Every other path (unknown ones too, so that probing reveals nothing) needs
   ``ROUTERL_API_TOKEN`` when it is set.
 
+- With ``--tenants`` (:mod:`serving.tenants`) the tokens of the tenants file are API tokens too,
+  and the request's tenant is put in the scope (:mod:`serving.caller`); ``ROUTERL_API_TOKEN``, if
+  set, stays a token without a tenant.
+
 A missing ``Authorization: Bearer ...`` header is answered 401, a wrong token 403. Tokens are
 compared in constant time and never logged.
 """
@@ -18,7 +22,9 @@ import secrets
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from serving.caller import TENANT_STATE
 from serving.errors import error_response
+from serving.tenants import Tenant
 
 OPEN_PATHS = frozenset({"/healthz"})
 ADMIN_PREFIX = "/admin/"
@@ -35,11 +41,23 @@ def _bearer(headers: Headers) -> str | None:
 class AuthMiddleware:
     """Answer 401/403 unless the request carries the token its path needs."""
 
-    def __init__(self, app: ASGIApp, api_token: str | None, admin_token: str | None) -> None:
-        """Guard ``app`` with the given tokens (None = that guard is off; admin: refused)."""
+    def __init__(
+        self, app: ASGIApp, api_token: str | None, admin_token: str | None, tenants: dict[str, Tenant] | None = None
+    ) -> None:
+        """Guard ``app`` with the given tokens (None = that guard is off; admin: refused) and the
+        tenants' (by token)."""
         self.app = app
         self.api_token = api_token
         self.admin_token = admin_token
+        self.tenants = [(token.encode(), tenant) for token, tenant in (tenants or {}).items()]
+
+    def _tenant(self, token: str) -> Tenant | None:
+        """The tenant whose token is ``token`` (each compared in constant time), or None."""
+        found = None
+        for known, tenant in self.tenants:
+            if secrets.compare_digest(token.encode(), known):
+                found = tenant
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the token, then hand the request on."""
@@ -48,6 +66,9 @@ class AuthMiddleware:
             return
         admin = scope["path"].startswith(ADMIN_PREFIX)
         expected = self.admin_token if admin else self.api_token
+        if self.tenants and not admin:
+            await self._check_tenant(scope, receive, send)
+            return
         if expected is None and not admin:
             await self.app(scope, receive, send)
             return
@@ -68,3 +89,23 @@ class AuthMiddleware:
                 await self.app(scope, receive, send)
                 return
         await response(scope, receive, send)
+
+    async def _check_tenant(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """With tenants: the token must be a tenant's (its tenant goes in the scope) or the API token."""
+        token = _bearer(Headers(scope=scope))
+        if token is None:
+            response = error_response(
+                401,
+                "missing bearer token: send 'Authorization: Bearer <API token>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        tenant = self._tenant(token)
+        if tenant is None and not (
+            self.api_token is not None and secrets.compare_digest(token.encode(), self.api_token.encode())
+        ):
+            await error_response(403, "wrong API token")(scope, receive, send)
+            return
+        scope.setdefault("state", {})[TENANT_STATE] = tenant
+        await self.app(scope, receive, send)

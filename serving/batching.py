@@ -11,12 +11,14 @@ A batch whose call raises is scored again query by query, so that a query that m
 fail affects only its own request, exactly as without batching. With one torch thread (as
 ``serve.py`` runs) a query's scores in a batch are bit-identical to its scores alone, for every
 exported policy kind measured (LinUCB, PPO, kNN, logistic; ``tests/test_serve_batching.py``
-checks the demo policy).
+checks the demo policy). Under a live budget (:mod:`serving.budget`) the calls are
+``score_costs``, which give each model's predicted cost with its score from one featurization.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -30,9 +32,36 @@ class Scorer(Protocol):
         """Per-model scores ``[N, K]`` of ``queries``."""
         ...
 
+    def score_costs(self, queries: list[str], cost_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-model scores and predicted costs ``[N, K]`` of ``queries``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The scores of some queries (a row per query) and, when asked for, their predicted costs."""
+
+    scores: list[list[float]]
+    costs: list[list[float]] | None = None
+
+    @classmethod
+    def of(cls, policy: Scorer, queries: list[str], cost_weight: float, with_costs: bool) -> Scored:
+        """Score ``queries`` with one call (``score_costs`` when ``with_costs``)."""
+        if not with_costs:
+            return cls(policy.scores(queries, cost_weight).tolist())
+        scores, costs = policy.score_costs(queries, cost_weight)
+        return cls(scores.tolist(), costs.tolist())
+
+    def row(self, index: int) -> Scored:
+        """The scores (and costs) of query ``index`` alone."""
+        return Scored([self.scores[index]], None if self.costs is None else [self.costs[index]])
+
 
 #: Most queries in one batched call; more waiting queries go into further calls of the same flush.
 MAX_BATCH = 64
+
+#: Queries scored in one call share: the policy (by identity), the cost weight, whether costs are asked.
+_Group = tuple[int, float, bool]
 
 
 class ScoreBatcher:
@@ -41,18 +70,19 @@ class ScoreBatcher:
     def __init__(self, max_batch: int = MAX_BATCH) -> None:
         """Score at most ``max_batch`` queries per call."""
         self.max_batch = max_batch
-        self._pending: dict[tuple[int, float], tuple[Scorer, list[tuple[str, asyncio.Future[list[float]]]]]] = {}
+        self._pending: dict[_Group, tuple[Scorer, list[tuple[str, asyncio.Future[Scored]]]]] = {}
         self._scheduled = False
 
-    async def scores(self, policy: Scorer, query: str, cost_weight: float) -> list[float]:
-        """``policy``'s scores of ``query`` at ``cost_weight``, computed together with concurrent queries.
+    async def scored(self, policy: Scorer, query: str, cost_weight: float, with_costs: bool = False) -> Scored:
+        """``policy``'s scores (and costs) of ``query`` at ``cost_weight``, computed together with
+        concurrent queries.
 
         Raises:
-            Exception: whatever ``policy.scores([query], cost_weight)`` raises.
+            Exception: whatever scoring ``[query]`` alone raises.
         """
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[float]] = loop.create_future()
-        key = (id(policy), cost_weight)  # one call per policy and weight: a reload starts a new group
+        future: asyncio.Future[Scored] = loop.create_future()
+        key = (id(policy), cost_weight, with_costs)  # one call per policy and weight: a reload starts a new group
         self._pending.setdefault(key, (policy, []))[1].append((query, future))
         if not self._scheduled:
             self._scheduled = True
@@ -63,22 +93,24 @@ class ScoreBatcher:
         """Score every waiting query, one call per (policy, weight) group and ``max_batch`` slice."""
         self._scheduled = False
         pending, self._pending = self._pending, {}
-        for (_, cost_weight), (policy, items) in pending.items():
+        for (_, cost_weight, with_costs), (policy, items) in pending.items():
             for start in range(0, len(items), self.max_batch):
-                self._score(policy, cost_weight, items[start : start + self.max_batch])
+                self._score(policy, cost_weight, with_costs, items[start : start + self.max_batch])
 
     @staticmethod
-    def _score(policy: Scorer, cost_weight: float, items: list[tuple[str, asyncio.Future[list[float]]]]) -> None:
+    def _score(
+        policy: Scorer, cost_weight: float, with_costs: bool, items: list[tuple[str, asyncio.Future[Scored]]]
+    ) -> None:
         """Answer ``items`` with one call; after a failure, with one call each."""
         try:
-            rows: list[list[float]] = policy.scores([query for query, _ in items], cost_weight).tolist()
+            scored = Scored.of(policy, [query for query, _ in items], cost_weight, with_costs)
         except Exception as exc:
             if len(items) > 1:
                 for item in items:
-                    ScoreBatcher._score(policy, cost_weight, [item])
+                    ScoreBatcher._score(policy, cost_weight, with_costs, [item])
             elif not items[0][1].done():
                 items[0][1].set_exception(exc)
             return
-        for (_, future), row in zip(items, rows, strict=True):
+        for index, (_, future) in enumerate(items):
             if not future.done():  # a request cancelled while waiting (client gone)
-                future.set_result(row)
+                future.set_result(scored.row(index))

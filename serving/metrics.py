@@ -13,15 +13,35 @@ Each app has its own registry, so that several apps in one process never share c
 - ``routerl_connections_refused_total{reason}``: connections refused or closed before the app
   could answer (:mod:`serving.connections`): ``header_timeout``, ``headers_too_large``,
   ``too_many_connections``, ``body_timeout``, ``invalid_http``.
+- ``routerl_tenant_decisions_total{tenant, model}``: decisions per tenant (``--tenants``).
+- ``routerl_rule_conflicts_total``: queries whose matching rule override left no allowed model,
+  so it was set aside (:mod:`serving.router`).
+- The live budget (``--budget``, tenants' budgets; :mod:`serving.budget`), per ``account`` (the
+  tenant, ``""`` for ``--budget``): ``routerl_budget_usd`` (the target, USD per query),
+  ``routerl_budget_cost_weight`` (the weight it routes at now), ``routerl_budget_mean_cost_usd``
+  (mean cost of about the last 1,000 queries, predictions corrected by actual costs),
+  ``routerl_budget_spend_usd`` (spent so far, the same way; a gauge, since a correction can
+  lower it: ``deriv(routerl_budget_spend_usd[5m])`` is the spend rate in USD per second),
+  ``routerl_budget_queries`` (queries routed under it) and
+  ``routerl_budget_corrections_total{result}`` (actual costs received: ``applied``, or
+  ``unmatched`` when the decision's prediction was not found).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Set by ``serve.py --workers``: where every worker process writes its metric values.
@@ -53,12 +73,45 @@ class Metrics:
             "Connections refused or closed before the app answered, by reason.",
             "reason",
         )
+        self.tenant_decisions = self._counter(
+            "routerl_tenant_decisions", "Routing decisions by tenant and chosen model.", "tenant", "model"
+        )
+        self.rule_conflicts = self._counter(
+            "routerl_rule_conflicts", "Queries whose rule override left no allowed model (set aside)."
+        )
+        self.budget_corrections = self._counter(
+            "routerl_budget_corrections", "Actual costs given to the live budget, by result.", "result"
+        )
+        self.budget = self._gauge("routerl_budget_usd", "Live budget: target mean cost per query (USD).")
+        self.budget_weight = self._gauge("routerl_budget_cost_weight", "Live budget: the cost weight routed at now.")
+        self.budget_mean_cost = self._gauge(
+            "routerl_budget_mean_cost_usd", "Live budget: mean cost per query of about the last 1,000 queries (USD)."
+        )
+        self.budget_spend = self._gauge("routerl_budget_spend_usd", "Live budget: USD spent so far (corrected).")
+        self.budget_queries = self._gauge("routerl_budget_queries", "Live budget: queries routed under it.")
+        #: Called before each exposition: sets the gauges of state kept elsewhere (the budget's).
+        self.before_render: Callable[[], None] | None = None
         self._request_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
-        self._decision_children: dict[str, Counter] = {}
+        self._decision_children: dict[tuple[str, str], Counter] = {}
 
     def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
         """A counter with ``labels`` in this service's registry."""
         return Counter(name, documentation, list(labels), registry=self.registry)
+
+    def _gauge(self, name: str, documentation: str) -> Gauge:
+        """A gauge by budget ``account``; with several workers the most recent value of any of them
+        (the budget is shared, so each worker writes the same state)."""
+        return Gauge(name, documentation, ["account"], registry=self.registry, multiprocess_mode="mostrecent")
+
+    def observe_budget(self, snapshot: Iterable[Mapping[str, float | str]]) -> None:
+        """Set the live budget's gauges from :meth:`serving.budget.BudgetController.snapshot`."""
+        for account in snapshot:
+            name = str(account["account"])
+            self.budget.labels(name).set(float(account["budget"]))
+            self.budget_weight.labels(name).set(float(account["cost_weight"]))
+            self.budget_mean_cost.labels(name).set(float(account["mean_cost"]))
+            self.budget_spend.labels(name).set(float(account["spend"]))
+            self.budget_queries.labels(name).set(float(account["queries"]))
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         """Count one request of ``route`` answered with ``status`` and time it."""
@@ -69,12 +122,14 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def decided(self, model: str) -> None:
-        """Count one routing decision for ``model``."""
-        child = self._decision_children.get(model)
+    def decided(self, model: str, tenant: str = "") -> None:
+        """Count one routing decision for ``model`` (and for ``tenant``'s, if it is one)."""
+        child = self._decision_children.get((model, tenant))
         if child is None:
-            child = self._decision_children[model] = self.decisions.labels(model)
+            child = self._decision_children[(model, tenant)] = self.decisions.labels(model)
         child.inc()
+        if tenant:
+            self.tenant_decisions.labels(tenant, model).inc()
 
     def refused_connection(self, reason: str) -> None:
         """Count one connection refused or closed for ``reason`` (:mod:`serving.connections`)."""
@@ -86,6 +141,8 @@ class Metrics:
         In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set, as ``serve.py --workers`` does)
         every process's values are written to files in that folder; the exposition adds them up.
         """
+        if self.before_render is not None:
+            self.before_render()
         if os.environ.get(MULTIPROC_ENV):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.caller import Caller, caller_of
 from serving.errors import ApiError, SafeJSONResponse, error_response, internal_error_response
 from serving.router import Router
 from serving.schemas import BatchRequest, RouteRequest, RoutingOptions
@@ -158,7 +159,7 @@ class LeanRoutes:
     def __init__(self, app: ASGIApp, router: Router) -> None:
         """Serve ``router``'s routes in front of ``app`` (the FastAPI app)."""
         self.app = app
-        self.routes: dict[str, tuple[type[RoutingOptions], Callable[[Any], Awaitable[dict[str, Any]]]]] = {
+        self.routes: dict[str, tuple[type[RoutingOptions], Callable[[Any, Caller], Awaitable[dict[str, Any]]]]] = {
             "/route": (RouteRequest, router.route),
             "/route/batch": (BatchRequest, router.route_batch),
         }
@@ -185,7 +186,7 @@ class LeanRoutes:
             await self.app(scope, replaying(body, receive), send)
             return
         try:
-            response = SafeJSONResponse(await handler(request))
+            response = SafeJSONResponse(await handler(request, caller_of(scope)))
         except ApiError as exc:
             response = exc.response()
         except Exception as exc:

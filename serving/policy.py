@@ -17,7 +17,7 @@ reload is not held up.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import anyio
@@ -39,13 +39,20 @@ __all__ = [
 RELOAD_TIMEOUT_S = 60.0
 
 
-def check_serving_policy(loaded: LoadedPolicy, required_models: Iterable[str] = ()) -> LoadedPolicy:
+def check_serving_policy(
+    loaded: LoadedPolicy, required_models: Iterable[str] = (), needs_costs: bool = False
+) -> LoadedPolicy:
     """Return ``loaded`` if this service can route with it.
 
     Raises:
-        PolicyError: it does not route text, or lacks one of ``required_models``; one line
-            that names the file.
+        PolicyError: it does not route text, lacks one of ``required_models``, or (``needs_costs``:
+            a live budget) predicts no costs; one line that names the file.
     """
+    if needs_costs and not loaded.has_costs:
+        raise PolicyError(
+            f"{loaded.path}: it predicts no costs (no scores_costs(): exported by an older routerl); "
+            "a live budget needs them: export the policy again with this version"
+        )
     if loaded.input_kind != "text":
         raise PolicyError(
             f"{loaded.path}: its input_kind is {loaded.input_kind!r}; this service routes text "
@@ -54,15 +61,17 @@ def check_serving_policy(loaded: LoadedPolicy, required_models: Iterable[str] = 
     missing = [name for name in required_models if name not in loaded.models]
     if missing:
         raise PolicyError(
-            f"{loaded.path}: it lacks model(s) {missing} that --backends, --fallback-model or "
-            f"--explore-floor-models name; its models are {list(loaded.models)}"
+            f"{loaded.path}: it lacks model(s) {missing} that --backends, --fallback-model, "
+            f"--explore-floor-models or --tenants name; its models are {list(loaded.models)}"
         )
     return loaded
 
 
-def load_serving_policy(path: str | Path, required_models: Iterable[str] = ()) -> LoadedPolicy:
+def load_serving_policy(
+    path: str | Path, required_models: Iterable[str] = (), needs_costs: bool = False
+) -> LoadedPolicy:
     """Load ``path`` (:func:`policies.artifact.load_policy`) and :func:`check_serving_policy` it."""
-    return check_serving_policy(load_policy(path), required_models)
+    return check_serving_policy(load_policy(path), required_models, needs_costs)
 
 
 class PolicySlot:
@@ -77,11 +86,20 @@ class PolicySlot:
     """
 
     def __init__(
-        self, policy: LoadedPolicy, required_models: Iterable[str] = (), timeout_s: float = RELOAD_TIMEOUT_S
+        self,
+        policy: LoadedPolicy,
+        required_models: Iterable[str] = (),
+        needs_costs: bool = False,
+        prepare: Callable[[LoadedPolicy], object] | None = None,
+        timeout_s: float = RELOAD_TIMEOUT_S,
     ) -> None:
-        """Serve ``policy``; every later policy must know ``required_models`` and load within ``timeout_s``."""
+        """Serve ``policy``; every later policy must know ``required_models`` (and predict costs
+        if ``needs_costs``), load within ``timeout_s``, and is passed to ``prepare`` (the service's
+        prices, :mod:`serving.pricing`) before it serves."""
         self.current = policy
         self.required_models = tuple(required_models)
+        self.needs_costs = needs_costs
+        self.prepare = prepare
         self.timeout_s = timeout_s
         self._lock = asyncio.Lock()
 
@@ -96,9 +114,11 @@ class PolicySlot:
             try:
                 with anyio.fail_after(self.timeout_s):
                     loaded = await anyio.to_thread.run_sync(
-                        load_serving_policy, target, self.required_models, abandon_on_cancel=True
+                        load_serving_policy, target, self.required_models, self.needs_costs, abandon_on_cancel=True
                     )
             except TimeoutError:
                 raise PolicyError(f"{target}: not loaded within {self.timeout_s:g} s (a hung file system?)") from None
+            if self.prepare is not None:
+                self.prepare(loaded)
             self.current = loaded
             return loaded

@@ -1,8 +1,9 @@
 """OpenAI-compatible chat proxy: route a chat request, forward it, fall back on failure.
 
-``POST /v1/chat/completions`` with ``model`` = ``router`` (the policy's default cost weight) or
-``router:<cost_weight>``. The policy scores the routing text (the last user message, or the
-whole conversation with ``--route-on conversation``); the request is forwarded unchanged but
+``POST /v1/chat/completions`` with ``model`` = ``router`` (the default cost weight: the
+tenant's, the live budget's or the policy's, :mod:`serving.router`) or ``router:<cost_weight>``.
+The policy scores the routing text (the last user message, or the whole conversation with
+``--route-on conversation``); the request is forwarded unchanged but
 for ``model`` to the backend of the chosen model (:mod:`serving.backends`). A backend that
 cannot be reached, times out or answers 5xx is skipped for the next-best allowed model (each
 skip is counted as a ``backend`` fallback); a 2xx-4xx answer is passed through as it is,
@@ -83,10 +84,10 @@ class Usage:
         return None
 
 
-def cost_weight_of(model: str, default: float) -> float:
-    """The cost weight a ``model`` field asks for: ``router`` or ``router:<weight>``."""
+def cost_weight_of(model: str) -> float | None:
+    """The cost weight a ``model`` field asks for: None for ``router``, w for ``router:<w>``."""
     if model == ROUTER_MODEL:
-        return default
+        return None
     prefix = ROUTER_MODEL + ":"
     if model.startswith(prefix):
         try:

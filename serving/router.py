@@ -25,10 +25,20 @@ Decisions worth knowing:
 - When scoring raises, the request is routed to ``--fallback-model`` (or, if that model is not
   allowed, the first allowed one), with propensity 1, empty ``scores``, and a ``scoring``
   fallback counted; without ``--fallback-model`` it is a 500.
+- Which models a query may go to, by precedence: the tenant's ``models`` (:mod:`serving.tenants`:
+  naming another in ``allowed_models`` is a 422), then the request's ``allowed_models``, then the
+  policy's rule overrides (``rule_mask``, docs/contracts.md §2): a rule's set narrows the allowed
+  models, and a rule that would leave none is set aside for that query (counted in
+  ``routerl_rule_conflicts_total``: the tenant's and the caller's limits are never broken). Then
+  the session (:mod:`serving.sessions`) or the exploration rule chooses among them.
+- The cost weight: the request's ``cost_weight``, else the tenant's, else the policy's default.
+  Under a live budget (:mod:`serving.budget`) it is the budget's weight, or the request's if that
+  is larger (a caller may ask to spend less, not more); the weight used is in the decision log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import random
@@ -38,38 +48,82 @@ from typing import Any
 
 from starlette.responses import Response
 
-from serving.batching import ScoreBatcher
+from serving.batching import ScoreBatcher, Scored
+from serving.budget import BudgetController, Charge
+from serving.caller import Caller
 from serving.decisions import DecisionLog, Exploration, ranking
 from serving.errors import ApiError
 from serving.metrics import Metrics
 from serving.policy import LoadedPolicy, PolicySlot
+from serving.pricing import Pricing
 from serving.proxy import ChatProxy, ChatRequest, Usage, cost_weight_of, routing_text
 from serving.schemas import BatchRequest, FeedbackRequest, RouteRequest
+from serving.sessions import Sessions
 from serving.settings import Settings
+from serving.shared_memory import SharedMemory
 
 logger = logging.getLogger("routerl.serving")
+
+NO_CALLER = Caller()
 
 
 @dataclass(frozen=True)
 class Decision:
-    """One routed query: its id, chosen model (index and name), propensity and scores (None: fallback)."""
+    """One routed query: its id, chosen model (index and name), propensity, scores (None: fallback),
+    and whether a session's rule chose it."""
 
     query_id: str
     index: int
     model: str
     propensity: float
     scores: list[float] | None
+    session_turn: bool = False
+
+
+@dataclass(frozen=True)
+class Spending:
+    """The service's optional spend controls: the live budget, the price table, sessions."""
+
+    pricing: Pricing
+    budget: BudgetController | None = None
+    sessions: Sessions | None = None
+
+    @classmethod
+    def none(cls) -> Spending:
+        """No budget, no sessions, the policy's own prices: a router of one process without them."""
+        return cls(Pricing({}, SharedMemory(4096), None))
+
+
+def _predicted_cost(index: int, scored: Scored | None, row: int) -> float:
+    """The policy's predicted cost of model ``index`` for query ``row``; for a new model (no
+    prediction) or a scoring fallback, the mean over the models the policy scored (0 without
+    costs), until the actual cost corrects it."""
+    costs = scored.costs[row] if scored is not None and scored.costs is not None else []
+    if index < len(costs):
+        return costs[index]
+    return sum(costs) / len(costs) if costs else 0.0
 
 
 class Router:
     """The routing logic shared by ``/route``, ``/route/batch`` and the proxy."""
 
-    def __init__(self, slot: PolicySlot, settings: Settings, metrics: Metrics, log: DecisionLog | None) -> None:
-        """Route with ``slot``'s policy; record decisions in ``metrics`` and ``log``."""
+    def __init__(
+        self,
+        slot: PolicySlot,
+        settings: Settings,
+        metrics: Metrics,
+        log: DecisionLog | None,
+        spending: Spending | None = None,
+    ) -> None:
+        """Route with ``slot``'s policy; record decisions in ``metrics`` and ``log``; spend as
+        ``spending`` says (default: :meth:`Spending.none`)."""
         self.slot = slot
         self.settings = settings
         self.metrics = metrics
         self.log = log
+        self.spending = spending or Spending.none()
+        self._unbooked: list[tuple[str, Charge]] = []
+        self._booking = False
         self.rng = random.Random(settings.explore_seed)
         self.batcher = ScoreBatcher()
         exploration = Exploration.of(settings, slot.current.models)
@@ -107,10 +161,22 @@ class Router:
             if len(query) > limit:
                 raise ApiError(413, f"query has {len(query)} characters; the limit is {limit}", "query_too_long")
 
-    def allowed(self, policy: LoadedPolicy, names: list[str] | None) -> list[int]:
-        """Sorted indices of ``names`` (all models, new ones included, when None); 422 for a name
-        that is neither the policy's nor a new model."""
+    def allowed(self, policy: LoadedPolicy, names: list[str] | None, caller: Caller = NO_CALLER) -> list[int]:
+        """Sorted indices of ``names`` (all models, new ones included, when None) among the caller's
+        tenant's models; 422 for a name that is neither the policy's nor a new model, or that the
+        tenant may not use."""
         models = self.models(policy)
+        tenant = caller.tenant
+        if tenant is not None and tenant.models is not None:
+            refused = [name for name in names or () if name not in tenant.models]
+            if refused:
+                shown = ", ".join(repr(name[:100]) for name in refused[:5])
+                raise ApiError(
+                    422,
+                    f"invalid request: allowed_models: model(s) {shown} not allowed for tenant {tenant.name!r}; "
+                    f"its models are {list(tenant.models)}",
+                )
+            names = names or [name for name in tenant.models if name in models]
         if names is None:
             return list(range(len(models)))
         index_of = {name: i for i, name in enumerate(models)}
@@ -125,35 +191,61 @@ class Router:
             )
         return sorted({index_of[name] for name in names})
 
-    def score(self, policy: LoadedPolicy, queries: list[str], cost_weight: float) -> list[list[float]] | None:
-        """Scores per query, in one call; None when scoring failed and ``--fallback-model`` answers."""
-        try:
-            rows: list[list[float]] | Exception = policy.scores(queries, cost_weight).tolist()
-        except Exception as exc:
-            rows = exc
-        return self.checked(policy, len(queries), cost_weight, rows)
+    def current(self) -> LoadedPolicy:
+        """The policy to route this request with, priced at the service's current table."""
+        policy = self.slot.current
+        self.spending.pricing.follow(policy)
+        return policy
 
-    async def score_one(self, policy: LoadedPolicy, query: str, cost_weight: float) -> list[list[float]] | None:
+    def cost_weight(self, policy: LoadedPolicy, requested: float | None, caller: Caller) -> tuple[float, int | None]:
+        """The weight to score at, and the live budget's account charged (None: no budget).
+
+        The request's weight, else the tenant's, else the policy's; under a budget the budget's
+        weight, or the request's when larger (module docstring).
+        """
+        tenant = caller.tenant
+        budget = self.spending.budget
+        account = None
+        if budget is not None:
+            name = tenant.name if tenant is not None and tenant.budget is not None else ""
+            account = budget.index(name) if name or self.settings.budget is not None else None
+        if account is not None and budget is not None:
+            return max(budget.weight(account), requested or 0.0), account
+        if requested is not None:
+            return requested, None
+        if tenant is not None and tenant.cost_weight is not None:
+            return tenant.cost_weight, None
+        return policy.default_cost_weight, None
+
+    def score(self, policy: LoadedPolicy, queries: list[str], cost_weight: float, with_costs: bool) -> Scored | None:
+        """Scores (and costs) per query, in one call; None when scoring failed and ``--fallback-model`` answers."""
+        try:
+            scored: Scored | Exception = Scored.of(policy, queries, cost_weight, with_costs)
+        except Exception as exc:
+            scored = exc
+        return self.checked(policy, len(queries), cost_weight, scored)
+
+    async def score_one(self, policy: LoadedPolicy, query: str, cost_weight: float, with_costs: bool) -> Scored | None:
         """Like :meth:`score` for one query, batched with concurrent requests (:mod:`serving.batching`)."""
         try:
-            rows: list[list[float]] | Exception = [await self.batcher.scores(policy, query, cost_weight)]
+            scored: Scored | Exception = await self.batcher.scored(policy, query, cost_weight, with_costs)
         except Exception as exc:
-            rows = exc
-        return self.checked(policy, 1, cost_weight, rows)
+            scored = exc
+        return self.checked(policy, 1, cost_weight, scored)
 
     def checked(
-        self, policy: LoadedPolicy, count: int, cost_weight: float, rows: list[list[float]] | Exception
-    ) -> list[list[float]] | None:
-        """``rows`` if scoring of ``count`` queries worked; None if it failed and the fallback answers.
+        self, policy: LoadedPolicy, count: int, cost_weight: float, scored: Scored | Exception
+    ) -> Scored | None:
+        """``scored`` if scoring of ``count`` queries worked; None if it failed and the fallback answers.
 
         Non-finite scores at a weight above the default are the client's doing (422); a failure
         without ``--fallback-model`` is re-raised (500).
         """
         try:
-            if isinstance(rows, Exception):
-                raise rows
-            if all(math.isfinite(value) for row in rows for value in row):
-                return rows
+            if isinstance(scored, Exception):
+                raise scored
+            if all(math.isfinite(value) for row in scored.scores for value in row):
+                return scored
             if cost_weight > policy.default_cost_weight:
                 raise ApiError(
                     422,
@@ -170,24 +262,90 @@ class Router:
             self.metrics.fallbacks.labels("scoring").inc(count)
             return None
 
-    def decide(
-        self, policy: LoadedPolicy, rows: list[list[float]] | None, count: int, allowed: list[int]
-    ) -> list[Decision]:
-        """Choose a model for each of ``count`` queries from their ``rows`` of scores (None: the
-        fallback model) with the exploration rule, and count it."""
+    def ruled(self, policy: LoadedPolicy, queries: list[str], allowed: list[int]) -> list[list[int]]:
+        """The allowed models of each query once the policy's rule overrides narrowed ``allowed``.
+
+        A query that no rule matches (its mask is all true) keeps ``allowed``; a rule that would
+        leave no model is set aside for that query and counted (precedence: module docstring).
+        Models past the policy's (new models) are outside every rule's set.
+        """
+        if not policy.metadata.get("rules"):
+            return [allowed] * len(queries)
+        result = []
+        for mask in policy.module.rule_mask(queries).tolist():
+            narrowed = allowed if all(mask) else [index for index in allowed if index < len(mask) and mask[index]]
+            if not narrowed:
+                self.metrics.rule_conflicts.inc()
+                narrowed = allowed
+            result.append(narrowed)
+        return result
+
+    def _choose(self, policy: LoadedPolicy, scores: list[float], allowed: list[int], caller: Caller) -> Decision:
+        """One query's decision from its scores: the session's rule on a later turn, else the
+        exploration rule (and remember the session's model)."""
         _, exploration, models = self._rule_of(policy)
+        sessions = self.spending.sessions
+        scored = [index for index in allowed if index < len(scores)]
+        if sessions is not None and caller.session is not None:
+            previous = sessions.previous(caller.tenant_name, caller.session, models)
+            if previous is not None and previous in scored:
+                index = sessions.choose(scores, scored, previous)
+                sessions.remember(caller.tenant_name, caller.session, models[index])
+                return Decision(uuid.uuid4().hex, index, models[index], 1.0, scores, session_turn=True)
+        index, propensity = exploration.choose(scores, allowed, self.rng)
+        if sessions is not None and caller.session is not None:
+            sessions.remember(caller.tenant_name, caller.session, models[index])
+        return Decision(uuid.uuid4().hex, index, models[index], propensity, scores)
+
+    def decide(
+        self,
+        policy: LoadedPolicy,
+        queries: list[str],
+        scored: Scored | None,
+        allowed: list[int],
+        caller: Caller = NO_CALLER,
+        account: int | None = None,
+    ) -> list[Decision]:
+        """Choose a model for each query from its scores (``scored`` None: the fallback model),
+        within the rules and the session; count it and charge its predicted cost to ``account``."""
+        models = self.models(policy)
         decisions = []
-        for i in range(count):
-            if rows is None:
+        charges = []
+        for i, allowed_here in enumerate(self.ruled(policy, queries, allowed) if scored else [allowed] * len(queries)):
+            if scored is None:
                 fallback = policy.models.index(self.settings.fallback_model or "")
-                index = fallback if fallback in allowed else allowed[0]
+                index = fallback if fallback in allowed_here else allowed_here[0]
                 decision = Decision(uuid.uuid4().hex, index, models[index], 1.0, None)
             else:
-                index, propensity = exploration.choose(rows[i], allowed, self.rng)
-                decision = Decision(uuid.uuid4().hex, index, models[index], propensity, rows[i])
-            self.metrics.decided(decision.model)
+                decision = self._choose(policy, scored.scores[i], allowed_here, caller)
+            if account is not None:
+                charges.append(Charge(account, _predicted_cost(decision.index, scored, i)))
+            self.metrics.decided(decision.model, caller.tenant_name)
             decisions.append(decision)
+        if charges:
+            self._book([d.query_id for d in decisions], charges)
         return decisions
+
+    def _book(self, query_ids: list[str], charges: list[Charge]) -> None:
+        """Charge the live budget, once per event-loop iteration for every decision made in it
+        (:meth:`serving.budget.BudgetController.charge`); at once outside an event loop."""
+        self._unbooked.extend(zip(query_ids, charges, strict=True))
+        if self._booking:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._book_now()
+            return
+        self._booking = True
+        loop.call_soon(self._book_now)
+
+    def _book_now(self) -> None:
+        """Charge every decision not booked yet."""
+        self._booking = False
+        unbooked, self._unbooked = self._unbooked, []
+        if unbooked and self.spending.budget is not None:
+            self.spending.budget.charge([query_id for query_id, _ in unbooked], [charge for _, charge in unbooked])
 
     def record(
         self,
@@ -195,6 +353,7 @@ class Router:
         query: str,
         decision: Decision,
         cost_weight: float,
+        caller: Caller = NO_CALLER,
         model: str | None = None,
         usage: Usage | None = None,
     ) -> None:
@@ -207,6 +366,10 @@ class Router:
             extra.update(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
         if model is not None and model != chosen:
             extra["fallback_from"] = chosen
+        if caller.tenant is not None:
+            extra["tenant"] = caller.tenant.name
+        if decision.session_turn:
+            extra["session_turn"] = True
         self.log.decision(
             query_id=decision.query_id,
             query=query,
@@ -217,14 +380,15 @@ class Router:
             **extra,
         )
 
-    async def route(self, body: RouteRequest) -> dict[str, Any]:
+    async def route(self, body: RouteRequest, caller: Caller = NO_CALLER) -> dict[str, Any]:
         """Answer ``POST /route``: score one query, choose, log; the response body."""
-        current = self.slot.current
+        current = self.current()
         self.check_length([body.query])
-        cost_weight = current.default_cost_weight if body.cost_weight is None else body.cost_weight
-        allowed = self.allowed(current, body.allowed_models)
-        (decision,) = self.decide(current, await self.score_one(current, body.query, cost_weight), 1, allowed)
-        self.record(current, body.query, decision, cost_weight)
+        allowed = self.allowed(current, body.allowed_models, caller)
+        cost_weight, account = self.cost_weight(current, body.cost_weight, caller)
+        scored = await self.score_one(current, body.query, cost_weight, account is not None)
+        (decision,) = self.decide(current, [body.query], scored, allowed, caller, account)
+        self.record(current, body.query, decision, cost_weight, caller)
         return {
             "query_id": decision.query_id,
             "model": decision.model,
@@ -233,9 +397,12 @@ class Router:
             "policy": current.info,
         }
 
-    async def route_batch(self, body: BatchRequest) -> dict[str, Any]:
-        """Answer ``POST /route/batch``: route every query with one forward pass; the response body."""
-        current = self.slot.current
+    async def route_batch(self, body: BatchRequest, caller: Caller = NO_CALLER) -> dict[str, Any]:
+        """Answer ``POST /route/batch``: route every query with one forward pass; the response body.
+
+        The queries of a batch are not a conversation: a session header does not apply here.
+        """
+        current = self.current()
         if len(body.queries) > self.settings.max_batch:
             raise ApiError(
                 413,
@@ -243,11 +410,13 @@ class Router:
                 "batch_too_large",
             )
         self.check_length(body.queries)
-        cost_weight = current.default_cost_weight if body.cost_weight is None else body.cost_weight
-        allowed = self.allowed(current, body.allowed_models)
-        decisions = self.decide(current, self.score(current, body.queries, cost_weight), len(body.queries), allowed)
+        caller = Caller(caller.tenant)
+        allowed = self.allowed(current, body.allowed_models, caller)
+        cost_weight, account = self.cost_weight(current, body.cost_weight, caller)
+        scored = self.score(current, body.queries, cost_weight, account is not None)
+        decisions = self.decide(current, body.queries, scored, allowed, caller, account)
         for query, decision in zip(body.queries, decisions, strict=True):
-            self.record(current, query, decision, cost_weight)
+            self.record(current, query, decision, cost_weight, caller)
         return {
             "query_ids": [d.query_id for d in decisions],
             "models": [d.model for d in decisions],
@@ -255,7 +424,8 @@ class Router:
         }
 
     def feedback(self, body: FeedbackRequest) -> None:
-        """Answer ``POST /feedback``: append the outcome to the decision log.
+        """Answer ``POST /feedback``: append the outcome to the decision log, and correct the live
+        budget with the reported cost.
 
         409 without ``--decision-log``; 422 for a cost over ``--max-feedback-cost``.
         """
@@ -269,22 +439,41 @@ class Router:
                 "(--max-feedback-cost)",
             )
         self.log.feedback(body.query_id, body.quality, body.cost)
+        if body.cost is not None:
+            self.correct(body.query_id, body.cost)
 
-    async def route_chat(self, body: ChatRequest, proxy: ChatProxy) -> Response:
+    def correct(self, query_id: str, actual: float) -> None:
+        """Give the live budget (if any) a routed query's actual cost; count what it could not use."""
+        budget = self.spending.budget
+        if budget is not None:
+            self.metrics.budget_corrections.labels("applied" if budget.correct(query_id, actual) else "unmatched").inc()
+
+    async def route_chat(self, body: ChatRequest, proxy: ChatProxy, caller: Caller = NO_CALLER) -> Response:
         """Answer ``POST /v1/chat/completions``: route the chat's text among the models that have a
         backend (new models included), then forward it through ``proxy`` in ranking order (the
         chosen model first, new models that were not chosen last)."""
-        current = self.slot.current
-        cost_weight = cost_weight_of(body.model, current.default_cost_weight)
+        current = self.current()
+        user = (body.model_extra or {}).get("user")
+        caller = caller.with_session(user if isinstance(user, str) else None)
+        requested = cost_weight_of(body.model)
         text = routing_text(body, self.settings.route_on)
         self.check_length([text])
         models = self.models(current)
-        allowed = self.allowed(current, [name for name in models if name in proxy.backends])
-        (decision,) = self.decide(current, await self.score_one(current, text, cost_weight), 1, allowed)
+        allowed = self.allowed(current, None, caller)
+        allowed = [index for index in allowed if models[index] in proxy.backends]
+        if not allowed:
+            raise ApiError(422, f"invalid request: tenant {caller.tenant_name!r} has no model with a backend")
+        cost_weight, account = self.cost_weight(current, requested, caller)
+        scored = await self.score_one(current, text, cost_weight, account is not None)
+        (decision,) = self.decide(current, [text], scored, allowed, caller, account)
         others = ranking(decision.scores, allowed) if decision.scores else allowed
         order = [decision.model] + [models[i] for i in others if i != decision.index]
 
         def on_served(model: str, usage: Usage | None) -> None:
-            self.record(current, text, decision, cost_weight, model, usage)
+            self.record(current, text, decision, cost_weight, caller, model, usage)
+            if usage is not None:
+                actual = self.spending.pricing.usage_cost(model, usage.prompt_tokens, usage.completion_tokens, current)
+                if actual is not None:
+                    self.correct(decision.query_id, actual)
 
         return await proxy.forward(order, body, {"x-routerl-query-id": decision.query_id}, on_served)

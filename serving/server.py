@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.settings import Settings
-from serving.workers import StartupError, Supervisor, WorkerContext, worker_log_path
+from serving.workers import POLICY_FILE, StartupError, Supervisor, WorkerContext, worker_log_path
 
 #: Exit status of a start-up problem (a bad flag, policy or address), as argparse's own errors.
 EXIT_USER_ERROR = 2
@@ -94,7 +94,7 @@ def _log_config() -> dict[str, Any]:
     return config
 
 
-def build_app(policy: str, settings: Settings, shared_policy_file: Path | None = None) -> Any:
+def build_app(policy: str, settings: Settings, state_dir: Path | None = None) -> Any:
     """The service's ASGI app, reloading on ``SIGHUP``.
 
     Raises:
@@ -111,10 +111,11 @@ def build_app(policy: str, settings: Settings, shared_policy_file: Path | None =
     from serving.policy import PolicyError
 
     torch.set_num_threads(1)  # one request = one small forward pass; threads only add latency
-    if shared_policy_file is not None and shared_policy_file.is_file():  # a restarted worker follows a reload
-        policy = shared_policy_file.read_text(encoding="utf-8")
+    reloaded = state_dir / POLICY_FILE if state_dir is not None else None
+    if reloaded is not None and reloaded.is_file():  # a restarted worker follows a reload
+        policy = reloaded.read_text(encoding="utf-8")
     try:
-        return create_app(policy, settings, handle_sighup=True, shared_policy_file=shared_policy_file)
+        return create_app(policy, settings, handle_sighup=True, state_dir=state_dir)
     except (PolicyError, ValueError) as exc:
         raise StartupError(str(exc)) from None
     except OSError as exc:  # the decision log cannot be opened
@@ -187,7 +188,7 @@ def _run_worker(options: ServeOptions, worker: WorkerContext) -> None:
     """
     settings = _worker_settings(options.settings, worker.index)
     try:
-        app = build_app(options.policy, settings, worker.policy_file)
+        app = build_app(options.policy, settings, worker.state_dir)
         sock = bind(settings.host, worker.port, reuse_port=True)
     except StartupError as exc:
         worker.report(str(exc))

@@ -23,6 +23,10 @@ DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_BODY_TIMEOUT_S = 30.0
 #: Open connections one server process holds; a connection beyond is answered 503 and closed.
 DEFAULT_MAX_CONNECTIONS = 1000
+#: η of the live budget's update on log w (``--budget-step``; :mod:`serving.budget`, BENCHMARKS.md).
+DEFAULT_BUDGET_STEP = 0.1
+#: Seconds a session is remembered after its last turn (``--session-ttl``).
+DEFAULT_SESSION_TTL_S = 3600.0
 
 #: How much of a query the decision log keeps: the text, its sha256 hex, or nothing.
 LogQueries = Literal["full", "hash", "none"]
@@ -85,6 +89,15 @@ class Settings:
             Worker ``i`` of ``--workers`` uses ``explore_seed + i``.
         route_on: the proxy routes on the last user message or the whole conversation
             (``--route-on``).
+        budget: the live budget, USD per query (``--budget``): the cost weight is steered so that
+            the mean cost stays at or under it (:mod:`serving.budget`); None: no budget.
+        budget_step: η of the budget's update on log w (``--budget-step``).
+        prices: the price table (``--prices``) applied to token-mode policies and used to price the
+            proxy's token usage (:mod:`serving.pricing`); None: the policy's own.
+        tenants: the tenants file (``--tenants``, :mod:`serving.tenants`); None: one API token.
+        session_switch_cost: keep conversations on their model unless switching gains more than
+            this, in score units (``--session-switch-cost``, :mod:`serving.sessions`); None: no sessions.
+        session_ttl: seconds after its last turn that a session is forgotten (``--session-ttl``).
         api_token: bearer token for every route but ``/healthz`` (``ROUTERL_API_TOKEN``).
         admin_token: bearer token for ``/admin/*`` (``ROUTERL_ADMIN_TOKEN``); admin routes are
             refused when it is unset.
@@ -111,6 +124,12 @@ class Settings:
     explore_new_models: tuple[str, ...] | None = None
     explore_seed: int | None = None
     route_on: RouteOn = "last-user"
+    budget: float | None = None
+    budget_step: float = DEFAULT_BUDGET_STEP
+    prices: Path | None = None
+    tenants: Path | None = None
+    session_switch_cost: float | None = None
+    session_ttl: float = DEFAULT_SESSION_TTL_S
     api_token: str | None = field(default=None, repr=False)
     admin_token: str | None = field(default=None, repr=False)
 
@@ -136,6 +155,7 @@ class Settings:
             if not (math.isfinite(number) and number > 0):
                 raise ValueError(f"{flag} must be a finite number > 0, got {number}")
         self._check_exploration()
+        self._check_spending()
         if self.fallback_model == "":
             raise ValueError("--fallback-model must not be empty")
 
@@ -178,6 +198,19 @@ class Settings:
             twice = sorted({name for name in new if new.count(name) > 1})
             if twice:
                 raise ValueError(f"--explore-new-models names {', '.join(map(repr, twice))} more than once")
+
+    def _check_spending(self) -> None:
+        """Reject a budget, step, switching cost or session lifetime that cannot work."""
+        for flag, value, low in (
+            ("--budget", self.budget, 0.0),
+            ("--budget-step", self.budget_step, 0.0),
+            ("--session-ttl", self.session_ttl, 0.0),
+        ):
+            if value is not None and not (math.isfinite(value) and value > low):
+                raise ValueError(f"{flag} must be a finite number > 0, got {value}")
+        cost = self.session_switch_cost
+        if cost is not None and not (math.isfinite(cost) and cost >= 0):
+            raise ValueError(f"--session-switch-cost must be a finite number >= 0, got {cost}")
 
     def required_models(self, backends: Collection[str]) -> list[str]:
         """The models every served policy must know: those of ``backends`` (the ``--backends``

@@ -43,6 +43,10 @@ logger = logging.getLogger("routerl.serving")
 
 #: The file in the state folder that holds the path of the policy every worker should serve.
 POLICY_FILE = "policy-path"
+#: The memory-mapped file of the budget, sessions and prices the workers share (:mod:`serving.shared_memory`).
+SHARED_FILE = "shared-memory"
+#: The file of the price table last sent to ``PUT /admin/prices`` (:mod:`serving.pricing`).
+PRICES_FILE = "prices.json"
 #: Seconds a worker may take to load the policy and start listening.
 STARTUP_TIMEOUT_S = 300.0
 
@@ -60,11 +64,6 @@ class WorkerContext:
     port: int
     state_dir: Path
     ready: Any  # multiprocessing queue: (index, None) once listening, (index, message) on a start-up error
-
-    @property
-    def policy_file(self) -> Path:
-        """Where the policy path of the last ``/admin/reload`` is written for every worker."""
-        return self.state_dir / POLICY_FILE
 
     def report(self, error: str | None) -> None:
         """Tell the supervisor that this worker listens (``error`` None) or failed to start."""

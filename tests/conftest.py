@@ -1,7 +1,7 @@
 """Shared fixtures and helpers of the tests.
 
-- Fixtures: one real training run on the demo data (``demo_run``, ``demo_policy``), the shared
-  RouterBench logs (``routerbench``), a local Ray cluster (``ray_cluster``).
+- Fixtures: one real training run on the demo data (``demo_run``, ``demo_policy``; with rule overrides
+  ``rules_policy``), the shared RouterBench logs (``routerbench``), a local Ray cluster (``ray_cluster``).
 - Child processes, as a user runs the commands: :func:`run_python` (``python ARGS``),
   :func:`run_train` (``python train.py --quiet ARGS``), :func:`run_train_on_routerbench` (the
   same with the RouterBench config and logs) and :func:`run_isolated` (``python -I -c SCRIPT``,
@@ -108,6 +108,35 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
 def demo_policy(demo_run: RunResult) -> Path:
     """The real exported policy of the demo run."""
     return demo_run.directory / "policy.pt"
+
+
+#: The rules file of :func:`rules_policy`, over the demo log's models (docs/contracts.md §2.9).
+DEMO_RULES = """
+rules:
+  - name: code goes to big models
+    when: {contains_any: ["```", "def ", "#include"]}
+    route_to: [frontier-xl, large-70b]
+  - name: long prompts
+    when: {min_tokens: 40}
+    route_to: [large-70b]
+  - when: {pattern: "*translate*to french*"}
+    route_to: [tiny-1b]
+  - when: {contains_all: ["prove", "prime"], max_chars: 200}
+    route_to: [medium-34b, small-7b]
+  - when: {min_chars: 3, max_chars: 5}
+    route_to: [small-7b]
+"""
+
+
+@pytest.fixture(scope="session")
+def rules_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A demo policy with :data:`DEMO_RULES` compiled in (``train.py --rules``, ``--no-tune``, in-process)."""
+    folder = tmp_path_factory.mktemp("rules")
+    (folder / "rules.yaml").write_text(DEMO_RULES, encoding="utf-8")
+    overrides = [f"rules={folder / 'rules.yaml'}", "tuning.enabled=false", "evaluation.bootstrap=0"]
+    config = load_config(ROOT / "configs" / "default.yaml", overrides)
+    prepare_directory(folder / "run", overwrite=False)
+    return train(config, folder / "run", quiet=True).directory / "policy.pt"
 
 
 @pytest.fixture(scope="session")

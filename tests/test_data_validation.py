@@ -278,6 +278,8 @@ def test_a_valid_row_becomes_an_outcome_field_by_field() -> None:
         "embedding": "[1, 2.5]",
         "timestamp": "2024-01-02T03:04:05Z",
         "task": 42,
+        "prompt_tokens": 30,
+        "completion_tokens": "7",
     }
     assert validate(row, None)._asdict() == {
         "query_id": "q7",
@@ -291,6 +293,8 @@ def test_a_valid_row_becomes_an_outcome_field_by_field() -> None:
         "embedding": [1.0, 2.5],
         "timestamp": datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
         "task": "42",  # an integer as its decimal string, as query_id
+        "prompt_tokens": 30,  # kept beside the cost: token mode (docs/contracts.md §2.10)
+        "completion_tokens": 7,
     }
 
 

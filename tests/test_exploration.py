@@ -512,6 +512,8 @@ def _stub_policy(models: list[str], version: str, row: list[float]) -> Any:
         default_cost_weight=1.0,
         score_kind="utility",
         scores=lambda queries, weight: torch.tensor([row] * len(queries)),
+        metadata={"rules": []},
+        cost_mode="usd",
     )
 
 

@@ -110,7 +110,9 @@ def test_artifact_is_small_and_holds_no_gram_matrices(demo_policy: Path) -> None
     policy, metadata = loaded.module, loaded.metadata
     buffers = dict(policy.named_buffers())
     k = len(metadata["models"])
-    assert buffers["text_map"].shape[1] == 2 * k  # per-arm [quality | cost] weights only
+    # per-arm [quality | cost] weights only; in token mode (the demo log has token counts) [quality | in | out]
+    columns = 3 if metadata["cost_mode"] == "tokens" else 2
+    assert buffers["text_map"].shape[1] == columns * k
     assert demo_policy.stat().st_size < 10 * 2**20
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import run_isolated
 
 from agents.base import FeaturizedSplit, TrainingTask
@@ -307,3 +308,16 @@ def test_budget_checkpoint_keeps_the_multiplier(world: World, tmp_path: Path) ->
     other.load_state_dict(saved)
     with pytest.raises(DataError, match=r"cannot resume: the checkpoint was written with reward\.budget"):
         other.train(TrainingTask(FeaturizedSplit(train, x)))
+
+
+def test_exported_costs_are_each_models_mean_training_cost(world: World, agent: PPORouter) -> None:
+    train, _ = world.parts["train"]
+    test, _ = world.parts["test"]
+    metadata = PolicyMetadata(models=list(test.models), default_cost_weight=WEIGHTS[0],
+                              cost_weight_range=agent.cost_weight_range, score_kind=agent.score_kind,
+                              agent=agent.name, featurizer={}, data_fingerprint="")
+    module = build_text_policy(world.featurizer, agent.linear_map(), agent.head(), metadata)
+    costs = module.costs(test.queries[:20]).numpy()
+    np.testing.assert_allclose(costs, np.tile(train.cost.mean(axis=0), (20, 1)), rtol=1e-6)
+    scores, paired = module.scores_costs(test.queries[:20], WEIGHTS[0])
+    assert torch.equal(scores, module.scores(test.queries[:20], WEIGHTS[0])) and np.array_equal(paired.numpy(), costs)

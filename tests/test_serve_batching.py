@@ -26,9 +26,14 @@ class CountingPolicy:
         return torch.tensor([[float(len(q)), cost_weight] for q in queries])
 
 
+async def _scores(batcher: ScoreBatcher, policy: Any, query: str, cost_weight: float) -> list[float]:
+    """One request's row of scores."""
+    return (await batcher.scored(policy, query, cost_weight)).scores[0]
+
+
 async def _gather(batcher: ScoreBatcher, policy: Any, queries: list[str], cost_weight: float = 1.0) -> list[Any]:
     """Score ``queries`` as concurrent requests; results or the exceptions raised."""
-    return await asyncio.gather(*(batcher.scores(policy, q, cost_weight) for q in queries), return_exceptions=True)
+    return await asyncio.gather(*(_scores(batcher, policy, q, cost_weight) for q in queries), return_exceptions=True)
 
 
 def test_concurrent_queries_share_one_call() -> None:
@@ -44,7 +49,7 @@ def test_batches_are_split_by_weight_and_size() -> None:
     async def run() -> list[Any]:
         batcher = ScoreBatcher(max_batch=2)
         return await asyncio.gather(
-            *(batcher.scores(policy, q, w) for q, w in [("a", 1.0), ("b", 2.0), ("c", 1.0), ("d", 1.0)])
+            *(_scores(batcher, policy, q, w) for q, w in [("a", 1.0), ("b", 2.0), ("c", 1.0), ("d", 1.0)])
         )
 
     assert asyncio.run(run()) == [[1.0, 1.0], [1.0, 2.0], [1.0, 1.0], [1.0, 1.0]]
@@ -64,7 +69,7 @@ def test_sequential_requests_are_not_delayed_into_batches() -> None:
     async def one_by_one() -> None:
         batcher = ScoreBatcher()
         for query in ["a", "b", "c"]:
-            await batcher.scores(policy, query, 0.0)
+            await batcher.scored(policy, query, 0.0)
 
     asyncio.run(one_by_one())
     assert policy.calls == [["a"], ["b"], ["c"]]
@@ -77,3 +82,19 @@ def test_batched_scores_equal_single_scores_of_the_real_policy(demo_policy: Path
     batched = asyncio.run(_gather(ScoreBatcher(), policy, queries, policy.default_cost_weight))
     single = [policy.scores([q], policy.default_cost_weight)[0].tolist() for q in queries]
     assert batched == single
+
+
+def test_batched_costs_equal_single_costs_of_the_real_policy(demo_policy: Path) -> None:
+    """Under a live budget the batcher asks ``score_costs``: each query's costs are its own."""
+    torch.set_num_threads(1)
+    policy = load_policy(demo_policy)
+    queries = [f"query {i}: " + "summarise the report " * (i % 5) for i in range(12)]
+
+    async def run() -> list[Any]:
+        batcher = ScoreBatcher()
+        return await asyncio.gather(*(batcher.scored(policy, q, 300.0, with_costs=True) for q in queries))
+
+    batched = asyncio.run(run())
+    for query, scored in zip(queries, batched, strict=True):
+        scores, costs = policy.score_costs([query], 300.0)
+        assert scored.scores == scores.tolist() and scored.costs == costs.tolist()

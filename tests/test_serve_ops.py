@@ -412,6 +412,10 @@ class Flaky(torch.nn.Module):
     def route(self, queries: List[str], cost_weight: float) -> List[str]:
         return self.inner.route(queries, cost_weight)
 
+    @torch.jit.export
+    def prices(self) -> torch.Tensor:
+        return self.inner.prices()
+
     def forward(self, queries: List[str]) -> torch.Tensor:
         return self.inner(queries)
 

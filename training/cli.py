@@ -44,6 +44,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "from the file; use it only for files you trust",
     )
     parser.add_argument("--seed", type=int, help="overrides the config's seed")
+    parser.add_argument(
+        "--rules",
+        metavar="RULES_FILE",
+        help="rule overrides (YAML: conditions on the query text -> allowed models) compiled into policy.pt; "
+        "overrides the config's rules",
+    )
     _add_run_arguments(parser)
     return parser.parse_args(argv)
 
@@ -127,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides.append("data.allow_pickle=true")
         if args.no_tune:
             overrides.append("tuning.enabled=false")
+        if args.rules:
+            overrides.append(f"rules={Path(args.rules).resolve()}")
         if args.resume is not None:
             if not (args.resume / "config.yaml").is_file():
                 raise DataError(f"{args.resume}: not a run directory (no config.yaml) to resume")

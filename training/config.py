@@ -30,6 +30,7 @@ from envs.rewards import RewardConfig
 from envs.task import EnvConfig
 from evaluation.evaluate import EvaluationConfig
 from policies.faults import fault_point
+from policies.rules import read_rules
 
 STRICT = ConfigDict(extra="forbid")
 Config = TypeVar("Config")
@@ -41,6 +42,9 @@ class DataConfig:
 
     path: str = "data/demo/demo.jsonl"  # a log file or a directory of log files
     prices: str | None = None  # price table for rows with tokens but no cost (None: configs/prices.yaml)
+    # token mode (docs/contracts.md §2.10): auto when every outcome has token counts and the table prices every
+    # model; usd: never; tokens: required (else an error). Agents that estimate tokens: linucb, lints
+    cost_mode: Literal["auto", "usd", "tokens"] = "auto"
     allow_pickle: bool = False  # read RouterBench pandas pickles (they can run code: trusted files only)
     # USD per call: a row with a higher cost (given or priced) is rejected as `bad cost`; .inf: no bound
     max_cost: PositiveFloat = MAX_COST
@@ -137,11 +141,18 @@ class RunConfig:
     agent: AgentConfig = field(default_factory=AgentConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)  # cross-validated choice of hyperparameters
+    # a rules file (YAML, docs/contracts.md §2.9) compiled into policy.pt: conditions on the text -> the
+    # models allowed; relative to the config file (train.py --rules: to the current directory)
+    rules: str | None = None
 
     def __post_init__(self) -> None:
         """Refuse a setting the agent would not read (:func:`agents.registry.check_options`): a :class:`DataError`."""
         assert self.agent.learning is not None  # resolved by AgentConfig
         check_options(self.agent.kind, self.agent.learning, self.agent, self.reward)
+        if self.rules is not None:
+            if self.input == "embedding":
+                raise DataError(f"{self.rules}: rules match the query text, and an input: embedding policy has none")
+            read_rules(self.rules)  # malformed: one DataError at load, before anything is read or written
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (for YAML and reports)."""
@@ -185,6 +196,8 @@ def load_config(
             for key in ("path", "prices"):
                 if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
                     data[key] = str((path.parent / data[key]).resolve())
+        if isinstance(tree.get("rules"), str) and not Path(tree["rules"]).is_absolute():
+            tree["rules"] = str((path.parent / tree["rules"]).resolve())
     apply_overrides(tree, overrides)
     if cli_data is not None:
         _set(tree, "data.path", cli_data)

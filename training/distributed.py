@@ -177,6 +177,10 @@ def _check_scope(config: RunConfig) -> None:
     ]
     if config.reward.budget is not None:
         problems.append("reward.budget (learned online)")
+    if config.rules is not None:
+        problems.append("rules (compiled by the single-process export)")
+    if config.data.cost_mode == "tokens":
+        problems.append("data.cost_mode='tokens' (the summed statistics regress USD cost only)")
     if problems:
         raise DataError(
             f"--ray fits LinUCB (agent.learning=fit, text input, hash split); not {', '.join(problems)}. "

@@ -3,12 +3,14 @@ for a text policy, ``learner.npz``: what ``python -m training.follow`` continues
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from data.featurizer import TextFeaturizer
 from policies.export import PolicyMetadata, build_embedding_policy, build_text_policy, save_policy
+from policies.rules import canonical, check_models, read_rules
 from training.config import RunConfig
 from training.inputs import ExportedPolicy, RunInputs
 from training.live_learner import LEARNER_FILE, save_learner
@@ -24,6 +26,19 @@ def featurizer_summary(config: RunConfig, featurizer: TextFeaturizer | None, dim
         "dimension": featurizer.dimension,
         **asdict(config.featurizer),
     }
+
+
+def checked_rules(config: RunConfig, models: Sequence[str]) -> list[dict[str, Any]]:
+    """The configured rules file (docs/contracts.md §2.9) in canonical form, every model it names one of ``models``.
+
+    Read once per run, right after the log, so that a rule naming an unknown model is a user error
+    before anything is learned; the export compiles exactly this list.
+    """
+    if config.rules is None:
+        return []
+    rules = read_rules(config.rules)
+    check_models(rules, models, config.rules)
+    return canonical(rules)
 
 
 def export_policy(
@@ -45,11 +60,13 @@ def export_policy(
         score_kind=agent.score_kind,
         agent=agent.name,
         input_kind=config.input,
+        cost_mode=agent.cost_mode,
         featurizer=featurizer_summary(config, exported.featurizer, linear_map.shape[0]),
         data_fingerprint=inputs.fingerprint,
         metrics={key: value for key, value in test_metrics.items() if isinstance(value, float)}
         | {"aiq": frontier["aiq"]},
         training_data=report["exported_policy"],
+        rules=inputs.rules,
     )
     clamp = conditioned_range is not None
     featurizer = exported.featurizer

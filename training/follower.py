@@ -298,6 +298,7 @@ class Follower:
             data_fingerprint=fingerprint,
             metrics={"gate_estimate": result.estimate, "gate_lower": result.lower},
             training_data={"trained_on": "production rounds", "rounds": self.learned},
+            rules=list(incumbent.get("rules", [])),  # the serving policy's rule overrides carry over
         )
         module = build_text_policy(self.learner.featurizer, agent.linear_map(), agent.head(), metadata)
         written = save_policy(module, metadata, self.history.folder / ".candidate.pt")

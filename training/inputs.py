@@ -30,6 +30,8 @@ class RunInputs:
     train_mean_cost: np.ndarray  # (K,)
     # the report's tuning section (training.tuning): what was chosen, from which grid, by which scores
     tuning: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
+    # the rule overrides compiled into policy.pt, canonical (policies.rules.canonical); [] without rules
+    rules: list[dict[str, Any]] = field(default_factory=list)
 
 
 #: What the learner learned from: the training split, with the validation split, or every query (refit).

@@ -12,8 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from agents.base import Agent, FeaturizedSplit, TrainingTask
 from agents.callbacks import Callback, KeepBest
+from data.prices import PriceTable, token_mode_prices
+from data.schema import DataError
 from training.checkpoints import CheckpointCallback
 from training.config import RunConfig
 from training.factory import make_agent
@@ -52,6 +56,7 @@ def learn(
         online_steps=config.agent.online_steps,
         seed=config.seed,
         progress=progress,
+        prices=_token_prices(config, agent, train_set),
     )
     agent.train(task, [TensorBoardCallback(tensorboard), keep_best, checkpoints, *callbacks])
     training = {
@@ -61,3 +66,22 @@ def learn(
         "stopped_early": agent.stopped_early,
     }
     return agent, training, agent.learned_cost_weight
+
+
+def _token_prices(config: RunConfig, agent: Agent, train_set: FeaturizedSplit) -> np.ndarray | None:
+    """The (K, 2) prices of a token-mode run (docs/contracts.md §2.10), or None: the agent learns USD costs.
+
+    ``data.cost_mode`` auto is token mode when the training split allows it
+    (:func:`data.prices.token_mode_prices`) and the agent can estimate tokens the way it learns
+    (:attr:`agents.base.Agent.token_mode`); ``tokens`` makes either lack an error.
+    """
+    mode = config.data.cost_mode
+    prices = token_mode_prices(train_set.log, PriceTable.load_or_default(config.data.prices), mode)
+    if prices is None or config.agent.learning in agent.token_mode:
+        return prices
+    if mode == "tokens":
+        raise DataError(
+            f"data.cost_mode=tokens: agent.kind={config.agent.kind} with agent.learning={config.agent.learning} "
+            "estimates USD costs only (token mode: linucb and lints)"
+        )
+    return None

@@ -31,7 +31,7 @@ from evaluation.report import data_section, markdown
 from evaluation.sweep import Decide
 from policies.faults import fault_point
 from training.config import RunConfig, dump_config
-from training.exporting import export_policy, featurizer_summary
+from training.exporting import checked_rules, export_policy, featurizer_summary
 from training.features import counterfactual_splits, featurize, fit_featurizer
 from training.inputs import ExportedPolicy, Learned, RunInputs, TrainedOn
 from training.learning import learn
@@ -94,8 +94,12 @@ def prepare_directory(out: Path, overwrite: bool, inputs: Inputs | None = None) 
 
 
 def run_inputs(config: RunConfig, config_file: Path) -> dict[str | Path, str]:
-    """The files a run reads, {path: what}: its configuration file, data and price table."""
-    return {config_file: "configuration", config.data.path: "data", config.data.prices or DEFAULT_PRICES: "price table"}
+    """The files a run reads, {path: what}: its configuration file, data, price table and rules file."""
+    files: dict[str | Path, str] = {config_file: "configuration", config.data.path: "data"}
+    files[config.data.prices or DEFAULT_PRICES] = "price table"
+    if config.rules is not None:
+        files[config.rules] = "rules file"
+    return files
 
 
 def train(
@@ -132,6 +136,7 @@ def _train(
     )
     write_rejected(loaded.quarantine, out)
     log = loaded.log
+    rules = checked_rules(config, log.models)  # an unknown model stops the run before anything is learned
     splits = split(log, config.data.fractions, config.seed, config.data.split)
     if len(splits.train) == 0 or len(splits.test) == 0:
         raise DataError(
@@ -165,6 +170,7 @@ def _train(
         train_mean_quality=np.nanmean(train_set.log.quality, axis=0),
         train_mean_cost=np.nanmean(train_set.log.cost, axis=0),
         tuning=tuning.report,
+        rules=rules,
     )
     tensorboard.log_scalars({"tuning/seconds": tuning.seconds}, 0)
     learned = Learned(agent, training, learned_weight, trained_on)
@@ -287,7 +293,8 @@ def _header(
         "tuning": inputs.tuning,
         "featurizer": featurizer_summary(config, inputs.featurizer, inputs.dimension),
         "policy": policy,
-        "exported_policy": exported.section(inputs.split_counts),
+        # cost_mode "tokens": policy.pt prices estimated tokens with a replaceable table (docs/contracts.md §2.10)
+        "exported_policy": {**exported.section(inputs.split_counts), "cost_mode": exported.agent.cost_mode},
     }
 
 

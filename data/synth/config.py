@@ -206,10 +206,13 @@ class SynthLog:
 
         ``expected``: the ground truth ``expected_quality`` as the quality (noise-free), else the drawn one.
         """
+        n, k = self.shape
         return RoutingLog(
             models=tuple(self.model_names),
             query_ids=np.array(self.query_ids, dtype=object),
             queries=self.queries,
             quality=self.expected_quality if expected else self.quality,
             cost=self.cost,
+            prompt_tokens=np.broadcast_to(self.prompt_tokens[:, None], (n, k)).astype(np.float64),
+            completion_tokens=self.completion_tokens.astype(np.float64),
         )
