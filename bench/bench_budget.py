@@ -3,7 +3,8 @@
 Two measurements, printed as one JSON object:
 
 - ``overhead``: ``bench/bench_serve.py`` against the same policy without and with ``--budget``,
-  alternated ``--rounds`` times for ``--seconds`` each on the same machine; the medians of
+  alternated ``--rounds`` times for ``--seconds`` each on the same machine, without a decision log
+  and with one (a budget corrected by ``/feedback`` needs ``--decision-log``); the medians of
   throughput and of the server's CPU time per request, and their ratios (the target: the budget
   costs at most 5% of throughput).
 - ``steps``: the controller (:class:`serving.budget.BudgetController`) replayed in process on the
@@ -42,11 +43,15 @@ WARM_UP = 2000
 WINDOW = 1000
 
 
-def _serve_run(policy: Path, seconds: float, budget: float | None) -> dict[str, Any]:
+def _serve_run(policy: Path, seconds: float, budget: float | None, decision_log: bool) -> dict[str, Any]:
     """One ``bench_serve.py`` run; its JSON result."""
     command = [sys.executable, "bench/bench_serve.py", "--policy", str(policy), "--seconds", str(seconds)]
     done = subprocess.run(
-        [*command, *(["--budget", str(budget)] if budget is not None else [])],
+        [
+            *command,
+            *(["--budget", str(budget)] if budget is not None else []),
+            *(["--decision-log"] if decision_log else []),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -55,12 +60,12 @@ def _serve_run(policy: Path, seconds: float, budget: float | None) -> dict[str, 
     return dict(json.loads(done.stdout))
 
 
-def overhead(policy: Path, budget: float, rounds: int, seconds: float) -> dict[str, Any]:
+def overhead(policy: Path, budget: float, rounds: int, seconds: float, decision_log: bool) -> dict[str, Any]:
     """Throughput and server CPU per request without and with the budget, alternated."""
     runs: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
     for _ in range(rounds):
-        runs["without"].append(_serve_run(policy, seconds, None))
-        runs["with"].append(_serve_run(policy, seconds, budget))
+        runs["without"].append(_serve_run(policy, seconds, None, decision_log))
+        runs["with"].append(_serve_run(policy, seconds, budget, decision_log))
     medians = {
         kind: {
             key: statistics.median(run[key] for run in results)
@@ -141,7 +146,12 @@ def main() -> None:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "budget": args.budget,
         "steps": steps(args.policy, args.budget, [float(x) for x in args.etas.split(",")], args.queries),
-        "overhead": overhead(args.policy, args.budget, args.rounds, args.seconds) if args.rounds else None,
+        "overhead": {
+            "no decision log": overhead(args.policy, args.budget, args.rounds, args.seconds, False),
+            "with --decision-log": overhead(args.policy, args.budget, args.rounds, args.seconds, True),
+        }
+        if args.rounds
+        else None,
     }
     print(json.dumps(result, indent=2))
 

@@ -119,10 +119,12 @@ class Service:
         needs_costs = settings.budget is not None or any(t.budget is not None for t in tenants.values())
         check_serving_policy(loaded, required, needs_costs)
         metrics = Metrics()
-        spending = _spending(settings, tenants, known, loaded, metrics, state_dir)
+        spending = _spending(settings, tenants, known, loaded, state_dir)
         slot = PolicySlot(loaded, required, needs_costs, spending.pricing.apply)
         log = DecisionLog(settings.decision_log, settings.log_queries) if settings.decision_log else None
         router = Router(slot, settings, metrics, log, spending)
+        if spending.budget is not None:
+            metrics.before_render = router.observe_budget
         proxy = ChatProxy(backends, metrics) if backends else None
         return cls(settings, slot, metrics, log, router, proxy, tenants, state_dir)
 
@@ -194,7 +196,6 @@ def _spending(
     tenants: dict[str, Tenant],
     known_models: tuple[str, ...],
     policy: LoadedPolicy,
-    metrics: Metrics,
     state_dir: Path | None,
 ) -> Spending:
     """The live budget's accounts, the price table and the sessions, in memory every worker shares."""
@@ -207,8 +208,6 @@ def _spending(
     pricing = Pricing(prices, memory, state_dir / PRICES_FILE if state_dir else None)
     pricing.apply(policy)
     budget = BudgetController(accounts, memory, settings.budget_step) if accounts else None
-    if budget is not None:
-        metrics.before_render = lambda: metrics.observe_budget(budget.snapshot())
     switch_cost = settings.session_switch_cost
     sessions = Sessions(memory, switch_cost, settings.session_ttl) if switch_cost is not None else None
     return Spending(pricing, budget, sessions)

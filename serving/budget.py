@@ -117,23 +117,34 @@ class BudgetController:
         )
 
     def charge(self, query_ids: Sequence[str], charges: Sequence[Charge]) -> None:
-        """Book routed queries at their predicted costs, and keep each prediction for its actual cost.
+        """Book routed queries at their predicted costs, and keep each prediction for its actual
+        cost: :meth:`remember`, then :meth:`book`."""
+        self.remember(query_ids, charges)
+        self.book(charges)
 
-        One lock for them all, and one step per account for their sum: the service books every
-        decision of an event-loop iteration together (:class:`serving.router.Router`), so that
-        the budget costs a few microseconds per query under load. The sum of the steps is the
-        same as step by step, unless the clip is reached on the way.
-        """
-        totals: dict[int, list[float]] = {}
+    def remember(self, query_ids: Sequence[str], charges: Sequence[Charge]) -> None:
+        """Keep each routed query's prediction for its actual cost (:meth:`correct`)."""
         with self.memory.lock():
             for query_id, (account, predicted) in zip(query_ids, charges, strict=True):
                 self.pending.write(key_of(query_id), account, predicted)
-                total = totals.get(account)
-                if total is None:
-                    totals[account] = [predicted, 1.0]
-                else:
-                    total[0] += predicted
-                    total[1] += 1.0
+
+    def book(self, charges: Sequence[Charge]) -> None:
+        """Charge the predicted costs: one lock for them all, and one step per account for their sum.
+
+        The service books every decision of an event-loop iteration together
+        (:class:`serving.router.Router`), so that the budget costs a few microseconds per query
+        under load. The sum of the steps is the same as step by step, unless the clip is reached
+        on the way.
+        """
+        totals: dict[int, list[float]] = {}
+        for account, predicted in charges:
+            total = totals.get(account)
+            if total is None:
+                totals[account] = [predicted, 1.0]
+            else:
+                total[0] += predicted
+                total[1] += 1.0
+        with self.memory.lock():
             for account, (cost, queries) in totals.items():
                 self._move(account, cost, int(queries))
 

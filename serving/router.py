@@ -65,6 +65,10 @@ from serving.shared_memory import SharedMemory
 logger = logging.getLogger("routerl.serving")
 
 NO_CALLER = Caller()
+#: Seconds a decision waits at most to be charged to the live budget (:meth:`Router._book`).
+BOOK_WITHIN_S = 0.05
+#: Seconds after which an actual cost that found no prediction is tried again, once (:meth:`Router.correct`).
+CORRECTION_RETRY_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -122,8 +126,10 @@ class Router:
         self.metrics = metrics
         self.log = log
         self.spending = spending or Spending.none()
-        self._unbooked: list[tuple[str, Charge]] = []
+        self._unbooked: list[tuple[str, Charge]] = []  # decisions not yet charged to the budget (_book)
         self._booking = False
+        #: The account of ``--budget`` (requests without a budget of their own), if any.
+        self._account = self.spending.budget.index("") if settings.budget is not None and self.spending.budget else None
         self.rng = random.Random(settings.explore_seed)
         self.batcher = ScoreBatcher()
         exploration = Exploration.of(settings, slot.current.models)
@@ -191,6 +197,12 @@ class Router:
             )
         return sorted({index_of[name] for name in names})
 
+    def observe_budget(self) -> None:
+        """Book what is waiting, then set the live budget's gauges (before each ``/metrics``)."""
+        if self.spending.budget is not None:
+            self.book_now()
+            self.metrics.observe_budget(self.spending.budget.snapshot())
+
     def current(self) -> LoadedPolicy:
         """The policy to route this request with, priced at the service's current table."""
         policy = self.slot.current
@@ -205,12 +217,13 @@ class Router:
         """
         tenant = caller.tenant
         budget = self.spending.budget
-        account = None
         if budget is not None:
-            name = tenant.name if tenant is not None and tenant.budget is not None else ""
-            account = budget.index(name) if name or self.settings.budget is not None else None
-        if account is not None and budget is not None:
-            return max(budget.weight(account), requested or 0.0), account
+            account = budget.index(tenant.name) if tenant is not None and tenant.budget is not None else self._account
+            if account is not None:
+                if self._unbooked:
+                    self.book_now()
+                weight = budget.weight(account)
+                return (weight if requested is None or requested < weight else requested), account
         if requested is not None:
             return requested, None
         if tenant is not None and tenant.cost_weight is not None:
@@ -327,21 +340,23 @@ class Router:
         return decisions
 
     def _book(self, query_ids: list[str], charges: list[Charge]) -> None:
-        """Charge the live budget, once per event-loop iteration for every decision made in it
-        (:meth:`serving.budget.BudgetController.charge`); at once outside an event loop."""
+        """Keep decisions for the live budget until it is next read (:meth:`book_now`), or for
+        :data:`BOOK_WITHIN_S` at most: under load the decisions of many requests are then booked
+        together, for a few microseconds per query."""
         self._unbooked.extend(zip(query_ids, charges, strict=True))
         if self._booking:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._book_now()
+            self.book_now()
             return
         self._booking = True
-        loop.call_soon(self._book_now)
+        loop.call_later(BOOK_WITHIN_S, self.book_now)
 
-    def _book_now(self) -> None:
-        """Charge every decision not booked yet."""
+    def book_now(self) -> None:
+        """Charge every decision not booked yet (:meth:`serving.budget.BudgetController.charge`):
+        before the budget's weight is read, before an actual cost is applied, before metrics."""
         self._booking = False
         unbooked, self._unbooked = self._unbooked, []
         if unbooked and self.spending.budget is not None:
@@ -442,11 +457,24 @@ class Router:
         if body.cost is not None:
             self.correct(body.query_id, body.cost)
 
-    def correct(self, query_id: str, actual: float) -> None:
-        """Give the live budget (if any) a routed query's actual cost; count what it could not use."""
+    def correct(self, query_id: str, actual: float, retry: bool = True) -> None:
+        """Give the live budget (if any) a routed query's actual cost; count what it could not use.
+
+        A feedback can overtake its decision's booking: a decision is booked when the budget is
+        next read, or within :data:`BOOK_WITHIN_S` (:meth:`_book`), and the feedback may reach
+        another worker first. So this worker books what it has first, and a cost that finds no
+        prediction is tried once more after :data:`CORRECTION_RETRY_S`.
+        """
         budget = self.spending.budget
-        if budget is not None:
-            self.metrics.budget_corrections.labels("applied" if budget.correct(query_id, actual) else "unmatched").inc()
+        if budget is None:
+            return
+        self.book_now()
+        if budget.correct(query_id, actual):
+            self.metrics.budget_corrections.labels("applied").inc()
+        elif retry:
+            asyncio.get_running_loop().call_later(CORRECTION_RETRY_S, self.correct, query_id, actual, False)
+        else:
+            self.metrics.budget_corrections.labels("unmatched").inc()
 
     async def route_chat(self, body: ChatRequest, proxy: ChatProxy, caller: Caller = NO_CALLER) -> Response:
         """Answer ``POST /v1/chat/completions``: route the chat's text among the models that have a

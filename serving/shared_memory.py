@@ -33,8 +33,9 @@ CELL_BYTES = 8
 #: One entry of a :class:`KeyedTable`: a key (0: empty), an integer tag and a float value.
 ENTRY = struct.Struct("<qqd")
 _FLAG = struct.Struct("<q")
-#: Entries a key of a :class:`KeyedTable` may live in (its window).
+#: Entries a key of a :class:`KeyedTable` may live in (its window), read in one piece.
 PROBES = 8
+_WINDOW_KEYS = struct.Struct("<" + "q16x" * PROBES)  # the keys of a window, skipping tags and values
 
 
 class SharedMemory:
@@ -144,30 +145,27 @@ class KeyedTable:
     """A table of ``capacity`` entries ``key -> (tag, value)`` in shared memory, for many short-lived keys.
 
     A key lives in one of the :data:`PROBES` entries from ``key mod capacity`` on (linear probing
-    in a bounded window): :meth:`put` takes the key's own entry, else the first empty one, else
-    the window's first (its older key is forgotten, as a cache forgets; the callers count what
-    that costs them). Lookups scan the whole window and compare the whole key, so a collision is
-    never mistaken for a hit, and an emptied entry needs no tombstone. Writes take the shared lock.
+    in a bounded window, read in one ``struct`` call): :meth:`put` takes the key's own entry,
+    else the first empty one, else the window's first (its older key is forgotten, as a cache
+    forgets; the callers count what that costs them). Lookups scan the whole window and compare
+    the whole key, so a collision is never mistaken for a hit, and an emptied entry needs no
+    tombstone. Writes take the shared lock.
     """
 
     def __init__(self, memory: SharedMemory, capacity: int) -> None:
-        """Claim ``capacity`` entries of ``memory``."""
-        self.offset = memory.region(capacity * ENTRY.size // CELL_BYTES).offset
+        """Claim ``capacity`` entries of ``memory`` (and :data:`PROBES` − 1 more, so that no window wraps)."""
+        self.offset = memory.region((capacity + PROBES - 1) * ENTRY.size // CELL_BYTES).offset
         self.memory = memory
         self.capacity = capacity
 
-    def _window(self, key: int) -> list[int]:
-        """The byte offsets of the entries ``key`` may live in."""
-        first = key % self.capacity
-        return [self.offset + ((first + i) % self.capacity) * ENTRY.size for i in range(PROBES)]
-
-    def _find(self, key: int) -> tuple[int, int, float] | None:
-        """``(offset, tag, value)`` of ``key``'s entry, or None; the caller holds the lock."""
-        for at in self._window(key):
-            stored, tag, value = ENTRY.unpack_from(self.memory.buffer, at)
-            if stored == key:
-                return at, tag, value
-        return None
+    def _scan(self, key: int) -> tuple[int, int | None, int | None]:
+        """``(window start, offset of key's entry or None, offset of the first empty entry or None)``,
+        from one read of the window's keys; the caller holds the lock."""
+        start = self.offset + (key % self.capacity) * ENTRY.size
+        keys = _WINDOW_KEYS.unpack_from(self.memory.buffer, start)
+        own = start + keys.index(key) * ENTRY.size if key in keys else None
+        empty = start + keys.index(0) * ENTRY.size if 0 in keys else None
+        return start, own, empty
 
     def put(self, key: int, tag: int, value: float) -> None:
         """Store ``(tag, value)`` for ``key`` (see the class docstring for where)."""
@@ -176,29 +174,24 @@ class KeyedTable:
 
     def write(self, key: int, tag: int, value: float) -> None:
         """:meth:`put` for a caller that holds the memory's lock already."""
-        window = self._window(key)
-        own = empty = None
-        for at in window:
-            stored = ENTRY.unpack_from(self.memory.buffer, at)[0]
-            if stored == key:
-                own = at
-                break
-            if stored == 0 and empty is None:
-                empty = at
-        target = own if own is not None else empty if empty is not None else window[0]
+        start, own, empty = self._scan(key)
+        target = own if own is not None else empty if empty is not None else start
         ENTRY.pack_into(self.memory.buffer, target, key, tag, value)
+
+    def _take(self, key: int, remove: bool) -> tuple[int, float] | None:
+        with self.memory.lock():
+            own = self._scan(key)[1]
+            if own is None:
+                return None
+            _, tag, value = ENTRY.unpack_from(self.memory.buffer, own)
+            if remove:
+                ENTRY.pack_into(self.memory.buffer, own, 0, 0, 0.0)
+        return tag, value
 
     def get(self, key: int) -> tuple[int, float] | None:
         """``(tag, value)`` stored for ``key``, or None (never stored, or overwritten)."""
-        with self.memory.lock():
-            found = self._find(key)
-        return None if found is None else (found[1], found[2])
+        return self._take(key, remove=False)
 
     def pop(self, key: int) -> tuple[int, float] | None:
         """Like :meth:`get`, and empty the entry."""
-        with self.memory.lock():
-            found = self._find(key)
-            if found is None:
-                return None
-            ENTRY.pack_into(self.memory.buffer, found[0], 0, 0, 0.0)
-        return found[1], found[2]
+        return self._take(key, remove=True)

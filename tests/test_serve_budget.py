@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +22,7 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from test_serve import REPO_ROOT, _start_server, _stop
+from test_serve import REPO_ROOT, _assert_one_line_error, _run_serve, _start_server, _stop
 
 BUDGET = 0.0003  # USD per query: between the demo log's cheapest and dearest model
 REQUESTS = 6000
@@ -84,14 +85,23 @@ def test_mean_cost_stays_within_five_percent_of_the_budget(demo_policy: Path, tm
     )
     try:
         actual = _traffic(running.base_url)
+        deadline = time.monotonic() + 10  # a feedback that overtook its decision's booking is retried (0.2 s)
+        while (_metric(running.base_url, "routerl_budget_corrections_total", result="applied") or 0) < REQUESTS:
+            assert time.monotonic() < deadline and not _metric(
+                running.base_url, "routerl_budget_corrections_total", result="unmatched"
+            )
+            time.sleep(0.1)
         assert _metric(running.base_url, "routerl_budget_usd", account="") == BUDGET
         weight_now = _metric(running.base_url, "routerl_budget_cost_weight", account="")
         spent = _metric(running.base_url, "routerl_budget_spend_usd", account="")
+        applied = _metric(running.base_url, "routerl_budget_corrections_total", result="applied")
+        unmatched = _metric(running.base_url, "routerl_budget_corrections_total", result="unmatched")
     finally:
         _stop(running.process)
     means = _window_means(actual) / BUDGET
     assert means.min() >= 0.95 and means.max() <= 1.05, (means.min(), means.max())
-    assert spent == pytest.approx(actual.sum(), rel=1e-6)  # every prediction was replaced by its actual cost
+    assert (applied, unmatched) == (REQUESTS, None)  # every feedback found its decision's prediction, on any worker
+    assert spent == pytest.approx(actual.sum(), rel=1e-6)  # and replaced it by the actual cost
     logs = [log] if workers == 1 else [tmp_path / f"decisions-{i}.jsonl" for i in range(workers)]
     records = [json.loads(line) for path in logs for line in path.read_text().splitlines()]
     weights = [record["cost_weight"] for record in records if "policy_version" in record]
@@ -140,18 +150,14 @@ def test_a_new_price_table_moves_routing_at_the_next_request(demo_policy: Path, 
         (["--budget", "0"], "--budget must be a finite number > 0, got 0.0"),
         (["--budget", "nan"], "--budget must be a finite number > 0, got nan"),
         (["--budget-step", "-1", "--budget", "0.001"], "--budget-step must be a finite number > 0, got -1.0"),
+        (["--session-switch-cost", "-1"], "--session-switch-cost must be a finite number >= 0, got -1.0"),
+        (["--session-ttl", "0"], "--session-ttl must be a finite number > 0, got 0.0"),
     ],
 )
-def test_bad_budget_flags_exit_2_with_one_line(demo_policy: Path, flags: list[str], message: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "serve.py", "--policy", str(demo_policy), "--port", "0", *flags],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+def test_bad_spend_flags_exit_2_with_one_line(demo_policy: Path, flags: list[str], message: str) -> None:
+    _assert_one_line_error(
+        _run_serve("--policy", str(demo_policy), "--port", "0", *flags), f"serve.py: error: {message}"
     )
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [f"serve.py: error: {message}"]
 
 
 def test_a_budget_needs_a_policy_that_predicts_costs(demo_policy: Path, tmp_path: Path) -> None:
@@ -162,13 +168,23 @@ def test_a_budget_needs_a_policy_that_predicts_costs(demo_policy: Path, tmp_path
     script = tmp_path / "wrap.py"  # TorchScript reads the class's source from a file
     script.write_text(FLAKY, encoding="utf-8")
     subprocess.run([sys.executable, str(script), str(demo_policy), str(wrapped)], check=True, timeout=120)
-    done = subprocess.run(
-        [sys.executable, "serve.py", "--policy", str(wrapped), "--port", "0", "--budget", "0.001"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "it predicts no costs" in lines[0] and "a live budget needs them" in lines[0]
+    refused = _run_serve("--policy", str(wrapped), "--port", "0", "--budget", "0.001")
+    _assert_one_line_error(refused, "it predicts no costs", "a live budget needs them")
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        ("models:\n  gpt-9: {input: 1, output: 2}\n", "unknown model(s) ['gpt-9']; the service routes to"),
+        (
+            "models:\n  tiny-1b: {input: -1, output: 2}\n",
+            "models.tiny-1b.input: Input should be greater than or equal",
+        ),
+        ("models: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_a_bad_price_file_exits_2_with_one_line(demo_policy: Path, tmp_path: Path, table: str, problem: str) -> None:
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(table, encoding="utf-8")
+    refused = _run_serve("--policy", str(demo_policy), "--port", "0", "--prices", str(prices))
+    _assert_one_line_error(refused, f"serve.py: error: --prices {prices}: {problem}")

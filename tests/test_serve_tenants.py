@@ -4,14 +4,12 @@ models, weight, budget, metrics and log records through the real service."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
-from test_serve import REPO_ROOT, _start_server, _stop
+from test_serve import _assert_one_line_error, _run_serve, _start_server, _stop
 from test_serve_budget import _metric
 
 from data.loading import load_log
@@ -70,16 +68,8 @@ def test_tokens_come_from_the_file_or_the_environment(tmp_path: Path) -> None:
 
 def test_serve_refuses_a_tenant_with_an_unknown_model_at_start(demo_policy: Path, tmp_path: Path) -> None:
     path = _write(tmp_path / "tenants.yaml", {"search": {"token": "s", "models": ["tiny-1b", "gpt-9"]}})
-    done = subprocess.run(
-        [sys.executable, "serve.py", "--policy", str(demo_policy), "--port", "0", "--tenants", str(path)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"serve.py: error: --tenants {path}: tenant 'search': unknown")
+    refused = _run_serve("--policy", str(demo_policy), "--port", "0", "--tenants", str(path))
+    _assert_one_line_error(refused, f"serve.py: error: --tenants {path}: tenant 'search': unknown model(s) ['gpt-9']")
 
 
 def test_each_tenant_is_routed_within_its_models_weight_and_budget(demo_policy: Path, tmp_path: Path) -> None:
