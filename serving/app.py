@@ -40,16 +40,15 @@ from fastapi.responses import Response
 
 from serving.auth import AuthMiddleware
 from serving.backends import load_backends
-from serving.budget import Account, BudgetController
 from serving.caller import caller_of
 from serving.decisions import DecisionLog
 from serving.errors import ApiError, SafeJSONResponse, install_error_handlers
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.middleware import BodyLimitMiddleware, LeanRoutes, require_json, require_json_if_body
 from serving.policy import LoadedPolicy, PolicyError, PolicySlot, check_serving_policy, load_policy
-from serving.pricing import PriceDocument, Pricing, read_price_file
+from serving.pricing import PriceDocument
 from serving.proxy import ChatProxy, ChatRequest
-from serving.router import Router, Spending
+from serving.router import Router
 from serving.schemas import (
     BatchRequest,
     BatchResponse,
@@ -60,17 +59,12 @@ from serving.schemas import (
     RouteRequest,
     RouteResponse,
 )
-from serving.sessions import Sessions
 from serving.settings import Settings
-from serving.shared_memory import SharedMemory
+from serving.spending import Spending
 from serving.tenants import Tenant, load_tenants
-from serving.workers import POLICY_FILE, PRICES_FILE, SHARED_FILE
+from serving.workers import POLICY_FILE
 
 logger = logging.getLogger("routerl.serving")
-
-#: Bytes of the memory the workers share (:mod:`serving.shared_memory`), besides 64 per budget
-#: account: room for the pending costs and sessions; untouched pages cost no memory.
-SHARED_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -119,12 +113,12 @@ class Service:
         needs_costs = settings.budget is not None or any(t.budget is not None for t in tenants.values())
         check_serving_policy(loaded, required, needs_costs)
         metrics = Metrics()
-        spending = _spending(settings, tenants, known, loaded, state_dir)
+        spending = Spending.build(settings, tenants.values(), known, loaded, state_dir)
         slot = PolicySlot(loaded, required, needs_costs, spending.pricing.apply)
         log = DecisionLog(settings.decision_log, settings.log_queries) if settings.decision_log else None
         router = Router(slot, settings, metrics, log, spending)
         if spending.budget is not None:
-            metrics.before_render = router.observe_budget
+            metrics.before_render = lambda: spending.observe(metrics)
         proxy = ChatProxy(backends, metrics) if backends else None
         return cls(settings, slot, metrics, log, router, proxy, tenants, state_dir)
 
@@ -189,28 +183,6 @@ class Service:
                 self.log.close()
 
         return lifespan
-
-
-def _spending(
-    settings: Settings,
-    tenants: dict[str, Tenant],
-    known_models: tuple[str, ...],
-    policy: LoadedPolicy,
-    state_dir: Path | None,
-) -> Spending:
-    """The live budget's accounts, the price table and the sessions, in memory every worker shares."""
-    budgeted = [t for t in tenants.values() if t.budget is not None]
-    accounts = [Account(t.name, t.budget or 0.0, t.cost_weight or policy.default_cost_weight) for t in budgeted]
-    if settings.budget is not None:
-        accounts.insert(0, Account("", settings.budget, policy.default_cost_weight))
-    memory = SharedMemory(SHARED_BYTES + 64 * len(accounts), state_dir / SHARED_FILE if state_dir else None)
-    prices = read_price_file(settings.prices, known_models) if settings.prices else {}
-    pricing = Pricing(prices, memory, state_dir / PRICES_FILE if state_dir else None)
-    pricing.apply(policy)
-    budget = BudgetController(accounts, memory, settings.budget_step) if accounts else None
-    switch_cost = settings.session_switch_cost
-    sessions = Sessions(memory, switch_cost, settings.session_ttl) if switch_cost is not None else None
-    return Spending(pricing, budget, sessions)
 
 
 def _add_routes(app: FastAPI, service: Service) -> None:

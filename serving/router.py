@@ -38,7 +38,6 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import random
@@ -49,26 +48,20 @@ from typing import Any
 from starlette.responses import Response
 
 from serving.batching import ScoreBatcher, Scored
-from serving.budget import BudgetController, Charge
+from serving.budget import Charge
 from serving.caller import Caller
 from serving.decisions import DecisionLog, Exploration, ranking
 from serving.errors import ApiError
 from serving.metrics import Metrics
 from serving.policy import LoadedPolicy, PolicySlot
-from serving.pricing import Pricing
 from serving.proxy import ChatProxy, ChatRequest, Usage, cost_weight_of, routing_text
 from serving.schemas import BatchRequest, FeedbackRequest, RouteRequest
-from serving.sessions import Sessions
 from serving.settings import Settings
-from serving.shared_memory import SharedMemory
+from serving.spending import Spending
 
 logger = logging.getLogger("routerl.serving")
 
 NO_CALLER = Caller()
-#: Seconds a decision waits at most to be charged to the live budget (:meth:`Router._book`).
-BOOK_WITHIN_S = 0.05
-#: Seconds after which an actual cost that found no prediction is tried again, once (:meth:`Router.correct`).
-CORRECTION_RETRY_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -82,20 +75,6 @@ class Decision:
     propensity: float
     scores: list[float] | None
     session_turn: bool = False
-
-
-@dataclass(frozen=True)
-class Spending:
-    """The service's optional spend controls: the live budget, the price table, sessions."""
-
-    pricing: Pricing
-    budget: BudgetController | None = None
-    sessions: Sessions | None = None
-
-    @classmethod
-    def none(cls) -> Spending:
-        """No budget, no sessions, the policy's own prices: a router of one process without them."""
-        return cls(Pricing({}, SharedMemory(4096), None))
 
 
 def _predicted_cost(index: int, scored: Scored | None, row: int) -> float:
@@ -126,10 +105,6 @@ class Router:
         self.metrics = metrics
         self.log = log
         self.spending = spending or Spending.none()
-        self._unbooked: list[tuple[str, Charge]] = []  # decisions not yet charged to the budget (_book)
-        self._booking = False
-        #: The account of ``--budget`` (requests without a budget of their own), if any.
-        self._account = self.spending.budget.index("") if settings.budget is not None and self.spending.budget else None
         self.rng = random.Random(settings.explore_seed)
         self.batcher = ScoreBatcher()
         exploration = Exploration.of(settings, slot.current.models)
@@ -197,12 +172,6 @@ class Router:
             )
         return sorted({index_of[name] for name in names})
 
-    def observe_budget(self) -> None:
-        """Book what is waiting, then set the live budget's gauges (before each ``/metrics``)."""
-        if self.spending.budget is not None:
-            self.book_now()
-            self.metrics.observe_budget(self.spending.budget.snapshot())
-
     def current(self) -> LoadedPolicy:
         """The policy to route this request with, priced at the service's current table."""
         policy = self.slot.current
@@ -216,14 +185,10 @@ class Router:
         weight, or the request's when larger (module docstring).
         """
         tenant = caller.tenant
-        budget = self.spending.budget
-        if budget is not None:
-            account = budget.index(tenant.name) if tenant is not None and tenant.budget is not None else self._account
-            if account is not None:
-                if self._unbooked:
-                    self.book_now()
-                weight = budget.weight(account)
-                return (weight if requested is None or requested < weight else requested), account
+        account = self.spending.account(tenant)
+        if account is not None:
+            weight = self.spending.weight(account)
+            return (weight if requested is None or requested < weight else requested), account
         if requested is not None:
             return requested, None
         if tenant is not None and tenant.cost_weight is not None:
@@ -336,31 +301,8 @@ class Router:
             self.metrics.decided(decision.model, caller.tenant_name)
             decisions.append(decision)
         if charges:
-            self._book([d.query_id for d in decisions], charges)
+            self.spending.book([d.query_id for d in decisions], charges)
         return decisions
-
-    def _book(self, query_ids: list[str], charges: list[Charge]) -> None:
-        """Keep decisions for the live budget until it is next read (:meth:`book_now`), or for
-        :data:`BOOK_WITHIN_S` at most: under load the decisions of many requests are then booked
-        together, for a few microseconds per query."""
-        self._unbooked.extend(zip(query_ids, charges, strict=True))
-        if self._booking:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.book_now()
-            return
-        self._booking = True
-        loop.call_later(BOOK_WITHIN_S, self.book_now)
-
-    def book_now(self) -> None:
-        """Charge every decision not booked yet (:meth:`serving.budget.BudgetController.charge`):
-        before the budget's weight is read, before an actual cost is applied, before metrics."""
-        self._booking = False
-        unbooked, self._unbooked = self._unbooked, []
-        if unbooked and self.spending.budget is not None:
-            self.spending.budget.charge([query_id for query_id, _ in unbooked], [charge for _, charge in unbooked])
 
     def record(
         self,
@@ -455,26 +397,7 @@ class Router:
             )
         self.log.feedback(body.query_id, body.quality, body.cost)
         if body.cost is not None:
-            self.correct(body.query_id, body.cost)
-
-    def correct(self, query_id: str, actual: float, retry: bool = True) -> None:
-        """Give the live budget (if any) a routed query's actual cost; count what it could not use.
-
-        A feedback can overtake its decision's booking: a decision is booked when the budget is
-        next read, or within :data:`BOOK_WITHIN_S` (:meth:`_book`), and the feedback may reach
-        another worker first. So this worker books what it has first, and a cost that finds no
-        prediction is tried once more after :data:`CORRECTION_RETRY_S`.
-        """
-        budget = self.spending.budget
-        if budget is None:
-            return
-        self.book_now()
-        if budget.correct(query_id, actual):
-            self.metrics.budget_corrections.labels("applied").inc()
-        elif retry:
-            asyncio.get_running_loop().call_later(CORRECTION_RETRY_S, self.correct, query_id, actual, False)
-        else:
-            self.metrics.budget_corrections.labels("unmatched").inc()
+            self.spending.correct(body.query_id, body.cost, self.metrics)
 
     async def route_chat(self, body: ChatRequest, proxy: ChatProxy, caller: Caller = NO_CALLER) -> Response:
         """Answer ``POST /v1/chat/completions``: route the chat's text among the models that have a
@@ -502,6 +425,6 @@ class Router:
             if usage is not None:
                 actual = self.spending.pricing.usage_cost(model, usage.prompt_tokens, usage.completion_tokens, current)
                 if actual is not None:
-                    self.correct(decision.query_id, actual)
+                    self.spending.correct(decision.query_id, actual, self.metrics)
 
         return await proxy.forward(order, body, {"x-routerl-query-id": decision.query_id}, on_served)
