@@ -113,9 +113,9 @@ def steps(policy_path: Path, budget: float, etas: list[float], queries: int) -> 
         chosen_quality = np.empty(queries)
         start = time.perf_counter()
         for step, row in enumerate(order):
-            scores, costs = policy.score_costs([texts[row]], controller.weight(0))
-            model = int(np.argmax(scores[0].numpy()))
-            controller.charge([str(step)], [Charge(0, float(costs[0, model]))])
+            paired = policy.score_costs([texts[row]], controller.weight(0))[0].numpy()
+            model = int(np.argmax(paired[: len(models)]))
+            controller.charge([str(step)], [Charge(0, float(paired[len(models) + model]))])
             actual[step] = cost[row, model] * (2.0 if step >= queries // 2 else 1.0)
             controller.correct(str(step), float(actual[step]))
             chosen_quality[step] = quality[row, model]

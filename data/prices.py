@@ -7,6 +7,7 @@ agent then estimates tokens, and the exported policy prices them with a table it
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -69,8 +70,8 @@ class PriceTable:
                 raise DataError(
                     f"{path}: model {name!r}: needs numeric 'input' and 'output' (USD per 1M tokens)"
                 ) from None
-            if price.input_per_million < 0 or price.output_per_million < 0:
-                raise DataError(f"{path}: model {name!r}: prices must be >= 0")
+            if not all(math.isfinite(v) and v >= 0 for v in (price.input_per_million, price.output_per_million)):
+                raise DataError(f"{path}: model {name!r}: prices must be finite numbers >= 0")
             prices[str(name)] = price
         return cls(prices)
 

@@ -123,14 +123,14 @@ class LoadedPolicy:
         with torch.inference_mode():
             return self.module.scores(queries, float(cost_weight))
 
-    def score_costs(self, queries: list[str], cost_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores as :meth:`scores` and the predicted USD cost per model, ``[N, K]`` float32 each, at once.
+    def score_costs(self, queries: list[str], cost_weight: float) -> torch.Tensor:
+        """``[N, 2K]`` float32: the scores as :meth:`scores` in the first K columns, the predicted
+        USD cost per model in the last K (the module's ``scores_costs``).
 
         One featurization for both; only for a policy that :attr:`has_costs`.
         """
         with torch.inference_mode():
-            scores, costs = self.module.scores_costs(queries, float(cost_weight))
-            return scores, costs
+            return self.module.scores_costs(queries, float(cost_weight))
 
     def prices_table(self) -> dict[str, tuple[float, float]]:
         """The policy's price table: model → (USD per 1M input, per 1M output tokens); {} in "usd" mode."""

@@ -57,11 +57,12 @@ class EmbeddingRoutingPolicy(PricedPolicy):
         return self.head.costs(self._hidden(features)).to(torch.float32)
 
     @torch.jit.export
-    def scores_costs_features(self, features: torch.Tensor, cost_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """``scores_features`` and ``costs_features`` of (N, D) embeddings, (N, K) float32 each."""
+    def scores_costs_features(self, features: torch.Tensor, cost_weight: float) -> torch.Tensor:
+        """(N, 2K) float32: ``scores_features`` of (N, D) embeddings in the first K columns,
+        ``costs_features`` in the last K (as the text policies' ``scores_costs``)."""
         weight = self.arms.weight(cost_weight)
         scores, costs = self.head.scores_costs(self._hidden(features), weight)
-        return scores.to(torch.float32), costs.to(torch.float32)
+        return torch.cat((scores, costs), 1).to(torch.float32)
 
     @torch.jit.export
     def costs(self, queries: list[str]) -> torch.Tensor:
@@ -69,7 +70,7 @@ class EmbeddingRoutingPolicy(PricedPolicy):
         raise ValueError(self.refusal)
 
     @torch.jit.export
-    def scores_costs(self, queries: list[str], cost_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def scores_costs(self, queries: list[str], cost_weight: float) -> torch.Tensor:
         """Refused: this policy needs embeddings."""
         raise ValueError(self.refusal)
 

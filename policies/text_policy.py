@@ -62,11 +62,13 @@ class TextRoutingPolicy(PricedPolicy):
         return self.head.costs(self._hidden(queries)).to(torch.float32)
 
     @torch.jit.export
-    def scores_costs(self, queries: list[str], cost_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """``scores(queries, cost_weight)`` and ``costs(queries)``, (N, K) float32 each, from one featurization."""
+    def scores_costs(self, queries: list[str], cost_weight: float) -> torch.Tensor:
+        """(N, 2K) float32 from one featurization: ``scores(queries, cost_weight)`` in the first K
+        columns, ``costs(queries)`` in the last K. One tensor, not two: a service asks this for
+        every request, and one tensor crosses into Python several µs faster than a pair."""
         weight = self.arms.weight(cost_weight)
         scores, costs = self.head.scores_costs(self._hidden(queries), weight)
-        return scores.to(torch.float32), costs.to(torch.float32)
+        return torch.cat((scores, costs), 1).to(torch.float32)
 
     @torch.jit.export
     def route(self, queries: list[str], cost_weight: float) -> list[str]:

@@ -32,8 +32,8 @@ class Scorer(Protocol):
         """Per-model scores ``[N, K]`` of ``queries``."""
         ...
 
-    def score_costs(self, queries: list[str], cost_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-model scores and predicted costs ``[N, K]`` of ``queries``."""
+    def score_costs(self, queries: list[str], cost_weight: float) -> torch.Tensor:
+        """Per-model scores, then predicted costs, ``[N, 2K]``, of ``queries``."""
         ...
 
 
@@ -49,8 +49,9 @@ class Scored:
         """Score ``queries`` with one call (``score_costs`` when ``with_costs``)."""
         if not with_costs:
             return cls(policy.scores(queries, cost_weight).tolist())
-        scores, costs = policy.score_costs(queries, cost_weight)
-        return cls(scores.tolist(), costs.tolist())
+        rows = policy.score_costs(queries, cost_weight).tolist()
+        models = len(rows[0]) // 2 if rows else 0
+        return cls([row[:models] for row in rows], [row[models:] for row in rows])
 
     def row(self, index: int) -> Scored:
         """The scores (and costs) of query ``index`` alone."""

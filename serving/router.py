@@ -67,13 +67,14 @@ NO_CALLER = Caller()
 @dataclass(frozen=True)
 class Decision:
     """One routed query: its id, chosen model (index and name), propensity, scores (None: fallback),
-    and whether a session's rule chose it."""
+    the models it was chosen among (rules applied), and whether a session's rule chose it."""
 
     query_id: str
     index: int
     model: str
     propensity: float
     scores: list[float] | None
+    allowed: list[int]
     session_turn: bool = False
 
 
@@ -269,11 +270,11 @@ class Router:
             if previous is not None and previous in scored:
                 index = sessions.choose(scores, scored, previous)
                 sessions.remember(caller.tenant_name, caller.session, models[index])
-                return Decision(uuid.uuid4().hex, index, models[index], 1.0, scores, session_turn=True)
+                return Decision(uuid.uuid4().hex, index, models[index], 1.0, scores, allowed, session_turn=True)
         index, propensity = exploration.choose(scores, allowed, self.rng)
         if sessions is not None and caller.session is not None:
             sessions.remember(caller.tenant_name, caller.session, models[index])
-        return Decision(uuid.uuid4().hex, index, models[index], propensity, scores)
+        return Decision(uuid.uuid4().hex, index, models[index], propensity, scores, allowed)
 
     def decide(
         self,
@@ -293,7 +294,7 @@ class Router:
             if scored is None:
                 fallback = policy.models.index(self.settings.fallback_model or "")
                 index = fallback if fallback in allowed_here else allowed_here[0]
-                decision = Decision(uuid.uuid4().hex, index, models[index], 1.0, None)
+                decision = Decision(uuid.uuid4().hex, index, models[index], 1.0, None, allowed_here)
             else:
                 decision = self._choose(policy, scored.scores[i], allowed_here, caller)
             if account is not None:
@@ -402,7 +403,8 @@ class Router:
     async def route_chat(self, body: ChatRequest, proxy: ChatProxy, caller: Caller = NO_CALLER) -> Response:
         """Answer ``POST /v1/chat/completions``: route the chat's text among the models that have a
         backend (new models included), then forward it through ``proxy`` in ranking order (the
-        chosen model first, new models that were not chosen last)."""
+        chosen model first, new models that were not chosen last; a backend's failure falls back
+        only to models the tenant, the rules and the backends allow)."""
         current = self.current()
         user = (body.model_extra or {}).get("user")
         caller = caller.with_session(user if isinstance(user, str) else None)
@@ -417,7 +419,7 @@ class Router:
         cost_weight, account = self.cost_weight(current, requested, caller)
         scored = await self.score_one(current, text, cost_weight, account is not None)
         (decision,) = self.decide(current, [text], scored, allowed, caller, account)
-        others = ranking(decision.scores, allowed) if decision.scores else allowed
+        others = ranking(decision.scores, decision.allowed) if decision.scores else decision.allowed
         order = [decision.model] + [models[i] for i in others if i != decision.index]
 
         def on_served(model: str, usage: Usage | None) -> None:

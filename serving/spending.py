@@ -76,7 +76,11 @@ class Spending:
         Raises:
             ValueError: the price file is invalid (one line naming it).
         """
-        accounts = [Account(t.name, t.budget, t.cost_weight or policy.default_cost_weight) for t in tenants if t.budget]
+        accounts = [
+            Account(t.name, t.budget, policy.default_cost_weight if t.cost_weight is None else t.cost_weight)
+            for t in tenants
+            if t.budget is not None
+        ]
         if settings.budget is not None:
             accounts.insert(0, Account("", settings.budget, policy.default_cost_weight))
         memory = SharedMemory(SHARED_BYTES + 64 * len(accounts), state_dir / SHARED_FILE if state_dir else None)

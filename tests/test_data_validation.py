@@ -345,6 +345,10 @@ def test_price_table_file_is_read_and_checked(tmp_path: Path) -> None:
     table.write_text("models:\n  a: {input: cheap}\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"prices\.yaml.*'a'"):
         PriceTable.load(table)
+    for bad in (".nan", ".inf", "-1"):  # NaN passed a `< 0` test before
+        table.write_text(f"models:\n  a: {{input: {bad}, output: 1}}\n", encoding="utf-8")
+        with pytest.raises(DataError, match=r"model 'a': prices must be finite numbers >= 0"):
+            PriceTable.load(table)
 
 
 @pytest.mark.parametrize(

@@ -319,5 +319,5 @@ def test_exported_costs_are_each_models_mean_training_cost(world: World, agent: 
     module = build_text_policy(world.featurizer, agent.linear_map(), agent.head(), metadata)
     costs = module.costs(test.queries[:20]).numpy()
     np.testing.assert_allclose(costs, np.tile(train.cost.mean(axis=0), (20, 1)), rtol=1e-6)
-    scores, paired = module.scores_costs(test.queries[:20], WEIGHTS[0])
+    scores, paired = module.scores_costs(test.queries[:20], WEIGHTS[0]).tensor_split(2, dim=1)
     assert torch.equal(scores, module.scores(test.queries[:20], WEIGHTS[0])) and np.array_equal(paired.numpy(), costs)

@@ -36,7 +36,8 @@ request = json.load(open(sys.argv[2], encoding="utf-8"))
 queries, weight = request["queries"], request["weight"]
 before = policy.route(queries, weight)
 policy.set_prices(torch.tensor(request["prices"], dtype=torch.float64))
-scores, costs = policy.scores_costs(queries, weight)
+paired = policy.scores_costs(queries, weight)
+scores, costs = paired.tensor_split(2, dim=1)
 same = bool(torch.equal(scores, policy.scores(queries, weight)))
 print(json.dumps({"before": before, "after": policy.route(queries, weight), "costs": policy.costs(queries).tolist(),
                   "pair_costs": costs.tolist(), "same_scores": same, "prices": policy.prices().tolist()}))
@@ -144,8 +145,9 @@ def test_scores_costs_gives_exactly_the_scores_and_the_costs(world, kind: str) -
     module = build_text_policy(featurizer, agent.linear_map(), agent.head(), _metadata(log, agent.cost_mode))
     batches: list[list[str]] = [log.queries[:1], log.queries[:64], []]
     for queries in batches:
-        scores, costs = module.scores_costs(queries, 300.0)
-        assert scores.dtype == costs.dtype == torch.float32 and tuple(costs.shape) == (len(queries), log.n_models)
+        paired = module.scores_costs(queries, 300.0)
+        assert paired.dtype == torch.float32 and tuple(paired.shape) == (len(queries), 2 * log.n_models)
+        scores, costs = paired.tensor_split(2, dim=1)
         assert torch.equal(scores, module.scores(queries, 300.0))
         assert torch.equal(costs, module.costs(queries))
     if kind == "knn":  # the neighbours' mean cost
@@ -177,7 +179,7 @@ def test_loaded_policy_set_prices_maps_names_and_refuses_bad_tables(world, tmp_p
     assert loaded.prices_table() == table  # refused tables change nothing
     loaded.set_prices({**table, first: (2.0, 4.0)})
     assert loaded.prices_table()[first] == (2.0, 4.0)
-    scores, costs = loaded.score_costs(log.queries[:3], 10.0)
+    scores, costs = loaded.score_costs(log.queries[:3], 10.0).tensor_split(2, dim=1)
     assert torch.equal(scores, loaded.scores(log.queries[:3], 10.0)) and tuple(costs.shape) == (3, log.n_models)
 
 
@@ -186,7 +188,7 @@ def test_embedding_policy_costs_features_and_refuses_text(world) -> None:
     agent = LinUCB(log.n_models, x.shape[1]).fit(x, log.quality, log.cost)
     module = build_embedding_policy(agent.linear_map(), agent.head(), _metadata(log))  # x's last column is 1
     features = torch.from_numpy(x[:4, :-1])
-    scores, costs = module.scores_costs_features(features, 5.0)
+    scores, costs = module.scores_costs_features(features, 5.0).tensor_split(2, dim=1)
     assert torch.equal(scores, module.scores_features(features, 5.0))
     assert torch.equal(costs, module.costs_features(features))
     with pytest.raises(torch.jit.Error, match="routes on embeddings"):

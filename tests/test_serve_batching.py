@@ -96,5 +96,5 @@ def test_batched_costs_equal_single_costs_of_the_real_policy(demo_policy: Path) 
 
     batched = asyncio.run(run())
     for query, scored in zip(queries, batched, strict=True):
-        scores, costs = policy.score_costs([query], 300.0)
+        scores, costs = policy.score_costs([query], 300.0).tensor_split(2, dim=1)
         assert scored.scores == scores.tolist() and scored.costs == costs.tolist()
