@@ -40,7 +40,7 @@ _COUNTER = struct.Struct("<q")
 
 
 class _ModelPrice(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # a price given as text is a mistake, not a number
 
     input: float = Field(ge=0, allow_inf_nan=False)
     output: float = Field(ge=0, allow_inf_nan=False)
@@ -49,7 +49,7 @@ class _ModelPrice(BaseModel):
 class PriceDocument(BaseModel):
     """A price table as written (§1.5): ``{"models": {name: {"input": USD, "output": USD}}}``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     models: dict[str, _ModelPrice] = Field(min_length=1)
 

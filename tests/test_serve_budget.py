@@ -139,6 +139,8 @@ def test_a_new_price_table_moves_routing_at_the_next_request(demo_policy: Path, 
             assert unknown.status_code == 422 and "no-such-model" in unknown.json()["error"]["message"]
             negative = http.put("/admin/prices", json={"models": {before: {"input": -1, "output": 1}}}, headers=admin)
             assert negative.status_code == 422
+            as_text = http.put("/admin/prices", json={"models": {before: {"input": "1", "output": 1}}}, headers=admin)
+            assert as_text.status_code == 422  # a price written as text is refused, not converted
             assert http.put("/admin/prices", json=table).status_code == 401  # an admin route
     finally:
         _stop(running.process)
