@@ -5,7 +5,7 @@
         [--explore-epsilon 0.05 | --explore softmax --explore-temperature 0.05] [--explore-seed 0]
         [--explore-floor 0.01 [--explore-floor-models new-13b] [--explore-new-models brand-new-9b]]
         [--fallback-model small-7b] [--log-queries full|hash|none]
-        [--budget 0.0004 [--budget-step 0.05]] [--prices prices.yaml] [--tenants tenants.yaml]
+        [--budget 0.0004 [--budget-step 0.1]] [--prices prices.yaml] [--tenants tenants.yaml]
         [--session-switch-cost 0.05 [--session-ttl 3600]]
         [--max-feedback-cost 100] [--header-timeout 10] [--body-timeout 30] [--max-connections 1000]
 

@@ -25,7 +25,8 @@ Accounts: account 0 is ``--budget`` (every request without a budget of its own);
 :class:`serving.shared_memory.SharedMemory`, so the N workers of ``--workers N`` hold one budget
 together, and a query's predicted cost waits there (:class:`serving.shared_memory.KeyedTable`,
 :data:`PENDING_CAPACITY` entries) for its actual cost, whichever worker receives it. A prediction
-overwritten before its cost arrived is never corrected (``routerl_budget_uncorrected_total``).
+overwritten before its cost arrived is never corrected (counted in
+``routerl_budget_corrections_total{result="unmatched"}``).
 """
 
 from __future__ import annotations
