@@ -92,7 +92,7 @@ class Metrics:
         #: Called before each exposition: sets the gauges of state kept elsewhere (the budget's).
         self.before_render: Callable[[], None] | None = None
         self._request_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
-        self._decision_children: dict[tuple[str, str], Counter] = {}
+        self._decision_children: dict[tuple[str, str], tuple[Counter, Counter | None]] = {}
 
     def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
         """A counter with ``labels`` in this service's registry."""
@@ -124,12 +124,13 @@ class Metrics:
 
     def decided(self, model: str, tenant: str = "") -> None:
         """Count one routing decision for ``model`` (and for ``tenant``'s, if it is one)."""
-        child = self._decision_children.get((model, tenant))
-        if child is None:
-            child = self._decision_children[(model, tenant)] = self.decisions.labels(model)
-        child.inc()
-        if tenant:
-            self.tenant_decisions.labels(tenant, model).inc()
+        children = self._decision_children.get((model, tenant))
+        if children is None:  # label lookups take a lock: done once per (model, tenant)
+            per_tenant = self.tenant_decisions.labels(tenant, model) if tenant else None
+            children = self._decision_children[(model, tenant)] = (self.decisions.labels(model), per_tenant)
+        children[0].inc()
+        if children[1] is not None:
+            children[1].inc()
 
     def refused_connection(self, reason: str) -> None:
         """Count one connection refused or closed for ``reason`` (:mod:`serving.connections`)."""

@@ -45,6 +45,7 @@ class Sessions:
         self.table = KeyedTable(memory, SESSION_CAPACITY)
         self.switch_cost = switch_cost
         self.ttl_s = ttl_s
+        self._model_keys: dict[str, int] = {}
 
     @staticmethod
     def _key(tenant: str, session: str) -> int:
@@ -57,13 +58,20 @@ class Sessions:
         if found is None or time.time() - found[1] > self.ttl_s:
             return None
         for index, name in enumerate(models):
-            if key_of(name) == found[0]:
+            if self._model_key(name) == found[0]:
                 return index
         return None
 
+    def _model_key(self, model: str) -> int:
+        """``key_of(model)``, hashed once per model name."""
+        key = self._model_keys.get(model)
+        if key is None:
+            key = self._model_keys[model] = key_of(model)
+        return key
+
     def remember(self, tenant: str, session: str, model: str) -> None:
         """Record ``model`` as the session's model, now."""
-        self.table.put(self._key(tenant, session), key_of(model), time.time())
+        self.table.put(self._key(tenant, session), self._model_key(model), time.time())
 
     def choose(self, scores: list[float], allowed: list[int], previous: int) -> int:
         """Stay on ``previous`` (allowed and scored) unless the best allowed model beats it by
