@@ -166,7 +166,14 @@ def _add_spending(parser: argparse.ArgumentParser) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line (``--policy`` is required)."""
     parser = argparse.ArgumentParser(prog="serve.py", description="Serve an exported routerl policy over HTTP.")
-    parser.add_argument("--policy", required=True, help="path to an exported policy.pt")
+    parser.add_argument("--policy", required=True, help="path to an exported policy.pt (or its policy.safetensors)")
+    parser.add_argument(
+        "--engine",
+        choices=("native", "torchscript"),
+        default="native",
+        help="what scores queries: numpy over the portable twin policy.safetensors, or the TorchScript policy.pt "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--host", default=DEFAULT_HOST, help="interface to bind (default: %(default)s)")
     parser.add_argument(
         "--port",

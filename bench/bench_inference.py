@@ -1,14 +1,15 @@
 """Inference of exported policies: in-process latency and throughput, artifact size, load time, C++.
 
 For each policy file given (default: the demo policy and a RouterBench-trained one, built with
-``train.py`` when missing), measured side by side in this one process with
-``torch.set_num_threads(1)``:
+``train.py`` when missing), and for each engine (``torchscript``: ``policy.pt`` itself; ``native``:
+its portable twin ``policy.safetensors`` scored with numpy, docs/contracts.md §2.11), measured side
+by side in this one process with ``torch.set_num_threads(1)``:
 
 * latency of ``policy.route([q], w)`` for one ~30-word query (p50, p99 over ``--calls`` calls,
   the calls of all policies interleaved so that machine load hits them alike);
 * batched throughput: queries/s of ``route`` on batches of ``--batch`` queries (median of runs);
-* artifact size, and ``torch.jit.load`` time (median over ``--loads`` loads, each in a fresh
-  process that has imported torch only);
+* file size, and load time (median over ``--loads`` loads, each in a fresh process that has
+  imported what the engine needs only: ``torch.jit.load``; ``load_native_policy`` of the twin);
 * the C++ example (``cpp/route.cpp``, built with cmake like ``tests/test_cpp.py`` does): time per
   query for a stdin batch = (time for N queries − time for 1 query) / (N − 1), median of runs.
 
@@ -18,7 +19,10 @@ a before/after comparison; ``route`` results of policies with the same models ar
     python bench/bench_inference.py                       # full: 5000 calls, 10 loads, C++
     python bench/bench_inference.py --calls 2000 --loads 3 --no-cpp   # quick
 
-Targets: p50 <= 50 µs in process; >= 50,000 queries/s batched; <= 10 MB; load <= 100 ms.
+Both engines' routes are checked equal on 2,000 queries at three weights before anything is timed.
+
+Targets (issue 19): native p50 <= 30 µs, >= 100,000 queries/s batched, its file loads in <= 20 ms
+and is no larger than ``policy.pt``; TorchScript p50 <= 100 µs.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,12 +67,53 @@ DEFAULT_POLICIES = {
     ],
 }
 
-LOAD = """
+LOAD = {
+    "torchscript": """
 import sys, time, torch
 start = time.perf_counter()
 torch.jit.load(sys.argv[1])
 print(time.perf_counter() - start)
-"""
+""",
+    "native": """
+import sys, time
+sys.path.insert(0, sys.argv[2])
+from policies.native import load_native_policy
+start = time.perf_counter()
+load_native_policy(sys.argv[1])
+print(time.perf_counter() - start)
+""",
+}
+ENGINES = ("torchscript", "native")
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One policy in one engine: its ``route(queries, w)``, default weight, file and vocabulary size."""
+
+    engine: str
+    route: Callable[[list[str], float], list[str]]
+    weight: float
+    path: Path
+    vocabulary: int
+
+
+def engines(path: Path, which: list[str]) -> dict[str, Engine]:
+    """``path`` loaded in each engine of ``which``, named by engine."""
+    from policies.native import load_native_policy
+    from policies.portable import twin_path
+
+    loaded: dict[str, Engine] = {}
+    if "torchscript" in which:
+        module = torch.jit.load(str(path))
+        vocabulary = len(module.featurizer.vocabulary)
+        loaded["torchscript"] = Engine("torchscript", module.route, module.default_cost_weight(), path, vocabulary)
+    if "native" in which:
+        twin = twin_path(path)
+        if not twin.is_file():  # the load time is the twin's: without one it would be a conversion's
+            raise SystemExit(f"{path}: no {twin.name}: `python -m policies portable {path}`, or --engines torchscript")
+        native = load_native_policy(path)
+        loaded["native"] = Engine("native", native.route, native.default_cost_weight, twin, native.featurizer.n_terms)
+    return loaded
 
 
 def queries(count: int, words: int, seed: int) -> list[str]:
@@ -80,47 +127,44 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def latency(policies: dict[str, torch.jit.ScriptModule], texts: list[str], calls: int) -> dict[str, list[float]]:
+def latency(policies: dict[str, Engine], texts: list[str], calls: int) -> dict[str, list[float]]:
     """Seconds per ``route([q], w)`` call, policies interleaved call by call."""
     samples: dict[str, list[float]] = {name: [] for name in policies}
-    weights = {name: p.default_cost_weight() for name, p in policies.items()}
-    for name, policy in policies.items():  # warm-up (TorchScript profiles the first calls)
+    for policy in policies.values():  # warm-up (TorchScript profiles the first calls)
         for text in texts[:50]:
-            policy.route([text], weights[name])
+            policy.route([text], policy.weight)
     clock = time.perf_counter_ns
     for i in range(calls):
         one = [texts[i % len(texts)]]
         for name, policy in policies.items():
             start = clock()
-            policy.route(one, weights[name])
+            policy.route(one, policy.weight)
             samples[name].append((clock() - start) * 1e-9)
     return samples
 
 
-def throughput(
-    policies: dict[str, torch.jit.ScriptModule], texts: list[str], batch: int, repeats: int
-) -> dict[str, list[float]]:
+def throughput(policies: dict[str, Engine], texts: list[str], batch: int, repeats: int) -> dict[str, list[float]]:
     """Queries/s of ``route`` on batches of ``batch`` queries, one value per repeat."""
     batches = [texts[i : i + batch] for i in range(0, len(texts) - batch + 1, batch)] or [texts[:batch]]
     rates: dict[str, list[float]] = {name: [] for name in policies}
     for policy in policies.values():
-        policy.route(batches[0], policy.default_cost_weight())
+        policy.route(batches[0], policy.weight)
     for r in range(repeats):
         for name, policy in policies.items():
             chunk = batches[r % len(batches)]
             start = time.perf_counter()
-            policy.route(chunk, policy.default_cost_weight())
+            policy.route(chunk, policy.weight)
             rates[name].append(len(chunk) / (time.perf_counter() - start))
     return rates
 
 
-def load_times(paths: dict[str, Path], loads: int) -> dict[str, list[float]]:
-    """``torch.jit.load`` seconds, each in a fresh process (torch already imported there)."""
-    times: dict[str, list[float]] = {name: [] for name in paths}
+def load_times(policies: dict[str, Engine], loads: int) -> dict[str, list[float]]:
+    """Load seconds, each in a fresh process (what the engine needs already imported there)."""
+    times: dict[str, list[float]] = {name: [] for name in policies}
     for _ in range(loads):
-        for name, path in paths.items():
+        for name, policy in policies.items():
             out = subprocess.run(
-                [sys.executable, "-c", LOAD, str(path)],
+                [sys.executable, "-c", LOAD[policy.engine], str(policy.path), str(ROOT)],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -190,6 +234,16 @@ def cpp_times(binary: Path, paths: dict[str, Path], texts: list[str], repeats: i
     return summary
 
 
+def check_engines(policies: dict[str, dict[str, Engine]], texts: list[str]) -> None:
+    """Each policy routes alike in every engine."""
+    for name, loaded in policies.items():
+        first, *others = loaded.values()
+        for other in others:
+            for weight in (0.0, first.weight, 1e4):
+                assert first.route(texts, weight) == other.route(texts, weight), f"{name}: engines differ at w={weight}"
+            print(f"check: {name} routes alike in {first.engine} and {other.engine} on {len(texts)} queries")
+
+
 def check_same(policies: dict[str, torch.jit.ScriptModule], texts: list[str]) -> None:
     """Policies with the same models must route alike and give the same scores."""
     groups: dict[tuple[str, ...], list[str]] = {}
@@ -219,7 +273,10 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--batch-repeats", type=int, default=9)
     parser.add_argument("--words", type=int, default=30, help="mean words per query")
-    parser.add_argument("--loads", type=int, default=10, help="fresh-process torch.jit.load runs")
+    parser.add_argument("--loads", type=int, default=10, help="fresh-process load runs per policy and engine")
+    parser.add_argument(
+        "--engines", default=",".join(ENGINES), help="engines to measure, comma-separated (default: %(default)s)"
+    )
     parser.add_argument("--cpp-queries", type=int, default=20000, help="queries in the C++ stdin batch")
     parser.add_argument("--cpp-repeats", type=int, default=3)
     parser.add_argument(
@@ -239,37 +296,42 @@ def main() -> int:
                 subprocess.run([sys.executable, *command], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         args.policy = list(DEFAULT_POLICIES)
     paths = {str(p.relative_to(ROOT) if p.resolve().is_relative_to(ROOT) else p): p.resolve() for p in args.policy}
-    policies = {name: torch.jit.load(str(path)) for name, path in paths.items()}
+    which = args.engines.split(",")
+    loaded = {name: engines(path, which) for name, path in paths.items()}
     texts = queries(max(args.calls, args.batch * 4, args.cpp_queries), args.words, seed=1)
     words = statistics.mean(len(t.split()) for t in texts)
     print(
         f"{len(texts)} synthetic queries, {words:.1f} words and {statistics.mean(map(len, texts)):.0f} "
         f"characters on average; torch {torch.__version__}, {torch.get_num_threads()} thread"
     )
-    check_same(policies, texts[:2000])
+    if "torchscript" in which:
+        check_same({name: torch.jit.load(str(path)) for name, path in paths.items()}, texts[:2000])
+    check_engines(loaded, texts[:2000])
+    policies = {f"{name} ({engine})": e for name, by_engine in loaded.items() for engine, e in by_engine.items()}
 
     results: dict[str, dict[str, float]] = {name: {} for name in policies}
     single = latency(policies, texts, args.calls)
     batched = throughput(policies, texts, args.batch, args.batch_repeats)
-    loads = load_times(paths, args.loads)
-    for name in policies:
+    loads = load_times(policies, args.loads)
+    for name, policy in policies.items():
         results[name].update(
             {
                 "p50_us": percentile(single[name], 50) * 1e6,
                 "p99_us": percentile(single[name], 99) * 1e6,
                 "batch_qps": statistics.median(batched[name]),
-                "size_mb": paths[name].stat().st_size / 1e6,
+                "size_mb": policy.path.stat().st_size / 1e6,
                 "load_ms": statistics.median(loads[name]) * 1e3,
-                "vocabulary": len(policies[name].featurizer.vocabulary),
+                "vocabulary": policy.vocabulary,
             }
         )
-    if not args.no_cpp:
+    if not args.no_cpp and "torchscript" in which:
+        paths = {f"{name} (torchscript)": path for name, path in paths.items()}
         binary = build_cpp(args.cpp_build)
         if binary is not None:
             for name, r in cpp_times(binary, paths, texts[: args.cpp_queries], args.cpp_repeats).items():
                 results[name].update({f"cpp_{k}": v for k, v in r.items()})
 
-    header = "| policy | vocab | p50 route([q]) | p99 | batch 1024 q/s | size | jit.load (median) |" + (
+    header = "| policy (engine) | vocab | p50 route([q]) | p99 | batch 1024 q/s | size | load (median) |" + (
         " C++ per query (stdin batch) | C++ q/s | C++ process, 1 query |" if not args.no_cpp else ""
     )
     print("\n" + header)
@@ -284,6 +346,8 @@ def main() -> int:
                 f" {r['cpp_per_query_us']:.1f} µs | {r['cpp_queries_per_s']:,.0f} | "
                 f"{r['cpp_process_1_query_s'] * 1e3:.0f} ms |"
             )
+        elif not args.no_cpp:
+            line += " — | — | — |"
         print(line)
     names = list(results)
     if len(names) > 1:

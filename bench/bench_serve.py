@@ -15,6 +15,7 @@ the policy's scoring alone in this process, to show how much of a request is sco
     python bench/bench_serve.py --seconds 60 --workers 2
     python bench/bench_serve.py --seconds 15 --decision-log     # the cost of logging every decision
     python bench/bench_serve.py --seconds 15 --budget 0.0003    # the cost of the live budget
+    python bench/bench_serve.py --seconds 15 --engine torchscript   # against the default native engine
 """
 
 from __future__ import annotations
@@ -193,10 +194,10 @@ def _client(args: tuple[str, str, int, int, float, float]) -> dict[str, Any]:
 
 
 def _start_server(
-    policy: Path, workers: int, decision_log: Path | None, budget: float | None
+    policy: Path, workers: int, decision_log: Path | None, budget: float | None, engine: str
 ) -> tuple[subprocess.Popen[str], str]:
-    """Start ``serve.py --port 0`` without access log (with ``decision_log`` and a live ``budget``
-    if given); return it and its URL."""
+    """Start ``serve.py --port 0 --engine engine`` without access log (with ``decision_log`` and a
+    live ``budget`` if given); return it and its URL."""
     process = subprocess.Popen(
         [
             sys.executable,
@@ -206,6 +207,8 @@ def _start_server(
             "--port",
             "0",
             "--no-access-log",
+            "--engine",
+            engine,
             *(["--workers", str(workers)] if workers > 1 else []),
             *(["--decision-log", str(decision_log)] if decision_log else []),
             *(["--budget", str(budget)] if budget is not None else []),
@@ -232,21 +235,23 @@ def _tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def _scoring_only(policy: Path, count: int = 2000) -> dict[str, float]:
-    """Median and p99 (µs) of scoring one query in-process, one thread, as the server does."""
+def _scoring_only(policy: Path, engine: str, count: int = 2000) -> dict[str, float]:
+    """Median and p99 (µs) of scoring one query in-process, one thread, with ``engine``, as the server does."""
     import torch
+
+    sys.path.insert(0, str(ROOT))
+    from serving.policy import load_engine_policy
 
     torch.set_num_threads(1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        module = torch.jit.load(str(policy))
+        loaded = load_engine_policy(policy, engine)
     texts = queries(seed=99, count=count)
     times = []
-    with torch.inference_mode():
-        for text in texts:
-            start = time.perf_counter()
-            module.scores([text], 300.0)
-            times.append((time.perf_counter() - start) * 1e6)
+    for text in texts:
+        start = time.perf_counter()
+        loaded.scores([text], 300.0)
+        times.append((time.perf_counter() - start) * 1e6)
     times.sort()
     return {"p50_us": times[len(times) // 2], "p99_us": times[int(len(times) * 0.99)]}
 
@@ -274,6 +279,9 @@ def main() -> None:
     parser.add_argument("--decision-log", action="store_true", help="serve with a decision log (in a temporary folder)")
     parser.add_argument("--budget", type=float, metavar="USD", help="serve with a live budget (serve.py --budget)")
     parser.add_argument(
+        "--engine", choices=("native", "torchscript"), default="native", help="serve.py --engine (default: %(default)s)"
+    )
+    parser.add_argument(
         "--target",
         choices=("route", "healthz"),
         default="route",
@@ -284,10 +292,10 @@ def main() -> None:
         raise SystemExit(f"{args.policy} not found; run `python train.py` first or pass --policy")
 
     load_before = os.getloadavg()
-    scoring = _scoring_only(args.policy)
+    scoring = _scoring_only(args.policy, args.engine)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     decision_log = log_dir / "decisions.jsonl" if args.decision_log else None
-    server, url = _start_server(args.policy, args.workers, decision_log, args.budget)
+    server, url = _start_server(args.policy, args.workers, decision_log, args.budget, args.engine)
     try:
         cpu_before = _tree_cpu_seconds(server.pid)
         jobs = [(url, args.target, i, args.connections, args.warmup, args.seconds) for i in range(args.clients)]
@@ -313,6 +321,7 @@ def main() -> None:
                 "workers": args.workers,
                 "decision_log": args.decision_log,
                 "budget": args.budget,
+                "engine": args.engine,
                 "clients": args.clients,
                 "connections": args.connections,
                 "requests": len(latencies),

@@ -39,8 +39,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict
 
 import numpy as np
 import scipy.sparse as sp
@@ -48,18 +47,12 @@ from pydantic import ConfigDict, NonNegativeInt, PositiveInt
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from threadpoolctl import threadpool_limits
 
-from data.tokenizer import DELIMITERS
+from data.tokenizer import Tokens, VocabularyIndex, indices_of, term_weights
 
 #: Dense features after the projection: length / mean length, ln(1 + length), bias.
 N_DENSE_EXTRAS = 3
 #: Texts tokenized per step: bounds the memory of the term arrays (a few hundred MB at most).
 _BATCH = 65536
-#: Token pairs (distinct tokens of a batch, squared) up to which bigrams are looked up in a table (32 MB).
-_DENSE_PAIRS = 1 << 22
-#: Byte → byte with ASCII letters lowercased (``bytes.lower``), and byte → "part of a token".
-_LOWER = np.frombuffer(bytes(range(256)).lower(), dtype=np.uint8)
-_TOKEN_BYTE = np.ones(256, dtype=bool)
-_TOKEN_BYTE[np.frombuffer(DELIMITERS, dtype=np.uint8)] = False
 
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -84,7 +77,7 @@ class TextFeaturizer:
         self.projection = np.zeros((0, 0))  # (V, components), rescaled
         self.component_rms = np.zeros(0)  # RMS of each unscaled component over the training documents
         self.length_scale = 1.0  # mean token count of the training documents
-        self._terms: tuple[dict[bytes, int], _VocabularyIndex] | None = None  # a cache of _index()
+        self._terms: tuple[dict[bytes, int], VocabularyIndex] | None = None  # a cache of _index()
 
     @property
     def n_terms(self) -> int:
@@ -167,27 +160,15 @@ class TextFeaturizer:
         return sp.vstack([m for m, _ in parts], format="csr"), np.concatenate([n for _, n in parts])
 
     def _analyze_batch(self, texts: Sequence[str]) -> tuple[sp.csr_matrix, np.ndarray]:
-        """:meth:`analyze` of one batch: known terms counted per text, then sublinear tf × idf, L2 rows.
+        """:meth:`analyze` of one batch (:func:`data.tokenizer.term_weights`)."""
+        weights = term_weights(texts, self._index(), self.idf)
+        matrix = sp.csr_matrix((weights.values, weights.columns, weights.indptr), shape=(len(texts), self.n_terms))
+        return matrix, weights.n_tokens.astype(np.float64)
 
-        The entries come out sorted by (row, column), the order in which the per-text definition
-        (``np.unique`` over row × V + column keys) summed them, so the values are bit-identical.
-        """
-        tokens = _Tokens.of(texts)
-        n = len(texts)
-        doc, ids = tokens.known(self._index())
-        counts = sp.csr_matrix((np.ones(len(ids)), (doc, ids)), shape=(n, max(self.n_terms, 1)))
-        counts.sum_duplicates()  # also sorts each row's columns
-        row_of = np.repeat(np.arange(n), np.diff(counts.indptr))
-        values = (1.0 + np.log(counts.data)) * self.idf[counts.indices]
-        norms = np.sqrt(np.bincount(row_of, weights=values**2, minlength=n))
-        values = values / norms[row_of]
-        matrix = sp.csr_matrix((values, counts.indices, counts.indptr), shape=(n, self.n_terms))
-        return matrix, tokens.n_tokens.astype(np.float64)
-
-    def _index(self) -> _VocabularyIndex:
+    def _index(self) -> VocabularyIndex:
         """The vocabulary prepared for vectorised look-up (cached while the vocabulary is the same)."""
         if self._terms is None or self._terms[0] is not self.vocabulary:
-            self._terms = (self.vocabulary, _VocabularyIndex.of(self.vocabulary))
+            self._terms = (self.vocabulary, VocabularyIndex.of(self.vocabulary))
         return self._terms[1]
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
@@ -265,147 +246,19 @@ def _one_blas_thread() -> Iterator[None]:
         yield
 
 
-def _arrow() -> Any:
-    """pyarrow, imported on first use so that ``import data.featurizer`` stays light."""
-    import pyarrow
-
-    return pyarrow
-
-
-@dataclass(frozen=True)
-class _Tokens:
-    """The tokens of a batch of texts, as one pyarrow binary array, and where each one is.
-
-    The tokenization of :mod:`data.tokenizer`, vectorised over the texts' concatenated UTF-8
-    bytes: a token is a maximal run of non-delimiter bytes that does not cross a text boundary.
-    Removing the delimiter bytes leaves the tokens back to back, so their offsets are the
-    cumulative run lengths and no Python object is built per token. A bigram is a token and
-    the next one of the same text (``pair`` holds the first one's position).
-    """
-
-    tokens: Any  # pyarrow large_binary array (T,): every token occurrence, text by text
-    doc: np.ndarray  # (T,) int64: the text of each token
-    pair: np.ndarray  # (P,) int64: positions t whose tokens t and t + 1 form a bigram
-    n_tokens: np.ndarray  # (N,) int64: tokens per text
-
-    @classmethod
-    def of(cls, texts: Sequence[str]) -> _Tokens:
-        pa = _arrow()
-        array = pa.array(list(texts), type=pa.large_string())
-        n = len(array)
-        offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset : array.offset + n + 1]
-        data = array.buffers()[2]
-        raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, dtype=np.uint8)
-        raw = raw[offsets[0] : offsets[-1]] if n else raw[:0]
-        offsets = offsets - offsets[0] if n else np.zeros(1, dtype=np.int64)
-        token = _TOKEN_BYTE[raw]
-        first = offsets[:-1][offsets[:-1] < offsets[1:]]  # first byte of every non-empty text
-        last = offsets[1:][offsets[:-1] < offsets[1:]] - 1
-        start, end = token.copy(), token.copy()
-        start[1:] &= ~token[:-1]
-        end[:-1] &= ~token[1:]
-        start[first] = token[first]
-        end[last] = token[last]
-        starts = np.flatnonzero(start)
-        lengths = np.flatnonzero(end) - starts + 1
-        bounds = np.zeros(len(starts) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=bounds[1:])
-        body = _LOWER[raw[token]]
-        tokens = pa.Array.from_buffers(pa.large_binary(), len(starts), [None, pa.py_buffer(bounds), pa.py_buffer(body)])
-        n_tokens = np.diff(np.searchsorted(starts, offsets))  # tokens starting in each text's bytes
-        doc = np.repeat(np.arange(n, dtype=np.int64), n_tokens)
-        return cls(tokens, doc, np.flatnonzero(doc[:-1] == doc[1:]), n_tokens)
-
-    def terms(self) -> tuple[Any, np.ndarray]:
-        """Every term occurrence (unigrams, then bigrams ``b"left right"``) and its text."""
-        pa = _arrow()
-        import pyarrow.compute as pc
-
-        space = pa.scalar(b" ", type=pa.large_binary())
-        bigrams = pc.binary_join_element_wise(self.tokens.take(self.pair), self.tokens.take(self.pair + 1), space)
-        return pa.concat_arrays([self.tokens, bigrams]), np.concatenate([self.doc, self.doc[self.pair]])
-
-    def known(self, vocabulary: _VocabularyIndex) -> tuple[np.ndarray, np.ndarray]:
-        """(text, vocabulary index) of every term occurrence in the vocabulary.
-
-        Bigrams are looked up without building their strings: each distinct token of the batch
-        gets a code, a vocabulary bigram whose two halves both occur becomes the integer key
-        left code × D + right code, and each adjacent token pair's key is searched among those.
-        """
-        import pyarrow.compute as pc
-
-        encoded = pc.dictionary_encode(self.tokens)
-        distinct = encoded.dictionary
-        code = _indices(encoded.indices)
-        width = max(len(distinct), 1)
-        unigram = np.append(vocabulary.unigram_ids, -1)[_indices(pc.index_in(distinct, value_set=vocabulary.unigrams))]
-        left = _indices(pc.index_in(vocabulary.left, value_set=distinct))
-        right = _indices(pc.index_in(vocabulary.right, value_set=distinct))
-        usable = (left >= 0) & (right >= 0)
-        keys, bigram_ids = left[usable] * width + right[usable], vocabulary.bigram_ids[usable]
-        pair_keys = code[self.pair] * width + code[self.pair + 1]
-        if width * width <= _DENSE_PAIRS:  # few distinct tokens: a direct table, one gather per pair
-            table = np.full(width * width, -1, dtype=np.int64)
-            table[keys] = bigram_ids
-            bigram = table[pair_keys]
-        elif len(keys):
-            order = np.argsort(keys)
-            keys, bigram_ids = keys[order], bigram_ids[order]
-            slot = np.minimum(np.searchsorted(keys, pair_keys), len(keys) - 1)
-            bigram = np.where(keys[slot] == pair_keys, bigram_ids[slot], -1)
-        else:
-            bigram = np.full(len(pair_keys), -1, dtype=np.int64)
-        ids = np.concatenate([unigram[code], bigram])
-        docs = np.concatenate([self.doc, self.doc[self.pair]])
-        found = ids >= 0
-        return docs[found], ids[found]
-
-
-@dataclass(frozen=True)
-class _VocabularyIndex:
-    """The vocabulary split for :meth:`_Tokens.known`: unigrams, and bigrams as (left, right) halves."""
-
-    unigrams: Any  # pyarrow large_binary array of the one-token terms
-    unigram_ids: np.ndarray  # their vocabulary indices
-    left: Any  # pyarrow large_binary arrays: the two tokens of every bigram term
-    right: Any
-    bigram_ids: np.ndarray
-
-    @classmethod
-    def of(cls, vocabulary: dict[bytes, int]) -> _VocabularyIndex:
-        pa = _arrow()
-        unigrams = [(term, index) for term, index in vocabulary.items() if b" " not in term]
-        bigrams = [(term.split(b" ", 1), index) for term, index in vocabulary.items() if b" " in term]
-        binary = pa.large_binary()
-        return cls(
-            pa.array([term for term, _ in unigrams], type=binary),
-            np.array([index for _, index in unigrams], dtype=np.int64),
-            pa.array([halves[0] for halves, _ in bigrams], type=binary),
-            pa.array([halves[1] for halves, _ in bigrams], type=binary),
-            np.array([index for _, index in bigrams], dtype=np.int64),
-        )
-
-
-def _indices(array: Any) -> np.ndarray:
-    """A pyarrow integer array as int64, nulls as -1."""
-    import pyarrow.compute as pc
-
-    return np.asarray(pc.fill_null(array, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
-
-
 def _vocabulary(texts: Sequence[str], min_df: int, max_features: int) -> tuple[dict[bytes, int], np.ndarray]:
     """Terms in at least ``min_df`` texts, the ``max_features`` most frequent by document frequency.
 
     Ties are broken by the term's bytes (pyarrow sorts binary values bytewise, as Python sorts
     ``bytes``). Returns the vocabulary (term → index) and the document frequencies in index order.
     """
-    pa = _arrow()
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    terms, doc = _Tokens.of(texts).terms()
+    terms, doc = Tokens.of(texts).terms()
     encoded = pc.dictionary_encode(terms)
     distinct = encoded.dictionary
-    term = _indices(encoded.indices)
+    term = indices_of(encoded.indices)
     pairs = np.sort(doc * max(len(distinct), 1) + term)  # (text, term) keys; a sort beats np.unique's hash
     present = pairs[np.flatnonzero(np.diff(pairs, prepend=-1))]  # each (text, term) pair once
     frequency = np.bincount(present % max(len(distinct), 1), minlength=len(distinct))

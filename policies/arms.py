@@ -49,6 +49,16 @@ class Arms(torch.nn.Module):
             return min(max(cost_weight, self.weight_low), self.weight_high)
         return cost_weight
 
+    def allowed(self, queries: list[str]) -> torch.Tensor | None:
+        """The rules' (N, K) mask of the models each query may go to; None when the policy has no rules.
+
+        None rather than an all-true mask: one query is bound by tensor-op dispatch (~2 µs an op),
+        and without rules every model is allowed, so there is nothing to build or apply.
+        """
+        if self.rules.n_rules == 0:
+            return None
+        return self.rules(queries)
+
     def best(self, scores: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
         """(N,) int64: the best-scoring model per row among the ``allowed`` ones (N, K bool; None: all).
 

@@ -9,12 +9,8 @@ own restricted loader; nothing here unpickles arbitrary objects.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import math
-import os
-import stat
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -24,45 +20,32 @@ from typing import Any
 
 import torch
 
+from policies.policy_file import (
+    MAX_POLICY_BYTES,
+    REQUIRED_METADATA,
+    PolicyError,
+    metadata_weight_range,
+    parse_metadata,
+    price_rows,
+    read_policy_bytes,
+    version_of,
+)
+
+__all__ = [
+    "MAX_POLICY_BYTES",
+    "METADATA_FILE",
+    "REQUIRED_METADATA",
+    "LoadedPolicy",
+    "PolicyError",
+    "load_policy",
+    "quiet_jit",
+]
+
 #: Name of the extra file inside the TorchScript archive that holds the metadata JSON.
 METADATA_FILE = "metadata.json"
 
-#: Metadata keys every policy file must have (docs/contracts.md §2).
-REQUIRED_METADATA: tuple[str, ...] = (
-    "models",
-    "default_cost_weight",
-    "cost_weight_range",
-    "score_kind",
-    "input_kind",
-    "agent",
-    "featurizer",
-    "data_fingerprint",
-    "metrics",
-    "created_at",
-    "routerl_version",
-    "torch_version",
-)
-
-#: Metadata keys whose value must be a non-empty string.
-_STRING_METADATA: tuple[str, ...] = ("score_kind", "input_kind", "data_fingerprint")
-
-#: Characters of the file's sha256 that make the policy "version".
-VERSION_CHARS = 12
-
-#: Largest policy file the loader reads, in bytes: far above any policy routerl writes (tens of
-#: MB), low enough that a wrong path (a disk image, a huge sparse file) cannot exhaust memory.
-MAX_POLICY_BYTES = 2 * 1024**3
-
 #: Text queries every text policy is asked to score once when it is loaded.
 _PROBE_QUERIES = ["", "routerl smoke test"]
-
-#: Metadata ``cost_mode`` values (docs/contracts.md §2.10); a file without the key is "usd".
-COST_MODES: tuple[str, ...] = ("usd", "tokens")
-
-
-class PolicyError(Exception):
-    """The file is missing, unreadable or not a valid routerl policy (a user error)."""
-
 
 @contextmanager
 def quiet_jit() -> Iterator[None]:
@@ -114,6 +97,16 @@ class LoadedPolicy:
         """The ``policy`` object of the HTTP responses: ``{"version", "fingerprint"}``."""
         return {"version": self.version, "fingerprint": self.fingerprint}
 
+    @property
+    def engine(self) -> str:
+        """What scores with it: ``"torchscript"`` (:class:`policies.native.NativePolicy` says ``"native"``)."""
+        return "torchscript"
+
+    def rule_mask(self, queries: list[str]) -> torch.Tensor:
+        """(N, K) bool: the models the rule overrides allow each query (the module's ``rule_mask``, §2.9)."""
+        with torch.inference_mode():
+            return self.module.rule_mask(queries)
+
     def scores(self, queries: list[str], cost_weight: float) -> torch.Tensor:
         """Per-model scores ``[N, K]`` (float32, higher is better) for text ``queries``.
 
@@ -149,32 +142,11 @@ class LoadedPolicy:
             PolicyError: (one line) the policy is in "usd" mode, the table lacks one of the
                 policy's models or names one it lacks, or a price is not a finite number >= 0.
         """
-        if self.cost_mode != "tokens":
-            raise PolicyError(
-                f"{self.path}: this policy was trained on USD costs (cost_mode 'usd'); it has no price table to replace"
-            )
-        missing = [model for model in self.models if model not in table]
-        unknown = sorted(str(model) for model in table if model not in self.models)
-        if missing:
-            raise PolicyError(f"the price table lacks the policy's model(s) {', '.join(missing)}")
-        if unknown:
-            raise PolicyError(f"the price table names model(s) {', '.join(unknown)} that the policy does not route to")
-        rows = [_price_row(model, table[model]) for model in self.models]
+        rows = price_rows(self.path, self.cost_mode, self.models, table)
         try:
             self.module.set_prices(torch.tensor(rows, dtype=torch.float64))
         except Exception as exc:  # TorchScript raises its ValueError as torch.jit.Error, message last
             raise PolicyError(f"set_prices() refused the table: {str(exc).strip().splitlines()[-1]}") from None
-
-
-def _price_row(model: str, prices: Any) -> list[float]:
-    """``(input, output)`` USD per 1M tokens of ``model`` as two finite floats >= 0; PolicyError otherwise."""
-    try:
-        row = [float(price) for price in prices if not isinstance(price, bool)]
-    except (TypeError, ValueError):
-        row = []
-    if len(row) != 2 or len(prices) != 2 or not all(math.isfinite(price) and price >= 0 for price in row):
-        raise PolicyError(f"model {model!r}: prices must be two finite numbers >= 0 (input, output USD per 1M tokens)")
-    return row
 
 
 def _one_line(exc: BaseException, limit: int = 160) -> str:
@@ -194,40 +166,6 @@ def _load_module(data: bytes) -> tuple[torch.jit.ScriptModule, str]:
         raise PolicyError(f"not a TorchScript policy ({_one_line(exc)})") from None
     raw = extra_files[METADATA_FILE]
     return module, raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-
-
-def _parse_metadata(raw: str) -> dict[str, Any]:
-    """Parse the metadata JSON and check the required keys and their types."""
-    if not raw:
-        raise PolicyError(f"it has no {METADATA_FILE}")
-    try:
-        meta = json.loads(raw)
-    except ValueError as exc:
-        raise PolicyError(f"its {METADATA_FILE} is not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise PolicyError(f"its {METADATA_FILE} is not a JSON object")
-    missing = [key for key in REQUIRED_METADATA if key not in meta]
-    if missing:
-        raise PolicyError(f"metadata lacks {', '.join(missing)}")
-    if meta.get("cost_mode", "usd") not in COST_MODES:
-        raise PolicyError(f"metadata cost_mode must be one of {', '.join(COST_MODES)}, got {meta['cost_mode']!r}")
-    for key in _STRING_METADATA:
-        if not isinstance(meta[key], str) or not meta[key]:
-            raise PolicyError(f"metadata {key!r} must be a non-empty string")
-    return meta
-
-
-def _cost_weight_range(meta: dict[str, Any]) -> tuple[float, float]:
-    """Metadata ``cost_weight_range`` as a pair of floats ``low <= high``."""
-    value = meta["cost_weight_range"]
-    if (
-        not isinstance(value, list)
-        or len(value) != 2
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-        or not value[0] <= value[1]
-    ):
-        raise PolicyError(f"metadata cost_weight_range must be [low, high], got {value!r}")
-    return float(value[0]), float(value[1])
 
 
 def _check_module(module: torch.jit.ScriptModule, meta: dict[str, Any]) -> tuple[list[str], float]:
@@ -284,40 +222,6 @@ def _check_prices(module: torch.jit.ScriptModule, meta: dict[str, Any], n_models
         raise PolicyError(f"metadata cost_mode is 'tokens' but prices() is not a ({n_models}, 2) table")
 
 
-def _check_regular_file(path: Path, status: os.stat_result) -> None:
-    """Refuse what is not a regular file of at most :data:`MAX_POLICY_BYTES`."""
-    if stat.S_ISDIR(status.st_mode):
-        raise PolicyError(f"{path}: is a directory, not a policy file")
-    if not stat.S_ISREG(status.st_mode):
-        raise PolicyError(f"{path}: not a regular file (a FIFO, socket or device); a policy is a file")
-    if status.st_size > MAX_POLICY_BYTES:
-        raise PolicyError(f"{path}: {status.st_size} bytes, over the limit of {MAX_POLICY_BYTES} for a policy file")
-
-
-def _read_policy_file(path: Path) -> bytes:
-    """The bytes of ``path``, which must be a regular file of at most :data:`MAX_POLICY_BYTES`.
-
-    Why so careful: a reload names any path. The path is checked before it is opened (opening a
-    FIFO or a device may block or act), opened without blocking, checked again on the open file
-    (the path may have changed in between), and read up to one byte over the limit, so that a
-    file that grows while it is read cannot exhaust memory either.
-    """
-    try:
-        _check_regular_file(path, os.stat(path))
-        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as file:
-            _check_regular_file(path, os.fstat(file.fileno()))
-            data = file.read(MAX_POLICY_BYTES + 1)
-    except FileNotFoundError:
-        raise PolicyError(f"{path}: no such policy file") from None
-    except OSError as exc:
-        raise PolicyError(f"{path}: cannot read the policy file ({exc.strerror or exc})") from None
-    except ValueError:  # os.stat refuses a NUL byte or a lone surrogate in the path
-        raise PolicyError(f"{str(path)!r}: not a possible file path (a NUL byte or invalid Unicode)") from None
-    if len(data) > MAX_POLICY_BYTES:
-        raise PolicyError(f"{path}: grew over the limit of {MAX_POLICY_BYTES} bytes for a policy file while read")
-    return data
-
-
 def load_policy(path: str | Path) -> LoadedPolicy:
     """Load ``path`` as a routerl policy and check it against docs/contracts.md §2.
 
@@ -329,12 +233,16 @@ def load_policy(path: str | Path) -> LoadedPolicy:
             message names the file and says what is wrong, in one line.
     """
     path = Path(path)
-    data = _read_policy_file(path)
+    return policy_from_bytes(path, read_policy_bytes(path))
+
+
+def policy_from_bytes(path: Path, data: bytes) -> LoadedPolicy:
+    """:func:`load_policy` of bytes already read from ``path`` (which names the file in errors)."""
     try:
         module, raw = _load_module(data)
-        meta = _parse_metadata(raw)
+        meta = parse_metadata(raw)
         models, default_cost_weight = _check_module(module, meta)
-        cost_weight_range = _cost_weight_range(meta)
+        cost_weight_range = metadata_weight_range(meta)
         _check_prices(module, meta, len(models))
     except PolicyError as exc:
         raise PolicyError(f"{path}: {exc}") from None
@@ -345,7 +253,7 @@ def load_policy(path: str | Path) -> LoadedPolicy:
         default_cost_weight=default_cost_weight,
         score_kind=meta["score_kind"],
         input_kind=meta["input_kind"],
-        version=hashlib.sha256(data).hexdigest()[:VERSION_CHARS],
+        version=version_of(data),
         fingerprint=meta["data_fingerprint"],
         cost_weight_range=cost_weight_range,
         metadata=meta,

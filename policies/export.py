@@ -23,6 +23,8 @@ from policies.arms import Arms
 from policies.artifact import METADATA_FILE, quiet_jit
 from policies.embedding_policy import EmbeddingRoutingPolicy
 from policies.faults import fault_point
+from policies.portable import twin_path
+from policies.portable_writer import portable_bytes
 from policies.scripted_featurizer import ScriptedFeaturizer
 from policies.text_policy import TextRoutingPolicy
 
@@ -97,8 +99,22 @@ def build_embedding_policy(
     return script(policy)
 
 
+def write_twin(module: Any, metadata: dict[str, Any], torchscript: Path, target: Path | None = None) -> Path:
+    """Write the portable twin of the policy file ``torchscript`` (its scripted ``module`` and metadata)
+    atomically, by default beside it (:func:`policies.portable.twin_path`)."""
+    target = target or twin_path(torchscript)
+    data = portable_bytes(module, metadata, torchscript.read_bytes())
+    with replacing(target) as temporary:
+        temporary.write_bytes(data)
+    return target
+
+
 def save_policy(module: torch.jit.ScriptModule, metadata: PolicyMetadata, path: str | Path) -> Path:
-    """Write the policy atomically (:func:`data.outputs.replacing`): old file or new, whole, even if killed.
+    """Write the policy and its portable twin (§2.11) atomically (:func:`data.outputs.replacing`): old or new, whole.
+
+    The twin (``policy.safetensors``) is renamed into place just before ``policy.pt``; it records
+    ``policy.pt``'s sha256, so a reader that finds the new twin beside the old ``policy.pt`` (a kill
+    between the two renames, or a reload in that instant) sees the mismatch and refuses the pair.
 
     A service reloading ``path`` meanwhile reads one or the other too, never half a file. The
     fault points ``policy-written`` (complete in the temporary file) and ``policy-renamed``
@@ -111,5 +127,6 @@ def save_policy(module: torch.jit.ScriptModule, metadata: PolicyMetadata, path: 
         with quiet_jit():
             torch.jit.save(module, str(temporary), _extra_files=extra)
         fault_point("policy-written")
+        write_twin(module, asdict(metadata), temporary, twin_path(path))
     fault_point("policy-renamed")
     return path

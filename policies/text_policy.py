@@ -41,7 +41,7 @@ class TextRoutingPolicy(PricedPolicy):
 
         Few tensor ops whatever the batch size: a single query is bound by op dispatch (µs per op).
         """
-        cols, offsets, values, extras = self.featurizer.bags(queries)
+        cols, offsets, values, extras = self.featurizer.shared_bags(queries)
         # embedding_bag(weight, indices, offsets, scale_grad_by_freq, mode 0 = sum, sparse, per_sample_weights)
         text = torch.embedding_bag(self.text_map, cols, offsets, False, 0, False, values)[0]
         return torch.addmm(text, extras, self.dense_map)
@@ -75,10 +75,10 @@ class TextRoutingPolicy(PricedPolicy):
         """The chosen model's name per query: the best-scoring one the rules allow (``rule_mask``, §2.9)."""
         if len(queries) == 0:
             return []
-        return self.arms.choose(self._scores64(queries, cost_weight), self.rule_mask(queries))
+        return self.arms.choose(self._scores64(queries, cost_weight), self.arms.allowed(queries))
 
     def forward(self, queries: list[str]) -> torch.Tensor:
         """(N,) int64 model indices at the default cost weight, among the models the rules allow."""
         if len(queries) == 0:
             return torch.zeros(0, dtype=torch.int64)
-        return self.arms.best(self._scores64(queries, self.arms.default_weight), self.rule_mask(queries))
+        return self.arms.best(self._scores64(queries, self.arms.default_weight), self.arms.allowed(queries))

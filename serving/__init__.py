@@ -1,8 +1,9 @@
 """The HTTP router service: serves an exported routerl policy (docs/contracts.md §4).
 
-The service needs only torch, FastAPI/uvicorn, httpx, prometheus_client and the TorchScript
-artifact: of the project's packages it imports :mod:`policies` only (the artifact is loaded by
-:mod:`policies.artifact`, torch only), never the training packages (``data``, ``envs``,
+The service needs only torch, numpy, safetensors, FastAPI/uvicorn, httpx, prometheus_client and
+the policy files: of the project's packages it imports :mod:`policies` only (``policy.pt`` is
+loaded by :mod:`policies.artifact`, its portable twin by :mod:`policies.native`, which tokenizes
+with :mod:`data.tokenizer`), never the training packages (the rest of ``data``, ``envs``,
 ``agents``, ``evaluation``, ``training``); see docs/architecture.md.
 
 Modules (imported explicitly, so that ``import serving.settings`` stays light):

@@ -45,7 +45,15 @@ from serving.decisions import DecisionLog
 from serving.errors import ApiError, SafeJSONResponse, install_error_handlers
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.middleware import BodyLimitMiddleware, LeanRoutes, require_json, require_json_if_body
-from serving.policy import LoadedPolicy, PolicyError, PolicySlot, check_serving_policy, load_policy
+from serving.policy import (
+    LoadedPolicy,
+    NativePolicy,
+    PolicyError,
+    PolicySlot,
+    ServingPolicy,
+    check_serving_policy,
+    load_engine_policy,
+)
 from serving.pricing import PriceDocument
 from serving.proxy import ChatProxy, ChatRequest
 from serving.router import Router
@@ -98,7 +106,7 @@ class Service:
         return self.state_dir / POLICY_FILE if self.state_dir is not None else None
 
     @classmethod
-    def build(cls, policy: str | Path | LoadedPolicy, settings: Settings, state_dir: Path | None) -> Service:
+    def build(cls, policy: str | Path | ServingPolicy, settings: Settings, state_dir: Path | None) -> Service:
         """Load and check the policy, read the backends, tenants and prices, open the decision log.
 
         Raises:
@@ -106,7 +114,8 @@ class Service:
             ValueError: the backends, tenants or prices file is invalid (one line).
         """
         backends = load_backends(settings.backends) if settings.backends else {}
-        loaded = policy if isinstance(policy, LoadedPolicy) else load_policy(policy)
+        engine = settings.engine
+        loaded = policy if isinstance(policy, LoadedPolicy | NativePolicy) else load_engine_policy(policy, engine)
         known = (*loaded.models, *(settings.explore_new_models or ()))
         tenants = load_tenants(settings.tenants, known) if settings.tenants else {}
         required = [*settings.required_models(backends), *(m for t in tenants.values() for m in t.models or ())]
@@ -192,7 +201,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     @app.api_route("/healthz", methods=["GET", "HEAD"], response_model=HealthResponse)
     async def healthz() -> SafeJSONResponse:
         """Liveness and the identity of the loaded policy."""
-        return SafeJSONResponse({"status": "ok", "policy": slot.current.info})
+        return SafeJSONResponse({"status": "ok", "policy": slot.current.info, "engine": slot.current.engine})
 
     @app.get("/metrics")
     async def metrics_route() -> Response:
@@ -235,7 +244,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
 
 
 def create_app(
-    policy: str | Path | LoadedPolicy,
+    policy: str | Path | ServingPolicy,
     settings: Settings | None = None,
     handle_sighup: bool = False,
     state_dir: Path | None = None,

@@ -2,10 +2,11 @@
 
 Why: a TorchScript ``scores`` call has a fixed cost of about 0.1 ms on top of a few tens of µs
 per query (BENCHMARKS.md), so under load scoring eight requests in one call costs about a third
-of scoring them one by one. Nothing waits for a batch to fill: the first request of an event
-loop iteration schedules one flush with ``call_soon``, which runs after every request that was
-already ready to run in that iteration has joined. An idle server therefore scores each request
-at once, and a busy one scores whatever arrived together.
+of scoring them one by one (``--engine torchscript``; the native engine's call costs little more
+than its queries, and below 64 queries it scores them one at a time). Nothing waits for a batch to
+fill: the first request of an event loop iteration schedules one flush with ``call_soon``, which
+runs after every request that was already ready to run in that iteration has joined. An idle
+server therefore scores each request at once, and a busy one scores whatever arrived together.
 
 A batch whose call raises is scored again query by query, so that a query that makes the policy
 fail affects only its own request, exactly as without batching. With one torch thread (as
@@ -19,20 +20,25 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    import torch
+
+class Rows(Protocol):
+    """A (N, columns) array: a torch tensor (``--engine torchscript``) or a numpy array (``native``)."""
+
+    def tolist(self) -> Any:
+        """The rows as lists of floats."""
+        ...
 
 
 class Scorer(Protocol):
-    """What the batcher needs of a policy (:class:`policies.artifact.LoadedPolicy` has it)."""
+    """What the batcher needs of a policy (:data:`serving.policy.ServingPolicy` has it)."""
 
-    def scores(self, queries: list[str], cost_weight: float) -> torch.Tensor:
+    def scores(self, queries: list[str], cost_weight: float) -> Rows:
         """Per-model scores ``[N, K]`` of ``queries``."""
         ...
 
-    def score_costs(self, queries: list[str], cost_weight: float) -> torch.Tensor:
+    def score_costs(self, queries: list[str], cost_weight: float) -> Rows:
         """Per-model scores, then predicted costs, ``[N, 2K]``, of ``queries``."""
         ...
 

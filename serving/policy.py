@@ -1,7 +1,9 @@
 """The policy the service routes with, and its atomic hot reload.
 
-Loading and checking the artifact is :mod:`policies.artifact`'s job (torch only, never the
-training code). The service adds what serving needs: the policy must route text
+Loading and checking the artifact is the job of :mod:`policies.artifact` (``--engine
+torchscript``: ``policy.pt``) or :mod:`policies.native` (``--engine native``, the default: its
+portable twin ``policy.safetensors``, scored with numpy); never the training code. Both give the
+same face (:data:`ServingPolicy`). The service adds what serving needs: the policy must route text
 (``input_kind`` ``"text"``) and must still know every model that ``--backends`` and
 ``--fallback-model`` (and ``--explore-floor-models``) name, so that a reload can never leave a
 backend without a model; the models of ``--explore-new-models`` are exempt (their backends
@@ -24,24 +26,35 @@ import anyio
 import anyio.to_thread
 
 from policies.artifact import LoadedPolicy, PolicyError, load_policy
+from policies.native import NativePolicy, load_native_policy
 
 __all__ = [
     "RELOAD_TIMEOUT_S",
     "LoadedPolicy",
+    "NativePolicy",
     "PolicyError",
     "PolicySlot",
+    "ServingPolicy",
     "check_serving_policy",
-    "load_policy",
+    "load_engine_policy",
     "load_serving_policy",
 ]
 
 #: Seconds a reload may take to read, load and check the new file; then it is refused.
 RELOAD_TIMEOUT_S = 60.0
 
+#: A policy the service routes with: the TorchScript artifact or its native twin (the same methods).
+ServingPolicy = LoadedPolicy | NativePolicy
+
+
+def load_engine_policy(path: str | Path, engine: str) -> ServingPolicy:
+    """Load ``path`` for ``engine`` (``native``: its portable twin; ``torchscript``: the file itself)."""
+    return load_native_policy(path) if engine == "native" else load_policy(path)
+
 
 def check_serving_policy(
-    loaded: LoadedPolicy, required_models: Iterable[str] = (), needs_costs: bool = False
-) -> LoadedPolicy:
+    loaded: ServingPolicy, required_models: Iterable[str] = (), needs_costs: bool = False
+) -> ServingPolicy:
     """Return ``loaded`` if this service can route with it.
 
     Raises:
@@ -68,10 +81,10 @@ def check_serving_policy(
 
 
 def load_serving_policy(
-    path: str | Path, required_models: Iterable[str] = (), needs_costs: bool = False
-) -> LoadedPolicy:
-    """Load ``path`` (:func:`policies.artifact.load_policy`) and :func:`check_serving_policy` it."""
-    return check_serving_policy(load_policy(path), required_models, needs_costs)
+    path: str | Path, required_models: Iterable[str] = (), needs_costs: bool = False, engine: str = "native"
+) -> ServingPolicy:
+    """Load ``path`` for ``engine`` (:func:`load_engine_policy`) and :func:`check_serving_policy` it."""
+    return check_serving_policy(load_engine_policy(path, engine), required_models, needs_costs)
 
 
 class PolicySlot:
@@ -87,23 +100,24 @@ class PolicySlot:
 
     def __init__(
         self,
-        policy: LoadedPolicy,
+        policy: ServingPolicy,
         required_models: Iterable[str] = (),
         needs_costs: bool = False,
-        prepare: Callable[[LoadedPolicy], object] | None = None,
+        prepare: Callable[[ServingPolicy], object] | None = None,
         timeout_s: float = RELOAD_TIMEOUT_S,
     ) -> None:
-        """Serve ``policy``; every later policy must know ``required_models`` (and predict costs
-        if ``needs_costs``), load within ``timeout_s``, and is passed to ``prepare`` (the service's
-        prices, :mod:`serving.pricing`) before it serves."""
+        """Serve ``policy``; every later policy is loaded for the same engine, must know
+        ``required_models`` (and predict costs if ``needs_costs``), load within ``timeout_s``, and is
+        passed to ``prepare`` (the service's prices, :mod:`serving.pricing`) before it serves."""
         self.current = policy
+        self.engine = policy.engine
         self.required_models = tuple(required_models)
         self.needs_costs = needs_costs
         self.prepare = prepare
         self.timeout_s = timeout_s
         self._lock = asyncio.Lock()
 
-    async def reload(self, path: str | Path | None = None) -> LoadedPolicy:
+    async def reload(self, path: str | Path | None = None) -> ServingPolicy:
         """Load ``path`` (default: the current policy's file again) and swap it in.
 
         Raises:
@@ -114,7 +128,12 @@ class PolicySlot:
             try:
                 with anyio.fail_after(self.timeout_s):
                     loaded = await anyio.to_thread.run_sync(
-                        load_serving_policy, target, self.required_models, self.needs_costs, abandon_on_cancel=True
+                        load_serving_policy,
+                        target,
+                        self.required_models,
+                        self.needs_costs,
+                        self.engine,
+                        abandon_on_cancel=True,
                     )
             except TimeoutError:
                 raise PolicyError(f"{target}: not loaded within {self.timeout_s:g} s (a hung file system?)") from None

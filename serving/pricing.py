@@ -2,7 +2,7 @@
 
 A policy trained on a log with token counts (``cost_mode`` "tokens", docs/contracts.md §2)
 predicts tokens per model and prices them with a table it carries; the service replaces that
-table (``LoadedPolicy.set_prices``) when it starts with ``--prices``, when ``PUT /admin/prices``
+table (``ServingPolicy.set_prices``) when it starts with ``--prices``, when ``PUT /admin/prices``
 sends a new one, and again on every policy it reloads, so the next request is scored at the new
 prices: no retraining, no reload. A policy trained on USD costs (``cost_mode`` "usd") cannot
 re-price its estimates; for it the table only prices the proxy's token usage.
@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from policies.artifact import LoadedPolicy
+from serving.policy import ServingPolicy
 from serving.shared_memory import SharedMemory
 
 #: USD per one million (input, output) tokens.
@@ -92,7 +92,7 @@ class Pricing:
         """How many tables were sent to any worker so far (an 8-byte counter in shared memory)."""
         return int(_COUNTER.unpack_from(self.memory.buffer, self.generation)[0])
 
-    def apply(self, policy: LoadedPolicy) -> bool:
+    def apply(self, policy: ServingPolicy) -> bool:
         """Price ``policy`` with the table (the models it knows); False when its cost mode is "usd"."""
         if policy.cost_mode != "tokens":
             return False
@@ -101,7 +101,7 @@ class Pricing:
             policy.set_prices(merged)
         return True
 
-    def replace(self, table: Mapping[str, Price], policy: LoadedPolicy) -> bool:
+    def replace(self, table: Mapping[str, Price], policy: ServingPolicy) -> bool:
         """Take ``table`` (merged over the current one), apply it to ``policy`` and tell the other workers."""
         self.table.update(table)
         if self.shared_file is not None:
@@ -113,7 +113,7 @@ class Pricing:
                 _COUNTER.pack_into(self.memory.buffer, self.generation, self._seen)
         return self.apply(policy)
 
-    def follow(self, policy: LoadedPolicy) -> None:
+    def follow(self, policy: ServingPolicy) -> None:
         """Before a request: take the table another worker wrote, if the counter moved."""
         if self.shared_file is None or self._generation() == self._seen:
             return
@@ -121,7 +121,7 @@ class Pricing:
         self.table = {name: (float(a), float(b)) for name, (a, b) in json.loads(self.shared_file.read_text()).items()}
         self.apply(policy)
 
-    def usage_cost(self, model: str, prompt_tokens: int, completion_tokens: int, policy: LoadedPolicy) -> float | None:
+    def usage_cost(self, model: str, prompt_tokens: int, completion_tokens: int, policy: ServingPolicy) -> float | None:
         """USD of one answer's token usage at the table's price (or the policy's); None if unpriced."""
         price = self.table.get(model)
         if price is None and policy.cost_mode == "tokens" and model in policy.models:

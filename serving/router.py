@@ -53,7 +53,7 @@ from serving.caller import Caller
 from serving.decisions import DecisionLog, Exploration, ranking
 from serving.errors import ApiError
 from serving.metrics import Metrics
-from serving.policy import LoadedPolicy, PolicySlot
+from serving.policy import PolicySlot, ServingPolicy
 from serving.proxy import ChatProxy, ChatRequest, Usage, cost_weight_of, routing_text
 from serving.schemas import BatchRequest, FeedbackRequest, RouteRequest
 from serving.settings import Settings
@@ -112,7 +112,7 @@ class Router:
         exploration.check_floor(len(slot.current.models))  # a ValueError stops the start (exit 2)
         self._rule = (slot.current, exploration, (*slot.current.models, *exploration.new_models))
 
-    def _rule_of(self, policy: LoadedPolicy) -> tuple[LoadedPolicy, Exploration, tuple[str, ...]]:
+    def _rule_of(self, policy: ServingPolicy) -> tuple[ServingPolicy, Exploration, tuple[str, ...]]:
         """``(policy, its exploration rule, its models then the new ones)``, built once per policy."""
         if policy is not self._rule[0]:
             exploration = Exploration.of(self.settings, policy.models)
@@ -123,7 +123,7 @@ class Router:
             self._rule = (policy, exploration, (*policy.models, *exploration.new_models))
         return self._rule
 
-    def exploration(self, policy: LoadedPolicy) -> Exploration:
+    def exploration(self, policy: ServingPolicy) -> Exploration:
         """The exploration rule for ``policy`` (built again after a reload: model indices may move,
         and a new model the policy now knows becomes one of its floored models).
 
@@ -132,7 +132,7 @@ class Router:
         """
         return self._rule_of(policy)[1]
 
-    def models(self, policy: LoadedPolicy) -> tuple[str, ...]:
+    def models(self, policy: ServingPolicy) -> tuple[str, ...]:
         """The names a decision's index refers to: ``policy``'s models, then the new models it lacks."""
         return self._rule_of(policy)[2]
 
@@ -143,7 +143,7 @@ class Router:
             if len(query) > limit:
                 raise ApiError(413, f"query has {len(query)} characters; the limit is {limit}", "query_too_long")
 
-    def allowed(self, policy: LoadedPolicy, names: list[str] | None, caller: Caller = NO_CALLER) -> list[int]:
+    def allowed(self, policy: ServingPolicy, names: list[str] | None, caller: Caller = NO_CALLER) -> list[int]:
         """Sorted indices of ``names`` (all models, new ones included, when None) among the caller's
         tenant's models; 422 for a name that is neither the policy's nor a new model, or that the
         tenant may not use."""
@@ -173,13 +173,13 @@ class Router:
             )
         return sorted({index_of[name] for name in names})
 
-    def current(self) -> LoadedPolicy:
+    def current(self) -> ServingPolicy:
         """The policy to route this request with, priced at the service's current table."""
         policy = self.slot.current
         self.spending.pricing.follow(policy)
         return policy
 
-    def cost_weight(self, policy: LoadedPolicy, requested: float | None, caller: Caller) -> tuple[float, int | None]:
+    def cost_weight(self, policy: ServingPolicy, requested: float | None, caller: Caller) -> tuple[float, int | None]:
         """The weight to score at, and the live budget's account charged (None: no budget).
 
         The request's weight, else the tenant's, else the policy's; under a budget the budget's
@@ -196,7 +196,7 @@ class Router:
             return tenant.cost_weight, None
         return policy.default_cost_weight, None
 
-    def score(self, policy: LoadedPolicy, queries: list[str], cost_weight: float, with_costs: bool) -> Scored | None:
+    def score(self, policy: ServingPolicy, queries: list[str], cost_weight: float, with_costs: bool) -> Scored | None:
         """Scores (and costs) per query, in one call; None when scoring failed and ``--fallback-model`` answers."""
         try:
             scored: Scored | Exception = Scored.of(policy, queries, cost_weight, with_costs)
@@ -204,7 +204,7 @@ class Router:
             scored = exc
         return self.checked(policy, len(queries), cost_weight, scored)
 
-    async def score_one(self, policy: LoadedPolicy, query: str, cost_weight: float, with_costs: bool) -> Scored | None:
+    async def score_one(self, policy: ServingPolicy, query: str, cost_weight: float, with_costs: bool) -> Scored | None:
         """Like :meth:`score` for one query, batched with concurrent requests (:mod:`serving.batching`)."""
         try:
             scored: Scored | Exception = await self.batcher.scored(policy, query, cost_weight, with_costs)
@@ -213,7 +213,7 @@ class Router:
         return self.checked(policy, 1, cost_weight, scored)
 
     def checked(
-        self, policy: LoadedPolicy, count: int, cost_weight: float, scored: Scored | Exception
+        self, policy: ServingPolicy, count: int, cost_weight: float, scored: Scored | Exception
     ) -> Scored | None:
         """``scored`` if scoring of ``count`` queries worked; None if it failed and the fallback answers.
 
@@ -241,7 +241,7 @@ class Router:
             self.metrics.fallbacks.labels("scoring").inc(count)
             return None
 
-    def ruled(self, policy: LoadedPolicy, queries: list[str], allowed: list[int]) -> list[list[int]]:
+    def ruled(self, policy: ServingPolicy, queries: list[str], allowed: list[int]) -> list[list[int]]:
         """The allowed models of each query once the policy's rule overrides narrowed ``allowed``.
 
         A query that no rule matches (its mask is all true) keeps ``allowed``; a rule that would
@@ -251,7 +251,7 @@ class Router:
         if not policy.metadata.get("rules"):
             return [allowed] * len(queries)
         result = []
-        for mask in policy.module.rule_mask(queries).tolist():
+        for mask in policy.rule_mask(queries).tolist():
             narrowed = allowed if all(mask) else [index for index in allowed if index < len(mask) and mask[index]]
             if not narrowed:
                 self.metrics.rule_conflicts.inc()
@@ -259,7 +259,7 @@ class Router:
             result.append(narrowed)
         return result
 
-    def _choose(self, policy: LoadedPolicy, scores: list[float], allowed: list[int], caller: Caller) -> Decision:
+    def _choose(self, policy: ServingPolicy, scores: list[float], allowed: list[int], caller: Caller) -> Decision:
         """One query's decision from its scores: the session's rule on a later turn, else the
         exploration rule (and remember the session's model)."""
         _, exploration, models = self._rule_of(policy)
@@ -278,7 +278,7 @@ class Router:
 
     def decide(
         self,
-        policy: LoadedPolicy,
+        policy: ServingPolicy,
         queries: list[str],
         scored: Scored | None,
         allowed: list[int],
@@ -307,7 +307,7 @@ class Router:
 
     def record(
         self,
-        policy: LoadedPolicy,
+        policy: ServingPolicy,
         query: str,
         decision: Decision,
         cost_weight: float,

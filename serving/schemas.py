@@ -185,6 +185,7 @@ class HealthResponse(BaseModel):
 
     status: str
     policy: PolicyInfo
+    engine: str
 
 
 class ReloadResponse(BaseModel):

@@ -7,7 +7,7 @@ import os
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -34,6 +34,9 @@ LogQueries = Literal["full", "hash", "none"]
 ExploreRule = Literal["greedy", "epsilon", "softmax"]
 #: Which text of a chat request the proxy routes on.
 RouteOn = Literal["last-user", "conversation"]
+
+#: ``--engine``: what computes the scores (docs/contracts.md §2.11): numpy over the portable twin, or TorchScript.
+Engine = Literal["native", "torchscript"]
 
 API_TOKEN_ENV = "ROUTERL_API_TOKEN"
 ADMIN_TOKEN_ENV = "ROUTERL_ADMIN_TOKEN"
@@ -98,6 +101,8 @@ class Settings:
         session_switch_cost: keep conversations on their model unless switching gains more than
             this, in score units (``--session-switch-cost``, :mod:`serving.sessions`); None: no sessions.
         session_ttl: seconds after its last turn that a session is forgotten (``--session-ttl``).
+        engine: what scores the queries (``--engine``): ``native`` (numpy over the portable twin
+            ``policy.safetensors``, :mod:`policies.native`) or ``torchscript`` (``policy.pt`` itself).
         api_token: bearer token for every route but ``/healthz`` (``ROUTERL_API_TOKEN``).
         admin_token: bearer token for ``/admin/*`` (``ROUTERL_ADMIN_TOKEN``); admin routes are
             refused when it is unset.
@@ -130,11 +135,14 @@ class Settings:
     tenants: Path | None = None
     session_switch_cost: float | None = None
     session_ttl: float = DEFAULT_SESSION_TTL_S
+    engine: Engine = "native"
     api_token: str | None = field(default=None, repr=False)
     admin_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         """Reject settings that cannot work, with a message naming the flag."""
+        if self.engine not in get_args(Engine):
+            raise ValueError(f"--engine must be one of {', '.join(get_args(Engine))}, got {self.engine!r}")
         if not self.host:
             raise ValueError("--host must not be empty")
         if not 0 <= self.port <= 65535:

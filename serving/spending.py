@@ -19,9 +19,9 @@ import asyncio
 from collections.abc import Collection
 from pathlib import Path
 
-from policies.artifact import LoadedPolicy
 from serving.budget import Account, BudgetController, Charge
 from serving.metrics import Metrics
+from serving.policy import ServingPolicy
 from serving.pricing import Pricing, read_price_file
 from serving.sessions import Sessions
 from serving.settings import Settings
@@ -67,7 +67,7 @@ class Spending:
         settings: Settings,
         tenants: Collection[Tenant],
         known_models: Collection[str],
-        policy: LoadedPolicy,
+        policy: ServingPolicy,
         state_dir: Path | None,
     ) -> Spending:
         """The budget's accounts (``--budget``, then the tenants with a budget), the price table

@@ -11,7 +11,7 @@ import torch
 from data.featurizer import FeaturizerConfig, TextFeaturizer
 from data.loading import load_log
 from policies.export import script
-from policies.scripted_featurizer import ScriptedFeaturizer
+from policies.scripted_featurizer import EXTRAS_TABLE, TF_TABLE, ScriptedFeaturizer
 
 TRAIN = [
     "What is the capital of France?",
@@ -130,3 +130,44 @@ def test_single_text_path_equals_batch_path_and_bags_match_triplets() -> None:
     sizes = torch.bincount(rows, minlength=len(texts))
     assert offsets.tolist() == torch.cumsum(sizes, 0).sub(sizes).tolist()
     assert sizes[0] == 0 and sizes[-1] == 0 and sizes[1] > 0
+
+
+class _PolicyBags(torch.nn.Module):
+    """Exposes the policy's own :meth:`ScriptedFeaturizer.shared_bags` (not exported: its tensors are shared)."""
+
+    def __init__(self, featurizer: ScriptedFeaturizer) -> None:
+        super().__init__()
+        self.featurizer = featurizer
+
+    def forward(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.featurizer.shared_bags(texts)
+
+
+def test_one_text_through_the_tables_gives_its_bags_bit_for_bit_on_both_sides_of_their_limits() -> None:
+    """The policy's single-text path gathers 1 + ln(count) and the extras row from tables: no bit may change."""
+    featurizer = _fit(TRAIN)
+    scripted = script(_PolicyBags(ScriptedFeaturizer.from_featurizer(featurizer)))
+    texts = ["", "python", "Explain gravity to a child."]
+    texts += [" ".join(["python"] * count) + " list" for count in (TF_TABLE - 1, TF_TABLE, TF_TABLE + 1)]
+    texts += ["gravity " * (EXTRAS_TABLE + shift) for shift in (-1, 0, 1)]
+    for text in texts:
+        shared, fresh = scripted([text]), scripted.featurizer.bags([text])
+        assert all(torch.equal(a, b) and a.dtype == b.dtype for a, b in zip(shared, fresh, strict=True)), text[:40]
+
+
+def test_extras_rows_are_the_formula_column_by_column_bit_for_bit() -> None:
+    """[n / length_scale, ln(1 + n), 1], each column computed on its own as before the one-``where`` form."""
+    featurizer = ScriptedFeaturizer(["a"], torch.ones(1, dtype=torch.float64), 10.739805825242719)
+    counts = torch.arange(2 * EXTRAS_TABLE, dtype=torch.float64)
+    expected = torch.stack([counts / featurizer.length_scale, torch.log1p(counts), torch.ones_like(counts)], dim=1)
+    _, _, _, extras = script(featurizer)([" a" * n for n in range(2 * EXTRAS_TABLE)])
+    assert torch.equal(extras, expected)
+    assert torch.equal(featurizer.extras_table, expected[:EXTRAS_TABLE])
+
+
+def test_a_bigram_is_counted_when_its_first_token_is_not_a_term() -> None:
+    """The token table holds tokens that only start bigrams (a vocabulary capped by max_features can drop them)."""
+    scripted = script(ScriptedFeaturizer(["b", "a b", "x y z"], torch.ones(3, dtype=torch.float64), 1.0))
+    rows, cols, values, _ = scripted(["A b, a; b x y z"])
+    assert rows.tolist() == [0, 0] and cols.tolist() == [0, 1]  # "b" twice, "a b" twice, "x y z" never a term
+    torch.testing.assert_close(values, torch.full((2,), 0.5**0.5, dtype=torch.float64))

@@ -277,10 +277,12 @@ def test_a_write_killed_before_its_rename_leaves_the_old_file_whole(
     done = run_python("-c", KILLED_WRITE, kind, str(target), str(source), timeout=300)
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert target.read_bytes() == b"the previous version\n"
-    (temporary,) = [path for path in out.iterdir() if path.name not in (MARKER, target.name)]
-    assert is_temporary(temporary.name)
-    if kind == "policy":  # the new file was whole; only its rename was missing
+    leftovers = [path for path in out.iterdir() if path.name not in (MARKER, target.name)]
+    assert all(is_temporary(path.name) for path in leftovers)
+    (temporary,) = [path for path in leftovers if path.suffix == target.suffix]
+    if kind == "policy":  # the new file was whole; the kill came at the first rename, its portable twin's
         assert load_policy(temporary).metadata["data_fingerprint"] == demo_run.report["data"]["fingerprint"]
+        assert sorted(path.suffix for path in leftovers) == [".pt", ".safetensors"]
     else:
         assert temporary.read_text() == markdown(demo_run.report)
     prepare_directory(out, overwrite=True)  # the temporary file is routerl's, removed with the rest

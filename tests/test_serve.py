@@ -163,10 +163,16 @@ def local_policy(demo_policy: Path) -> tuple[torch.jit.ScriptModule, dict[str, A
     return _load_local(demo_policy)
 
 
+@pytest.fixture(scope="module", params=["native", "torchscript"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """``serve.py --engine``: every test of this module runs against both engines (docs/contracts.md §2.11)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def server(demo_policy: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A running ``serve.py`` on the demo policy (default limits); yields its base URL."""
-    running = _start_server(demo_policy, tmp_path_factory.mktemp("serve"))
+def server(demo_policy: Path, engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A running ``serve.py --engine ENGINE`` on the demo policy (default limits); yields its base URL."""
+    running = _start_server(demo_policy, tmp_path_factory.mktemp("serve"), "--engine", engine)
     yield running.base_url
     _stop(running.process)
 
@@ -181,7 +187,9 @@ def client(server: str) -> Iterator[httpx.Client]:
 # ----------------------------------------------------------------------------- happy paths
 
 
-def test_healthz_reports_the_policy(client: httpx.Client, demo_policy: Path, local_policy) -> None:
+def test_healthz_reports_the_policy_and_the_engine(
+    client: httpx.Client, demo_policy: Path, local_policy, engine: str
+) -> None:
     _, meta = local_policy
     response = client.get("/healthz")
     assert response.status_code == 200
@@ -191,6 +199,7 @@ def test_healthz_reports_the_policy(client: httpx.Client, demo_policy: Path, loc
             "version": hashlib.sha256(demo_policy.read_bytes()).hexdigest()[:12],
             "fingerprint": meta["data_fingerprint"],
         },
+        "engine": engine,
     }
 
 

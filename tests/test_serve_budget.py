@@ -163,15 +163,18 @@ def test_bad_spend_flags_exit_2_with_one_line(demo_policy: Path, flags: list[str
 
 
 def test_a_budget_needs_a_policy_that_predicts_costs(demo_policy: Path, tmp_path: Path) -> None:
-    """A policy without ``scores_costs`` (as older exports are) is refused at start, in one line."""
+    """With ``--engine torchscript``, a policy without ``scores_costs`` (as older exports are) is refused at
+    start, in one line (the native engine prices any routerl export from its head; this wrapper it refuses)."""
     from test_serve_ops import FLAKY
 
     wrapped = tmp_path / "no-costs.pt"
     script = tmp_path / "wrap.py"  # TorchScript reads the class's source from a file
     script.write_text(FLAKY, encoding="utf-8")
     subprocess.run([sys.executable, str(script), str(demo_policy), str(wrapped)], check=True, timeout=120)
-    refused = _run_serve("--policy", str(wrapped), "--port", "0", "--budget", "0.001")
+    refused = _run_serve("--policy", str(wrapped), "--port", "0", "--budget", "0.001", "--engine", "torchscript")
     _assert_one_line_error(refused, "it predicts no costs", "a live budget needs them")
+    native = _run_serve("--policy", str(wrapped), "--port", "0", "--budget", "0.001")
+    _assert_one_line_error(native, "it has no portable form", "serve it with --engine torchscript")
 
 
 @pytest.mark.parametrize(

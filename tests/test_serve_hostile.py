@@ -434,7 +434,7 @@ def test_a_reload_that_hangs_is_refused_in_time(demo_policy: Path, monkeypatch: 
     slot = serving_policy.PolicySlot(current, timeout_s=0.3)
     release = threading.Event()
 
-    def hung(path: Path, required: tuple[str, ...], needs_costs: bool) -> serving_policy.LoadedPolicy:
+    def hung(path: Path, required: tuple[str, ...], needs_costs: bool, engine: str) -> serving_policy.ServingPolicy:
         release.wait(30)
         raise serving_policy.PolicyError(f"{path}: released")
 

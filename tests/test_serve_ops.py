@@ -430,7 +430,7 @@ def test_scoring_failure_routes_to_the_fallback_model(demo_policy: Path, tmp_pat
     script = tmp_path / "make_flaky.py"  # TorchScript reads the class's source from a file
     script.write_text(FLAKY, encoding="utf-8")
     subprocess.run([sys.executable, str(script), str(demo_policy), str(flaky)], check=True, timeout=120)
-    running = _start_server(flaky, tmp_path, "--fallback-model", "tiny-1b")
+    running = _start_server(flaky, tmp_path, "--fallback-model", "tiny-1b", "--engine", "torchscript")
     try:
         with httpx.Client(base_url=running.base_url, timeout=60) as http:
             answer = http.post("/route", json={"query": "__fail__"})

@@ -64,7 +64,9 @@ CHECKPOINT = "follower.npz"
 EVENTS = "events.jsonl"
 FOLLOWER_DIRECTORY = OutputKind(
     "follower directory",
-    frozenset({CHECKPOINT, EVENTS, "policy.pt", "versions", "rejected.jsonl", "rollbacks.jsonl", "tb"}),
+    frozenset(
+        {CHECKPOINT, EVENTS, "policy.pt", "policy.safetensors", "versions", "rejected.jsonl", "rollbacks.jsonl", "tb"}
+    ),
 )
 
 

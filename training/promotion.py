@@ -16,12 +16,12 @@ approximation, s_D the sample standard deviation); the candidate is promoted onl
 bound is above ``margin`` and
 the candidate's different choices were logged at least ``min_support`` times (:func:`compare`).
 
-**The history** (:class:`PolicyHistory`): every promoted policy is ``versions/vNNNN.pt`` with
-``versions/vNNNN.json`` (its artifact version and data fingerprint, the rounds it learned from
-and the evaluation that admitted it), both written atomically; ``policy.pt`` beside them is the
-one in service, replaced atomically by :meth:`PolicyHistory.install`. Rolling back is installing
-an earlier version (:func:`rollback`). :func:`reload_service` tells a running ``serve.py`` to
-load it (``POST /admin/reload``, docs/contracts.md §4.7).
+**The history** (:class:`PolicyHistory`): every promoted policy is ``versions/vNNNN.pt`` (and its
+portable twin ``vNNNN.safetensors``, docs/contracts.md §2.11) with ``versions/vNNNN.json`` (its
+artifact version and data fingerprint, the rounds it learned from and the evaluation that admitted
+it), all written atomically; ``policy.pt`` beside them is the one in service, replaced atomically
+by :meth:`PolicyHistory.install`. Rolling back is installing an earlier version (:func:`rollback`).
+:func:`reload_service` tells a running ``serve.py`` to load it (``POST /admin/reload``, §4.7).
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ from data.outputs import replacing, write_text_atomically
 from data.schema import DataError
 from envs.estimators import DoublyRobust
 from policies.artifact import load_policy
+from policies.export import write_twin
 from policies.faults import fault_point
+from policies.portable import twin_path
 
 #: The admin token's environment variable (the service reads the same one, docs/contracts.md §4.2).
 ADMIN_TOKEN_ENV = "ROUTERL_ADMIN_TOKEN"
@@ -137,16 +139,28 @@ class PolicyHistory:
             "data_fingerprint": loaded.fingerprint,
             **record,
         }
+        twin = twin_path(policy)
+        if twin.is_file():  # written beside it by policies.export.save_policy
+            os.replace(twin, twin_path(self.policy_path(version)))
+        else:  # a policy.pt written before portable twins (docs/contracts.md §2.11)
+            write_twin(loaded.module, loaded.metadata, policy, twin_path(self.policy_path(version)))
         os.replace(policy, self.policy_path(version))
         write_text_atomically(self.record_path(version), json.dumps(record, indent=2, sort_keys=True) + "\n")
         return record
 
     def install(self, version: int) -> Path:
-        """Make ``version`` the policy in service: ``policy.pt`` replaced atomically by a copy of it."""
+        """Make ``version`` the policy in service: ``policy.pt`` and its twin ``policy.safetensors`` replaced
+        atomically by copies of the version's (the twin first, as :func:`policies.export.save_policy` does)."""
         source = self.policy_path(version)
         if not source.is_file():
             known = ", ".join(str(v) for v in self.versions()) or "none"
             raise DataError(f"{self.folder}: no version {version} (versions: {known})")
+        if not twin_path(source).is_file():  # a version kept before portable twins
+            loaded = load_policy(source)
+            write_twin(loaded.module, loaded.metadata, source)
+        twin = twin_path(source).read_bytes()
+        with replacing(twin_path(self.serving)) as temporary:
+            temporary.write_bytes(twin)
         data = source.read_bytes()
         with replacing(self.serving) as temporary:
             temporary.write_bytes(data)

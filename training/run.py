@@ -74,6 +74,8 @@ RUN_DIRECTORY = OutputKind(
             "tb",
             "frontier.png",
             "policy.pt",
+            "policy.safetensors",
+            "policy.pt2",  # python -m policies export-program writes it beside policy.pt
             "learner.npz",
             "report.json",
             "report.md",
