@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from policies.native import portable_policy
+from policies.native import load_native_policy
 from policies.policy_file import PolicyError
 
 
@@ -28,6 +28,8 @@ def _write_portable(args: argparse.Namespace) -> int:
         written = write_twin(loaded.module, loaded.metadata, loaded.path)
     except ValueError as exc:  # a head class the portable format does not know
         raise PolicyError(f"{args.policy}: {exc}") from None
+    except OSError as exc:  # the twin's path is a folder, or the folder is read-only
+        raise PolicyError(f"{args.policy}: cannot write its twin ({exc.strerror or exc})") from None
     print(f"wrote {written}")
     return 0
 
@@ -39,7 +41,7 @@ def _export_program(args: argparse.Namespace) -> int:
     target = args.out or program_path(args.policy)
     if target.suffix != PROGRAM_SUFFIX:  # also keeps --out from replacing a policy.pt
         raise PolicyError(f"{target}: a program file's name ends in {PROGRAM_SUFFIX} (torch.export.load expects it)")
-    portable = portable_policy(args.policy)
+    portable = load_native_policy(args.policy).portable  # checked as the native engine checks it
     try:
         written = write_program(portable, target)
     except OSError as exc:

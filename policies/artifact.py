@@ -10,7 +10,6 @@ own restricted loader; nothing here unpickles arbitrary objects.
 from __future__ import annotations
 
 import io
-import math
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from policies.policy_file import (
     MAX_POLICY_BYTES,
     REQUIRED_METADATA,
     PolicyError,
+    check_arms,
     metadata_weight_range,
     parse_metadata,
     price_rows,
@@ -182,21 +182,7 @@ def _check_module(module: torch.jit.ScriptModule, meta: dict[str, Any]) -> tuple
         default_cost_weight = module.default_cost_weight()
     except Exception as exc:  # a TorchScript error is a plain RuntimeError subclass
         raise PolicyError(f"models()/default_cost_weight() failed: {_one_line(exc)}") from None
-    if (
-        not isinstance(models, list)
-        or not models
-        or not all(isinstance(m, str) and m for m in models)
-        or len(set(models)) != len(models)
-    ):
-        raise PolicyError(f"models() must be a non-empty list of distinct names, got {models!r}")
-    if meta["models"] != models:
-        raise PolicyError("metadata models differ from models()")
-    if (
-        not isinstance(default_cost_weight, float | int)
-        or not math.isfinite(default_cost_weight)
-        or default_cost_weight < 0
-    ):
-        raise PolicyError(f"default_cost_weight() must be finite and >= 0, got {default_cost_weight!r}")
+    default_cost_weight = check_arms(models, default_cost_weight, meta, "models()")
     if meta["input_kind"] == "text":
         try:
             with torch.inference_mode():

@@ -26,10 +26,20 @@ import numpy as np
 from policies.native_featurizer import NativeFeaturizer
 from policies.native_heads import build_head, price_matrix
 from policies.native_rules import NativeRuleSet
-from policies.policy_file import PolicyError, check_metadata, metadata_weight_range, price_rows, read_policy_bytes
+from policies.policy_file import (
+    PolicyError,
+    check_arms,
+    check_metadata,
+    metadata_weight_range,
+    price_rows,
+    read_policy_bytes,
+)
 from policies.portable import SUFFIX, PortablePolicy, check_header, read_portable, split_file, twin_path
 
 logger = logging.getLogger("routerl.policies")
+
+#: Vocabulary terms in the probe query of :func:`_probe` (so that it exercises the linear map).
+PROBE_TERMS = 20
 
 
 class NativePolicy:
@@ -51,10 +61,8 @@ class NativePolicy:
         self.path = path
         self.portable = portable
         self.metadata: dict[str, Any] = meta
+        self.default_cost_weight = check_arms(arms["models"], arms["default_cost_weight"], meta, "arms.models")
         self.models: tuple[str, ...] = tuple(arms["models"])
-        if list(self.models) != meta["models"]:
-            raise PolicyError("the header's models differ from the metadata's")
-        self.default_cost_weight = float(arms["default_cost_weight"])
         self.cost_weight_range = metadata_weight_range(meta)
         self._clamp = (
             (float(arms["cost_weight_range"][0]), float(arms["cost_weight_range"][1]))
@@ -160,13 +168,36 @@ def load_native_policy(path: str | Path) -> NativePolicy:
     path = Path(path)
     portable = portable_policy(path)
     try:
+        _check_values(portable)
         policy = NativePolicy(path, portable, str(portable.header["policy_version"]))
-        policy.scores(["", "routerl smoke test"], policy.default_cost_weight)
+        _probe(policy)
     except PolicyError as exc:
         raise PolicyError(f"{portable.path}: {exc}") from None
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError) as exc:
         raise PolicyError(f"{portable.path}: not a valid portable policy ({type(exc).__name__}: {exc})") from None
     return policy
+
+
+def _check_values(portable: PortablePolicy) -> None:
+    """Every number of the file is finite, and every price >= 0 (as ``set_prices`` demands)."""
+    for name, array in portable.tensors.items():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise PolicyError(f"its tensor {name} holds a value that is not finite")
+    prices = portable.tensors.get("head.price_table")
+    if prices is not None and (prices.ndim != 2 or prices.shape[1] != 2 or (prices < 0).any()):
+        raise PolicyError("its head.price_table must be (K, 2) prices >= 0")
+
+
+def _probe(policy: NativePolicy) -> None:
+    """Score probe queries (empty, unknown words, the vocabulary's first terms) once, so that a policy that
+    cannot score text is refused when it is loaded rather than on the first request."""
+    known = b" ".join(policy.featurizer.terms[:PROBE_TERMS]).decode("utf-8", "replace")
+    scores, costs = policy.scores_costs64(["", "routerl smoke test", known], policy.default_cost_weight)
+    shape = (3, len(policy.models))
+    if scores.shape != shape or costs.shape != shape:
+        raise PolicyError(f"its head gives scores of shape {scores.shape[1:]} for {len(policy.models)} models")
+    if not (np.isfinite(scores).all() and np.isfinite(costs).all()):
+        raise PolicyError("it gives scores or costs that are not finite on a probe query")
 
 
 def _twin(path: Path, sha256: str) -> tuple[PortablePolicy | None, str]:

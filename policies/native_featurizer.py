@@ -23,13 +23,16 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import pairwise, repeat
+from itertools import islice, repeat
 
 import numpy as np
 
 from data.tokenizer import VocabularyIndex, term_weights
 from policies.portable import PortablePolicy
 
+SPACE = b" "
+#: Texts of fewer tokens than this take their extras' part of z from a table built at load.
+EXTRA_ROWS = 256
 #: From this many texts the vectorised analysis is faster than one text at a time (measured: equal
 #: at 64 texts, 2.6× faster at 1,024; BENCHMARKS.md, native engine).
 VECTORISED_FROM = 64
@@ -57,8 +60,11 @@ class NativeFeaturizer:
         header = portable.header["featurizer"]
         terms = portable.terms()
         self.n_terms = len(terms)
-        # every term by its tokens: (token,) for a unigram, (left, right) for a bigram (built in C-level maps)
-        self.lookup: dict[tuple[bytes, ...], int] = dict(zip(map(tuple, map(bytes.split, terms)), range(len(terms))))
+        # every term by bytes.partition at its space: (token, b"", b"") for a unigram, (left, b" ", right) for a
+        # bigram; built and looked up in C-level maps, with no string built for a bigram
+        self.lookup: dict[tuple[bytes, bytes, bytes], int] = dict(
+            zip(map(bytes.partition, terms, repeat(SPACE)), range(len(terms)))
+        )
         table = bytearray(bytes(range(256)).lower())
         for byte in header["delimiters"]:
             table[int(byte)] = ord(" ")
@@ -69,9 +75,12 @@ class NativeFeaturizer:
         self.dense_map = np.asarray(portable.tensors["dense_map"], dtype=np.float64)
         # row V: every unknown term (idf 0, a zero row)
         self.squared_idf = np.append(idf * idf, 0.0)
-        self.scaled_map = np.vstack([self.text_map * idf[:, None], np.zeros((1, self.text_map.shape[1]))])
+        self.scaled_map = np.zeros((len(terms) + 1, self.text_map.shape[1]))
+        np.multiply(self.text_map, idf[:, None], out=self.scaled_map[:-1])
         self.idf = idf
         self.terms = terms
+        # extras @ dense_map of texts of 0..EXTRA_ROWS-1 tokens (one numpy call fewer a query)
+        self.dense_rows = self.extras(np.arange(EXTRA_ROWS, dtype=np.float64)) @ self.dense_map
         self._index: VocabularyIndex | None = None  # built at the first large batch (it imports pyarrow)
 
     def tokens(self, text: str) -> list[bytes]:
@@ -84,12 +93,17 @@ class NativeFeaturizer:
 
     def _terms(self, tokens: list[bytes]) -> Counter[int]:
         """The vocabulary index of each distinct term (unigram or bigram; V for every unknown one) and its count."""
-        get, unknown = self.lookup.get, repeat(self.n_terms)
-        return Counter([*map(get, zip(tokens), unknown), *map(get, pairwise(tokens), unknown)])
+        get, unknown, none, space = self.lookup.get, repeat(self.n_terms), repeat(b""), repeat(SPACE)
+        unigrams = map(get, zip(tokens, none, none), unknown)
+        return Counter([*unigrams, *map(get, zip(tokens, space, islice(tokens, 1, None)), unknown)])
 
     def extras(self, n_tokens: np.ndarray) -> np.ndarray:
         """(N, 3) float64: n / length_scale, ln(1 + n), 1."""
         return np.stack([n_tokens / self.length_scale, np.log1p(n_tokens), np.ones(len(n_tokens))], axis=1)
+
+    def _dense(self, n: int) -> np.ndarray:
+        """extras @ dense_map (m,) of a text of ``n`` tokens."""
+        return np.dot((n / self.length_scale, math.log1p(n), 1.0), self.dense_map)
 
     def hidden_one(self, text: str) -> np.ndarray:
         """z (1, m) of one text (module docstring)."""
@@ -101,7 +115,7 @@ class NativeFeaturizer:
         tf += 1.0
         squared_norm = (tf * tf) @ self.squared_idf[rows]
         n = len(tokens)
-        dense = np.dot((n / self.length_scale, math.log1p(n), 1.0), self.dense_map)
+        dense = self.dense_rows[n] if n < EXTRA_ROWS else self._dense(n)
         if squared_norm == 0.0:
             return dense[None, :]
         return ((tf @ self.scaled_map[rows]) * (1.0 / math.sqrt(squared_norm)) + dense)[None, :]

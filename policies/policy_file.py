@@ -121,6 +121,28 @@ def check_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def check_arms(models: Any, default_cost_weight: Any, meta: dict[str, Any], where: str) -> float:
+    """``models`` (from ``where``) must be a non-empty list of distinct names equal to the metadata's, and the
+    default weight finite and >= 0; returns the weight. PolicyError otherwise (both engines' loaders)."""
+    if (
+        not isinstance(models, list)
+        or not models
+        or not all(isinstance(m, str) and m for m in models)
+        or len(set(models)) != len(models)
+    ):
+        raise PolicyError(f"{where} must be a non-empty list of distinct names, got {models!r}")
+    if meta["models"] != models:
+        raise PolicyError(f"metadata models differ from {where}")
+    if (
+        not isinstance(default_cost_weight, float | int)
+        or isinstance(default_cost_weight, bool)
+        or not math.isfinite(default_cost_weight)
+        or default_cost_weight < 0
+    ):
+        raise PolicyError(f"default_cost_weight must be finite and >= 0, got {default_cost_weight!r}")
+    return float(default_cost_weight)
+
+
 def metadata_weight_range(meta: dict[str, Any]) -> tuple[float, float]:
     """Metadata ``cost_weight_range`` as a pair of floats ``low <= high``."""
     value = meta["cost_weight_range"]

@@ -27,6 +27,7 @@ The header is the safetensors ``__metadata__`` entry :data:`HEADER_KEY`, one JSO
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,8 @@ FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
 #: The tokenizer of docs/contracts.md §2.4 (:mod:`data.tokenizer`), by name.
 TOKENIZER = "routerl-bytes-1"
+#: What ends each term in ``featurizer.terms``: a delimiter, so never part of a term.
+TERM_END = b"\n"
 
 #: Head kinds and the scalar parameters (header) and tensors (``head.<name>``) each needs.
 HEAD_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -58,7 +61,7 @@ HEAD_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 #: Tensors of each input kind, beside the head's.
 INPUT_TENSORS: dict[str, tuple[str, ...]] = {
-    "text": ("featurizer.terms", "featurizer.term_ends", "featurizer.idf", "text_map", "dense_map"),
+    "text": ("featurizer.terms", "featurizer.idf", "text_map", "dense_map"),
     "embedding": ("feature_map",),
 }
 
@@ -97,10 +100,11 @@ class PortablePolicy:
         return self.tensors[f"head.{name}"]
 
     def terms(self) -> list[bytes]:
-        """The vocabulary's terms (UTF-8 bytes) in index order."""
-        blob = self.tensors["featurizer.terms"].tobytes()
-        ends = self.tensors["featurizer.term_ends"].tolist()
-        return [blob[start:end] for start, end in zip([0, *ends[:-1]], ends)]
+        """The vocabulary's terms (UTF-8 bytes) in index order: ``featurizer.terms`` split at its newlines.
+
+        A newline is a delimiter (§2.4), so it never occurs inside a term: one ``split`` in C.
+        """
+        return self.tensors["featurizer.terms"].tobytes().split(TERM_END)[:-1]
 
 
 def split_file(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -114,13 +118,13 @@ def split_file(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     try:
         if size > len(data) - 8:
             raise ValueError(f"its header length {size} runs past the end of the file")
-        outer = json.loads(data[8 : 8 + size])
+        outer = json.loads(data[8 : 8 + size])  # a JSON nested too deep raises RecursionError, refused below
         raw = outer.get("__metadata__", {}).get(HEADER_KEY)
         if not isinstance(raw, str):
             raise ValueError(f"it has no {HEADER_KEY!r} header: not a routerl portable policy")
         header = json.loads(raw)
         tensors = load(data)
-    except (ValueError, AttributeError, SafetensorError) as exc:
+    except (ValueError, AttributeError, RecursionError, SafetensorError) as exc:
         raise PolicyError(f"not a routerl portable policy ({str(exc).splitlines()[0] if str(exc) else exc})") from None
     if not isinstance(header, dict):
         raise PolicyError("its routerl header is not a JSON object")
@@ -140,6 +144,9 @@ def check_header(header: dict[str, Any], tensors: dict[str, np.ndarray]) -> None
     for key in ("policy_version", "torchscript_sha256", "input_kind", "head", "arms", "metadata"):
         if key not in header:
             raise PolicyError(f"its header lacks {key!r}")
+    for key in ("arms", "metadata"):
+        if not isinstance(header[key], dict):
+            raise PolicyError(f"its header's {key!r} is not a JSON object")
     kind = header["input_kind"]
     if kind not in INPUT_TENSORS:
         raise PolicyError(f"input_kind {kind!r} is not one of {', '.join(INPUT_TENSORS)}")
@@ -150,7 +157,8 @@ def check_header(header: dict[str, Any], tensors: dict[str, np.ndarray]) -> None
     missing = [name for name in scalars if name not in head]
     if missing:
         raise PolicyError(f"the {head['kind']} head lacks {', '.join(missing)}")
-    layers = [f"head.layers.{i}.{part}" for i in range(int(head.get("layers", 0))) for part in ("weight", "bias")]
+    _check_head_scalars(head, len(tensors))
+    layers = [f"head.layers.{i}.{part}" for i in range(head.get("layers", 0)) for part in ("weight", "bias")]
     needed = [*INPUT_TENSORS[kind], *(f"head.{name}" for name in names), *layers]
     absent = [name for name in needed if name not in tensors]
     if absent:
@@ -159,13 +167,46 @@ def check_header(header: dict[str, Any], tensors: dict[str, np.ndarray]) -> None
         _check_featurizer(header.get("featurizer"), tensors)
 
 
+def _is_int(value: Any, low: int, high: int) -> bool:
+    """Whether ``value`` is an int (not a bool) in [low, high]."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _check_head_scalars(head: dict[str, Any], n_tensors: int) -> None:
+    """The head's scalars have the types and ranges of their kind (checked before any is used)."""
+    counts = {name: head[name] for name in ("n_models", "hidden", "k") if name in head}
+    if not all(_is_int(value, 1, 1 << 31) for value in counts.values()):
+        raise PolicyError(f"the {head['kind']} head's sizes must be positive integers, got {counts}")
+    if "layers" in head and not _is_int(head["layers"], 0, n_tensors):
+        raise PolicyError(f"the {head['kind']} head's layers must be an integer of at most its tensors' count")
+    if "relu" in head and not isinstance(head["relu"], bool):
+        raise PolicyError("the hidden_layer_utility head's relu must be true or false")
+    if head["kind"] == "mlp_logit":
+        low, high = head["low"], head["high"]
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high))
+        if not numbers or not 0 < low <= high or head["activation"] not in ("tanh", "relu"):
+            raise PolicyError("the mlp_logit head needs 0 < low <= high (finite) and an activation tanh or relu")
+
+
 def _check_featurizer(featurizer: Any, tensors: dict[str, np.ndarray]) -> None:
     """The text featurizer's header and the shapes of its tensors agree."""
     if not isinstance(featurizer, dict) or featurizer.get("tokenizer") != TOKENIZER:
         raise PolicyError(f"its featurizer is not the tokenizer {TOKENIZER!r} this routerl knows")
-    terms = tensors["featurizer.term_ends"].shape[0]
-    if featurizer.get("terms") != terms or tensors["featurizer.idf"].shape != (terms,):
-        raise PolicyError(f"its featurizer says {featurizer.get('terms')} terms, its tensors hold {terms}")
+    delimiters = featurizer.get("delimiters")
+    if not isinstance(delimiters, list) or not all(_is_int(byte, 0, 127) for byte in delimiters):
+        raise PolicyError("its featurizer's delimiters must be a list of ASCII byte values (0-127)")
+    if TERM_END[0] not in delimiters:
+        raise PolicyError("its featurizer's delimiters lack the newline that ends each term")
+    scale = featurizer.get("length_scale")
+    if not isinstance(scale, int | float) or isinstance(scale, bool) or not math.isfinite(scale) or scale <= 0:
+        raise PolicyError(f"its featurizer's length_scale must be a finite number > 0, got {scale!r}")
+    terms = tensors["featurizer.terms"].tobytes().count(TERM_END)
+    idf = tensors["featurizer.idf"].shape
+    if featurizer.get("terms") != terms or idf != (terms,):
+        raise PolicyError(
+            f"its featurizer says {featurizer.get('terms')!r} terms; featurizer.terms holds {terms}, "
+            f"featurizer.idf has shape {idf}"
+        )
     if tensors["text_map"].shape[0] != terms or tensors["dense_map"].shape[1:] != tensors["text_map"].shape[1:]:
         raise PolicyError("its text_map and dense_map do not fit the vocabulary and each other")
 
@@ -184,4 +225,6 @@ def read_portable(path: str | Path) -> PortablePolicy:
         check_header(header, tensors)
     except PolicyError as exc:
         raise PolicyError(f"{path}: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:  # a value of the wrong kind
+        raise PolicyError(f"{path}: not a valid portable policy ({type(exc).__name__}: {exc})") from None
     return PortablePolicy(path, header, tensors)

@@ -17,7 +17,7 @@ import torch
 from safetensors.numpy import save
 
 from policies.policy_file import VERSION_CHARS
-from policies.portable import FORMAT, FORMAT_VERSION, HEAD_KINDS, HEADER_KEY, TOKENIZER
+from policies.portable import FORMAT, FORMAT_VERSION, HEAD_KINDS, HEADER_KEY, TERM_END, TOKENIZER
 
 #: The TorchScript class of each head (``original_name``) → its portable ``kind``.
 HEAD_CLASSES = {
@@ -61,8 +61,7 @@ def _text_part(module: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         "terms": len(terms),
     }
     tensors = {
-        "featurizer.terms": np.frombuffer(b"".join(terms), dtype=np.uint8).copy(),
-        "featurizer.term_ends": np.cumsum([len(term) for term in terms], dtype=np.int64),
+        "featurizer.terms": np.frombuffer(b"".join(term + TERM_END for term in terms), dtype=np.uint8).copy(),
         "featurizer.idf": _array(featurizer.idf),
         "text_map": _array(module.text_map),
         "dense_map": _array(module.dense_map),

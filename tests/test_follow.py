@@ -276,8 +276,9 @@ def test_through_the_real_service_the_gate_refuses_a_candidate_built_to_be_worse
 ) -> None:
     """The trained policy is served (serve.py, ε = 0.5, 1,500 queries by HTTP with their feedback);
     the follower's learner starts from a prior that swaps the models' quality estimates, so its
-    candidates are worse than the policy in service: every decision of the gate is a refusal, each
-    estimate negative, and version 0 stays in service."""
+    candidates are worse than the policy in service: every decision of the gate is a refusal, the
+    estimates are negative on average, and version 0 stays in service. (Which rounds are held out
+    follows the service's random query ids, so one estimate alone may land at or above 0: CI saw it.)"""
     run = tmp_path / "run"
     run.mkdir()
     (run / "policy.pt").write_bytes((demo_run.directory / "policy.pt").read_bytes())
@@ -299,7 +300,8 @@ def test_through_the_real_service_the_gate_refuses_a_candidate_built_to_be_worse
     follower.step()
     decisions = [e for e in follower.events if e["kind"] in ("promote", "refuse")]
     assert decisions and all(e["kind"] == "refuse" for e in decisions)
-    assert all(e["detail"]["estimate"] < 0 for e in decisions if "estimate" in e["detail"])
+    estimates = [e["detail"]["estimate"] for e in decisions if "estimate" in e["detail"]]
+    assert estimates and np.mean(estimates) < 0, estimates
     assert follower.history.versions() == [0]
 
 

@@ -261,3 +261,59 @@ def _with_header(twin: Path, **changes: object) -> Path:
     copy = twin.with_name("changed.safetensors")
     copy.write_bytes(save(dict(portable.tensors), metadata={HEADER_KEY: json.dumps(header)}))
     return copy
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"arms": {"models": []}}, "arms.models must be a non-empty list of distinct names"),
+        ({"arms": {"models": ["a", "a", "b", "c", "d"]}}, "arms.models must be a non-empty list of distinct names"),
+        ({"arms": {"default_cost_weight": -1}}, "default_cost_weight must be finite and >= 0"),
+        ({"head": {"layers": 10**9}}, "layers must be an integer of at most its tensors' count"),
+        ({"head": {"layers": "x"}}, "layers must be an integer of at most its tensors' count"),
+        ({"featurizer": {"delimiters": 5}}, "delimiters must be a list of ASCII byte values"),
+        ({"featurizer": {"delimiters": [-1, 10]}}, "delimiters must be a list of ASCII byte values"),
+        ({"featurizer": {"length_scale": 0}}, "length_scale must be a finite number > 0"),
+        ({"featurizer": {"terms": 3}}, "its featurizer says 3 terms"),
+        ({"metadata": []}, "its header's 'metadata' is not a JSON object"),
+    ],
+    ids=["no-models", "twice", "weight", "huge-layers", "layers-text", "delimiters", "negative-byte",
+         "length-scale", "terms", "metadata"],
+)
+def test_a_hostile_header_is_one_line_policy_error(
+    policies: dict[str, Path], change: dict, message: str
+) -> None:
+    """Every wrong value of the header is refused by name, before it is used (found by a hostile review)."""
+    source = read_portable(twin_path(policies["mlp_logit"])).header
+    header = {key: {**source[key], **value} if isinstance(value, dict) and isinstance(source.get(key), dict) else value
+              for key, value in change.items()}
+    with pytest.raises(PolicyError, match=message) as refused:
+        load_native_policy(_with_header(twin_path(policies["mlp_logit"]), **header))
+    assert "\n" not in str(refused.value)
+
+
+def test_non_finite_tensors_negative_prices_and_a_deep_header_are_refused(
+    policies: dict[str, Path], tmp_path: Path
+) -> None:
+    from safetensors.numpy import save
+
+    portable = read_portable(twin_path(policies["token_utility"]))
+    header = json.dumps(portable.header)
+    for name, edit, message in [
+        ("text_map", lambda a: a * np.nan, "its tensor text_map holds a value that is not finite"),
+        ("head.price_table", lambda a: -a, r"head.price_table must be \(K, 2\) prices >= 0"),
+    ]:
+        tensors = {**portable.tensors, name: edit(portable.tensors[name])}
+        path = tmp_path / f"{name}.safetensors"
+        path.write_bytes(save(tensors, metadata={HEADER_KEY: header}))
+        with pytest.raises(PolicyError, match=message):
+            load_native_policy(path)
+    deep = tmp_path / "deep.safetensors"
+    deep.write_bytes(save(dict(portable.tensors), metadata={HEADER_KEY: "[" * 100_000 + "]" * 100_000}))
+    with pytest.raises(PolicyError, match="not a routerl portable policy"):
+        load_native_policy(deep)
+    broken_twin = tmp_path / "beside" / "policy.pt"  # a twin that cannot be read: the policy.pt is converted
+    broken_twin.parent.mkdir()
+    broken_twin.write_bytes(policies["token_utility"].read_bytes())
+    twin_path(broken_twin).write_bytes(deep.read_bytes())
+    assert load_native_policy(broken_twin).version == load_policy(policies["token_utility"]).version
