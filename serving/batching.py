@@ -12,7 +12,9 @@ A batch whose call raises is scored again query by query, so that a query that m
 fail affects only its own request, exactly as without batching. With one torch thread (as
 ``serve.py`` runs) a query's scores in a batch are bit-identical to its scores alone, for every
 exported policy kind measured (LinUCB, PPO, kNN, logistic; ``tests/test_serve_batching.py``
-checks the demo policy). Under a live budget (:mod:`serving.budget`) the calls are
+checks the demo policy). The native engine scores a batch of fewer than 64 queries one query at a
+time, so the same holds; a full batch of 64 takes its vectorised path, equal within float64
+rounding (:mod:`policies.native_featurizer`). Under a live budget (:mod:`serving.budget`) the calls are
 ``score_costs``, which give each model's predicted cost with its score from one featurization.
 """
 
