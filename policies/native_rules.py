@@ -78,17 +78,16 @@ class NativeRule:
         self.glob = NativeGlob(str(when["pattern"])) if when.get("pattern") is not None else None
         self.tokens = (when.get("min_tokens"), when.get("max_tokens"))
         self.chars = (when.get("min_chars"), when.get("max_chars"))
+        self.needs_tokens = self.tokens != (None, None)
 
     @staticmethod
     def _within(value: int, bounds: tuple[int | None, int | None]) -> bool:
         low, high = bounds
         return (low is None or value >= low) and (high is None or value <= high)
 
-    def holds(self, lowered: str, tokens: Callable[[], int]) -> bool:
-        """Whether every condition holds for the ASCII-lowercased text (``tokens`` counts its tokens)."""
-        if not self._within(len(lowered), self.chars):
-            return False
-        if (self.tokens[0] is not None or self.tokens[1] is not None) and not self._within(tokens(), self.tokens):
+    def holds(self, lowered: str, tokens: int) -> bool:
+        """Whether every condition holds for the ASCII-lowercased text of ``tokens`` tokens."""
+        if not self._within(len(lowered), self.chars) or not self._within(tokens, self.tokens):
             return False
         if self.contains_any and not any(keyword in lowered for keyword in self.contains_any):
             return False
@@ -107,12 +106,14 @@ class NativeRuleSet:
             self.allowed[index, [list(models).index(model) for model in rule["route_to"]]] = True
         self.allowed[len(rules)] = True
         self.token_count = token_count
+        self.needs_tokens = any(rule.needs_tokens for rule in self.rules)  # else texts are not tokenized
 
     def first_match(self, text: str) -> int:
         """The index of the first rule that holds for ``text``; the number of rules when none does."""
         lowered = text.translate(ASCII_LOWER)
+        tokens = self.token_count(text) if self.needs_tokens else 0
         for index, rule in enumerate(self.rules):
-            if rule.holds(lowered, lambda: self.token_count(text)):
+            if rule.holds(lowered, tokens):
                 return index
         return len(self.rules)
 
