@@ -3,14 +3,14 @@
 #   make test   set up .venv, lint (ruff, mypy), run the whole test suite (slow tests included)
 # torch is installed first, pinned to the CPU wheel, so that nothing pulls a multi-GB CUDA build.
 # The tests' tools come with the set-up: cmake (PyPI, the dev extra), tensorboard (a dependency), Ray (the ray
-# extra), and, for `make test`, a C++ compiler (see `compiler`). With CI=true a skipped test fails (tests/conftest.py).
+# extra), and, for `make test`, a C++ compiler (see `compiler`) and Chromium (see `browser`). With CI=true a skipped test fails (tests/conftest.py).
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: run test setup lint compiler clean bench
+.PHONY: run test setup lint compiler browser clean bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ setup: $(VENV)/.installed
 run: setup
 	$(PY) train.py --overwrite
 
-test: lint compiler
+test: lint compiler browser
 	$(PY) -m pytest -q
 
 # tests/test_cpp.py compiles cpp/ against the torch wheel's libtorch: it needs a C++ compiler. Where none is
@@ -35,6 +35,16 @@ compiler:
 		echo "installing g++ (apt-get) for tests/test_cpp.py"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null; \
 	else echo "no C++ compiler: install g++ or clang++, or tests/test_cpp.py skips (and fails under CI=true)" >&2; fi
+
+# The page tests (tests/test_pages.py, tests/test_serve_ui.py) drive the system's Chromium with Playwright
+# (never a browser build of Playwright's own). Where none is installed and this runs as root with apt-get
+# (CI, on Debian), install Debian's chromium; elsewhere say what is missing.
+browser:
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null || [ -n "$$ROUTERL_CHROMIUM" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium (apt-get) for the page tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "no Chromium: install it (e.g. apt-get install chromium) or set ROUTERL_CHROMIUM, or the page tests skip (and fail under CI=true)" >&2; fi
 
 lint: setup
 	$(PY) -m ruff check .

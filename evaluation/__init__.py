@@ -15,5 +15,6 @@ seen only as a decision rule, ``decide(cost_weight) -> model index per query`` (
 - :mod:`evaluation.routers` -- adapters that let evaluation ask any router for its choice.
 - :mod:`evaluation.report` -- ``report.md``, the report as tables.
 - :mod:`evaluation.figures` -- ``frontier.png``.
+- :mod:`evaluation.html_report` -- ``report.html`` and ``compare.html``, a report as one interactive page.
 - :mod:`evaluation.__main__` -- ``python -m evaluation POLICY --data LOG``.
 """

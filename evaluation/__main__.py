@@ -1,6 +1,6 @@
 """Report of any exported policy on any log: ``python -m evaluation POLICY --data LOG [--out DIR]``.
 
-Writes ``report.json``, ``report.md`` and ``frontier.png`` into ``--out`` (default
+Writes ``report.json``, ``report.md``, ``report.html`` and ``frontier.png`` into ``--out`` (default
 ``<policy dir>/eval-<log name>/``); it never overwrites the training report. A full-information
 log gets metrics with bootstrap intervals, the frontier, AIQ and costs to reach the reference
 model's quality; a bandit-feedback log gets the same on its DR table of estimated outcomes (m̂
@@ -23,13 +23,14 @@ from data.rules import MAX_COST
 from data.schema import DataError
 from evaluation.evaluate import EvaluationConfig, EvaluationPlan, evaluate
 from evaluation.figures import save_frontier
+from evaluation.html_report import evaluation_commands, report_page
 from evaluation.ope import cross_fitted_predictions
 from evaluation.report import data_section, write_markdown
 from evaluation.routers import PolicyRouter
 from policies.artifact import PolicyError, load_policy
 
 EVALUATION_FOLDER = OutputKind(
-    "evaluation folder", frozenset({"report.json", "report.md", "frontier.png", "rejected.jsonl"})
+    "evaluation folder", frozenset({"report.json", "report.md", "report.html", "frontier.png", "rejected.jsonl"})
 )
 
 
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     write_text_atomically(out / "report.json", json.dumps(report, indent=2) + "\n")
     write_markdown(report, out / "report.md")
+    write_text_atomically(out / "report.html", report_page(report, evaluation_commands(str(args.policy), args.data)))
     save_frontier(report["frontier"], f"{metadata['agent']} on {Path(args.data).name}", out / "frontier.png")
     print((out / "report.md").read_text(encoding="utf-8"))
     print(f"report: {out}")

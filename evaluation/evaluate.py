@@ -218,7 +218,7 @@ def frontier_report(
         "zero_router_aiq": aiq_range.aiq(zero),
         "cost_range": list(aiq_range.cost_range),
         "cost_weights": sweep.weights.tolist(),
-        "points": sweep.points(),
+        "points": sweep.points(log.models),
         "hull": hull.to_json(),
         "single_models": {
             m: {"cost": float(c), "quality": float(q)} for m, c, q in zip(log.models, mean_cost, mean_quality)

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-import numpy as np
 
 from data.outputs import replacing
 from evaluation.frontier import Frontier
@@ -29,9 +28,7 @@ def frontier_figure(frontier: dict[str, Any], title: str) -> Figure:
     )
     for name, v in singles.items():
         axes.annotate(name, (v["cost"], v["quality"]), fontsize=7, xytext=(4, -3), textcoords="offset points")
-    zero = Frontier.from_points(
-        np.array([v["cost"] for v in singles.values()]), np.array([v["quality"] for v in singles.values()])
-    )
+    zero = Frontier.of_single_models(singles)
     axes.plot(
         zero.costs,
         zero.qualities,

@@ -35,6 +35,7 @@ cheapest model, unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -73,6 +74,12 @@ class Frontier:
             hull.append((c, q))
         vertices = np.array(hull)
         return cls(vertices[:, 0], vertices[:, 1])
+
+    @classmethod
+    def of_single_models(cls, single_models: Mapping[str, Mapping[str, float]]) -> Frontier:
+        """The zero router: the hull of a report's single models ``{model: {cost, quality}}``."""
+        points = list(single_models.values())
+        return cls.from_points(np.array([p["cost"] for p in points]), np.array([p["quality"] for p in points]))
 
     def quality_at(self, cost: float | np.ndarray, start: Point | None = None) -> np.ndarray:
         """Height of the frontier curve at ``cost`` (module docstring): the hull, flat after it,

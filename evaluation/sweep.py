@@ -11,7 +11,7 @@ means this and nothing else; the search over hyperparameters is :mod:`training.s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,11 +60,21 @@ class WeightSweep:
         """Hull of the swept operating points on the whole log."""
         return Frontier.from_points(self.cost.mean(axis=1), self.quality.mean(axis=1))
 
-    def points(self) -> list[dict[str, float]]:
-        """(cost weight, mean cost, mean quality) per swept weight."""
+    def points(self, models: Sequence[str]) -> list[dict[str, Any]]:
+        """Per swept weight w: w, mean cost c (USD per query), mean quality q, mean reward q − w·c, and
+        the share of the queries routed to each of ``models`` (named in the order of the action indices)."""
+        costs, qualities = self.cost.mean(axis=1), self.quality.mean(axis=1)
+        counts = np.stack([np.bincount(chosen, minlength=len(models)) for chosen in self.actions])  # (W, K)
+        shares = counts / max(self.actions.shape[1], 1)
         return [
-            {"cost_weight": float(w), "cost": float(c), "quality": float(q)}
-            for w, c, q in zip(self.weights, self.cost.mean(axis=1), self.quality.mean(axis=1))
+            {
+                "cost_weight": float(w),
+                "cost": float(c),
+                "quality": float(q),
+                "reward": float(q - w * c),
+                "share_per_model": {model: float(share) for model, share in zip(models, row)},
+            }
+            for w, c, q, row in zip(self.weights, costs, qualities, shares)
         ]
 
     def bootstrap_aiq(self, bootstrap: Bootstrap, aiq_range: AIQRange) -> np.ndarray:

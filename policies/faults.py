@@ -25,8 +25,8 @@ The points (docs/contracts.md §3.7 and §5.4 list them too), in the order a run
   version or none still in place) and ``<file>-renamed`` (in place): ``config`` (``config.yaml``,
   :func:`training.config.dump_config`), ``rejected`` (``rejected.jsonl``), ``frontier``
   (``frontier.png``), ``policy`` (``policy.pt``, :func:`policies.export.save_policy`, wherever it
-  writes), ``report-json`` and ``report-md`` (``report.json``, ``report.md``; after
-  ``report-md-renamed`` the run is finished);
+  writes), ``report-html``, ``report-json`` and ``report-md`` (``report.html``, ``report.json``,
+  ``report.md``; after ``report-md-renamed`` the run is finished);
 * the service's decision log (``serving.decisions.DecisionLog``): ``decision-start`` (the query
   is decided, nothing of its record written, nothing answered), ``decision-written`` (the record
   is written and flushed, the client not yet answered), and ``feedback-start`` and
@@ -46,7 +46,7 @@ import signal
 FAULT_VARIABLE = "ROUTERL_FAULT"
 
 CHECKPOINT_POINTS = ("checkpoint-start", "checkpoint-written", "checkpoint-renamed")
-RUN_FILES = ("config", "rejected", "frontier", "policy", "report-json", "report-md")  # in the order a run writes them
+RUN_FILES = ("config", "rejected", "frontier", "policy", "report-html", "report-json", "report-md")  # in write order
 RUN_DIRECTORY_POINTS = tuple(f"{name}-{stage}" for name in RUN_FILES for stage in ("written", "renamed"))
 DECISION_LOG_POINTS = ("decision-start", "decision-written", "feedback-start", "feedback-written")
 POINTS = CHECKPOINT_POINTS + RUN_DIRECTORY_POINTS + DECISION_LOG_POINTS

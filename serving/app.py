@@ -1,7 +1,8 @@
 """The router service's app factory: ``create_app(policy, settings) -> FastAPI`` (docs/contracts.md §4).
 
 Routes: ``POST /route``, ``POST /route/batch``, ``POST /feedback``, ``POST /v1/chat/completions``
-(with ``--backends``), ``POST /admin/reload``, ``GET /healthz``, ``GET /metrics``. Every error
+(with ``--backends``), ``POST /admin/reload``, ``GET /healthz``, ``GET /metrics``, and the
+dashboard under ``/ui`` (:mod:`serving.ui`). Every error
 has the body ``{"error": {"type", "message"}}`` (see :mod:`serving.errors` for the statuses).
 
 This module only wires the parts together: the bodies are in :mod:`serving.schemas`, the
@@ -41,6 +42,7 @@ from fastapi.responses import Response
 from serving.auth import AuthMiddleware
 from serving.backends import load_backends
 from serving.caller import caller_of
+from serving.dashboard import Dashboard
 from serving.decisions import DecisionLog
 from serving.errors import ApiError, SafeJSONResponse, install_error_handlers
 from serving.metrics import Metrics, MetricsMiddleware
@@ -70,6 +72,7 @@ from serving.schemas import (
 from serving.settings import Settings
 from serving.spending import Spending
 from serving.tenants import Tenant, load_tenants
+from serving.ui import add_ui_routes
 from serving.workers import POLICY_FILE
 
 logger = logging.getLogger("routerl.serving")
@@ -280,6 +283,7 @@ def create_app(
     app.state.metrics = service.metrics
     install_error_handlers(app)
     _add_routes(app, service)
+    add_ui_routes(app, Dashboard(service.slot, service.metrics, service.router, settings), service.router)
     routes = {route.path for route in app.routes if hasattr(route, "path")}
     app.add_middleware(LeanRoutes, router=service.router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout)

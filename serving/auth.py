@@ -11,6 +11,10 @@
   and the request's tenant is put in the scope (:mod:`serving.caller`); ``ROUTERL_API_TOKEN``, if
   set, stays a token without a tenant.
 
+- Under ``/ui`` (the dashboard, :mod:`serving.ui`) the token may also come in the ``routerl_token``
+  cookie, which the sign-in form (``POST /ui/login``, open) sets; ``GET /ui`` answers a missing or
+  wrong token with the sign-in page instead of a JSON error, with the same status.
+
 A missing ``Authorization: Bearer ...`` header is answered 401, a wrong token 403. Tokens are
 compared in constant time and never logged.
 """
@@ -18,24 +22,48 @@ compared in constant time and never logged.
 from __future__ import annotations
 
 import secrets
+from urllib.parse import unquote
 
 from starlette.datastructures import Headers
+from starlette.requests import cookie_parser
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.caller import TENANT_STATE
 from serving.errors import error_response
 from serving.tenants import Tenant
+from serving.ui import TOKEN_COOKIE, login_page
 
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", "/ui/login"})
 ADMIN_PREFIX = "/admin/"
+#: The dashboard's paths: the token may come in :data:`serving.ui.TOKEN_COOKIE` there.
+UI_PREFIX = "/ui"
 
 
-def _bearer(headers: Headers) -> str | None:
-    """The token of an ``Authorization: Bearer TOKEN`` header, or None."""
+def _bearer(scope: Scope) -> str | None:
+    """The token of an ``Authorization: Bearer TOKEN`` header, or under ``/ui`` of the
+    ``routerl_token`` cookie, or None."""
+    headers = Headers(scope=scope)
     scheme, _, token = headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    path = scope["path"]
+    if (path == UI_PREFIX or path.startswith(UI_PREFIX + "/")) and "cookie" in headers:
+        cookie = unquote(cookie_parser(headers["cookie"]).get(TOKEN_COOKIE, "")).strip()
+        return cookie or None
+    return None
+
+
+#: The header of a 401: the token goes in a bearer header.
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def _refusal(scope: Scope, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """The error response of a refused request: the JSON error, or for ``GET /ui`` (a browser
+    opening the dashboard) the sign-in page with the same status."""
+    if scope["path"] == UI_PREFIX and scope["method"] == "GET":
+        return login_page(status, message)
+    return error_response(status, message, headers=headers)
 
 
 class AuthMiddleware:
@@ -72,19 +100,21 @@ class AuthMiddleware:
         if expected is None and not admin:
             await self.app(scope, receive, send)
             return
+        response: Response
         if expected is None:
             response = error_response(403, "admin routes are disabled: set ROUTERL_ADMIN_TOKEN")
         else:
-            token = _bearer(Headers(scope=scope))
+            token = _bearer(scope)
             kind = "admin" if admin else "API"
             if token is None:
-                response = error_response(
+                response = _refusal(
+                    scope,
                     401,
                     f"missing bearer token: send 'Authorization: Bearer <{kind} token>'",
-                    headers={"WWW-Authenticate": "Bearer"},
+                    CHALLENGE,
                 )
             elif not secrets.compare_digest(token.encode(), expected.encode()):
-                response = error_response(403, f"wrong {kind} token")
+                response = _refusal(scope, 403, f"wrong {kind} token")
             else:
                 await self.app(scope, receive, send)
                 return
@@ -92,20 +122,16 @@ class AuthMiddleware:
 
     async def _check_tenant(self, scope: Scope, receive: Receive, send: Send) -> None:
         """With tenants: the token must be a tenant's (its tenant goes in the scope) or the API token."""
-        token = _bearer(Headers(scope=scope))
+        token = _bearer(scope)
         if token is None:
-            response = error_response(
-                401,
-                "missing bearer token: send 'Authorization: Bearer <API token>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            response = _refusal(scope, 401, "missing bearer token: send 'Authorization: Bearer <API token>'", CHALLENGE)
             await response(scope, receive, send)
             return
         tenant = self._tenant(token)
         if tenant is None and not (
             self.api_token is not None and secrets.compare_digest(token.encode(), self.api_token.encode())
         ):
-            await error_response(403, "wrong API token")(scope, receive, send)
+            await _refusal(scope, 403, "wrong API token")(scope, receive, send)
             return
         scope.setdefault("state", {})[TENANT_STATE] = tenant
         await self.app(scope, receive, send)

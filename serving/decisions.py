@@ -223,6 +223,16 @@ _FEEDBACK_POINTS = ("feedback-start", "feedback-written")
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
 
 
+def shown_query(query: str, log_queries: LogQueries) -> str | None:
+    """What the service keeps (the decision log) or shows (the dashboard) of ``query`` under
+    ``--log-queries``: the text (``full``), its sha256 hex (``hash``) or nothing (``none``)."""
+    if log_queries == "full":
+        return query
+    if log_queries == "hash":
+        return hashlib.sha256(query.encode("utf-8")).hexdigest()
+    return None
+
+
 def _now() -> str:
     """The current UTC time in ISO 8601 with microseconds."""
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
@@ -262,14 +272,6 @@ class DecisionLog:
                 path,
             )
 
-    def _query_field(self, query: str) -> str | None:
-        """What the log keeps of ``query`` under ``--log-queries``."""
-        if self.log_queries == "full":
-            return query
-        if self.log_queries == "hash":
-            return hashlib.sha256(query.encode("utf-8")).hexdigest()
-        return None
-
     def _append(self, record: dict[str, Any], points: tuple[str, str]) -> None:
         """Write one record as one line, between its two fault points (:mod:`policies.faults`).
 
@@ -297,7 +299,7 @@ class DecisionLog:
         self._append(
             {
                 "query_id": query_id,
-                "query": self._query_field(query),
+                "query": shown_query(query, self.log_queries),
                 "model": model,
                 "propensity": propensity,
                 "cost_weight": cost_weight,

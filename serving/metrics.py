@@ -16,6 +16,12 @@ Each app has its own registry, so that several apps in one process never share c
 - ``routerl_tenant_decisions_total{tenant, model}``: decisions per tenant (``--tenants``).
 - ``routerl_rule_conflicts_total``: queries whose matching rule override left no allowed model,
   so it was set aside (:mod:`serving.router`).
+- ``routerl_explored_decisions_total``: decisions whose model is not the greedy choice (an
+  exploration draw, ``--explore``), so that explored / decided is the share explored.
+- ``routerl_feedback_total{model}`` and ``routerl_feedback_quality_total{model}``: ``POST /feedback``
+  records and the sum of their quality, by the model the decision chose (``unknown`` when this
+  process did not make the decision or has forgotten it: it remembers its latest
+  :data:`REMEMBERED_DECISIONS`); their ratio is the mean quality per model.
 - The live budget (``--budget``, tenants' budgets; :mod:`serving.budget`), per ``account`` (the
   tenant, ``""`` for ``--budget``): ``routerl_budget_usd`` (the target, USD per query),
   ``routerl_budget_cost_weight`` (the weight it routes at now), ``routerl_budget_mean_cost_usd``
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import (
@@ -50,6 +57,10 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CLIENT_CLOSED_REQUEST = 499
 #: Latency buckets in seconds: the interesting range of a router is 0.5 ms to a few seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+#: Decisions whose model a process remembers, to count feedback by model (about 100 bytes each).
+REMEMBERED_DECISIONS = 100_000
+#: The model a feedback is counted under when its decision is not remembered.
+UNKNOWN_MODEL = "unknown"
 
 
 class Metrics:
@@ -79,6 +90,15 @@ class Metrics:
         self.rule_conflicts = self._counter(
             "routerl_rule_conflicts", "Queries whose rule override left no allowed model (set aside)."
         )
+        self.explored = self._counter(
+            "routerl_explored_decisions", "Decisions whose model is not the greedy choice (exploration)."
+        )
+        self.feedback = self._counter("routerl_feedback", "Feedback records by the decision's model.", "model")
+        self.feedback_quality = self._counter(
+            "routerl_feedback_quality", "Sum of the quality of the feedback records, by the decision's model.", "model"
+        )
+        #: query_id -> model of this process's latest decisions (for feedback by model).
+        self.decided_models: OrderedDict[str, str] = OrderedDict()
         self.budget_corrections = self._counter(
             "routerl_budget_corrections", "Actual costs given to the live budget, by result.", "result"
         )
@@ -132,6 +152,18 @@ class Metrics:
         if children[1] is not None:
             children[1].inc()
 
+    def remember_decision(self, query_id: str, model: str) -> None:
+        """Remember which model ``query_id`` went to (the latest :data:`REMEMBERED_DECISIONS`)."""
+        self.decided_models[query_id] = model
+        if len(self.decided_models) > REMEMBERED_DECISIONS:
+            self.decided_models.popitem(last=False)
+
+    def fed_back(self, query_id: str, quality: float) -> None:
+        """Count one feedback record and its quality under its decision's model (or ``unknown``)."""
+        model = self.decided_models.get(query_id, UNKNOWN_MODEL)
+        self.feedback.labels(model).inc()
+        self.feedback_quality.labels(model).inc(quality)
+
     def refused_connection(self, reason: str) -> None:
         """Count one connection refused or closed for ``reason`` (:mod:`serving.connections`)."""
         self.connections_refused.labels(reason).inc()
@@ -142,13 +174,18 @@ class Metrics:
         In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set, as ``serve.py --workers`` does)
         every process's values are written to files in that folder; the exposition adds them up.
         """
+        return generate_latest(self.collected()), CONTENT_TYPE_LATEST
+
+    def collected(self) -> CollectorRegistry:
+        """The registry that :meth:`render` (and the dashboard's ``GET /ui/data``) reads: this
+        process's, or every worker's added up (multiprocess mode), after :attr:`before_render`."""
         if self.before_render is not None:
             self.before_render()
         if os.environ.get(MULTIPROC_ENV):
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
-            return generate_latest(registry), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+            return registry
+        return self.registry
 
 
 class MetricsMiddleware:

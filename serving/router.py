@@ -50,11 +50,12 @@ from starlette.responses import Response
 from serving.batching import ScoreBatcher, Scored
 from serving.budget import Charge
 from serving.caller import Caller
-from serving.decisions import DecisionLog, Exploration, ranking
+from serving.decisions import DecisionLog, Exploration, best, ranking
 from serving.errors import ApiError
 from serving.metrics import Metrics
 from serving.policy import PolicySlot, ServingPolicy
 from serving.proxy import ChatProxy, ChatRequest, Usage, cost_weight_of, routing_text
+from serving.recent import RecentDecisions
 from serving.schemas import BatchRequest, FeedbackRequest, RouteRequest
 from serving.settings import Settings
 from serving.spending import Spending
@@ -67,7 +68,8 @@ NO_CALLER = Caller()
 @dataclass(frozen=True)
 class Decision:
     """One routed query: its id, chosen model (index and name), propensity, scores (None: fallback),
-    the models it was chosen among (rules applied), and whether a session's rule chose it."""
+    the models it was chosen among (rules applied), whether a session's rule chose it, and whether
+    an exploration draw chose another model than the greedy one."""
 
     query_id: str
     index: int
@@ -76,6 +78,7 @@ class Decision:
     scores: list[float] | None
     allowed: list[int]
     session_turn: bool = False
+    explored: bool = False
 
 
 def _predicted_cost(index: int, scored: Scored | None, row: int) -> float:
@@ -108,6 +111,7 @@ class Router:
         self.spending = spending or Spending.none()
         self.rng = random.Random(settings.explore_seed)
         self.batcher = ScoreBatcher()
+        self.recent = RecentDecisions(settings.log_queries)
         exploration = Exploration.of(settings, slot.current.models)
         exploration.check_floor(len(slot.current.models))  # a ValueError stops the start (exit 2)
         self._rule = (slot.current, exploration, (*slot.current.models, *exploration.new_models))
@@ -274,7 +278,8 @@ class Router:
         index, propensity = exploration.choose(scores, allowed, self.rng)
         if sessions is not None and caller.session is not None:
             sessions.remember(caller.tenant_name, caller.session, models[index])
-        return Decision(uuid.uuid4().hex, index, models[index], propensity, scores, allowed)
+        explored = propensity < 1.0 and (not scored or index != best(scores, scored))
+        return Decision(uuid.uuid4().hex, index, models[index], propensity, scores, allowed, explored=explored)
 
     def decide(
         self,
@@ -300,6 +305,10 @@ class Router:
             if account is not None:
                 charges.append(Charge(account, _predicted_cost(decision.index, scored, i)))
             self.metrics.decided(decision.model, caller.tenant_name)
+            if decision.explored:
+                self.metrics.explored.inc()
+            if self.log is not None:  # feedback needs the log: count it by model (serving.metrics)
+                self.metrics.remember_decision(decision.query_id, decision.model)
             decisions.append(decision)
         if charges:
             self.spending.book([d.query_id for d in decisions], charges)
@@ -315,7 +324,9 @@ class Router:
         model: str | None = None,
         usage: Usage | None = None,
     ) -> None:
-        """Append the decision to the log (if any); ``model``: the one served, if different."""
+        """Append the decision to the log (if any) and the dashboard's latest decisions; ``model``:
+        the one served, if different."""
+        self.recent.add(model or decision.model, cost_weight, decision.explored, query)
         if self.log is None:
             return
         chosen = decision.model
@@ -397,6 +408,7 @@ class Router:
                 "(--max-feedback-cost)",
             )
         self.log.feedback(body.query_id, body.quality, body.cost)
+        self.metrics.fed_back(body.query_id, body.quality)
         if body.cost is not None:
             self.spending.correct(body.query_id, body.cost, self.metrics)
 

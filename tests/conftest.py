@@ -1,7 +1,8 @@
 """Shared fixtures and helpers of the tests.
 
 - Fixtures: one real training run on the demo data (``demo_run``, ``demo_policy``; with rule overrides
-  ``rules_policy``), the shared RouterBench logs (``routerbench``), a local Ray cluster (``ray_cluster``).
+  ``rules_policy``), the shared RouterBench logs (``routerbench``), a local Ray cluster (``ray_cluster``),
+  the system's headless Chromium driven by Playwright (``chromium``).
 - Child processes, as a user runs the commands: :func:`run_python` (``python ARGS``),
   :func:`run_train` (``python train.py --quiet ARGS``), :func:`run_train_on_routerbench` (the
   same with the RouterBench config and logs) and :func:`run_isolated` (``python -I -c SCRIPT``,
@@ -20,6 +21,7 @@ import mode puts ``tests/`` on ``sys.path``).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Generator, Iterator
@@ -145,6 +147,26 @@ def routerbench() -> Path:
     if not ROUTERBENCH.is_dir():
         pytest.skip(f"{ROUTERBENCH} is absent (a fresh clone has no ../shared/data)")
     return ROUTERBENCH
+
+
+def chromium_executable() -> str | None:
+    """The system's Chromium: ``ROUTERL_CHROMIUM``, else ``chromium`` or ``chromium-browser`` on the PATH
+    (``make browser`` installs Debian's). Playwright's own browser builds are never used."""
+    return os.environ.get("ROUTERL_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """A real headless Chromium (the system's, :func:`chromium_executable`) driven by Playwright, for the
+    page tests; skips (a failure in CI) when either is missing."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    executable = chromium_executable()
+    if executable is None:
+        pytest.skip("no Chromium on this machine: make browser installs it")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield browser
+        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@
 checkpoints' points are tested in tests/test_resume.py; here:
 
 * **The run directory.** ``train.py`` is killed at each point of each of its files (config.yaml,
-  rejected.jsonl, frontier.png, policy.pt, report.json, report.md), one kill after another in one
+  rejected.jsonl, frontier.png, policy.pt, report.html, report.json, report.md), one kill after another in one
   run directory, each time rerun as an operator would (``--resume`` when it has a config.yaml,
   else ``--overwrite``). After each kill the file being written is the previous version (or
   absent) with a complete new one beside it, or the new one in place; ``report.md`` exists only
@@ -20,7 +20,7 @@ checkpoints' points are tested in tests/test_resume.py; here:
 
 Each run of ``train.py`` is a fork of one process that has the heavy libraries (torch, numpy,
 pandas, matplotlib, ...) loaded and no module of routerl, so that each fork imports routerl and
-reads its own ``ROUTERL_FAULT``: the same ``train.py``, without paying for those imports fifteen
+reads its own ``ROUTERL_FAULT``: the same ``train.py``, without paying for those imports seventeen
 times.
 """
 
@@ -49,8 +49,8 @@ from policies.faults import DECISION_LOG_POINTS, FAULT_VARIABLE, RUN_DIRECTORY_P
 
 # ----------------------------------------------------------------------------- train.py
 
-FILE_NAMES = dict(zip(RUN_FILES, ("config.yaml", "rejected.jsonl", "frontier.png", "policy.pt", "report.json",
-                                  "report.md"), strict=True))
+FILE_NAMES = dict(zip(RUN_FILES, ("config.yaml", "rejected.jsonl", "frontier.png", "policy.pt", "report.html",
+                                  "report.json", "report.md"), strict=True))
 BAD_ROWS = ['{"query_id": "bad-1", "query": "q", "model": "m", "quality": 2.5, "cost": 0.001}', "{not json"]
 
 FORKER = r"""

@@ -245,7 +245,7 @@ def test_policy_reports_and_figure_are_replaced_by_rename(tmp_path: Path, monkey
     out = tmp_path / "run"
     prepare_directory(out, overwrite=False)
     train(load_config(DEFAULT_CONFIG, ["evaluation.bootstrap=0"]), out, quiet=True)
-    assert {MARKER, "policy.pt", "report.json", "report.md", "frontier.png"} <= set(renamed)
+    assert {MARKER, "policy.pt", "report.html", "report.json", "report.md", "frontier.png"} <= set(renamed)
 
 
 KILLED_WRITE = """

@@ -39,6 +39,7 @@ from data.routing_log import RoutingLog
 from data.schema import DataError
 from data.splits import hash_unit
 from evaluation.evaluate import EvaluationPlan, evaluate, sweep_weights, zero_router
+from evaluation.html_report import comparison_commands, comparison_page
 from evaluation.sweep import AIQRange, WeightSweep, paired_aiq_difference
 from training.config import RunConfig, load_config
 from training.factory import AGENTS, make_agent
@@ -50,7 +51,7 @@ COMPARED = ("linucb", "ppo", "knn", "logistic")
 OWN_LEARNERS = ("linucb", "lints", "ppo")
 FoldScheme = Literal["query", "task"]
 Input = Literal["text", "embedding"]
-COMPARISON_FOLDER = OutputKind("comparison folder", frozenset({"compare.json", "compare.md"}))
+COMPARISON_FOLDER = OutputKind("comparison folder", frozenset({"compare.json", "compare.md", "compare.html"}))
 
 
 class Featurizer(Protocol):
@@ -273,6 +274,8 @@ def compare(
         "cost_range": frontier["cost_range"],
         "reference_model": reference,
         "reference": frontier["single_models"][reference],
+        "single_models": frontier["single_models"],
+        "cost_weights": frontier["cost_weights"],
         "zero_router": zero,
         "oracle": {"quality": frontier["oracle"]["quality"], "cost": frontier["oracle"]["cost"]},
         "agents": agents,
@@ -299,13 +302,14 @@ def _data_section(log: RoutingLog, config: RunConfig) -> dict[str, Any]:
 
 
 def _agent_entry(evaluation: Any) -> dict[str, Any]:
-    """A router's row of compare.json, from its frontier section: AIQ and the costs to reach the reference."""
+    """A router's row of compare.json, from its frontier section: AIQ, the costs to reach the reference, the
+    swept points (with the shares per model) and their hull."""
     frontier = evaluation.sections["frontier"]
     entry = {"aiq": frontier["aiq"], "aiq_ci95": frontier["aiq_ci95"]}
     for key, reach in frontier["cost_to_reach"].items():
         entry[f"cost_to_{key}"] = reach["policy_cost"]
         entry[f"cost_to_{key}_share_of_reference"] = reach["policy_cost_share_of_reference"]
-    return entry
+    return entry | {"points": frontier["points"], "hull": frontier["hull"]}
 
 
 def _per_fold(log: RoutingLog, folds: Folds, sweeps: dict[str, WeightSweep]) -> dict[str, Any]:
@@ -433,7 +437,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--inputs", help="comma-separated from text, embedding: each agent on each (default: the "
                         "config's input); embedding reads the log's embedding column")  # fmt: skip
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--out", type=Path, required=True, help="folder for compare.json and compare.md")
+    parser.add_argument("--out", type=Path, required=True, help="folder for compare.json, .md and .html")
     return parser
 
 
@@ -449,7 +453,7 @@ def _names(text: str, allowed: Sequence[str], option: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: cross-validate agents on a log and write compare.json and compare.md."""
+    """CLI: cross-validate agents on a log and write compare.json, compare.md and compare.html."""
     args = _parser().parse_args(argv)
     try:
         check_output(args.out, COMPARISON_FOLDER)  # before the work, which can take hours
@@ -469,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     write_text_atomically(args.out / "compare.json", json.dumps(report, indent=2) + "\n")
     text = markdown(report)
     write_text_atomically(args.out / "compare.md", text)
+    page = comparison_page(report, comparison_commands(report, str(args.config), args.overrides))
+    write_text_atomically(args.out / "compare.html", page)
     print(text)
     return 0
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from agents.base import Agent, FeaturizedSplit
 from agents.baselines import RandomRouter, SingleModelRouter
 from data.loading import load_log
-from data.outputs import Inputs, OutputKind, claim_output, remove_killed_writes, replacing
+from data.outputs import Inputs, OutputKind, claim_output, remove_killed_writes, replacing, write_marker
 from data.prices import DEFAULT_PRICES, PriceTable
 from data.quarantine import Quarantine
 from data.schema import DataError
@@ -27,6 +27,7 @@ from evaluation.budget import GRID_POINTS, BudgetCalibration, BudgetTarget
 from evaluation.evaluate import EvaluationPlan, evaluate
 from evaluation.figures import frontier_figure
 from evaluation.frontier import cost_weight_grid
+from evaluation.html_report import report_page, run_commands
 from evaluation.report import data_section, markdown
 from evaluation.sweep import Decide
 from policies.faults import fault_point
@@ -77,6 +78,7 @@ RUN_DIRECTORY = OutputKind(
             "policy.safetensors",
             "policy.pt2",  # python -m policies export-program writes it beside policy.pt
             "learner.npz",
+            "report.html",
             "report.json",
             "report.md",
         }
@@ -126,6 +128,7 @@ def _train(
 ) -> RunResult:
     progress = not quiet
     remove_killed_writes(out)  # a resumed run's: the temporary files of writes a kill interrupted
+    write_marker(out, RUN_DIRECTORY)  # a resumed run's marker lists the files this version writes (report.html)
     (out / "report.md").unlink(missing_ok=True)  # a resumed run's: unfinished until its own report is in place
     dump_config(config, out / "config.yaml")  # first, so that --resume can read it
     loaded = load_log(
@@ -210,7 +213,7 @@ def evaluate_and_export(
     progress: bool = False,
     refit: Refit | None = None,
 ) -> RunResult:
-    """Evaluate on the test split; write report.json, report.md, frontier.png, TensorBoard and policy.pt.
+    """Evaluate on the test split; write the reports (html, json, md), frontier.png, TensorBoard and policy.pt.
 
     The report's sections are :func:`evaluation.evaluate.evaluate`'s, after the run's own (data,
     split, featurizer, policy, exported_policy). ``policy.pt`` holds the evaluated agent, or,
@@ -246,7 +249,8 @@ def evaluate_and_export(
     with tqdm(total=1, desc="exporting policy.pt", disable=not progress, leave=False) as bar:
         export_policy(config, inputs, exported, report, out)
         bar.update()
-    as_json = json.dumps(report, indent=2) + "\n"
+    page, as_json = report_page(report, run_commands()), json.dumps(report, indent=2) + "\n"
+    _write_run_file(out / "report.html", "report-html", lambda path: path.write_text(page, encoding="utf-8"))
     _write_run_file(out / "report.json", "report-json", lambda path: path.write_text(as_json, encoding="utf-8"))
     _write_run_file(out / "report.md", "report-md", lambda path: path.write_text(markdown(report), encoding="utf-8"))
     return RunResult(out, report)
