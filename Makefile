@@ -10,16 +10,23 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: run test setup lint compiler browser clean bench
+.PHONY: run test setup setup-dev lint compiler browser clean bench
 
+# `make run` needs routerl and its service; `make test` adds the tests' tools (the dev and ray extras).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[serve]"
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[serve,dev,ray]"
 	touch $@
 
 setup: $(VENV)/.installed
+
+setup-dev: $(VENV)/.installed-dev
 
 run: setup
 	$(PY) train.py --overwrite
@@ -46,7 +53,7 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "no Chromium: install it (e.g. apt-get install chromium) or set ROUTERL_CHROMIUM, or the page tests skip (and fail under CI=true)" >&2; fi
 
-lint: setup
+lint: setup-dev
 	$(PY) -m ruff check .
 	$(PY) -m mypy data envs agents policies evaluation training serving train.py serve.py
 
@@ -54,7 +61,7 @@ clean:
 	rm -rf $(VENV) runs
 
 # Quick versions of every benchmark (under 10 minutes on 2 cores); see bench/README.md.
-bench: setup
+bench: setup-dev
 	-$(PY) -m pip install --quiet -e ".[bench]"  # peers; a failed install only skips them
 	OPENBLAS_NUM_THREADS=1 $(PY) bench/bench_linucb_fit.py --sizes 10000,100000 --repeats 3 --vw-rows 5000 --per-arm-max 10000
 	$(PY) train.py --quiet --out runs/bench-demo --overwrite > /dev/null

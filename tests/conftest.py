@@ -11,7 +11,7 @@
 - The product's files, for the layering and layout checks: :func:`product_files`.
 - Hooks (at the end): in CI (``CI=true``) a skipped test is a failure unless it is on
   :data:`SKIPS_ALLOWED_IN_CI`, the one allow-list of skips, each entry with its reason (empty today:
-  every tool the tests need is installed by ``make setup``/``make test``, and no test needs a GPU);
+  every tool the tests need is installed by ``make setup-dev``/``make test``, and no test needs a GPU);
   and every run ends with one line ``tests: N run, N passed, N skipped, N failed``.
 
 Test modules import the helpers with ``from conftest import ...`` (pytest's default ``prepend``
@@ -155,10 +155,13 @@ def chromium_executable() -> str | None:
     return os.environ.get("ROUTERL_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     """A real headless Chromium (the system's, :func:`chromium_executable`) driven by Playwright, for the
-    page tests; skips (a failure in CI) when either is missing."""
+    page tests; skips (a failure in CI) when either is missing.
+
+    One per test module: Playwright's synchronous API runs an asyncio event loop in this thread while it is
+    open, and ``asyncio.run`` (other modules' tests) refuses to start inside a running loop."""
     sync_api = pytest.importorskip("playwright.sync_api")
     executable = chromium_executable()
     if executable is None:

@@ -42,7 +42,7 @@ def test_make_run_in_a_fresh_clone(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "held-out: quality" in done.stdout
     assert "serve it:  python serve.py --policy" in done.stdout
-    for name in ("policy.pt", "report.json", "report.md", "config.yaml", "rejected.jsonl"):
+    for name in ("policy.pt", "report.json", "report.md", "report.html", "config.yaml", "rejected.jsonl"):
         assert (clone / "runs" / "default" / name).is_file()
     again = subprocess.run(["make", "run"], cwd=clone, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]  # re-runnable: --overwrite replaces the run

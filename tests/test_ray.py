@@ -28,7 +28,7 @@ from data.splits import hash_unit, split
 from training.config import RunConfig, load_config
 from training.run import RunResult, prepare_directory, train
 
-pytest.importorskip("ray")  # the [ray] extra, installed by make setup; in CI a skip fails (conftest)
+pytest.importorskip("ray")  # the [ray] extra, installed by make setup-dev (make test); in CI a skip fails (conftest)
 from training import distributed  # project code: an import error fails, never skips
 
 pytestmark = pytest.mark.slow

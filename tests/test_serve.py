@@ -7,7 +7,9 @@ stdout and talk HTTP to it. The policy comes from the ``demo_policy`` fixture of
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import queue
@@ -22,11 +24,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+from unittest import mock
 
 import httpx
 import pytest
 import torch
+
+import serve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 90.0
@@ -477,8 +482,8 @@ def test_flags_change_the_limits(demo_policy: Path, tmp_path: Path) -> None:
         _stop(running.process)
 
 
-def _run_serve(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``serve.py`` to completion (it must exit by itself)."""
+def _run_serve_process(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``serve.py`` in a process of its own to completion (it must exit by itself)."""
     return subprocess.run(
         [sys.executable, "serve.py", *args],
         cwd=REPO_ROOT,
@@ -486,6 +491,32 @@ def _run_serve(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
     )
+
+
+def _never_serve(*args: object, **kwargs: object) -> NoReturn:
+    raise AssertionError("serve.py would have started serving: this call expected a refusal")
+
+
+def _run_serve(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``serve.py``'s entry point (``serve.main``) in this process, for the calls that must be refused
+    at start: its exit status and what it printed, as ``_run_serve_process`` gives them, a second faster.
+
+    Serving instead of refusing fails the test (it would block): ``serving.server.serve`` and the
+    supervisor of ``--workers`` raise here. The refusals of a real process are checked by the tests of
+    the missing and invalid policy, which use :func:`_run_serve_process`.
+    """
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with (
+        mock.patch("serving.server.serve", _never_serve),
+        mock.patch("serving.server._supervise", _never_serve),
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+    ):
+        try:
+            status = serve.main(list(args))
+        except SystemExit as exit_:
+            status = exit_.code if isinstance(exit_.code, int) else 1
+    return subprocess.CompletedProcess(["serve.py", *args], status, stdout.getvalue(), stderr.getvalue())
 
 
 def _assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -500,13 +531,13 @@ def _assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: s
 
 def test_missing_policy_exits_2_with_one_line(tmp_path: Path) -> None:
     missing = tmp_path / "runs" / "nothing" / "policy.pt"
-    _assert_one_line_error(_run_serve("--policy", str(missing), "--port", "0"), str(missing))
+    _assert_one_line_error(_run_serve_process("--policy", str(missing), "--port", "0"), str(missing))
 
 
 def test_invalid_policy_exits_2_with_one_line(tmp_path: Path) -> None:
     garbage = tmp_path / "policy.pt"
     garbage.write_bytes(b"this is not a TorchScript archive\n" * 10)
-    _assert_one_line_error(_run_serve("--policy", str(garbage), "--port", "0"), str(garbage))
+    _assert_one_line_error(_run_serve_process("--policy", str(garbage), "--port", "0"), str(garbage))
     _assert_one_line_error(_run_serve("--policy", str(tmp_path), "--port", "0"), str(tmp_path))
 
 

@@ -16,6 +16,7 @@ import training.run as run_module
 from data.loading import load_log
 from data.splits import split
 from evaluation.frontier import Frontier
+from training.cli import main
 from training.config import load_config
 from training.run import RunResult
 
@@ -111,7 +112,7 @@ def test_same_seed_same_report_in_two_processes(tmp_path: Path) -> None:
     assert "serve it:  python serve.py --policy" in first.stdout
 
 
-def test_user_errors_exit_2_with_one_line(tmp_path: Path) -> None:
+def test_user_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "file").write_text("x")
     cases = [
@@ -123,11 +124,18 @@ def test_user_errors_exit_2_with_one_line(tmp_path: Path) -> None:
         ("--set", "reward.cost_weight=cheap", "--out", str(tmp_path / "z")),
         ("--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "w")),
     ]
-    for args in cases:
-        done = run_train(*args)
-        assert done.returncode == 2, (args, done.stderr)
-        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-        assert "Traceback" not in done.stderr and done.stderr.startswith("train.py: error:")
+    first = run_train(*cases[0])  # a real process: the exit status and all it prints
+    outcomes = [(first.returncode, first.stderr)]
+    for args in cases[1:]:  # the same entry point in this process (a second each saved)
+        try:
+            status = main(["--quiet", *args])
+        except SystemExit as exit_:
+            status = exit_.code
+        outcomes.append((status, capsys.readouterr().err))
+    for args, (status, stderr) in zip(cases, outcomes, strict=True):
+        assert status == 2, (args, stderr)
+        assert len(stderr.strip().splitlines()) == 1, stderr
+        assert "Traceback" not in stderr and stderr.startswith("train.py: error:")
     assert (tmp_path / "busy" / "file").read_text() == "x"
 
 
