@@ -1,8 +1,11 @@
 """The production learning loop (``python -m training.follow``): exact statistics, kills, the gate, drift, rollback.
 
-Most decision logs here are written as ``serve.py`` writes them (:func:`serve_offline`: the policy
-in service decides ε-greedy, each decision with its exact propensity, and the feedback follows
-with the logged world's outcome); the last test runs the loop through the real service over HTTP.
+The scenarios of the issue run through the real service over HTTP (:func:`serve_http`: clients route
+and report outcomes, the follower reads the service's log and reloads it at each promotion): a stale
+policy replaced, a worse candidate refused, kills of the service and of the follower, drift, a model
+added to the pool. The unit tests of the statistics and the gate write decision logs as ``serve.py``
+writes them (:func:`serve_offline`: the policy in service decides ε-greedy, each decision with its
+exact propensity, and the feedback follows with the logged world's outcome).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from data.splits import hash_unit
 from policies.artifact import load_policy
 from policies.export import PolicyMetadata, build_text_policy, save_policy
 from training.checkpoints import read_checkpoint
-from training.drift import PageHinkley
+from training.drift import DriftConfig, PageHinkley
 from training.follower import CHECKPOINT, FollowConfig, Follower
 from training.live_learner import LEARNER_FILE, LiveLearner, save_learner
 from training.promotion import compare
@@ -348,35 +351,62 @@ def test_page_hinkley_alarms_soon_after_a_known_drop_and_not_before() -> None:
     assert alarms and 3000 <= alarms[0] <= 3400
 
 
+ADMIN = "follow-admin-token"
+
+
+def live_service(follower: Follower, tmp_path: Path, logs: Path, *flags: str) -> RunningServer:
+    """``serve.py`` on the follower's policy in service, logging into ``logs`` (ε = 0.5), reloadable with
+    :data:`ADMIN`: the follower (given its address) reloads it at each promotion."""
+    log = ["--decision-log", str(logs / "decisions.jsonl"), "--explore-epsilon", "0.5", "--explore-seed", "7"]
+    return _start_server(follower.history.serving, tmp_path, *log, *flags, env={"ROUTERL_ADMIN_TOKEN": ADMIN})
+
+
+def serve_http(server: RunningServer, world: RoutingLog, rows: np.ndarray, follower: Follower) -> None:
+    """Clients route ``rows``' queries through the real service and report each served model's outcome in
+    ``world``; then the follower reads the service's log to its end (promoting, and reloading the service)."""
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        send_feedback(client, world, route_batch(client, world, rows.tolist()))
+    while follower.step():
+        pass
+
+
 def test_drift_at_a_known_round_is_detected_and_the_policy_recovers(
-    demo_run: RunResult, demo_log: RoutingLog, tmp_path: Path
+    demo_run: RunResult, demo_log: RoutingLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """After round 1,500 the model the trained policy serves most and the worst model swap answers:
-    the follower raises a drift alarm after the change (not before), forgets, and promotes a policy
-    learned from the new world."""
+    """Through the real service: after round 1,500 the model the trained policy serves most and the worst
+    model swap answers. The follower raises a drift alarm after the change (not before), forgets, and
+    promotes a policy learned from the new world, which the service then routes with."""
+    monkeypatch.setenv("ROUTERL_ADMIN_TOKEN", ADMIN)  # the follower's reloads
     logs = tmp_path / "logs"
     logs.mkdir()
-    follower = Follower(demo_run.directory, logs, tmp_path / "live", FollowConfig(gate_every=300, min_holdout=100))
     served = load_policy(demo_run.directory / "policy.pt")
     choices = served.scores(demo_log.queries, served.default_cost_weight).numpy().argmax(axis=1)
     most, worst = int(np.bincount(choices).argmax()), int(demo_log.quality.mean(axis=0).argmin())
     swap = np.arange(demo_log.n_models)
     swap[most], swap[worst] = worst, most
     changed = dataclasses.replace(demo_log, quality=demo_log.quality[:, swap])
-    for chunk in range(16):  # 6 x 250 rounds of the old world, then 10 of the new; the policy in service decides
-        world = demo_log if chunk < 6 else changed
-        serve_offline(
-            follower.history.serving,
-            world,
-            logs / "decisions.jsonl",
-            np.arange(chunk * 250, (chunk + 1) * 250) % 1500,
-            seed=chunk,
-        )
-        while follower.step():
-            pass
-    drifts = [e for e in follower.events if e["kind"] == "drift"]
-    assert drifts and all(e["round"] > 1500 for e in drifts)
-    assert any(e["kind"] == "promote" and e["round"] > drifts[0]["round"] for e in follower.events)
+    # λ = 30: the alarm comes about 1,000 rounds after this change (with the default 50, about 1,300), and
+    # a promotion about 1,000 later (whatever the held-out split of the service's random query ids: 3,370 to
+    # 4,050 in six runs); still far from a false alarm in 1,500 rounds of a steady world
+    config = FollowConfig(gate_every=300, min_holdout=100, drift=DriftConfig(threshold=30.0))
+    server = None
+    try:
+        follower = Follower(demo_run.directory, logs, tmp_path / "live", config)
+        server = live_service(follower, tmp_path, logs)
+        follower.service = server.base_url
+        for chunk in range(20):  # 6 x 250 rounds of the old world, then 14 of the new
+            rows = np.arange(chunk * 250, (chunk + 1) * 250) % 1500
+            serve_http(server, demo_log if chunk < 6 else changed, rows, follower)
+        drifts = [e for e in follower.events if e["kind"] == "drift"]
+        seen = [(e["kind"], e["round"], e["detail"].get("reason", "")) for e in follower.events]
+        assert drifts and all(e["round"] > 1500 for e in drifts), seen
+        promoted = [e for e in follower.events if e["kind"] == "promote" and e["round"] > drifts[0]["round"]]
+        assert promoted and promoted[-1]["detail"]["service"] == "reloaded", seen
+        live = httpx.get(server.base_url + "/healthz").json()["policy"]["version"]
+        assert live == load_policy(tmp_path / "live" / "policy.pt").version != served.version
+    finally:
+        if server is not None:
+            _stop(server.process)
 
 
 def test_through_the_real_service_killed_once_the_follower_counts_each_round_once_and_promotes_live(
@@ -484,11 +514,13 @@ NEW_MODEL = "medium-34b"
 
 
 def test_a_model_added_to_the_pool_is_explored_learned_and_then_used(
-    four_model_run: Path, demo_log: RoutingLog, tmp_path: Path
+    four_model_run: Path, demo_log: RoutingLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A fifth model joins the pool, as good as the best of the three dearest at a middle price. The
-    service explores it with share 0.1 (``--explore-new-models``); the follower (``add_models``) learns
-    it, keeps it out of candidates until ``min_observations``, then promotes a policy that routes to it."""
+    """Through the real service: a fifth model joins the pool, as good as the best of the three dearest
+    at a middle price. The service explores it with share 0.1 (``--explore-new-models``); the follower
+    (``add_models``) learns it, keeps it out of candidates until ``min_observations``, then promotes a
+    policy that routes to it, which the service reloads and routes with."""
+    monkeypatch.setenv("ROUTERL_ADMIN_TOKEN", ADMIN)
     quality = demo_log.quality.copy()
     column = demo_log.models.index(NEW_MODEL)
     quality[:, column] = quality[:, :3].max(axis=1)
@@ -496,21 +528,27 @@ def test_a_model_added_to_the_pool_is_explored_learned_and_then_used(
     logs = tmp_path / "logs"
     logs.mkdir()
     config = FollowConfig(gate_every=300, min_holdout=100, add_models=[NEW_MODEL])
-    follower = Follower(four_model_run, logs, tmp_path / "live", config)
-    for chunk in range(6):  # 6 x 250 rounds; the policy in service decides each chunk
-        in_service = load_policy(follower.history.serving)
-        new = () if NEW_MODEL in in_service.models else (NEW_MODEL,)
-        rows = np.arange(chunk * 250, (chunk + 1) * 250)
-        serve_offline(follower.history.serving, world, logs / "d.jsonl", rows, seed=chunk, new_models=new, share=0.1)
-        while follower.step():
-            pass
-    assert follower.learner.models == [*load_policy(four_model_run / "policy.pt").models, NEW_MODEL]
-    promotions = [e for e in follower.events if e["kind"] == "promote"]
-    assert promotions, follower.events
-    promoted = load_policy(follower.history.policy_path(promotions[0]["detail"]["version"]))
-    assert promoted.models[-1] == NEW_MODEL
-    choices = promoted.scores(demo_log.queries, promoted.default_cost_weight).numpy().argmax(axis=1)
-    assert (choices == len(promoted.models) - 1).mean() > 0.2  # used for a good share of the queries
+    server = None
+    try:
+        follower = Follower(four_model_run, logs, tmp_path / "live", config)
+        server = live_service(follower, tmp_path, logs, "--explore-new-models", NEW_MODEL, "--explore-floor", "0.1")
+        follower.service = server.base_url
+        for chunk in range(6):  # 6 x 250 rounds
+            serve_http(server, world, np.arange(chunk * 250, (chunk + 1) * 250), follower)
+        assert follower.learner.models == [*load_policy(four_model_run / "policy.pt").models, NEW_MODEL]
+        promotions = [e for e in follower.events if e["kind"] == "promote"]
+        assert promotions, follower.events
+        promoted = load_policy(follower.history.policy_path(promotions[0]["detail"]["version"]))
+        assert promoted.models[-1] == NEW_MODEL
+        choices = promoted.scores(demo_log.queries, promoted.default_cost_weight).numpy().argmax(axis=1)
+        assert (choices == len(promoted.models) - 1).mean() > 0.2  # used for a good share of the queries
+        with httpx.Client(base_url=server.base_url, timeout=30) as client:  # the service routes with it now
+            assert client.get("/healthz").json()["policy"]["version"] == load_policy(follower.history.serving).version
+            models = client.post("/route/batch", json={"queries": demo_log.queries[:200]}).json()["models"]
+        assert models.count(NEW_MODEL) > 0.2 * 200
+    finally:
+        if server is not None:
+            _stop(server.process)
 
 
 def test_an_added_model_is_masked_until_observed_and_a_removed_one_always(stale_run: Path, tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 The ``rules_policy`` fixture (tests/conftest.py) is the demo policy with :data:`conftest.DEMO_RULES`.
 Precedence in the service: the request's ``allowed_models`` first, then the matching rule's set,
-then the learned scores; a rule that would leave no model is set aside and counted.
+then the learned scores; a rule that would leave no model is set aside and counted. The chat
+proxy's fallback after a failing backend stays within the rule's set too.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 from test_serve import _load_local, _start_server, _stop
 from test_serve_budget import _metric
+from test_serve_proxy import BACKEND_KEY, FakeBackend, _ranked, _write_backends
 
 CODE = "Fix this:\n```\nprint(1)\n```"
 FRENCH = "Please translate this sentence to French: the cat sleeps."
@@ -46,3 +49,37 @@ def test_a_rule_that_leaves_no_allowed_model_is_set_aside_and_counted(service: s
     assert answer["model"] in ("small-7b", "medium-34b")
     assert narrowed["model"] == "large-70b"  # the rule's set met the caller's: only their common model
     assert _metric(service, "routerl_rule_conflicts_total") == before + 1
+
+
+def test_a_proxy_fallback_stays_within_the_rules_set(rules_policy: Path, tmp_path: Path) -> None:
+    """Through the chat proxy: the code rule allows frontier-xl and large-70b. The one of them the
+    policy ranks first has a failing backend, so the proxy falls back, to the other (never to a model
+    outside the rule's set, though every other backend answers); the French rule allows tiny-1b only,
+    whose backend fails, so that request is 502 rather than answered by a model the rule forbids."""
+    allowed = ("frontier-xl", "large-70b")
+    first, second = (model for model in _ranked(rules_policy, CODE) if model in allowed)
+    failing, good = FakeBackend("fail").start(), FakeBackend("ok").start()
+    models = _load_local(rules_policy)[1]["models"]
+    urls = {model: (good.base_url, 30.0) for model in models}
+    urls[first] = urls["tiny-1b"] = (failing.base_url, 30.0)
+    backends = _write_backends(tmp_path / "backends.yaml", urls)
+    running = _start_server(rules_policy, tmp_path, "--backends", str(backends), env={"FAKE_BACKEND_KEY": BACKEND_KEY})
+    try:
+        client = openai.OpenAI(base_url=running.base_url + "/v1", api_key="x", max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="router", messages=[{"role": "user", "content": CODE}]
+        )
+        assert raw.headers["x-routerl-model"] == second
+        assert [r["body"]["model"] for r in failing.requests] == [f"backend-{first}"]
+        assert [r["body"]["model"] for r in good.requests] == [f"backend-{second}"]
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(model="router", messages=[{"role": "user", "content": FRENCH}])
+        assert caught.value.status_code == 502
+        assert [r["body"]["model"] for r in failing.requests][-1] == "backend-tiny-1b"
+        assert len(good.requests) == 1  # no model outside the French rule's set was asked
+        # one fallback: the code query's; the French one had no other model to fall back to
+        assert _metric(running.base_url, "routerl_fallbacks_total", reason="backend") == 1
+    finally:
+        _stop(running.process)
+        failing.stop()
+        good.stop()
