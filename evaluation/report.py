@@ -138,6 +138,9 @@ def markdown(report: dict[str, Any]) -> str:
         _row(f"**{policy['agent']}**", report["test"]),
     ]
     lines += [_row(name, metrics) for name, metrics in report.get("baselines", {}).items()]
+    if policy.get("rules"):
+        applied = f"The policy's row and frontier apply its {policy['rules']} rule override(s), as policy.pt routes."
+        lines += ["", applied]
     aiq = f"**{frontier['aiq']:.4f}**"
     if frontier.get("aiq_ci95"):
         aiq += f" [{frontier['aiq_ci95'][0]:.4f}, {frontier['aiq_ci95'][1]:.4f}]"

@@ -4,6 +4,8 @@
   §2.11), for policies exported by a routerl that did not write it yet.
 - ``export-program PATH [--out FILE]``: write the policy's numeric core as a ``torch.export`` program,
   ``policy.pt2`` beside PATH by default (docs/contracts.md §2.12).
+- ``rules PATH --rules FILE --out NEW.pt``: the text policy PATH with the rule overrides of FILE instead
+  of its own, without retraining (docs/contracts.md §2.9; :mod:`policies.rules_export`).
 
 Exit status: 0 success, 2 bad input (one line naming the file, no traceback).
 """
@@ -52,6 +54,15 @@ def _export_program(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replace_rules(args: argparse.Namespace) -> int:
+    """``rules``: script the policy again around its learned parts with the new rules."""
+    from policies.rules_export import replace_rules
+
+    written = replace_rules(args.policy, args.rules, args.out)
+    print(f"wrote {written} with the rules of {args.rules} (scores unchanged)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch to a subcommand; returns its exit status."""
     parser = argparse.ArgumentParser(prog="python -m policies", description=__doc__.splitlines()[0])
@@ -63,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("policy", type=Path, metavar="PATH", help="a policy.pt or a policy.safetensors")
     p.add_argument("--out", type=Path, metavar="FILE", help="the program file (default: policy.pt2 beside PATH)")
     p.set_defaults(run=_export_program)
+    p = sub.add_parser("rules", help="replace a text policy's rule overrides without retraining (§2.9)")
+    p.add_argument("policy", type=Path, metavar="PATH", help="an exported text policy.pt")
+    p.add_argument("--rules", type=Path, required=True, metavar="FILE", help="the new rules file (rules: [] for none)")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="the new policy file (not PATH)")
+    p.set_defaults(run=_replace_rules)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))

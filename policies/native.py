@@ -108,8 +108,7 @@ class NativePolicy:
 
     def score_costs(self, queries: list[str], cost_weight: float) -> np.ndarray:
         """(N, 2K) float32: the scores, then the predicted USD cost per model (at the current prices)."""
-        scores, costs = self.scores_costs64(queries, cost_weight)
-        return np.hstack([scores, costs]).astype(np.float32)
+        return np.concatenate(self.scores_costs64(queries, cost_weight), axis=1, dtype=np.float32)
 
     def rule_mask(self, queries: list[str]) -> np.ndarray:
         """(N, K) bool: the models the rule overrides allow each query (§2.9)."""

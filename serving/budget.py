@@ -118,22 +118,11 @@ class BudgetController:
         )
 
     def charge(self, query_ids: Sequence[str], charges: Sequence[Charge]) -> None:
-        """Book routed queries at their predicted costs, and keep each prediction for its actual
-        cost: :meth:`remember`, then :meth:`book`."""
-        self.remember(query_ids, charges)
-        self.book(charges)
-
-    def remember(self, query_ids: Sequence[str], charges: Sequence[Charge]) -> None:
-        """Keep each routed query's prediction for its actual cost (:meth:`correct`)."""
-        with self.memory.lock():
-            for query_id, (account, predicted) in zip(query_ids, charges, strict=True):
-                self.pending.write(key_of(query_id), account, predicted)
-
-    def book(self, charges: Sequence[Charge]) -> None:
-        """Charge the predicted costs: one lock for them all, and one step per account for their sum.
+        """Book routed queries at their predicted costs, and keep each prediction for its actual cost
+        (:meth:`correct`); under one lock, with one step per account for the sum of its charges.
 
         The service books every decision of an event-loop iteration together
-        (:class:`serving.router.Router`), so that the budget costs a few microseconds per query
+        (:class:`serving.spending.Spending`), so that the budget costs a few microseconds per query
         under load. The sum of the steps is the same as step by step, unless the clip is reached
         on the way.
         """
@@ -145,7 +134,10 @@ class BudgetController:
             else:
                 total[0] += predicted
                 total[1] += 1.0
+        write = self.pending.write
         with self.memory.lock():
+            for query_id, (account, predicted) in zip(query_ids, charges, strict=True):
+                write(key_of(query_id), account, predicted)
             for account, (cost, queries) in totals.items():
                 self._move(account, cost, int(queries))
 

@@ -10,13 +10,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, run_isolated, run_train
+from conftest import ROOT, run_isolated, run_python, run_train
 
 from data.featurizer import FeaturizerConfig, TextFeaturizer
+from data.loading import load_log
 from data.schema import DataError
+from data.splits import SplitFractions, split
+from policies.__main__ import main as policies_main
+from policies.artifact import load_policy
 from policies.glob import Glob
+from policies.native import load_native_policy
 from policies.rules import RuleSet, ascii_lower, canonical, parse_rules, read_rules
 from training.config import load_config
+from training.run import prepare_directory, train
 
 MODELS = ["a", "b", "c"]
 
@@ -235,6 +241,32 @@ def test_rule_mask_and_route_in_a_fresh_process(rules_policy: Path, tmp_path: Pa
     assert answer["forward"] == [models.index(m) for m in in_process.route(QUERIES, answer["default"])]
 
 
+#: A rule every text with a space matches: only the two cheapest models.
+SPACES_RULE = 'rules:\n  - when: {contains_any: [" "]}\n    route_to: [tiny-1b, small-7b]\n'
+
+
+def test_the_report_measures_the_policy_with_its_rules(tmp_path: Path) -> None:
+    """The run's test metrics are those of the exported policy as it routes, rules applied. A rule that
+    every demo query matches allows only the two cheapest models: the report's shares are
+    ``policy.pt``'s own ``route`` on the test split, all on those two models."""
+    (tmp_path / "rules.yaml").write_text(SPACES_RULE, encoding="utf-8")
+    overrides = [f"rules={tmp_path / 'rules.yaml'}", "tuning.enabled=false", "evaluation.bootstrap=0"]
+    prepare_directory(tmp_path / "run", overwrite=False)
+    report = train(load_config(ROOT / "configs" / "default.yaml", overrides), tmp_path / "run", quiet=True).report
+    assert report["policy"]["rules"] == 1
+    log = load_log(ROOT / "data" / "demo" / "demo.jsonl").log
+    fractions = SplitFractions(**report["split"]["fractions"])
+    test = split(log, fractions, report["split"]["seed"], report["split"]["kind"]).test
+    routed = load_policy(tmp_path / "run" / "policy.pt").module.route([log.queries[i] for i in test], 300.0)
+    shares = {model: routed.count(model) / len(routed) for model in log.models}
+    assert report["policy"]["cost_weight"] == 300.0
+    assert report["test"]["share_per_model"] == pytest.approx(shares, abs=1e-12)
+    assert set(routed) <= {"tiny-1b", "small-7b"} and len(set(routed)) == 2
+    point = next(p for p in report["frontier"]["points"] if p["cost_weight"] == 0.0)  # quality alone
+    assert point["share_per_model"]["frontier-xl"] == 0.0  # which the learned decision alone would choose
+    assert "apply its 1 rule override(s)" in (tmp_path / "run" / "report.md").read_text(encoding="utf-8")
+
+
 def test_rule_mask_on_one_query_with_five_rules_takes_under_a_millisecond(rules_policy: Path) -> None:
     policy = torch.jit.load(str(rules_policy))
     query = ["Summarize the plot of Hamlet in three sentences, then list its main characters."]
@@ -282,3 +314,50 @@ def test_train_refuses_a_malformed_rules_file_before_creating_the_run_directory(
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert done.stderr.startswith(f"train.py: error: {rules}: rule 1 ('m'): when: a minimum (5) above its maximum")
     assert not (tmp_path / "run").exists()
+
+
+def test_rules_are_replaced_without_retraining(
+    rules_policy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m policies rules``: the new file routes by the new rules with the old scores, bit for bit; its
+    metadata says what was replaced; the native engine agrees; the evaluated file is left as it was."""
+    (tmp_path / "spaces.yaml").write_text(SPACES_RULE, encoding="utf-8")
+    before = rules_policy.read_bytes()
+    rules, new_file = str(tmp_path / "spaces.yaml"), str(tmp_path / "new.pt")
+    done = run_python("-m", "policies", "rules", str(rules_policy), "--rules", rules, "--out", new_file)
+    assert done.returncode == 0, done.stderr
+    old, new = load_policy(rules_policy), load_policy(tmp_path / "new.pt")
+    assert torch.equal(new.module.scores(QUERIES, 300.0), old.module.scores(QUERIES, 300.0))
+    routed = new.module.route(QUERIES, 300.0)
+    spaced = [model for query, model in zip(QUERIES, routed) if " " in query]
+    assert spaced and set(spaced) <= {"tiny-1b", "small-7b"}
+    assert routed != old.module.route(QUERIES, 300.0)
+    assert new.metadata["rules"] == [
+        {"name": None, "when": {"contains_any": [" "]}, "route_to": ["tiny-1b", "small-7b"]}
+    ]
+    assert new.metadata["training_data"]["rules_replaced"]["policy_version"] == old.version
+    assert new.metadata["metrics"] == old.metadata["metrics"] and new.models == old.models
+    assert load_native_policy(tmp_path / "new.pt").route(QUERIES, 300.0) == routed  # the twin was written too
+    assert rules_policy.read_bytes() == before
+    (tmp_path / "none.yaml").write_text("rules: []\n", encoding="utf-8")
+    assert (
+        policies_main(
+            ["rules", str(rules_policy), "--rules", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "bare.pt")]
+        )
+        == 0
+    )
+    bare = load_policy(tmp_path / "bare.pt")
+    assert bool(bare.rule_mask(QUERIES).all()) and bare.metadata["rules"] == []
+    capsys.readouterr()
+    (tmp_path / "unknown.yaml").write_text(
+        "rules:\n  - when: {min_chars: 1}\n    route_to: [gpt-9]\n", encoding="utf-8"
+    )
+    refusals = [
+        (["--rules", str(tmp_path / "unknown.yaml"), "--out", str(tmp_path / "x.pt")], "unknown model 'gpt-9'"),
+        (["--rules", str(tmp_path / "spaces.yaml"), "--out", str(rules_policy)], "another file than the policy"),
+    ]
+    for flags, needle in refusals:
+        assert policies_main(["rules", str(rules_policy), *flags]) == 2
+        stderr = capsys.readouterr().err
+        assert len(stderr.strip().splitlines()) == 1 and needle in stderr, stderr
+    assert not (tmp_path / "x.pt").exists() and rules_policy.read_bytes() == before

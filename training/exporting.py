@@ -3,13 +3,17 @@ for a text policy, ``learner.npz``: what ``python -m training.follow`` continues
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from data.featurizer import TextFeaturizer
+from data.tokenizer import Tokens
 from policies.export import PolicyMetadata, build_embedding_policy, build_text_policy, save_policy
+from policies.native_rules import NativeRuleSet
 from policies.rules import canonical, check_models, read_rules
 from training.config import RunConfig
 from training.inputs import ExportedPolicy, RunInputs
@@ -39,6 +43,16 @@ def checked_rules(config: RunConfig, models: Sequence[str]) -> list[dict[str, An
     rules = read_rules(config.rules)
     check_models(rules, models, config.rules)
     return canonical(rules)
+
+
+def rule_mask(rules: Sequence[Mapping[str, Any]], models: Sequence[str], queries: Sequence[str]) -> np.ndarray | None:
+    """(N, K) bool: the models the rule overrides allow each query, as the exported policy applies them
+    (docs/contracts.md §2.9, the native engine's rule set); None without rules. The report measures the
+    policy with them, as it will route."""
+    if not rules:
+        return None
+    counts = dict(zip(queries, Tokens.of(queries).n_tokens.tolist(), strict=True))
+    return NativeRuleSet(rules, models, counts.__getitem__).mask(queries)
 
 
 def export_policy(

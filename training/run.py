@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -32,7 +32,7 @@ from evaluation.report import data_section, markdown
 from evaluation.sweep import Decide
 from policies.faults import fault_point
 from training.config import RunConfig, dump_config
-from training.exporting import checked_rules, export_policy, featurizer_summary
+from training.exporting import checked_rules, export_policy, featurizer_summary, rule_mask
 from training.features import counterfactual_splits, featurize, fit_featurizer
 from training.inputs import ExportedPolicy, Learned, RunInputs, TrainedOn
 from training.learning import learn
@@ -223,7 +223,7 @@ def evaluate_and_export(
     means = (inputs.train_mean_quality, inputs.train_mean_cost)
     budget = None
     if target is not None:
-        validate = _decider(agent, held_out.validation)
+        validate = _decider(agent, held_out.validation, inputs.rules, inputs.models)
         budget = BudgetCalibration(target, held_out.validation.log, validate, cost_weight_grid(*means, GRID_POINTS))
     plan = EvaluationPlan(
         config.evaluation,
@@ -237,7 +237,7 @@ def evaluate_and_export(
         max_weight=config.env.max_weight,
         progress=progress,
     )
-    evaluation = evaluate(held_out.test.log, _decider(agent, held_out.test), plan)
+    evaluation = evaluate(held_out.test.log, _decider(agent, held_out.test, inputs.rules, inputs.models), plan)
     weight, actions = evaluation.cost_weight, evaluation.actions
     assert weight is not None and actions is not None  # the plan has an operating weight
     if refit is None:
@@ -286,6 +286,7 @@ def _header(
         "best_step": learned.training["best_step"],
         "resumed_from": learned.training.get("resumed_from"),
         "score_kind": learned.agent.score_kind,
+        "rules": len(inputs.rules),  # rule overrides: the metrics below are the policy's with them (§2.9)
     }
     split_section = {
         "kind": config.data.split,
@@ -304,9 +305,13 @@ def _header(
     }
 
 
-def _decider(agent: Agent, part: FeaturizedSplit) -> Decide:
-    """The agent's choices on a split's queries at a cost weight."""
-    return lambda cost_weight: agent.predict(part.features, cost_weight)
+def _decider(agent: Agent, part: FeaturizedSplit, rules: list[dict[str, Any]], models: Sequence[str]) -> Decide:
+    """The agent's choices on a split's queries at a cost weight, within the models the rule overrides
+    allow each query (the argmax of the allowed scores, ties to the lower index, as ``policy.pt`` routes)."""
+    allowed = rule_mask(rules, models, part.log.queries)
+    if allowed is None:
+        return lambda cost_weight: agent.predict(part.features, cost_weight)
+    return lambda cost_weight: np.argmax(np.where(allowed, agent.scores(part.features, cost_weight), -np.inf), axis=1)
 
 
 def _baselines(inputs: RunInputs, test_set: FeaturizedSplit, seed: int) -> dict[str, Decide]:
