@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -42,6 +43,8 @@ ROUTING_ROUTES = ("/route", "/route/batch", "/v1/chat/completions")
 GATE_EVENTS = 50
 #: The follower's events file beside the policy it installs (docs/contracts.md §6).
 EVENTS_FILE = "events.jsonl"
+#: How much of the end of the events file is read for the latest events (an event is ~400 bytes).
+EVENTS_TAIL_BYTES = 256 * 1024
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
@@ -161,19 +164,23 @@ def _spend(samples: Samples, policy: ServingPolicy) -> dict[str, Any]:
 
 def gate_events(policy_path: Path, limit: int = GATE_EVENTS) -> list[dict[str, Any]] | None:
     """The latest ``limit`` events of the follower whose folder holds the policy (None: not a
-    follower's policy). Lines that are not JSON objects (a write in progress) are left out."""
+    follower's policy), from the file's last :data:`EVENTS_TAIL_BYTES` (it grows for the follower's
+    life). Lines that are not JSON objects (a write in progress, a line cut by the tail) are left out."""
     events_file = policy_path.parent / EVENTS_FILE
     if not events_file.is_file():
         return None
+    with events_file.open("rb") as file:
+        file.seek(max(0, file.seek(0, os.SEEK_END) - EVENTS_TAIL_BYTES))
+        tail = file.read().decode("utf-8", errors="replace")
     events = []
-    for line in events_file.read_text(encoding="utf-8", errors="replace").splitlines()[-limit:]:
+    for line in tail.splitlines()[-limit - 1 :]:  # one more: the last may be a write in progress
         try:
             event = json.loads(line)
         except json.JSONDecodeError:
             continue
         if isinstance(event, dict):
             events.append(event)
-    return events
+    return events[-limit:]
 
 
 def _policy(policy: ServingPolicy) -> dict[str, Any]:

@@ -22,7 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_serve import RunningServer, _start_server, _stop
 
 from policies.native import load_native_policy
-from serving.dashboard import histogram_quantile
+from serving import dashboard
+from serving.dashboard import EVENTS_TAIL_BYTES, gate_events, histogram_quantile
 
 TOKEN = "dashboard-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -299,3 +300,14 @@ def test_histogram_quantile_follows_prometheus(
     buckets: list[tuple[float, float]], quantile: float, expected: float | None
 ) -> None:
     assert histogram_quantile(buckets, quantile) == expected
+
+
+def test_gate_events_are_the_latest_whole_lines_of_a_long_file(tmp_path: Path) -> None:
+    events = [
+        {"kind": "refuse", "round": 500 * i, "detail": {"estimate": -0.01, "reason": "x" * 300}} for i in range(4000)
+    ]
+    lines = "".join(json.dumps(event) + "\n" for event in events)
+    (tmp_path / "events.jsonl").write_text(lines + '{"kind": "promote", "rou', encoding="utf-8")  # a write in progress
+    assert len(lines) > 4 * EVENTS_TAIL_BYTES  # only the tail is read
+    assert gate_events(tmp_path / "policy.pt") == events[-dashboard.GATE_EVENTS :]
+    assert gate_events(tmp_path / "elsewhere" / "policy.pt") is None  # not a follower's folder
