@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -164,13 +164,22 @@ def _spend(samples: Samples, policy: ServingPolicy) -> dict[str, Any]:
 
 def gate_events(policy_path: Path, limit: int = GATE_EVENTS) -> list[dict[str, Any]] | None:
     """The latest ``limit`` events of the follower whose folder holds the policy (None: not a
-    follower's policy), from the file's last :data:`EVENTS_TAIL_BYTES` (it grows for the follower's
-    life). Lines that are not JSON objects (a write in progress, a line cut by the tail) are left out."""
+    follower's policy). The file is read again only when it changed (each poll of the page asks)."""
     events_file = policy_path.parent / EVENTS_FILE
-    if not events_file.is_file():
+    try:
+        stat = events_file.stat()
+    except OSError:
         return None
-    with events_file.open("rb") as file:
-        file.seek(max(0, file.seek(0, os.SEEK_END) - EVENTS_TAIL_BYTES))
+    return _read_events(str(events_file), stat.st_mtime_ns, stat.st_size, limit)
+
+
+@lru_cache(maxsize=4)
+def _read_events(path: str, mtime_ns: int, size: int, limit: int) -> list[dict[str, Any]]:
+    """The events of :func:`gate_events` from the file's last :data:`EVENTS_TAIL_BYTES` (it grows for the
+    follower's life); ``mtime_ns`` and ``size`` key the cache. Lines that are not JSON objects (a write
+    in progress, a line cut by the tail) are left out."""
+    with open(path, "rb") as file:
+        file.seek(max(0, size - EVENTS_TAIL_BYTES))
         tail = file.read().decode("utf-8", errors="replace")
     events = []
     for line in tail.splitlines()[-limit - 1 :]:  # one more: the last may be a write in progress

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import html
 import importlib.util
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -59,13 +60,15 @@ def plotly_js() -> Path:
 def login_page(status: int, message: str) -> HTMLResponse:
     """The sign-in page: ``message`` and a form that posts the API token to ``/ui/login`` (its style
     inline: the page's files need the token)."""
-    body = (
-        (PAGES / "login.html")
-        .read_text(encoding="utf-8")
-        .replace("{{style}}", (PAGES / "dashboard.css").read_text(encoding="utf-8"))
-        .replace("{{message}}", html.escape(message))
-    )
+    body = _login_template().replace("{{message}}", html.escape(message))
     return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+@cache
+def _login_template() -> str:
+    """The sign-in page with the dashboard's style inlined, read once."""
+    style = (PAGES / "dashboard.css").read_text(encoding="utf-8")
+    return (PAGES / "login.html").read_text(encoding="utf-8").replace("{{style}}", style)
 
 
 async def login(request: Request) -> Response:
