@@ -107,6 +107,13 @@ class TrainingTask:
     progress: bool = False
     prices: np.ndarray | None = None
 
+    def token_counts(self) -> np.ndarray:
+        """(N, K, 2) the training split's prompt and completion tokens per query and model (token mode)."""
+        log = self.train.log
+        if log.prompt_tokens is None or log.completion_tokens is None:
+            raise DataError("token mode needs the training split's prompt_tokens and completion_tokens")
+        return np.stack([log.prompt_tokens, log.completion_tokens], axis=2)
+
 
 @dataclass(frozen=True)
 class ValidationRule:

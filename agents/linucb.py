@@ -218,13 +218,11 @@ class LinUCB(Agent):
         """Enter token mode when ``task`` has prices: the training split's (N, K, 2) token counts, else None."""
         if task.prices is None:
             return None
-        log = task.train.log
-        if log.prompt_tokens is None or log.completion_tokens is None:
-            raise DataError("token mode needs the training split's prompt_tokens and completion_tokens")
+        tokens = task.token_counts()
         self.token_prices = np.asarray(task.prices, dtype=np.float64)
         if self.target_tokens is None and task.learning == "online":  # else restored from a checkpoint
             self.target_tokens = np.zeros((self.n_models, self.dimension, 2))
-        return np.stack([log.prompt_tokens, log.completion_tokens], axis=2)
+        return tokens
 
     def _price_cost(self) -> LinUCB:
         """In token mode, decide on the estimated tokens priced at the training prices, as the export does.

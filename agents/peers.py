@@ -9,23 +9,33 @@
 
 Both score utility = estimated quality − w · estimated cost, so one fit serves every cost weight,
 and both export through the same "features → linear map → head" path as LinUCB. The MLP and
-matrix-factorisation peers (:mod:`agents.mlp`, :mod:`agents.factorisation`) share the cost model.
+matrix-factorisation peers (:mod:`agents.mlp`, :mod:`agents.factorisation`) share the cost model
+and :class:`SupervisedRouter`, whose token mode estimates tokens and prices them.
 scikit-learn is an optional dependency (the ``dev`` extra), imported only in this module.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from agents.base import Agent
-from policies.heads import LogisticUtilityHead, NearestNeighbourHead
+from agents.base import Agent, TrainingTask
+from policies.heads import (
+    LogisticUtilityHead,
+    NearestNeighbourHead,
+    TokenLogisticUtilityHead,
+    TokenNearestNeighbourHead,
+)
+
+if TYPE_CHECKING:
+    from agents.callbacks import Callback
 
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -42,12 +52,19 @@ class PeerConfig:
 class RidgeCostModel:
     """Per-model cost = features · ``weights`` + ``bias``: one multi-output ridge regression.
 
-    The ridge strength is chosen from ``ALPHAS`` by efficient leave-one-out error (scikit-learn's
-    ``RidgeCV``, the same strength for every model). Shared by the supervised peers.
+    The ridge strength is chosen from ``ALPHAS`` by efficient leave-one-out error of the USD cost
+    (scikit-learn's ``RidgeCV``, the same strength for every model). Shared by the supervised peers.
+
+    In token mode (:meth:`fit_tokens`, docs/contracts.md §2.10) the regression's targets are each
+    model's prompt and completion tokens, [in_1 … in_K | out_1 … out_K], at the strength chosen on
+    the USD cost, and the cost is those estimates priced with ``prices``. Ridge regression is
+    linear in its targets, so where the log's cost is its priced tokens, the priced estimate at the
+    training prices is the USD model's estimate: the decisions change only when the prices do.
     """
 
-    weights: np.ndarray  # (d, K)
-    bias: np.ndarray  # (K,)
+    weights: np.ndarray  # (d, K) USD, or (d, 2K) tokens in token mode
+    bias: np.ndarray  # (K,) or (2K,)
+    prices: np.ndarray | None = None  # (K, 2) USD per 1M input and output tokens, in token mode
 
     ALPHAS: ClassVar[tuple[float, ...]] = (0.01, 0.1, 1.0, 10.0)
 
@@ -57,20 +74,48 @@ class RidgeCostModel:
         from sklearn.linear_model import RidgeCV
 
         x, cost = np.asarray(features, dtype=np.float64), np.asarray(cost, dtype=np.float64)
-        ridge = RidgeCV(alphas=cls.ALPHAS).fit(x, cost)
-        n_models = cost.shape[1]
-        weights = np.asarray(ridge.coef_, dtype=np.float64).T.reshape(x.shape[1], n_models)
-        return cls(weights, np.asarray(ridge.intercept_, dtype=np.float64).reshape(n_models))
+        return cls._of(RidgeCV(alphas=cls.ALPHAS).fit(x, cost), x.shape[1], cost.shape[1])
+
+    @classmethod
+    def fit_tokens(
+        cls, features: np.ndarray, cost: np.ndarray, tokens: np.ndarray, prices: np.ndarray
+    ) -> RidgeCostModel:
+        """Token mode: (N, K, 2) prompt and completion tokens, priced by ``prices`` (K, 2); λ chosen on ``cost``."""
+        from sklearn.linear_model import Ridge, RidgeCV
+
+        x = np.asarray(features, dtype=np.float64)
+        alpha = float(RidgeCV(alphas=cls.ALPHAS).fit(x, np.asarray(cost, dtype=np.float64)).alpha_)
+        targets = np.hstack([tokens[:, :, 0], tokens[:, :, 1]]).astype(np.float64)
+        model = cls._of(Ridge(alpha=alpha).fit(x, targets), x.shape[1], targets.shape[1])
+        return cls(model.weights, model.bias, np.asarray(prices, dtype=np.float64))
+
+    @classmethod
+    def _of(cls, ridge: Any, dimension: int, outputs: int) -> RidgeCostModel:
+        """The fitted scikit-learn ridge's (d, outputs) weights and intercepts."""
+        weights = np.asarray(ridge.coef_, dtype=np.float64).T.reshape(dimension, outputs)
+        return cls(weights, np.asarray(ridge.intercept_, dtype=np.float64).reshape(outputs))
+
+    @property
+    def cost_mode(self) -> str:
+        """``"tokens"`` when the model estimates tokens and prices them, else ``"usd"``."""
+        return "usd" if self.prices is None else "tokens"
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        """(N, K) estimated cost."""
-        return np.asarray(features, dtype=np.float64) @ self.weights + self.bias
+        """(N, K) estimated cost (USD; in token mode the estimated tokens at ``prices``)."""
+        estimate = np.asarray(features, dtype=np.float64) @ self.weights + self.bias
+        return estimate if self.prices is None else priced_tokens(estimate, self.prices)
 
     def folded(self) -> np.ndarray:
-        """(d, K) weights with the intercepts added to the last row (the features' bias column of 1)."""
+        """(d, K) weights, (d, 2K) in token mode, with the intercepts added to the last row (the bias column of 1)."""
         weights = self.weights.copy()
         weights[-1] += self.bias
         return weights
+
+
+def priced_tokens(tokens: np.ndarray, prices: np.ndarray) -> np.ndarray:
+    """(N, K) USD of [prompt | completion] tokens (N, 2K) at ``prices`` (K, 2) USD per 1M tokens."""
+    k = prices.shape[0]
+    return (tokens[:, :k] * prices[:, 0] + tokens[:, k:] * prices[:, 1]) / 1e6
 
 
 def _logistic_cv_options() -> dict[str, Any]:
@@ -92,10 +137,39 @@ def _unit(features: np.ndarray) -> np.ndarray:
     return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
 
-class Peer(Agent):
-    """What the supervised peers share: the ``agent.peers`` grids, and utility scores."""
+class SupervisedRouter(Agent):
+    """What the supervised routers share: one fit on the full table, utility scores, and token mode.
+
+    In a token-mode run (:attr:`agents.base.TrainingTask.prices`, docs/contracts.md §2.10),
+    :meth:`train` fits as usual and then estimates each model's prompt and completion tokens
+    instead of its USD cost (:meth:`learn_tokens`); the exported head prices them with a table it
+    carries, which the service can replace without a retrain. ``fit`` alone is always USD mode.
+    """
 
     score_kind = "utility"
+    token_mode = ("fit",)
+    cost_model: RidgeCostModel
+
+    def train(self, task: TrainingTask, callbacks: Sequence[Callback] = ()) -> SupervisedRouter:
+        """``fit`` on the training split; in token mode, then :meth:`learn_tokens` from its token counts."""
+        train = task.train
+        self.fit(train.features, train.log.quality, train.log.cost)
+        if task.prices is not None:
+            self.learn_tokens(train.features, train.log.cost, task.token_counts(), task.prices)
+        return self
+
+    def learn_tokens(self, features: np.ndarray, cost: np.ndarray, tokens: np.ndarray, prices: np.ndarray) -> None:
+        """Estimate (N, K, 2) ``tokens`` priced by ``prices`` (K, 2) in place of the cost: the ridge cost model's."""
+        self.cost_model = RidgeCostModel.fit_tokens(features, cost, tokens, prices)
+
+    @property
+    def cost_mode(self) -> str:
+        """The cost model's mode: ``"tokens"`` after :meth:`learn_tokens`, else ``"usd"``."""
+        return self.cost_model.cost_mode
+
+
+class Peer(SupervisedRouter):
+    """What kNN and logistic regression share: the ``agent.peers`` grids."""
 
     def __init__(
         self, n_models: int, dimension: int, config: PeerConfig | None = None, cost_weight: float = 0.0
@@ -126,13 +200,27 @@ class NearestNeighbourRouter(Peer):
                 estimate = self.quality[kept][order[:, :k]].mean(axis=1)
                 errors[i] += ((estimate - self.quality[held]) ** 2).sum()
         self.k = candidates[int(np.argmin(errors))]  # neighbours averaged per query
+        self.prices: np.ndarray | None = None  # (K, 2) in token mode (learn_tokens), with self.tokens
         self.steps_done = len(features)
         return self
+
+    def learn_tokens(self, features: np.ndarray, cost: np.ndarray, tokens: np.ndarray, prices: np.ndarray) -> None:
+        """Average the neighbours' (N, K, 2) ``tokens`` and price them with ``prices`` (K, 2) in place of their cost."""
+        self.tokens, self.prices = np.asarray(tokens, dtype=np.float64), np.asarray(prices, dtype=np.float64)
+
+    @property
+    def cost_mode(self) -> str:
+        """``"tokens"`` after :meth:`learn_tokens`, else ``"usd"``."""
+        return "usd" if self.prices is None else "tokens"
 
     def _estimates(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         similarity = _unit(np.asarray(features, dtype=np.float64)) @ _unit(self.train_features).T
         neighbours = np.argsort(-similarity, axis=1, kind="stable")[:, : self.k]
-        return self.quality[neighbours].mean(axis=1), self.cost[neighbours].mean(axis=1)
+        if self.prices is None:
+            return self.quality[neighbours].mean(axis=1), self.cost[neighbours].mean(axis=1)
+        tokens = self.tokens[neighbours].mean(axis=1)  # (N, K, 2)
+        return self.quality[neighbours].mean(axis=1), priced_tokens(np.hstack([tokens[:, :, 0], tokens[:, :, 1]]),
+                                                                    self.prices)
 
     def scores(self, features: np.ndarray, cost_weight: float) -> np.ndarray:
         """Utility per model: neighbours' mean quality − w × their mean cost."""
@@ -144,13 +232,12 @@ class NearestNeighbourRouter(Peer):
         return np.eye(self.train_features.shape[1])
 
     def head(self) -> torch.nn.Module:
-        """The exported head: cosine kNN over the stored training features."""
-        return NearestNeighbourHead(
-            torch.from_numpy(self.train_features),
-            torch.from_numpy(self.quality),
-            torch.from_numpy(self.cost),
-            self.k,
-        )
+        """The exported head: cosine kNN over the stored training features (their tokens, in token mode)."""
+        train, quality = torch.from_numpy(self.train_features), torch.from_numpy(self.quality)
+        if self.prices is None:
+            return NearestNeighbourHead(train, quality, torch.from_numpy(self.cost), self.k)
+        return TokenNearestNeighbourHead(train, quality, torch.from_numpy(self.tokens), self.k,
+                                         torch.from_numpy(self.prices))
 
 
 class LogisticRouter(Peer):
@@ -199,5 +286,7 @@ class LogisticRouter(Peer):
         return np.hstack([logits, self.cost_model.folded()])
 
     def head(self) -> torch.nn.Module:
-        """sigmoid(logit) − w · cost."""
-        return LogisticUtilityHead(self.quality_weights.shape[1])
+        """sigmoid(logit) − w · cost (the cost priced estimated tokens, in token mode)."""
+        if self.cost_model.prices is None:
+            return LogisticUtilityHead(self.quality_weights.shape[1])
+        return TokenLogisticUtilityHead(torch.from_numpy(self.cost_model.prices))

@@ -41,9 +41,8 @@ import torch
 from pydantic import ConfigDict, Field, NonNegativeFloat, PositiveInt
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from agents.base import Agent
-from agents.peers import RidgeCostModel
-from policies.heads import HiddenLayerUtilityHead
+from agents.peers import RidgeCostModel, SupervisedRouter
+from policies.heads import HiddenLayerUtilityHead, TokenHiddenLayerUtilityHead
 
 Activation = Literal["relu", "identity"]
 
@@ -183,10 +182,9 @@ def select(
     return Selection(tuple(widths), decays, losses, widths[best_width], decays[best_decay])
 
 
-class QualityNetworkRouter(Agent):
+class QualityNetworkRouter(SupervisedRouter):
     """A supervised router: the network's expected quality per model − w · the ridge cost model's estimate."""
 
-    score_kind = "utility"
     activation: ClassVar[Activation]
 
     def __init__(self, n_models: int, dimension: int, config: NetworkConfig, cost_weight: float = 0.0) -> None:
@@ -218,7 +216,9 @@ class QualityNetworkRouter(Agent):
         return np.hstack([self.network.folded_first(), self.cost_model.folded()])
 
     def head(self) -> torch.nn.Module:
-        """sigmoid(act(z_h) V + b) − w · z_cost."""
-        network = self.network
-        return HiddenLayerUtilityHead(torch.from_numpy(network.second), torch.from_numpy(network.second_bias),
-                                      relu=network.activation == "relu")
+        """sigmoid(act(z_h) V + b) − w · z_cost (z_cost priced estimated tokens, in token mode)."""
+        second, bias = torch.from_numpy(self.network.second), torch.from_numpy(self.network.second_bias)
+        relu = self.network.activation == "relu"
+        if self.cost_model.prices is None:
+            return HiddenLayerUtilityHead(second, bias, relu=relu)
+        return TokenHiddenLayerUtilityHead(second, bias, relu, torch.from_numpy(self.cost_model.prices))

@@ -125,6 +125,16 @@ def create_agent(kind: str, n_models: int, dimension: int, config: Any, cost_wei
     return registration(kind).agent(n_models, dimension, config, cost_weight)
 
 
+def token_mode_kinds() -> str:
+    """Which kinds estimate tokens in a token-mode run, by way of learning (:attr:`Agent.token_mode`), in words."""
+    ways = []
+    for learning in ("fit", "online"):
+        kinds = [kind for kind, entry in REGISTRY.items()
+                 if learning in entry.learnings and learning in getattr(entry.agent, "token_mode", ())]
+        ways.append(f"{', '.join(kinds)} with agent.learning={learning}")
+    return "; ".join(ways)
+
+
 def check_options(kind: str, learning: Learning, options: Any, reward: RewardConfig) -> None:
     """Refuse, with one line saying why, a setting that ``kind`` learning this way would not read.
 

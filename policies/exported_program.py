@@ -39,11 +39,14 @@ from policies.heads import (
     LogisticUtilityHead,
     MlpLogitHead,
     NearestNeighbourHead,
+    TokenHiddenLayerUtilityHead,
+    TokenLogisticUtilityHead,
+    TokenNearestNeighbourHead,
     TokenUtilityHead,
     UtilityHead,
 )
 from policies.policy_file import PolicyError
-from policies.portable import PortablePolicy
+from policies.portable import HEAD_KINDS, PortablePolicy
 
 #: The exported program's suffix: ``runs/x/policy.pt`` has it at ``runs/x/policy.pt2``.
 PROGRAM_SUFFIX = ".pt2"
@@ -66,33 +69,47 @@ def _shaped_head(portable: PortablePolicy) -> CostHead:
     """A head of the file's kind, of the right shapes (its tensors are loaded afterwards, :func:`build_head`)."""
     header = portable.header["head"]
     kind = portable.head_kind
+    if kind == "mlp_logit":
+        return _mlp_logit_head(portable)
+    tensors = {name: _tensor(portable.head_tensor(name)) for name in HEAD_KINDS[kind][1]}
     if kind == "utility":
         return UtilityHead(int(header["n_models"]))
     if kind == "token_utility":
-        return TokenUtilityHead(_tensor(portable.head_tensor("price_table")))
+        return TokenUtilityHead(tensors["price_table"])
     if kind == "logistic_utility":
         return LogisticUtilityHead(int(header["n_models"]))
+    if kind == "token_logistic_utility":
+        return TokenLogisticUtilityHead(tensors["price_table"])
     if kind == "hidden_layer_utility":
-        second, bias = _tensor(portable.head_tensor("second")), _tensor(portable.head_tensor("second_bias"))
-        return HiddenLayerUtilityHead(second, bias, bool(header["relu"]))
+        return HiddenLayerUtilityHead(tensors["second"], tensors["second_bias"], bool(header["relu"]))
+    if kind == "token_hidden_layer_utility":
+        second, bias, relu = tensors["second"], tensors["second_bias"], bool(header["relu"])
+        return TokenHiddenLayerUtilityHead(second, bias, relu, tensors["price_table"])
     if kind == "nearest_neighbour":
-        train, quality, cost = (_tensor(portable.head_tensor(name)) for name in ("train_unit", "quality", "cost"))
-        return NearestNeighbourHead(train, quality, cost, int(header["k"]))
-    if kind == "mlp_logit":
-        layers = []
-        for index in range(int(header["layers"])):
-            out_features, in_features = portable.head_tensor(f"layers.{index}.weight").shape
-            layers.append(torch.nn.Linear(in_features, out_features, dtype=torch.float64))
-        return MlpLogitHead(
-            _tensor(portable.head_tensor("weight_column")),
-            _tensor(portable.head_tensor("first_bias")),
-            layers,
-            str(header["activation"]),
-            float(header["low"]),
-            float(header["high"]),
-            _tensor(portable.head_tensor("mean_cost")),
-        )
+        return NearestNeighbourHead(tensors["train_unit"], tensors["quality"], tensors["cost"], int(header["k"]))
+    if kind == "token_nearest_neighbour":
+        tokens = torch.stack([tensors["prompt_tokens"], tensors["completion_tokens"]], dim=2)
+        train, quality, prices = tensors["train_unit"], tensors["quality"], tensors["price_table"]
+        return TokenNearestNeighbourHead(train, quality, tokens, int(header["k"]), prices)
     raise PolicyError(f"its {kind} head has no exported form")
+
+
+def _mlp_logit_head(portable: PortablePolicy) -> MlpLogitHead:
+    """The actor's head of the file's shapes."""
+    header = portable.header["head"]
+    layers = []
+    for index in range(int(header["layers"])):
+        out_features, in_features = portable.head_tensor(f"layers.{index}.weight").shape
+        layers.append(torch.nn.Linear(in_features, out_features, dtype=torch.float64))
+    return MlpLogitHead(
+        _tensor(portable.head_tensor("weight_column")),
+        _tensor(portable.head_tensor("first_bias")),
+        layers,
+        str(header["activation"]),
+        float(header["low"]),
+        float(header["high"]),
+        _tensor(portable.head_tensor("mean_cost")),
+    )
 
 
 def build_head(portable: PortablePolicy) -> CostHead:

@@ -5,8 +5,8 @@ rule), which lets the exporter fold the featurizer's projection into the linear 
 
 Every head also gives its predicted USD cost per model (N, K) from the same z: ``scores_costs(z, w)``
 returns both, ``forward(z, w)`` is its first half, so the scores of the two agree exactly. A head
-whose costs are token estimates priced by a table it carries (:class:`TokenUtilityHead`,
-``cost_mode`` "tokens") can have that table replaced (``set_prices``); the others estimate USD
+whose costs are token estimates priced by a table it carries (:class:`TokenPricedHead` and its
+subclasses, ``cost_mode`` "tokens") can have that table replaced (``set_prices``); the others estimate USD
 directly (``cost_mode`` "usd") and refuse (docs/contracts.md §2.10).
 """
 
@@ -19,7 +19,7 @@ class CostHead(torch.nn.Module):
     """Base of every head: ``forward`` is ``scores_costs``' scores; by default no price table ("usd").
 
     Subclasses implement ``scores_costs(z, cost_weight) -> (scores, costs)``, both (N, K) float64;
-    :class:`TokenUtilityHead` also overrides the price methods.
+    :class:`TokenPricedHead` also overrides the price methods.
     """
 
     def forward(self, z: torch.Tensor, cost_weight: float) -> torch.Tensor:
@@ -61,14 +61,17 @@ class UtilityHead(CostHead):
         return torch.sub(quality, cost, alpha=cost_weight), cost
 
 
-class TokenUtilityHead(CostHead):
-    """z = [quality | prompt tokens | completion tokens] (N, 3K) → quality − w · cost at the carried prices.
+class TokenPricedHead(CostHead):
+    """Base of the heads whose cost part of z is estimated tokens, priced with the table they carry.
 
-    cost_k = (p_in,k · tokens_in,k + p_out,k · tokens_out,k) / 1e6 USD, with ``price_table`` (K, 2)
-    USD per one million (input, output) tokens (docs/contracts.md §1.5). Ridge regression is linear
-    in its target, so at the training prices this cost equals the USD estimate of
-    :class:`UtilityHead` fitted on the priced costs; a new table (``set_prices``) reprices every
-    model at once, with no retraining (``cost_mode`` "tokens", ``score_kind`` "utility").
+    The cost part is [prompt tokens | completion tokens] (N, 2K) per query, and
+
+        cost_k = (p_in,k · tokens_in,k + p_out,k · tokens_out,k) / 1e6 USD
+
+    with ``price_table`` (K, 2) USD per one million (input, output) tokens (docs/contracts.md §1.5).
+    Regression is linear in its target, so at the training prices this cost is the USD estimate a
+    head fitted on the priced costs gives; a new table (``set_prices``) reprices every model at
+    once, with no retraining (``cost_mode`` "tokens").
     """
 
     n_models: int
@@ -81,24 +84,14 @@ class TokenUtilityHead(CostHead):
         self.register_buffer("price_table", _checked_prices(prices.detach().to(torch.float64), self.n_models))
         self.price_columns = _columns(self.price_table)
 
-    def costs(self, z: torch.Tensor) -> torch.Tensor:
-        """(N, K) predicted USD per query at the current prices."""
-        return self._priced(z.split(self.n_models, 1))
+    def _priced(self, prompt: torch.Tensor, completion: torch.Tensor) -> torch.Tensor:
+        """USD (N, K) of the estimated prompt and completion tokens (N, K each) at the current prices.
 
-    def _priced(self, parts: list[torch.Tensor]) -> torch.Tensor:
-        """The cost of z's [quality | prompt tokens | completion tokens] views (``z.split(K, 1)``).
-
-        One view op for each of z and the table rather than one per column, and the sums in place
-        (the same float64 operations): one query is bound by op dispatch (~2 µs an op).
+        One view op for the table rather than one per column, and the sums in place (the same
+        float64 operations): one query is bound by op dispatch (~2 µs an op).
         """
         input_price, output_price = self.price_columns  # read once: a concurrent set_prices swaps both at once
-        return (parts[1] * input_price).add_(parts[2] * output_price).div_(1e6)
-
-    def scores_costs(self, z: torch.Tensor, cost_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Utility per arm at ``cost_weight``, and the priced cost."""
-        parts = z.split(self.n_models, 1)
-        cost = self._priced(parts)
-        return torch.sub(parts[0], cost, alpha=cost_weight), cost
+        return (prompt * input_price).add_(completion * output_price).div_(1e6)
 
     def prices(self) -> torch.Tensor:
         """(K, 2) float64 USD per one million (input, output) tokens, in model order (a copy)."""
@@ -109,6 +102,37 @@ class TokenUtilityHead(CostHead):
         table = _checked_prices(prices.to(torch.float64).clone(), self.n_models)
         self.price_table = table
         self.price_columns = _columns(table)
+
+
+class TokenUtilityHead(TokenPricedHead):
+    """z = [quality | prompt tokens | completion tokens] (N, 3K) → quality − w · cost at the carried prices.
+
+    LinUCB's and LinTS's head in token mode (:class:`TokenPricedHead`; ``score_kind`` "utility").
+    """
+
+    def costs(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, K) predicted USD per query at the current prices."""
+        parts = z.split(self.n_models, 1)
+        return self._priced(parts[1], parts[2])
+
+    def scores_costs(self, z: torch.Tensor, cost_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Utility per arm at ``cost_weight``, and the priced cost."""
+        parts = z.split(self.n_models, 1)
+        cost = self._priced(parts[1], parts[2])
+        return torch.sub(parts[0], cost, alpha=cost_weight), cost
+
+
+class TokenLogisticUtilityHead(TokenUtilityHead):
+    """z = [quality logits | prompt tokens | completion tokens] (N, 3K) → sigmoid(logit) − w · priced cost.
+
+    :class:`LogisticUtilityHead` in token mode (:class:`TokenPricedHead`).
+    """
+
+    def scores_costs(self, z: torch.Tensor, cost_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Estimated probability of a good answer minus the weighted priced cost; the cost."""
+        parts = z.split(self.n_models, 1)
+        cost = self._priced(parts[1], parts[2])
+        return torch.sigmoid(parts[0]) - cost_weight * cost, cost
 
 
 def _columns(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,6 +164,13 @@ class LogisticUtilityHead(CostHead):
         return torch.sigmoid(logits) - cost_weight * cost, cost
 
 
+def _hidden_layer_quality(hidden: torch.Tensor, second: torch.Tensor, bias: torch.Tensor, relu: bool) -> torch.Tensor:
+    """sigmoid(act(z_h) V + b): each model's expected quality from the hidden pre-activations z_h."""
+    if relu:
+        hidden = torch.relu(hidden)
+    return torch.sigmoid(hidden @ second + bias)
+
+
 class HiddenLayerUtilityHead(CostHead):
     """z = [hidden pre-activations (N, h) | estimated cost (N, K)] → sigmoid(act(z_h) V + b) − w · cost.
 
@@ -162,9 +193,44 @@ class HiddenLayerUtilityHead(CostHead):
     def scores_costs(self, z: torch.Tensor, cost_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Estimated quality per model (a probability of a good answer) minus the weighted estimated cost; the cost."""
         hidden, cost = z.tensor_split([self.hidden], 1)  # one op for both views
-        if self.relu:
-            hidden = torch.relu(hidden)
-        return torch.sigmoid(hidden @ self.second + self.second_bias) - cost_weight * cost, cost
+        quality = _hidden_layer_quality(hidden, self.second, self.second_bias, self.relu)
+        return quality - cost_weight * cost, cost
+
+
+class TokenHiddenLayerUtilityHead(TokenPricedHead):
+    """z = [hidden pre-activations (N, h) | prompt tokens | completion tokens] → sigmoid(act(z_h) V + b) − w · cost.
+
+    :class:`HiddenLayerUtilityHead` in token mode (:class:`TokenPricedHead`).
+    """
+
+    relu: bool
+    hidden: int
+    second: torch.Tensor
+    second_bias: torch.Tensor
+
+    def __init__(self, second: torch.Tensor, second_bias: torch.Tensor, relu: bool, prices: torch.Tensor) -> None:
+        super().__init__(prices)
+        self.register_buffer("second", second.detach().to(torch.float64).clone())
+        self.register_buffer("second_bias", second_bias.detach().to(torch.float64).clone())
+        self.hidden = int(second.shape[0])
+        self.relu = relu
+
+    def scores_costs(self, z: torch.Tensor, cost_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Estimated quality per model minus the weighted priced cost; the cost."""
+        parts = z.tensor_split([self.hidden, self.hidden + self.n_models], 1)
+        cost = self._priced(parts[1], parts[2])
+        quality = _hidden_layer_quality(parts[0], self.second, self.second_bias, self.relu)
+        return quality - cost_weight * cost, cost
+
+
+def _unit_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Each row divided by its Euclidean norm (rows of norm 0 stay 0)."""
+    return rows / torch.linalg.vector_norm(rows, dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def _nearest(z: torch.Tensor, train_unit: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, k) indices of the k training queries most cosine-similar to each row of z."""
+    return torch.topk(_unit_rows(z) @ train_unit.T, k, dim=1).indices
 
 
 class NearestNeighbourHead(CostHead):
@@ -181,17 +247,46 @@ class NearestNeighbourHead(CostHead):
 
     def __init__(self, train_features: torch.Tensor, quality: torch.Tensor, cost: torch.Tensor, k: int) -> None:
         super().__init__()
-        norms = train_features.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        self.register_buffer("train_unit", (train_features / norms).to(torch.float64))
+        self.register_buffer("train_unit", _unit_rows(train_features).to(torch.float64))
         self.register_buffer("quality", quality.to(torch.float64))
         self.register_buffer("cost", cost.to(torch.float64))
         self.k = k
 
     def scores_costs(self, z: torch.Tensor, cost_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Utility per model from the k most similar training queries, and their mean cost."""
-        unit = z / torch.linalg.vector_norm(z, dim=1, keepdim=True).clamp_min(1e-12)
-        neighbours = torch.topk(unit @ self.train_unit.T, self.k, dim=1).indices
+        neighbours = _nearest(z, self.train_unit, self.k)
         cost = self.cost[neighbours].mean(dim=1)
+        return self.quality[neighbours].mean(dim=1) - cost_weight * cost, cost
+
+
+class TokenNearestNeighbourHead(TokenPricedHead):
+    """:class:`NearestNeighbourHead` in token mode: the neighbours' mean tokens, priced (:class:`TokenPricedHead`).
+
+    The mean of priced tokens is the priced mean tokens (pricing is linear), so at the training
+    prices the cost is the neighbours' mean cost wherever the log's cost is its priced tokens.
+    """
+
+    k: int
+    train_unit: torch.Tensor
+    quality: torch.Tensor
+    prompt_tokens: torch.Tensor
+    completion_tokens: torch.Tensor
+
+    def __init__(
+        self, train_features: torch.Tensor, quality: torch.Tensor, tokens: torch.Tensor, k: int, prices: torch.Tensor
+    ) -> None:
+        """``tokens`` (N_train, K, 2): each training query's prompt and completion tokens per model."""
+        super().__init__(prices)
+        self.register_buffer("train_unit", _unit_rows(train_features).to(torch.float64))
+        self.register_buffer("quality", quality.to(torch.float64))
+        self.register_buffer("prompt_tokens", tokens[:, :, 0].to(torch.float64).contiguous())
+        self.register_buffer("completion_tokens", tokens[:, :, 1].to(torch.float64).contiguous())
+        self.k = k
+
+    def scores_costs(self, z: torch.Tensor, cost_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Utility per model from the k most similar training queries, and their mean tokens priced."""
+        neighbours = _nearest(z, self.train_unit, self.k)
+        cost = self._priced(self.prompt_tokens[neighbours].mean(dim=1), self.completion_tokens[neighbours].mean(dim=1))
         return self.quality[neighbours].mean(dim=1) - cost_weight * cost, cost
 
 

@@ -49,13 +49,22 @@ TOKENIZER = "routerl-bytes-1"
 #: What ends each term in ``featurizer.terms``: a delimiter, so never part of a term.
 TERM_END = b"\n"
 
+#: What begins the kind of a head in "tokens" mode: its cost part is estimated prompt and completion
+#: tokens, priced by its ``price_table`` (docs/contracts.md §2.10), where its "usd" twin estimates USD.
+TOKEN_PREFIX = "token_"
+
 #: Head kinds and the scalar parameters (header) and tensors (``head.<name>``) each needs.
 HEAD_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "utility": (("n_models",), ()),
     "token_utility": (("n_models",), ("price_table",)),
     "logistic_utility": (("n_models",), ()),
+    "token_logistic_utility": (("n_models",), ("price_table",)),
     "hidden_layer_utility": (("hidden", "relu"), ("second", "second_bias")),
+    "token_hidden_layer_utility": (("hidden", "relu", "n_models"), ("price_table", "second", "second_bias")),
     "nearest_neighbour": (("k",), ("train_unit", "quality", "cost")),
+    "token_nearest_neighbour": (
+        ("k", "n_models"), ("price_table", "train_unit", "quality", "prompt_tokens", "completion_tokens")
+    ),
     "mlp_logit": (("low", "high", "activation", "layers"), ("weight_column", "first_bias", "mean_cost")),
 }
 
@@ -180,7 +189,7 @@ def _check_head_scalars(head: dict[str, Any], n_tensors: int) -> None:
     if "layers" in head and not _is_int(head["layers"], 0, n_tensors):
         raise PolicyError(f"the {head['kind']} head's layers must be an integer of at most its tensors' count")
     if "relu" in head and not isinstance(head["relu"], bool):
-        raise PolicyError("the hidden_layer_utility head's relu must be true or false")
+        raise PolicyError(f"the {head['kind']} head's relu must be true or false")
     if head["kind"] == "mlp_logit":
         low, high = head["low"], head["high"]
         numbers = all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high))

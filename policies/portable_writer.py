@@ -24,8 +24,11 @@ HEAD_CLASSES = {
     "UtilityHead": "utility",
     "TokenUtilityHead": "token_utility",
     "LogisticUtilityHead": "logistic_utility",
+    "TokenLogisticUtilityHead": "token_logistic_utility",
     "HiddenLayerUtilityHead": "hidden_layer_utility",
+    "TokenHiddenLayerUtilityHead": "token_hidden_layer_utility",
     "NearestNeighbourHead": "nearest_neighbour",
+    "TokenNearestNeighbourHead": "token_nearest_neighbour",
     "MlpLogitHead": "mlp_logit",
 }
 

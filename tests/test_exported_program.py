@@ -150,7 +150,11 @@ def world() -> tuple[RoutingLog, TextFeaturizer, np.ndarray]:
 
 
 def _fitted(kind: str, log: RoutingLog, x: np.ndarray) -> Agent:
-    """An agent whose exported head is of the portable ``kind``, fitted fast."""
+    """An agent whose exported head is of the portable ``kind``, fitted fast (``token_*``: in token mode)."""
+    if kind.startswith("token_"):
+        prices = np.tile([[1.5, 6.0]], (log.n_models, 1))  # USD per 1M input, output tokens
+        agent = _fitted(kind.removeprefix("token_"), log, x)
+        return agent.train(TrainingTask(FeaturizedSplit(log, x), prices=prices))
     args = (x, log.quality, log.cost)
     if kind == "utility":
         return LinUCB(log.n_models, x.shape[1]).fit(*args)
@@ -166,9 +170,13 @@ def _fitted(kind: str, log: RoutingLog, x: np.ndarray) -> Agent:
 
 
 @pytest.mark.parametrize("kind", ["utility", "logistic_utility", "hidden_layer_utility", "nearest_neighbour",
-                                  "mlp_logit"])
+                                  "mlp_logit", "token_logistic_utility", "token_hidden_layer_utility",
+                                  "token_nearest_neighbour"])
 def test_every_head_kind_exports_and_scores_as_torchscript(world, kind: str, tmp_path: Path) -> None:
-    """The other kinds (the demo policy is token_utility); for mlp_logit also a weight above its range (clamped)."""
+    """The other kinds (the demo policy is token_utility); for mlp_logit also a weight above its range (clamped).
+
+    The ``token_*`` peers are refitted in token mode (:func:`_fitted`), as a token-mode run trains them.
+    """
     log, featurizer, x = world
     agent = _fitted(kind, log, x)
     conditioned = agent.cost_weight_range is not None  # PPO: the weight is clamped into its range

@@ -30,6 +30,9 @@ from policies.heads import (
     LogisticUtilityHead,
     MlpLogitHead,
     NearestNeighbourHead,
+    TokenHiddenLayerUtilityHead,
+    TokenLogisticUtilityHead,
+    TokenNearestNeighbourHead,
     TokenUtilityHead,
     UtilityHead,
 )
@@ -60,6 +63,13 @@ def _heads(rng: np.random.Generator) -> dict[str, tuple[torch.nn.Module, int]]:
         "hidden_layer_relu": (HiddenLayerUtilityHead(tensor(HIDDEN, K), tensor(K), relu=True), HIDDEN + K),
         "hidden_layer_identity": (HiddenLayerUtilityHead(tensor(HIDDEN, K), tensor(K), relu=False), HIDDEN + K),
         "nearest_neighbour": (NearestNeighbourHead(tensor(40, 9), tensor(40, K), tensor(40, K).abs(), 5), 9),
+        "token_logistic_utility": (TokenLogisticUtilityHead(prices), 3 * K),
+        "token_hidden_layer_relu": (
+            TokenHiddenLayerUtilityHead(tensor(HIDDEN, K), tensor(K), True, prices), HIDDEN + 2 * K
+        ),
+        "token_nearest_neighbour": (
+            TokenNearestNeighbourHead(tensor(40, 9), tensor(40, K), 1000 * tensor(40, K, 2).abs(), 5, prices), 9
+        ),
         "mlp_logit": (
             MlpLogitHead(tensor(HIDDEN), tensor(HIDDEN), layers, "tanh", 1.0, 3000.0, tensor(K).abs()),
             HIDDEN,
@@ -85,7 +95,7 @@ def policies(tmp_path_factory: pytest.TempPathFactory, demo_queries: list[str]) 
         metadata = PolicyMetadata(models=models, default_cost_weight=300.0, cost_weight_range=[0.0, 3000.0],
                                   score_kind="logit" if kind == "mlp_logit" else "utility", agent=kind,
                                   featurizer={}, data_fingerprint="f" * 16, rules=rules,
-                                  cost_mode="tokens" if kind == "token_utility" else "usd")
+                                  cost_mode="tokens" if kind.startswith("token_") else "usd")
         linear_map = rng.normal(size=(featurizer.dimension, width))
         module = build_text_policy(featurizer, linear_map, head, metadata, clamp_cost_weight=kind == "mlp_logit")
         paths[kind] = save_policy(module, metadata, folder / kind / "policy.pt")
@@ -119,7 +129,7 @@ def _assert_same(torchscript: LoadedPolicy, native: NativePolicy, queries: list[
 @pytest.mark.parametrize(
     "kind",
     ["utility", "token_utility", "logistic_utility", "hidden_layer_relu", "hidden_layer_identity",
-     "nearest_neighbour", "mlp_logit"],
+     "nearest_neighbour", "mlp_logit", "token_logistic_utility", "token_hidden_layer_relu", "token_nearest_neighbour"],
 )
 def test_every_head_kind_decides_as_torchscript_on_the_parity_inputs(
     policies: dict[str, Path], demo_queries: list[str], kind: str
@@ -161,8 +171,10 @@ def test_routeprofile_prompts_route_the_same(policies: dict[str, Path]) -> None:
     _assert_same(load_policy(policies["hidden_layer_relu"]), load_native_policy(policies["hidden_layer_relu"]), queries)
 
 
-def test_prices_replace_in_both_engines_alike(policies: dict[str, Path]) -> None:
-    torchscript, native = load_policy(policies["token_utility"]), load_native_policy(policies["token_utility"])
+@pytest.mark.parametrize("kind", ["token_utility", "token_logistic_utility", "token_hidden_layer_relu",
+                                  "token_nearest_neighbour"])
+def test_prices_replace_in_both_engines_alike(policies: dict[str, Path], kind: str) -> None:
+    torchscript, native = load_policy(policies[kind]), load_native_policy(policies[kind])
     assert native.prices_table() == torchscript.prices_table()
     table = {model: (0.5 * (i + 1), 3.0) for i, model in enumerate(native.models)}
     torchscript.set_prices(table)

@@ -30,7 +30,8 @@ def _train(*args: str) -> subprocess.CompletedProcess[str]:
     ("logistic", "fit", []),
 ])
 def test_each_agent_kind_trains_and_exports(kind: str, learning: str, options: list[str], tmp_path: Path) -> None:
-    """Each kind learns its own way when ``agent.learning`` is left out (configs/default.yaml leaves it null)."""
+    """Each kind learns its own way when ``agent.learning`` is left out (configs/default.yaml leaves it null),
+    in token mode on the demo log."""
     done = _train("--out", str(tmp_path / kind), "--set", f"agent.kind={kind}", "--set", "evaluation.bootstrap=0",
                   *options)
     assert done.returncode == 0, done.stderr
@@ -39,6 +40,9 @@ def test_each_agent_kind_trains_and_exports(kind: str, learning: str, options: l
     assert report["test"]["mean_reward"] > report["baselines"]["random"]["mean_reward"]
     policy = load_policy(tmp_path / kind / "policy.pt")
     assert policy.metadata["agent"] == kind and policy.score_kind == "utility"
+    # the demo log has every token count: each kind estimates tokens and its policy carries a price table
+    assert report["exported_policy"]["cost_mode"] == policy.cost_mode == "tokens"
+    assert policy.prices_table().keys() == set(policy.models)
 
 
 def test_ppo_is_deterministic_across_processes_and_exports_logits(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ class DataConfig:
     path: str = "data/demo/demo.jsonl"  # a log file or a directory of log files
     prices: str | None = None  # price table for rows with tokens but no cost (None: configs/prices.yaml)
     # token mode (docs/contracts.md §2.10): auto when every outcome has token counts and the table prices every
-    # model; usd: never; tokens: required (else an error). Agents that estimate tokens: linucb, lints
+    # model; usd: never; tokens: required (else an error). Every kind but ppo estimates tokens
     cost_mode: Literal["auto", "usd", "tokens"] = "auto"
     allow_pickle: bool = False  # read RouterBench pandas pickles (they can run code: trusted files only)
     # USD per call: a row with a higher cost (given or priced) is rejected as `bad cost`; .inf: no bound

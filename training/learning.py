@@ -16,6 +16,7 @@ import numpy as np
 
 from agents.base import Agent, FeaturizedSplit, TrainingTask
 from agents.callbacks import Callback, KeepBest
+from agents.registry import token_mode_kinds
 from data.prices import PriceTable, token_mode_prices
 from data.schema import DataError
 from training.checkpoints import CheckpointCallback
@@ -82,6 +83,6 @@ def _token_prices(config: RunConfig, agent: Agent, train_set: FeaturizedSplit) -
     if mode == "tokens":
         raise DataError(
             f"data.cost_mode=tokens: agent.kind={config.agent.kind} with agent.learning={config.agent.learning} "
-            "estimates USD costs only (token mode: linucb and lints)"
+            f"estimates USD costs only (token mode: {token_mode_kinds()})"
         )
     return None
