@@ -12,6 +12,7 @@ may use it. Modules:
 - :mod:`data.log_builder` -- cross-row rules (duplicates, conflicting text, incomplete queries), then the matrices.
 - :mod:`data.quarantine` -- rejected rows kept, counted by reason, written to ``rejected.jsonl``.
 - :mod:`data.decision_log` -- a service's decision log joined into bandit-feedback rows.
+- :mod:`data.responses` -- each outcome's response text, read on demand (cascades).
 - :mod:`data.routing_log` -- :class:`~data.routing_log.RoutingLog`, the in-memory query x model log.
 - :mod:`data.fingerprint` -- the data fingerprint: sha256 of the accepted rows in canonical form.
 - :mod:`data.prices` -- price tables (USD per 1M tokens) to cost rows that carry only tokens.

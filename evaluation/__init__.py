@@ -12,6 +12,7 @@ seen only as a decision rule, ``decide(cost_weight) -> model index per query`` (
 - :mod:`evaluation.bootstrap` -- bootstrap confidence intervals over queries.
 - :mod:`evaluation.frontier` -- cost-quality frontiers and AIQ.
 - :mod:`evaluation.budget` -- the cost weight that meets a target mean cost or quality.
+- :mod:`evaluation.cascade` -- cascade baselines (one call, threshold cascade, agreement), every call's cost counted.
 - :mod:`evaluation.routers` -- adapters that let evaluation ask any router for its choice.
 - :mod:`evaluation.report` -- ``report.md``, the report as tables.
 - :mod:`evaluation.figures` -- ``frontier.png``.

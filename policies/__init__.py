@@ -21,6 +21,7 @@ Modules:
 - :mod:`policies.text_policy` -- the text policy: scripted featurizer, linear map, head, arms.
 - :mod:`policies.embedding_policy` -- the policy for logs that carry the user's own query embeddings.
 - :mod:`policies.scripted_featurizer` -- the TorchScript twin of :class:`data.featurizer.TextFeaturizer`.
+- :mod:`policies.response_features` -- features of a model's response and agreement of two, TorchScript-able.
 - :mod:`policies.heads` -- scoring heads: linear-map outputs and a cost weight to one score per model.
 - :mod:`policies.arms` -- the model names, the cost-weight check, the rules and the argmax decision.
 - :mod:`policies.rules` -- rule overrides: the rules file, its checks, and its TorchScript mask (first match wins).
