@@ -4,9 +4,10 @@
    ``--no-tune`` (``tuning.enabled=false``), alternately, ``--repeats`` times each; the median wall
    time of each and their ratio, with the held-out AIQ of both (issue #16's budget: the tuning
    adds at most 3× the untuned training time).
-2. Scale: :func:`training.tuning.tune` alone on synthetic logs of ``--sizes`` queries (data/synth):
-   beyond ``tuning.max_queries`` (20,000) only that many queries are cross-validated, so its time
-   stops growing with the log; what is left grows with hashing the query ids.
+2. Scale: :func:`training.tuning.tune` alone on synthetic logs of ``--sizes`` queries (data/synth),
+   on ``blas_threads`` BLAS threads as in ``train.py``: beyond ``tuning.max_queries`` (20,000) only
+   that many queries are cross-validated, so its time stops growing with the log; what is left
+   grows with hashing the query ids.
 
     python bench/bench_tuning.py --data ../shared/data/routerbench --repeats 3 --sizes 2000,20000,200000
 """
@@ -19,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -55,18 +58,21 @@ def routerbench(data: str, repeats: int) -> None:
     print("| run | median wall s | held-out AIQ |\n|---|---|---|")
     print(f"| --no-tune | {untuned:.2f} | {aiq[False]:.4f} |")
     print(f"| tuned | {tuned_time:.2f} | {aiq[True]:.4f} |")
-    print(f"\ntuned / untuned = {tuned_time / untuned:.2f}x (the tuning adds {tuned_time / untuned - 1:.2f}x); "
-          f"chosen {chosen}")
+    print(
+        f"\ntuned / untuned = {tuned_time / untuned:.2f}x (the tuning adds {tuned_time / untuned - 1:.2f}x); "
+        f"chosen {chosen}"
+    )
 
 
 def scale(sizes: list[int]) -> None:
-    """tune() alone on synthetic logs of each size."""
+    """tune() alone on synthetic logs of each size, on train.py's BLAS threads (many are slow on small matrices)."""
     config = load_config(None, [])
     print("\n| queries | cross-validated | tune() s |\n|---|---|---|")
     for size in sizes:
         log = generate(SynthConfig(queries=size, seed=0)).routing_log()
         started = time.perf_counter()
-        tuning = tune(config, log)
+        with threadpool_limits(limits=config.blas_threads, user_api="blas"):
+            tuning = tune(config, log)
         print(f"| {size} | {tuning.report['queries']} | {time.perf_counter() - started:.2f} |")
 
 

@@ -30,6 +30,9 @@ plus the vocabulary. The exported policy does not store the projection: it folds
 agent's first linear map (see :mod:`policies`), so the artifact holds ``max_features × m`` floats
 for an agent whose first map has ``m`` outputs.
 
+A fit tokenizes its texts once and works from their term counts (:class:`TermCounts`), which
+cross-validation shares across its fits (:mod:`training.tuning`).
+
 This is the Python twin, fast for training. :mod:`policies.scripted_featurizer` is the TorchScript
 twin that runs inside the exported policy; a parity test proves both give the same tf-idf.
 """
@@ -39,7 +42,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -47,7 +51,7 @@ from pydantic import ConfigDict, NonNegativeInt, PositiveInt
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from threadpoolctl import threadpool_limits
 
-from data.tokenizer import Tokens, VocabularyIndex, indices_of, term_weights
+from data.tokenizer import TermWeights, Tokens, VocabularyIndex, count_pairs, indices_of, term_weights
 
 #: Dense features after the projection: length / mean length, ln(1 + length), bias.
 N_DENSE_EXTRAS = 3
@@ -67,6 +71,56 @@ class FeaturizerConfig:
     seed: int = 0  # seeds the sample and the SVD's start vector
 
 
+@dataclass(frozen=True)
+class TermCounts:
+    """How often each distinct term occurs in each of a batch of texts: the texts tokenized once.
+
+    A fit needs nothing else of its texts (vocabulary, idf, tf-idf rows and lengths all follow
+    from the counts), so cross-validation (:mod:`training.tuning`), which fits on many subsets of
+    the same texts, counts them once and gives each fit the rows of its subset (:meth:`rows`).
+    """
+
+    counts: sp.csr_matrix  # (N, D) occurrences of each distinct term in each text; ascending columns in each row
+    terms: Any  # pyarrow large_binary array (D,): the distinct terms
+    rank: np.ndarray  # (D,) each term's position in bytewise order (pyarrow sorts binary values as Python sorts bytes)
+    n_tokens: np.ndarray  # (N,) int64: tokens per text
+
+    @classmethod
+    def of(cls, texts: Sequence[str]) -> TermCounts:
+        """The counts of ``texts`` (:meth:`data.tokenizer.Tokens.terms`: unigrams and bigrams)."""
+        import pyarrow.compute as pc
+
+        tokens = Tokens.of(texts)
+        terms, doc = tokens.terms()
+        encoded = pc.dictionary_encode(terms)
+        distinct = encoded.dictionary
+        row_of, columns, counts = count_pairs(doc, indices_of(encoded.indices), len(distinct))
+        rank = np.empty(len(distinct), dtype=np.int64)
+        rank[np.asarray(pc.sort_indices(distinct))] = np.arange(len(distinct))
+        indptr = np.searchsorted(row_of, np.arange(len(texts) + 1))
+        matrix = sp.csr_matrix((counts, columns, indptr), shape=(len(texts), len(distinct)))
+        return cls(matrix, distinct, rank, tokens.n_tokens)
+
+    @property
+    def n_texts(self) -> int:
+        return len(self.n_tokens)
+
+    def rows(self, rows: np.ndarray) -> TermCounts:
+        """The counts of the texts ``rows``, in that order."""
+        return replace(self, counts=self.counts[rows], n_tokens=self.n_tokens[rows])
+
+    def vocabulary(self, min_df: int, max_features: int) -> tuple[np.ndarray, np.ndarray]:
+        """The vocabulary's terms (indices into :attr:`terms`) and their document frequencies, in vocabulary order.
+
+        Terms in at least ``min_df`` texts, the ``max_features`` most frequent by document
+        frequency, ties broken by the term's bytes, so that the result is deterministic.
+        """
+        frequency = np.bincount(self.counts.indices, minlength=self.counts.shape[1])
+        kept = np.flatnonzero(frequency >= min_df)
+        chosen = kept[np.lexsort((self.rank[kept], -frequency[kept]))[:max_features]]
+        return chosen, frequency[chosen]
+
+
 class TextFeaturizer:
     """tf-idf over a learned vocabulary, projected by LSA; ``fit`` then ``transform``."""
 
@@ -78,6 +132,7 @@ class TextFeaturizer:
         self.component_rms = np.zeros(0)  # RMS of each unscaled component over the training documents
         self.length_scale = 1.0  # mean token count of the training documents
         self._terms: tuple[dict[bytes, int], VocabularyIndex] | None = None  # a cache of _index()
+        self._counted: tuple[Any, dict[bytes, int], np.ndarray] | None = None  # a cache of _vocabulary_ids()
 
     @property
     def n_terms(self) -> int:
@@ -96,28 +151,37 @@ class TextFeaturizer:
         ``sample_keys`` (one number per text; ties go to the earlier text), or without keys a
         seeded random sample; either way in the texts' order.
         """
-        config = self.config
-        if len(texts) > config.fit_sample:
-            if sample_keys is None:
-                rng = np.random.default_rng(config.seed)
-                chosen = rng.choice(len(texts), size=config.fit_sample, replace=False)
-            else:
-                if len(sample_keys) != len(texts):
-                    raise ValueError(f"{len(sample_keys)} sample keys for {len(texts)} texts")
-                chosen = np.argsort(sample_keys, kind="stable")[: config.fit_sample]
-            texts = [texts[i] for i in np.sort(chosen).tolist()]
-        self._fit_texts(texts)
+        chosen = self._fitting_rows(len(texts), sample_keys)
+        self._fit_counted(TermCounts.of(texts if chosen is None else [texts[i] for i in chosen.tolist()]))
         return self
 
-    def _fit_texts(self, texts: Sequence[str]) -> tuple[sp.csr_matrix, np.ndarray]:
-        """Fit on exactly ``texts``; return their tf-idf rows and token counts (for :meth:`fit_transform`)."""
+    def _fitting_rows(self, n_texts: int, sample_keys: np.ndarray | None) -> np.ndarray | None:
+        """The rows that fit, in order, when there are more than ``fit_sample`` texts (None: all of them)."""
         config = self.config
-        self.vocabulary, frequencies = _vocabulary(texts, config.min_df, config.max_features)
-        self.idf = np.log((1.0 + len(texts)) / (1.0 + frequencies)) + 1.0
-        matrix, n_tokens = self.analyze(texts)
+        if n_texts <= config.fit_sample:
+            return None
+        if sample_keys is None:
+            rng = np.random.default_rng(config.seed)
+            return np.sort(rng.choice(n_texts, size=config.fit_sample, replace=False))
+        if len(sample_keys) != n_texts:
+            raise ValueError(f"{len(sample_keys)} sample keys for {n_texts} texts")
+        return np.sort(np.argsort(sample_keys, kind="stable")[: config.fit_sample])
+
+    def _fit_counted(self, counts: TermCounts) -> sp.csr_matrix:
+        """Fit on exactly the counted texts; return their tf-idf rows (for :meth:`fit_transform_counted`)."""
+        config = self.config
+        columns, frequencies = counts.vocabulary(config.min_df, config.max_features)
+        terms = counts.terms.take(columns).to_pylist()
+        self.vocabulary = {term: index for index, term in enumerate(terms)}
+        ids = np.full(len(counts.terms), -1, dtype=np.int64)
+        ids[columns] = np.arange(len(columns))
+        self._counted = (counts.terms, self.vocabulary, ids)  # counts.rows() of the same texts share the terms
+        self.idf = np.log((1.0 + counts.n_texts) / (1.0 + frequencies.astype(np.float64))) + 1.0
+        matrix = self._counted_matrix(counts)
+        n_tokens = counts.n_tokens.astype(np.float64)
         self.length_scale = max(float(np.mean(n_tokens)), 1.0) if len(n_tokens) else 1.0
         self.projection = self._fit_projection(matrix)
-        return matrix, n_tokens
+        return matrix
 
     def _fit_projection(self, matrix: sp.csr_matrix) -> np.ndarray:
         """Top right singular vectors of the tf-idf matrix, signs fixed, rescaled to unit RMS.
@@ -162,8 +226,34 @@ class TextFeaturizer:
     def _analyze_batch(self, texts: Sequence[str]) -> tuple[sp.csr_matrix, np.ndarray]:
         """:meth:`analyze` of one batch (:func:`data.tokenizer.term_weights`)."""
         weights = term_weights(texts, self._index(), self.idf)
-        matrix = sp.csr_matrix((weights.values, weights.columns, weights.indptr), shape=(len(texts), self.n_terms))
-        return matrix, weights.n_tokens.astype(np.float64)
+        return self._matrix(weights), weights.n_tokens.astype(np.float64)
+
+    def _counted_matrix(self, counts: TermCounts) -> sp.csr_matrix:
+        """The tf-idf rows of counted texts: their counts of the vocabulary's terms, weighed as :meth:`analyze` does."""
+        matrix = counts.counts
+        ids = self._vocabulary_ids(counts.terms)[matrix.indices]
+        known = ids >= 0
+        row_of = np.repeat(np.arange(counts.n_texts, dtype=np.int64), np.diff(matrix.indptr))[known]
+        ids = ids[known]
+        order = np.argsort(row_of * max(self.n_terms, 1) + ids)  # entries by (text, vocabulary index), as analyze's
+        weights = TermWeights.of_counts(row_of[order], ids[order], matrix.data[known][order], self.idf, counts.n_tokens)
+        return self._matrix(weights)
+
+    def _vocabulary_ids(self, terms: Any) -> np.ndarray:
+        """The vocabulary index of each of ``terms`` (-1: none), cached (:meth:`_fit_counted` sets it for its terms)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self._counted is None or self._counted[0] is not terms or self._counted[1] is not self.vocabulary:
+            ordered = sorted(self.vocabulary, key=self.vocabulary.__getitem__)
+            ids = indices_of(pc.index_in(terms, value_set=pa.array(ordered, type=terms.type)))
+            self._counted = (terms, self.vocabulary, ids)
+        return self._counted[2]
+
+    def _matrix(self, weights: TermWeights) -> sp.csr_matrix:
+        """:class:`data.tokenizer.TermWeights` as a (texts, V) sparse matrix."""
+        shape = (len(weights.n_tokens), self.n_terms)
+        return sp.csr_matrix((weights.values, weights.columns, weights.indptr), shape=shape)
 
     def _index(self) -> VocabularyIndex:
         """The vocabulary prepared for vectorised look-up (cached while the vocabulary is the same)."""
@@ -189,7 +279,19 @@ class TextFeaturizer:
         """
         if len(texts) > self.config.fit_sample:
             return self.fit(texts).transform(texts)
-        return self._dense(*self._fit_texts(texts))
+        return self.fit_transform_counted(TermCounts.of(texts))
+
+    def fit_transform_counted(self, counts: TermCounts) -> np.ndarray:
+        """:meth:`fit_transform` of the texts ``counts`` counted, from their counts: the same numbers, no tokenizing."""
+        chosen = self._fitting_rows(counts.n_texts, None)
+        if chosen is None:
+            return self._dense(self._fit_counted(counts), counts.n_tokens.astype(np.float64))
+        self._fit_counted(counts.rows(chosen))
+        return self.transform_counted(counts)
+
+    def transform_counted(self, counts: TermCounts) -> np.ndarray:
+        """:meth:`transform` of the texts ``counts`` counted, from their counts."""
+        return self._dense(self._counted_matrix(counts), counts.n_tokens.astype(np.float64))
 
     def _dense(self, matrix: sp.csr_matrix, n_tokens: np.ndarray) -> np.ndarray:
         """The dense features of analyzed rows: projected tf-idf, then length / mean length, ln(1 + length), 1."""
@@ -244,31 +346,6 @@ def _one_blas_thread() -> Iterator[None]:
     """
     with threadpool_limits(limits=1, user_api="blas"):
         yield
-
-
-def _vocabulary(texts: Sequence[str], min_df: int, max_features: int) -> tuple[dict[bytes, int], np.ndarray]:
-    """Terms in at least ``min_df`` texts, the ``max_features`` most frequent by document frequency.
-
-    Ties are broken by the term's bytes (pyarrow sorts binary values bytewise, as Python sorts
-    ``bytes``). Returns the vocabulary (term → index) and the document frequencies in index order.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    terms, doc = Tokens.of(texts).terms()
-    encoded = pc.dictionary_encode(terms)
-    distinct = encoded.dictionary
-    term = indices_of(encoded.indices)
-    pairs = np.sort(doc * max(len(distinct), 1) + term)  # (text, term) keys; a sort beats np.unique's hash
-    present = pairs[np.flatnonzero(np.diff(pairs, prepend=-1))]  # each (text, term) pair once
-    frequency = np.bincount(present % max(len(distinct), 1), minlength=len(distinct))
-    kept = np.flatnonzero(frequency >= min_df)
-    table = pa.table({"negative_df": -frequency[kept], "term": distinct.take(pa.array(kept))})
-    order = pc.sort_indices(table, sort_keys=[("negative_df", "ascending"), ("term", "ascending")])
-    order = np.asarray(order.to_numpy())[:max_features]
-    chosen = kept[order]
-    words = distinct.take(pa.array(chosen)).to_pylist()
-    return {word: index for index, word in enumerate(words)}, frequency[chosen].astype(np.float64)
 
 
 def _orthonormal(columns: np.ndarray) -> np.ndarray:

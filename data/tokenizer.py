@@ -176,23 +176,37 @@ class TermWeights:
     values: np.ndarray  # (T,) float64
     n_tokens: np.ndarray  # (N,) int64
 
+    @classmethod
+    def of_counts(
+        cls, row_of: np.ndarray, columns: np.ndarray, counts: np.ndarray, idf: np.ndarray, n_tokens: np.ndarray
+    ) -> TermWeights:
+        """The weights of (text, term, count) entries sorted by (text, term), for texts with ``n_tokens`` tokens."""
+        values = (1.0 + np.log(counts)) * idf[columns]
+        norms = np.sqrt(np.bincount(row_of, weights=values**2, minlength=len(n_tokens)))
+        indptr = np.searchsorted(row_of, np.arange(len(n_tokens) + 1))
+        return cls(indptr.astype(np.int64), columns, values / norms[row_of], n_tokens)
+
+
+def count_pairs(doc: np.ndarray, ids: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(text, id, count) of every distinct (text, id) pair of the occurrences ``doc``, ``ids``, sorted by (text, id).
+
+    Each occurrence is a key text × width + id (``width``: more than any id); one sort groups
+    them (a sort beats ``np.unique``'s hash), and each count is the length of its run.
+    """
+    width = max(width, 1)
+    keys = np.sort(doc * width + ids)
+    firsts = np.flatnonzero(np.diff(keys, prepend=-1))
+    counts = np.diff(np.append(firsts, len(keys)))
+    row_of, columns = np.divmod(keys[firsts], width)
+    return row_of, columns, counts
+
 
 def term_weights(texts: Sequence[str], vocabulary: VocabularyIndex, idf: np.ndarray) -> TermWeights:
     """:class:`TermWeights` of ``texts`` against ``vocabulary`` (``idf``: one value per term), vectorised.
 
     Shared by training (:meth:`data.featurizer.TextFeaturizer.analyze`) and the native serving
-    engine (:mod:`policies.native_featurizer`), so both weigh a batch with the same numbers. Each
-    known (text, term) occurrence is a key text × V + term; one sort groups them, so the entries
-    come out sorted by (text, term) and each count is the length of its run.
+    engine (:mod:`policies.native_featurizer`), so both weigh a batch with the same numbers.
     """
     tokens = Tokens.of(texts)
     doc, ids = tokens.known(vocabulary)
-    width = max(len(idf), 1)
-    keys = np.sort(doc * width + ids)
-    firsts = np.flatnonzero(np.diff(keys, prepend=-1))
-    counts = np.diff(np.append(firsts, len(keys)))
-    row_of, columns = np.divmod(keys[firsts], width)
-    values = (1.0 + np.log(counts)) * idf[columns]
-    norms = np.sqrt(np.bincount(row_of, weights=values**2, minlength=len(texts)))
-    indptr = np.searchsorted(row_of, np.arange(len(texts) + 1))
-    return TermWeights(indptr.astype(np.int64), columns, values / norms[row_of], tokens.n_tokens)
+    return TermWeights.of_counts(*count_pairs(doc, ids, len(idf)), idf, tokens.n_tokens)

@@ -80,6 +80,23 @@ def test_tuning_is_deterministic_for_a_seed() -> None:
     assert first.config == second.config
 
 
+def test_tuning_tokenizes_the_queries_once_for_every_fold_and_min_df(monkeypatch: pytest.MonkeyPatch) -> None:
+    from data.tokenizer import Tokens
+
+    tokenized: list[int] = []
+    tokens_of = Tokens.of
+
+    def counted(cls: type[Tokens], texts: list[str]) -> Tokens:
+        tokenized.append(len(texts))
+        return tokens_of(texts)
+
+    monkeypatch.setattr(Tokens, "of", classmethod(counted))
+    log = topic_log()
+    tuned = tune(load_config(None, ["tuning.min_df=[1, 2]", "tuning.components=[0, 8]"]), log)
+    assert tuned.report["folds"] == 5 and tuned.report["grid"]["min_df"] == [1, 2]
+    assert tokenized == [log.n_queries]
+
+
 def test_tuning_off_keeps_the_configuration_object() -> None:
     config = topic_config("tuning.enabled=false")
     tuned = tune(config, topic_log())
