@@ -16,6 +16,7 @@ may use it. Modules:
 - :mod:`data.routing_log` -- :class:`~data.routing_log.RoutingLog`, the in-memory query x model log.
 - :mod:`data.fingerprint` -- the data fingerprint: sha256 of the accepted rows in canonical form.
 - :mod:`data.prices` -- price tables (USD per 1M tokens) to cost rows that carry only tokens.
+- :mod:`data.energy` -- energy per call: the model table that estimates ``energy_wh`` where a log lacks it.
 - :mod:`data.splits` -- train / validation / test splits by query_id hash or by time.
 - :mod:`data.tokenizer` -- the byte-level tokenization both featurizer twins share.
 - :mod:`data.featurizer` -- the training-side text featurizer (tf-idf, LSA projection, length, bias).

@@ -9,7 +9,7 @@ all its accepted rows), ``model``, ``quality`` and ``cost`` — the cost as acce
 priced from ``prompt_tokens``/``completion_tokens`` the price table's result, not the token
 counts. A bandit-feedback log has one line per query, its logged outcome.
 
-Not covered, although accepted: ``propensity``, ``latency_ms``, ``embedding``, ``timestamp``,
+Not covered, although accepted: ``propensity``, ``latency_ms``, ``energy_wh``, ``embedding``, ``timestamp``,
 ``expected_quality``, the token counts themselves, and every other column; nor row order, file
 format or the split. Two logs that differ only there share a fingerprint (for example, other
 timestamps give another ``--split time``, other latencies another ``reward.latency_weight``

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from data.columnar import Block
 
 #: Optional per-row float columns of :class:`Outcome`; each is stored only once a row has it.
-OPTIONAL_COLUMNS = ("propensity", "latency_ms", "expected_quality", "prompt_tokens", "completion_tokens")
+OPTIONAL_COLUMNS = ("propensity", "latency_ms", "energy_wh", "expected_quality", "prompt_tokens", "completion_tokens")
 #: "No timestamp yet" in the per-query timestamp column (milliseconds since the epoch).
 NO_TIME = int(np.iinfo(np.int64).min)
 #: "No task yet" in the per-query task column (an index into the tasks seen).
@@ -368,6 +368,7 @@ class LogBuilder:
             action=action,
             propensity=propensity,
             latency_ms=optional("latency_ms"),
+            energy_wh=optional("energy_wh"),
             expected_quality=optional("expected_quality"),
             prompt_tokens=optional("prompt_tokens"),
             completion_tokens=optional("completion_tokens"),

@@ -47,6 +47,9 @@ class RoutingLog:
     action: np.ndarray | None = None  # (N,) int64, bandit only
     propensity: np.ndarray | None = None  # (N,) float64 in (0, 1], bandit only
     latency_ms: np.ndarray | None = None  # (N, K) float64
+    # (N, K) float64 Wh per call, NaN where unknown: logged, or filled by data.energy.with_energy_estimates
+    energy_wh: np.ndarray | None = None
+    energy_estimated: np.ndarray | None = None  # (N, K) bool: which energy_wh cells are estimates, not logged
     expected_quality: np.ndarray | None = None  # (N, K) ground truth of synthetic logs; never a feature
     # (N, K) float64 token counts of each outcome, NaN where its row had none; None when no row had them
     prompt_tokens: np.ndarray | None = None
@@ -84,6 +87,8 @@ class RoutingLog:
             action=take(self.action),
             propensity=take(self.propensity),
             latency_ms=take(self.latency_ms),
+            energy_wh=take(self.energy_wh),
+            energy_estimated=take(self.energy_estimated),
             expected_quality=take(self.expected_quality),
             prompt_tokens=take(self.prompt_tokens),
             completion_tokens=take(self.completion_tokens),

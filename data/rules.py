@@ -155,9 +155,10 @@ COMPLETION_TOKENS = ValueRule(
 )
 PROPENSITY = ValueRule("propensity", RejectReason.BAD_PROPENSITY, "is outside (0, 1]", _probability)
 LATENCY = ValueRule("latency_ms", RejectReason.BAD_LATENCY, "must be finite and >= 0", _finite_non_negative)
+ENERGY = ValueRule("energy_wh", RejectReason.BAD_ENERGY, "must be finite and >= 0", _finite_non_negative)
 EXPECTED_QUALITY = ValueRule("expected_quality", RejectReason.BAD_QUALITY, "is outside [0, 1]", _unit_interval)
 #: The optional fields' rules, checked in this order after the cost (each a field of ``Outcome``).
-OPTIONAL_VALUE_RULES = (PROPENSITY, LATENCY, EXPECTED_QUALITY)
+OPTIONAL_VALUE_RULES = (PROPENSITY, LATENCY, ENERGY, EXPECTED_QUALITY)
 #: Every numeric field's rule. Quality is required; a missing cost is priced from the tokens.
 VALUE_RULES = (QUALITY, COST, PROMPT_TOKENS, COMPLETION_TOKENS, *OPTIONAL_VALUE_RULES)
 #: A valid cost (given or priced) above :attr:`Limits.max_cost`.

@@ -16,6 +16,7 @@ OPTIONAL_COLUMNS: tuple[str, ...] = (
     "completion_tokens",
     "propensity",
     "latency_ms",
+    "energy_wh",
     "embedding",
     "timestamp",
     "expected_quality",
@@ -41,6 +42,7 @@ class RejectReason(str, Enum):
     BLANK_SCORE = "blank score"  # quality is blank (null / empty cell), as RouterBench has
     BAD_TOKENS = "bad tokens"  # prompt/completion tokens negative or not integers
     BAD_LATENCY = "bad latency"  # latency_ms NaN, infinite or negative
+    BAD_ENERGY = "bad energy"  # energy_wh NaN, infinite or negative
     BAD_EMBEDDING = "bad embedding"  # not a list of finite numbers, or a length unlike the others
     BAD_TIMESTAMP = "bad timestamp"  # not ISO 8601
     BAD_PROPENSITY = "bad propensity"  # propensity outside (0, 1]

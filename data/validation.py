@@ -31,6 +31,7 @@ class Outcome(NamedTuple):
     cost: float
     propensity: float | None
     latency_ms: float | None
+    energy_wh: float | None  # Wh of the call as logged (an estimate fills a missing one later: data.energy)
     expected_quality: float | None
     embedding: list[float] | None
     timestamp: datetime | None
@@ -193,7 +194,7 @@ def validate(fields: dict[str, Any], prices: PriceTable | None, limits: Limits =
     cost = rules.COST.check(cost)
     if not rules.within_max_cost(cost, limits.max_cost):
         raise rules.COST_ABOVE_MAX.invalid(value=cost, limit=limits.max_cost)
-    propensity, latency_ms, expected_quality = [
+    propensity, latency_ms, energy_wh, expected_quality = [
         _checked(fields, rule, text_numbers) for rule in rules.OPTIONAL_VALUE_RULES
     ]
     embedding = _embedding(fields.get("embedding"))
@@ -201,6 +202,6 @@ def validate(fields: dict[str, Any], prices: PriceTable | None, limits: Limits =
     task = _task(fields.get("task"))
     # Positional, in field order: built by keyword, a NamedTuple takes twice as long, once per row.
     return Outcome(
-        query_id, query, model, quality, cost, propensity, latency_ms, expected_quality, embedding, timestamp, task,
-        prompt_tokens, completion_tokens,
+        query_id, query, model, quality, cost, propensity, latency_ms, energy_wh, expected_quality, embedding,
+        timestamp, task, prompt_tokens, completion_tokens,
     )  # fmt: skip

@@ -11,6 +11,8 @@ seen only as a decision rule, ``decide(cost_weight) -> model index per query`` (
 - :mod:`evaluation.metrics` -- quality, cost, reward, regret and share per model of a decision.
 - :mod:`evaluation.bootstrap` -- bootstrap confidence intervals over queries.
 - :mod:`evaluation.frontier` -- cost-quality frontiers and AIQ.
+- :mod:`evaluation.objectives` -- every objective side by side (USD, latency, energy, carbon): the report's
+  ``objectives`` section.
 - :mod:`evaluation.budget` -- the cost weight that meets a target mean cost or quality.
 - :mod:`evaluation.cascade` -- cascade baselines (one call, threshold cascade, agreement), every call's cost counted.
 - :mod:`evaluation.routers` -- adapters that let evaluation ask any router for its choice.

@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from data.energy import EnergyTable, with_energy_estimates
 from data.loading import load_log
 from data.outputs import OutputKind, check_output, create_output, write_text_atomically
 from data.prices import PriceTable
@@ -24,6 +25,7 @@ from data.schema import DataError
 from evaluation.evaluate import EvaluationConfig, EvaluationPlan, evaluate
 from evaluation.figures import save_frontier
 from evaluation.html_report import evaluation_commands, report_page
+from evaluation.objectives import objectives_report
 from evaluation.ope import cross_fitted_predictions
 from evaluation.report import data_section, write_markdown
 from evaluation.routers import PolicyRouter
@@ -44,6 +46,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     parser.add_argument("--reference-model", help="reference for cost-to-reach (default: the best single model)")
     parser.add_argument("--prices", help="price table for rows with tokens instead of cost")
+    parser.add_argument(
+        "--energy", help="energy table estimating energy_wh where the log lacks it (configs/energy.yaml)"
+    )
+    parser.add_argument(
+        "--grid-intensity", type=float, help="gCO2e per kWh for the carbon of the energy (default 480, world average)"
+    )
     parser.add_argument(
         "--max-cost",
         type=float,
@@ -69,11 +77,15 @@ def main(argv: list[str] | None = None) -> int:
         module, metadata = policy.module, policy.metadata
         prices = PriceTable.load_or_default(args.prices)
         loaded = load_log(args.data, prices=prices, allow_pickle=args.allow_pickle, max_cost=args.max_cost)
-        log = loaded.log
+        energy = EnergyTable.load_or_default(args.energy)
+        log = with_energy_estimates(loaded.log, energy)
         weight = metadata["default_cost_weight"] if args.cost_weight is None else args.cost_weight
         if not weight >= 0 or weight == float("inf"):
             raise DataError(f"--cost-weight must be finite and >= 0, got {weight}")
-        config = EvaluationConfig(bootstrap=args.bootstrap, reference_model=args.reference_model)
+        carbon = {} if args.grid_intensity is None else {"grid_intensity": args.grid_intensity}
+        if not all(0 <= value < float("inf") for value in carbon.values()):
+            raise DataError(f"--grid-intensity must be finite and >= 0 (gCO2e per kWh), got {args.grid_intensity}")
+        config = EvaluationConfig(bootstrap=args.bootstrap, reference_model=args.reference_model, **carbon)
         create_output(out, EVALUATION_FOLDER)
         loaded.quarantine.write(out / "rejected.jsonl")
         plan = EvaluationPlan(
@@ -85,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=True,
         )
         evaluation = evaluate(log, PolicyRouter(module).decider(log), plan)
+        objectives = objectives_report(log, evaluation, plan, energy)
     except (DataError, PolicyError, ValueError) as error:
         print(f"evaluation: error: {error}", file=sys.stderr)
         return 2
@@ -101,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             },
         }
     )
+    report["objectives"] = objectives
     write_text_atomically(out / "report.json", json.dumps(report, indent=2) + "\n")
     write_markdown(report, out / "report.md")
     write_text_atomically(out / "report.html", report_page(report, evaluation_commands(str(args.policy), args.data)))

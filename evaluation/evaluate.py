@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from data.routing_log import RoutingLog
@@ -45,6 +45,9 @@ class EvaluationConfig:
     # for "cost to reach x% of its quality"; None: the best single model (highest mean quality, cheaper on ties)
     reference_model: str | None = None
     quality_targets: tuple[float, ...] = (0.95, 1.0)  # shares of the reference model's quality
+    # gCO2e per kWh of the grid that powers the models: carbon = energy_wh / 1000 × this (evaluation.objectives).
+    # Default: the world average of 2023 over the life cycle, ~480 (Ember, Global Electricity Review 2024)
+    grid_intensity: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 480.0
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,77 @@ def _tuning_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: Per objective of ``report.json`` ``objectives``: its column heading and the format of one value.
+OBJECTIVE_COLUMNS = {
+    "usd": ("USD", ".6f"),
+    "latency": ("latency ms (mean)", ".1f"),
+    "energy": ("Wh", ".4g"),
+    "carbon": ("gCO2e", ".4g"),
+}
+
+
+def _value(value: float | None, form: str) -> str:
+    return "not reached" if value is None else format(value, form)
+
+
+def _objective_lines(report: dict[str, Any]) -> list[str]:
+    """The objectives section (evaluation.objectives): every router on every cost, frontiers, what 95% costs."""
+    section = report.get("objectives")
+    if section is None:
+        return []
+    lines = ["", "## Every objective (per query)", ""]
+    if "skipped" in section:
+        return [*lines, f"Not measured: {section['skipped']}."]
+    available = list(section["frontiers"])
+    sources = "; ".join(f"{name}: {entry['source']}" for name, entry in section["objectives"].items())
+    lines += [
+        f"Sources: {sources}. Carbon at {section['grid_intensity_gco2e_per_kwh']:g} gCO2e/kWh; an estimated "
+        f"energy is good to a factor of {section['energy_uncertainty_factor']:g} either way.",
+        "",
+    ]
+    headings = ["quality", "USD"] + (["latency ms p50", "latency ms p95"] if "latency" in available else [])
+    estimated = "" if section["objectives"]["energy"]["source"] == "logged" else " (estimated)"
+    headings += [OBJECTIVE_COLUMNS[name][0] + estimated for name in ("energy", "carbon") if name in available]
+    lines += [f"| router | {' | '.join(headings)} |", "|---|" + "---|" * len(headings)]
+    agent = f"**{report['policy']['agent']}**"
+    rows = [(agent if name == "policy" else name, row) for name, row in section["routers"].items()]
+    rows += [(f"{model} alone", row) for model, row in section["single_models"].items()]
+    for name, row in rows:
+        cells = [f"{row['quality']:.4f}", f"{row['usd']:.6f}"]
+        cells += [f"{row[key]:.1f}" for key in ("latency_ms_p50", "latency_ms_p95") if key in row]
+        cells += [format(row[key], ".4g") for key in ("energy_wh", "gco2e") if key in row]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    lines += ["", "| objective | AIQ | zero router AIQ | oracle cost | oracle quality |", "|---|---|---|---|---|"]
+    for name, frontier in section["frontiers"].items():
+        form = OBJECTIVE_COLUMNS[name][1]
+        oracle = frontier["oracle"]
+        lines.append(
+            f"| {OBJECTIVE_COLUMNS[name][0]} | {frontier['aiq']:.4f} | {frontier['zero_router_aiq']:.4f} | "
+            f"{format(oracle['cost'], form)} | {oracle['quality']:.4f} |"
+        )
+    return lines + _reach_lines(section["reach"])
+
+
+def _reach_lines(reach: dict[str, Any]) -> list[str]:
+    """For x% of the reference model's quality, how much money, time and energy: the least mean cost per objective."""
+    reference = reach["reference_model"]
+    lines: list[str] = []
+    for share, target in reach["targets"].items():
+        lines += [
+            "",
+            f"| for {share} of {reference}'s quality ({target['target_quality']:.4f}) | policy | zero router | "
+            f"{reference} |",
+            "|---|---|---|---|",
+        ]
+        for name, cost in target["policy"].items():
+            heading, form = OBJECTIVE_COLUMNS[name]
+            lines.append(
+                f"| {heading} | {_value(cost, form)} | {_value(target['zero_router'][name], form)} | "
+                f"{format(reach['reference'][name], form)} |"
+            )
+    return lines
+
+
 def _data_lines(report: dict[str, Any]) -> list[str]:
     """The data (rows by fate), the split, and what the exported policy was trained on (a training report)."""
     data = report["data"]
@@ -184,6 +255,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| validation | {budget['validation']['mean_cost']:.6f} | {budget['validation']['mean_quality']:.4f} |",
             f"| test | {budget['test']['mean_cost']:.6f} | {budget['test']['mean_quality']:.4f} |",
         ]
+    lines += _objective_lines(report)
     lines += _tuning_lines(report)
     lines += ["", "## Share of queries per model (policy)", "", "| model | share |", "|---|---|"]
     lines += [f"| {m} | {s:.3f} |" for m, s in report["test"]["share_per_model"].items()]

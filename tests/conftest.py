@@ -1,13 +1,14 @@
 """Shared fixtures and helpers of the tests.
 
 - Fixtures: one real training run on the demo data (``demo_run``, ``demo_policy``; with rule overrides
-  ``rules_policy``), the shared RouterBench logs (``routerbench``), a local Ray cluster (``ray_cluster``),
-  the system's headless Chromium driven by Playwright (``chromium``).
+  ``rules_policy``), the shared RouterBench logs (``routerbench``) and RouteProfile log (``routeprofile``),
+  a local Ray cluster (``ray_cluster``), the system's headless Chromium driven by Playwright (``chromium``).
 - Child processes, as a user runs the commands: :func:`run_python` (``python ARGS``),
   :func:`run_train` (``python train.py --quiet ARGS``), :func:`run_train_on_routerbench` (the
   same with the RouterBench config and logs) and :func:`run_isolated` (``python -I -c SCRIPT``,
   for the checks that an exported policy works without routerl).
-- Synthetic worlds for the agents' unit tests: :func:`linear_world` and :func:`synthetic_log`.
+- Synthetic worlds for the agents' unit tests: :func:`linear_world` and :func:`synthetic_log`; for
+  cascades, a log with responses where an answer reveals its correctness: :func:`revealing_cascade_log`.
 - The product's files, for the layering and layout checks: :func:`product_files`.
 - Hooks (at the end): in CI (``CI=true``) a skipped test is a failure unless it is on
   :data:`SKIPS_ALLOWED_IN_CI`, the one allow-list of skips, each entry with its reason (empty today:
@@ -38,6 +39,7 @@ from training.run import RunResult, prepare_directory, train
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUTERBENCH = ROOT.parent / "shared" / "data" / "routerbench"
+ROUTEPROFILE = ROOT.parent / "shared" / "data" / "routeprofile"
 PACKAGES = ("data", "envs", "agents", "policies", "evaluation", "training", "serving")
 SCRIPTS = ("train", "serve")
 
@@ -97,6 +99,35 @@ def synthetic_log(quality: np.ndarray, cost: np.ndarray, **feedback: Any) -> Rou
     )
 
 
+#: USD per call of the models of :func:`revealing_cascade_log`: cheap, mid, strong.
+CASCADE_COSTS = np.array([1e-4, 5e-4, 5e-3])
+_TOPICS = ("algebra", "biology", "chemistry", "history", "law", "physics", "poetry", "tax")
+
+
+def revealing_cascade_log(n: int, seed: int) -> tuple[RoutingLog, np.ndarray]:
+    """A full-information log of models cheap, mid, strong (:data:`CASCADE_COSTS`) and its (n, 3) responses,
+    where a response reveals its correctness: the cheap model is right 60% of the time and hedges exactly
+    when it is wrong; the mid model is right 75% of the time with no tell; the strong model is always
+    right. The queries' texts (two random topics) tell nothing. The oracle cascade calls the cheap
+    model and escalates to the strong one exactly when it hedges."""
+    rng = np.random.default_rng(seed)
+    cheap, mid = rng.random(n) < 0.6, rng.random(n) < 0.75
+    topics = rng.choice(_TOPICS, size=(n, 2))
+    quality = np.stack([cheap, mid, np.ones(n, dtype=bool)], axis=1).astype(float)
+    responses = np.empty((n, 3), dtype=object)
+    responses[:, 0] = np.where(cheap, "The answer is B.", "I don't know, maybe C.")
+    responses[:, 1] = np.where(mid, "B", "C")
+    responses[:, 2] = "(B)"
+    log = RoutingLog(
+        models=("cheap", "mid", "strong"),
+        query_ids=np.array([f"q{seed}-{i}" for i in range(n)], dtype=object),
+        queries=[f"query {i} on {first} and {second}" for i, (first, second) in enumerate(topics.tolist())],
+        quality=quality,
+        cost=np.tile(CASCADE_COSTS, (n, 1)),
+    )
+    return log, responses
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
     """``python train.py`` (configs/default.yaml) run in-process into a temporary run directory."""
@@ -147,6 +178,14 @@ def routerbench() -> Path:
     if not ROUTERBENCH.is_dir():
         pytest.skip(f"{ROUTERBENCH} is absent (a fresh clone has no ../shared/data)")
     return ROUTERBENCH
+
+
+@pytest.fixture(scope="session")
+def routeprofile() -> Path:
+    """The shared RouteProfile log (``train.jsonl``: 8 open models, token counts); skips as :func:`routerbench`."""
+    if not ROUTEPROFILE.is_dir():
+        pytest.skip(f"{ROUTEPROFILE} is absent (a fresh clone has no ../shared/data)")
+    return ROUTEPROFILE / "train.jsonl"
 
 
 def chromium_executable() -> str | None:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CASCADE_COSTS, revealing_cascade_log
 
 from data.featurizer import FeaturizerConfig, TextFeaturizer
 from data.loading import load_log
 from data.responses import read_responses
-from data.routing_log import RoutingLog
 from data.splits import SplitFractions, split
 from evaluation.cascade import (
     CascadeBaselineConfig,
@@ -30,33 +30,14 @@ from evaluation.cascade import (
 from evaluation.sweep import WeightSweep
 from policies.response_features import response_table
 
-COSTS = np.array([1e-4, 5e-4, 5e-3])  # cheap, mid, strong (USD per call)
-
-
-def _split(quality: np.ndarray, responses: np.ndarray, seed: int) -> CascadeSplit:
-    n = len(quality)
-    log = RoutingLog(
-        models=("cheap", "mid", "strong"),
-        query_ids=np.array([f"q{seed}-{i}" for i in range(n)], dtype=object),
-        queries=[f"query {i}" for i in range(n)],
-        quality=quality,
-        cost=np.tile(COSTS, (n, 1)),
-    )
-    features = np.random.default_rng(seed).standard_normal((n, 3))  # the query tells nothing
-    return CascadeSplit(log, features, response_table(responses))
+COSTS = CASCADE_COSTS  # cheap, mid, strong (USD per call)
 
 
 def revealing_split(n: int, seed: int) -> CascadeSplit:
-    """The cheap model is right 60% of the time and hedges exactly when it is wrong; the mid model is right
-    75% of the time with no tell; the strong model is always right."""
-    rng = np.random.default_rng(seed)
-    cheap, mid = rng.random(n) < 0.6, rng.random(n) < 0.75
-    quality = np.stack([cheap, mid, np.ones(n, dtype=bool)], axis=1).astype(float)
-    responses = np.empty((n, 3), dtype=object)
-    responses[:, 0] = np.where(cheap, "The answer is B.", "I don't know, maybe C.")
-    responses[:, 1] = np.where(mid, "B", "C")
-    responses[:, 2] = "(B)"
-    return _split(quality, responses, seed)
+    """:func:`conftest.revealing_cascade_log` as the baselines see it, with query features that tell nothing."""
+    log, responses = revealing_cascade_log(n, seed)
+    features = np.random.default_rng(seed).standard_normal((n, 3))
+    return CascadeSplit(log, features, response_table(responses))
 
 
 def test_threshold_cascade_beats_never_escalate_where_a_response_reveals_correctness() -> None:

@@ -54,7 +54,8 @@ def assert_same(path: Path, chunk_bytes: int, **options: Any) -> LoadedLog:
     assert a.query_ids.tolist() == b.query_ids.tolist()
     assert a.queries == b.queries
     assert (a.tasks is None or a.tasks.tolist()) == (b.tasks is None or b.tasks.tolist())
-    for name in ("quality", "cost", "action", "propensity", "latency_ms", "expected_quality", "embeddings"):
+    optional = ("propensity", "latency_ms", "energy_wh", "expected_quality", "embeddings")
+    for name in ("quality", "cost", "action", *optional):
         left, right = getattr(a, name), getattr(b, name)
         assert (left is None) == (right is None), name
         if left is not None:

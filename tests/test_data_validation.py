@@ -101,6 +101,8 @@ CASES: dict[str, Case] = {
     "completion tokens text": Case(RejectReason.BAD_TOKENS, bad(completion_tokens="many")),
     "latency negative": Case(RejectReason.BAD_LATENCY, bad(latency_ms=-1.0)),
     "latency text": Case(RejectReason.BAD_LATENCY, bad(latency_ms="slow")),
+    "energy negative": Case(RejectReason.BAD_ENERGY, bad(energy_wh=-0.5)),
+    "energy text": Case(RejectReason.BAD_ENERGY, bad(energy_wh="a lot")),
     "embedding not numbers": Case(RejectReason.BAD_EMBEDDING, bad(embedding=["a", "b"])),
     "embedding empty": Case(RejectReason.BAD_EMBEDDING, bad(embedding=[])),
     "embedding not JSON": Case(RejectReason.BAD_EMBEDDING, bad(embedding="[0.1, 0.2")),
@@ -274,6 +276,7 @@ def test_a_valid_row_becomes_an_outcome_field_by_field() -> None:
         "cost": 0.5,
         "propensity": 0.75,
         "latency_ms": 12,
+        "energy_wh": 0.0625,
         "expected_quality": 0.125,
         "embedding": "[1, 2.5]",
         "timestamp": "2024-01-02T03:04:05Z",
@@ -289,6 +292,7 @@ def test_a_valid_row_becomes_an_outcome_field_by_field() -> None:
         "cost": 0.5,
         "propensity": 0.75,
         "latency_ms": 12.0,
+        "energy_wh": 0.0625,
         "expected_quality": 0.125,
         "embedding": [1.0, 2.5],
         "timestamp": datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
@@ -450,7 +454,9 @@ def test_the_maximum_cost_is_configurable(tmp_path: Path) -> None:
 
 
 #: Numbers written as JSON strings (issue 15, item 7).
-TEXT_NUMBERS = {"quality": "0.5", "cost": "0.001", "prompt_tokens": "12", "latency_ms": "30", "propensity": "1"}
+TEXT_NUMBERS = {
+    "quality": "0.5", "cost": "0.001", "prompt_tokens": "12", "latency_ms": "30", "energy_wh": "0.2", "propensity": "1",
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("field", list(TEXT_NUMBERS))
@@ -461,7 +467,7 @@ def test_numbers_as_text_are_accepted_but_not_under_strict(field: str, tmp_path:
     path = write_jsonl(tmp_path / "log.jsonl", rows)
     assert load_log(path, prices=PRICES).log.stats.rows_rejected == 0
     reason = {"quality": "bad quality", "cost": "bad cost", "prompt_tokens": "bad tokens"}.get(field)
-    reason = reason or {"latency_ms": "bad latency", "propensity": "bad propensity"}[field]
+    reason = reason or {"latency_ms": "bad latency", "energy_wh": "bad energy", "propensity": "bad propensity"}[field]
     with pytest.raises(StrictModeError) as error:
         load_log(path, prices=PRICES, strict=True)
     number = len(rows) - 1 if field != "propensity" else 1

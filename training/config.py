@@ -42,6 +42,7 @@ class DataConfig:
 
     path: str = "data/demo/demo.jsonl"  # a log file or a directory of log files
     prices: str | None = None  # price table for rows with tokens but no cost (None: configs/prices.yaml)
+    energy: str | None = None  # energy table estimating energy_wh where it is not logged (None: configs/energy.yaml)
     # token mode (docs/contracts.md §2.10): auto when every outcome has token counts and the table prices every
     # model; usd: never; tokens: required (else an error). Every kind but ppo estimates tokens
     cost_mode: Literal["auto", "usd", "tokens"] = "auto"
@@ -193,7 +194,7 @@ def load_config(
         tree.setdefault("name", path.stem)
         data = tree.get("data")
         if isinstance(data, dict):
-            for key in ("path", "prices"):
+            for key in ("path", "prices", "energy"):
                 if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
                     data[key] = str((path.parent / data[key]).resolve())
         if isinstance(tree.get("rules"), str) and not Path(tree["rules"]).is_absolute():

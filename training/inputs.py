@@ -9,6 +9,7 @@ from typing import Any, Literal
 import numpy as np
 
 from agents.base import Agent
+from data.energy import EnergyTable
 from data.featurizer import TextFeaturizer
 
 
@@ -32,6 +33,8 @@ class RunInputs:
     tuning: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
     # the rule overrides compiled into policy.pt, canonical (policies.rules.canonical); [] without rules
     rules: list[dict[str, Any]] = field(default_factory=list)
+    # the energy table (data.energy) that estimates energy_wh for the report's objectives; None: data.energy's
+    energy: EnergyTable | None = None
 
 
 #: What the learner learned from: the training split, with the validation split, or every query (refit).

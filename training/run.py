@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from agents.base import Agent, FeaturizedSplit
 from agents.baselines import RandomRouter, SingleModelRouter
+from data.energy import DEFAULT_ENERGY, EnergyTable, with_energy_estimates
 from data.loading import load_log
 from data.outputs import Inputs, OutputKind, claim_output, remove_killed_writes, replacing, write_marker
 from data.prices import DEFAULT_PRICES, PriceTable
@@ -28,6 +29,7 @@ from evaluation.evaluate import EvaluationPlan, evaluate
 from evaluation.figures import frontier_figure
 from evaluation.frontier import cost_weight_grid
 from evaluation.html_report import report_page, run_commands
+from evaluation.objectives import objectives_report, tensorboard_scalars
 from evaluation.report import data_section, markdown
 from evaluation.sweep import Decide
 from policies.faults import fault_point
@@ -101,6 +103,7 @@ def run_inputs(config: RunConfig, config_file: Path) -> dict[str | Path, str]:
     """The files a run reads, {path: what}: its configuration file, data, price table and rules file."""
     files: dict[str | Path, str] = {config_file: "configuration", config.data.path: "data"}
     files[config.data.prices or DEFAULT_PRICES] = "price table"
+    files[config.data.energy or DEFAULT_ENERGY] = "energy table"
     if config.rules is not None:
         files[config.rules] = "rules file"
     return files
@@ -131,6 +134,7 @@ def _train(
     write_marker(out, RUN_DIRECTORY)  # a resumed run's marker lists the files this version writes (report.html)
     (out / "report.md").unlink(missing_ok=True)  # a resumed run's: unfinished until its own report is in place
     dump_config(config, out / "config.yaml")  # first, so that --resume can read it
+    energy = EnergyTable.load_or_default(config.data.energy)  # a bad table stops the run before it learns
     loaded = load_log(
         config.data.path,
         prices=PriceTable.load_or_default(config.data.prices),
@@ -176,6 +180,7 @@ def _train(
         train_mean_cost=np.nanmean(train_set.log.cost, axis=0),
         tuning=tuning.report,
         rules=rules,
+        energy=energy,
     )
     tensorboard.log_scalars({"tuning/seconds": tuning.seconds}, 0)
     learned = Learned(agent, training, learned_weight, trained_on)
@@ -245,6 +250,8 @@ def evaluate_and_export(
     else:
         exported = refit(learned, weight)
     report = evaluation.report(_header(config, inputs, learned, weight, exported))
+    energy = inputs.energy or EnergyTable.load_or_default(config.data.energy)
+    report["objectives"] = objectives_report(with_energy_estimates(held_out.test.log, energy), evaluation, plan, energy)
     _log_to_tensorboard(tensorboard, config, report, actions, len(inputs.models), steps, out / "frontier.png")
     with tqdm(total=1, desc="exporting policy.pt", disable=not progress, leave=False) as bar:
         export_policy(config, inputs, exported, report, out)
@@ -341,6 +348,7 @@ def _log_to_tensorboard(
     figure = frontier_figure(frontier, title)
     _write_run_file(figure_path, "frontier", figure.savefig)
     tensorboard.log_metrics(test_metrics, steps)
+    tensorboard.log_scalars(tensorboard_scalars(report["objectives"]), steps)
     tensorboard.log_choices(actions, n_models, steps)
     tensorboard.log_config(yaml.safe_dump(config.to_dict(), sort_keys=False))
     tensorboard.log_tuning(report["tuning"])
