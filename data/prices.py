@@ -39,7 +39,7 @@ class Price:
 
 @dataclass(frozen=True)
 class PriceTable:
-    """Prices by model name, read from YAML: ``models: {name: {input: USD, output: USD}}``."""
+    """Prices by model name, read from YAML: ``models: {name: {input: USD, output: USD}}``, or that mapping alone."""
 
     prices: dict[str, Price]
 
@@ -60,7 +60,9 @@ class PriceTable:
             document = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as error:
             raise DataError(f"{path}: cannot read price table: {error}") from None
-        if not isinstance(document, dict) or not isinstance(document.get("models"), dict):
+        if isinstance(document, dict) and "models" not in document:
+            document = {"models": document}  # the bare form {name: {input, output}} (RouteProfile's prices.yaml)
+        if not isinstance(document, dict) or not isinstance(document.get("models"), dict) or not document["models"]:
             raise DataError(f"{path}: a price table needs a mapping 'models: {{name: {{input, output}}}}'")
         prices: dict[str, Price] = {}
         for name, entry in document["models"].items():

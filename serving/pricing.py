@@ -65,6 +65,8 @@ def read_price_file(path: Path, known_models: Collection[str]) -> dict[str, Pric
     """The table of the YAML file ``path`` (``--prices``); ValueError in one line naming the file."""
     try:
         raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if isinstance(raw, dict) and "models" not in raw:
+            raw = {"models": raw}  # the bare form {name: {input, output}} (§1.5)
         return PriceDocument.model_validate(raw).table(known_models, f"--prices {path}")
     except OSError as exc:
         raise ValueError(f"--prices {path}: cannot read it ({exc.strerror or exc})") from None

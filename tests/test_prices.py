@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_isolated
+from conftest import run_isolated, run_train
 
 from agents.base import FeaturizedSplit, TrainingTask
 from agents.lints import LinTS
@@ -25,6 +25,7 @@ from data.synth.generator import generate
 from data.synth.writers import write
 from policies.artifact import PolicyError, load_policy
 from policies.export import PolicyMetadata, build_embedding_policy, build_text_policy, save_policy
+from serving.pricing import read_price_file
 from training.run import RunResult
 
 FRESH_PROCESS = r"""
@@ -230,3 +231,28 @@ def test_the_demo_run_is_in_token_mode_and_its_report_says_so(demo_run: RunResul
     assert demo_run.report["exported_policy"]["cost_mode"] == "tokens"  # the demo log has token counts
     assert load_policy(demo_run.directory / "policy.pt").cost_mode == "tokens"
     assert "Cost mode: **tokens**" in (demo_run.directory / "report.md").read_text(encoding="utf-8")
+
+
+def test_a_bare_price_mapping_is_read_by_training_and_the_service_alike(tmp_path: Path) -> None:
+    """``{name: {input, output}}`` without ``models:`` (RouteProfile's prices.yaml) is the same table."""
+    bare, wrapped = tmp_path / "bare.yaml", tmp_path / "wrapped.yaml"
+    bare.write_text("a: {input: 1.0, output: 2.0}\nb: {input: 0.5, output: 0.5}\n", encoding="utf-8")
+    wrapped.write_text("models:\n  a: {input: 1.0, output: 2.0}\n  b: {input: 0.5, output: 0.5}\n", encoding="utf-8")
+    assert PriceTable.load(bare) == PriceTable.load(wrapped)
+    assert read_price_file(bare, {"a", "b"}) == read_price_file(wrapped, {"a", "b"}) == {"a": (1.0, 2.0),
+                                                                                        "b": (0.5, 0.5)}
+    bare.write_text("{}\n", encoding="utf-8")
+    with pytest.raises(DataError, match="a price table needs a mapping"):
+        PriceTable.load(bare)
+    with pytest.raises(ValueError, match="models"):
+        read_price_file(bare, {"a", "b"})
+
+
+def test_routeprofile_trains_in_token_mode_with_its_own_price_file(routeprofile: Path, tmp_path: Path) -> None:
+    done = run_train("--data", str(routeprofile), "--prices", str(routeprofile.parent / "prices.yaml"),
+                     "--set", "agent.kind=logistic", "--no-tune", "--set", "evaluation.bootstrap=0",
+                     "--out", str(tmp_path / "run"))
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["exported_policy"]["cost_mode"] == "tokens"
+    assert load_policy(tmp_path / "run" / "policy.pt").prices_table()["llama-3.3-70b-instruct"] == (0.88, 0.88)
