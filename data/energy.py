@@ -40,15 +40,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import yaml
 from pydantic import ConfigDict, PositiveFloat, ValidationError, model_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from data.routing_log import RoutingLog
-from data.schema import DataError
+from data.schema import DataError, read_yaml
 
 #: The table used when none is given (``data.energy``): ``configs/energy.yaml`` of this checkout.
 DEFAULT_ENERGY = Path(__file__).resolve().parent.parent / "configs" / "energy.yaml"
@@ -115,10 +113,7 @@ class EnergyTable:
     def load(cls, path: str | Path) -> EnergyTable:
         """Read a table; a malformed one is one :class:`DataError` naming the file and the fields."""
         path = Path(path)
-        try:
-            document: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as error:
-            raise DataError(f"{path}: cannot read energy table: {error}") from None
+        document = read_yaml(path, "energy table")
         if not isinstance(document, dict):
             raise DataError(f"{path}: an energy table needs the mappings 'hardware' and 'models'")
         try:

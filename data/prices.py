@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
 
 from data.routing_log import RoutingLog
-from data.schema import DataError
+from data.schema import DataError, read_yaml
 
 #: ``data.cost_mode``: token mode where the log allows it (auto), never (usd), or required (tokens).
 CostMode = Literal["auto", "usd", "tokens"]
@@ -56,10 +55,7 @@ class PriceTable:
     def load(cls, path: str | Path) -> PriceTable:
         """Read a price table; a malformed file is one :class:`DataError` naming the file and entry."""
         path = Path(path)
-        try:
-            document = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as error:
-            raise DataError(f"{path}: cannot read price table: {error}") from None
+        document = read_yaml(path, "price table")
         if isinstance(document, dict) and "models" not in document:
             document = {"models": document}  # the bare form {name: {input, output}} (RouteProfile's prices.yaml)
         if not isinstance(document, dict) or not isinstance(document.get("models"), dict) or not document["models"]:

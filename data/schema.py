@@ -6,6 +6,8 @@ Kept free of third-party imports so that every layer (and the service) may use i
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
+from typing import Any
 
 #: Columns every canonical (long-format) row must carry. ``cost`` may be replaced by tokens.
 REQUIRED_COLUMNS: tuple[str, ...] = ("query_id", "query", "model", "quality")
@@ -63,6 +65,16 @@ class DataError(Exception):
 
     The CLI prints ``str(error)`` as one line and exits with status 2, without a traceback.
     """
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """The YAML document in ``path``; an unreadable file or bad YAML is one :class:`DataError` naming it."""
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise DataError(f"{path}: cannot read {what}: {error}") from None
 
 
 class StrictModeError(DataError):

@@ -7,8 +7,9 @@
   :func:`run_train` (``python train.py --quiet ARGS``), :func:`run_train_on_routerbench` (the
   same with the RouterBench config and logs) and :func:`run_isolated` (``python -I -c SCRIPT``,
   for the checks that an exported policy works without routerl).
-- Synthetic worlds for the agents' unit tests: :func:`linear_world` and :func:`synthetic_log`; for
-  cascades, a log with responses where an answer reveals its correctness: :func:`revealing_cascade_log`.
+- Synthetic worlds for the agents' unit tests: :func:`linear_world` and :func:`synthetic_log`; for token
+  mode, ``priced_world``; for cascades, a log with responses where an answer reveals its correctness:
+  :func:`revealing_cascade_log`.
 - The product's files, for the layering and layout checks: :func:`product_files`.
 - Hooks (at the end): in CI (``CI=true``) a skipped test is a failure unless it is on
   :data:`SKIPS_ALLOWED_IN_CI`, the one allow-list of skips, each entry with its reason (empty today:
@@ -33,7 +34,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from data.featurizer import FeaturizerConfig, TextFeaturizer
 from data.routing_log import RoutingLog
+from data.synth.config import SynthConfig
+from data.synth.generator import generate
 from training.config import load_config
 from training.run import RunResult, prepare_directory, train
 
@@ -126,6 +130,17 @@ def revealing_cascade_log(n: int, seed: int) -> tuple[RoutingLog, np.ndarray]:
         cost=np.tile(CASCADE_COSTS, (n, 1)),
     )
     return log, responses
+
+
+@pytest.fixture(scope="module")
+def priced_world() -> tuple[RoutingLog, TextFeaturizer, np.ndarray, np.ndarray]:
+    """A synthetic full-information log whose cost is its tokens at the generator's prices (K, 2), its
+    featurizer and features (token mode's tests)."""
+    synth = generate(SynthConfig(queries=600, models=3, seed=1))
+    log = synth.routing_log()
+    featurizer = TextFeaturizer(FeaturizerConfig(components=8)).fit(log.queries)
+    prices = np.stack([synth.input_price, synth.output_price], axis=1)
+    return log, featurizer, featurizer.transform(log.queries), prices
 
 
 @pytest.fixture(scope="session")

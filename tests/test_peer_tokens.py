@@ -16,10 +16,8 @@ from agents.base import Agent, FeaturizedSplit, TrainingTask
 from agents.factorisation import FactorisationConfig, MatrixFactorisationRouter
 from agents.mlp import MlpConfig, MlpRouter
 from agents.peers import LogisticRouter, NearestNeighbourRouter, PeerConfig
-from data.featurizer import FeaturizerConfig, TextFeaturizer
+from data.featurizer import TextFeaturizer
 from data.routing_log import RoutingLog
-from data.synth.config import SynthConfig
-from data.synth.generator import generate
 from policies.artifact import load_policy
 from policies.export import PolicyMetadata, build_text_policy, save_policy
 from policies.native import load_native_policy
@@ -30,16 +28,6 @@ KINDS = ("knn", "logistic", "mlp", "mf")
 #: The head kind each peer exports in token mode.
 TOKEN_HEADS = {"knn": "token_nearest_neighbour", "logistic": "token_logistic_utility",
                "mlp": "token_hidden_layer_utility", "mf": "token_hidden_layer_utility"}
-
-
-@pytest.fixture(scope="module")
-def world() -> tuple[RoutingLog, TextFeaturizer, np.ndarray, np.ndarray]:
-    """A synthetic log whose cost is its tokens at the generator's prices (K, 2), and its features."""
-    synth = generate(SynthConfig(queries=500, models=3, seed=1))
-    log = synth.routing_log()
-    featurizer = TextFeaturizer(FeaturizerConfig(components=8)).fit(log.queries)
-    prices = np.stack([synth.input_price, synth.output_price], axis=1)
-    return log, featurizer, featurizer.transform(log.queries), prices
 
 
 def _peer(kind: str, log: RoutingLog, x: np.ndarray) -> Agent:
@@ -54,22 +42,22 @@ def _peer(kind: str, log: RoutingLog, x: np.ndarray) -> Agent:
     return MatrixFactorisationRouter(k, d, FactorisationConfig(ranks=(4,), weight_decay=(1e-3,), folds=2))
 
 
-def _trained(kind: str, world: tuple[RoutingLog, TextFeaturizer, np.ndarray, np.ndarray], tokens: bool) -> Agent:
-    log, _, x, prices = world
+def _trained(kind: str, priced_world: tuple[RoutingLog, TextFeaturizer, np.ndarray, np.ndarray], tokens: bool) -> Agent:
+    log, _, x, prices = priced_world
     return _peer(kind, log, x).train(TrainingTask(FeaturizedSplit(log, x), prices=prices if tokens else None))
 
 
-def test_the_synthetic_cost_is_its_priced_tokens(world) -> None:
+def test_the_synthetic_cost_is_its_priced_tokens(priced_world) -> None:
     """What the equality below rests on: cost = (p_in · prompt + p_out · completion) / 1e6 for every outcome."""
-    log, _, _, prices = world
+    log, _, _, prices = priced_world
     priced = (log.prompt_tokens * prices[:, 0] + log.completion_tokens * prices[:, 1]) / 1e6
     np.testing.assert_allclose(priced, log.cost, rtol=1e-9)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_peer_in_token_mode_scores_as_in_usd_mode_at_the_training_prices(world, kind: str) -> None:
-    log, _, x, _ = world
-    usd, tokens = _trained(kind, world, tokens=False), _trained(kind, world, tokens=True)
+def test_a_peer_in_token_mode_scores_as_in_usd_mode_at_the_training_prices(priced_world, kind: str) -> None:
+    log, _, x, _ = priced_world
+    usd, tokens = _trained(kind, priced_world, tokens=False), _trained(kind, priced_world, tokens=True)
     assert (usd.cost_mode, tokens.cost_mode) == ("usd", "tokens")
     for weight in (0.0, 300.0, 5000.0):
         np.testing.assert_allclose(tokens.scores(x, weight), usd.scores(x, weight), rtol=0, atol=1e-9 * (1 + weight))
@@ -80,19 +68,19 @@ def test_a_peer_in_token_mode_scores_as_in_usd_mode_at_the_training_prices(world
         assert tokens.linear_map().shape[1] == usd.linear_map().shape[1] + log.n_models
 
 
-def test_fit_alone_stays_in_usd_mode(world) -> None:
+def test_fit_alone_stays_in_usd_mode(priced_world) -> None:
     """Only a token-mode task estimates tokens: ``fit`` (the comparison's folds) keeps USD costs."""
-    log, _, x, _ = world
+    log, _, x, _ = priced_world
     assert _peer("logistic", log, x).fit(x, log.quality, log.cost).cost_mode == "usd"
     assert _peer("knn", log, x).fit(x, log.quality, log.cost).cost_mode == "usd"
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_new_prices_reroute_a_peer_policy_in_both_engines_without_retraining(
-    world, kind: str, tmp_path: Path
+    priced_world, kind: str, tmp_path: Path
 ) -> None:
-    log, featurizer, x, prices = world
-    agent = _trained(kind, world, tokens=True)
+    log, featurizer, x, prices = priced_world
+    agent = _trained(kind, priced_world, tokens=True)
     metadata = PolicyMetadata(models=list(log.models), default_cost_weight=1.0, cost_weight_range=[0.0, 1e5],
                               score_kind="utility", agent=kind, featurizer={}, data_fingerprint="test",
                               cost_mode=agent.cost_mode)

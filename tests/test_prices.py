@@ -15,7 +15,7 @@ from agents.base import FeaturizedSplit, TrainingTask
 from agents.lints import LinTS
 from agents.linucb import LinUCB
 from agents.peers import NearestNeighbourRouter
-from data.featurizer import FeaturizerConfig, TextFeaturizer
+from data.featurizer import TextFeaturizer
 from data.loading import load_log
 from data.prices import Price, PriceTable, token_mode_prices
 from data.routing_log import RoutingLog
@@ -45,32 +45,22 @@ print(json.dumps({"before": before, "after": policy.route(queries, weight), "cos
 """
 
 
-@pytest.fixture(scope="module")
-def world() -> tuple[RoutingLog, TextFeaturizer, np.ndarray, np.ndarray]:
-    """A synthetic full-information log with token counts, its features and the generator's prices (K, 2)."""
-    synth = generate(SynthConfig(queries=600, models=3, seed=1))
-    log = synth.routing_log()
-    featurizer = TextFeaturizer(FeaturizerConfig(components=8)).fit(log.queries)
-    prices = np.stack([synth.input_price, synth.output_price], axis=1)
-    return log, featurizer, featurizer.transform(log.queries), prices
-
-
 def _metadata(log: RoutingLog, cost_mode: str = "usd") -> PolicyMetadata:
     return PolicyMetadata(models=list(log.models), default_cost_weight=1.0, cost_weight_range=[0.0, 1e5],
                           score_kind="utility", agent="linucb", featurizer={}, data_fingerprint="test",
                           cost_mode=cost_mode)
 
 
-def _token_agent(world: tuple[RoutingLog, TextFeaturizer, np.ndarray, np.ndarray]) -> LinUCB:
-    log, _, x, prices = world
+def _token_agent(priced_world: tuple[RoutingLog, TextFeaturizer, np.ndarray, np.ndarray]) -> LinUCB:
+    log, _, x, prices = priced_world
     agent = LinUCB(log.n_models, x.shape[1])
     return agent.train(TrainingTask(FeaturizedSplit(log, x), prices=prices))
 
 
-def test_priced_token_estimate_equals_the_usd_estimate_at_the_training_prices(world) -> None:
-    log, _, x, prices = world
+def test_priced_token_estimate_equals_the_usd_estimate_at_the_training_prices(priced_world) -> None:
+    log, _, x, prices = priced_world
     usd = LinUCB(log.n_models, x.shape[1]).train(TrainingTask(FeaturizedSplit(log, x)))
-    tokens = _token_agent(world)
+    tokens = _token_agent(priced_world)
     assert (usd.cost_mode, tokens.cost_mode) == ("usd", "tokens")
     theta = tokens.theta_tokens()
     priced = (theta[:, :, 0] * prices[:, :1] + theta[:, :, 1] * prices[:, 1:]) / 1e6
@@ -80,8 +70,8 @@ def test_priced_token_estimate_equals_the_usd_estimate_at_the_training_prices(wo
     assert tokens.linear_map().shape == (x.shape[1], 3 * log.n_models)
 
 
-def test_lints_learns_tokens_online_and_its_priced_cost_matches_the_usd_run(world) -> None:
-    log, _, x, prices = world
+def test_lints_learns_tokens_online_and_its_priced_cost_matches_the_usd_run(priced_world) -> None:
+    log, _, x, prices = priced_world
     task = TrainingTask(FeaturizedSplit(log, x), learning="online", online_steps=400, seed=3)
     usd = LinTS(log.n_models, x.shape[1]).train(task)
     tokens = LinTS(log.n_models, x.shape[1]).train(replace(task, prices=prices))
@@ -90,9 +80,11 @@ def test_lints_learns_tokens_online_and_its_priced_cost_matches_the_usd_run(worl
     np.testing.assert_allclose(tokens.theta_cost, usd.theta_cost, rtol=0, atol=1e-9 * np.abs(usd.theta_cost).max())
 
 
-def test_new_prices_flip_the_routing_of_a_freshly_loaded_policy_without_retraining(world, tmp_path: Path) -> None:
-    log, featurizer, x, prices = world
-    agent = _token_agent(world)
+def test_new_prices_flip_the_routing_of_a_freshly_loaded_policy_without_retraining(
+    priced_world, tmp_path: Path
+) -> None:
+    log, featurizer, x, prices = priced_world
+    agent = _token_agent(priced_world)
     metadata = _metadata(log, "tokens")
     save_policy(build_text_policy(featurizer, agent.linear_map(), agent.head(), metadata), metadata,
                 tmp_path / "policy.pt")
@@ -116,8 +108,8 @@ def test_new_prices_flip_the_routing_of_a_freshly_loaded_policy_without_retraini
     np.testing.assert_allclose(answer["costs"], by_hand, rtol=1e-5, atol=1e-6 * np.abs(by_hand).max())
 
 
-def test_a_usd_policy_refuses_new_prices_and_its_costs_are_the_cost_half_of_z(world, tmp_path: Path) -> None:
-    log, featurizer, x, _ = world
+def test_a_usd_policy_refuses_new_prices_and_its_costs_are_the_cost_half_of_z(priced_world, tmp_path: Path) -> None:
+    log, featurizer, x, _ = priced_world
     agent = LinUCB(log.n_models, x.shape[1]).fit(x, log.quality, log.cost)
     metadata = _metadata(log)
     module = build_text_policy(featurizer, agent.linear_map(), agent.head(), metadata)
@@ -133,14 +125,14 @@ def test_a_usd_policy_refuses_new_prices_and_its_costs_are_the_cost_half_of_z(wo
 
 
 @pytest.mark.parametrize("kind", ["tokens", "usd", "knn"])
-def test_scores_costs_gives_exactly_the_scores_and_the_costs(world, kind: str) -> None:
-    log, featurizer, x, _ = world
+def test_scores_costs_gives_exactly_the_scores_and_the_costs(priced_world, kind: str) -> None:
+    log, featurizer, x, _ = priced_world
     if kind == "knn":
         agent: LinUCB | NearestNeighbourRouter = NearestNeighbourRouter(log.n_models, x.shape[1]).fit(
             x, log.quality, log.cost
         )
     else:
-        agent = _token_agent(world) if kind == "tokens" else LinUCB(log.n_models, x.shape[1]).fit(
+        agent = _token_agent(priced_world) if kind == "tokens" else LinUCB(log.n_models, x.shape[1]).fit(
             x, log.quality, log.cost
         )
     module = build_text_policy(featurizer, agent.linear_map(), agent.head(), _metadata(log, agent.cost_mode))
@@ -156,9 +148,9 @@ def test_scores_costs_gives_exactly_the_scores_and_the_costs(world, kind: str) -
         np.testing.assert_allclose(module.costs(log.queries[:5]).numpy(), expected, rtol=1e-5)
 
 
-def test_loaded_policy_set_prices_maps_names_and_refuses_bad_tables(world, tmp_path: Path) -> None:
-    log, featurizer, _, prices = world
-    agent = _token_agent(world)
+def test_loaded_policy_set_prices_maps_names_and_refuses_bad_tables(priced_world, tmp_path: Path) -> None:
+    log, featurizer, _, prices = priced_world
+    agent = _token_agent(priced_world)
     metadata = _metadata(log, "tokens")
     path = save_policy(build_text_policy(featurizer, agent.linear_map(), agent.head(), metadata), metadata,
                        tmp_path / "policy.pt")
@@ -184,8 +176,8 @@ def test_loaded_policy_set_prices_maps_names_and_refuses_bad_tables(world, tmp_p
     assert torch.equal(scores, loaded.scores(log.queries[:3], 10.0)) and tuple(costs.shape) == (3, log.n_models)
 
 
-def test_embedding_policy_costs_features_and_refuses_text(world) -> None:
-    log, _, x, _ = world
+def test_embedding_policy_costs_features_and_refuses_text(priced_world) -> None:
+    log, _, x, _ = priced_world
     agent = LinUCB(log.n_models, x.shape[1]).fit(x, log.quality, log.cost)
     module = build_embedding_policy(agent.linear_map(), agent.head(), _metadata(log))  # x's last column is 1
     features = torch.from_numpy(x[:4, :-1])
@@ -196,8 +188,8 @@ def test_embedding_policy_costs_features_and_refuses_text(world) -> None:
         module.costs(["text"])
 
 
-def test_token_mode_needs_every_token_count_and_a_price_for_every_model(world) -> None:
-    log, _, _, prices = world
+def test_token_mode_needs_every_token_count_and_a_price_for_every_model(priced_world) -> None:
+    log, _, _, prices = priced_world
     table = PriceTable({model: Price(*row) for model, row in zip(log.models, prices.tolist())})
     np.testing.assert_array_equal(token_mode_prices(log, table, "auto"), prices)
     assert token_mode_prices(log, table, "usd") is None
