@@ -183,6 +183,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     _add_limits(parser)
     parser.add_argument("--backends", type=Path, help="YAML file of OpenAI-compatible backends per model (proxy)")
+    parser.add_argument(
+        "--cascade", type=Path, metavar="FILE",
+        help="an exported cascade (python -m training.cascade) the proxy runs for model 'cascade' (needs --backends)",
+    )
     parser.add_argument("--decision-log", type=Path, help="JSONL file that decisions and feedback are appended to")
     parser.add_argument(
         "--log-queries",

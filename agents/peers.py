@@ -11,7 +11,7 @@ Both score utility = estimated quality − w · estimated cost, so one fit serve
 and both export through the same "features → linear map → head" path as LinUCB. The MLP and
 matrix-factorisation peers (:mod:`agents.mlp`, :mod:`agents.factorisation`) share the cost model
 and :class:`SupervisedRouter`, whose token mode estimates tokens and prices them.
-scikit-learn is an optional dependency (the ``dev`` extra), imported only in this module.
+scikit-learn (a main dependency) is imported where a fit needs it, which keeps importing the agents fast.
 """
 
 from __future__ import annotations

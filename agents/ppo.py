@@ -94,7 +94,13 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.base import Agent, FeaturizedSplit, State, TrainingTask, ValidationRule
 from agents.callbacks import Callback, CallbackList, Outcomes
-from agents.ppo_envs import CounterfactualReward, MultiplierObservation, StandardisedObservation
+from agents.ppo_envs import (
+    CounterfactualReward,
+    MultiplierObservation,
+    StandardisedObservation,
+    actor_critic_kwargs,
+    fold_actor,
+)
 from data.schema import DataError
 from envs.rewards import BudgetConfig, CostMultiplier, PreferenceConfig, RewardConfig
 from envs.vec_env import RoutingVecEnv
@@ -102,7 +108,6 @@ from policies.heads import MlpLogitHead
 
 ObservedEnv = CounterfactualReward | MultiplierObservation | StandardisedObservation
 
-ACTIVATIONS: dict[str, type[torch.nn.Module]] = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
 #: Share of w = 0 episodes when the weights come from the data; with 0.1 the dearest model's probability
 #: collapsed in some RouterBench folds, never to be chosen again, not even at w = 0.
 DERIVED_ZERO_SHARE = 0.25
@@ -277,12 +282,7 @@ class PPORouter(Agent):
 
     def _new_model(self, env: ObservedEnv) -> PPO:
         config = self.config
-        policy_kwargs = {
-            "net_arch": {"pi": list(config.hidden), "vf": list(config.hidden)},
-            "activation_fn": ACTIVATIONS[config.activation],
-            "optimizer_class": torch.optim.AdamW,
-            "optimizer_kwargs": {"weight_decay": config.weight_decay, "eps": 1e-5},
-        }
+        policy_kwargs = actor_critic_kwargs(tuple(config.hidden), config.activation, config.weight_decay)
         return PPO("MlpPolicy", env, learning_rate=config.learning_rate, n_steps=config.n_steps,
                    batch_size=config.batch_size, n_epochs=config.n_epochs, clip_range=config.clip_range,
                    ent_coef=config.ent_coef, vf_coef=config.vf_coef, max_grad_norm=config.max_grad_norm,
@@ -435,24 +435,9 @@ class PPORouter(Agent):
         return self._argmax(features, *self._export_state(self._policy_state()), cost_weight)
 
     def _export_state(self, state: dict[str, torch.Tensor]) -> tuple[np.ndarray, MlpLogitHead]:
-        """(linear map, head) of an actor's parameters: SB3's policy_net layers, then action_net."""
-        hidden = [f"mlp_extractor.policy_net.{2 * i}" for i in range(len(self.config.hidden))]
-        layers = [(state[f"{name}.weight"], state[f"{name}.bias"]) for name in hidden]
-        layers.append((state["action_net.weight"], state["action_net.bias"]))
-        weight, bias = layers[0]
-        scale = torch.from_numpy(self._scale).to(torch.float64)
-        first_weight = weight.to(torch.float64) / scale  # (e) folded: W' = W / s, b' = b − W (m / s)
-        first_bias = bias.to(torch.float64) - first_weight @ torch.from_numpy(self._mean).to(torch.float64)
-        rest = []
-        for weight, bias in layers[1:]:
-            linear = torch.nn.Linear(weight.shape[1], weight.shape[0], dtype=torch.float64)
-            linear.load_state_dict({"weight": weight.to(torch.float64), "bias": bias.to(torch.float64)})
-            rest.append(linear)
-        preference = self.preference
-        head = MlpLogitHead(first_weight[:, self.dimension], first_bias, rest, self.config.activation,
-                            preference.low, preference.high, torch.from_numpy(self._mean_cost))
-        linear_map = first_weight[:, : self.dimension].T.numpy().copy()
-        return linear_map, head
+        """(linear map, head) of an actor's parameters (:func:`fold_actor`)."""
+        return fold_actor(state, len(self.config.hidden), self.config.activation, self._mean, self._scale,
+                          self.preference, self._mean_cost)
 
     @staticmethod
     def _logits(features: np.ndarray, linear_map: np.ndarray, head: MlpLogitHead,

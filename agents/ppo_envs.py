@@ -4,17 +4,44 @@
   scale per cost weight, on a full-information log.
 * :class:`MultiplierObservation`: under a budget, the multiplier λ as the weight feature f(λ).
 * :class:`StandardisedObservation`: measure (e), observations standardised with fixed statistics.
+* :class:`RewardScale`: s(w) of measure (b), shared with the cascade's PPO (:mod:`agents.cascade_ppo`).
+* :func:`fold_actor`: the trained actor with (e) folded in, as the exported policy's linear map and head.
 """
 
 from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+import torch
 from stable_baselines3.common.vec_env import VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from envs.rewards import CostMultiplier, PreferenceConfig
 from envs.vec_env import RoutingVecEnv
+from policies.heads import MlpLogitHead
+
+#: The actor's and critic's hidden activations, by ``activation`` setting.
+ACTIVATIONS: dict[str, type[torch.nn.Module]] = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
+
+
+class RewardScale:
+    """s(w) = sqrt(mean(Q̃²) − 2w mean(Q̃C̃) + w² mean(C̃²)): the root-mean-square arm-centred reward at w.
+
+    Q̃, C̃ are the (N, K) quality and cost tables centred per query; the moments are taken once, so
+    s(w) is exact and closed form for any weight (measure (b) of :mod:`agents.ppo`).
+    """
+
+    def __init__(self, quality: np.ndarray, cost: np.ndarray) -> None:
+        centred_quality = quality - quality.mean(axis=1, keepdims=True)
+        centred_cost = cost - cost.mean(axis=1, keepdims=True)
+        self._moments = (float(np.mean(centred_quality**2)), float(np.mean(centred_quality * centred_cost)),
+                         float(np.mean(centred_cost**2)))
+
+    def __call__(self, weights: np.ndarray) -> np.ndarray:
+        """s(w) at each weight (never below 1e-6)."""
+        quality_square, cross, cost_square = self._moments
+        variance = quality_square - 2.0 * weights * cross + weights**2 * cost_square
+        return np.sqrt(np.maximum(variance, 1e-12))
 
 
 class CounterfactualReward(VecEnvWrapper):
@@ -29,17 +56,7 @@ class CounterfactualReward(VecEnvWrapper):
         super().__init__(venv)
         self.routing = venv
         self.baseline, self.normalise = baseline, normalise
-        quality, cost = venv.task.quality, venv.task.cost
-        centred_quality = quality - quality.mean(axis=1, keepdims=True)
-        centred_cost = cost - cost.mean(axis=1, keepdims=True)
-        self._moments = (float(np.mean(centred_quality**2)), float(np.mean(centred_quality * centred_cost)),
-                         float(np.mean(centred_cost**2)))
-
-    def scale(self, weights: np.ndarray) -> np.ndarray:
-        """s(w): the root-mean-square arm-centred reward of the training queries at each weight."""
-        quality_square, cross, cost_square = self._moments
-        variance = quality_square - 2.0 * weights * cross + weights**2 * cost_square
-        return np.sqrt(np.maximum(variance, 1e-12))
+        self.scale = RewardScale(venv.task.quality, venv.task.cost)  # s(w) of the training queries
 
     def reset(self) -> VecEnvObs:
         """The wrapped env's reset."""
@@ -113,3 +130,42 @@ class StandardisedObservation(VecEnvWrapper):
         observations, reward, dones, infos = self.venv.step_wait()
         assert isinstance(observations, np.ndarray)
         return (observations - self.mean) / self.scale, reward, dones, infos
+
+
+def fold_actor(state: dict[str, torch.Tensor], hidden_layers: int, activation: str, mean: np.ndarray,
+               scale: np.ndarray, preference: PreferenceConfig,
+               mean_cost: np.ndarray) -> tuple[np.ndarray, MlpLogitHead]:
+    """(linear map, head) of an SB3 actor (its ``policy_net`` layers, then ``action_net``) on [x, f(w)].
+
+    The actor saw (o − mean) / scale, o = [x, f(w)] (f(w) last); (e) is folded into its first layer,
+    W' = W / s and b' = b − W' m. The columns of x become the linear map (dim x, hidden); f(w)'s
+    column, b' and the other layers make the :class:`~policies.heads.MlpLogitHead`, whose costs are
+    ``mean_cost`` (K,): :class:`StandardisedObservation` undone inside the exported policy. Shared by
+    :mod:`agents.ppo` and the cascade's PPO (:mod:`agents.cascade_ppo`).
+    """
+    hidden = [f"mlp_extractor.policy_net.{2 * i}" for i in range(hidden_layers)]
+    layers = [(state[f"{name}.weight"], state[f"{name}.bias"]) for name in hidden]
+    layers.append((state["action_net.weight"], state["action_net.bias"]))
+    weight, bias = layers[0]
+    first_weight = weight.to(torch.float64) / torch.from_numpy(scale).to(torch.float64)
+    first_bias = bias.to(torch.float64) - first_weight @ torch.from_numpy(mean).to(torch.float64)
+    rest = []
+    for weight, bias in layers[1:]:
+        linear = torch.nn.Linear(weight.shape[1], weight.shape[0], dtype=torch.float64)
+        linear.load_state_dict({"weight": weight.to(torch.float64), "bias": bias.to(torch.float64)})
+        rest.append(linear)
+    dimension = len(mean) - 1
+    head = MlpLogitHead(first_weight[:, dimension], first_bias, rest, activation, preference.low, preference.high,
+                        torch.from_numpy(np.asarray(mean_cost, dtype=np.float64)))
+    return first_weight[:, :dimension].T.numpy().copy(), head
+
+
+def actor_critic_kwargs(hidden: tuple[int, ...], activation: str, weight_decay: float) -> dict[str, object]:
+    """SB3's ``policy_kwargs`` of both PPO agents: separate actor and critic MLPs of ``hidden`` units,
+    ``activation`` ("tanh" or "relu"), AdamW with decoupled ``weight_decay`` (Loshchilov & Hutter, 2019)."""
+    return {
+        "net_arch": {"pi": list(hidden), "vf": list(hidden)},
+        "activation_fn": ACTIVATIONS[activation],
+        "optimizer_class": torch.optim.AdamW,
+        "optimizer_kwargs": {"weight_decay": weight_decay, "eps": 1e-5},
+    }

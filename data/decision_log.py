@@ -16,7 +16,8 @@ decision) are joined together, as one log:
 * feedback for a query_id with no decision is rejected as ``feedback without decision``; a second
   feedback for one decision as ``duplicate outcome``; a decision the service served by falling
   back (``fallback_from``: the policy did not choose that model, so the propensity is not its
-  probability) as ``not the policy's choice``, and its feedback with it.
+  probability) as ``not the policy's choice``, and its feedback with it; a cascade's answer
+  (``cascade``: several calls, ``serve.py --cascade``) as ``cascade decision``, and its feedback.
 
 The decision's line number locates the joined row in ``rejected.jsonl``. The rejections' reasons and
 messages are rules of :mod:`data.rules`.
@@ -97,7 +98,7 @@ def join_decisions(items: Iterator[Item]) -> Iterator[Item | Pending]:
 def join_decision_records(items: Iterator[Item]) -> Iterator[Item | Pending]:
     """Join decision and feedback records (of one log, or of every worker's log together)."""
     decisions: dict[str, ParsedRow] = {}
-    fallbacks: set[str] = set()
+    set_aside: dict[str, Rule] = {}  # decisions that are not one routing choice: the rule their feedback gets
     feedback: dict[str, ParsedRow] = {}
     for item in items:
         if not isinstance(item, ParsedRow):
@@ -108,10 +109,15 @@ def join_decision_records(items: Iterator[Item]) -> Iterator[Item | Pending]:
             if query_id in decisions:
                 yield _error(item, rules.ALREADY_DECIDED, query_id=query_id)
             elif item.fields.get("fallback_from") is not None:
-                fallbacks.add(query_id)
+                set_aside[query_id] = rules.FALLBACK_FEEDBACK
                 yield _error(
                     item, rules.FALLBACK_DECISION, model=item.fields.get("model"), failed=item.fields["fallback_from"]
                 )
+            elif isinstance(item.fields.get("cascade"), list):
+                set_aside[query_id] = rules.CASCADE_FEEDBACK
+                steps = item.fields["cascade"]
+                calls = sum(1 for step in steps if isinstance(step, dict) and step.get("action") == "call")
+                yield _error(item, rules.CASCADE_DECISION, model=item.fields.get("model"), calls=calls)
             else:
                 decisions[query_id] = item
         elif query_id in feedback:
@@ -119,8 +125,8 @@ def join_decision_records(items: Iterator[Item]) -> Iterator[Item | Pending]:
         else:
             feedback[query_id] = item
     for query_id, answer in feedback.items():
-        if query_id in fallbacks:
-            yield _error(answer, rules.FALLBACK_FEEDBACK, query_id=query_id)
+        if query_id in set_aside:
+            yield _error(answer, set_aside[query_id], query_id=query_id)
         elif query_id not in decisions:
             yield _error(answer, rules.ORPHAN_FEEDBACK, query_id=query_id)
     for query_id, decision in decisions.items():

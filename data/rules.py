@@ -257,6 +257,10 @@ ALREADY_DECIDED = Rule(RejectReason.DUPLICATE_OUTCOME, "query_id {query_id!r} wa
 SECOND_FEEDBACK = Rule(RejectReason.DUPLICATE_OUTCOME, "query_id {query_id!r} already has feedback")
 FALLBACK_DECISION = Rule(RejectReason.NOT_POLICY_CHOICE, "served by {model!r} after {failed!r} failed")
 FALLBACK_FEEDBACK = Rule(RejectReason.NOT_POLICY_CHOICE, "feedback on the fallback-served {query_id!r}")
+CASCADE_DECISION = Rule(
+    RejectReason.CASCADE_DECISION, "{model!r} answered a cascade of {calls} call(s), not one routing choice"
+)
+CASCADE_FEEDBACK = Rule(RejectReason.CASCADE_DECISION, "feedback on the cascade's answer {query_id!r}")
 ORPHAN_FEEDBACK = Rule(RejectReason.ORPHAN_FEEDBACK, "no decision for query_id {query_id!r}")
 
 

@@ -58,6 +58,7 @@ class RejectReason(str, Enum):
     INCOMPLETE_QUERY = "incomplete query"  # full-information query that lost a model's outcome
     ORPHAN_FEEDBACK = "feedback without decision"  # decision log: feedback for an unknown query_id
     NOT_POLICY_CHOICE = "not the policy's choice"  # decision log: served by a fallback, propensity unknown
+    CASCADE_DECISION = "cascade decision"  # decision log: a cascade's answer, several calls, not one routing choice
 
 
 class DataError(Exception):
@@ -68,13 +69,15 @@ class DataError(Exception):
 
 
 def read_yaml(path: Path, what: str) -> Any:
-    """The YAML document in ``path``; an unreadable file or bad YAML is one :class:`DataError` naming it."""
+    """The YAML document at ``path``; an unreadable file or bad YAML is a :class:`DataError` naming ``what``."""
     import yaml
 
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise DataError(f"{path}: cannot read {what}: {error}") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read {what}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise DataError(f"{path}: not valid YAML: {error}") from None
 
 
 class StrictModeError(DataError):

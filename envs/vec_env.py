@@ -36,7 +36,35 @@ from envs.routing_env import reward_config
 from envs.task import EnvConfig, RoutingTask
 
 
-class RoutingVecEnv(VecEnv):
+class SharedVecEnv(VecEnv):
+    """What a vectorised env whose episodes all live in one batched object gives SB3 alike.
+
+    There is one environment, stepped for ``num_envs`` episodes at once: an attribute is the same for
+    every index, nothing is wrapped, nothing renders. :class:`RoutingVecEnv` and
+    :class:`envs.cascade_vec_env.CascadeVecEnv` define the stepping and ``env_method``.
+    """
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        """The shared environment's attribute, once per index."""
+        return [getattr(self, attr_name)] * len(list(self._get_indices(indices)))
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        """Set the attribute on the shared environment (it applies to every index)."""
+        setattr(self, attr_name, value)
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        """No gym wrappers: False for every index."""
+        return [False] * len(list(self._get_indices(indices)))
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        """Nothing to render."""
+        return [None] * self.num_envs
+
+
+class RoutingVecEnv(SharedVecEnv):
     """``num_envs`` one-step routing episodes per step, drawn from one seeded generator."""
 
     def __init__(
@@ -105,28 +133,9 @@ class RoutingVecEnv(VecEnv):
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         return observations, outcome.reward.astype(np.float32), dones, infos
 
-    def close(self) -> None:
-        """Nothing to release."""
-
-    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        """The shared environment's attribute, once per index."""
-        return [getattr(self, attr_name)] * len(list(self._get_indices(indices)))
-
-    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        """Set the attribute on the shared environment (it applies to every index)."""
-        setattr(self, attr_name, value)
-
     def env_method(
         self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
     ) -> list[Any]:
         """Call the shared environment's method once; its result, once per index."""
         result = getattr(self, method_name)(*method_args, **method_kwargs)
         return [result] * len(list(self._get_indices(indices)))
-
-    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
-        """No gym wrappers: False for every index."""
-        return [False] * len(list(self._get_indices(indices)))
-
-    def get_images(self) -> Sequence[np.ndarray | None]:
-        """Routing has nothing to render."""
-        return [None] * self.num_envs

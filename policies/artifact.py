@@ -149,21 +149,21 @@ class LoadedPolicy:
             raise PolicyError(f"set_prices() refused the table: {str(exc).strip().splitlines()[-1]}") from None
 
 
-def _one_line(exc: BaseException, limit: int = 160) -> str:
+def one_line(exc: BaseException, limit: int = 160) -> str:
     """The first line of an exception's message, shortened to ``limit`` characters."""
     text = str(exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _load_module(data: bytes) -> tuple[torch.jit.ScriptModule, str]:
+def load_module(data: bytes) -> tuple[torch.jit.ScriptModule, str]:
     """``torch.jit.load`` the bytes; return the module and the raw metadata text."""
     extra_files: dict[str, Any] = {METADATA_FILE: ""}
     try:
         with quiet_jit():
             module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra_files)
     except Exception as exc:  # torch raises RuntimeError and others for corrupt archives
-        raise PolicyError(f"not a TorchScript policy ({_one_line(exc)})") from None
+        raise PolicyError(f"not a TorchScript policy ({one_line(exc)})") from None
     raw = extra_files[METADATA_FILE]
     return module, raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
 
@@ -181,14 +181,14 @@ def _check_module(module: torch.jit.ScriptModule, meta: dict[str, Any]) -> tuple
         models = module.models()
         default_cost_weight = module.default_cost_weight()
     except Exception as exc:  # a TorchScript error is a plain RuntimeError subclass
-        raise PolicyError(f"models()/default_cost_weight() failed: {_one_line(exc)}") from None
+        raise PolicyError(f"models()/default_cost_weight() failed: {one_line(exc)}") from None
     default_cost_weight = check_arms(models, default_cost_weight, meta, "models()")
     if meta["input_kind"] == "text":
         try:
             with torch.inference_mode():
                 out = module.scores(_PROBE_QUERIES, float(default_cost_weight))
         except Exception as exc:
-            raise PolicyError(f"scores() failed on a text query: {_one_line(exc)}") from None
+            raise PolicyError(f"scores() failed on a text query: {one_line(exc)}") from None
         if (
             not isinstance(out, torch.Tensor)
             or out.dtype != torch.float32
@@ -225,7 +225,7 @@ def load_policy(path: str | Path) -> LoadedPolicy:
 def policy_from_bytes(path: Path, data: bytes) -> LoadedPolicy:
     """:func:`load_policy` of bytes already read from ``path`` (which names the file in errors)."""
     try:
-        module, raw = _load_module(data)
+        module, raw = load_module(data)
         meta = parse_metadata(raw)
         models, default_cost_weight = _check_module(module, meta)
         cost_weight_range = metadata_weight_range(meta)

@@ -141,6 +141,7 @@ class ResponseFeaturizer(torch.nn.Module):
     answer_phrases: list[str]
     choice_letters: list[str]
     whitespace: str
+    other_spaces: list[str]
     answer_punctuation: str
     short_bytes: int
     n_features: int
@@ -158,6 +159,8 @@ class ResponseFeaturizer(torch.nn.Module):
         self.answer_phrases = list(ANSWER_PHRASES)
         self.choice_letters = list(CHOICE_LETTERS)
         self.whitespace = WHITESPACE
+        # An attribute too: torch.jit.load cannot parse a "\r" literal back from the archive's code.
+        self.other_spaces = [space for space in WHITESPACE if space != " "]
         self.answer_punctuation = ANSWER_PUNCTUATION
         self.short_bytes = SHORT_BYTES
         self.n_features = len(FEATURE_NAMES)
@@ -190,7 +193,7 @@ class ResponseFeaturizer(torch.nn.Module):
         letter = first_word.strip(self.answer_punctuation)
         if letter in self.choice_letters and (first_line == letter or first_word != letter):
             return letter
-        for space in ["\t", "\n", "\r"]:
+        for space in self.other_spaces:
             answer = answer.replace(space, " ")
         while "  " in answer:
             answer = answer.replace("  ", " ")

@@ -39,9 +39,11 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 
+from policies.cascade_artifact import load_cascade
 from serving.auth import AuthMiddleware
 from serving.backends import load_backends
 from serving.caller import caller_of
+from serving.cascade import CascadeProxy, is_cascade_model
 from serving.dashboard import Dashboard
 from serving.decisions import DecisionLog
 from serving.errors import ApiError, SafeJSONResponse, install_error_handlers
@@ -89,6 +91,7 @@ class Service:
         log: the decision log (``--decision-log``), or None.
         router: the routing logic of ``/route``, ``/route/batch`` and the proxy.
         proxy: the chat proxy (``--backends``), or None.
+        cascade: the cascade the proxy runs for ``model: cascade`` (``--cascade``), or None.
         tenants: the tenants by token (``--tenants``), empty without.
         state_dir: the supervisor's state folder shared by the workers of ``serve.py --workers``
             (:mod:`serving.workers`), or None (a single process).
@@ -100,6 +103,7 @@ class Service:
     log: DecisionLog | None
     router: Router
     proxy: ChatProxy | None
+    cascade: CascadeProxy | None
     tenants: dict[str, Tenant]
     state_dir: Path | None
 
@@ -132,7 +136,8 @@ class Service:
         if spending.budget is not None:
             metrics.before_render = lambda: spending.observe(metrics)
         proxy = ChatProxy(backends, metrics) if backends else None
-        return cls(settings, slot, metrics, log, router, proxy, tenants, state_dir)
+        cascade = _cascade(settings, router, proxy)
+        return cls(settings, slot, metrics, log, router, proxy, cascade, tenants, state_dir)
 
     async def replace_prices(self, body: PriceDocument) -> SafeJSONResponse:
         """Take a new price table (``PUT /admin/prices``); 422 names a model the service does not route to."""
@@ -197,6 +202,20 @@ class Service:
         return lifespan
 
 
+def _cascade(settings: Settings, router: Router, proxy: ChatProxy | None) -> CascadeProxy | None:
+    """The ``--cascade`` file loaded for the proxy, or None without one.
+
+    Raises:
+        PolicyError: the file is not a valid cascade.
+        ValueError: there is no proxy (``--backends``), or one of its models has no backend.
+    """
+    if settings.cascade is None:
+        return None
+    if proxy is None:
+        raise ValueError(f"--cascade {settings.cascade}: the cascade runs in the proxy, which needs --backends")
+    return CascadeProxy(load_cascade(settings.cascade), router, proxy)
+
+
 def _add_routes(app: FastAPI, service: Service) -> None:
     """Declare the service's routes on ``app`` (the proxy's only with ``--backends``)."""
     slot, router, proxy = service.slot, service.router, service.proxy
@@ -240,9 +259,13 @@ def _add_routes(app: FastAPI, service: Service) -> None:
 
     if proxy is not None:
 
+        cascade = service.cascade
+
         @app.post("/v1/chat/completions", dependencies=[Depends(require_json)])
         async def chat_completions(body: ChatRequest, request: Request) -> Response:
-            """Route a chat request and forward it to the chosen model's backend."""
+            """Route a chat request and forward it to the chosen model's backend (or run the cascade)."""
+            if cascade is not None and is_cascade_model(body.model):
+                return await cascade.answer(body, caller_of(request.scope))
             return await router.route_chat(body, proxy, caller_of(request.scope))
 
 

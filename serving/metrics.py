@@ -78,7 +78,12 @@ class Metrics:
             registry=self.registry,
         )
         self.decisions = self._counter("routerl_decisions", "Routing decisions by chosen model.", "model")
-        self.fallbacks = self._counter("routerl_fallbacks", "Fallbacks by reason (scoring, backend).", "reason")
+        self.fallbacks = self._counter(
+            "routerl_fallbacks", "Fallbacks by reason (scoring, backend, cascade).", "reason"
+        )
+        self.cascade_calls = self._counter(
+            "routerl_cascade_calls", "Calls the cascade made (--cascade), by model.", "model"
+        )
         self.connections_refused = self._counter(
             "routerl_connections_refused",
             "Connections refused or closed before the app answered, by reason.",

@@ -189,6 +189,12 @@ class ChatProxy:
             raise BackendFailure(f"answered {response.status_code}", timed_out=False)
         return response
 
+    async def complete(self, name: str, request: ChatRequest) -> httpx.Response:
+        """One call to ``name``'s backend, not streamed, read whole (a cascade's step); BackendFailure as forward's."""
+        backend = self.backends[name]
+        payload = {**request.model_dump(exclude_unset=True), "model": backend.model, "stream": False}
+        return await self._send(backend, payload, stream=False)
+
     async def forward(
         self,
         order: list[str],

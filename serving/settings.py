@@ -64,6 +64,8 @@ class Settings:
             is answered 503 and closed at once, so that slow or idle clients cannot use up the
             process's open files.
         backends: YAML file of the proxy's backends (``--backends``); no proxy without it.
+        cascade: an exported cascade (``--cascade``) that the proxy runs for ``model: cascade``
+            (:mod:`serving.cascade`); needs ``backends`` for each of its models. None: no cascade.
         decision_log: JSONL file that decisions and feedback are appended to
             (``--decision-log``); none without it.
         log_queries: what the decision log keeps of a query (``--log-queries``).
@@ -118,6 +120,7 @@ class Settings:
     body_timeout: float = DEFAULT_BODY_TIMEOUT_S
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     backends: Path | None = None
+    cascade: Path | None = None
     decision_log: Path | None = None
     log_queries: LogQueries = "full"
     fallback_model: str | None = None

@@ -29,7 +29,7 @@ def _write(path: Path, records: list[dict]) -> Path:
     return path
 
 
-def test_join_counts_pending_and_rejects_orphans_fallbacks_and_duplicates(tmp_path: Path) -> None:
+def test_join_counts_pending_and_rejects_orphans_fallbacks_cascades_and_duplicates(tmp_path: Path) -> None:
     path = _write(
         tmp_path / "decisions.jsonl",
         [
@@ -37,12 +37,16 @@ def test_join_counts_pending_and_rejects_orphans_fallbacks_and_duplicates(tmp_pa
             _decision("b", "m2", 0.05),
             _decision("c"),  # c waits for feedback
             _decision("d", "m2", 1.0, fallback_from="m1"),  # served by a fallback: not the policy's choice
+            _decision("e", "m2", 0.6, cascade=[{"action": "call", "model": "m1", "probability": 0.9},
+                                              {"action": "call", "model": "m2", "probability": 0.8},
+                                              {"action": "return", "model": "m2", "probability": 0.8}]),
             _decision("a"),  # a second decision for a
             {"query_id": "a", "quality": 1.0, "cost": 0.002},
             {"query_id": "b", "quality": 0.0, "cost": 0.001},
             {"query_id": "b", "quality": 1.0, "cost": 0.001},  # second feedback
             {"query_id": "zz", "quality": 1.0},  # no decision
             {"query_id": "d", "quality": 1.0, "cost": 0.003},
+            {"query_id": "e", "quality": 1.0, "cost": 0.004},  # on a cascade's answer (serve.py --cascade)
         ],
     )
     loaded = load_log(path)
@@ -52,14 +56,17 @@ def test_join_counts_pending_and_rejects_orphans_fallbacks_and_duplicates(tmp_pa
     assert stats.rejected_by_reason == {
         "duplicate outcome": 2,
         "not the policy's choice": 2,
+        "cascade decision": 2,
         "feedback without decision": 1,
     }
-    assert stats.rows_read == stats.rows_accepted + stats.rows_rejected == 7
+    assert stats.rows_read == stats.rows_accepted + stats.rows_rejected == 9
     row = log.query_ids.tolist().index("b")
     assert log.models[int(log.action[row])] == "m2" and log.propensity[row] == 0.05
     assert log.quality[row, log.models.index("m2")] == 0.0 and log.cost[row, log.models.index("m2")] == 0.001
     reasons = {r.reason.value for r in loaded.quarantine.rejections}
-    assert reasons == {"duplicate outcome", "not the policy's choice", "feedback without decision"}
+    assert reasons == {"duplicate outcome", "not the policy's choice", "cascade decision", "feedback without decision"}
+    cascade = [r for r in loaded.quarantine.rejections if r.reason.value == "cascade decision"]
+    assert "'m2' answered a cascade of 2 call(s), not one routing choice" in {r.detail for r in cascade}
 
 
 def test_cost_from_tokens_when_feedback_gives_none(tmp_path: Path) -> None:

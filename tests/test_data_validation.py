@@ -240,7 +240,7 @@ def test_every_reason_is_detected_and_quarantined(name: str, tmp_path: Path) -> 
 
 def test_every_reason_has_a_case() -> None:
     """Every reason of canonical logs here; decision-log reasons in test_data_decision_log.py."""
-    decision_log_only = {RejectReason.ORPHAN_FEEDBACK, RejectReason.NOT_POLICY_CHOICE}
+    decision_log_only = {RejectReason.ORPHAN_FEEDBACK, RejectReason.NOT_POLICY_CHOICE, RejectReason.CASCADE_DECISION}
     assert {case.reason for case in CASES.values()} == set(RejectReason) - decision_log_only
 
 

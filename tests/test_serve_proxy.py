@@ -12,7 +12,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -37,6 +37,8 @@ class FakeBackend:
     behaviour: str
     requests: list[dict[str, Any]] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
+    #: The answer's text for a request body (default: "answer from <its model>").
+    answer: Callable[[dict[str, Any]], str] | None = None
 
     @property
     def base_url(self) -> str:
@@ -70,7 +72,7 @@ class FakeBackend:
                     return
                 if backend.behaviour == "slow":
                     time.sleep(3)
-                text = f"answer from {body['model']}"
+                text = backend.answer(body) if backend.answer else f"answer from {body['model']}"
                 usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
                 if not body.get("stream"):
                     answer = {

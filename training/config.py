@@ -24,7 +24,7 @@ from agents.registry import check_options, default_learning, registration
 from data.featurizer import FeaturizerConfig
 from data.outputs import replacing
 from data.rules import MAX_COST
-from data.schema import DataError
+from data.schema import DataError, read_yaml
 from data.splits import SplitFractions
 from envs.rewards import RewardConfig
 from envs.task import EnvConfig
@@ -171,26 +171,22 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def read_yaml(path: Path, what: str) -> Any:
-    """The YAML document at ``path``; an unreadable file or bad YAML is a :class:`DataError` naming ``what``."""
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise DataError(f"{path}: cannot read {what}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise DataError(f"{path}: not valid YAML: {error}") from None
+def read_config_tree(path: Path | None) -> dict[str, Any]:
+    """The configuration file's mapping of sections ({} without a file); DataError for anything else."""
+    if path is None:
+        return {}
+    loaded = read_yaml(path, "config")
+    if loaded is not None and not isinstance(loaded, dict):
+        raise DataError(f"{path}: a config must be a mapping of sections")
+    return loaded or {}
 
 
 def load_config(
     path: Path | None, overrides: list[str], cli_data: str | None = None, seed: int | None = None
 ) -> RunConfig:
     """Read YAML (or defaults), apply ``--set key=value`` (values parsed as YAML), validate."""
-    tree: dict[str, Any] = {}
+    tree = read_config_tree(path)
     if path is not None:
-        loaded = read_yaml(path, "config")
-        if loaded is not None and not isinstance(loaded, dict):
-            raise DataError(f"{path}: a config must be a mapping of sections")
-        tree = loaded or {}
         tree.setdefault("name", path.stem)
         data = tree.get("data")
         if isinstance(data, dict):

@@ -46,12 +46,12 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from data.outputs import OutputKind, claim_output, write_text_atomically
 from data.prices import PriceTable
-from data.schema import DataError
+from data.schema import DataError, read_yaml
 from data.splits import hash_unit
 from policies.artifact import load_policy
 from policies.export import PolicyMetadata, build_text_policy, save_policy
 from training.checkpoints import read_checkpoint, write_checkpoint
-from training.config import apply_overrides, read_yaml, validated
+from training.config import apply_overrides, validated
 from training.decision_stream import DecisionStream, Rejection, Round
 from training.drift import DriftConfig, PageHinkley
 from training.live_learner import LEARNER_FILE, LiveLearner

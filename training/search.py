@@ -44,8 +44,8 @@ from pydantic import ConfigDict, ValidationError
 from pydantic.dataclasses import dataclass
 
 from data.outputs import OutputKind, claim_output, replacing, write_text_atomically
-from data.schema import DataError
-from training.config import load_config, read_yaml
+from data.schema import DataError, read_yaml
+from training.config import load_config
 from training.run import prepare_directory, run_inputs, train
 
 SEED_KEY = "seed"
