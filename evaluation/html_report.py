@@ -97,6 +97,48 @@ def _metrics_row(name: str, metrics: dict[str, Any]) -> tuple[str, list[Cell]]:
     ]
 
 
+#: The objectives section's per-query columns (docs/contracts.md §3.5 ``objectives``): key, header, format.
+OBJECTIVE_COLUMNS: tuple[tuple[str, str, Callable[[float], str]], ...] = (
+    ("usd", "USD", usd_text),
+    ("latency_ms_p50", "latency p50 (ms)", lambda value: f"{value:.0f}"),
+    ("latency_ms_p95", "latency p95 (ms)", lambda value: f"{value:.0f}"),
+    ("energy_wh", "Wh", lambda value: f"{value:.4g}"),
+    ("gco2e", "gCO2e", lambda value: f"{value:.4g}"),
+)
+#: The objective each reach column is the least cost of, in the same order as OBJECTIVE_COLUMNS' means.
+REACH_OBJECTIVES = {"usd": "USD", "latency": "mean latency (ms)", "energy": "Wh", "carbon": "gCO2e"}
+
+
+def _objective_tables(section: dict[str, Any], subject: str, weight: float) -> list[Table]:
+    """The ``objectives`` section as two tables: every router on every cost, and the least cost to reach the
+    reference's quality on each (none when the section was skipped)."""
+    if "routers" not in section:
+        return []
+    columns = [column for column in OBJECTIVE_COLUMNS if column[0] in section["routers"]["policy"]]
+    energy = section["objectives"]["energy"]["source"]
+    estimated = "estimated" in energy and not energy.startswith("unavailable")
+    factor = section["energy_uncertainty_factor"]
+    note = f"; energy and carbon estimated, good to a factor of {factor:g}" if estimated else ""
+    rows = [
+        (name, [_cell("quality", row["quality"])] + [_cell(key, row[key], text) for key, _, text in columns])
+        for name, row in {**section["routers"], **section["single_models"]}.items()
+    ]
+    every = Table(f"{subject} at cost weight {weight:g}, every cost per query{note}",
+                  ("router", "mean quality", *(header for _, header, _ in columns)), rows)
+    reach = section["reach"]
+    available = [name for name in REACH_OBJECTIVES if name in reach["reference"]]
+    reach_rows = []
+    for share, target in reach["targets"].items():
+        for router in ("policy", "zero_router"):
+            cells = [_cell(f"reach_{name}", target[router][name], usd_text) for name in available]
+            reach_rows.append((f"{share}: {router.replace('_', ' ')}", cells))
+    reach_rows.append((f"{reach['reference_model']} alone",
+                       [_cell(f"reach_{name}", reach["reference"][name], usd_text) for name in available]))
+    least = Table(f"Least mean cost to reach a share of {reach['reference_model']}'s quality",
+                  ("target", *(REACH_OBJECTIVES[name] for name in available)), reach_rows)
+    return [every, least]
+
+
 def _headline(facts: list[tuple[str, Cell]]) -> Table:
     """The page's few headline numbers, one per row."""
     return Table("Headline", ("", "value"), [(label, [cell]) for label, cell in facts])
@@ -185,6 +227,7 @@ def report_page(report: dict[str, Any], commands: list[Command]) -> str:
             routers,
         ),
     ]
+    tables += _objective_tables(report.get("objectives", {}), subject, weight)
     heading = f"routerl report: {policy['agent']} at cost weight {weight:g}"
     return _render(heading, f"{subject}: {_data_line(report['data'])}", view, tables)
 

@@ -265,3 +265,40 @@ def test_compare_html_shows_every_routers_points_from_compare_json(chromium: Any
             assert any(f"--set agent.kind={agent['kind']}" in command for command in commands(page))
         assert_axes_labelled(page)
     assert shown.requests == [(out / "compare.html").as_uri()] and shown.errors == []
+
+
+class _Cells(HTMLParser):
+    """Every table cell's (row name, data-metric) → data-value, and the captions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[tuple[str, str], float] = {}
+        self.captions: list[str] = []
+        self._row, self._in_caption = "", False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "tr":
+            self._row = found.get("data-router") or ""
+        if tag == "td" and found.get("data-metric") and found.get("data-value") is not None:
+            self.values[(self._row, str(found["data-metric"]))] = float(str(found["data-value"]))
+        self._in_caption = tag == "caption"
+
+    def handle_data(self, data: str) -> None:
+        if self._in_caption:
+            self.captions.append(data)
+            self._in_caption = False
+
+
+def test_report_html_shows_every_objective_of_report_json(demo_run: RunResult) -> None:
+    """The demo log's energy is estimated (token counts, configs/energy.yaml): the page's objective tables say
+    so and hold report.json's numbers, per router and for the least cost to reach the reference's quality."""
+    section = demo_run.report["objectives"]
+    cells = _Cells()
+    cells.feed((demo_run.directory / "report.html").read_text(encoding="utf-8"))
+    assert any("every cost per query; energy and carbon estimated" in caption for caption in cells.captions)
+    for router, row in {**section["routers"], **section["single_models"]}.items():
+        for key in ("quality", "usd", "energy_wh", "gco2e"):
+            assert cells.values[(router, key)] == pytest.approx(row[key], rel=1e-12), (router, key)
+    reached = section["reach"]["targets"]["95%"]["policy"]["energy"]
+    assert reached is not None and cells.values[("95%: policy", "reach_energy")] == pytest.approx(reached, rel=1e-12)
