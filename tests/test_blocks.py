@@ -148,6 +148,8 @@ NOT_ON_RAY = {
     "SECOND_FEEDBACK": "decision logs",
     "FALLBACK_DECISION": "decision logs",
     "FALLBACK_FEEDBACK": "decision logs",
+    "CASCADE_DECISION": "decision logs",
+    "CASCADE_FEEDBACK": "decision logs",
     "ORPHAN_FEEDBACK": "decision logs",
 }
 if sys.version_info >= (3, 11):  # the csv module raises no error on any record since 3.11 (3.10: a NUL byte)
