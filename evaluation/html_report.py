@@ -109,9 +109,9 @@ OBJECTIVE_COLUMNS: tuple[tuple[str, str, Callable[[float], str]], ...] = (
 REACH_OBJECTIVES = {"usd": "USD", "latency": "mean latency (ms)", "energy": "Wh", "carbon": "gCO2e"}
 
 
-def _objective_tables(section: dict[str, Any], subject: str, weight: float) -> list[Table]:
+def _objective_tables(section: dict[str, Any], subject: str, weight: float, agent: str) -> list[Table]:
     """The ``objectives`` section as two tables: every router on every cost, and the least cost to reach the
-    reference's quality on each (none when the section was skipped)."""
+    reference's quality on each (none when the section was skipped); the policy's rows are named ``agent``."""
     if "routers" not in section:
         return []
     columns = [column for column in OBJECTIVE_COLUMNS if column[0] in section["routers"]["policy"]]
@@ -119,10 +119,11 @@ def _objective_tables(section: dict[str, Any], subject: str, weight: float) -> l
     estimated = "estimated" in energy and not energy.startswith("unavailable")
     factor = section["energy_uncertainty_factor"]
     note = f"; energy and carbon estimated, good to a factor of {factor:g}" if estimated else ""
-    rows = [
-        (name, [_cell("quality", row["quality"])] + [_cell(key, row[key], text) for key, _, text in columns])
-        for name, row in {**section["routers"], **section["single_models"]}.items()
-    ]
+    names = {"policy": agent, "zero_router": "zero router"}
+    rows = []
+    for name, row in {**section["routers"], **section["single_models"]}.items():
+        values = [_cell(key, row[key], text) for key, _, text in columns]
+        rows.append((names.get(name, name), [_cell("quality", row["quality"]), *values]))
     every = Table(f"{subject} at cost weight {weight:g}, every cost per query{note}",
                   ("router", "mean quality", *(header for _, header, _ in columns)), rows)
     reach = section["reach"]
@@ -131,7 +132,7 @@ def _objective_tables(section: dict[str, Any], subject: str, weight: float) -> l
     for share, target in reach["targets"].items():
         for router in ("policy", "zero_router"):
             cells = [_cell(f"reach_{name}", target[router][name], usd_text) for name in available]
-            reach_rows.append((f"{share}: {router.replace('_', ' ')}", cells))
+            reach_rows.append((f"{share}: {names[router]}", cells))
     reach_rows.append((f"{reach['reference_model']} alone",
                        [_cell(f"reach_{name}", reach["reference"][name], usd_text) for name in available]))
     least = Table(f"Least mean cost to reach a share of {reach['reference_model']}'s quality",
@@ -227,7 +228,7 @@ def report_page(report: dict[str, Any], commands: list[Command]) -> str:
             routers,
         ),
     ]
-    tables += _objective_tables(report.get("objectives", {}), subject, weight)
+    tables += _objective_tables(report.get("objectives", {}), subject, weight, policy["agent"])
     heading = f"routerl report: {policy['agent']} at cost weight {weight:g}"
     return _render(heading, f"{subject}: {_data_line(report['data'])}", view, tables)
 
