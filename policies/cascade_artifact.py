@@ -43,10 +43,25 @@ class LoadedCascade:
     max_calls: int
 
     def step(self, query: str, called: list[str], responses: list[str], cost_weight: float) -> CascadeStep:
-        """The next step after ``called`` models answered ``responses`` (ValueError for inputs it refuses)."""
-        with torch.inference_mode():
-            action, model, probability = self.module.step(query, called, responses, cost_weight)
+        """The next step after ``called`` models answered ``responses``.
+
+        Raises:
+            ValueError: the module refused its inputs (a model it does not know or called twice, more
+                calls than ``max_calls``, a bad cost weight), with the module's own message.
+        """
+        try:
+            with torch.inference_mode():
+                action, model, probability = self.module.step(query, called, responses, cost_weight)
+        except torch.jit.Error as exc:  # what the scripted module raised, wrapped by the interpreter
+            raise ValueError(_script_message(exc)) from None
         return CascadeStep(action, model, probability)
+
+
+def _script_message(exc: BaseException) -> str:
+    """The message a scripted module raised: the interpreter's last line, without the exception's type."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    last = lines[-1] if lines else type(exc).__name__
+    return last.split(": ", 1)[1] if last.startswith("builtins.") and ": " in last else last
 
 
 def load_cascade(path: str | Path) -> LoadedCascade:
@@ -67,7 +82,7 @@ def load_cascade(path: str | Path) -> LoadedCascade:
             probe = LoadedCascade(path, module, tuple(models), weight, version_of(data), 1).step(
                 "routerl smoke test", [], [], weight
             )
-        except (RuntimeError, ValueError) as exc:
+        except (RuntimeError, ValueError, torch.jit.Error) as exc:
             raise PolicyError(f"its first step failed: {one_line(exc)}") from None
         if probe.action != "call" or probe.model not in models:
             raise PolicyError(f"its first step must call a model of its own, got {probe.action} {probe.model!r}")

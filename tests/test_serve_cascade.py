@@ -115,6 +115,10 @@ def test_the_loaded_cascade_takes_the_steps_it_was_built_for(cascade_file: Path)
     assert (final.action, final.model) == ("return", STRONG) and 0.99 < final.probability <= 1.0
     # softmax over the valid actions (call mid -10, call strong 0, return cheap 1): e / (e + 1 + e^-10)
     assert confident.probability == pytest.approx(np.e / (np.e + 1 + np.exp(-10)))
+    with pytest.raises(ValueError, match=rf"^called names a model twice: {CHEAP}$"):
+        loaded.step("q", [CHEAP, CHEAP], ["a", "b"], 100.0)
+    with pytest.raises(ValueError, match=r"^called names a model the cascade does not know: gpt-9$"):
+        loaded.step("q", ["gpt-9"], ["a"], 100.0)
 
 
 def test_a_confident_cheap_answer_is_returned_after_one_call(cascade: Cascade) -> None:
