@@ -68,6 +68,7 @@ def load_cascade(path: str | Path) -> LoadedCascade:
     """Load ``path`` as an exported cascade; PolicyError in one line naming the file otherwise."""
     path = Path(path)
     data = read_policy_bytes(path)
+    version = version_of(data)
     try:
         module, raw = load_module(data)
         meta = parse_metadata(raw)
@@ -79,7 +80,7 @@ def load_cascade(path: str | Path) -> LoadedCascade:
         try:
             models, weight = module.models(), module.default_cost_weight()
             weight = check_arms(models, weight, meta, "models()")
-            probe = LoadedCascade(path, module, tuple(models), weight, version_of(data), 1).step(
+            probe = LoadedCascade(path, module, tuple(models), weight, version, 1).step(
                 "routerl smoke test", [], [], weight
             )
         except (RuntimeError, ValueError, torch.jit.Error) as exc:
@@ -89,4 +90,4 @@ def load_cascade(path: str | Path) -> LoadedCascade:
         max_calls = meta.get("cascade", {}).get("max_calls", len(models))
     except PolicyError as exc:
         raise PolicyError(f"{path}: {exc}") from None
-    return LoadedCascade(path, module, tuple(models), weight, version_of(data), int(max_calls))
+    return LoadedCascade(path, module, tuple(models), weight, version, int(max_calls))

@@ -39,7 +39,7 @@ from starlette.responses import Response, StreamingResponse
 from policies.cascade_artifact import CascadeStep, LoadedCascade
 from serving.caller import Caller
 from serving.errors import ApiError
-from serving.proxy import BackendFailure, ChatProxy, ChatRequest, Usage, routing_text
+from serving.proxy import BackendFailure, ChatProxy, ChatRequest, Usage, routing_text, suffix_weight
 from serving.router import NO_CALLER, Router
 
 #: The ``model`` of a chat request that runs the cascade (``cascade:<w>`` with a cost weight).
@@ -53,15 +53,8 @@ def is_cascade_model(model: str) -> bool:
 
 def cascade_weight(model: str, default: float) -> float:
     """The cost weight of ``cascade`` (``default``) or ``cascade:<w>``; 422 for a weight that is not finite >= 0."""
-    if model == CASCADE_MODEL:
-        return default
-    try:
-        weight = float(model[len(CASCADE_MODEL) + 1 :])
-    except ValueError:
-        weight = math.nan
-    if not (math.isfinite(weight) and weight >= 0):
-        raise ApiError(422, f"invalid request: model: {model[:100]!r} needs a finite cost weight >= 0")
-    return weight
+    weight = suffix_weight(model, CASCADE_MODEL)
+    return default if weight is None else weight
 
 
 def answer_text(body: Any) -> str:

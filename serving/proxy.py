@@ -84,19 +84,24 @@ class Usage:
         return None
 
 
+def suffix_weight(model: str, name: str) -> float | None:
+    """The cost weight of a ``model`` field ``<name>`` (None) or ``<name>:<w>`` (w); 422 for a w that is not
+    a finite number >= 0. The caller has checked that ``model`` is one of the two forms."""
+    if model == name:
+        return None
+    try:
+        weight = float(model[len(name) + 1 :])
+    except ValueError:
+        weight = math.nan
+    if math.isfinite(weight) and weight >= 0:
+        return weight
+    raise ApiError(422, f"invalid request: model: {model[:100]!r} needs a finite cost weight >= 0")
+
+
 def cost_weight_of(model: str) -> float | None:
     """The cost weight a ``model`` field asks for: None for ``router``, w for ``router:<w>``."""
-    if model == ROUTER_MODEL:
-        return None
-    prefix = ROUTER_MODEL + ":"
-    if model.startswith(prefix):
-        try:
-            weight = float(model[len(prefix) :])
-        except ValueError:
-            weight = math.nan
-        if math.isfinite(weight) and weight >= 0:
-            return weight
-        raise ApiError(422, f"invalid request: model: {model!r} needs a finite cost weight >= 0")
+    if model == ROUTER_MODEL or model.startswith(ROUTER_MODEL + ":"):
+        return suffix_weight(model, ROUTER_MODEL)
     raise ApiError(422, f"invalid request: model: {model[:100]!r}; use 'router' or 'router:<cost_weight>'")
 
 
