@@ -6,7 +6,7 @@
         [--explore-floor 0.01 [--explore-floor-models new-13b] [--explore-new-models brand-new-9b]]
         [--fallback-model small-7b] [--log-queries full|hash|none]
         [--budget 0.0004 [--budget-step 0.1]] [--prices prices.yaml] [--tenants tenants.yaml]
-        [--session-switch-cost 0.05 [--session-ttl 3600]]
+        [--session-switch-cost 0.05 [--session-ttl 3600]] [--capacity large-70b=0.2 [--capacity-step 0.01]]
         [--max-feedback-cost 100] [--header-timeout 10] [--body-timeout 30] [--max-connections 1000]
 
 Tokens come from the environment: ``ROUTERL_API_TOKEN`` (every route but ``/healthz``) and
@@ -40,6 +40,7 @@ from serving.server import EXIT_USER_ERROR, ServeOptions, StartupError, run
 from serving.settings import (
     DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_BUDGET_STEP,
+    DEFAULT_CAPACITY_STEP,
     DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_HOST,
     DEFAULT_MAX_BATCH,
@@ -125,7 +126,7 @@ def _add_exploration(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_spending(parser: argparse.ArgumentParser) -> None:
-    """Add the flags of the live budget, prices, tenants and sessions (docs/contracts.md §4.10)."""
+    """Add the flags of the live budget, prices, tenants, sessions and capacity (docs/contracts.md §4.10)."""
     parser.add_argument(
         "--budget",
         type=float,
@@ -160,6 +161,19 @@ def _add_spending(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_SESSION_TTL_S,
         metavar="SECONDS",
         help="forget a session this long after its last turn (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--capacity",
+        metavar="MODEL=SHARE,...|FILE|none",
+        help="cap each model's share of the decisions (a YAML FILE {model: share} or MODEL=SHARE pairs), held live "
+        "by a multiplier per model; replaces the policy's own caps; none: no caps (default: the policy's capacity)",
+    )
+    parser.add_argument(
+        "--capacity-step",
+        type=float,
+        default=DEFAULT_CAPACITY_STEP,
+        metavar="ETA",
+        help="step of a capacity multiplier per decision, in scales of its model's margins (default: %(default)s)",
     )
 
 

@@ -43,6 +43,20 @@ Learning = Literal["fit", "online"]
 
 
 @dataclass(frozen=True)
+class ObjectiveEstimates:
+    """An agent's linear estimates of the costs beside USD (issue 22; docs/contracts.md §2.13).
+
+    ``matrix`` (d, J·K): column j·K + k estimates objective ``names[j]`` of model k from the
+    features, in the unit :data:`data.routing_log.OBJECTIVE_UNITS` gives (latency in seconds,
+    energy in Wh). The exporter appends these columns to the linear map, so the exported policy
+    scores quality − w_usd · usd − Σ_j w_j · objective_j at any weight vector.
+    """
+
+    names: tuple[str, ...]
+    matrix: np.ndarray
+
+
+@dataclass(frozen=True)
 class FeaturizedSplit:
     """A split of a log and its (N, d) features: what a learner learns from and is validated on.
 
@@ -162,6 +176,10 @@ class Agent(ABC):
     @abstractmethod
     def head(self) -> torch.nn.Module:
         """TorchScript-able module from (N, m) and the cost weight to (N, K) scores."""
+
+    def objective_map(self) -> ObjectiveEstimates | None:
+        """Linear estimates of the costs beside USD the agent learned (:class:`ObjectiveEstimates`); None: USD only."""
+        return None
 
     def predict(self, features: np.ndarray, cost_weight: float | None = None) -> np.ndarray:
         """Model index per query: the argmax of :meth:`scores` at ``cost_weight`` or the default."""

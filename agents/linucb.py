@@ -33,6 +33,12 @@ export is [θ^q | θ^in | θ^out] (d, 3K) with a head that prices them,
 cost_k = (p_in,k xᵀθ_k^in + p_out,k xᵀθ_k^out) / 1e6. Ridge regression is linear in its target and
 the training cost is (p_in · in + p_out · out) / 1e6 cell by cell, so at the training prices this is
 xᵀθ_k^c exactly (up to rounding); other prices reprice the policy without retraining.
+
+**Objectives beside USD** (issue 22, docs/contracts.md §2.13). Where every outcome of a full-information
+training split has a latency or an energy (:meth:`data.routing_log.RoutingLog.objective_table`), the
+same Gram matrices regress each, b_k^j = Σ x · cost_j, and :meth:`objective_map` hands over
+θ_k^j = A_k⁻¹ b_k^j: one estimate per objective, so the exported policy scores
+xᵀθ_k^q − w · xᵀθ_k^c − Σ_j w_j · xᵀθ_k^j at any weight vector it is given at inference.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from tqdm import trange
 
-from agents.base import Agent, FeaturizedSplit, State, TrainingTask, ValidationRule
+from agents.base import Agent, FeaturizedSplit, ObjectiveEstimates, State, TrainingTask, ValidationRule
 from agents.callbacks import Callback, CallbackList, Outcomes
 from agents.linucb_statistics import LinUCBStatistics
 from data.schema import DataError
@@ -86,6 +92,9 @@ class LinUCB(Agent):
         self.token_prices: np.ndarray | None = None  # (K, 2) USD per 1M tokens in token mode (train sets it)
         self._tokens: np.ndarray | None = None  # (N, K, 2) the training split's token counts, learning online
         self.target_tokens: np.ndarray | None = None  # (K, d, 2) Σ x · (prompt, completion) tokens in token mode
+        self.objective_names: tuple[str, ...] = ()  # the costs beside USD it estimates (train sets them)
+        self._objective_values: np.ndarray | None = None  # (N, K, J) the training split's, learning online
+        self.target_objectives: np.ndarray | None = None  # (K, d, J) Σ x · cost_j of each objective j
         self._reset()
 
     def _reset(self, solve: bool = True) -> None:
@@ -95,6 +104,7 @@ class LinUCB(Agent):
         self.target_cost = np.zeros((k, d))  # b_k^c
         self.observations = np.zeros(k, dtype=np.int64)
         self.target_tokens = None  # b_k^in, b_k^out: only train() of a token-mode task fills them
+        self.target_objectives = None  # b_k^j: only train() on a split with latency or energy fills them
         if solve:
             self._solve()
 
@@ -159,6 +169,7 @@ class LinUCB(Agent):
             raise ValueError(f"full-information outcomes must be (N, {self.n_models})")
         statistics = LinUCBStatistics.of(x, quality, cost, actions, n_models=self.n_models)
         self.target_tokens = None  # statistics without tokens: no longer in token mode
+        self.target_objectives = None  # nor with the other objectives
         self.gram += statistics.gram
         self.target_quality += statistics.target_quality
         self.target_cost += statistics.target_cost
@@ -192,14 +203,17 @@ class LinUCB(Agent):
         """
         train = task.train
         tokens = self._use_prices(task)
+        objectives = self._use_objectives(task)
         if task.learning == "fit":
             if task.reward.budget is not None:
                 raise DataError("a budget reward needs agent.learning=online (the multiplier is learned online)")
             self.fit(train.features, train.log.quality, train.log.cost)
             if tokens is not None:
                 self.target_tokens = _cross(np.asarray(train.features), tokens)
+            if objectives is not None:
+                self.target_objectives = _cross(np.asarray(train.features), objectives)
             return self._price_cost()
-        self._tokens = tokens
+        self._tokens, self._objective_values = tokens, objectives
         env = RoutingEnv(train.outcome_table(), train.features, task.reward)
         seed: int | None = task.seed
         if self._restored_env is not None:
@@ -223,6 +237,21 @@ class LinUCB(Agent):
         if self.target_tokens is None and task.learning == "online":  # else restored from a checkpoint
             self.target_tokens = np.zeros((self.n_models, self.dimension, 2))
         return tokens
+
+    def _use_objectives(self, task: TrainingTask) -> np.ndarray | None:
+        """The training split's (N, K, J) costs beside USD (:meth:`RoutingLog.objective_table`), else None.
+
+        Online, the statistics start at zero unless a checkpoint restored them for the same objectives.
+        """
+        table = task.train.log.objective_table()
+        if not table:
+            self.objective_names = ()
+            return None
+        names = tuple(table)
+        if task.learning == "online" and (self.target_objectives is None or names != self.objective_names):
+            self.target_objectives = np.zeros((self.n_models, self.dimension, len(names)))
+        self.objective_names = names
+        return np.stack([table[name] for name in names], axis=2)
 
     def _price_cost(self) -> LinUCB:
         """In token mode, decide on the estimated tokens priced at the training prices, as the export does.
@@ -293,6 +322,8 @@ class LinUCB(Agent):
         self.target_cost[arm] += info["cost"] * x
         if self.target_tokens is not None and self._tokens is not None:
             self.target_tokens[arm] += np.outer(x, self._tokens[info["query_index"], arm])
+        if self.target_objectives is not None and self._objective_values is not None:
+            self.target_objectives[arm] += np.outer(x, self._objective_values[info["query_index"], arm])
         self.theta_quality[arm] = self.gram_inverse[arm] @ self.target_quality[arm]
         self.theta_cost[arm] = self.gram_inverse[arm] @ self.target_cost[arm]
         self.observations[arm] += 1
@@ -322,6 +353,9 @@ class LinUCB(Agent):
         parameters = {name: getattr(self, name).copy() for name in PARAMETERS}
         if self.target_tokens is not None:
             parameters["target_tokens"] = self.target_tokens.copy()
+        if self.target_objectives is not None:
+            parameters["target_objectives"] = self.target_objectives.copy()
+            parameters["objective_names"] = list(self.objective_names)
         return parameters
 
     def load_parameters(self, parameters: State) -> None:
@@ -335,6 +369,9 @@ class LinUCB(Agent):
         self.observations = np.array(parameters["observations"], dtype=np.int64)
         tokens = parameters.get("target_tokens")
         self.target_tokens = None if tokens is None else np.array(tokens, dtype=np.float64)
+        objectives = parameters.get("target_objectives")
+        self.target_objectives = None if objectives is None else np.array(objectives, dtype=np.float64)
+        self.objective_names = tuple(parameters.get("objective_names", ()))
         self.gram_inverse = np.array(parameters["gram_inverse"], dtype=np.float64)
         self.theta_quality = np.einsum("kij,kj->ki", self.gram_inverse, self.target_quality)
         self.theta_cost = np.einsum("kij,kj->ki", self.gram_inverse, self.target_cost)
@@ -370,11 +407,22 @@ class LinUCB(Agent):
         """(K, d, 2) θ_k^in, θ_k^out = A_k⁻¹ b_k^t, solved as θ^c is (one factorisation when shared)."""
         if self.target_tokens is None:
             raise RuntimeError("LinUCB is not in token mode: train it on a task with prices")
+        return self._solve_targets(self.target_tokens)
+
+    def _solve_targets(self, targets: np.ndarray) -> np.ndarray:
+        """(K, d, T) A_k⁻¹ b_k^t of the extra targets ``targets`` (K, d, T): one factorisation when shared."""
         if self._shared_gram():
-            k, d = self.n_models, self.dimension
-            stacked = self.target_tokens.transpose(1, 0, 2).reshape(d, 2 * k)
-            return np.linalg.solve(self.gram[0], stacked).reshape(d, k, 2).transpose(1, 0, 2)
-        return np.einsum("kij,kjt->kit", self.gram_inverse, self.target_tokens)
+            k, d, t = targets.shape
+            stacked = targets.transpose(1, 0, 2).reshape(d, t * k)
+            return np.linalg.solve(self.gram[0], stacked).reshape(d, k, t).transpose(1, 0, 2)
+        return np.einsum("kij,kjt->kit", self.gram_inverse, targets)
+
+    def objective_map(self) -> ObjectiveEstimates | None:
+        """θ^j of every objective beside USD, as (d, J·K) columns objective by objective; None: USD only."""
+        if self.target_objectives is None or not self.objective_names:
+            return None
+        theta = self._solve_targets(self.target_objectives)  # (K, d, J)
+        return ObjectiveEstimates(self.objective_names, np.hstack([theta[:, :, j].T for j in range(theta.shape[2])]))
 
     def linear_map(self) -> np.ndarray:
         """[θ^q | θ^c] (d, 2K) for the utility head; in token mode [θ^q | θ^in | θ^out] (d, 3K)."""
@@ -391,15 +439,16 @@ class LinUCB(Agent):
         return UtilityHead(self.n_models)
 
 
-def _cross(features: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-    """(K, d, 2) Σ_rows x · tokens of every arm: Xᵀ T in float64, ``_CHUNK_ROWS`` rows widened at a time."""
-    n, k = tokens.shape[:2]
-    flat = tokens.reshape(n, 2 * k)
-    total = np.zeros((features.shape[1], 2 * k))
+def _cross(features: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """(K, d, T) Σ_rows x · targets of each arm, from ``targets`` (N, K, T): Xᵀ Y in float64, ``_CHUNK_ROWS`` rows
+    widened at a time."""
+    n, k, t = targets.shape
+    flat = targets.reshape(n, k * t)
+    total = np.zeros((features.shape[1], k * t))
     for start in range(0, n, _CHUNK_ROWS):
         rows = slice(start, start + _CHUNK_ROWS)
         total += np.asarray(features[rows], dtype=np.float64).T @ flat[rows]
-    return total.reshape(-1, k, 2).transpose(1, 0, 2)
+    return total.reshape(-1, k, t).transpose(1, 0, 2)
 
 
 def linucb_from_statistics(

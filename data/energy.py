@@ -147,7 +147,8 @@ def with_energy_estimates(log: RoutingLog, table: EnergyTable) -> RoutingLog:
     """
     shape = (log.n_queries, log.n_models)
     energy = np.full(shape, np.nan) if log.energy_wh is None else log.energy_wh.copy()
-    estimated = np.zeros(shape, dtype=bool)
+    # cells a previous call estimated stay marked (logged ones are never estimated): the call is idempotent
+    estimated = np.zeros(shape, dtype=bool) if log.energy_estimated is None else log.energy_estimated.copy()
     if log.prompt_tokens is not None and log.completion_tokens is not None:
         for column, model in enumerate(log.models):
             missing = np.isnan(energy[:, column])
@@ -156,7 +157,7 @@ def with_energy_estimates(log: RoutingLog, table: EnergyTable) -> RoutingLog:
             if values is not None:
                 energy[missing, column] = values
                 estimated[missing, column] = True
-    if log.energy_wh is None and not estimated.any():
+    if log.energy_wh is None and not estimated.any():  # (then energy_estimated was None too)
         return log
     return replace(log, energy_wh=energy, energy_estimated=estimated)
 

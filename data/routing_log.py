@@ -9,6 +9,10 @@ import numpy as np
 
 Feedback = Literal["full", "bandit"]
 
+#: The costs beside USD that a policy can estimate per model (docs/contracts.md §2.13), and the unit each
+#: is estimated in: a weight on it is quality given up per that unit (USD's is the cost weight).
+OBJECTIVE_UNITS: dict[str, str] = {"latency": "s", "energy": "Wh"}
+
 
 @dataclass(frozen=True)
 class ReadStats:
@@ -96,6 +100,18 @@ class RoutingLog:
             timestamps=take(self.timestamps),
             tasks=take(self.tasks),
         )
+
+    def objective_table(self) -> dict[str, np.ndarray]:
+        """Each cost of :data:`OBJECTIVE_UNITS` that every outcome of a full-information log has, (N, K) in its unit.
+
+        latency = ``latency_ms`` / 1000 (seconds, the unit of ``reward.latency_weight``); energy =
+        ``energy_wh`` (logged or estimated). A bandit log knows only the logged model's outcome, and a
+        column with a missing (NaN) cell is incomplete: neither is in the table.
+        """
+        if self.feedback != "full":
+            return {}
+        columns = {"latency": None if self.latency_ms is None else self.latency_ms / 1000.0, "energy": self.energy_wh}
+        return {name: values for name, values in columns.items() if values is not None and np.isfinite(values).all()}
 
     def reward(self, cost_weight: float | np.ndarray) -> np.ndarray:
         """Linear reward of every cell: quality − cost_weight × cost (USD per query)."""

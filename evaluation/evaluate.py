@@ -30,6 +30,7 @@ from data.routing_log import RoutingLog
 from envs.estimators import PredictedOutcomes, counterfactual_log
 from evaluation.bootstrap import Bootstrap, interval
 from evaluation.budget import BudgetCalibration
+from evaluation.capacity import CapacityPlan
 from evaluation.frontier import Frontier, TwoModelGap, cost_to_reach, cost_weight_grid
 from evaluation.metrics import best_quality_actions, oracle_actions, quality_matrix, route_metrics
 from evaluation.ope import off_policy_estimates
@@ -64,6 +65,7 @@ class EvaluationPlan:
     predictions: PredictedOutcomes | None = None  # m̂ on a bandit-feedback log's queries (required there)
     max_weight: float | None = None  # cap on the importance weights of the bandit estimates
     subject: str = "Test split"  # what the log is, for an estimated table's "evaluated_on"
+    capacity: CapacityPlan | None = None  # caps per model: the router with and without them (evaluation.capacity)
     progress: bool = False  # a progress bar over the swept weights
 
 
@@ -102,6 +104,8 @@ def evaluate(log: RoutingLog, decide: Decide, plan: EvaluationPlan) -> Evaluatio
             after_frontier["test_expected"] = route_metrics(table, actions, weight, expected=True)
         if budget is not None:
             after_frontier["budget"] = budget
+        if plan.capacity is not None:
+            after_frontier["capacity"] = plan.capacity.run(table, actions, weight)
         if plan.predictions is not None:
             after_frontier["evaluated_on"] = f"{plan.subject}, estimated by DR from bandit feedback"
             after_frontier["off_policy"] = off_policy_estimates(

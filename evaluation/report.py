@@ -7,6 +7,7 @@ from typing import Any
 
 from data.outputs import write_text_atomically
 from data.routing_log import RoutingLog
+from evaluation.capacity import capacity_lines
 
 
 def data_section(log: RoutingLog, path: str | Path) -> dict[str, Any]:
@@ -255,6 +256,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| validation | {budget['validation']['mean_cost']:.6f} | {budget['validation']['mean_quality']:.4f} |",
             f"| test | {budget['test']['mean_cost']:.6f} | {budget['test']['mean_quality']:.4f} |",
         ]
+    lines += capacity_lines(report)
     lines += _objective_lines(report)
     lines += _tuning_lines(report)
     lines += ["", "## Share of queries per model (policy)", "", "| model | share |", "|---|---|"]

@@ -4,6 +4,10 @@ Both policy kinds (text, embedding) hold one :class:`Arms`: the model names, the
 weight, the weight check (finite and >= 0; clamped into ``cost_weight_range`` for a policy
 conditioned on the weight), the rule overrides (:class:`policies.rules.RuleSet`, §2.9) and the
 decision (argmax over the models the rules allow, ties to the lower index).
+
+**Weights per objective** (§2.13). A policy that estimates costs beside USD (latency, energy:
+``objective_names``) is asked at a weight per objective, read by :mod:`policies.objective_weights`;
+a bare number is the USD weight, as before.
 """
 
 import math
@@ -12,7 +16,11 @@ from typing import Any
 
 import torch
 
+from policies.objective_weights import objective_names, read_weights
 from policies.rules import RuleSet, from_canonical
+
+#: What the weights of a policy's ``scores``, ``scores_costs`` and ``route`` may be: a USD weight, or one per objective.
+Weights = float | dict[str, float]
 
 
 class Arms(torch.nn.Module):
@@ -23,6 +31,10 @@ class Arms(torch.nn.Module):
     weight_low: float
     weight_high: float
     clamp_weight: bool
+    objective_names: list[str]
+    objective_defaults: list[float]
+    carbon_per_wh: float
+    default_objective_weights: torch.Tensor | None
 
     def __init__(
         self,
@@ -31,8 +43,16 @@ class Arms(torch.nn.Module):
         cost_weight_range: list[float],
         clamp_cost_weight: bool,
         rules: Sequence[Mapping[str, Any]] = (),
+        objectives: Sequence[str] = (),
+        objective_defaults: Sequence[float] = (),
+        carbon_per_wh: float = 0.0,
     ) -> None:
-        """``rules``: the metadata's canonical rules (:func:`policies.rules.canonical`), compiled here."""
+        """``rules``: the metadata's canonical rules (:func:`policies.rules.canonical`), compiled here.
+
+        ``objectives``: the costs beside USD the policy estimates, in the order of its columns;
+        ``objective_defaults`` their default weights (zeros when empty); ``carbon_per_wh`` gCO2e per
+        Wh (0: no carbon weight).
+        """
         super().__init__()
         self.model_names = list(models)
         self.default_weight = float(default_cost_weight)
@@ -40,6 +60,35 @@ class Arms(torch.nn.Module):
         self.weight_high = float(cost_weight_range[1])
         self.clamp_weight = clamp_cost_weight
         self.rules = RuleSet(from_canonical(rules), self.model_names)
+        self.objective_names = list(objectives)
+        defaults = [float(value) for value in objective_defaults] or [0.0] * len(self.objective_names)
+        if len(defaults) != len(self.objective_names) or not all(math.isfinite(v) and v >= 0 for v in defaults):
+            raise ValueError("objective_defaults must give one finite weight >= 0 per objective")
+        self.objective_defaults = defaults
+        self.carbon_per_wh = float(carbon_per_wh)
+        # None when every default is 0: a bare USD weight then scores exactly as a USD-only policy
+        self.default_objective_weights = (
+            torch.tensor(defaults, dtype=torch.float64) if any(v > 0 for v in defaults) else None
+        )
+
+    def objectives(self) -> list[str]:
+        """The objectives a weight may be given for (:func:`policies.objective_weights.objective_names`)."""
+        return objective_names(self.objective_names, self.carbon_per_wh)
+
+    def weights(self, weights: Weights) -> tuple[float, torch.Tensor | None]:
+        """(the checked USD weight, the (J,) weights of the other objectives or None when all are 0).
+
+        A number is the USD weight; a mapping gives a weight per objective
+        (:func:`policies.objective_weights.read_weights`, whose ValueError names what it refuses).
+        """
+        if isinstance(weights, float):
+            return self.weight(weights), self.default_objective_weights
+        usd, extra = read_weights(
+            weights, self.default_weight, self.objective_names, self.objective_defaults, self.carbon_per_wh
+        )
+        if any([value > 0.0 for value in extra]):
+            return self.weight(usd), torch.tensor(extra, dtype=torch.float64)
+        return self.weight(usd), None
 
     def weight(self, cost_weight: float) -> float:
         """Refuse a weight that is not finite and >= 0; clamp it into the range when asked."""

@@ -107,23 +107,54 @@ class LoadedPolicy:
         with torch.inference_mode():
             return self.module.rule_mask(queries)
 
-    def scores(self, queries: list[str], cost_weight: float) -> torch.Tensor:
-        """Per-model scores ``[N, K]`` (float32, higher is better) for text ``queries``.
+    def objectives(self) -> list[str]:
+        """The objectives a weight may be given for (docs/contracts.md §2.13); ``["usd"]`` for a file
+        exported before they existed."""
+        if not hasattr(self.module, "objectives"):
+            return ["usd"]
+        names: list[str] = self.module.objectives()
+        return names
+
+    @property
+    def estimated_objectives(self) -> tuple[str, ...]:
+        """The objectives beside USD the policy estimates, in the order of its columns (§2.13)."""
+        if not hasattr(self.module, "scores_objective_costs"):  # a file from before §2.13, or not routerl's
+            return ()
+        return tuple(o["name"] for o in self.metadata.get("objectives", []) if o["name"] not in ("usd", "carbon"))
+
+    def score_objective_costs(self, queries: list[str], cost_weight: float | Mapping[str, float]) -> torch.Tensor:
+        """``[N, (2 + J)K]`` float32: :meth:`score_costs`, then the objective costs flattened objective by
+        objective (the module's ``scores_objective_costs``; :meth:`score_costs` for a USD-only policy)."""
+        if not self.estimated_objectives:
+            return self.score_costs(queries, cost_weight)
+        with torch.inference_mode():
+            return self.module.scores_objective_costs(queries, _weights(cost_weight))
+
+    def objective_costs(self, queries: list[str]) -> torch.Tensor:
+        """``[N, J, K]`` float32 predicted costs beside USD, in :meth:`objectives` order after ``usd``."""
+        if not hasattr(self.module, "objective_costs"):
+            return torch.zeros(len(queries), 0, len(self.models))
+        with torch.inference_mode():
+            return self.module.objective_costs(queries)
+
+    def scores(self, queries: list[str], cost_weight: float | Mapping[str, float]) -> torch.Tensor:
+        """Per-model scores ``[N, K]`` (float32, higher is better) for text ``queries``, at the USD weight
+        or a weight per objective (§2.13).
 
         Runs under ``torch.inference_mode()``; a TorchScript module may be called from several
         threads at once for inference, so no lock is taken.
         """
         with torch.inference_mode():
-            return self.module.scores(queries, float(cost_weight))
+            return self.module.scores(queries, _weights(cost_weight))
 
-    def score_costs(self, queries: list[str], cost_weight: float) -> torch.Tensor:
+    def score_costs(self, queries: list[str], cost_weight: float | Mapping[str, float]) -> torch.Tensor:
         """``[N, 2K]`` float32: the scores as :meth:`scores` in the first K columns, the predicted
         USD cost per model in the last K (the module's ``scores_costs``).
 
         One featurization for both; only for a policy that :attr:`has_costs`.
         """
         with torch.inference_mode():
-            return self.module.scores_costs(queries, float(cost_weight))
+            return self.module.scores_costs(queries, _weights(cost_weight))
 
     def prices_table(self) -> dict[str, tuple[float, float]]:
         """The policy's price table: model → (USD per 1M input, per 1M output tokens); {} in "usd" mode."""
@@ -147,6 +178,13 @@ class LoadedPolicy:
             self.module.set_prices(torch.tensor(rows, dtype=torch.float64))
         except Exception as exc:  # TorchScript raises its ValueError as torch.jit.Error, message last
             raise PolicyError(f"set_prices() refused the table: {str(exc).strip().splitlines()[-1]}") from None
+
+
+def _weights(weights: float | Mapping[str, float]) -> float | dict[str, float]:
+    """What the module's methods take: a float, or a dict of str to float (TorchScript accepts no other kinds)."""
+    if isinstance(weights, Mapping):
+        return {str(name): float(value) for name, value in weights.items()}
+    return float(weights)
 
 
 def one_line(exc: BaseException, limit: int = 160) -> str:

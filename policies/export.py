@@ -23,6 +23,7 @@ from policies.arms import Arms
 from policies.artifact import METADATA_FILE, quiet_jit
 from policies.embedding_policy import EmbeddingRoutingPolicy
 from policies.faults import fault_point
+from policies.objective_weights import CARBON, USD
 from policies.portable import twin_path
 from policies.portable_writer import portable_bytes
 from policies.scripted_featurizer import ScriptedFeaturizer
@@ -47,6 +48,9 @@ class PolicyMetadata:
     input_kind: str = "text"
     rules: list[dict[str, Any]] = field(default_factory=list)  # rule overrides, canonical (docs/contracts.md §2.9)
     cost_mode: str = "usd"  # "tokens": the head prices predicted tokens with a replaceable table (§2.10)
+    capacity: dict[str, Any] = field(default_factory=dict)  # {model: {max_share, multiplier}} (policies.capacity)
+    # the objectives a weight may be given for (§2.13): name, unit, default weight, valid range; [] USD only
+    objectives: list[dict[str, Any]] = field(default_factory=list)
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     routerl_version: str = ROUTERL_VERSION
     torch_version: str = torch.__version__
@@ -58,19 +62,35 @@ def script(module: torch.nn.Module) -> torch.jit.ScriptModule:
         return torch.jit.script(module)
 
 
+def objective_arms(objectives: list[dict[str, Any]]) -> dict[str, Any]:
+    """:class:`Arms`' keyword arguments for the metadata's ``objectives`` (§2.13): the estimated ones
+    (neither ``usd`` nor ``carbon``), their default weights, and carbon's gCO2e per Wh."""
+    estimated = [entry for entry in objectives if entry["name"] not in (USD, CARBON)]
+    carbon = [float(entry["per_wh"]) for entry in objectives if entry["name"] == CARBON]
+    return {
+        "objectives": [entry["name"] for entry in estimated],
+        "objective_defaults": [float(entry["default_weight"]) for entry in estimated],
+        "carbon_per_wh": carbon[0] if carbon else 0.0,
+    }
+
+
 def build_text_policy(
     featurizer: TextFeaturizer,
     linear_map: np.ndarray,
     head: torch.nn.Module,
     metadata: PolicyMetadata,
     clamp_cost_weight: bool = False,
+    objective_map: np.ndarray | None = None,
 ) -> torch.jit.ScriptModule:
     """Fold the featurizer's projection into the agent's (d, m) linear map and script the policy.
 
     The first rows of ``linear_map`` multiply the featurizer's projected components, so
     text_map = projection @ linear_map[:components] (V, m); the last rows multiply its dense
-    extras (length, log length, bias) and are kept as they are.
+    extras (length, log length, bias) and are kept as they are. ``objective_map`` (d, J·K): the
+    estimates of the metadata's objectives beside USD (§2.13), appended to the linear map's columns.
     """
+    if objective_map is not None:
+        linear_map = np.hstack([linear_map, objective_map])
     if linear_map.shape[0] != featurizer.dimension:
         raise ValueError(f"linear map has {linear_map.shape[0]} rows, featurizer gives {featurizer.dimension}")
     components = linear_map.shape[0] - N_DENSE_EXTRAS
@@ -81,7 +101,12 @@ def build_text_policy(
         dense_map=torch.from_numpy(np.ascontiguousarray(linear_map[components:], dtype=np.float64)),
         head=head,
         arms=Arms(
-            metadata.models, metadata.default_cost_weight, metadata.cost_weight_range, clamp_cost_weight, metadata.rules
+            metadata.models,
+            metadata.default_cost_weight,
+            metadata.cost_weight_range,
+            clamp_cost_weight,
+            metadata.rules,
+            **objective_arms(metadata.objectives),
         ),
     )
     return script(policy)

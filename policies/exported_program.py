@@ -150,6 +150,8 @@ class NumericCore(torch.nn.Module):
         self.head = build_head(portable)
         self.register_buffer("text_map", _tensor(portable.tensors["text_map"]).to(torch.float64))
         self.register_buffer("dense_map", _tensor(portable.tensors["dense_map"]).to(torch.float64))
+        # the head's columns of z: a policy's estimates of the costs beside USD (§2.13) are not the program's
+        self.head_width = self.text_map.shape[1] - len(arms.get("objectives", [])) * len(arms["models"])
         self.weight_range: tuple[float, float] | None = (
             (float(arms["cost_weight_range"][0]), float(arms["cost_weight_range"][1]))
             if arms["clamp_cost_weight"]
@@ -170,7 +172,7 @@ class NumericCore(torch.nn.Module):
         # embedding_bag(weight, indices, offsets, scale_grad_by_freq, mode 0 = sum, sparse, per_sample_weights,
         # include_last_offset): the TorchScript policy's sum, with the (N + 1,) offsets
         text = torch.embedding_bag(self.text_map, columns, offsets, False, 0, False, values, True)[0]
-        z = torch.addmm(text, extras, self.dense_map)
+        z = torch.addmm(text, extras, self.dense_map)[:, : self.head_width]
         if isinstance(self.head, MlpLogitHead):
             low, high = self.head.low, self.head.high
             feature = torch.log1p(weight.clamp(0.0, high) / low) / math.log1p(high / low)

@@ -26,6 +26,7 @@ import numpy as np
 from policies.native_featurizer import NativeFeaturizer
 from policies.native_heads import build_head, price_matrix
 from policies.native_rules import NativeRuleSet
+from policies.objective_weights import objective_names, read_weights
 from policies.policy_file import (
     PolicyError,
     check_arms,
@@ -77,6 +78,12 @@ class NativePolicy:
         if self.input_kind != "text":
             raise PolicyError("its input_kind is not 'text': the native engine routes text only")
         self.featurizer = NativeFeaturizer(portable)
+        # the costs beside USD (§2.13): z's last J·K columns, after the head's
+        self._objectives: list[str] = list(arms.get("objectives", []))
+        defaults = list(arms.get("objective_defaults", []))
+        self._objective_defaults: list[float] = defaults or [0.0] * len(self._objectives)
+        self._carbon_per_wh = float(arms.get("carbon_per_wh", 0.0))
+        self._head_width = portable.tensors["text_map"].shape[1] - len(self._objectives) * len(self.models)
         prices = portable.tensors.get("head.price_table")
         self._set_table(np.array(prices if prices is not None else np.zeros((0, 2)), dtype=np.float64))
         self._head = build_head(portable, lambda: self._priced[1])
@@ -87,6 +94,25 @@ class NativePolicy:
         """The ``policy`` object of the HTTP responses: ``{"version", "fingerprint"}``."""
         return {"version": self.version, "fingerprint": self.fingerprint}
 
+    def objectives(self) -> list[str]:
+        """The objectives a weight may be given for (§2.13): ``usd``, those estimated, and ``carbon`` with energy."""
+        return objective_names(self._objectives, self._carbon_per_wh)
+
+    def _weights(self, weights: float | Mapping[str, float]) -> tuple[float, np.ndarray | None]:
+        """(the checked USD weight, the (J,) weights of the other objectives or None when all are 0), as
+        the TorchScript policy's ``Arms.weights``."""
+        if isinstance(weights, Mapping):
+            usd, extra = read_weights(
+                {str(name): float(value) for name, value in weights.items()},
+                self.default_cost_weight,
+                self._objectives,
+                self._objective_defaults,
+                self._carbon_per_wh,
+            )
+        else:
+            usd, extra = weights, self._objective_defaults
+        return self._weight(usd), np.array(extra) if any(value > 0.0 for value in extra) else None
+
     def _weight(self, cost_weight: float) -> float:
         """The cost weight checked (finite, >= 0; ValueError otherwise) and clamped when the policy asks."""
         weight = float(cost_weight)
@@ -94,19 +120,55 @@ class NativePolicy:
             raise ValueError("cost_weight must be finite and >= 0 (quality given up per USD per query)")
         return min(max(weight, self._clamp[0]), self._clamp[1]) if self._clamp else weight
 
-    def scores_costs64(self, queries: Sequence[str], cost_weight: float) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, costs), both (N, K) float64."""
-        weight = self._weight(cost_weight)
+    def scores_costs64(
+        self, queries: Sequence[str], cost_weight: float | Mapping[str, float]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, costs), both (N, K) float64, at the USD weight or a weight per objective (§2.13)."""
+        scores, costs, _ = self._scored(queries, cost_weight)
+        return scores, costs
+
+    def _scored(
+        self, queries: Sequence[str], cost_weight: float | Mapping[str, float]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scores, costs, z) from one featurization: (N, K), (N, K) float64 and the hidden z (N, m)."""
+        weight, extra = self._weights(cost_weight)
         if not queries:
             empty = np.zeros((0, len(self.models)))
-            return empty, empty
-        return self._head(self.featurizer.hidden(queries), weight)
+            return empty, empty, np.zeros((0, self._head_width))
+        z = self.featurizer.hidden(queries)
+        if not self._objectives:
+            return (*self._head(z, weight), z)
+        scores, costs = self._head(z[:, : self._head_width], weight)
+        if extra is not None:
+            scores = scores - np.einsum("njk,j->nk", self._objective_part(z), extra)
+        return scores, costs, z
 
-    def scores(self, queries: list[str], cost_weight: float) -> np.ndarray:
+    def _objective_part(self, z: np.ndarray) -> np.ndarray:
+        """(N, J, K) the estimated costs beside USD, z's last J·K columns."""
+        return z[:, self._head_width :].reshape(len(z), len(self._objectives), len(self.models))
+
+    @property
+    def estimated_objectives(self) -> tuple[str, ...]:
+        """The objectives beside USD the policy estimates, in the order of its columns (§2.13)."""
+        return tuple(self._objectives)
+
+    def score_objective_costs(self, queries: list[str], cost_weight: float | Mapping[str, float]) -> np.ndarray:
+        """(N, (2 + J)K) float32: :meth:`score_costs`, then :meth:`objective_costs` flattened objective by objective."""
+        scores, costs, z = self._scored(queries, cost_weight)
+        return np.concatenate((scores, costs, z[:, self._head_width :] if self._objectives else z[:, :0]), axis=1,
+                              dtype=np.float32)
+
+    def objective_costs(self, queries: list[str]) -> np.ndarray:
+        """(N, J, K) float32 predicted costs beside USD, in :meth:`objectives` order after ``usd`` (J = 0: none)."""
+        if not queries:
+            return np.zeros((0, len(self._objectives), len(self.models)), dtype=np.float32)
+        return self._objective_part(self.featurizer.hidden(queries)).astype(np.float32)
+
+    def scores(self, queries: list[str], cost_weight: float | Mapping[str, float]) -> np.ndarray:
         """Per-model scores (N, K) float32, higher is better (``score_kind``)."""
         return self.scores_costs64(queries, cost_weight)[0].astype(np.float32)
 
-    def score_costs(self, queries: list[str], cost_weight: float) -> np.ndarray:
+    def score_costs(self, queries: list[str], cost_weight: float | Mapping[str, float]) -> np.ndarray:
         """(N, 2K) float32: the scores, then the predicted USD cost per model (at the current prices)."""
         return np.concatenate(self.scores_costs64(queries, cost_weight), axis=1, dtype=np.float32)
 
@@ -114,7 +176,7 @@ class NativePolicy:
         """(N, K) bool: the models the rule overrides allow each query (§2.9)."""
         return self._rules.mask(queries)
 
-    def route(self, queries: list[str], cost_weight: float) -> list[str]:
+    def route(self, queries: list[str], cost_weight: float | Mapping[str, float]) -> list[str]:
         """The chosen model per query: the best-scoring one the rules allow (ties to the lower index)."""
         scores = self.scores_costs64(queries, cost_weight)[0]
         if self._rules.rules:

@@ -89,6 +89,10 @@ def portable_bytes(module: Any, metadata: dict[str, Any], torchscript: bytes) ->
             "default_cost_weight": float(arms.default_weight),
             "cost_weight_range": [float(arms.weight_low), float(arms.weight_high)],
             "clamp_cost_weight": bool(arms.clamp_weight),
+            # the costs beside USD the last J·K columns of the maps estimate (docs/contracts.md §2.13)
+            "objectives": list(arms.objective_names),
+            "objective_defaults": [float(value) for value in arms.objective_defaults],
+            "carbon_per_wh": float(arms.carbon_per_wh),
         },
         "metadata": metadata,
     }

@@ -55,6 +55,10 @@ def replace_rules(policy: Path, rules_file: Path, out: Path) -> Path:
         [float(value) for value in meta["cost_weight_range"]],
         bool(module.arms.clamp_weight),
         canonical(rules),
+        # the objectives beside USD the maps' last columns estimate (§2.13); none in a file from before them
+        objectives=list(getattr(module.arms, "objective_names", [])),
+        objective_defaults=list(getattr(module.arms, "objective_defaults", [])),
+        carbon_per_wh=float(getattr(module.arms, "carbon_per_wh", 0.0)),
     )
     rebuilt = script(TextRoutingPolicy(module.featurizer, module.text_map, module.dense_map, module.head, arms))
     kept = {field.name: meta[field.name] for field in fields(PolicyMetadata) if field.name in meta}

@@ -43,6 +43,7 @@ from policies.cascade_artifact import load_cascade
 from serving.auth import AuthMiddleware
 from serving.backends import load_backends
 from serving.caller import caller_of
+from serving.capacity import CapacityController
 from serving.cascade import CascadeProxy, is_cascade_model
 from serving.dashboard import Dashboard
 from serving.decisions import DecisionLog
@@ -118,7 +119,7 @@ class Service:
 
         Raises:
             PolicyError: the policy is invalid or cannot serve these settings.
-            ValueError: the backends, tenants or prices file is invalid (one line).
+            ValueError: the backends, tenants, prices file or capacity caps are invalid (one line).
         """
         backends = load_backends(settings.backends) if settings.backends else {}
         engine = settings.engine
@@ -132,9 +133,10 @@ class Service:
         spending = Spending.build(settings, tenants.values(), known, loaded, state_dir)
         slot = PolicySlot(loaded, required, needs_costs, spending.pricing.apply)
         log = DecisionLog(settings.decision_log, settings.log_queries) if settings.decision_log else None
-        router = Router(slot, settings, metrics, log, spending)
-        if spending.budget is not None:
-            metrics.before_render = lambda: spending.observe(metrics)
+        capacity = CapacityController.build(settings, loaded, state_dir)
+        router = Router(slot, settings, metrics, log, spending, capacity)
+        if spending.budget is not None or capacity is not None:
+            metrics.before_render = lambda: _observe(spending, capacity, metrics)
         proxy = ChatProxy(backends, metrics) if backends else None
         cascade = _cascade(settings, router, proxy)
         return cls(settings, slot, metrics, log, router, proxy, cascade, tenants, state_dir)
@@ -200,6 +202,13 @@ class Service:
                 self.log.close()
 
         return lifespan
+
+
+def _observe(spending: Spending, capacity: CapacityController | None, metrics: Metrics) -> None:
+    """Set the gauges of the state kept in shared memory (the live budget, the capacity) before ``/metrics``."""
+    spending.observe(metrics)
+    if capacity is not None:
+        capacity.observe(metrics)
 
 
 def _cascade(settings: Settings, router: Router, proxy: ChatProxy | None) -> CascadeProxy | None:

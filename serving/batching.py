@@ -2,8 +2,10 @@
 
 Why: a TorchScript ``scores`` call has a fixed cost of about 0.1 ms on top of a few tens of µs
 per query (BENCHMARKS.md), so under load scoring eight requests in one call costs about a third
-of scoring them one by one (``--engine torchscript``; the native engine's call costs little more
-than its queries, and below 64 queries it scores them one at a time). Nothing waits for a batch to
+of scoring them one by one (``--engine torchscript``). The native engine counts each query's terms
+on its own and does the numpy work of a batch of up to 63 queries in one set of calls, and its
+head once a batch (:meth:`policies.native_featurizer.NativeFeaturizer.hidden_few`): a query
+costs it fewer µs in a batch of eight than alone (BENCHMARKS.md). Nothing waits for a batch to
 fill: the first request of an event loop iteration schedules one flush with ``call_soon``, which
 runs after every request that was already ready to run in that iteration has joined. An idle
 server therefore scores each request at once, and a busy one scores whatever arrived together.
@@ -12,10 +14,12 @@ A batch whose call raises is scored again query by query, so that a query that m
 fail affects only its own request, exactly as without batching. With one torch thread (as
 ``serve.py`` runs) a query's scores in a batch are bit-identical to its scores alone, for every
 exported policy kind measured (LinUCB, PPO, kNN, logistic; ``tests/test_serve_batching.py``
-checks the demo policy). The native engine scores a batch of fewer than 64 queries one query at a
-time, so the same holds; a full batch of 64 takes its vectorised path, equal within float64
-rounding (:mod:`policies.native_featurizer`). Under a live budget (:mod:`serving.budget`) the calls are
-``score_costs``, which give each model's predicted cost with its score from one featurization.
+checks the demo policy). The native engine's scores of a query in a batch equal its scores alone
+within float64 rounding (sums in another order, and its heads' matrix products may round a row
+differently in batches of other sizes; ``tests/test_native_featurizer.py``): the float32 scores
+were bit for bit the same on every demo and RouterBench query measured, and a decision can differ
+only where two models tie to the last bit. Under a live budget (:mod:`serving.budget`) the calls
+are ``score_costs``, which give each model's predicted cost with its score from one featurization.
 """
 
 from __future__ import annotations
@@ -36,12 +40,21 @@ class Rows(Protocol):
 class Scorer(Protocol):
     """What the batcher needs of a policy (:data:`serving.policy.ServingPolicy` has it)."""
 
-    def scores(self, queries: list[str], cost_weight: float) -> Rows:
+    @property
+    def estimated_objectives(self) -> tuple[str, ...]:
+        """The objectives beside USD it estimates (docs/contracts.md §2.13); () for a USD-only policy."""
+        ...
+
+    def scores(self, queries: list[str], cost_weight: float | dict[str, float]) -> Rows:
         """Per-model scores ``[N, K]`` of ``queries``."""
         ...
 
-    def score_costs(self, queries: list[str], cost_weight: float) -> Rows:
+    def score_costs(self, queries: list[str], cost_weight: float | dict[str, float]) -> Rows:
         """Per-model scores, then predicted costs, ``[N, 2K]``, of ``queries``."""
+        ...
+
+    def score_objective_costs(self, queries: list[str], cost_weight: float | dict[str, float]) -> Rows:
+        """``score_costs``, then the predicted costs of each objective beside USD, ``[N, (2 + J)K]``."""
         ...
 
 
@@ -51,19 +64,31 @@ class Scored:
 
     scores: list[list[float]]
     costs: list[list[float]] | None = None
+    # per query, the predicted cost of each objective beside USD, J·K values objective by objective
+    objective_costs: list[list[float]] | None = None
 
     @classmethod
-    def of(cls, policy: Scorer, queries: list[str], cost_weight: float, with_costs: bool) -> Scored:
-        """Score ``queries`` with one call (``score_costs`` when ``with_costs``)."""
-        if not with_costs:
+    def of(cls, policy: Scorer, queries: list[str], cost_weight: float | dict[str, float], with_costs: bool) -> Scored:
+        """Score ``queries`` with one call: ``score_costs`` when ``with_costs``, ``score_objective_costs``
+        when the policy estimates objectives beside USD (the service counts them)."""
+        objectives = len(policy.estimated_objectives)
+        if not with_costs and not objectives:
             return cls(policy.scores(queries, cost_weight).tolist())
-        rows = policy.score_costs(queries, cost_weight).tolist()
-        models = len(rows[0]) // 2 if rows else 0
-        return cls([row[:models] for row in rows], [row[models:] for row in rows])
+        if not objectives:
+            rows = policy.score_costs(queries, cost_weight).tolist()
+            models = len(rows[0]) // 2 if rows else 0
+            return cls([row[:models] for row in rows], [row[models:] for row in rows])
+        rows = policy.score_objective_costs(queries, cost_weight).tolist()
+        k = len(rows[0]) // (2 + objectives) if rows else 0
+        return cls([row[:k] for row in rows], [row[k : 2 * k] for row in rows], [row[2 * k :] for row in rows])
 
     def row(self, index: int) -> Scored:
         """The scores (and costs) of query ``index`` alone."""
-        return Scored([self.scores[index]], None if self.costs is None else [self.costs[index]])
+        return Scored(
+            [self.scores[index]],
+            None if self.costs is None else [self.costs[index]],
+            None if self.objective_costs is None else [self.objective_costs[index]],
+        )
 
 
 #: Most queries in one batched call; more waiting queries go into further calls of the same flush.

@@ -8,6 +8,9 @@ Each app has its own registry, so that several apps in one process never share c
   nginx's "client closed request", not as a server error).
 - ``routerl_request_duration_seconds{route}``: latency histogram.
 - ``routerl_decisions_total{model}``: models chosen (``/route``, ``/route/batch``, proxy).
+- ``routerl_estimated_latency_seconds_total{model}`` and ``routerl_estimated_energy_wh_total{model}``:
+  what the policy estimates the queries routed to each model take in seconds and Wh (a policy that
+  estimates them, docs/contracts.md §2.13; a negative linear estimate counts 0).
 - ``routerl_fallbacks_total{reason}``: ``scoring`` (the policy failed, ``--fallback-model``
   answered) and ``backend`` (a proxied backend failed and the next-best model was tried).
 - ``routerl_connections_refused_total{reason}``: connections refused or closed before the app
@@ -31,6 +34,10 @@ Each app has its own registry, so that several apps in one process never share c
   ``routerl_budget_queries`` (queries routed under it) and
   ``routerl_budget_corrections_total{result}`` (actual costs received: ``applied``, or
   ``unmatched`` when the decision's prediction was not found).
+- Capacity (``--capacity``, the exported policy's caps; :mod:`serving.capacity`), per capped
+  ``model``: ``routerl_capacity_max_share`` (its cap), ``routerl_capacity_multiplier`` (the offset
+  subtracted from its score now), ``routerl_capacity_share`` (its share of about the last
+  1,000 decisions) and ``routerl_capacity_decisions`` (decisions counted, by every worker together).
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -114,6 +121,25 @@ class Metrics:
         )
         self.budget_spend = self._gauge("routerl_budget_spend_usd", "Live budget: USD spent so far (corrected).")
         self.budget_queries = self._gauge("routerl_budget_queries", "Live budget: queries routed under it.")
+        self.capacity_max_share = self._gauge("routerl_capacity_max_share", "Capacity: the model's cap.", "model")
+        self.capacity_multiplier = self._gauge(
+            "routerl_capacity_multiplier", "Capacity: the multiplier subtracted from the model's score now.", "model"
+        )
+        self.capacity_share = self._gauge(
+            "routerl_capacity_share", "Capacity: the model's share of about the last 1,000 decisions.", "model"
+        )
+        self.capacity_decisions = self._gauge(
+            "routerl_capacity_decisions", "Capacity: decisions counted (every worker's).", "model"
+        )
+        # what the policy estimates each routed query costs beside USD (docs/contracts.md §2.13), by objective
+        self.estimated = {
+            "latency": self._counter(
+                "routerl_estimated_latency_seconds", "Latency the policy estimates for the routed queries.", "model"
+            ),
+            "energy": self._counter(
+                "routerl_estimated_energy_wh", "Energy (Wh) the policy estimates for the routed queries.", "model"
+            ),
+        }
         #: Called before each exposition: sets the gauges of state kept elsewhere (the budget's).
         self.before_render: Callable[[], None] | None = None
         self._request_children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
@@ -123,10 +149,19 @@ class Metrics:
         """A counter with ``labels`` in this service's registry."""
         return Counter(name, documentation, list(labels), registry=self.registry)
 
-    def _gauge(self, name: str, documentation: str) -> Gauge:
-        """A gauge by budget ``account``; with several workers the most recent value of any of them
-        (the budget is shared, so each worker writes the same state)."""
-        return Gauge(name, documentation, ["account"], registry=self.registry, multiprocess_mode="mostrecent")
+    def _gauge(self, name: str, documentation: str, label: str = "account") -> Gauge:
+        """A gauge by budget ``account`` (or capped ``model``); with several workers the most recent value
+        of any of them (the state is shared, so each worker writes the same)."""
+        return Gauge(name, documentation, [label], registry=self.registry, multiprocess_mode="mostrecent")
+
+    def observe_capacity(self, snapshot: Iterable[Mapping[str, float | str]]) -> None:
+        """Set the capacity gauges from :meth:`serving.capacity.CapacityController.snapshot`."""
+        for cap in snapshot:
+            model = str(cap["model"])
+            self.capacity_max_share.labels(model).set(float(cap["max_share"]))
+            self.capacity_multiplier.labels(model).set(float(cap["multiplier"]))
+            self.capacity_share.labels(model).set(float(cap["share"]))
+            self.capacity_decisions.labels(model).set(float(cap["decisions"]))
 
     def observe_budget(self, snapshot: Iterable[Mapping[str, float | str]]) -> None:
         """Set the live budget's gauges from :meth:`serving.budget.BudgetController.snapshot`."""
@@ -146,6 +181,15 @@ class Metrics:
             self._request_children[(route, status)] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def routed_objectives(self, names: Sequence[str], model: str, index: int, costs: Sequence[float]) -> None:
+        """Count what the policy estimates the query routed to ``model`` (column ``index``) costs on each
+        objective beside USD: ``costs`` holds J·K values, objective ``names[j]``'s from j·K."""
+        models = len(costs) // len(names)
+        for j, name in enumerate(names):
+            counter = self.estimated.get(name)
+            if counter is not None:
+                counter.labels(model).inc(max(costs[j * models + index], 0.0))  # a linear estimate may dip below 0
 
     def decided(self, model: str, tenant: str = "") -> None:
         """Count one routing decision for ``model`` (and for ``tenant``'s, if it is one)."""

@@ -1,7 +1,9 @@
 """OpenAI-compatible chat proxy: route a chat request, forward it, fall back on failure.
 
 ``POST /v1/chat/completions`` with ``model`` = ``router`` (the default cost weight: the
-tenant's, the live budget's or the policy's, :mod:`serving.router`) or ``router:<cost_weight>``.
+tenant's, the live budget's or the policy's, :mod:`serving.router`), ``router:<cost_weight>``, or
+``router:<objective>=<weight>,...`` (a weight per objective, docs/contracts.md §2.13: e.g.
+``router:usd=300,latency=0.5``).
 The policy scores the routing text (the last user message, or the whole conversation with
 ``--route-on conversation``); the request is forwarded unchanged but
 for ``model`` to the backend of the chosen model (:mod:`serving.backends`). A backend that
@@ -98,11 +100,38 @@ def suffix_weight(model: str, name: str) -> float | None:
     raise ApiError(422, f"invalid request: model: {model[:100]!r} needs a finite cost weight >= 0")
 
 
-def cost_weight_of(model: str) -> float | None:
-    """The cost weight a ``model`` field asks for: None for ``router``, w for ``router:<w>``."""
+def objective_weights(model: str, suffix: str) -> dict[str, float]:
+    """The weights of a ``model`` field's ``<objective>=<w>,...`` ``suffix``; 422 naming ``model`` for a
+    malformed pair, a repeated objective or a w that is not a finite number >= 0."""
+    weights: dict[str, float] = {}
+    for pair in suffix.split(","):
+        name, equals, text = pair.partition("=")
+        name = name.strip()
+        try:
+            weight = float(text) if equals and name else math.nan
+        except ValueError:
+            weight = math.nan
+        if name in weights or not (math.isfinite(weight) and weight >= 0):
+            raise ApiError(
+                422,
+                f"invalid request: model: {model[:100]!r}: {pair[:50]!r} is not <objective>=<weight> with a "
+                "finite weight >= 0, each objective once",
+            )
+        weights[name] = weight
+    return weights
+
+
+def cost_weight_of(model: str) -> float | dict[str, float] | None:
+    """The weight a ``model`` field asks for: None for ``router``, w for ``router:<w>``, and a weight per
+    objective for ``router:<objective>=<w>,...``."""
     if model == ROUTER_MODEL or model.startswith(ROUTER_MODEL + ":"):
-        return suffix_weight(model, ROUTER_MODEL)
-    raise ApiError(422, f"invalid request: model: {model[:100]!r}; use 'router' or 'router:<cost_weight>'")
+        suffix = model[len(ROUTER_MODEL) + 1 :]
+        return objective_weights(model, suffix) if "=" in suffix else suffix_weight(model, ROUTER_MODEL)
+    raise ApiError(
+        422,
+        f"invalid request: model: {model[:100]!r}; use 'router', 'router:<cost_weight>' or "
+        "'router:<objective>=<weight>,...'",
+    )
 
 
 def _text(message: ChatMessage) -> str:

@@ -34,6 +34,14 @@ Decisions worth knowing:
 - The cost weight: the request's ``cost_weight``, else the tenant's, else the policy's default.
   Under a live budget (:mod:`serving.budget`) it is the budget's weight, or the request's if that
   is larger (a caller may ask to spend less, not more); the weight used is in the decision log.
+- Weights per objective (docs/contracts.md §2.13): a request's ``weights`` (``/route``,
+  ``/route/batch``) or ``model: "router:usd=300,latency=0.5"`` (the proxy). Its ``usd`` is the cost
+  weight above (the budget and the tenant apply to it as to ``cost_weight``); the others go to the
+  policy as they are, and one the policy does not estimate is a 422 naming those it does. Such a
+  request is scored alone, not in a micro-batch; the decision log records its ``weights``.
+- Capacity (:mod:`serving.capacity`): each capped model's multiplier is subtracted from its score
+  before the choice, so every rule above chooses among ``score − λ``, and ``/route``'s ``scores``
+  are those; every decision then moves the multipliers.
 """
 
 from __future__ import annotations
@@ -50,9 +58,11 @@ from starlette.responses import Response
 from serving.batching import ScoreBatcher, Scored
 from serving.budget import Charge
 from serving.caller import Caller
+from serving.capacity import CapacityController
 from serving.decisions import DecisionLog, Exploration, best, ranking
 from serving.errors import ApiError
 from serving.metrics import Metrics
+from serving.objectives import Weights, requested_usd, scored_weights, usd_weight
 from serving.policy import PolicySlot, ServingPolicy
 from serving.proxy import ChatProxy, ChatRequest, Usage, cost_weight_of, routing_text
 from serving.recent import RecentDecisions
@@ -101,10 +111,12 @@ class Router:
         metrics: Metrics,
         log: DecisionLog | None,
         spending: Spending | None = None,
+        capacity: CapacityController | None = None,
     ) -> None:
         """Route with ``slot``'s policy; record decisions in ``metrics`` and ``log``; spend as
-        ``spending`` says (default: :meth:`Spending.none`)."""
+        ``spending`` says (default: :meth:`Spending.none`); hold ``capacity``'s caps (None: none)."""
         self.slot = slot
+        self.capacity = capacity
         self.settings = settings
         self.metrics = metrics
         self.log = log
@@ -200,7 +212,9 @@ class Router:
             return tenant.cost_weight, None
         return policy.default_cost_weight, None
 
-    def score(self, policy: ServingPolicy, queries: list[str], cost_weight: float, with_costs: bool) -> Scored | None:
+    def score(
+        self, policy: ServingPolicy, queries: list[str], cost_weight: Weights, with_costs: bool
+    ) -> Scored | None:
         """Scores (and costs) per query, in one call; None when scoring failed and ``--fallback-model`` answers."""
         try:
             scored: Scored | Exception = Scored.of(policy, queries, cost_weight, with_costs)
@@ -208,8 +222,13 @@ class Router:
             scored = exc
         return self.checked(policy, len(queries), cost_weight, scored)
 
-    async def score_one(self, policy: ServingPolicy, query: str, cost_weight: float, with_costs: bool) -> Scored | None:
-        """Like :meth:`score` for one query, batched with concurrent requests (:mod:`serving.batching`)."""
+    async def score_one(
+        self, policy: ServingPolicy, query: str, cost_weight: Weights, with_costs: bool
+    ) -> Scored | None:
+        """Like :meth:`score` for one query, batched with concurrent requests (:mod:`serving.batching`) at a
+        USD weight; at weights per objective, alone."""
+        if isinstance(cost_weight, dict):
+            return self.score(policy, [query], cost_weight, with_costs)
         try:
             scored: Scored | Exception = await self.batcher.scored(policy, query, cost_weight, with_costs)
         except Exception as exc:
@@ -217,13 +236,14 @@ class Router:
         return self.checked(policy, 1, cost_weight, scored)
 
     def checked(
-        self, policy: ServingPolicy, count: int, cost_weight: float, scored: Scored | Exception
+        self, policy: ServingPolicy, count: int, weights: Weights, scored: Scored | Exception
     ) -> Scored | None:
         """``scored`` if scoring of ``count`` queries worked; None if it failed and the fallback answers.
 
         Non-finite scores at a weight above the default are the client's doing (422); a failure
         without ``--fallback-model`` is re-raised (500).
         """
+        cost_weight = usd_weight(weights)
         try:
             if isinstance(scored, Exception):
                 raise scored
@@ -291,20 +311,29 @@ class Router:
         account: int | None = None,
     ) -> list[Decision]:
         """Choose a model for each query from its scores (``scored`` None: the fallback model),
-        within the rules and the session; count it and charge its predicted cost to ``account``."""
+        within the rules, the session and the capacity multipliers; count it and charge its predicted cost
+        to ``account``."""
         models = self.models(policy)
         decisions = []
         charges = []
+        capacity = self.capacity.begin(policy) if self.capacity is not None else None
         for i, allowed_here in enumerate(self.ruled(policy, queries, allowed) if scored else [allowed] * len(queries)):
             if scored is None:
                 fallback = policy.models.index(self.settings.fallback_model or "")
                 index = fallback if fallback in allowed_here else allowed_here[0]
                 decision = Decision(uuid.uuid4().hex, index, models[index], 1.0, None, allowed_here)
             else:
-                decision = self._choose(policy, scored.scores[i], allowed_here, caller)
+                scores = scored.scores[i] if capacity is None else capacity.offset(scored.scores[i])
+                decision = self._choose(policy, scores, allowed_here, caller)
+            if capacity is not None:
+                capacity.count(scored.scores[i] if scored else None, allowed_here, decision.index)
             if account is not None:
                 charges.append(Charge(account, _predicted_cost(decision.index, scored, i)))
             self.metrics.decided(decision.model, caller.tenant_name)
+            if scored is not None and scored.objective_costs is not None and decision.index < len(scored.scores[i]):
+                self.metrics.routed_objectives(
+                    policy.estimated_objectives, decision.model, decision.index, scored.objective_costs[i]
+                )
             if decision.explored:
                 self.metrics.explored.inc()
             if self.log is not None:  # feedback needs the log: count it by model (serving.metrics)
@@ -312,6 +341,8 @@ class Router:
             decisions.append(decision)
         if charges:
             self.spending.book([d.query_id for d in decisions], charges)
+        if capacity is not None:
+            capacity.book()
         return decisions
 
     def record(
@@ -323,9 +354,10 @@ class Router:
         caller: Caller = NO_CALLER,
         model: str | None = None,
         usage: Usage | None = None,
+        weights: Weights | None = None,
     ) -> None:
         """Append the decision to the log (if any) and the dashboard's latest decisions; ``model``:
-        the one served, if different."""
+        the one served, if different; ``weights``: the weights per objective it was scored at, if any."""
         self.recent.add(model or decision.model, cost_weight, decision.explored, query)
         if self.log is None:
             return
@@ -339,6 +371,8 @@ class Router:
             extra["tenant"] = caller.tenant.name
         if decision.session_turn:
             extra["session_turn"] = True
+        if isinstance(weights, dict):
+            extra["weights"] = weights
         self.log.decision(
             query_id=decision.query_id,
             query=query,
@@ -354,10 +388,11 @@ class Router:
         current = self.current()
         self.check_length([body.query])
         allowed = self.allowed(current, body.allowed_models, caller)
-        cost_weight, account = self.cost_weight(current, body.cost_weight, caller)
-        scored = await self.score_one(current, body.query, cost_weight, account is not None)
+        cost_weight, account = self.cost_weight(current, requested_usd(body.cost_weight, body.weights), caller)
+        weights = scored_weights(current, cost_weight, body.weights)
+        scored = await self.score_one(current, body.query, weights, account is not None)
         (decision,) = self.decide(current, [body.query], scored, allowed, caller, account)
-        self.record(current, body.query, decision, cost_weight, caller)
+        self.record(current, body.query, decision, cost_weight, caller, weights=weights)
         return {
             "query_id": decision.query_id,
             "model": decision.model,
@@ -381,11 +416,12 @@ class Router:
         self.check_length(body.queries)
         caller = Caller(caller.tenant)
         allowed = self.allowed(current, body.allowed_models, caller)
-        cost_weight, account = self.cost_weight(current, body.cost_weight, caller)
-        scored = self.score(current, body.queries, cost_weight, account is not None)
+        cost_weight, account = self.cost_weight(current, requested_usd(body.cost_weight, body.weights), caller)
+        weights = scored_weights(current, cost_weight, body.weights)
+        scored = self.score(current, body.queries, weights, account is not None)
         decisions = self.decide(current, body.queries, scored, allowed, caller, account)
         for query, decision in zip(body.queries, decisions, strict=True):
-            self.record(current, query, decision, cost_weight, caller)
+            self.record(current, query, decision, cost_weight, caller, weights=weights)
         return {
             "query_ids": [d.query_id for d in decisions],
             "models": [d.model for d in decisions],
@@ -421,6 +457,7 @@ class Router:
         user = (body.model_extra or {}).get("user")
         caller = caller.with_session(user if isinstance(user, str) else None)
         requested = cost_weight_of(body.model)
+        objectives = requested if isinstance(requested, dict) else None
         text = routing_text(body, self.settings.route_on)
         self.check_length([text])
         models = self.models(current)
@@ -428,17 +465,19 @@ class Router:
         allowed = [index for index in allowed if models[index] in proxy.backends]
         if not allowed:
             raise ApiError(422, f"invalid request: tenant {caller.tenant_name!r} has no model with a backend")
-        cost_weight, account = self.cost_weight(current, requested, caller)
-        scored = await self.score_one(current, text, cost_weight, account is not None)
+        cost_weight, account = self.cost_weight(current, requested_usd(requested, objectives), caller)
+        weights = scored_weights(current, cost_weight, objectives)
+        scored = await self.score_one(current, text, weights, account is not None)
         (decision,) = self.decide(current, [text], scored, allowed, caller, account)
         others = ranking(decision.scores, decision.allowed) if decision.scores else decision.allowed
         order = [decision.model] + [models[i] for i in others if i != decision.index]
 
         def on_served(model: str, usage: Usage | None) -> None:
-            self.record(current, text, decision, cost_weight, caller, model, usage)
+            self.record(current, text, decision, cost_weight, caller, model, usage, weights)
             if usage is not None:
                 actual = self.spending.pricing.usage_cost(model, usage.prompt_tokens, usage.completion_tokens, current)
                 if actual is not None:
                     self.spending.correct(decision.query_id, actual, self.metrics)
 
         return await proxy.forward(order, body, {"x-routerl-query-id": decision.query_id}, on_served)
+

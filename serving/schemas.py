@@ -11,6 +11,10 @@ Decisions worth knowing:
   it 422: routing nothing is always a client bug.
 - ``cost_weight`` absent or ``null`` means the policy's ``default_cost_weight()``; otherwise it
   must be a JSON number (not a string or a boolean), finite and >= 0.
+- ``weights`` gives a weight per objective (docs/contracts.md §2.13: ``usd``, ``latency``,
+  ``energy``, ``carbon``, as the policy's ``objectives()`` lists); ``usd`` in it and
+  ``cost_weight`` beside it is a 422 (one USD weight per request). An objective the policy does
+  not estimate is a 422 naming those it does (:mod:`serving.router`).
 - ``allowed_models`` restricts the choice to those models (duplicates are harmless).
 - Text that is not valid Unicode (a lone surrogate, sent as a ``\\ud800`` escape or as raw
   bytes) and non-finite numbers (``NaN``, ``1e400``) are refused at the door, 422, because
@@ -24,7 +28,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 def _check_utf8(text: str, what: str) -> str:
@@ -82,11 +86,32 @@ class RoutingOptions(BaseModel):
         default=None,
         description="Quality given up to save one USD per query; default: the policy's own.",
     )
+    weights: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = Field(
+        default=None,
+        min_length=1,
+        description="A weight per objective (usd, latency, energy, carbon: the policy's objectives()); "
+        "quality given up per unit; omitted objectives keep their defaults.",
+    )
     allowed_models: list[str] | None = Field(
         default=None,
         min_length=1,
         description="Choose only among these models (names from the policy's models()).",
     )
+
+    @model_validator(mode="after")
+    def _one_usd_weight(self) -> RoutingOptions:
+        """Refuse a USD weight given twice (``cost_weight`` and ``weights.usd``)."""
+        if self.cost_weight is not None and self.weights is not None and "usd" in self.weights:
+            raise ValueError("give the USD weight once: cost_weight or weights.usd, not both")
+        return self
+
+    @field_validator("weights")
+    @classmethod
+    def _objectives_are_text(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        """Reject objective names that are not valid Unicode."""
+        for name in value or {}:
+            _check_utf8(name, "an objective name in weights")
+        return value
 
     @field_validator("allowed_models")
     @classmethod

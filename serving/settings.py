@@ -25,6 +25,8 @@ DEFAULT_BODY_TIMEOUT_S = 30.0
 DEFAULT_MAX_CONNECTIONS = 1000
 #: η of the live budget's update on log w (``--budget-step``; :mod:`serving.budget`, BENCHMARKS.md).
 DEFAULT_BUDGET_STEP = 0.1
+#: η of the capacity multipliers' update, in scales of a model's margins (``--capacity-step``; :mod:`serving.capacity`).
+DEFAULT_CAPACITY_STEP = 0.01
 #: Seconds a session is remembered after its last turn (``--session-ttl``).
 DEFAULT_SESSION_TTL_S = 3600.0
 
@@ -103,6 +105,9 @@ class Settings:
         session_switch_cost: keep conversations on their model unless switching gains more than
             this, in score units (``--session-switch-cost``, :mod:`serving.sessions`); None: no sessions.
         session_ttl: seconds after its last turn that a session is forgotten (``--session-ttl``).
+        capacity: the caps on each model's share of the decisions (``--capacity``, :mod:`serving.capacity`):
+            ``MODEL=SHARE,...``, a YAML file of them, or ``none``; None: the exported policy's own.
+        capacity_step: η of the capacity multipliers' update (``--capacity-step``).
         engine: what scores the queries (``--engine``): ``native`` (numpy over the portable twin
             ``policy.safetensors``, :mod:`policies.native`) or ``torchscript`` (``policy.pt`` itself).
         api_token: bearer token for every route but ``/healthz`` (``ROUTERL_API_TOKEN``).
@@ -138,6 +143,8 @@ class Settings:
     tenants: Path | None = None
     session_switch_cost: float | None = None
     session_ttl: float = DEFAULT_SESSION_TTL_S
+    capacity: str | None = None
+    capacity_step: float = DEFAULT_CAPACITY_STEP
     engine: Engine = "native"
     api_token: str | None = field(default=None, repr=False)
     admin_token: str | None = field(default=None, repr=False)
@@ -211,11 +218,12 @@ class Settings:
                 raise ValueError(f"--explore-new-models names {', '.join(map(repr, twice))} more than once")
 
     def _check_spending(self) -> None:
-        """Reject a budget, step, switching cost or session lifetime that cannot work."""
+        """Reject a budget, step, switching cost, session lifetime or capacity step that cannot work."""
         for flag, value, low in (
             ("--budget", self.budget, 0.0),
             ("--budget-step", self.budget_step, 0.0),
             ("--session-ttl", self.session_ttl, 0.0),
+            ("--capacity-step", self.capacity_step, 0.0),
         ):
             if value is not None and not (math.isfinite(value) and value > low):
                 raise ValueError(f"{flag} must be a finite number > 0, got {value}")

@@ -110,8 +110,10 @@ def test_artifact_is_small_and_holds_no_gram_matrices(demo_policy: Path) -> None
     policy, metadata = loaded.module, loaded.metadata
     buffers = dict(policy.named_buffers())
     k = len(metadata["models"])
-    # per-arm [quality | cost] weights only; in token mode (the demo log has token counts) [quality | in | out]
-    columns = 3 if metadata["cost_mode"] == "tokens" else 2
+    # per-arm [quality | cost] weights only; in token mode (the demo log has token counts) [quality | in | out],
+    # then one column per arm for each objective beside USD (the demo's estimated energy, §2.13)
+    columns = (3 if metadata["cost_mode"] == "tokens" else 2) + len(policy.arms.objective_names)
+    assert list(policy.arms.objective_names) == ["energy"]
     assert buffers["text_map"].shape[1] == columns * k
     assert demo_policy.stat().st_size < 10 * 2**20
 

@@ -16,6 +16,8 @@ from serving.policy import load_policy
 class CountingPolicy:
     """A stand-in policy: the score of a query is its length; ``__fail__`` in a call raises."""
 
+    estimated_objectives = ()  # USD only
+
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]  # the project: configs/ and runs/ live there
 DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
@@ -50,8 +51,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="rule overrides (YAML: conditions on the query text -> allowed models) compiled into policy.pt; "
         "overrides the config's rules",
     )
+    parser.add_argument(
+        "--capacity",
+        action="append",
+        default=[],
+        metavar="MODEL=SHARE",
+        help="cap MODEL's share of the queries at SHARE in (0, 1] (repeatable; adds to the config's capacity): "
+        "multipliers fitted on the training queries go into policy.pt's metadata, and serve.py holds them",
+    )
     _add_run_arguments(parser)
     return parser.parse_args(argv)
+
+
+def capacity_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``--capacity MODEL=SHARE`` flags as {model: share parsed as YAML} (the configuration validates the share).
+
+    Not ``--set capacity.MODEL=SHARE``: a model's name may hold dots (``gpt-3.5-turbo``).
+    """
+    import yaml
+
+    from data.schema import DataError
+
+    caps = {}
+    for pair in pairs:
+        model, separator, share = pair.rpartition("=")
+        if not separator or not model.strip() or not share.strip():
+            raise DataError(f"--capacity {pair!r}: expected MODEL=SHARE, e.g. large-70b=0.2")
+        caps[model.strip()] = yaml.safe_load(share)
+    return caps
 
 
 def add_set_argument(parser: argparse.ArgumentParser, help: str) -> None:
@@ -115,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from data.schema import DataError
     from evaluation.budget import BudgetTarget
-    from training.config import load_config
+    from training.config import RunConfig, load_config, validated
     from training.run import prepare_directory, run_inputs, train
 
     try:
@@ -144,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(args.config, overrides, cli_data=args.data, seed=args.seed)
             out = args.out or ROOT / "runs" / config.name
             prepare_directory(out, args.overwrite, run_inputs(config, args.config))
+        if args.capacity:
+            tree = config.to_dict()
+            tree["capacity"] = {**tree["capacity"], **capacity_overrides(args.capacity)}
+            config = validated(RunConfig, tree, None)
+        if config.capacity and args.ray is not None:
+            raise DataError("capacity fits its multipliers on the training queries in this process; --ray has none")
         target = None
         if args.target_cost is not None:
             target = BudgetTarget("cost", args.target_cost)

@@ -145,6 +145,9 @@ class RunConfig:
     # a rules file (YAML, docs/contracts.md §2.9) compiled into policy.pt: conditions on the text -> the
     # models allowed; relative to the config file (train.py --rules: to the current directory)
     rules: str | None = None
+    # {model: maximum share of the queries, in (0, 1]} (docs/contracts.md §3.3): a Lagrange multiplier per capped
+    # model, fitted on the training queries (evaluation.capacity), goes into policy.pt's metadata; serve.py holds it
+    capacity: dict[str, Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Refuse a setting the agent would not read (:func:`agents.registry.check_options`): a :class:`DataError`."""

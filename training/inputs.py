@@ -79,7 +79,8 @@ class ExportedPolicy:
     the same configuration refit on every query after the evaluation (:mod:`training.refit`).
     ``steps``: what its exported state learned from (rows fitted, or episodes played).
     ``cost_weight``: its default, from :data:`COST_WEIGHT_SOURCES` ``[cost_weight_source]``;
-    ``calibration``: the refit's in-sample values at it, for a ``--target-*``.
+    ``calibration``: the refit's in-sample values at it, for a ``--target-*``; ``capacity``: the caps
+    and the multipliers that hold them (:mod:`evaluation.capacity`), fitted on what it learned from.
     """
 
     agent: Agent
@@ -89,6 +90,7 @@ class ExportedPolicy:
     steps: int
     cost_weight_source: Literal["evaluation", "refit budget", "refit target"] = "evaluation"
     calibration: dict[str, Any] | None = None
+    capacity: dict[str, dict[str, float]] | None = None  # the metadata's caps and multipliers (policies.capacity)
 
     def section(self, split_counts: dict[str, int]) -> dict[str, Any]:
         """The report's ``exported_policy`` and the metadata's ``training_data``: the same plain words."""

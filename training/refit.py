@@ -24,13 +24,15 @@ rule (:func:`evaluation.budget.calibrate`) picks for the refit policy on every q
 since no query is left out. The weight chosen on validation for the evaluated policy does not
 carry over: at one cost weight, a policy's spend depends on small differences of its estimates,
 and on RouterBench the refit policies spent 2.2 times the target at the evaluated policy's
-weight, and under it at their own (BENCHMARKS.md, *Refit on all the data*). TensorBoard curves
+weight, and under it at their own (BENCHMARKS.md, *Refit on all the data*). Capacity multipliers
+(``capacity``) are fitted anew for the refit policy, on every query, at its default weight. TensorBoard curves
 of the refit go to ``tb/refit``, its checkpoints to ``checkpoints/refit`` (``--resume`` with
 ``--refit-all`` continues them).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +42,11 @@ from agents.base import Agent, FeaturizedSplit
 from agents.callbacks import Callback, Outcomes
 from data.routing_log import RoutingLog
 from evaluation.budget import GRID_POINTS, BudgetTarget, calibrate, meets
+from evaluation.capacity import Capacity
 from evaluation.frontier import cost_weight_grid
 from evaluation.sweep import WeightSweep
 from training.config import RunConfig
+from training.exporting import checked_rules, rule_mask
 from training.features import estimated_table, featurize, fit_featurizer, fit_reward_model, learning_estimator
 from training.inputs import ExportedPolicy, Learned
 from training.learning import learn
@@ -82,11 +86,26 @@ def refit_all(
         tensorboard.close()
     steps = training["best_step"]
     if learned_weight is not None:
-        return ExportedPolicy(agent, featurizer, learned_weight, "all", steps, "refit budget")
-    if target is not None:
+        exported = ExportedPolicy(agent, featurizer, learned_weight, "all", steps, "refit budget")
+    elif target is not None:
         weight, calibration = calibrated(agent, everything, target)
-        return ExportedPolicy(agent, featurizer, weight, "all", steps, "refit target", calibration)
-    return ExportedPolicy(agent, featurizer, cost_weight, "all", steps)
+        exported = ExportedPolicy(agent, featurizer, weight, "all", steps, "refit target", calibration)
+    else:
+        exported = ExportedPolicy(agent, featurizer, cost_weight, "all", steps)
+    return replace(exported, capacity=refit_capacity(config, exported, everything))
+
+
+def refit_capacity(
+    config: RunConfig, exported: ExportedPolicy, everything: FeaturizedSplit
+) -> dict[str, dict[str, float]] | None:
+    """The caps' multipliers (:mod:`evaluation.capacity`) fitted anew for the refit policy at its default
+    weight, on every query (in-sample: none is left out), rule overrides applied; None without caps."""
+    if not config.capacity:
+        return None
+    log = everything.log
+    capacity = Capacity(log.models, config.capacity)
+    allowed = rule_mask(checked_rules(config, log.models), log.models, log.queries)
+    return capacity.metadata(capacity.fit(exported.agent.scores(everything.features, exported.cost_weight), allowed))
 
 
 def calibrated(agent: Agent, everything: FeaturizedSplit, target: BudgetTarget) -> tuple[float, dict[str, Any]]:

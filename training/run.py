@@ -25,6 +25,7 @@ from data.schema import DataError
 from data.splits import Splits, split
 from envs.estimators import PredictedOutcomes
 from evaluation.budget import GRID_POINTS, BudgetCalibration, BudgetTarget
+from evaluation.capacity import Capacity, CapacityPlan, exported_capacity
 from evaluation.evaluate import EvaluationPlan, evaluate
 from evaluation.figures import frontier_figure
 from evaluation.frontier import cost_weight_grid
@@ -57,11 +58,14 @@ class HeldOutSplits:
 
     The validation split calibrates a budget target; the test split makes the report, and with
     ``test_predictions`` it is evaluated on its DR table and by every off-policy estimator.
+    ``learned_from``, the queries the agent learned from (not held out), is where capacity
+    multipliers are fitted (None: a ``--ray`` run, which holds no training queries).
     """
 
     validation: FeaturizedSplit
     test: FeaturizedSplit
     test_predictions: PredictedOutcomes | None = None
+    learned_from: FeaturizedSplit | None = None
 
 
 #: ``train.py --refit-all``'s stage: the evaluated agent and its operating weight → the policy to export.
@@ -144,8 +148,10 @@ def _train(
         max_cost=config.data.max_cost,
     )
     write_rejected(loaded.quarantine, out)
-    log = loaded.log
+    # energy where the log has none (estimated, and marked so): the learners estimate it, the report shows it
+    log = with_energy_estimates(loaded.log, energy)
     rules = checked_rules(config, log.models)  # an unknown model stops the run before anything is learned
+    Capacity(log.models, config.capacity)  # so do an unknown model or caps that cannot hold (evaluation.capacity)
     splits = split(log, config.data.fractions, config.seed, config.data.split)
     if len(splits.train) == 0 or len(splits.test) == 0:
         raise DataError(
@@ -184,7 +190,7 @@ def _train(
     )
     tensorboard.log_scalars({"tuning/seconds": tuning.seconds}, 0)
     learned = Learned(agent, training, learned_weight, trained_on)
-    held_out = HeldOutSplits(validation_set, test_set, test_predictions)
+    held_out = HeldOutSplits(validation_set, test_set, test_predictions, train_set)
     refit_on_all = partial(refit_all, config, log, out=out, progress=progress, target=target) if refit else None
     return evaluate_and_export(config, out, inputs, learned, held_out, tensorboard, target, progress, refit_on_all)
 
@@ -241,12 +247,16 @@ def evaluate_and_export(
         predictions=held_out.test_predictions,
         max_weight=config.env.max_weight,
         progress=progress,
+        capacity=_capacity_plan(config, inputs, agent, held_out),
     )
     evaluation = evaluate(held_out.test.log, _decider(agent, held_out.test, inputs.rules, inputs.models), plan)
     weight, actions = evaluation.cost_weight, evaluation.actions
     assert weight is not None and actions is not None  # the plan has an operating weight
     if refit is None:
-        exported = ExportedPolicy(agent, inputs.featurizer, weight, learned.trained_on, learned.training["best_step"])
+        capacity = exported_capacity(evaluation.sections.get("capacity"))
+        exported = ExportedPolicy(
+            agent, inputs.featurizer, weight, learned.trained_on, learned.training["best_step"], capacity=capacity
+        )
     else:
         exported = refit(learned, weight)
     report = evaluation.report(_header(config, inputs, learned, weight, exported))
@@ -319,6 +329,23 @@ def _decider(agent: Agent, part: FeaturizedSplit, rules: list[dict[str, Any]], m
     if allowed is None:
         return lambda cost_weight: agent.predict(part.features, cost_weight)
     return lambda cost_weight: np.argmax(np.where(allowed, agent.scores(part.features, cost_weight), -np.inf), axis=1)
+
+
+def _capacity_plan(config: RunConfig, inputs: RunInputs, agent: Agent, held_out: HeldOutSplits) -> CapacityPlan | None:
+    """The report's ``capacity`` section (:mod:`evaluation.capacity`): multipliers fitted on the queries the
+    agent learned from, the test split routed with and without them, rule overrides applied; None without caps."""
+    if not config.capacity:
+        return None
+    fit_on, test = held_out.learned_from, held_out.test
+    if fit_on is None:
+        raise DataError("capacity fits its multipliers on the training queries, which a --ray run does not hold")
+    return CapacityPlan(
+        Capacity(inputs.models, config.capacity),
+        partial(agent.scores, fit_on.features),
+        rule_mask(inputs.rules, inputs.models, fit_on.log.queries),
+        partial(agent.scores, test.features),
+        rule_mask(inputs.rules, inputs.models, test.log.queries),
+    )
 
 
 def _baselines(inputs: RunInputs, test_set: FeaturizedSplit, seed: int) -> dict[str, Decide]:
