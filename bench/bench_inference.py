@@ -7,6 +7,8 @@ by side in this one process with ``torch.set_num_threads(1)``:
 
 * latency of ``policy.route([q], w)`` for one ~30-word query (p50, p99 over ``--calls`` calls,
   the calls of all policies interleaved so that machine load hits them alike);
+* per query in micro-batches: ``route`` of ``--micro-batch`` queries at once (a busy service's batch,
+  ``serving/batching.py``), p50 over ``--calls`` queries, divided by the batch's size;
 * batched throughput: queries/s of ``route`` on batches of ``--batch`` queries (median of runs);
 * file size, and load time (median over ``--loads`` loads, each in a fresh process that has
   imported what the engine needs only: ``torch.jit.load``; ``load_native_policy`` of the twin);
@@ -18,6 +20,7 @@ a before/after comparison; ``route`` results of policies with the same models ar
 
     python bench/bench_inference.py                       # full: 5000 calls, 10 loads, C++
     python bench/bench_inference.py --calls 2000 --loads 3 --no-cpp   # quick
+    python bench/bench_inference.py --queries-from ../shared/data/routerbench   # prompts the policy knows words of
 
 Both engines' routes are checked equal on 2,000 queries at three weights before anything is timed.
 
@@ -116,11 +119,17 @@ def engines(path: Path, which: list[str]) -> dict[str, Engine]:
     return loaded
 
 
-def queries(count: int, words: int, seed: int) -> list[str]:
-    """Synthetic queries of ~``words`` words (data.synth, full vocabulary incl. non-ASCII words)."""
-    from data.synth import SynthConfig, generate
+def queries(count: int, words: int, seed: int, log: Path | None = None) -> list[str]:
+    """``count`` queries of ~``words`` words: synthetic (data.synth, full vocabulary incl. non-ASCII words), or the
+    distinct queries of the routing log ``log``, each cut to its first ``words`` words, repeated up to ``count``."""
+    if log is None:
+        from data.synth import SynthConfig, generate
 
-    return list(generate(SynthConfig(queries=count, models=2, words_per_query=words, seed=seed)).queries)
+        return list(generate(SynthConfig(queries=count, models=2, words_per_query=words, seed=seed)).queries)
+    from data.loading import load_log
+
+    distinct = [" ".join(query.split()[:words]) for query in dict.fromkeys(load_log(log).log.queries)]
+    return [distinct[i % len(distinct)] for i in range(count)]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -140,6 +149,20 @@ def latency(policies: dict[str, Engine], texts: list[str], calls: int) -> dict[s
             start = clock()
             policy.route(one, policy.weight)
             samples[name].append((clock() - start) * 1e-9)
+    return samples
+
+
+def micro_batches(policies: dict[str, Engine], texts: list[str], size: int, calls: int) -> dict[str, list[float]]:
+    """Seconds per query of ``route`` on batches of ``size`` queries (a busy service's micro-batches), policies
+    interleaved batch by batch; ``calls`` queries in all."""
+    samples: dict[str, list[float]] = {name: [] for name in policies}
+    clock = time.perf_counter_ns
+    for start in range(0, calls - size + 1, size):
+        batch = [texts[(start + i) % len(texts)] for i in range(size)]
+        for name, policy in policies.items():
+            begin = clock()
+            policy.route(batch, policy.weight)
+            samples[name].append((clock() - begin) * 1e-9 / size)
     return samples
 
 
@@ -271,8 +294,15 @@ def main() -> int:
     )
     parser.add_argument("--calls", type=int, default=5000, help="single-query calls per policy (>= 2000)")
     parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--micro-batch", type=int, default=8, help="queries per micro-batch (default: %(default)s)")
     parser.add_argument("--batch-repeats", type=int, default=9)
     parser.add_argument("--words", type=int, default=30, help="mean words per query")
+    parser.add_argument(
+        "--queries-from",
+        type=Path,
+        help="time the distinct queries of this routing log (each cut to --words words) instead of synthetic ones: "
+        "the synthetic words are in neither default policy's vocabulary, a log's own queries are",
+    )
     parser.add_argument("--loads", type=int, default=10, help="fresh-process load runs per policy and engine")
     parser.add_argument(
         "--engines", default=",".join(ENGINES), help="engines to measure, comma-separated (default: %(default)s)"
@@ -298,10 +328,11 @@ def main() -> int:
     paths = {str(p.relative_to(ROOT) if p.resolve().is_relative_to(ROOT) else p): p.resolve() for p in args.policy}
     which = args.engines.split(",")
     loaded = {name: engines(path, which) for name, path in paths.items()}
-    texts = queries(max(args.calls, args.batch * 4, args.cpp_queries), args.words, seed=1)
+    texts = queries(max(args.calls, args.batch * 4, args.cpp_queries), args.words, seed=1, log=args.queries_from)
     words = statistics.mean(len(t.split()) for t in texts)
     print(
-        f"{len(texts)} synthetic queries, {words:.1f} words and {statistics.mean(map(len, texts)):.0f} "
+        f"{len(texts)} {'synthetic queries' if args.queries_from is None else f'queries from {args.queries_from}'}, "
+        f"{words:.1f} words and {statistics.mean(map(len, texts)):.0f} "
         f"characters on average; torch {torch.__version__}, {torch.get_num_threads()} thread"
     )
     if "torchscript" in which:
@@ -311,6 +342,7 @@ def main() -> int:
 
     results: dict[str, dict[str, float]] = {name: {} for name in policies}
     single = latency(policies, texts, args.calls)
+    micro = micro_batches(policies, texts, args.micro_batch, args.calls)
     batched = throughput(policies, texts, args.batch, args.batch_repeats)
     loads = load_times(policies, args.loads)
     for name, policy in policies.items():
@@ -318,6 +350,7 @@ def main() -> int:
             {
                 "p50_us": percentile(single[name], 50) * 1e6,
                 "p99_us": percentile(single[name], 99) * 1e6,
+                "micro_batch_p50_us": percentile(micro[name], 50) * 1e6,
                 "batch_qps": statistics.median(batched[name]),
                 "size_mb": policy.path.stat().st_size / 1e6,
                 "load_ms": statistics.median(loads[name]) * 1e3,
@@ -331,15 +364,17 @@ def main() -> int:
             for name, r in cpp_times(binary, paths, texts[: args.cpp_queries], args.cpp_repeats).items():
                 results[name].update({f"cpp_{k}": v for k, v in r.items()})
 
-    header = "| policy (engine) | vocab | p50 route([q]) | p99 | batch 1024 q/s | size | load (median) |" + (
-        " C++ per query (stdin batch) | C++ q/s | C++ process, 1 query |" if not args.no_cpp else ""
-    )
+    header = (
+        f"| policy (engine) | vocab | p50 route([q]) | p99 | per query, batches of {args.micro_batch} | "
+        f"batch {args.batch} q/s | size | load (median) |"
+    ) + (" C++ per query (stdin batch) | C++ q/s | C++ process, 1 query |" if not args.no_cpp else "")
     print("\n" + header)
     print("|" + "---|" * (header.count("|") - 1))
     for name, r in results.items():
         line = (
             f"| `{name}` | {r['vocabulary']} | {r['p50_us']:.1f} µs | {r['p99_us']:.1f} µs | "
-            f"{r['batch_qps']:,.0f} | {r['size_mb']:.2f} MB | {r['load_ms']:.1f} ms |"
+            f"{r['micro_batch_p50_us']:.1f} µs | {r['batch_qps']:,.0f} | {r['size_mb']:.2f} MB | "
+            f"{r['load_ms']:.1f} ms |"
         )
         if "cpp_per_query_us" in r:
             line += (
