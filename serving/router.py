@@ -249,6 +249,10 @@ class Router:
                 raise scored
             if all(math.isfinite(value) for row in scored.scores for value in row):
                 return scored
+            if isinstance(weights, dict):  # finite at its defaults (probed at load): the request's weights overflow
+                raise ApiError(
+                    422, f"invalid request: weights: {weights!r} are too large; the policy's scores overflow at them"
+                )
             if cost_weight > policy.default_cost_weight:
                 raise ApiError(
                     422,

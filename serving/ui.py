@@ -36,6 +36,7 @@ from serving.dashboard import Dashboard
 from serving.decisions import best, ranking
 from serving.errors import ApiError, SafeJSONResponse
 from serving.middleware import require_json
+from serving.objectives import requested_usd, scored_weights
 from serving.router import Router
 from serving.schemas import RouteRequest
 
@@ -93,10 +94,11 @@ def try_query(router: Router, body: RouteRequest, request: Request) -> dict[str,
     current = router.current()
     router.check_length([body.query])
     allowed = router.allowed(current, body.allowed_models, caller)
-    cost_weight = body.cost_weight
+    cost_weight = requested_usd(body.cost_weight, body.weights)
     if cost_weight is None:
         cost_weight, _ = router.cost_weight(current, None, caller)
-    scored = router.score(current, [body.query], cost_weight, with_costs=False)
+    weights = scored_weights(current, cost_weight, body.weights)
+    scored = router.score(current, [body.query], weights, with_costs=False)
     if scored is None:
         raise ApiError(503, "the policy failed to score this query (the service would use --fallback-model)")
     scores = scored.scores[0]
@@ -106,6 +108,7 @@ def try_query(router: Router, body: RouteRequest, request: Request) -> dict[str,
     return {
         "model": models[best(scores, scorable)] if scorable else models[ruled[0]],
         "cost_weight": cost_weight,
+        **({"weights": weights} if isinstance(weights, dict) else {}),
         "scores": dict(zip(current.models, scores, strict=True)),
         "score_kind": current.score_kind,
         "ranking": [models[index] for index in ranking(scores, ruled)],

@@ -514,6 +514,7 @@ def _stub_policy(models: list[str], version: str, row: list[float]) -> Any:
         scores=lambda queries, weight: torch.tensor([row] * len(queries)),
         metadata={"rules": []},
         cost_mode="usd",
+        estimated_objectives=(),  # USD only
     )
 
 

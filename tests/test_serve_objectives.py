@@ -87,6 +87,17 @@ def test_bad_weights_are_a_422_that_says_why(
     assert answer.status_code == 422 and message in answer.text, answer.text
 
 
+def test_weights_so_large_that_the_scores_overflow_are_a_422(served: tuple[RunningServer, Path]) -> None:
+    answer = _post(served[0], "/route", {"query": "alpha", "weights": {"latency": 1e308}})
+    assert answer.status_code == 422 and "are too large; the policy's scores overflow" in answer.text, answer.text
+
+
+def test_the_dashboard_preview_scores_at_the_weights_asked(served: tuple[RunningServer, Path]) -> None:
+    answer = _post(served[0], "/ui/try", {"query": "alpha", "weights": {"usd": 0.0, "energy": 0.5}})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model"] == "green" and answer.json()["weights"] == {"usd": 0.0, "energy": 0.5}
+
+
 @pytest.mark.parametrize("model", ["router:usd=1,latency", "router:latency=-1", "router:usd=1,usd=2", "router:=3"])
 def test_a_malformed_weight_suffix_is_a_422_naming_the_model(served: tuple[RunningServer, Path], model: str) -> None:
     answer = _post(served[0], "/v1/chat/completions", {"model": model, "messages": [{"role": "user", "content": "a"}]})
