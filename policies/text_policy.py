@@ -68,12 +68,14 @@ class TextRoutingPolicy(PricedPolicy):
         k = len(self.arms.model_names)
         return z.narrow(1, self.head_width, self.objective_columns).reshape(z.shape[0], -1, k)
 
-    def _scores_costs64(self, queries: list[str], weights: Weights) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, K) float64 scores at the checked ``weights`` and (N, K) predicted USD costs."""
+    def _scores_costs64(
+        self, queries: list[str], weights: Weights
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(N, K) float64 scores at the checked ``weights``, (N, K) predicted USD costs, and z."""
         weight, extra = self.arms.weights(weights)
         z = self._hidden(queries)
         scores, costs = self.head.scores_costs(self._head_part(z), weight)
-        return self._less_objectives(scores, z, extra), costs
+        return self._less_objectives(scores, z, extra), costs, z
 
     def _scores64(self, queries: list[str], weights: Weights) -> torch.Tensor:
         """(N, K) float64 scores at the checked ``weights``."""
@@ -118,17 +120,15 @@ class TextRoutingPolicy(PricedPolicy):
         """(N, 2K) float32 from one featurization: ``scores(queries, cost_weight)`` in the first K
         columns, ``costs(queries)`` in the last K. One tensor, not two: a service asks this for
         every request, and one tensor crosses into Python several µs faster than a pair."""
-        scores, costs = self._scores_costs64(queries, cost_weight)
+        scores, costs, _ = self._scores_costs64(queries, cost_weight)
         return torch.cat((scores, costs), 1).to(torch.float32)
 
     @torch.jit.export
     def scores_objective_costs(self, queries: list[str], cost_weight: Weights) -> torch.Tensor:
         """(N, (2 + J)K) float32 from one featurization: ``scores_costs(queries, cost_weight)``, then
         ``objective_costs(queries)`` flattened objective by objective (a service counts what it routes)."""
-        weight, extra = self.arms.weights(cost_weight)
-        z = self._hidden(queries)
-        scores, costs = self.head.scores_costs(self._head_part(z), weight)
-        parts = [self._less_objectives(scores, z, extra), costs]
+        scores, costs, z = self._scores_costs64(queries, cost_weight)
+        parts = [scores, costs]
         if self.objective_columns > 0:
             parts.append(z.narrow(1, self.head_width, self.objective_columns))
         return torch.cat(parts, 1).to(torch.float32)
