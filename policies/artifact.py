@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,7 @@ class LoadedPolicy:
         names: list[str] = self.module.objectives()
         return names
 
-    @property
+    @cached_property
     def estimated_objectives(self) -> tuple[str, ...]:
         """The objectives beside USD the policy estimates, in the order of its columns (§2.13)."""
         if not hasattr(self.module, "scores_objective_costs"):  # a file from before §2.13, or not routerl's

@@ -83,6 +83,10 @@ class NativePolicy:
         defaults = list(arms.get("objective_defaults", []))
         self._objective_defaults: list[float] = defaults or [0.0] * len(self._objectives)
         self._carbon_per_wh = float(arms.get("carbon_per_wh", 0.0))
+        # the defaults as Arms keeps them: None when all are 0, so a bare USD weight scores as a USD-only policy
+        self._default_extra = np.array(self._objective_defaults) if any(self._objective_defaults) else None
+        #: The objectives beside USD the policy estimates, in the order of its columns (§2.13).
+        self.estimated_objectives: tuple[str, ...] = tuple(self._objectives)
         self._head_width = portable.tensors["text_map"].shape[1] - len(self._objectives) * len(self.models)
         prices = portable.tensors.get("head.price_table")
         self._set_table(np.array(prices if prices is not None else np.zeros((0, 2)), dtype=np.float64))
@@ -101,16 +105,15 @@ class NativePolicy:
     def _weights(self, weights: float | Mapping[str, float]) -> tuple[float, np.ndarray | None]:
         """(the checked USD weight, the (J,) weights of the other objectives or None when all are 0), as
         the TorchScript policy's ``Arms.weights``."""
-        if isinstance(weights, Mapping):
-            usd, extra = read_weights(
-                {str(name): float(value) for name, value in weights.items()},
-                self.default_cost_weight,
-                self._objectives,
-                self._objective_defaults,
-                self._carbon_per_wh,
-            )
-        else:
-            usd, extra = weights, self._objective_defaults
+        if not isinstance(weights, Mapping):
+            return self._weight(weights), self._default_extra
+        usd, extra = read_weights(
+            {str(name): float(value) for name, value in weights.items()},
+            self.default_cost_weight,
+            self._objectives,
+            self._objective_defaults,
+            self._carbon_per_wh,
+        )
         return self._weight(usd), np.array(extra) if any(value > 0.0 for value in extra) else None
 
     def _weight(self, cost_weight: float) -> float:
@@ -146,11 +149,6 @@ class NativePolicy:
     def _objective_part(self, z: np.ndarray) -> np.ndarray:
         """(N, J, K) the estimated costs beside USD, z's last J·K columns."""
         return z[:, self._head_width :].reshape(len(z), len(self._objectives), len(self.models))
-
-    @property
-    def estimated_objectives(self) -> tuple[str, ...]:
-        """The objectives beside USD the policy estimates, in the order of its columns (§2.13)."""
-        return tuple(self._objectives)
 
     def score_objective_costs(self, queries: list[str], cost_weight: float | Mapping[str, float]) -> np.ndarray:
         """(N, (2 + J)K) float32: :meth:`score_costs`, then :meth:`objective_costs` flattened objective by objective."""
